@@ -1,0 +1,74 @@
+"""The `tierscan` command: argparse subcommands and the one place errors become exit codes.
+
+Each subcommand lives in a module exposing ``register(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed args, returning an exit code). To add a subcommand, write
+the module and list it in ``_SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from tierscan.errors import TierscanError
+
+PROG = "tierscan"
+
+# (module, optional): an optional module may not exist yet, and the CLI must still work without it.
+_SUBCOMMANDS = (
+    ("tierscan.cli.machine", False),
+    ("tierscan.cli.demo", True),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Simulate Linux tiered-memory (DRAM + CXL) page management.",
+        epilog="Run 'tierscan COMMAND --help' for a command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module, optional in _SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            # Skip only when the subcommand module itself is missing; a missing dependency *inside*
+            # it is a real bug and must not hide the command silently.
+            if optional and e.name == module:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:
+            # argparse exits 2 on a usage error (after printing usage) and 0 for --help; return the
+            # code instead so main() can be called from tests and other code.
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        return int(args.func(args) or 0)
+    except TierscanError as err:
+        _error(f"error: {err}")
+        return err.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001 - the promise is: no traceback reaches a user
+        if os.environ.get("TIERSCAN_DEBUG") == "1":
+            raise
+        _error(f"internal error: {type(err).__name__}: {err} (set TIERSCAN_DEBUG=1 for the traceback)")
+        return 1
+
+
+def _error(message: str) -> None:
+    # One line, always: a multi-line message would look like a traceback and break `2>&1 | grep`.
+    print(f"{PROG}: " + " ".join(message.splitlines()), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The simulated kernel: one machine's memory, processes, memcgs, lruvecs and counters."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError
+from .machine import Machine
+from .mm.constants import (
+    HPAGE_PMD_NR, HPAGE_PMD_ORDER, HZ, PAGE_SIZE, PG_allocated, PG_anon, PG_head, PG_reserved,
+    PG_tail,
+)
+from .mm.filemap import File
+from .mm.lru_gen import Lruvec, lru_gen_add_folio, lru_gen_del_folio
+from .mm.memcg import MemcgTree
+from .mm.physmem import PhysMem
+from .mm.process import MM
+from .mm.sysfs import Sysfs
+from .mm.vmstat import Vmstat
+
+
+class Kernel:
+    """A booted kernel on ``machine``.
+
+    ``faithful_quirks`` reproduces the posted patches' quirks (mglru-spec §6.5);
+    ``memcg=False`` models cgroup_disable=memory; ``debug`` runs ``check()`` after every
+    operation (the test suite turns it on).
+    """
+
+    def __init__(self, machine: Machine, seed: int = 0, *, faithful_quirks: bool = True,
+                 memcg: bool = True, debug: bool = False):
+        if not isinstance(machine, Machine):
+            raise ConfigError(f"expected a Machine, got {type(machine).__name__}", field="machine")
+        self.machine, self.seed = machine, int(seed)
+        self.faithful_quirks, self.debug = bool(faithful_quirks), bool(debug)
+        self.rng = np.random.default_rng(self.seed)
+        self.clock_ns = 0
+        self.pm = PhysMem(machine)
+        self.vmstat = Vmstat(machine.nr_nodes)
+        self.vmstat._state = self._fill_state_counters
+        self.sysfs = Sysfs()
+        self.memcgs = MemcgTree(enabled=memcg)
+        self._lruvecs: dict[tuple[int, int], Lruvec] = {}
+        self._add_lruvecs(self.memcgs.root)
+        self.mms: dict[int, MM] = {}
+        self.files: dict[int, File] = {}
+        self._next_mm_id = 1
+        self.kswapd_wake = np.zeros(machine.nr_nodes, bool)
+        self.numa_hint_fault_hook = None  # set by NUMA balancing: fn(mm, pfns, writes, cpu_nid)
+        # The zero page and the huge zero page are reserved frames on node 0, as in the kernel.
+        self.zero_pfn = 0
+        self.huge_zero_pfn = HPAGE_PMD_NR
+        self.pm.reserve(np.array([self.zero_pfn]), 0)
+        self.pm.reserve(np.array([self.huge_zero_pfn]), HPAGE_PMD_ORDER)
+
+    # ---- time -------------------------------------------------------------------------------
+    @property
+    def jiffies(self) -> int:
+        return self.clock_ns * HZ // 1_000_000_000
+
+    # ---- processes, files, memcgs --------------------------------------------------------
+    @property
+    def root_memcg(self):
+        return self.memcgs.root
+
+    def memcg_create(self, name: str, parent=None):
+        """mkdir in the cgroup tree: a new memcg with a lruvec on every node."""
+        memcg = self.memcgs.create(name, parent)
+        self._add_lruvecs(memcg)
+        return memcg
+
+    def _add_lruvecs(self, memcg) -> None:
+        for nid in range(self.machine.nr_nodes):
+            self._lruvecs[(memcg.id, nid)] = Lruvec(self, memcg, nid)
+
+    def lruvec(self, memcg, nid: int) -> Lruvec:
+        key = (memcg.id, int(nid))
+        if key not in self._lruvecs:
+            raise ConfigError(f"no lruvec for memcg {memcg.id} node {nid}", field="lruvec")
+        return self._lruvecs[key]
+
+    def spawn(self, name: str, memcg=None, cpu_node: int = 0) -> MM:
+        """fork+exec of a process whose threads run on ``cpu_node``; returns its mm."""
+        memcg = memcg or self.root_memcg
+        if memcg.id not in self.memcgs.by_id or self.memcgs.by_id[memcg.id] is not memcg:
+            raise ConfigError(f"memcg {memcg!r} does not belong to this kernel", field="memcg")
+        if cpu_node not in self.machine.cpu_nodes:
+            raise ConfigError(f"node {cpu_node} has no CPUs (CPU nodes: "
+                              f"{list(self.machine.cpu_nodes)})", field="cpu_node")
+        mm = MM(self, self._next_mm_id, name, memcg, int(cpu_node))
+        self._next_mm_id += 1
+        self.mms[mm.id] = mm
+        return mm
+
+    def remove_mm(self, mm: MM) -> None:
+        self.mms.pop(mm.id, None)
+
+    def open_file(self, name: str, size: int, shmem: bool = False) -> File:
+        """A file of ``size`` bytes (rounded up to pages) whose page cache mms can share."""
+        if int(size) <= 0:
+            raise ConfigError(f"file size must be positive, got {size}", field="file.size")
+        fid = len(self.files) + 1
+        f = File(fid, name, -(-int(size) // PAGE_SIZE), shmem=shmem)
+        self.files[fid] = f
+        return f
+
+    # ---- folio lifecycle --------------------------------------------------------------------
+    def _by_lruvec(self, heads: np.ndarray):
+        """Group folios by the lruvec (memcg, node) they belong to."""
+        heads = np.asarray(heads, dtype=np.int64)
+        key = self.pm.memcg[heads].astype(np.int64) * 1024 + self.pm.node_of(heads)
+        for k in np.unique(key):
+            yield self._lruvecs[(int(k) // 1024, int(k) % 1024)], heads[key == k]
+
+    def lru_add(self, heads) -> None:
+        for lv, sub in self._by_lruvec(heads):
+            lru_gen_add_folio(lv, sub)
+
+    def lru_del(self, heads) -> None:
+        for lv, sub in self._by_lruvec(heads):
+            lru_gen_del_folio(lv, sub)
+
+    def free_pages(self, heads) -> None:
+        """Return folios to the allocator (they must be off the LRU and unmapped)."""
+        heads = np.asarray(heads, dtype=np.int64)
+        if heads.size:
+            self.vmstat.count("pgfree", self.pm.node_of(heads), self.pm.folio_nr_pages(heads))
+            self.pm.free(heads)
+
+    def release_unmapped(self, pfns) -> None:
+        """After a zap: free anon folios that lost their last mapping; a THP that is still
+        partly mapped is split and its unmapped pages freed (the deferred split, done now)."""
+        pm = self.pm
+        heads = np.unique(pm.folio_head(np.asarray(pfns, dtype=np.int64)))
+        heads = heads[(pm.flags[heads] & PG_anon) != 0]
+        if heads.size == 0:
+            return
+        nr = pm.folio_nr_pages(heads)
+        mapped = np.add.reduceat(pm.mapcount[pm.folio_pfns(heads)].astype(np.int64),
+                                 np.concatenate([[0], np.cumsum(nr)[:-1]]))
+        partial = heads[(mapped > 0) & (nr > 1)]
+        if partial.size:
+            sub = pm.folio_pfns(partial)  # order-0 pages once split
+            self.split_folios(partial)
+            heads = np.concatenate([heads[mapped == 0], sub[pm.mapcount[sub] == 0]])
+        else:
+            heads = heads[mapped == 0]
+        self.lru_del(heads)
+        self.free_pages(heads)
+
+    def split_folios(self, heads) -> None:
+        """split_huge_page(): every page of each large folio becomes an order-0 folio with the
+        head's flags, generation and list position (lru_add_split_folio)."""
+        pm = self.pm
+        heads = np.asarray(heads, dtype=np.int64)
+        pfns = pm.folio_pfns(heads)
+        head_of = np.repeat(heads, pm.folio_nr_pages(heads))
+        for name in ("flags", "lru_gen_refs", "list_gen", "lru_stamp"):
+            arr = getattr(pm, name)
+            arr[pfns] = arr[head_of]
+        pm.flags[pfns] &= ~(PG_head | PG_tail)
+        pm.order[pfns] = 0
+        self.vmstat.count("thp_split_page", pm.node_of(heads), 1)
+
+    def folio_mapped_shared(self, heads) -> np.ndarray:
+        """folio_maybe_mapped_shared(): some page of the folio has more than one mapping."""
+        pm = self.pm
+        heads = np.asarray(heads, dtype=np.int64)
+        nr = pm.folio_nr_pages(heads)
+        if heads.size == 0:
+            return np.zeros(0, bool)
+        most = np.maximum.reduceat(pm.mapcount[pm.folio_pfns(heads)],
+                                   np.concatenate([[0], np.cumsum(nr)[:-1]]))
+        return most > 1
+
+    def wakeup_kswapd(self, nid: int) -> None:
+        """Remember that an allocation found ``nid`` below its low watermark."""
+        self.kswapd_wake[nid] = True
+
+    # ---- queries ------------------------------------------------------------------------------
+    def node_of(self, pfns) -> np.ndarray:
+        """Node of each pfn; -1 for -1 ("not present")."""
+        return self.pm.node_of(pfns)
+
+    def rmap(self, pfn: int):
+        """[(mm, address), ...] for every mapping of ``pfn``."""
+        from .mm.rmap import folio_mappers
+
+        return folio_mappers(self, int(pfn))
+
+    def node_pages(self) -> dict[str, np.ndarray]:
+        """Per-node page counts: total, free, anon, file (and THP-backed anon)."""
+        pm = self.pm
+        out = {"total": pm.node_present.copy(), "free": pm.node_free.copy()}
+        used = (pm.flags & (PG_allocated | PG_reserved)) == PG_allocated
+        nids = pm.node_of(np.flatnonzero(used))
+        anon = (pm.flags[used] & PG_anon) != 0
+        n = self.machine.nr_nodes
+        out["anon"] = np.bincount(nids[anon], minlength=n)
+        out["file"] = np.bincount(nids[~anon], minlength=n)
+        thp = used & (pm.order > 0) & ((pm.flags & PG_anon) != 0)
+        out["anon_thp"] = np.bincount(pm.node_of(np.flatnonzero(thp)), minlength=n)
+        return out
+
+    def _fill_state_counters(self, c) -> None:
+        pages = self.node_pages()
+        c["nr_free_pages"][:] = pages["free"]
+        c["nr_anon_pages"][:] = pages["anon"]
+        c["nr_file_pages"][:] = pages["file"]
+        c["nr_anon_transparent_hugepages"][:] = pages["anon_thp"] // HPAGE_PMD_NR
+
+    def numastat(self) -> str:
+        return self.vmstat.numastat()
+
+    def meminfo_table(self) -> str:
+        """A numastat -m style table of MiB per node."""
+        pages = self.node_pages()
+        n = self.machine.nr_nodes
+        rows = [("MemTotal", pages["total"]), ("MemFree", pages["free"]),
+                ("MemUsed", pages["total"] - pages["free"]), ("AnonPages", pages["anon"]),
+                ("FilePages", pages["file"]), ("AnonHugePages", pages["anon_thp"])]
+        head = f"{'':<16}" + "".join(f"{'Node ' + str(i):>14}" for i in range(n)) + f"{'Total':>14}"
+        lines = [head, f"{'':<16}" + "".join(f"{'-' * 13:>14}" for _ in range(n + 1))]
+        for label, v in rows:
+            mib = v * PAGE_SIZE / 2**20
+            lines.append(f"{label:<16}" + "".join(f"{x:>14.2f}" for x in mib) + f"{mib.sum():>14.2f}")
+        return "\n".join(lines) + "\n"
+
+    # ---- invariants ---------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise InvariantError if any model invariant is broken (DESIGN §9)."""
+        from .mm.check import check_kernel
+
+        check_kernel(self)
+
+    def after_op(self) -> None:
+        if self.debug:
+            self.check()

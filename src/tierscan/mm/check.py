@@ -1,0 +1,218 @@
+"""The model's invariants (DESIGN §9, mglru-spec §2.6), checked with whole-array operations.
+
+- page conservation: every pfn is free (all state zero), reserved, or part of exactly one folio;
+  allocator counts match the flags;
+- compound integrity: heads are 512-aligned order-9 folios whose tails point back to them;
+- ownership: an anon folio belongs to a live mm slot, a file folio sits in its file's page cache;
+- rmap and page tables agree: each PTE/PMD leaf maps the page whose identity (mapping, index)
+  is that address, and every page's mapcount equals the entries that map it;
+- no anon folio is left without a mapping (it would be leaked);
+- THP leaves cover whole 2 MiB ranges inside VMAs and hide no PTEs;
+- MGLRU: 2 <= max_seq - min_seq + 1 <= 4, every folio is on a live generation with PG_lru and
+  without PG_active, and nr_pages per (gen, type, zone) equals the folios in it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvariantError
+from .constants import (
+    HPAGE_PMD_NR, HPAGE_PMD_ORDER, MAX_NR_GENS, MAX_NR_ZONES, PG_active, PG_allocated, PG_anon,
+    PG_head, PG_lru, PG_reserved, PG_tail, PG_unevictable, PTRS_PER_PTE, _PAGE_SPECIAL,
+)
+from .lru_gen import folio_lru_gen, folio_type
+from .pagetable import pte_pfn, pte_present
+from .physmem import BLOCK
+
+
+def _fail(what: str, where=None) -> None:
+    loc = ""
+    if where is not None and np.size(where):
+        loc = f" (first at pfn/slot {int(np.atleast_1d(where)[0])})"
+    raise InvariantError(f"invariant broken: {what}{loc}")
+
+
+def check_kernel(k) -> None:
+    pm = k.pm
+    alloc = (pm.flags & PG_allocated) != 0
+    _check_allocator(pm, alloc)
+    _check_compound(pm, alloc)
+    user = alloc & ((pm.flags & PG_reserved) == 0)
+    heads = np.flatnonzero(user & ((pm.flags & PG_tail) == 0))
+    _check_ownership(k, heads)
+    _check_mappings(k, user)
+    _check_lru(k, heads)
+
+
+def _check_allocator(pm, alloc) -> None:
+    used_per_block = alloc.reshape(-1, BLOCK).sum(axis=1)
+    bad = np.flatnonzero(pm.block_free != BLOCK - used_per_block)
+    if bad.size:
+        _fail("block free count disagrees with the allocated flags", bad * BLOCK)
+    for nid in range(pm.nr_nodes):
+        lo, hi = pm.node_range(nid)
+        if pm.node_free[nid] != int((~alloc[lo:hi]).sum()):
+            _fail(f"node {nid} free count {pm.node_free[nid]} != free pfns")
+    free = ~alloc
+    dirty = free & ((pm.flags != 0) | (pm.order != 0) | (pm.mapcount != 0) |
+                    (pm.lru_gen_refs != 0) | (pm.mapping != 0) | (pm.list_gen != 0))
+    if dirty.any():
+        _fail("a free pfn carries folio state", np.flatnonzero(dirty))
+
+
+def _check_compound(pm, alloc) -> None:
+    heads = np.flatnonzero(pm.flags & PG_head)
+    if (pm.order[heads] != HPAGE_PMD_ORDER).any() or (heads % HPAGE_PMD_NR).any():
+        _fail("a compound head is not an aligned order-9 folio", heads)
+    tails = np.flatnonzero(pm.flags & PG_tail)
+    want = (heads[:, None] + np.arange(1, HPAGE_PMD_NR)).ravel()
+    if tails.size != want.size or (np.sort(tails) != np.sort(want)).any():
+        _fail("tail pages do not match their heads", tails)
+    if (pm.order[tails] != HPAGE_PMD_ORDER).any():
+        _fail("a tail page's order differs from its head's", tails)
+    small = alloc & ((pm.flags & (PG_head | PG_tail)) == 0)
+    if (pm.order[small] != 0).any():
+        _fail("an order>0 page without head/tail flags", np.flatnonzero(small & (pm.order != 0)))
+
+
+def _check_ownership(k, heads) -> None:
+    pm = k.pm
+    anon = (pm.flags[heads] & PG_anon) != 0
+    owners = pm.mapping[heads[anon]]
+    live = np.isin(owners, np.fromiter(k.mms.keys(), dtype=np.int64, count=len(k.mms)))
+    if not live.all():
+        _fail("an anon folio belongs to no live mm", heads[anon][~live])
+    fheads = heads[~anon]
+    cached = np.zeros(fheads.size, bool)
+    for fid, f in k.files.items():
+        sel = pm.mapping[fheads] == fid
+        idx = pm.index[fheads[sel]].astype(np.int64)
+        ok = (idx < f.size_pages)
+        ok[ok] = f.pages[idx[ok]] == fheads[sel][ok]
+        cached[np.flatnonzero(sel)[ok]] = True
+        entries = np.flatnonzero(f.pages >= 0)
+        back = f.pages[entries]
+        if ((pm.mapping[back] != fid) | (pm.index[back] != entries)).any():
+            _fail(f"page cache of file {fid} points at a page of another identity", back)
+    if not cached.all():
+        _fail("a file folio is not in its file's page cache", fheads[~cached])
+
+
+def _check_mappings(k, user) -> None:
+    pm = k.pm
+    expected = np.zeros(pm.nr_pfns, dtype=np.int64)
+    reserved = {k.zero_pfn, k.huge_zero_pfn}
+    for mm in k.mms.values():
+        pt = mm.pt
+        covered = np.zeros(pt.pte.size, bool)
+        owner = np.full(pt.pte.size, -1, dtype=np.int64)
+        for vi, v in enumerate(mm.vmas):
+            covered[v.start_slot:v.end_slot] = True
+            owner[v.start_slot:v.end_slot] = vi
+        slots = np.flatnonzero(pte_present(pt.pte))
+        if (~covered[slots]).any():
+            _fail(f"mm {mm.id}: a PTE outside every VMA", slots[~covered[slots]])
+        e = pt.pte[slots]
+        real = (e & _PAGE_SPECIAL) == 0
+        special_pfns = pte_pfn(e[~real])
+        if (special_pfns != k.zero_pfn).any():
+            _fail(f"mm {mm.id}: a special PTE that is not the zero page", slots[~real])
+        slots, pfns = slots[real], pte_pfn(e[real])
+        if (~user[pfns]).any():
+            _fail(f"mm {mm.id}: a PTE maps a free or reserved pfn", slots[~user[pfns]])
+        np.add.at(expected, pfns, 1)
+        _check_identity(k, mm, owner, slots, pfns)
+        _check_pmds(k, mm, covered, owner, expected, reserved, user)
+    bad = np.flatnonzero(user & (expected != pm.mapcount))
+    if bad.size:
+        _fail(f"mapcount {pm.mapcount[bad[0]]} != {expected[bad[0]]} mappings", bad)
+    heads = np.flatnonzero(user & ((pm.flags & PG_tail) == 0) & ((pm.flags & PG_anon) != 0))
+    nr = pm.folio_nr_pages(heads)
+    if heads.size:
+        total = np.add.reduceat(expected[pm.folio_pfns(heads)],
+                                np.concatenate([[0], np.cumsum(nr)[:-1]]))
+        if (total == 0).any():
+            _fail("an anon folio with no mapping was not freed", heads[total == 0])
+
+
+def _check_identity(k, mm, owner, slots, pfns) -> None:
+    """A PTE maps the page whose identity is its address: (mm, slot) for anon pages,
+    (file, offset) for page-cache pages."""
+    pm = k.pm
+    anon = (pm.flags[pfns] & PG_anon) != 0
+    bad = anon & ((pm.mapping[pfns] != mm.id) | (pm.index[pfns] != slots))
+    if bad.any():
+        _fail(f"mm {mm.id}: an anon PTE maps a page of another identity", slots[bad])
+    for vi in np.unique(owner[slots[~anon]]):
+        v = mm.vmas[vi]
+        sel = ~anon & (owner[slots] == vi)
+        want = v.pgoff + slots[sel] - v.start_slot
+        if v.file is None or ((pm.mapping[pfns[sel]] != v.file.id) |
+                              (pm.index[pfns[sel]] != want)).any():
+            _fail(f"mm {mm.id}: a file PTE maps the wrong page-cache page", slots[sel])
+
+
+def _check_pmds(k, mm, covered, owner, expected, reserved, user) -> None:
+    pt, pm = mm.pt, k.pm
+    pmds = np.arange(pt.pmd.size)
+    cov = covered.reshape(-1, PTRS_PER_PTE)
+    present = pt.pmd != 0
+    if (present & ~cov.any(axis=1)).any():
+        _fail(f"mm {mm.id}: a PMD entry outside every VMA", pmds[present & ~cov.any(axis=1)])
+    leaf = pmds[pt.pmd_is_leaf(pmds)]
+    if leaf.size == 0:
+        return
+    own = owner.reshape(-1, PTRS_PER_PTE)[leaf]
+    if (~cov[leaf].all(axis=1) | (own != own[:, :1]).any(axis=1)).any():
+        _fail(f"mm {mm.id}: a THP leaf does not sit inside one VMA", leaf)
+    if (pt.pte.reshape(-1, PTRS_PER_PTE)[leaf] != 0).any():
+        _fail(f"mm {mm.id}: PTEs hidden under a THP leaf", leaf)
+    heads = pte_pfn(pt.pmd[leaf])
+    real = ~np.isin(heads, list(reserved))
+    if ((pt.pmd[leaf[~real]] & _PAGE_SPECIAL) == 0).any() or (heads[~real] != k.huge_zero_pfn).any():
+        _fail(f"mm {mm.id}: a reserved page mapped by a non-special PMD", leaf[~real])
+    heads, leaf = heads[real], leaf[real]
+    if (~user[heads]).any() or ((pm.flags[heads] & PG_head) == 0).any():
+        _fail(f"mm {mm.id}: a PMD leaf does not map a THP head", leaf)
+    bad = (pm.mapping[heads] != mm.id) | (pm.index[heads] != (leaf << 9))
+    if bad.any():
+        _fail(f"mm {mm.id}: a PMD leaf maps a THP of another identity", leaf[bad])
+    np.add.at(expected, heads, 1)
+
+
+def _check_lru(k, heads) -> None:
+    pm = k.pm
+    evictable = heads[(pm.flags[heads] & PG_unevictable) == 0]
+    gens = folio_lru_gen(pm, evictable)
+    if (gens < 0).any():
+        _fail("a folio is off the LRU outside any operation", evictable[gens < 0])
+    flags = pm.flags[evictable]
+    if ((flags & PG_lru) == 0).any() or ((flags & PG_active) != 0).any():
+        _fail("a folio on an MGLRU list lacks PG_lru or has PG_active", evictable)
+    memcgs = pm.memcg[evictable].astype(np.int64)
+    nids = pm.node_of(evictable)
+    types, zones = folio_type(pm, evictable), pm.zone_of(evictable)
+    nr = pm.folio_nr_pages(evictable)
+    for (mid, nid), lv in k._lruvecs.items():
+        g = lv.lrugen
+        for t in (0, 1):
+            n = g.max_seq - g.min_seq[t] + 1
+            if not 2 <= n <= MAX_NR_GENS:
+                _fail(f"{lv!r}: max_seq {g.max_seq} - min_seq[{t}] {g.min_seq[t]} + 1 = {n}")
+        sel = (memcgs == mid) & (nids == nid)
+        live = np.zeros((2, MAX_NR_GENS), bool)
+        for t in (0, 1):
+            for seq in range(g.min_seq[t], g.max_seq + 1):
+                live[t, seq % MAX_NR_GENS] = True
+        dead = sel & ~live[types, np.maximum(gens, 0)]
+        if dead.any():
+            _fail(f"{lv!r}: a folio sits in a generation outside [min_seq, max_seq]",
+                  evictable[dead])
+        counted = np.zeros((MAX_NR_GENS, 2, MAX_NR_ZONES), np.int64)
+        np.add.at(counted, (gens[sel], types[sel], zones[sel]), nr[sel])
+        if (counted != g.nr_pages).any():
+            _fail(f"{lv!r}: nr_pages {g.nr_pages.tolist()} != folios per gen {counted.tolist()}")
+    known = np.fromiter(k.memcgs.by_id.keys(), dtype=np.int64)
+    if (~np.isin(memcgs, known)).any():
+        _fail("a folio is charged to an unknown memcg", evictable[~np.isin(memcgs, known)])

@@ -1,0 +1,185 @@
+"""MGLRU per-lruvec state and the folio flag transitions (mglru-spec §2, §3).
+
+A folio's generation is the gen+1 field of ``PhysMem.lru_gen_refs`` at its head pfn. The list it
+sits on (``list_gen``) and its position there (``lru_stamp``: larger is nearer the head, i.e.
+newer) are kept separately, because the kernel sorts lists lazily: the page-table walk changes a
+folio's gen flag without moving it (§3.4). All functions take numpy arrays of head pfns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .constants import (
+    ANON_AND_FILE, LRU_GEN_FILE, LRU_GEN_MASK, LRU_REFS_MASK, LRU_REFS_SHIFT, MAX_NR_GENS,
+    MAX_NR_TIERS, MAX_NR_ZONES, MIN_NR_GENS, NR_BLOOM_FILTERS, NR_HIST_GENS, NR_MM_STATS,
+    PG_active, PG_dirty, PG_lru, PG_reclaim, PG_referenced, PG_swapbacked, PG_swapcache,
+    PG_unevictable, PG_workingset, PG_writeback,
+)
+
+
+def lru_gen_from_seq(seq):
+    """lru_gen_from_seq() (§2.1): seq % MAX_NR_GENS."""
+    return seq % MAX_NR_GENS
+
+
+def lru_hist_from_seq(seq):
+    return seq % NR_HIST_GENS
+
+
+@dataclass
+class LruGenFolio:
+    """struct lru_gen_folio (§2.2), initialised by lru_gen_init_lruvec (§2.6)."""
+
+    max_seq: int = MIN_NR_GENS + 1
+    min_seq: list[int] = field(default_factory=lambda: [0, 0])
+    timestamps: list[int] = field(default_factory=lambda: [0] * MAX_NR_GENS)
+    nr_pages: np.ndarray = field(
+        default_factory=lambda: np.zeros((MAX_NR_GENS, ANON_AND_FILE, MAX_NR_ZONES), np.int64))
+    avg_refaulted: np.ndarray = field(
+        default_factory=lambda: np.zeros((ANON_AND_FILE, MAX_NR_TIERS), np.int64))
+    avg_total: np.ndarray = field(
+        default_factory=lambda: np.zeros((ANON_AND_FILE, MAX_NR_TIERS), np.int64))
+    protected: np.ndarray = field(
+        default_factory=lambda: np.zeros((NR_HIST_GENS, ANON_AND_FILE, MAX_NR_TIERS), np.int64))
+    evicted: np.ndarray = field(
+        default_factory=lambda: np.zeros((NR_HIST_GENS, ANON_AND_FILE, MAX_NR_TIERS), np.int64))
+    refaulted: np.ndarray = field(
+        default_factory=lambda: np.zeros((NR_HIST_GENS, ANON_AND_FILE, MAX_NR_TIERS), np.int64))
+    enabled: bool = True
+
+
+@dataclass
+class LruGenMmState:
+    """struct lru_gen_mm_state (§2.3): the lruvec's position in its memcg's mm list."""
+
+    seq: int = MIN_NR_GENS
+    head: object = None
+    tail: object = None
+    filters: list = field(default_factory=lambda: [None] * NR_BLOOM_FILTERS)
+    stats: np.ndarray = field(default_factory=lambda: np.zeros((NR_HIST_GENS, NR_MM_STATS), np.int64))
+
+
+class Lruvec:
+    """One (memcg, node) pair's LRU: the MGLRU state plus its mm-walk state."""
+
+    def __init__(self, kernel, memcg, nid: int):
+        self.kernel, self.memcg, self.nid = kernel, memcg, nid
+        self.lrugen = LruGenFolio(timestamps=[kernel.jiffies] * MAX_NR_GENS)
+        self.mm_state = LruGenMmState()
+
+    def __repr__(self) -> str:
+        return f"Lruvec(memcg={self.memcg.id}, node={self.nid})"
+
+
+# ---- per-folio field accessors -----------------------------------------------------------------
+def folio_lru_gen(pm, heads) -> np.ndarray:
+    """folio_lru_gen(): the flag gen, -1 when the folio is not on an MGLRU list."""
+    return (pm.lru_gen_refs[heads] & LRU_GEN_MASK).astype(np.int64) - 1
+
+
+def folio_type(pm, heads) -> np.ndarray:
+    """folio_is_file_lru(): LRU_GEN_ANON (0) for swap-backed folios, LRU_GEN_FILE (1) otherwise."""
+    return np.where(pm.flags[heads] & PG_swapbacked, 0, LRU_GEN_FILE)
+
+
+def folio_refs_bits(pm, heads) -> np.ndarray:
+    return ((pm.lru_gen_refs[heads] & LRU_REFS_MASK) >> LRU_REFS_SHIFT).astype(np.int64)
+
+
+def folio_lru_refs(pm, heads) -> np.ndarray:
+    """folio_lru_refs(): 0 without PG_referenced, else refs bits + 1 (§2.1)."""
+    ref = (pm.flags[heads] & PG_referenced) != 0
+    return np.where(ref, folio_refs_bits(pm, heads) + 1, 0)
+
+
+def lru_tier_from_refs(refs, workingset) -> np.ndarray:
+    """lru_tier_from_refs(): MAX_NR_TIERS-1 if workingset, else order_base_2(refs) (§2.1)."""
+    refs = np.asarray(refs, dtype=np.int64)
+    ob2 = np.where(refs > 1, np.ceil(np.log2(np.maximum(refs, 1))).astype(np.int64), 0)
+    return np.where(np.asarray(workingset, dtype=bool), MAX_NR_TIERS - 1, ob2)
+
+
+def set_gen(pm, heads, gens) -> None:
+    """Store gen+1 in the gen field (gens may hold -1 for "off the lists")."""
+    keep = pm.lru_gen_refs[heads] & ~LRU_GEN_MASK
+    pm.lru_gen_refs[heads] = keep | (np.asarray(gens) + 1).astype(np.uint8)
+
+
+def clear_refs_bits(pm, heads) -> None:
+    pm.lru_gen_refs[heads] &= ~LRU_REFS_MASK
+
+
+def lru_gen_is_active(lruvec, gens) -> np.ndarray:
+    """lru_gen_is_active(): the gen of max_seq or max_seq-1 (§2.1)."""
+    max_seq = lruvec.lrugen.max_seq
+    gens = np.asarray(gens)
+    return (gens == lru_gen_from_seq(max_seq)) | (gens == lru_gen_from_seq(max_seq - 1))
+
+
+def lru_gen_update_size(lruvec, pm, heads, old_gens, new_gens) -> None:
+    """lru_gen_update_size(): move the folios' pages between gens in nr_pages (-1 = none)."""
+    if len(heads) == 0:
+        return
+    nr = pm.folio_nr_pages(heads)
+    types, zones = folio_type(pm, heads), pm.zone_of(heads)
+    nr_pages = lruvec.lrugen.nr_pages
+    old, new = np.asarray(old_gens), np.asarray(new_gens)
+    out = old >= 0
+    np.subtract.at(nr_pages, (old[out], types[out], zones[out]), nr[out])
+    into = new >= 0
+    np.add.at(nr_pages, (new[into], types[into], zones[into]), nr[into])
+
+
+# ---- list placement (§3.1, §3.2) ---------------------------------------------------------------
+def lru_gen_folio_seq(lruvec, pm, heads, reclaiming: bool) -> np.ndarray:
+    """lru_gen_folio_seq() (§3.1): the seq a folio joins when it is (re)added to the lists."""
+    flags = pm.flags[heads]
+    active = (flags & PG_active) != 0
+    ws = ((flags & PG_workingset) != 0).astype(np.int64)
+    swapbacked = (flags & PG_swapbacked) != 0
+    not_file_nor_swapcache = swapbacked & ((flags & PG_swapcache) == 0)
+    reclaim_dirty = ((flags & PG_reclaim) != 0) & ((flags & (PG_dirty | PG_writeback)) != 0)
+    if reclaiming:
+        g = np.where(active, MIN_NR_GENS - ws, MAX_NR_GENS)
+    else:
+        g = np.where(active, MIN_NR_GENS - ws,
+                     np.where(not_file_nor_swapcache | reclaim_dirty, MIN_NR_GENS, MAX_NR_GENS - ws))
+    min_seq = np.asarray(lruvec.lrugen.min_seq)[folio_type(pm, heads)]
+    return np.maximum(lruvec.lrugen.max_seq - g + 1, min_seq)
+
+
+def lru_gen_add_folio(lruvec, heads, reclaiming: bool = False) -> None:
+    """lru_gen_add_folio() (§3.1) with folio_set_lru(): join gen(seq) at the head, or the tail
+    when reclaiming; clears PG_active. Unevictable folios stay off the generational lists."""
+    pm = lruvec.kernel.pm
+    heads = np.asarray(heads, dtype=np.int64)
+    heads = heads[(pm.flags[heads] & PG_unevictable) == 0]
+    if heads.size == 0:
+        return
+    gens = lru_gen_from_seq(lru_gen_folio_seq(lruvec, pm, heads, reclaiming))
+    set_gen(pm, heads, gens)
+    pm.flags[heads] = (pm.flags[heads] & ~PG_active) | PG_lru
+    lru_gen_update_size(lruvec, pm, heads, np.full(heads.size, -1), gens)
+    pm.list_gen[heads] = (gens + 1).astype(np.uint8)
+    pm.lru_stamp[heads] = pm.next_stamps(heads.size, tail=reclaiming)
+
+
+def lru_gen_del_folio(lruvec, heads, reclaiming: bool = False) -> None:
+    """lru_gen_del_folio() (§3.2) with folio_clear_lru(): leave the lists; a folio leaving an
+    active gen (not for reclaim) gets PG_active so that it returns to an active gen."""
+    pm = lruvec.kernel.pm
+    heads = np.asarray(heads, dtype=np.int64)
+    gens = folio_lru_gen(pm, heads)
+    heads, gens = heads[gens >= 0], gens[gens >= 0]
+    if heads.size == 0:
+        return
+    lru_gen_update_size(lruvec, pm, heads, gens, np.full(heads.size, -1))
+    set_gen(pm, heads, np.full(heads.size, -1))
+    act = np.zeros(heads.size, bool) if reclaiming else lru_gen_is_active(lruvec, gens)
+    flags = pm.flags[heads] & ~PG_lru
+    pm.flags[heads] = np.where(act, flags | PG_active, flags)
+    pm.list_gen[heads] = 0
+    pm.lru_stamp[heads] = 0

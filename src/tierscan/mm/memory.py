@@ -1,0 +1,344 @@
+"""Page faults, the hardware access bits, and zapping (mm/memory.c, mm/huge_memory.c).
+
+Everything works on arrays of page slots (see pagetable.py). A batch of accesses is resolved in
+three phases, each vectorised: NUMA hint faults on PROT_NONE entries, first-touch faults on empty
+entries (in first-access order, so a node fills and falls back in program order), then write
+faults on read-only entries (copy-on-write of the zero page and of private file pages, dirty
+tracking of shared ones). docs/fidelity.md lists what this ordering simplifies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import (
+    HPAGE_PMD_NR, HPAGE_PMD_ORDER, PG_active, PG_anon, PG_dirty, PG_swapbacked, PTRS_PER_PTE,
+    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW,
+    _PAGE_SPECIAL, _PAGE_USER,
+)
+from .pagetable import mk_pte, pte_pfn, pte_present
+
+# x86's vm_page_prot carries _PAGE_ACCESSED, so a freshly faulted entry is young (unverified).
+PTE_BASE = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
+PMD_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY  # _PAGE_TABLE
+
+
+def first_by_slot(slots: np.ndarray, is_write: np.ndarray):
+    """Unique slots in first-access order, with whether the first and any access writes."""
+    uniq, first, inv = np.unique(slots, return_index=True, return_inverse=True)
+    any_write = np.bincount(inv, weights=is_write, minlength=uniq.size) > 0
+    order = np.argsort(first, kind="stable")
+    return uniq[order], first[order], is_write[first[order]], any_write[order]
+
+
+def groups_in_order(keys: np.ndarray):
+    """Yield (key, mask) for each distinct key, in order of the key's first appearance."""
+    uniq, first = np.unique(keys, return_index=True)
+    for key in uniq[np.argsort(first, kind="stable")]:
+        yield int(key), keys == key
+
+
+# ---- the access path ---------------------------------------------------------------------------
+def handle_accesses(mm, slots: np.ndarray, is_write: np.ndarray, vidx: np.ndarray, cpu_nid: int):
+    """Resolve every fault the accesses need, then set the accessed/dirty bits the MMU would."""
+    do_numa_hint_faults(mm, slots, is_write, cpu_nid)
+    first_written = do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid)
+    do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written)
+    mark_accessed(mm.pt, slots, is_write)
+
+
+def mark_accessed(pt, slots: np.ndarray, is_write: np.ndarray) -> None:
+    """What the MMU does on a TLB miss: set A (and D on a store) in the leaf entry, and the
+    accessed bit of the non-leaf PMD entry it walked through (mglru-spec §5.1 simple model)."""
+    pmd_slots = slots >> 9
+    leaf = pt.pmd_is_leaf(pmd_slots)
+    pte_slots = slots[~leaf]
+    pt.pte[pte_slots] |= _PAGE_ACCESSED
+    pt.pte[pte_slots[is_write[~leaf]]] |= _PAGE_DIRTY
+    pt.pmd[pmd_slots] |= _PAGE_ACCESSED
+    if leaf.any():
+        pt.pmd[pmd_slots[leaf & is_write]] |= _PAGE_DIRTY
+
+
+# ---- phase 1: NUMA hint faults -----------------------------------------------------------------
+def do_numa_hint_faults(mm, slots, is_write, cpu_nid) -> None:
+    """do_numa_page()/do_huge_pmd_numa_page(): restore the entry, then let NUMA balancing act."""
+    pt, k = mm.pt, mm.kernel
+    pmd_slots = slots >> 9
+    leaf = pt.pmd_is_leaf(pmd_slots)
+    hint_pte = ~leaf & ((pt.pte[slots] & (_PAGE_PRESENT | _PAGE_PROTNONE)) == _PAGE_PROTNONE)
+    hint_pmd = leaf & ((pt.pmd[pmd_slots] & _PAGE_PRESENT) == 0)
+    if not (hint_pte.any() or hint_pmd.any()):
+        return
+    s, first, _, anyw = first_by_slot(slots[hint_pte], is_write[hint_pte])
+    m, mfirst, _, manyw = first_by_slot(pmd_slots[hint_pmd], is_write[hint_pmd])
+    pt.pte[s] = (pt.pte[s] & ~_PAGE_PROTNONE) | _PAGE_PRESENT
+    pt.pmd[m] = (pt.pmd[m] & ~_PAGE_PROTNONE) | _PAGE_PRESENT
+    pfns = np.concatenate([pte_pfn(pt.pte[s]), pte_pfn(pt.pmd[m])])
+    writes = np.concatenate([anyw, manyw])
+    nids = k.pm.node_of(pfns)
+    k.vmstat.count("pgfault", cpu_nid, pfns.size)
+    k.vmstat.count("numa_hint_faults", cpu_nid, pfns.size)
+    k.vmstat.count("numa_hint_faults_local", cpu_nid, int((nids == cpu_nid).sum()))
+    if k.numa_hint_fault_hook is not None:
+        k.numa_hint_fault_hook(mm, pfns, writes, cpu_nid)
+
+
+# ---- phase 2: first-touch faults ---------------------------------------------------------------
+def do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
+    """Fault in every slot with no mapping. Returns the slots whose first access was a store
+    (their fault already handled the write, so phase 3 does not count a second fault)."""
+    pt = mm.pt
+    pmd_slots = slots >> 9
+    missing = ~pt.pmd_is_leaf(pmd_slots) & ~pte_present(pt.pte[slots])
+    if not missing.any():
+        return np.empty(0, np.int64)
+    uslots, first, first_w, _ = first_by_slot(slots[missing], is_write[missing])
+    uvidx = vidx[missing][first]
+    written = [uslots[first_w]]
+    for vi, sel in groups_in_order(uvidx):
+        vma = mm.vmas[vi]
+        s, w = uslots[sel], first_w[sel]
+        if vma.thp_eligible(mm.kernel):
+            s, w = do_huge_pmd_anonymous_faults(mm, vma, s, w, cpu_nid)
+        if vma.file is None:
+            do_anonymous_faults(mm, vma, s, w, cpu_nid)
+        else:
+            do_file_faults(mm, vma, s, w, cpu_nid)
+    return np.concatenate(written)
+
+
+def install_ptes(mm, slots, pfns, bits) -> None:
+    """set_pte_at() for new mappings, allocating the PTE tables (pmd_populate) they need."""
+    pt = mm.pt
+    pmd_slots = np.unique(slots >> 9)
+    empty = pmd_slots[pt.pmd[pmd_slots] == 0]
+    pt.pmd[empty] = PMD_TABLE
+    pt.pte[slots] = mk_pte(pfns, 0) | np.asarray(bits, dtype=np.uint64)
+
+
+def new_folios(mm, vma, count: int, order: int, cpu_nid: int, strict: bool = True):
+    """Allocate folios under the VMA's policy (alloc_pages_mpol)."""
+    from .mempolicy import policy_nodes
+    from .page_alloc import alloc_pages
+
+    k = mm.kernel
+    nodes = policy_nodes(vma.policy, k.machine.distance, cpu_nid)
+    return alloc_pages(k, count, order, nodes, cpu_nid, strict=strict)
+
+
+def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index) -> None:
+    """Set up freshly allocated folios and put them on the LRU.
+
+    Faulted folios get PG_active first (folio_add_lru in a fault, mglru-spec §3.1), so they land in
+    max_seq-1. ``index`` is per page, one entry per pfn of the folios.
+    """
+    pm = k.pm
+    pfns = pm.folio_pfns(heads)
+    pm.flags[pfns] |= np.uint16(flags)
+    pm.memcg[pfns] = memcg_id
+    pm.mapping[pfns] = mapping
+    pm.index[pfns] = np.asarray(index, dtype=np.uint32)
+    pm.flags[heads] |= PG_active
+    k.lru_add(heads)
+
+
+def do_anonymous_faults(mm, vma, slots, first_w, cpu_nid) -> None:
+    """do_anonymous_page(): a read maps the shared zero page, a write gets a new page."""
+    k = mm.kernel
+    reads = slots[~first_w]
+    if reads.size:
+        install_ptes(mm, reads, np.full(reads.size, k.zero_pfn), PTE_BASE | _PAGE_SPECIAL)
+    writes = slots[first_w]
+    if writes.size:
+        heads, _ = new_folios(mm, vma, writes.size, 0, cpu_nid)
+        add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, writes)
+        k.pm.mapcount[heads] = 1
+        install_ptes(mm, writes, heads, PTE_BASE | _PAGE_RW | _PAGE_DIRTY)
+    k.vmstat.count("pgfault", cpu_nid, slots.size)
+
+
+def do_huge_pmd_anonymous_faults(mm, vma, slots, first_w, cpu_nid):
+    """do_huge_pmd_anonymous_page() for every empty, fully covered PMD the slots touch.
+
+    A read maps the huge zero page (use_zero_page); a write allocates a THP. A PMD whose THP
+    cannot be allocated falls back to base pages (thp_fault_fallback). Returns the slots left
+    for the base-page path.
+    """
+    k, pt = mm.kernel, mm.pt
+    pmds = slots >> 9
+    eligible = (pmds << 9 >= vma.start_slot) & ((pmds + 1) << 9 <= vma.end_slot)
+    eligible &= pt.pmd[pmds] == 0
+    if not eligible.any():
+        return slots, first_w
+    # first access per PMD decides read or write
+    upmd, idx = np.unique(pmds[eligible], return_index=True)
+    order = np.argsort(np.flatnonzero(eligible)[idx], kind="stable")
+    upmd = upmd[order]
+    uw = first_w[eligible][idx][order]
+    zero = ~uw if k.sysfs["transparent_hugepage/use_zero_page"] else np.zeros(uw.size, bool)
+    if zero.any():
+        pt.pmd[upmd[zero]] = mk_pte(np.full(int(zero.sum()), k.huge_zero_pfn),
+                                    PTE_BASE | _PAGE_PSE | _PAGE_SPECIAL)
+    want = upmd[~zero]
+    heads, _ = new_folios(mm, vma, want.size, HPAGE_PMD_ORDER, cpu_nid, strict=False)
+    done = want[: heads.size]
+    if heads.size:
+        index = (done[:, None] * PTRS_PER_PTE + np.arange(HPAGE_PMD_NR)).ravel()
+        add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, index)
+        k.pm.mapcount[heads] = 1  # the PMD mapping counts on the head
+        pt.pmd[done] = mk_pte(heads, PTE_BASE | _PAGE_PSE | _PAGE_RW | _PAGE_DIRTY)
+        k.vmstat.count("thp_fault_alloc", cpu_nid, heads.size)
+    k.vmstat.count("thp_fault_fallback", cpu_nid, want.size - heads.size)
+    k.vmstat.count("pgfault", cpu_nid, int(zero.sum()) + heads.size)
+    handled = np.isin(pmds, upmd[zero]) | np.isin(pmds, done)
+    return slots[~handled], first_w[~handled]
+
+
+def file_offsets(vma, slots) -> np.ndarray:
+    return vma.pgoff + (slots - vma.start_slot)
+
+
+def do_file_faults(mm, vma, slots, first_w, cpu_nid) -> None:
+    """do_read_fault()/do_shared_fault(): find or read the page-cache page and map it.
+
+    A store to a shared mapping maps it writable and dirties the folio; a private mapping is
+    mapped read-only here and copied on write in phase 3 (do_cow_fault's net effect).
+    """
+    k, f = mm.kernel, vma.file
+    offs = file_offsets(vma, slots)
+    cached = f.pages[offs] >= 0
+    uoffs, ufirst = np.unique(offs, return_index=True)
+    miss = ~cached[ufirst]
+    uncached = uoffs[miss][np.argsort(ufirst[miss], kind="stable")]  # first-access order
+    if uncached.size:
+        heads, _ = new_folios(mm, vma, uncached.size, 0, cpu_nid)
+        add_new_folios(k, heads, mm.memcg.id, PG_swapbacked if f.shmem else 0, f.id, uncached)
+        f.pages[uncached] = heads
+        if not f.shmem:
+            k.vmstat.count("pgmajfault", cpu_nid, uncached.size)
+    pfns = f.pages[offs]
+    np.add.at(k.pm.mapcount, pfns, 1)
+    shared_w = first_w & vma.shared
+    bits = np.where(shared_w, PTE_BASE | _PAGE_RW | _PAGE_DIRTY, PTE_BASE).astype(np.uint64)
+    install_ptes(mm, slots, pfns, bits)
+    k.pm.flags[pfns[shared_w]] |= PG_dirty
+    k.vmstat.count("pgfault", cpu_nid, slots.size)
+
+
+# ---- phase 3: write faults ---------------------------------------------------------------------
+def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
+    """do_wp_page(): stores to read-only entries. The zero page and private file pages are
+    copied to new anon pages; shared file pages become writable and dirty."""
+    pt, k = mm.pt, mm.kernel
+    if not is_write.any():
+        return
+    wslots, wvidx = slots[is_write], vidx[is_write]
+    pmds = wslots >> 9
+    leaf = pt.pmd_is_leaf(pmds)
+    huge_zero = leaf & (pte_pfn(pt.pmd[pmds]) == k.huge_zero_pfn)
+    if huge_zero.any():
+        # do_huge_pmd_wp_page() on the huge zero page splits it and copies 4 KiB (fallback path)
+        split_huge_zero_pmds(mm, np.unique(pmds[huge_zero]))
+        leaf = pt.pmd_is_leaf(pmds)
+    ro = ~leaf & ((pt.pte[wslots] & _PAGE_RW) == 0)
+    if not ro.any():
+        return
+    uslots, first, _, _ = first_by_slot(wslots[ro], np.ones(int(ro.sum()), bool))
+    uvidx = wvidx[ro][first]
+    counted = ~np.isin(uslots, first_written)
+    k.vmstat.count("pgfault", cpu_nid, int(counted.sum()))
+    for vi, sel in groups_in_order(uvidx):
+        vma = mm.vmas[vi]
+        s = uslots[sel]
+        if vma.shared:
+            pfns = pte_pfn(pt.pte[s])
+            pt.pte[s] |= _PAGE_RW | _PAGE_DIRTY
+            k.pm.flags[pfns] |= PG_dirty
+            continue
+        old = pte_pfn(pt.pte[s])
+        reuse = (k.pm.flags[old] & PG_anon) != 0
+        pt.pte[s[reuse]] |= _PAGE_RW | _PAGE_DIRTY
+        cow, old = s[~reuse], old[~reuse]
+        if cow.size == 0:
+            continue
+        heads, _ = new_folios(mm, vma, cow.size, 0, cpu_nid)
+        add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, cow)
+        k.pm.mapcount[heads] = 1
+        from_cache = old != k.zero_pfn
+        np.subtract.at(k.pm.mapcount, old[from_cache], 1)
+        pt.pte[cow] = mk_pte(heads, PTE_BASE | _PAGE_RW | _PAGE_DIRTY)
+
+
+def split_huge_zero_pmds(mm, pmds) -> None:
+    """__split_huge_zero_page_pmd(): replace huge-zero PMD leaves by zero-page PTE tables."""
+    pt, k = mm.pt, mm.kernel
+    slots = (pmds[:, None] * PTRS_PER_PTE + np.arange(PTRS_PER_PTE)).ravel()
+    pt.pmd[pmds] = PMD_TABLE
+    pt.pte[slots] = mk_pte(np.full(slots.size, k.zero_pfn), PTE_BASE | _PAGE_SPECIAL)
+    k.vmstat.count("thp_split_pmd", mm.cpu_node, pmds.size)
+
+
+def split_huge_pmds(mm, pmds) -> None:
+    """__split_huge_pmd(): turn PMD leaves into PTE tables mapping the same folio page by page.
+
+    The folio stays large; each subpage gains a PTE mapping and the head loses the PMD mapping.
+    Young, dirty, write and PROT_NONE carry over to every PTE.
+    """
+    pt, k = mm.pt, mm.kernel
+    pmds = np.asarray(pmds, dtype=np.int64)
+    pmds = pmds[pt.pmd_is_leaf(pmds)]
+    if pmds.size == 0:
+        return
+    zero = pte_pfn(pt.pmd[pmds]) == k.huge_zero_pfn
+    if zero.any():
+        split_huge_zero_pmds(mm, pmds[zero])
+        pmds = pmds[~zero]
+    if pmds.size == 0:
+        return
+    entries = pt.pmd[pmds]
+    heads = pte_pfn(entries)
+    bits = (entries & np.uint64(0xFFF)) & ~_PAGE_PSE
+    slots = (pmds[:, None] * PTRS_PER_PTE + np.arange(PTRS_PER_PTE)).ravel()
+    pfns = (heads[:, None] + np.arange(PTRS_PER_PTE)).ravel()
+    pt.pte[slots] = mk_pte(pfns, 0) | np.repeat(bits, PTRS_PER_PTE)
+    pt.pmd[pmds] = PMD_TABLE
+    k.pm.mapcount[pfns] += 1
+    k.pm.mapcount[heads] -= 1
+    k.vmstat.count("thp_split_pmd", mm.cpu_node, pmds.size)
+
+
+# ---- zap ---------------------------------------------------------------------------------------
+def zap_slots(mm, start_slot: int, end_slot: int) -> np.ndarray:
+    """zap_page_range(): unmap [start_slot, end_slot); returns the pfns that lost a mapping.
+
+    PMD leaves straddling the range edges must have been split by the caller (VMA split does).
+    """
+    pt, k = mm.pt, mm.kernel
+    lost = []
+    p0, p1 = start_slot >> 9, -(-end_slot // PTRS_PER_PTE)
+    pmds = np.arange(p0, p1)
+    leaf = pmds[pt.pmd_is_leaf(pmds)]
+    if leaf.size:
+        pfn = pte_pfn(pt.pmd[leaf])
+        real = pfn != k.huge_zero_pfn
+        k.pm.mapcount[pfn[real]] -= 1
+        lost.append(pfn[real])
+        pt.pmd[leaf] = 0
+    ptes = pt.pte[start_slot:end_slot]
+    present = pte_present(ptes) & ((ptes & _PAGE_SPECIAL) == 0)
+    pfns = pte_pfn(ptes[present])
+    np.subtract.at(k.pm.mapcount, pfns, 1)
+    lost.append(pfns)
+    pt.pte[start_slot:end_slot] = 0
+    return np.concatenate(lost) if lost else np.empty(0, np.int64)
+
+
+def protect_slots_numa(mm, slots) -> int:
+    """change_prot_numa() on present, non-special PTEs: clear PRESENT, set PROTNONE.
+    Returns how many entries changed (numa_pte_updates)."""
+    pt = mm.pt
+    e = pt.pte[slots]
+    ok = ((e & _PAGE_PRESENT) != 0) & ((e & _PAGE_SPECIAL) == 0)
+    pt.pte[slots[ok]] = (e[ok] & ~_PAGE_PRESENT) | _PAGE_PROTNONE
+    return int(ok.sum())

@@ -1,0 +1,193 @@
+"""Physical memory: pfn ranges per node and zone, per-pfn folio state, the page allocator.
+
+State is a struct of numpy arrays indexed by pfn (DESIGN §4). A node's pfns are contiguous and
+2 MiB aligned, so the node and zone of a pfn are derived from ranges instead of stored.
+
+The allocator stands in for the buddy allocator: it hands out order-0 pages and order-9 (THP)
+blocks. Order-0 requests first fill partly used 2 MiB blocks, then split whole blocks from the top
+of the node, while order-9 requests take whole blocks from the bottom; this keeps THP-sized blocks
+available the way the buddy allocator's preference for small free blocks does (docs/fidelity.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .constants import (
+    HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PG_allocated, PG_head, PG_reserved, PG_tail,
+    ZONE_NAMES,
+)
+
+BLOCK = HPAGE_PMD_NR
+WMARK_MIN, WMARK_LOW, WMARK_HIGH, WMARK_PROMO = range(4)
+WMARK_NAMES = ("min", "low", "high", "promo")
+WATERMARK_SCALE_FACTOR = 10  # vm.watermark_scale_factor default (unverified)
+
+
+def min_free_kbytes_for(lowmem_kbytes: int) -> int:
+    """calculate_min_free_kbytes(): int_sqrt(lowmem_kbytes * 16) clamped to [128, 262144] (unverified)."""
+    return int(min(max(math.isqrt(lowmem_kbytes * 16), 128), 262144))
+
+
+class PhysMem:
+    """Per-pfn state of every page frame, and the allocator over it."""
+
+    def __init__(self, machine):
+        nr_pages = [n.capacity // PAGE_SIZE for n in machine.nodes]
+        self.nr_nodes = len(nr_pages)
+        self.node_start = np.zeros(self.nr_nodes + 1, dtype=np.int64)
+        self.node_start[1:] = np.cumsum(nr_pages)
+        self.nr_pfns = int(self.node_start[-1])
+        self.node_zone = np.array([ZONE_NAMES.index(n.zone) for n in machine.nodes], dtype=np.int8)
+        n = self.nr_pfns
+        # The per-pfn arrays (20 bytes a pfn). np.zeros is lazily backed, so pfns never touched
+        # cost no resident memory.
+        self.flags = np.zeros(n, dtype=np.uint16)
+        self.lru_gen_refs = np.zeros(n, dtype=np.uint8)  # gen+1 (bits 0-2), refs (bits 3-4)
+        self.list_gen = np.zeros(n, dtype=np.uint8)      # gen+1 of the list the folio sits on
+        self.lru_stamp = np.zeros(n, dtype=np.int32)     # position in that list: larger = newer
+        self.order = np.zeros(n, dtype=np.uint8)
+        self.memcg = np.zeros(n, dtype=np.uint16)
+        self.mapcount = np.zeros(n, dtype=np.int16)
+        self.mapping = np.zeros(n, dtype=np.int32)       # owning mm id (anon) or file id
+        self.index = np.zeros(n, dtype=np.uint32)        # page slot in the mm (anon) or file offset
+        self.block_free = np.full(n // BLOCK, BLOCK, dtype=np.int16)
+        self.node_free = np.array(nr_pages, dtype=np.int64)
+        self.node_present = np.array(nr_pages, dtype=np.int64)
+        self.watermarks = self._setup_watermarks(machine)
+        self._stamp_head = 0   # list_add: stamps grow from 1 upward
+        self._stamp_tail = 0   # list_add_tail: stamps grow from 0 downward
+
+    # ---- geometry -------------------------------------------------------------------------
+    def node_of(self, pfns) -> np.ndarray:
+        """Node id of each pfn (-1 for a negative pfn, i.e. "not present")."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        nid = np.searchsorted(self.node_start, pfns, side="right") - 1
+        return np.where((pfns < 0) | (pfns >= self.nr_pfns), -1, nid)
+
+    def zone_of(self, pfns) -> np.ndarray:
+        return self.node_zone[self.node_of(pfns)]
+
+    def node_range(self, nid: int) -> tuple[int, int]:
+        return int(self.node_start[nid]), int(self.node_start[nid + 1])
+
+    # ---- watermarks -----------------------------------------------------------------------
+    def _setup_watermarks(self, machine) -> np.ndarray:
+        """__setup_per_zone_wmarks() with one zone per node (spec promotion §3.4; unverified).
+
+        min: min_free_kbytes shared out by lowmem size; Movable zones get managed/1024 clamped to
+        [32, 128]. tmp = max(min/4, managed * watermark_scale_factor / 10000);
+        low = min + tmp, high = min + 2 tmp, promo = min + 3 tmp.
+        """
+        pages = self.node_present
+        lowmem = np.array([z != ZONE_NAMES.index("Movable") for z in self.node_zone])
+        lowmem_pages = int(pages[lowmem].sum())
+        min_pages_total = min_free_kbytes_for(lowmem_pages * PAGE_SIZE // 1024) * 1024 // PAGE_SIZE
+        wm = np.zeros((self.nr_nodes, 4), dtype=np.int64)
+        for nid in range(self.nr_nodes):
+            if lowmem[nid]:
+                wmin = min_pages_total * int(pages[nid]) // max(lowmem_pages, 1)
+            else:
+                wmin = min(max(int(pages[nid]) // 1024, 32), 128)
+            tmp = max(wmin // 4, int(pages[nid]) * WATERMARK_SCALE_FACTOR // 10000)
+            wm[nid] = (wmin, wmin + tmp, wmin + 2 * tmp, wmin + 3 * tmp)
+        return wm
+
+    def watermark_ok(self, nid: int, order: int, mark: int) -> bool:
+        """__zone_watermark_ok(): free - 2^order must stay at or above the watermark."""
+        return int(self.node_free[nid]) - (1 << order) >= int(self.watermarks[nid, mark])
+
+    def allowance(self, nid: int, mark: int) -> int:
+        """How many order-0 pages can be taken from nid before it crosses the watermark."""
+        return max(int(self.node_free[nid] - self.watermarks[nid, mark]), 0)
+
+    # ---- allocation -----------------------------------------------------------------------
+    def alloc(self, nid: int, count: int, order: int = 0) -> np.ndarray:
+        """Take up to ``count`` free blocks of 2^order pages from node ``nid``; returns head pfns.
+
+        Marks the pages allocated and compound (head/tail) but sets no other state.
+        """
+        if count <= 0:
+            return np.empty(0, dtype=np.int64)
+        b0, b1 = self.node_range(nid)
+        b0, b1 = b0 // BLOCK, b1 // BLOCK
+        bf = self.block_free[b0:b1]
+        if order == HPAGE_PMD_ORDER:
+            blocks = np.flatnonzero(bf == BLOCK)[:count] + b0
+            pfns = blocks * BLOCK
+            self._take(pfns, order)
+            return pfns
+        if order != 0:
+            raise ValueError(f"unsupported allocation order {order}")
+        partial = np.flatnonzero((bf > 0) & (bf < BLOCK))
+        whole = np.flatnonzero(bf == BLOCK)[::-1]
+        order_blocks = np.concatenate([partial, whole])
+        if order_blocks.size == 0:
+            return np.empty(0, dtype=np.int64)
+        need = np.searchsorted(np.cumsum(bf[order_blocks], dtype=np.int64), count) + 1
+        blocks = order_blocks[:need] + b0
+        cand = (blocks[:, None] * BLOCK + np.arange(BLOCK)).ravel()
+        pfns = cand[(self.flags[cand] & PG_allocated) == 0][:count]
+        self._take(pfns, 0)
+        return pfns
+
+    def _take(self, heads: np.ndarray, order: int) -> None:
+        nr = 1 << order
+        pfns = (heads[:, None] + np.arange(nr)).ravel() if nr > 1 else heads
+        self.flags[pfns] = PG_allocated
+        self.order[pfns] = order
+        if nr > 1:
+            self.flags[heads] |= PG_head
+            tails = pfns.reshape(-1, nr)[:, 1:].ravel()
+            self.flags[tails] |= PG_tail
+        np.subtract.at(self.block_free, pfns // BLOCK, 1)
+        np.subtract.at(self.node_free, self.node_of(heads), nr)
+
+    def free(self, heads: np.ndarray) -> None:
+        """Return folios (head pfns) to the allocator, clearing all per-pfn state."""
+        heads = np.asarray(heads, dtype=np.int64)
+        if heads.size == 0:
+            return
+        pfns = self.folio_pfns(heads)
+        np.add.at(self.node_free, self.node_of(heads), self.folio_nr_pages(heads))
+        np.add.at(self.block_free, pfns // BLOCK, 1)
+        for arr in (self.flags, self.lru_gen_refs, self.list_gen, self.lru_stamp, self.order,
+                    self.memcg, self.mapcount, self.mapping, self.index):
+            arr[pfns] = 0
+
+    def reserve(self, heads: np.ndarray, order: int) -> None:
+        """Mark blocks as reserved kernel memory (the zero pages)."""
+        self._take(np.asarray(heads, dtype=np.int64), order)
+        self.flags[self.folio_pfns(heads)] |= PG_reserved
+
+    # ---- folio geometry -------------------------------------------------------------------
+    def folio_nr_pages(self, heads) -> np.ndarray:
+        return np.left_shift(1, self.order[heads].astype(np.int64))
+
+    def folio_head(self, pfns) -> np.ndarray:
+        """compound_head(): the head pfn of each pfn's folio."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        mask = np.left_shift(1, self.order[pfns].astype(np.int64)) - 1
+        return pfns & ~mask
+
+    def folio_pfns(self, heads) -> np.ndarray:
+        """All pfns of the given folios, folio by folio."""
+        heads = np.asarray(heads, dtype=np.int64)
+        nr = self.folio_nr_pages(heads)
+        if heads.size == 0 or nr.max() == 1:
+            return heads.copy()
+        starts = np.repeat(heads, nr)
+        offs = np.arange(int(nr.sum())) - np.repeat(np.cumsum(nr) - nr, nr)
+        return starts + offs
+
+    def next_stamps(self, count: int, tail: bool) -> np.ndarray:
+        """List positions for ``count`` folios added at the head (newest) or tail (oldest) end."""
+        if tail:
+            stamps = self._stamp_tail - np.arange(count, dtype=np.int64)
+            self._stamp_tail -= count
+        else:
+            stamps = self._stamp_head + 1 + np.arange(count, dtype=np.int64)
+            self._stamp_head += count
+        return stamps.astype(np.int32)

@@ -1,0 +1,83 @@
+"""Reverse mapping: from pfns to the page-table entries that map them (mm/rmap.c).
+
+Anon folios record their owner mm and page slot (folio->mapping = anon_vma, folio->index);
+file folios record their file and offset, and the file's i_mmap lists every VMA mapping it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .constants import PG_anon, _PAGE_SPECIAL
+from .pagetable import pte_pfn, pte_present
+
+
+@dataclass
+class Sites:
+    """Entries of one mm that map some of the queried pfns.
+
+    ``slots`` are page slots (PTEs) or PMD slots (``pmd=True``, a THP mapped by a PMD leaf);
+    ``pos`` indexes the queried pfn array.
+    """
+
+    mm: object
+    pmd: bool
+    slots: np.ndarray
+    pos: np.ndarray
+
+
+def _groups(keys: np.ndarray):
+    for key in np.unique(keys):
+        yield int(key), np.flatnonzero(keys == key)
+
+
+def rmap_walk(kernel, pfns: np.ndarray) -> list[Sites]:
+    """rmap_walk(): every PTE and PMD leaf mapping any of ``pfns``."""
+    pm = kernel.pm
+    pfns = np.asarray(pfns, dtype=np.int64)
+    out: list[Sites] = []
+    anon = (pm.flags[pfns] & PG_anon) != 0
+    for mm_id, pos in _groups(pm.mapping[pfns] * anon - (~anon)):
+        if mm_id < 0 or mm_id not in kernel.mms:
+            continue
+        mm = kernel.mms[mm_id]
+        _add_sites(out, mm, pm.index[pfns[pos]].astype(np.int64), pfns[pos], pos, kernel)
+    filepos = np.flatnonzero(~anon)
+    for fid, sel in _groups(pm.mapping[pfns[filepos]]):
+        f = kernel.files.get(fid)
+        if f is None:
+            continue
+        pos = filepos[sel]
+        offs = pm.index[pfns[pos]].astype(np.int64)
+        for vma in f.i_mmap:
+            inside = (offs >= vma.pgoff) & (offs < vma.pgoff + vma.nr_pages)
+            slots = vma.start_slot + offs[inside] - vma.pgoff
+            _add_sites(out, vma.mm, slots, pfns[pos[inside]], pos[inside], kernel)
+    return out
+
+
+def _add_sites(out, mm, slots, pfns, pos, kernel) -> None:
+    pt = mm.pt
+    ok = slots < pt.pte.size
+    slots, pfns, pos = slots[ok], pfns[ok], pos[ok]
+    pmds = slots >> 9
+    leaf = pt.pmd_is_leaf(pmds) & (pte_pfn(pt.pmd[pmds]) == pfns)
+    if leaf.any():
+        out.append(Sites(mm, True, pmds[leaf], pos[leaf]))
+    e = pt.pte[slots]
+    hit = ~leaf & pte_present(e) & ((e & _PAGE_SPECIAL) == 0) & (pte_pfn(e) == pfns)
+    if hit.any():
+        out.append(Sites(mm, False, slots[hit], pos[hit]))
+
+
+def folio_mappers(kernel, pfn: int) -> list[tuple[object, int]]:
+    """(mm, address) of every mapping of one pfn, for users and tests."""
+    from .pagetable import PageTable
+
+    res = []
+    for s in rmap_walk(kernel, np.array([pfn])):
+        for slot in s.slots:
+            res.append((s.mm, int(PageTable.addr(int(slot) << 9 if s.pmd else int(slot)))))
+    return res
