@@ -39,25 +39,24 @@ def groups_in_order(keys: np.ndarray):
 
 
 # ---- the access path ---------------------------------------------------------------------------
-def handle_accesses(mm, slots: np.ndarray, is_write: np.ndarray, vidx: np.ndarray, cpu_nid: int):
-    """Resolve every fault the accesses need, then set the accessed/dirty bits the MMU would."""
-    do_numa_hint_faults(mm, slots, is_write, cpu_nid)
-    first_written = do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid)
-    do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written)
-    mark_accessed(mm.pt, slots, is_write)
+def handle_accesses(mm, slots: np.ndarray, is_write: np.ndarray, vidx: np.ndarray,
+                    cpu_nid: int) -> np.ndarray:
+    """Replay the accesses in order (mmu.replay); at the first one that needs a fault, resolve
+    the faults of all remaining accesses, then resume. Returns accesses served per node."""
+    from .mmu import replay
 
-
-def mark_accessed(pt, slots: np.ndarray, is_write: np.ndarray) -> None:
-    """What the MMU does on a TLB miss: set A (and D on a store) in the leaf entry, and the
-    accessed bit of the non-leaf PMD entry it walked through (mglru-spec §5.1 simple model)."""
-    pmd_slots = slots >> 9
-    leaf = pt.pmd_is_leaf(pmd_slots)
-    pte_slots = slots[~leaf]
-    pt.pte[pte_slots] |= _PAGE_ACCESSED
-    pt.pte[pte_slots[is_write[~leaf]]] |= _PAGE_DIRTY
-    pt.pmd[pmd_slots] |= _PAGE_ACCESSED
-    if leaf.any():
-        pt.pmd[pmd_slots[leaf & is_write]] |= _PAGE_DIRTY
+    k, pt = mm.kernel, mm.pt
+    counts = np.zeros(k.machine.nr_nodes, dtype=np.int64)
+    i = replay(slots, is_write, 0, pt.pte, pt.pmd, k.pm.node_start, counts)
+    if i >= 0:
+        rest_s, rest_w, rest_v = slots[i:], is_write[i:], vidx[i:]
+        do_numa_hint_faults(mm, rest_s, rest_w, cpu_nid)
+        first_written = do_first_touch_faults(mm, rest_s, rest_w, rest_v, cpu_nid)
+        do_write_faults(mm, rest_s, rest_w, rest_v, cpu_nid, first_written)
+        j = replay(slots, is_write, i, pt.pte, pt.pmd, k.pm.node_start, counts)
+        if j >= 0:
+            raise RuntimeError(f"fault at page slot {int(slots[j])} was not resolved")
+    return counts
 
 
 # ---- phase 1: NUMA hint faults -----------------------------------------------------------------

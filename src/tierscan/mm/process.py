@@ -18,6 +18,7 @@ from .constants import (
 )
 from .memory import handle_accesses, split_huge_pmds, zap_slots
 from .mempolicy import MemPolicy, policy_nodes
+from .mmu import find_vmas
 from .pagetable import PageTable
 
 # vm_flags bits, with the kernel's values (include/linux/mm.h).
@@ -104,13 +105,11 @@ class MM:
         self.vmas.sort(key=lambda v: v.start)
         self._starts = np.array([v.start for v in self.vmas], dtype=np.uint64)
         self._ends = np.array([v.end for v in self.vmas], dtype=np.uint64)
+        self._vflags = np.array([v.flags for v in self.vmas], dtype=np.int64)
 
     def find_vma_index(self, addrs: np.ndarray) -> np.ndarray:
         """Index into self.vmas of the VMA holding each address, -1 where none does."""
-        idx = np.searchsorted(self._starts, addrs, side="right") - 1
-        ok = idx >= 0
-        ok[ok] = addrs[ok] < self._ends[idx[ok]]
-        return np.where(ok, idx, -1)
+        return find_vmas(np.ascontiguousarray(addrs, dtype=np.uint64), self._starts, self._ends)
 
     def find_vma(self, addr: int) -> VMA | None:
         idx = self.find_vma_index(np.array([addr], dtype=np.uint64))[0]
@@ -265,6 +264,7 @@ class MM:
             "normal": (0, VM_SEQ_READ | VM_RAND_READ)}[advice]
         for v in self._vmas_in(start, end, "madvise"):
             v.flags = (v.flags & ~clear_bits) | set_bits
+        self._reindex()
         self.kernel.after_op()
 
     def move_pages(self, addrs, nodes) -> np.ndarray:
@@ -314,17 +314,14 @@ class MM:
         bad = np.flatnonzero(vidx < 0)
         if bad.size:
             raise SegmentationFault(int(addrs[bad[0]]))
-        vflags = np.array([v.flags for v in self.vmas], dtype=np.int64)[vidx]
-        denied = ((vflags & VM_READ) == 0) | (is_write & ((vflags & VM_WRITE) == 0))
-        if denied.any():
-            i = int(np.flatnonzero(denied)[0])
-            raise SegmentationFault(int(addrs[i]), "store to a read-only mapping" if is_write[i]
-                                    else "access to a PROT_NONE mapping")
-        files = [v for v in set(vidx.tolist()) if self.vmas[v].file is not None]
-        for vi in files:
-            v = self.vmas[vi]
-            if v.pgoff + v.nr_pages > v.file.size_pages:
-                raise SegmentationFault(v.start, "SIGBUS: mapping beyond end of file")
+        rw = VM_READ | VM_WRITE
+        if ((self._vflags & rw) != rw).any():  # only then can a permission fail
+            vflags = self._vflags[vidx]
+            denied = ((vflags & VM_READ) == 0) | (is_write & ((vflags & VM_WRITE) == 0))
+            if denied.any():
+                i = int(np.flatnonzero(denied)[0])
+                raise SegmentationFault(int(addrs[i]), "store to a read-only mapping"
+                                        if is_write[i] else "access to a PROT_NONE mapping")
         return vidx
 
     def access(self, addrs, is_write=False, *, cpu_node: int | None = None) -> np.ndarray:
@@ -341,9 +338,7 @@ class MM:
         vidx = self._check_access(addrs, is_write)
         self.lru_gen_bitmap = ~0  # the mm ran: lru_gen_use_mm()
         slots = PageTable.slot(addrs)
-        handle_accesses(self, slots, np.ascontiguousarray(is_write), vidx, cpu_nid)
-        nids = self.kernel.node_of(self.pt.translate_slots(slots))
-        return np.bincount(nids, minlength=self.kernel.machine.nr_nodes)
+        return handle_accesses(self, slots, np.ascontiguousarray(is_write), vidx, cpu_nid)
 
     def translate(self, addrs) -> np.ndarray:
         """The pfn mapped at each address; -1 where nothing is mapped. The zero page is a real
