@@ -16,6 +16,7 @@ from .mm.memcg import MemcgTree
 from .mm.physmem import PhysMem
 from .mm.process import MM
 from .mm.sysfs import Sysfs
+from .mm.vmscan import LruGenMmList, lru_gen_add_mm, lru_gen_del_mm
 from .mm.vmstat import Vmstat
 
 
@@ -41,6 +42,7 @@ class Kernel:
         self.sysfs = Sysfs()
         self.memcgs = MemcgTree(enabled=memcg)
         self._lruvecs: dict[tuple[int, int], Lruvec] = {}
+        self._mm_lists: dict[int, LruGenMmList] = {}
         self._add_lruvecs(self.memcgs.root)
         self.mms: dict[int, MM] = {}
         self.files: dict[int, File] = {}
@@ -72,6 +74,17 @@ class Kernel:
     def _add_lruvecs(self, memcg) -> None:
         for nid in range(self.machine.nr_nodes):
             self._lruvecs[(memcg.id, nid)] = Lruvec(self, memcg, nid)
+        self._mm_lists[memcg.id] = LruGenMmList()
+
+    def mm_list(self, memcg) -> LruGenMmList:
+        """get_mm_list(): the memcg's FIFO of mm_structs."""
+        return self._mm_lists[memcg.id]
+
+    def lruvecs(self):
+        """Every lruvec, memcgs in mem_cgroup_iter() order, nodes ascending."""
+        for memcg in self.memcgs:
+            for nid in range(self.machine.nr_nodes):
+                yield self._lruvecs[(memcg.id, nid)]
 
     def lruvec(self, memcg, nid: int) -> Lruvec:
         key = (memcg.id, int(nid))
@@ -90,9 +103,11 @@ class Kernel:
         mm = MM(self, self._next_mm_id, name, memcg, int(cpu_node))
         self._next_mm_id += 1
         self.mms[mm.id] = mm
+        lru_gen_add_mm(self, mm)
         return mm
 
     def remove_mm(self, mm: MM) -> None:
+        lru_gen_del_mm(self, mm)
         self.mms.pop(mm.id, None)
 
     def open_file(self, name: str, size: int, shmem: bool = False) -> File:

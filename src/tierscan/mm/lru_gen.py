@@ -15,8 +15,8 @@ import numpy as np
 from .constants import (
     ANON_AND_FILE, LRU_GEN_FILE, LRU_GEN_MASK, LRU_REFS_MASK, LRU_REFS_SHIFT, MAX_NR_GENS,
     MAX_NR_TIERS, MAX_NR_ZONES, MIN_NR_GENS, NR_BLOOM_FILTERS, NR_HIST_GENS, NR_MM_STATS,
-    PG_active, PG_dirty, PG_lru, PG_reclaim, PG_referenced, PG_swapbacked, PG_swapcache,
-    PG_unevictable, PG_workingset, PG_writeback,
+    PG_active, PG_anon, PG_dirty, PG_lru, PG_reclaim, PG_referenced, PG_swapbacked,
+    PG_swapcache, PG_unevictable, PG_workingset, PG_writeback,
 )
 
 
@@ -183,3 +183,116 @@ def lru_gen_del_folio(lruvec, heads, reclaiming: bool = False) -> None:
     pm.flags[heads] = np.where(act, flags | PG_active, flags)
     pm.list_gen[heads] = 0
     pm.lru_stamp[heads] = 0
+
+
+# ---- flag transitions (§3.4–§3.7) --------------------------------------------------------------
+def folio_update_gen(pm, heads, gen: int) -> np.ndarray:
+    """folio_update_gen() (§3.4), page-table aging: the first detection only sets PG_referenced
+    (second chance); a later one moves the flag gen to ``gen`` with PG_workingset. Returns the
+    old gen, or -1 when nothing moved. ``heads`` must be distinct."""
+    heads = np.asarray(heads, dtype=np.int64)
+    old = np.full(heads.size, -1, dtype=np.int64)
+    flags = pm.flags[heads]
+    fresh = (flags & (PG_referenced | PG_workingset)) == 0
+    pm.flags[heads[fresh]] |= PG_referenced
+    clear_refs_bits(pm, heads[fresh])
+    cur = folio_lru_gen(pm, heads)
+    move = ~fresh & (cur >= 0)
+    old[move] = cur[move]
+    h = heads[move]
+    set_gen(pm, h, np.full(h.size, gen))
+    clear_refs_bits(pm, h)
+    pm.flags[h] = (pm.flags[h] & ~PG_referenced) | PG_workingset
+    return old
+
+
+def folio_inc_gen(lruvec, heads, reclaiming: bool) -> np.ndarray:
+    """folio_inc_gen() (§3.5), eviction and inc_min_seq: a folio already promoted keeps its gen;
+    otherwise it moves to gen(min_seq)+1, losing PG_referenced and its refs (PG_reclaim when
+    reclaiming). Returns the new gens. ``heads`` must be distinct and on the lists."""
+    pm = lruvec.kernel.pm
+    heads = np.asarray(heads, dtype=np.int64)
+    types = folio_type(pm, heads)
+    old_gen = lru_gen_from_seq(np.asarray(lruvec.lrugen.min_seq)[types])
+    cur = folio_lru_gen(pm, heads)
+    promoted = (cur >= 0) & (cur != old_gen)
+    new = np.where(promoted, cur, (old_gen + 1) % MAX_NR_GENS)
+    h = heads[~promoted]
+    set_gen(pm, h, new[~promoted])
+    clear_refs_bits(pm, h)
+    pm.flags[h] &= ~PG_referenced
+    if reclaiming:
+        pm.flags[h] |= PG_reclaim
+    lru_gen_update_size(lruvec, pm, h, old_gen[~promoted], new[~promoted])
+    return new
+
+
+def lru_gen_inc_refs(pm, heads) -> None:
+    """lru_gen_inc_refs() (§3.6), folio_mark_accessed() for accesses through file descriptors."""
+    heads = np.unique(np.asarray(heads, dtype=np.int64))
+    flags = pm.flags[heads]
+    heads = heads[((flags & PG_lru) != 0) & ((flags & PG_unevictable) == 0)]
+    flags = pm.flags[heads]
+    first = (flags & PG_referenced) == 0
+    pm.flags[heads[first]] |= PG_referenced
+    clear_refs_bits(pm, heads[first])
+    rest = heads[~first]
+    refs = folio_refs_bits(pm, rest)
+    pm.flags[rest[refs == 3]] |= PG_workingset
+    bump = rest[refs < 3]
+    pm.lru_gen_refs[bump] += np.uint8(1 << LRU_REFS_SHIFT)
+
+
+def lru_gen_set_refs(pm, heads) -> np.ndarray:
+    """lru_gen_set_refs() (§3.7), rmap and eviction path: True when the caller should activate."""
+    heads = np.asarray(heads, dtype=np.int64)
+    flags = pm.flags[heads]
+    fresh = (flags & (PG_referenced | PG_workingset)) == 0
+    pm.flags[heads[fresh]] |= PG_referenced
+    clear_refs_bits(pm, heads[fresh])
+    rest = heads[~fresh]
+    pm.flags[rest] = (pm.flags[rest] & ~PG_referenced) | PG_workingset
+    clear_refs_bits(pm, rest)
+    return ~fresh
+
+
+def walk_update_folios(kernel, walk, heads, dirty, new_gen: int) -> None:
+    """walk_update_folio() (§5.9) for the young entries of one batch, in walk order.
+
+    Consecutive entries of one folio form one update with their dirty bits OR-ed, as the
+    kernel's ``last`` folio does. A folio met again later gets a second update after every
+    folio's first, which is the kernel's order for any folio that matters (each folio's
+    updates only depend on its own flags)."""
+    pm = kernel.pm
+    heads = np.asarray(heads, dtype=np.int64)
+    if heads.size == 0:
+        return
+    starts = np.flatnonzero(np.concatenate([[True], heads[1:] != heads[:-1]]))
+    run_heads = heads[starts]
+    run_dirty = np.logical_or.reduceat(np.asarray(dirty, bool), starts)
+    order = np.argsort(run_heads, kind="stable")
+    sorted_heads = run_heads[order]
+    group_start = np.concatenate([[True], sorted_heads[1:] != sorted_heads[:-1]])
+    idx = np.arange(sorted_heads.size)
+    rank_sorted = idx - np.maximum.accumulate(np.where(group_start, idx, 0))
+    rank = np.empty_like(rank_sorted)
+    rank[order] = rank_sorted
+    for r in range(int(rank.max()) + 1):
+        sel = rank == r
+        _update_once(kernel, walk, run_heads[sel], run_dirty[sel], new_gen)
+
+
+def _update_once(kernel, walk, heads, dirty, new_gen: int) -> None:
+    pm = kernel.pm
+    flags = pm.flags[heads]
+    private_anon = ((flags & PG_anon) != 0) & ((flags & PG_swapbacked) != 0) & \
+        ((flags & PG_swapcache) == 0)
+    pm.flags[heads[dirty & ((flags & PG_dirty) == 0) & ~private_anon]] |= PG_dirty
+    old = folio_update_gen(pm, heads, new_gen)
+    moved = (old >= 0) & (old != new_gen)
+    if moved.any():
+        h = heads[moved]
+        walk.batched += int(moved.sum())
+        nr, t, z = pm.folio_nr_pages(h), folio_type(pm, h), pm.zone_of(h)
+        np.subtract.at(walk.nr_pages, (old[moved], t, z), nr)
+        np.add.at(walk.nr_pages, (np.full(h.size, new_gen), t, z), nr)
