@@ -34,6 +34,7 @@ class Kernel:
             raise ConfigError(f"expected a Machine, got {type(machine).__name__}", field="machine")
         self.machine, self.seed = machine, int(seed)
         self.faithful_quirks, self.debug = bool(faithful_quirks), bool(debug)
+        self.fast_walk = True  # False: the sequential walk only (the fast path's reference)
         self.rng = np.random.default_rng(self.seed)
         self.clock_ns = 0
         self.pm = PhysMem(machine)

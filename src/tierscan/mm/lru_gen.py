@@ -189,7 +189,8 @@ def lru_gen_del_folio(lruvec, heads, reclaiming: bool = False) -> None:
 def folio_update_gen(pm, heads, gen: int) -> np.ndarray:
     """folio_update_gen() (§3.4), page-table aging: the first detection only sets PG_referenced
     (second chance); a later one moves the flag gen to ``gen`` with PG_workingset. Returns the
-    old gen, or -1 when nothing moved. ``heads`` must be distinct."""
+    old gen, or -1 when nothing moved. ``heads`` must be distinct. (The walk runs the same rule
+    inside its compiled loop, walk_kernels.commit_young; a test holds the two together.)"""
     heads = np.asarray(heads, dtype=np.int64)
     old = np.full(heads.size, -1, dtype=np.int64)
     flags = pm.flags[heads]
@@ -254,45 +255,3 @@ def lru_gen_set_refs(pm, heads) -> np.ndarray:
     pm.flags[rest] = (pm.flags[rest] & ~PG_referenced) | PG_workingset
     clear_refs_bits(pm, rest)
     return ~fresh
-
-
-def walk_update_folios(kernel, walk, heads, dirty, new_gen: int) -> None:
-    """walk_update_folio() (§5.9) for the young entries of one batch, in walk order.
-
-    Consecutive entries of one folio form one update with their dirty bits OR-ed, as the
-    kernel's ``last`` folio does. A folio met again later gets a second update after every
-    folio's first, which is the kernel's order for any folio that matters (each folio's
-    updates only depend on its own flags)."""
-    pm = kernel.pm
-    heads = np.asarray(heads, dtype=np.int64)
-    if heads.size == 0:
-        return
-    starts = np.flatnonzero(np.concatenate([[True], heads[1:] != heads[:-1]]))
-    run_heads = heads[starts]
-    run_dirty = np.logical_or.reduceat(np.asarray(dirty, bool), starts)
-    order = np.argsort(run_heads, kind="stable")
-    sorted_heads = run_heads[order]
-    group_start = np.concatenate([[True], sorted_heads[1:] != sorted_heads[:-1]])
-    idx = np.arange(sorted_heads.size)
-    rank_sorted = idx - np.maximum.accumulate(np.where(group_start, idx, 0))
-    rank = np.empty_like(rank_sorted)
-    rank[order] = rank_sorted
-    for r in range(int(rank.max()) + 1):
-        sel = rank == r
-        _update_once(kernel, walk, run_heads[sel], run_dirty[sel], new_gen)
-
-
-def _update_once(kernel, walk, heads, dirty, new_gen: int) -> None:
-    pm = kernel.pm
-    flags = pm.flags[heads]
-    private_anon = ((flags & PG_anon) != 0) & ((flags & PG_swapbacked) != 0) & \
-        ((flags & PG_swapcache) == 0)
-    pm.flags[heads[dirty & ((flags & PG_dirty) == 0) & ~private_anon]] |= PG_dirty
-    old = folio_update_gen(pm, heads, new_gen)
-    moved = (old >= 0) & (old != new_gen)
-    if moved.any():
-        h = heads[moved]
-        walk.batched += int(moved.sum())
-        nr, t, z = pm.folio_nr_pages(h), folio_type(pm, h), pm.zone_of(h)
-        np.subtract.at(walk.nr_pages, (old[moved], t, z), nr)
-        np.add.at(walk.nr_pages, (np.full(h.size, new_gen), t, z), nr)

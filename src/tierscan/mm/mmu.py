@@ -12,14 +12,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .constants import (
-    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW,
-    PTE_PFN_MASK,
-)
+from .constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PSE, _PAGE_RW, PTE_PFN_MASK
 
-_A, _D, _P = np.uint64(_PAGE_ACCESSED), np.uint64(_PAGE_DIRTY), np.uint64(_PAGE_PRESENT)
-_RW, _PSE, _PN = np.uint64(_PAGE_RW), np.uint64(_PAGE_PSE), np.uint64(_PAGE_PROTNONE)
-_PFN = np.uint64(PTE_PFN_MASK)
+# Plain ints, wrapped in np.uint64() at each use: numba compiles numpy-scalar globals into slow
+# code, and mixing int64 with uint64 entries would promote to float.
+_A, _D, _P = int(_PAGE_ACCESSED), int(_PAGE_DIRTY), int(_PAGE_PRESENT)
+_RW, _PSE = int(_PAGE_RW), int(_PAGE_PSE)
+_PFN = int(PTE_PFN_MASK)
 
 
 @njit(cache=True, nogil=True)
@@ -53,24 +52,24 @@ def replay(slots, is_write, start, pte, pmd, node_start, counts):
         w = is_write[i]
         p = s >> 9
         e = pmd[p]
-        if e & _PSE:
-            if not (e & _P) or (w and not (e & _RW)):
+        if e & np.uint64(_PSE):
+            if not (e & np.uint64(_P)) or (w and not (e & np.uint64(_RW))):
                 return i
-            e |= _A
+            e |= np.uint64(_A)
             if w:
-                e |= _D
+                e |= np.uint64(_D)
             pmd[p] = e
-            pfn = np.int64(((e & _PFN) >> np.uint64(12)) + np.uint64(s & 511))
+            pfn = np.int64((e & np.uint64(_PFN)) >> np.uint64(12)) + (s & 511)
         else:
             t = pte[s]
-            if not (t & _P) or (w and not (t & _RW)):
+            if not (t & np.uint64(_P)) or (w and not (t & np.uint64(_RW))):
                 return i
-            t |= _A
+            t |= np.uint64(_A)
             if w:
-                t |= _D
+                t |= np.uint64(_D)
             pte[s] = t
-            pmd[p] = e | _A
-            pfn = np.int64((t & _PFN) >> np.uint64(12))
+            pmd[p] = e | np.uint64(_A)
+            pfn = np.int64((t & np.uint64(_PFN)) >> np.uint64(12))
         n = 0
         while n + 1 < nnodes and pfn >= node_start[n + 1]:
             n += 1

@@ -29,9 +29,10 @@ from .constants import (
 )
 from .lru_gen import (
     folio_inc_gen, folio_lru_gen, folio_lru_refs, folio_type, lru_gen_from_seq,
-    lru_hist_from_seq, lru_tier_from_refs, walk_update_folios,
+    lru_hist_from_seq, lru_tier_from_refs,
 )
 from .pagetable import PageTable, pte_pfn
+from .walk_kernels import commit_young, scan_ranges
 
 GOLDEN_RATIO_64 = np.uint64(0x61C8864680B583EB)
 PTE_TABLE_BASE = 0xFFFF_8880_0000_0000  # where the model's page-table pages "live"
@@ -324,17 +325,24 @@ def get_pfn_folio_mask(kernel, lruvec, pfns):
     return ok, heads
 
 
-def pte_candidates(kernel, lruvec, entries):
-    """The PTEs whose A bit the walk would clear: present, not the zero page or special, young
-    (no MMU notifiers in this model), on the lruvec's node, mapping a folio of its memcg on an
-    LRU. Returns (mask, pfns, heads)."""
-    present = (entries & (_PAGE_PRESENT | _PAGE_PROTNONE)) != 0
-    young = (entries & _PAGE_ACCESSED) != 0
-    ok = present & young & ((entries & _PAGE_SPECIAL) == 0)
-    pfns = pte_pfn(entries)
-    ok &= pfns != kernel.zero_pfn
-    fm, heads = get_pfn_folio_mask(kernel, lruvec, np.where(ok, pfns, -1))
-    return ok & fm, pfns, heads
+def young_ptes(kernel, lruvec, pt, lo, hi):
+    """get_pte_pfn() and get_pfn_folio() over PTE slot ranges [lo[r], hi[r]): the entries whose
+    A bit the walk would clear (present, young, not special or the zero page, on the lruvec's
+    node, a folio of its memcg on an LRU). Returns (slots, pfns, heads, range, per-range count)."""
+    pm = kernel.pm
+    node_lo, node_hi = pm.node_range(lruvec.nid)
+    return scan_ranges(np.asarray(lo, np.int64), np.asarray(hi, np.int64), pt.pte, pm.order,
+                       pm.lru_gen_refs, pm.memcg, node_lo, node_hi, lruvec.memcg.id,
+                       kernel.zero_pfn)
+
+
+def clear_young(kernel, walk, table, slots, heads, pieces, gen: int) -> None:
+    """Test-and-clear the A bits and walk_update_folio() each run of one folio (§5.9)."""
+    pm = kernel.pm
+    zone = int(pm.node_zone[walk.lruvec.nid])
+    walk.batched += commit_young(table, np.asarray(slots, np.int64), np.asarray(heads, np.int64),
+                                 np.asarray(pieces, np.int64), gen, pm.flags, pm.lru_gen_refs,
+                                 pm.order, zone, walk.nr_pages)
 
 
 def suitable_to_scan(total: int, young: int) -> bool:
@@ -406,26 +414,23 @@ def walk_pte_range(args: MmWalkArgs, start: int, end: int, pmd_slot: int):
     err = 0
     while True:
         s0, s1 = PageTable.slot(start), PageTable.slot(end)
-        entries = pt.pte[s0:s1]
-        ok, pfns, heads = pte_candidates(kernel, lruvec, entries)
-        cand = np.flatnonzero(ok)
-        consumed, stop = (walk.accessed_cb(pfns[cand]) if walk.accessed_cb is not None
+        cand, pfns, heads, _, _ = young_ptes(kernel, lruvec, pt, [s0], [s1])
+        consumed, stop = (walk.accessed_cb(pfns) if walk.accessed_cb is not None
                           else (cand.size, False))
         if stop:
-            visited = int(cand[consumed - 1]) + 1 if consumed else int(cand[0])
+            visited = int(cand[consumed - 1]) + 1 - s0 if consumed else int(cand[0]) - s0
         else:
             visited = s1 - s0
-        used = cand[:consumed]
         walk.nr_total_pte += visited
         walk.round_ptes += visited
         walk.mm_stats[MM_LEAF_TOTAL] += visited
-        walk.nr_young_pte += used.size
-        walk.mm_stats[MM_LEAF_YOUNG] += used.size
-        pt.pte[s0 + used] &= ~_PAGE_ACCESSED
-        walk_update_folios(kernel, walk, heads[used], (entries[used] & _PAGE_DIRTY) != 0, gen)
+        walk.nr_young_pte += consumed
+        walk.mm_stats[MM_LEAF_YOUNG] += consumed
+        clear_young(kernel, walk, pt.pte, cand[:consumed], heads[:consumed],
+                    np.zeros(consumed, np.int64), gen)
         if stop:
-            walk.next_addr = (PageTable.addr(s0 + int(cand[consumed - 1])) + PAGE_SIZE
-                              if consumed else PageTable.addr(s0 + int(cand[0])))
+            walk.next_addr = (PageTable.addr(int(cand[consumed - 1])) + PAGE_SIZE
+                              if consumed else PageTable.addr(int(cand[0])))
             err = -errno.EAGAIN
             break
         if (end & ~PMD_MASK) == 0:
@@ -496,10 +501,8 @@ def walk_pmd_range_locked(args: MmWalkArgs, addr: int, batch: PmdBatch) -> int:
                         consumed, stop = (walk.accessed_cb(np.array([pfn]))
                                           if walk.accessed_cb is not None else (1, False))
                         if consumed:
-                            pt.pmd[slot] &= ~_PAGE_ACCESSED
                             walk.mm_stats[MM_LEAF_YOUNG] += 1
-                            walk_update_folios(kernel, walk, heads,
-                                               np.array([bool(entry & _PAGE_DIRTY)]), gen)
+                            clear_young(kernel, walk, pt.pmd, [slot], heads, [0], gen)
                         if stop:
                             walk.next_addr = _thp_resume_addr(kernel, batch, i, a, consumed)
                             err = -errno.EAGAIN
@@ -532,17 +535,19 @@ def _thp_resume_addr(kernel, batch: PmdBatch, i: int, addr: int, consumed: int) 
 
 
 # ---- walk_pmd_range (§5.6) --------------------------------------------------------------------
-def walk_pmd_range(args: MmWalkArgs, start: int, end: int) -> int:
+def walk_pmd_range(args: MmWalkArgs, start: int, end: int, fast: bool = True) -> int:
     """walk_pmd_range(): per PMD entry, in order: presence, THP leaf, non-leaf young bit, Bloom
-    filter, then walk_pte_range; suitable tables go into the next generation's filter."""
+    filter, then walk_pte_range; suitable tables go into the next generation's filter.
+    ``fast`` tries the vectorised equivalent first (vmscan_fast.py)."""
     from .vmscan_fast import walk_pmd_range_fast
 
     walk, mm = args.walk, args.mm
     pt, kernel, lruvec = mm.pt, mm.kernel, walk.lruvec
     st = lruvec.mm_state
-    fast = walk_pmd_range_fast(args, start, end)
-    if fast is not None:
-        return fast
+    if fast and kernel.fast_walk:
+        err = walk_pmd_range_fast(args, start, end)
+        if err is not None:
+            return err
     batch = PmdBatch()
     nonleaf = not walk.force_scan and should_clear_pmd_young(kernel)
     while True:

@@ -1,0 +1,107 @@
+"""Compiled inner loops of the page-table walk (mglru-spec §5.8, §5.9).
+
+``scan_ranges`` is the read-only half of walk_pte_range: for PTE slot ranges in walk order it
+finds the entries whose A bit the walk would clear (get_pte_pfn, get_pfn_folio).
+``commit_young`` is the write half: test-and-clear those A bits and run walk_update_folio() in
+walk order, one update per run of entries mapping the same folio (the kernel's ``last``),
+which is an ordered state machine and so a compiled loop (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .constants import (
+    LRU_GEN_MASK, LRU_REFS_MASK, PG_anon, PG_dirty, PG_referenced, PG_swapbacked, PG_swapcache,
+    PG_workingset, PTE_PFN_MASK, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE,
+    _PAGE_SPECIAL,
+)
+
+# Plain ints: numba compiles numpy-scalar globals into slow code. PTE bits are applied to
+# uint64 entries through np.uint64(...) at the use site (numba folds it to a constant); flag
+# bits are applied to values widened to int64.
+_A, _D = int(_PAGE_ACCESSED), int(_PAGE_DIRTY)
+_PRESENT = int(_PAGE_PRESENT | _PAGE_PROTNONE)
+_SPECIAL, _PFN = int(_PAGE_SPECIAL), int(PTE_PFN_MASK)
+_GEN, _REFS = int(LRU_GEN_MASK), int(LRU_REFS_MASK)
+_REF, _WS, _DIRTY = int(PG_referenced), int(PG_workingset), int(PG_dirty)
+_PRIVATE_ANON = int(PG_anon | PG_swapbacked)
+_SWAPCACHE, _SWAPBACKED = int(PG_swapcache), int(PG_swapbacked)
+
+
+@njit(cache=True, nogil=True)
+def scan_ranges(lo, hi, pte, order, lru_gen_refs, memcg, node_lo, node_hi, memcg_id, zero_pfn):
+    """Young, eligible PTEs of the slot ranges [lo[r], hi[r]) in order.
+
+    Returns (slots, pfns, heads, range index) of each, and the count per range.
+    """
+    total = 0
+    for r in range(lo.size):
+        total += hi[r] - lo[r]
+    out_slot = np.empty(total, np.int64)
+    out_pfn = np.empty(total, np.int64)
+    out_head = np.empty(total, np.int64)
+    out_range = np.empty(total, np.int64)
+    per_range = np.zeros(lo.size, np.int64)
+    k = 0
+    for r in range(lo.size):
+        for s in range(lo[r], hi[r]):
+            e = pte[s]
+            if (not (e & np.uint64(_PRESENT)) or not (e & np.uint64(_A))
+                    or (e & np.uint64(_SPECIAL))):
+                continue
+            pfn = np.int64((e & np.uint64(_PFN)) >> np.uint64(12))
+            if pfn == zero_pfn or pfn < node_lo or pfn >= node_hi:
+                continue
+            head = pfn & ~((np.int64(1) << np.int64(order[pfn])) - 1)
+            if (np.int64(lru_gen_refs[head]) & _GEN) == 0 or np.int64(memcg[head]) != memcg_id:
+                continue
+            out_slot[k], out_pfn[k], out_head[k], out_range[k] = s, pfn, head, r
+            per_range[r] += 1
+            k += 1
+    return out_slot[:k], out_pfn[:k], out_head[:k], out_range[:k], per_range
+
+
+@njit(cache=True, nogil=True)
+def commit_young(table, slots, heads, pieces, gen, flags, lru_gen_refs, order, zone,
+                 walk_nr_pages):
+    """Clear the A bit of ``table[slots]`` and walk_update_folio() each run of entries of one
+    folio within one piece once, dirty if any of its entries was (§5.9). Returns how many
+    folios changed gen (walk->batched). The update is written inline: a numba helper call
+    costs more than the update itself."""
+    moved = 0
+    n = slots.size
+    last, last_piece, dirty = np.int64(-1), np.int64(-1), False
+    for i in range(n + 1):
+        if i < n:
+            e = table[slots[i]]
+            table[slots[i]] = e & ~np.uint64(_A)
+            if heads[i] == last and pieces[i] == last_piece:
+                dirty = dirty or bool(e & np.uint64(_D))
+                continue
+        if last >= 0:
+            # walk_update_folio(walk, last, gen, dirty)
+            f = np.int64(flags[last])
+            if dirty and not (f & _DIRTY) and not ((f & _PRIVATE_ANON) == _PRIVATE_ANON
+                                                   and not (f & _SWAPCACHE)):
+                f |= _DIRTY
+                flags[last] = f
+            # folio_update_gen(folio, gen) (§3.4)
+            r = np.int64(lru_gen_refs[last])
+            if not (f & _REF) and not (f & _WS):
+                flags[last] = f | _REF
+                lru_gen_refs[last] = r & ~_REFS
+            elif r & _GEN:
+                old = (r & _GEN) - 1
+                lru_gen_refs[last] = (r & ~(_GEN | _REFS)) | (gen + 1)
+                flags[last] = (f & ~_REF) | _WS
+                if old != gen:  # update_batch_size()
+                    t = 0 if f & _SWAPBACKED else 1
+                    nr = np.int64(1) << np.int64(order[last])
+                    walk_nr_pages[old, t, zone] -= nr
+                    walk_nr_pages[gen, t, zone] += nr
+                    moved += 1
+        if i < n:
+            last, last_piece, dirty = heads[i], pieces[i], bool(e & np.uint64(_D))
+    return moved
