@@ -15,6 +15,7 @@ from .mm.lru_gen import Lruvec, lru_gen_add_folio, lru_gen_del_folio
 from .mm.memcg import MemcgTree
 from .mm.physmem import PhysMem
 from .mm.process import MM
+from .mm.debugfs import Debugfs
 from .mm.sysfs import Sysfs
 from .mm.vmscan import LruGenMmList, lru_gen_add_mm, lru_gen_del_mm
 from .mm.vmstat import Vmstat
@@ -41,6 +42,7 @@ class Kernel:
         self.vmstat = Vmstat(machine.nr_nodes)
         self.vmstat._state = self._fill_state_counters
         self.sysfs = Sysfs()
+        self.debugfs = Debugfs(self)
         self.memcgs = MemcgTree(enabled=memcg)
         self._lruvecs: dict[tuple[int, int], Lruvec] = {}
         self._mm_lists: dict[int, LruGenMmList] = {}

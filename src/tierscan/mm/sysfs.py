@@ -1,10 +1,19 @@
-"""Sysfs knobs the model reads (/sys/kernel/mm/...), validated on write like the kernel's
-store handlers. Keys are paths below /sys/kernel/mm/. Writing here changes only the simulated
-kernel, never the machine tierscan runs on."""
+"""Kernel knobs the model reads: /sys/kernel/mm/... (keys are paths below /sys/kernel/mm/) and
+the vm sysctls (keys "vm/..." for /proc/sys/vm/...). Writing here changes only the simulated
+kernel, never the machine tierscan runs on.
+
+``sysfs[key] = value`` is the Python form (validated, ConfigError on bad values);
+``read(key)``/``write(key, text)`` are the text forms, with the kernel's store semantics and
+OSError(EINVAL) on bad text.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+
 from ..errors import ConfigError
+from .constants import LRU_GEN_CORE
 
 
 def _one_of(*choices):
@@ -17,25 +26,35 @@ def _one_of(*choices):
 
 
 def _uint(key, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"expected a non-negative integer, got {value!r}", field=key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        raise ConfigError(f"expected an unsigned 32-bit integer, got {value!r}", field=key)
     return value
 
 
-def _bits(mask):
+def _range(lo, hi):
     def check(key, value):
-        value = _uint(key, value)
-        if value & ~mask:
-            raise ConfigError(f"invalid bits {value:#x} (valid mask {mask:#x})", field=key)
+        _uint(key, value)
+        if not lo <= value <= hi:
+            raise ConfigError(f"expected {lo}..{hi}, got {value}", field=key)
         return value
     return check
+
+
+def _lru_gen_enabled(key, value):
+    """enabled_store(): every bit is a capability; only 0x1-0x4 exist (NR_LRU_GEN_CAPS = 3)."""
+    value = _uint(key, value) & 0x7
+    if not value & LRU_GEN_CORE:
+        raise ConfigError("clearing LRU_GEN_CORE (0x1) is not modelled: tierscan has no "
+                          "classic active/inactive LRU to move folios to", field=key)
+    return value
 
 
 KNOBS = {
     "transparent_hugepage/enabled": ("madvise", _one_of("always", "madvise", "never")),
     "transparent_hugepage/use_zero_page": (1, _one_of(0, 1)),
-    "lru_gen/enabled": (0x7, _bits(0x7)),
+    "lru_gen/enabled": (0x7, _lru_gen_enabled),
     "lru_gen/min_ttl_ms": (0, _uint),
+    "vm/swappiness": (60, _range(0, 200)),
 }
 
 
@@ -45,7 +64,7 @@ class Sysfs:
 
     def __getitem__(self, key: str):
         if key not in self._values:
-            raise KeyError(f"unknown sysfs knob {key!r}")
+            raise KeyError(f"unknown knob {key!r}")
         return self._values[key]
 
     def __setitem__(self, key: str, value) -> None:
@@ -55,3 +74,33 @@ class Sysfs:
 
     def as_dict(self) -> dict:
         return dict(self._values)
+
+    def read(self, key: str) -> str:
+        """The file's text, as cat prints it."""
+        value = self[key]
+        if key == "lru_gen/enabled":
+            return f"0x{value:04x}\n"  # every capability is present on x86 (mglru-spec §8.1)
+        if key == "transparent_hugepage/enabled":
+            return " ".join(f"[{m}]" if m == value else m
+                            for m in ("always", "madvise", "never")) + "\n"
+        return f"{value}\n"
+
+    def write(self, key: str, text: str) -> int:
+        """echo TEXT > file: the kernel's parsing; OSError(EINVAL) on bad text."""
+        from .debugfs import kstrtouint
+
+        if key not in KNOBS:
+            raise OSError(errno.ENOENT, f"{key}: {os.strerror(errno.ENOENT)}")
+        if key == "lru_gen/enabled" and text[:1].lower() in ("y", "n"):
+            value = 0x7 if text[:1].lower() == "y" else 0
+        elif key == "transparent_hugepage/enabled":
+            value = text.strip()
+        else:
+            value = kstrtouint(text)
+            if value is None:
+                raise OSError(errno.EINVAL, f"{key}: {os.strerror(errno.EINVAL)}")
+        try:
+            self[key] = value
+        except ConfigError as e:
+            raise OSError(errno.EINVAL, str(e)) from None
+        return len(text)
