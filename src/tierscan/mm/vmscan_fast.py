@@ -69,6 +69,7 @@ def walk_pmd_range_fast(args, start: int, end: int):
     pte_lo, pte_hi, pte_visit = [], [], []  # PTE slot ranges and the visit they belong to
     piece_last_visit = []
     batched_visits = []                     # visits entering walk_pmd_range_locked, per piece
+    base = 0                                # visits planned so far
     s, e = start, end
     while True:
         p0, p1 = PageTable.slot(s) >> 9, (PageTable.slot(e - 1) >> 9) + 1
@@ -89,7 +90,6 @@ def walk_pmd_range_fast(args, start: int, end: int):
             bloom[reach_bloom] = test_bloom_filter(st, walk.seq, pmd_item(mm, pmds[reach_bloom]))
         walked = reach_bloom & bloom
         kind = np.where(~present | (huge & special), 0, np.where(thp, 1, np.where(walked, 2, 3)))
-        base = len(visit_pmd)
         visit_pmd.append(pmds)
         visit_kind.append(kind)
         # PTE ranges of the walked tables: whole tables, clipped to [s, e) at the ends
@@ -115,6 +115,7 @@ def walk_pmd_range_fast(args, start: int, end: int):
                 pte_visit.append(np.array([base + pmds.size - 1]))
                 if not cont_end & ~PMD_MASK:
                     break
+        base += pmds.size
         if not e & ~PUD_MASK:
             break
         found, s, e = get_next_vma(PUD_MASK, PMD_SIZE, args, e)
