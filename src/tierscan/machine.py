@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from importlib import resources
 
 import numpy as np
 
+from tierscan.configcheck import Checker, is_int, parse_toml, read_text
 from tierscan.errors import ConfigError
 from tierscan.units import describe_value as _describe, human_bytes, parse_size
 
@@ -109,28 +109,12 @@ class Machine:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> Machine:
-        where = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise ConfigError("no such file", where=where) from None
-        except OSError as e:
-            raise ConfigError(f"cannot read: {e.strerror or e}", where=where) from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"not UTF-8 text (bad byte at offset {e.start})", where=where) from None
+        text, where = read_text(path)
         return cls._from_text(text, where=where)
 
     @classmethod
     def _from_text(cls, text: str, where: str) -> Machine:
-        try:
-            d = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            # tomllib's message already carries "(at line L, column C)".
-            raise ConfigError(f"invalid TOML: {e}", where=where) from None
-        return cls.from_dict(d, where=where)
+        return cls.from_dict(parse_toml(text, where), where=where)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "<dict>") -> Machine:
@@ -293,45 +277,14 @@ def _round_down(nbytes: int) -> int:
     return nbytes - nbytes % HPAGE_SIZE
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-class _Checker:
-    """Validation helpers that raise ConfigError(where=the file, field=the key path)."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def fail(self, field: str, message: str):
-        raise ConfigError(message, where=self.where, field=field or None)
-
-    def table(self, d, path: str, keys: dict[str, bool]):
-        if not isinstance(d, dict):
-            self.fail(path, f"expected a table, got {_describe(d)}")
-        prefix = f"{path}." if path else ""
-        for key in d:
-            if key not in keys:
-                self.fail(prefix + key, f"unknown key (expected one of: {', '.join(keys)})")
-        for key, required in keys.items():
-            if required and key not in d:
-                self.fail(prefix + key, "missing required key")
-
-    def int_at_least(self, v, field: str, minimum: int) -> int:
-        if not _is_int(v) or v < minimum:
-            self.fail(field, f"expected an integer >= {minimum}, got {_describe(v)}")
-        return v
-
-    def choice(self, v, field: str, choices) -> str:
-        if v not in choices or not isinstance(v, str):
-            self.fail(field, f"expected one of {', '.join(map(repr, choices))}, got {_describe(v)}")
-        return v
+class _Checker(Checker):
+    """The machine schema's own checks on top of the shared ones."""
 
     def node(self, raw, i: int) -> Node:
         path = f"nodes[{i}]"
         self.table(raw, path, _NODE_KEYS)
         node_id = raw["id"]
-        if not _is_int(node_id) or node_id != i:
+        if not is_int(node_id) or node_id != i:
             self.fail(f"{path}.id", f"expected {i} (ids must be 0..N-1 in order), got {_describe(node_id)}")
 
         field = f"{path}.capacity"

@@ -15,7 +15,7 @@ import numpy as np
 from .constants import (
     ANON_AND_FILE, LRU_GEN_FILE, LRU_GEN_MASK, LRU_REFS_MASK, LRU_REFS_SHIFT, MAX_NR_GENS,
     MAX_NR_TIERS, MAX_NR_ZONES, MIN_NR_GENS, NR_BLOOM_FILTERS, NR_HIST_GENS, NR_MM_STATS,
-    PG_active, PG_anon, PG_dirty, PG_lru, PG_reclaim, PG_referenced, PG_swapbacked,
+    PG_active, PG_dirty, PG_lru, PG_reclaim, PG_referenced, PG_swapbacked,
     PG_swapcache, PG_unevictable, PG_workingset, PG_writeback,
 )
 

@@ -21,7 +21,7 @@ def alloc_pages(kernel, count: int, order: int, nodes: list[int], local_nid: int
     Returns (heads, nids) in allocation order. With ``strict`` a shortfall frees what was taken
     and raises OutOfMemory, so a failed fault leaves no state behind; otherwise it returns fewer.
     """
-    pm, vm = kernel.pm, kernel.vmstat
+    pm = kernel.pm
     nr = 1 << order
     heads, nids = [], []
     need = count

@@ -7,7 +7,6 @@ the model as it was.
 
 from __future__ import annotations
 
-import bisect
 import errno
 
 import numpy as np
