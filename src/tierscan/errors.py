@@ -20,7 +20,7 @@ class ConfigError(TierscanError, ValueError):
     exit_code = 2
 
     def __init__(self, message: str, *, where: str | None = None, field: str | None = None):
-        self.where, self.field = where, field
+        self.where, self.field, self.message = where, field, message
         prefix = ": ".join(p for p in (where, field) if p)
         super().__init__(f"{prefix}: {message}" if prefix else message)
 

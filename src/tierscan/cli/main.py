@@ -20,6 +20,7 @@ PROG = "tierscan"
 _SUBCOMMANDS = (
     ("tierscan.cli.machine", False),
     ("tierscan.cli.demo", True),
+    ("tierscan.cli.lru_gen", False),
 )
 
 
