@@ -272,9 +272,6 @@ def test_thp_read_maps_huge_zero_page_then_write_splits_and_cows(kernel, mm):
     assert (free0 - kernel.pm.node_free).tolist() == [1, 0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: memory.py do_first_touch_faults builds first_written "
-                   "before the THP path runs, so a store in a batch whose PMD was first read (huge "
-                   "zero page) is not counted as a fault by do_write_faults")
 def test_thp_read_then_write_in_one_batch_counts_two_faults(kernel, mm):
     vma = mm.mmap(HPAGE, thp=True)
     # same as the two-call test above, in one batch: read page 0, then write page 1

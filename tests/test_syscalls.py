@@ -196,9 +196,6 @@ def test_mbind_move_thp(kernel, mm):
     assert kernel.vmstat["pgmigrate_success"] == 512
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: process.py MM.mbind (line 251) only skips "
-                   "pfn == zero_pfn, so subpages huge_zero_pfn+i of a huge zero PMD are 'migrated': "
-                   "KeyError (0, 0) and a leaked order-9 block on the target node")
 def test_mbind_move_over_huge_zero_page_moves_nothing(kernel, mm):
     vma = mm.mmap(HPAGE, thp=True)
     mm.access(addrs(vma.start), False)                   # huge zero page
@@ -348,12 +345,18 @@ def test_configerror_names_the_field(kernel, mm):
     assert "must be positive" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: process.py MM.mmap inserts the VMA (line ~188) "
-                   "before _populate; an OutOfMemory from populate propagates out of mmap and "
-                   "leaves the new VMA mapped (the caller never gets it back)")
 def test_mmap_populate_oom_leaves_no_vma():
     k = make_kernel(["16MiB", "16MiB"])
     mm = k.spawn("p")
     with pytest.raises(OutOfMemory):
         mm.mmap(20 << 20, populate=True, policy="bind", nodes=[1])
     assert mm.vmas == []
+
+
+def test_munmap_past_the_page_table_span(kernel, mm):
+    vma = mm.mmap(PAGE, populate=True)
+    free0 = kernel.pm.node_free.copy()
+    mm.munmap(vma.start, HPAGE + PAGE)          # covers the VMA and the next (never used) PMD
+    assert mm.vmas == []
+    assert (kernel.pm.node_free - free0).tolist() == [1, 0]
+    kernel.check()

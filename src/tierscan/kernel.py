@@ -196,6 +196,12 @@ class Kernel:
         self.kswapd_wake[nid] = True
 
     # ---- queries ------------------------------------------------------------------------------
+    def is_zero_pfn(self, pfns) -> np.ndarray:
+        """is_zero_pfn() or a page of the huge zero page."""
+        pfns = np.asarray(pfns)
+        return (pfns == self.zero_pfn) | ((pfns >= self.huge_zero_pfn) &
+                                          (pfns < self.huge_zero_pfn + HPAGE_PMD_NR))
+
     def node_of(self, pfns) -> np.ndarray:
         """Node of each pfn; -1 for -1 ("not present")."""
         return self.pm.node_of(pfns)

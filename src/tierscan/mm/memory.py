@@ -94,12 +94,14 @@ def do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
         return np.empty(0, np.int64)
     uslots, first, first_w, _ = first_by_slot(slots[missing], is_write[missing])
     uvidx = vidx[missing][first]
-    written = [uslots[first_w]]
+    written = []
     for vi, sel in groups_in_order(uvidx):
         vma = mm.vmas[vi]
         s, w = uslots[sel], first_w[sel]
         if vma.thp_eligible(mm.kernel):
+            # slots under a new THP never write-fault; under the huge zero page they do
             s, w = do_huge_pmd_anonymous_faults(mm, vma, s, w, cpu_nid)
+        written.append(s[w])
         if vma.file is None:
             do_anonymous_faults(mm, vma, s, w, cpu_nid)
         else:

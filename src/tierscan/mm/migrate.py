@@ -60,7 +60,8 @@ def move_folios(kernel, old, new) -> None:
         arr[new_p] = arr[old_p]
     for s in rmap_walk(kernel, old_p):
         table = s.mm.pt.pmd if s.pmd else s.mm.pt.pte
-        table[s.slots] = mk_pte(new_p[s.pos], 0) | (table[s.slots] & np.uint64(0xFFF))
+        target = new_p[s.pos] & ~np.int64(511) if s.pmd else new_p[s.pos]  # a PMD maps the head
+        table[s.slots] = mk_pte(target, 0) | (table[s.slots] & np.uint64(0xFFF))
     cached = new[(pm.flags[new] & PG_anon) == 0]
     for fid in np.unique(pm.mapping[cached]):
         sel = cached[pm.mapping[cached] == fid]

@@ -11,7 +11,7 @@ import errno
 
 import numpy as np
 
-from ..errors import ConfigError, SegmentationFault
+from ..errors import ConfigError, OutOfMemory, SegmentationFault
 from .constants import (
     MMAP_BASE, PAGE_SHIFT, PAGE_SIZE, PG_anon, PMD_SIZE, PTRS_PER_PTE, _PAGE_ACCESSED,
 )
@@ -189,7 +189,11 @@ class MM:
             file.i_mmap.append(vma)
         self._reindex()
         if populate and prot != "none":
-            self._populate(vma)
+            try:
+                self._populate(vma)
+            except OutOfMemory:
+                self.munmap(vma.start, length)  # the caller never gets the VMA: undo it
+                raise
         k.after_op()
         return vma
 
@@ -220,7 +224,7 @@ class MM:
     def _free_pgtables(self, start: int, end: int) -> None:
         """free_pgtables(): drop PMD entries no VMA covers any more."""
         p0 = PageTable.slot(start) >> 9
-        p1 = -(-PageTable.slot(end) // PTRS_PER_PTE)
+        p1 = min(-(-PageTable.slot(end) // PTRS_PER_PTE), self.pt.pmd.size)
         pmds = np.arange(p0, p1)
         lo = PageTable.addr(pmds << 9)
         hi = lo + np.uint64(PMD_SIZE)
@@ -246,7 +250,7 @@ class MM:
             addrs = np.arange(start, end, PAGE_SIZE, dtype=np.uint64)
             pfns = self.translate(addrs)
             nids = self.kernel.node_of(pfns)
-            bad = (pfns >= 0) & (pfns != self.kernel.zero_pfn) & ~np.isin(nids, pol.nodes)
+            bad = (pfns >= 0) & ~self.kernel.is_zero_pfn(pfns) & ~np.isin(nids, pol.nodes)
             target = policy_nodes(pol, self.kernel.machine.distance, self.cpu_node)[0]
             self._move(addrs[bad], np.full(int(bad.sum()), target))
         self.kernel.after_op()
@@ -284,27 +288,31 @@ class MM:
         pfns = self.translate(addrs)
         no_vma = self.find_vma_index(addrs) < 0
         status[no_vma] = -errno.EFAULT
-        absent = ~no_vma & ((pfns < 0) | (pfns == k.zero_pfn) | (pfns == k.huge_zero_pfn))
+        absent = ~no_vma & ((pfns < 0) | k.is_zero_pfn(pfns))
         status[absent] = -errno.ENOENT
         bad_node = ~no_vma & ~absent & ((nodes < 0) | (nodes >= k.machine.nr_nodes))
         status[bad_node] = -errno.ENODEV
         todo = status == 0
-        heads = np.full(addrs.size, -1, dtype=np.int64)
-        heads[todo] = k.pm.folio_head(pfns[todo])
-        shared = np.zeros(addrs.size, bool)
-        shared[todo] = k.folio_mapped_shared(heads[todo])
-        status[shared] = -errno.EACCES
-        todo &= ~shared
-        cur = k.node_of(pfns)
-        move = todo & (cur != nodes)
-        for nid in np.unique(nodes[move]):
-            sel = move & (nodes == nid)
-            uheads = np.unique(heads[sel])
-            ok = migrate_folios(k, uheads, int(nid))
-            failed = np.isin(heads, uheads[~ok]) & sel
-            status[failed] = -errno.ENOMEM
-        done = todo & (status == 0)
-        status[done] = k.node_of(self.translate(addrs[done]))
+        # do_pages_move(): runs of consecutive addresses with one target node, in order; a
+        # later run sees the effect of the earlier ones (a THP moved twice ends on the last)
+        run_start = np.flatnonzero(np.concatenate([[True], nodes[1:] != nodes[:-1]]))
+        for lo, hi in zip(run_start, np.append(run_start[1:], addrs.size)):
+            sel = np.zeros(addrs.size, bool)
+            sel[lo:hi] = todo[lo:hi]
+            if not sel.any():
+                continue
+            nid = int(nodes[lo])
+            pfns = self.translate(addrs[sel])
+            heads = k.pm.folio_head(pfns)
+            shared = k.folio_mapped_shared(heads)
+            idx = np.flatnonzero(sel)
+            status[idx[shared]] = -errno.EACCES
+            move = ~shared & (k.node_of(pfns) != nid)
+            uheads = np.unique(heads[move])
+            ok = migrate_folios(k, uheads, nid)
+            failed = move & np.isin(heads, uheads[~ok])
+            status[idx[failed]] = -errno.ENOMEM
+            status[idx[~shared & ~failed]] = nid
         return status
 
     # ---- the access path ------------------------------------------------------------------
@@ -366,8 +374,7 @@ class MM:
         out = {"anon": 0, "file": 0}
         for v in self.vmas:
             pfns = self.pt.translate_slots(np.arange(v.start_slot, v.end_slot))
-            real = (pfns >= 0) & (pfns != k.zero_pfn) & ((pfns < k.huge_zero_pfn) |
-                                                       (pfns >= k.huge_zero_pfn + PTRS_PER_PTE))
+            real = (pfns >= 0) & ~k.is_zero_pfn(pfns)
             anon = (k.pm.flags[pfns[real]] & PG_anon) != 0
             out["anon"] += int(anon.sum())
             out["file"] += int((~anon).sum())

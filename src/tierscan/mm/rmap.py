@@ -18,8 +18,8 @@ from .pagetable import pte_pfn, pte_present
 class Sites:
     """Entries of one mm that map some of the queried pfns.
 
-    ``slots`` are page slots (PTEs) or PMD slots (``pmd=True``, a THP mapped by a PMD leaf);
-    ``pos`` indexes the queried pfn array.
+    ``slots`` are page slots (PTEs) or PMD slots (``pmd=True``, a THP mapped by a PMD leaf,
+    found once for each of its queried pages); ``pos`` indexes the queried pfn array.
     """
 
     mm: object
@@ -63,7 +63,7 @@ def _add_sites(out, mm, slots, pfns, pos, kernel) -> None:
     ok = slots < pt.pte.size
     slots, pfns, pos = slots[ok], pfns[ok], pos[ok]
     pmds = slots >> 9
-    leaf = pt.pmd_is_leaf(pmds) & (pte_pfn(pt.pmd[pmds]) == pfns)
+    leaf = pt.pmd_is_leaf(pmds) & (pte_pfn(pt.pmd[pmds]) + (slots & 511) == pfns)
     if leaf.any():
         out.append(Sites(mm, True, pmds[leaf], pos[leaf]))
     e = pt.pte[slots]
@@ -78,6 +78,7 @@ def folio_mappers(kernel, pfn: int) -> list[tuple[object, int]]:
 
     res = []
     for s in rmap_walk(kernel, np.array([pfn])):
-        for slot in s.slots:
-            res.append((s.mm, int(PageTable.addr(int(slot) << 9 if s.pmd else int(slot)))))
+        for slot in s.slots.tolist():
+            page_slot = (slot << 9) + (pfn & 511) if s.pmd else slot  # a THP page's own address
+            res.append((s.mm, int(PageTable.addr(page_slot))))
     return res

@@ -355,8 +355,9 @@ class Deliver:
     """Calls the accessed callback on the pfns found young, in walk order.
 
     ``__call__(pfns)`` returns (consumed, stop): the first ``consumed`` pfns had their A bit
-    cleared and were walked past; ``stop`` asks the walk to stop right after them (the
-    callback's batch is full, or v1 refused the last one). The per-pfn and batched forms give
+    cleared and were walked past; ``stop`` asks the walk to stop right after them. ``anchor``
+    is then the index of the pfn on which the callback said stop (the last consumed one, or a
+    v1 refusal that is not consumed when quirks are off). The per-pfn and batched forms give
     the same answers for the same callback behaviour.
 
     - v1 per-pfn ``cb(pfn) -> int``: non-zero means "no space"; the refused pfn's A bit is
@@ -364,39 +365,44 @@ class Deliver:
       the walk resumes at it.
     - v2 per-pfn ``cb(pfn) -> bool``: True means "recorded, and now full".
     - batched ``cb(np.ndarray) -> int taken`` or ``(taken, full)``: taking fewer than offered
-      means full (v2) or a refusal of the next one (v1); return ``(taken, True)`` when the
-      batch filled exactly on the last pfn offered.
+      means full (v2) or a refusal of the next one (v1); under v2 return ``(taken, True)`` when
+      the batch filled exactly on the last pfn offered.
     """
 
     def __init__(self, cb, contract: str, batched: bool, faithful: bool):
         if contract not in ("v1", "v2"):
             raise ValueError(f"unknown callback contract {contract!r} (expected 'v1' or 'v2')")
         self.cb, self.contract, self.batched, self.faithful = cb, contract, batched, faithful
+        self.anchor = -1
 
     def __call__(self, pfns: np.ndarray) -> tuple[int, bool]:
         if pfns.size == 0:
             return 0, False
-        lose = self.faithful  # v1 refusal loses the refused pfn as posted
-        if self.batched:
-            ret = self.cb(pfns)
-            taken, full = (ret if isinstance(ret, tuple) else (ret, False))
-            taken = int(taken)
-            if not 0 <= taken <= pfns.size:
-                raise ValueError(f"batched accessed_cb took {taken} of {pfns.size} pfns")
-            if self.contract == "v2":
-                if taken < pfns.size or full:
-                    return max(taken, 1), True
-                return taken, False
-            if taken < pfns.size:
-                return taken + (1 if lose else 0), True
-            return taken, bool(full)
-        for i, pfn in enumerate(pfns.tolist()):
-            r = self.cb(pfn)
-            if self.contract == "v2" and r:
-                return i + 1, True
-            if self.contract == "v1" and r:
-                return i + (1 if lose else 0), True
-        return pfns.size, False
+        stop_at = self._stop_index(pfns)
+        if stop_at is None:
+            return pfns.size, False
+        self.anchor = stop_at
+        # v2 records the pfn it stops on; v1 refuses it, losing it as posted
+        keep = self.contract == "v2" or self.faithful
+        return stop_at + (1 if keep else 0), True
+
+    def _stop_index(self, pfns: np.ndarray):
+        """Index of the pfn on which the callback says stop, or None."""
+        if not self.batched:
+            for i, pfn in enumerate(pfns.tolist()):
+                if self.cb(pfn):
+                    return i
+            return None
+        ret = self.cb(pfns)
+        taken, full = ret if isinstance(ret, tuple) else (ret, False)
+        taken = int(taken)
+        if not 0 <= taken <= pfns.size:
+            raise ValueError(f"batched accessed_cb took {taken} of {pfns.size} pfns")
+        if self.contract == "v1":
+            return taken if taken < pfns.size else None
+        if taken < pfns.size or full:
+            return max(taken - 1, 0)
+        return None
 
 
 # ---- walk_pte_range (§5.8) --------------------------------------------------------------------

@@ -30,10 +30,11 @@ from .pagetable import PageTable, pte_pfn
 
 class Replay:
     """Answers the sequential walk's deliveries from a decision already taken on the whole
-    sequence: the first ``consumed`` pfns pass, then stop."""
+    sequence: the first ``consumed`` pfns pass, and the delivery holding pfn ``anchor`` (the
+    one the callback stopped on) stops."""
 
-    def __init__(self, seq: np.ndarray, consumed: int):
-        self.seq, self.consumed, self.pos = seq, consumed, 0
+    def __init__(self, seq: np.ndarray, consumed: int, anchor: int):
+        self.seq, self.consumed, self.anchor, self.pos = seq, consumed, anchor, 0
 
     def __call__(self, pfns: np.ndarray) -> tuple[int, bool]:
         n, pos = pfns.size, self.pos
@@ -41,7 +42,7 @@ class Replay:
             return 0, False
         if not np.array_equal(self.seq[pos:pos + n], pfns):
             raise AssertionError("fast and sequential walks disagree on the delivery order")
-        if pos + n < self.consumed:
+        if pos + n <= self.anchor:
             self.pos += n
             return n, False
         self.pos = self.consumed
@@ -157,7 +158,7 @@ def walk_pmd_range_fast(args, start: int, end: int):
         if stop:
             deliver = walk.accessed_cb
             args.vma = vma_at_entry
-            walk.accessed_cb = Replay(all_pfns, consumed)
+            walk.accessed_cb = Replay(all_pfns, consumed, deliver.anchor)
             try:
                 return walk_pmd_range(args, start, end, fast=False)
             finally:

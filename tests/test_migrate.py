@@ -1,0 +1,223 @@
+"""Migration: move_pages(2) status codes, THP migration, and what a migrated page keeps
+(PTE bits, identity, rmap, LRU accounting)."""
+
+import errno
+
+import numpy as np
+import pytest
+from conftest import (
+    ACCESSED, ANON, DIRTY, FILE, HPAGE, HPAGE_NR, PAGE, RW, ZONE_MOVABLE, ZONE_NORMAL, addrs,
+    make_kernel, page_addrs,
+)
+
+from tierscan.mm.constants import PG_active, PG_dirty, PG_lru
+from tierscan.mm.migrate import migrate_folios
+from tierscan.mm.pagetable import PageTable
+from tierscan.mm.physmem import WMARK_MIN
+
+
+def pte(mm, addr) -> int:
+    return int(mm.pt.pte[PageTable.slot(addr)])
+
+
+def test_move_pages_status_codes(kernel, mm):
+    vma = mm.mmap(8 * PAGE)
+    mm.access(addrs(vma.start), True)                    # a private page on node 0
+    mm.access(addrs(vma.start + PAGE), False)            # the zero page
+    f = kernel.open_file("shared", 4 * PAGE)
+    other = kernel.spawn("other")
+    fa = mm.mmap(4 * PAGE, kind="file", file=f)
+    fb = other.mmap(4 * PAGE, kind="file", file=f)
+    mm.access(addrs(fa.start), False)
+    other.access(addrs(fb.start), False)                 # the same cache page in two mms
+    unmapped = vma.end + 64 * PAGE
+    status = mm.move_pages(addrs(vma.start,              # -> node 1
+                                 unmapped,               # no VMA
+                                 vma.start + 2 * PAGE,   # in a VMA, never faulted
+                                 vma.start + PAGE,       # zero page
+                                 fa.start,               # mapped by two mms
+                                 vma.start),             # bad node
+                           [1, 1, 1, 1, 1, 5])
+    assert status.tolist() == [1, -errno.EFAULT, -errno.ENOENT, -errno.ENOENT, -errno.EACCES,
+                               -errno.ENODEV]
+    assert kernel.node_of(mm.translate(addrs(vma.start))).tolist() == [1]
+    assert kernel.vmstat["pgmigrate_success"] == 1
+    # the shared page stayed put
+    assert kernel.node_of(mm.translate(addrs(fa.start))).tolist() == [0]
+
+
+def test_move_pages_negative_node_and_already_there(kernel, mm):
+    vma = mm.mmap(4 * PAGE, populate=True)
+    pfns = mm.translate(page_addrs(vma.start, 2))
+    status = mm.move_pages(page_addrs(vma.start, 2), [-1, 0])
+    # -1 is no node; a page already on its target reports that node and is not moved
+    assert status.tolist() == [-errno.ENODEV, 0]
+    assert (mm.translate(page_addrs(vma.start, 2)) == pfns).all()
+    assert kernel.vmstat["pgmigrate_success"] == 0
+
+
+def test_move_pages_scalar_node_broadcasts(kernel, mm):
+    vma = mm.mmap(4 * PAGE, populate=True)
+    status = mm.move_pages(page_addrs(vma.start, 4), 1)
+    assert status.tolist() == [1, 1, 1, 1]
+    assert kernel.vmstat.node("pgmigrate_success").tolist() == [0, 4]
+
+
+def test_move_pages_thp_moves_whole(kernel, mm):
+    vma = mm.mmap(HPAGE, thp=True)
+    mm.access(addrs(vma.start), True)
+    old = int(mm.translate(addrs(vma.start))[0])
+    free0 = kernel.pm.node_free.copy()
+    # two addresses inside the same THP: the folio is migrated once
+    status = mm.move_pages(addrs(vma.start + 7 * PAGE, vma.start + 300 * PAGE), [1, 1])
+    assert status.tolist() == [1, 1]
+    new = int(mm.translate(addrs(vma.start))[0])
+    assert kernel.node_of([new]).tolist() == [1]
+    assert new % HPAGE_NR == 0 and kernel.pm.order[new] == 9
+    assert (mm.translate(page_addrs(vma.start, HPAGE_NR)) == new + np.arange(HPAGE_NR)).all()
+    assert kernel.vmstat["thp_migration_success"] == 1
+    assert kernel.vmstat["pgmigrate_success"] == 512
+    assert (kernel.pm.node_free - free0).tolist() == [512, -512]
+    assert (kernel.pm.flags[old:old + HPAGE_NR] == 0).all()
+    assert kernel.pm.mapcount[new] == 1
+    # still a PMD leaf, still young and dirty
+    e = int(mm.pt.pmd[PageTable.slot(vma.start) >> 9])
+    assert e & (1 << 7) and e & ACCESSED and e & DIRTY and e & RW
+
+
+def test_move_pages_huge_zero_subpage_is_enoent(kernel, mm):
+    vma = mm.mmap(HPAGE, thp=True)
+    mm.access(addrs(vma.start), False)
+    assert mm.translate(addrs(vma.start + PAGE)).tolist() == [kernel.huge_zero_pfn + 1]
+    free0 = kernel.pm.node_free.copy()
+    status = mm.move_pages(addrs(vma.start, vma.start + PAGE), [1, 1])
+    assert status.tolist() == [-errno.ENOENT, -errno.ENOENT]
+    assert (kernel.pm.node_free == free0).all()
+
+
+def test_move_pages_one_thp_two_targets():
+    k = make_kernel(["16MiB", "16MiB", "16MiB"])
+    mm = k.spawn("p")
+    vma = mm.mmap(HPAGE, thp=True)
+    mm.access(addrs(vma.start), True)
+    status = mm.move_pages(addrs(vma.start, vma.start + PAGE), [1, 2])
+    # the kernel processes the array in order: the folio goes to node 1, then on to node 2
+    assert k.node_of(mm.translate(addrs(vma.start))).tolist() == [2]
+    assert status[1] == 2
+
+
+def test_migration_keeps_pte_bits_and_identity(kernel, mm):
+    vma = mm.mmap(4 * PAGE)
+    a, b = vma.start, vma.start + PAGE
+    mm.access(addrs(a, b), True)
+    # page b: aging cleared its young bit, writeback its dirty bit
+    mm.pt.pte[PageTable.slot(b)] &= ~np.uint64(ACCESSED | DIRTY)
+    old = mm.translate(addrs(a, b))
+    ident = (kernel.pm.mapping[old].copy(), kernel.pm.index[old].copy(),
+             kernel.pm.memcg[old].copy(), kernel.pm.mapcount[old].copy())
+    assert mm.move_pages(addrs(a, b), [1, 1]).tolist() == [1, 1]
+    new = mm.translate(addrs(a, b))
+    assert kernel.node_of(new).tolist() == [1, 1]
+    assert pte(mm, a) & ACCESSED and pte(mm, a) & DIRTY and pte(mm, a) & RW
+    assert not pte(mm, b) & ACCESSED and not pte(mm, b) & DIRTY and pte(mm, b) & RW
+    assert mm.young(addrs(a, b)).tolist() == [True, False]
+    for before, name in zip(ident, ("mapping", "index", "memcg", "mapcount")):
+        assert (getattr(kernel.pm, name)[new] == before).all(), name
+    assert kernel.rmap(int(new[0])) == [(mm, a)]
+    assert kernel.rmap(int(old[0])) == []
+    assert (kernel.pm.flags[old] == 0).all()
+
+
+def test_migration_moves_lru_accounting(kernel, mm):
+    vma = mm.mmap(6 * PAGE)
+    mm.access(page_addrs(vma.start, 6), True)
+    fv = mm.mmap(2 * PAGE, kind="file", shared=True)
+    mm.access(page_addrs(fv.start, 2), True)
+    lv0 = kernel.lruvec(kernel.root_memcg, 0).lrugen.nr_pages
+    lv1 = kernel.lruvec(kernel.root_memcg, 1).lrugen.nr_pages
+    assert lv0[:, ANON, ZONE_NORMAL].sum() == 6 and lv0[:, FILE, ZONE_NORMAL].sum() == 2
+    mm.move_pages(np.concatenate([page_addrs(vma.start, 4), page_addrs(fv.start, 1)]), 1)
+    assert lv0[:, ANON, ZONE_NORMAL].sum() == 2 and lv0[:, FILE, ZONE_NORMAL].sum() == 1
+    assert lv1[:, ANON, ZONE_MOVABLE].sum() == 4 and lv1[:, FILE, ZONE_MOVABLE].sum() == 1
+    assert lv1[:, :, ZONE_NORMAL].sum() == 0
+    new = mm.translate(page_addrs(vma.start, 4))
+    assert (kernel.pm.flags[new] & PG_lru).all() and not (kernel.pm.flags[new] & PG_active).any()
+    # a freshly faulted folio sits in an active gen (max_seq-1); del_folio sets PG_active, so it
+    # is re-added in max_seq-1 of the target lruvec (mglru-spec §3.1-3.2)
+    g1 = (kernel.lruvec(kernel.root_memcg, 1).lrugen.max_seq - 1) % 4
+    assert ((kernel.pm.lru_gen_refs[new] & 7) == g1 + 1).all()
+
+
+def test_migrate_file_page_updates_cache_and_dirty_state(kernel, mm):
+    vma = mm.mmap(4 * PAGE, kind="file", shared=True)
+    mm.access(addrs(vma.start), True)
+    mm.access(addrs(vma.start + PAGE), False)
+    f = vma.file
+    old = f.pages[:2].copy()
+    assert mm.move_pages(page_addrs(vma.start, 2), 1).tolist() == [1, 1]
+    new = mm.translate(page_addrs(vma.start, 2))
+    assert (f.pages[:2] == new).all() and (new != old).all()
+    assert (kernel.pm.flags[new] & PG_dirty).tolist() == [PG_dirty, 0]
+    assert (kernel.pm.index[new] == [0, 1]).all() and (kernel.pm.mapping[new] == f.id).all()
+    # a later mapper finds the migrated page
+    other = kernel.spawn("other")
+    ov = other.mmap(4 * PAGE, kind="file", file=f)
+    other.access(addrs(ov.start), False)
+    assert other.translate(addrs(ov.start)).tolist() == [new[0]]
+
+
+def test_migrate_folios_rewrites_every_mapping(kernel):
+    # the mechanism under promotion engines: a page mapped by two mms moves for both
+    f = kernel.open_file("lib", 2 * PAGE)
+    a, b = kernel.spawn("a"), kernel.spawn("b")
+    va = a.mmap(2 * PAGE, kind="file", file=f)
+    vb = b.mmap(2 * PAGE, kind="file", file=f)
+    a.access(addrs(va.start), False)
+    b.access(addrs(vb.start), False)
+    old = int(f.pages[0])
+    ok = migrate_folios(kernel, np.array([old]), 1)
+    assert ok.tolist() == [True]
+    kernel.check()
+    new = int(f.pages[0])
+    assert kernel.node_of([new]).tolist() == [1]
+    assert a.translate(addrs(va.start)).tolist() == [new]
+    assert b.translate(addrs(vb.start)).tolist() == [new]
+    assert kernel.pm.mapcount[new] == 2
+    assert sorted((m.id, ad) for m, ad in kernel.rmap(new)) == sorted(
+        [(a.id, va.start), (b.id, vb.start)])
+
+
+def test_migrate_pte_mapped_thp(kernel, mm):
+    vma = mm.mmap(HPAGE, thp=True)
+    mm.access(addrs(vma.start), True)
+    mm.mbind(vma.start, HPAGE // 2, "bind", [1])      # splits the PMD, keeps the folio
+    assert mm.move_pages(addrs(vma.start + PAGE), 1).tolist() == [1]
+    pfns = mm.translate(page_addrs(vma.start, HPAGE_NR))
+    assert (pfns == pfns[0] + np.arange(HPAGE_NR)).all()
+    assert kernel.node_of(pfns[:1]).tolist() == [1] and kernel.pm.order[pfns[0]] == 9
+    assert kernel.vmstat["thp_migration_success"] == 1
+
+
+def test_move_pages_enomem_when_target_full():
+    k = make_kernel(["16MiB", "16MiB"])
+    mm = k.spawn("p")
+    room = int(k.pm.node_free[1] - k.pm.watermarks[1, WMARK_MIN])
+    fill = mm.mmap(room * PAGE, policy="bind", nodes=[1], populate=True)
+    assert k.pm.node_free[1] == k.pm.watermarks[1, WMARK_MIN]
+    vma = mm.mmap(2 * PAGE, populate=True)
+    old = mm.translate(page_addrs(vma.start, 2))
+    status = mm.move_pages(page_addrs(vma.start, 2), 1)
+    assert status.tolist() == [-errno.ENOMEM, -errno.ENOMEM]
+    assert (mm.translate(page_addrs(vma.start, 2)) == old).all()
+    assert k.vmstat["pgmigrate_fail"] == 2 and k.vmstat["pgmigrate_success"] == 0
+    # freeing room on node 1 lets it through
+    mm.munmap(fill.start, 4 * PAGE)
+    assert mm.move_pages(page_addrs(vma.start, 2), 1).tolist() == [1, 1]
+
+
+def test_rmap_of_thp_tail_page(kernel, mm):
+    vma = mm.mmap(HPAGE, thp=True)
+    mm.access(addrs(vma.start), True)
+    head = int(mm.translate(addrs(vma.start))[0])
+    assert kernel.rmap(head) == [(mm, vma.start)]
+    assert kernel.rmap(head + 3) == [(mm, vma.start + 3 * PAGE)]
