@@ -51,7 +51,6 @@ from .vmscan import evictable_min_seq, evictable_types, lruvec_folios, reset_ctr
 
 DEF_PRIORITY = 12          # (unverified, spec §1)
 SWAP_CLUSTER_MAX = 32      # (unverified, spec §1)
-DEFAULT_SWAPPINESS = 60    # vm_swappiness default (unverified, spec §1)
 
 # gfp bits the model looks at. The values are the pre-6.0 ___GFP_* numbers; only __GFP_IO is
 # tested (isolate_folio), the rest document intent.
@@ -114,12 +113,8 @@ def reclaimer_suffix(sc: ScanControl) -> str:
 
 # ---- swappiness and demotion targets ------------------------------------------------------
 def vm_swappiness(kernel) -> int:
-    """vm_swappiness (/proc/sys/vm/swappiness). The model's sysfs has no such knob yet: read
-    ``vm/swappiness`` if a later change adds it, else the kernel default 60."""
-    try:
-        return int(kernel.sysfs["vm/swappiness"])
-    except KeyError:
-        return DEFAULT_SWAPPINESS
+    """vm_swappiness (/proc/sys/vm/swappiness, default 60)."""
+    return int(kernel.sysfs["vm/swappiness"])
 
 
 def demotion_nodes(kernel, nid: int) -> list[int]:
@@ -147,15 +142,9 @@ def next_demotion_node(kernel, nid: int) -> int:
 
 def can_demote(kernel, nid: int, sc: ScanControl | None = None) -> bool:
     """can_demote() (outside the spec, §10 gap (e)): demotion is enabled and ``nid`` has a
-    lower-tier target; used by get_swappiness (§8.4) and shrink_folio_list (§7.7). The kernel
-    gates this on /sys/kernel/mm/numa/demotion_enabled (default off); the model has no such
-    knob yet, so demotion is on unless a ``numa/demotion_enabled`` knob exists and is 0."""
-    try:
-        if not kernel.sysfs["numa/demotion_enabled"]:
-            return False
-    except KeyError:
-        pass
-    return next_demotion_node(kernel, nid) >= 0
+    lower-tier target; used by get_swappiness (§8.4) and shrink_folio_list (§7.7). Gated on
+    /sys/kernel/mm/numa/demotion_enabled, off by default as in the kernel."""
+    return bool(kernel.sysfs["numa/demotion_enabled"]) and next_demotion_node(kernel, nid) >= 0
 
 
 def get_swappiness(lruvec, sc: ScanControl) -> int:

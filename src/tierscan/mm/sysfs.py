@@ -54,6 +54,7 @@ KNOBS = {
     "transparent_hugepage/use_zero_page": (1, _one_of(0, 1)),
     "lru_gen/enabled": (0x7, _lru_gen_enabled),
     "lru_gen/min_ttl_ms": (0, _uint),
+    "numa/demotion_enabled": (False, _one_of(False, True)),
     "vm/swappiness": (60, _range(0, 200)),
 }
 
