@@ -8,7 +8,7 @@ from conftest import (
     ZONE_NORMAL, addrs, assert_same, fault_gen, make_kernel, page_addrs, snapshot,
 )
 
-from tierscan import OutOfMemory
+from tierscan import Kernel, Machine, OutOfMemory
 from tierscan.mm.constants import PG_anon, PG_dirty, PG_lru, PG_swapbacked
 from tierscan.mm.pagetable import PageTable
 from tierscan.mm.physmem import WMARK_LOW, WMARK_MIN
@@ -231,6 +231,8 @@ def test_thp_write_allocates_pmd_mapped_folio(kernel, mm):
     assert kernel.vmstat["thp_fault_alloc"] == 1
     assert kernel.vmstat["pgfault"] == 1
     assert (free0 - kernel.pm.node_free).tolist() == [512, 0]
+    # PGALLOC counts pages (1 << order), zone_statistics counts allocations
+    assert kernel.vmstat["pgalloc_normal"] == 512 and kernel.vmstat["numa_hit"] == 1
     # the second PMD was not touched
     assert mm.translate(addrs(vma.start + HPAGE)).tolist() == [-1]
     assert mm.young(addrs(vma.start + 300 * PAGE)).tolist() == [True]
@@ -504,3 +506,14 @@ def test_faulted_folios_charge_the_mms_memcg(kernel):
     assert (kernel.pm.memcg[pfns] == cg.id).all()
     assert kernel.lruvec(cg, 0).lrugen.nr_pages[fault_gen(kernel, cg), ANON, ZONE_NORMAL] == 5
     assert kernel.lruvec(kernel.root_memcg, 0).lrugen.nr_pages.sum() == 0
+
+
+def test_memcg_disabled_uses_root_lruvec():
+    # cgroup_disable=memory: only the root, with id 0, and its lruvecs take every folio
+    k = Kernel(Machine.preset("laptop"), seed=0, debug=True, memcg=False)
+    assert k.root_memcg.id == 0
+    mm = k.spawn("p")
+    vma = mm.mmap(4 * PAGE, populate=True)
+    pfns = mm.translate(page_addrs(vma.start, 4))
+    assert (k.pm.memcg[pfns] == 0).all()
+    assert k.lruvec(k.root_memcg, 0).lrugen.nr_pages[fault_gen(k), ANON, ZONE_NORMAL] == 4

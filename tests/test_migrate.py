@@ -103,7 +103,9 @@ def test_move_pages_one_thp_two_targets():
     status = mm.move_pages(addrs(vma.start, vma.start + PAGE), [1, 2])
     # the kernel processes the array in order: the folio goes to node 1, then on to node 2
     assert k.node_of(mm.translate(addrs(vma.start))).tolist() == [2]
-    assert status[1] == 2
+    # each batch stores the node it was moved to (move_pages_and_store_status)
+    assert status.tolist() == [1, 2]
+    assert k.vmstat["thp_migration_success"] == 2
 
 
 def test_migration_keeps_pte_bits_and_identity(kernel, mm):
@@ -221,3 +223,18 @@ def test_rmap_of_thp_tail_page(kernel, mm):
     head = int(mm.translate(addrs(vma.start))[0])
     assert kernel.rmap(head) == [(mm, vma.start)]
     assert kernel.rmap(head + 3) == [(mm, vma.start + 3 * PAGE)]
+
+
+def test_migration_stays_in_the_memcg(kernel):
+    cg = kernel.memcg_create("job")
+    mm = kernel.spawn("p", memcg=cg)
+    vma = mm.mmap(HPAGE, thp=True, populate=True)
+    assert kernel.lruvec(cg, 0).lrugen.nr_pages.sum() == 512
+    assert mm.move_pages(addrs(vma.start), 1).tolist() == [1]
+    # the THP left (job, node 0) for (job, node 1); the root memcg's lruvecs saw nothing
+    assert kernel.lruvec(cg, 0).lrugen.nr_pages.sum() == 0
+    assert kernel.lruvec(cg, 1).lrugen.nr_pages[:, ANON, ZONE_MOVABLE].sum() == 512
+    assert kernel.lruvec(kernel.root_memcg, 1).lrugen.nr_pages.sum() == 0
+    assert (kernel.pm.memcg[mm.translate(page_addrs(vma.start, 3))] == cg.id).all()
+    # accesses are now served by node 1
+    assert mm.access(page_addrs(vma.start, 3), False).tolist() == [0, 3]

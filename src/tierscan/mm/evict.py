@@ -482,6 +482,7 @@ def folio_referenced(kernel, heads) -> np.ndarray:
         page_slots = s.slots << 9 if s.pmd else s.slots
         keep = _vma_has_recency(s.mm, page_slots)
         slots, pos = s.slots[keep], s.pos[keep]
+        (kernel.materialize_pmds if s.pmd else kernel.materialize_ptes)(s.mm, np.unique(slots))
         young = (table[slots] & _PAGE_ACCESSED) != 0
         table[slots[young]] &= ~_PAGE_ACCESSED
         ref[owner[pos[young]]] = True

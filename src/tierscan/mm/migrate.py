@@ -19,6 +19,18 @@ from .rmap import rmap_walk
 _COPIED = ("flags", "lru_gen_refs", "memcg", "mapcount", "mapping", "index")
 
 
+def _notify_remap(kernel, sites, old_pfns, src_nid, dst_nid) -> None:
+    """Tell the remap hooks which page slots of which mm now live on ``dst_nid``."""
+    if not kernel.remap_hooks:
+        return
+    if sites.pmd:  # the PMD site is found once per page of the THP: each is its own page
+        slots = (sites.slots << 9) + (old_pfns[sites.pos] & 511)
+    else:
+        slots = sites.slots
+    for hook in kernel.remap_hooks:
+        hook(sites.mm, slots, src_nid[sites.pos], dst_nid)
+
+
 def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN) -> np.ndarray:
     """migrate_pages() of the given folios to ``target_nid``. Returns a success mask.
 
@@ -33,8 +45,10 @@ def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN) -> np.
         new, _ = _alloc_on(kernel, idx.size, int(order), target_nid, mark)
         moved = idx[: new.size]
         if new.size:
-            move_folios(kernel, heads[moved], new)
+            mms = move_folios(kernel, heads[moved], new)
             ok[moved] = True
+            if kernel.accounting is not None:
+                kernel.accounting.migrated(int(order), new.size, mms)
         nr, failed = 1 << int(order), idx.size - new.size
         vm.count("pgmigrate_success", target_nid, new.size * nr)
         vm.count("pgmigrate_fail", target_nid, failed * nr)
@@ -50,15 +64,20 @@ def _alloc_on(kernel, count, order, nid, mark):
     return alloc_pages(kernel, count, order, [nid], nid, strict=False, marks=(mark,))
 
 
-def move_folios(kernel, old, new) -> None:
-    """Move folios ``old`` to the already allocated folios ``new`` of the same orders."""
+def move_folios(kernel, old, new) -> set:
+    """Move folios ``old`` to the already allocated folios ``new`` of the same orders.
+    Returns the mms whose page tables changed (their TLBs need a shootdown)."""
     pm = kernel.pm
     kernel.lru_del(old)
     old_p, new_p = pm.folio_pfns(old), pm.folio_pfns(new)
     for name in _COPIED:
         arr = getattr(pm, name)
         arr[new_p] = arr[old_p]
+    src_nid, dst_nid = kernel.node_of(old_p), int(kernel.node_of(new_p[:1])[0])
+    mms = set()
     for s in rmap_walk(kernel, old_p):
+        _notify_remap(kernel, s, old_p, src_nid, dst_nid)
+        mms.add(s.mm)
         table = s.mm.pt.pmd if s.pmd else s.mm.pt.pte
         target = new_p[s.pos] & ~np.int64(511) if s.pmd else new_p[s.pos]  # a PMD maps the head
         table[s.slots] = mk_pte(target, 0) | (table[s.slots] & np.uint64(0xFFF))
@@ -68,3 +87,4 @@ def move_folios(kernel, old, new) -> None:
         kernel.files[int(fid)].pages[pm.index[sel].astype(np.int64)] = sel
     kernel.free_pages(old)
     kernel.lru_add(new)
+    return mms

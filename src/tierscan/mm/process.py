@@ -363,6 +363,8 @@ class MM:
         present = self.translate(addrs) >= 0
         slots = PageTable.slot(addrs[present])
         pmds = slots >> 9
+        self.kernel.materialize_pmds(self, np.unique(pmds))
+        self.kernel.materialize_ptes(self, slots[~self.pt.pmd_is_leaf(pmds)])
         leaf = self.pt.pmd_is_leaf(pmds)
         entry = np.where(leaf, self.pt.pmd[pmds], self.pt.pte[slots])
         out[present] = (entry & _PAGE_ACCESSED) != 0

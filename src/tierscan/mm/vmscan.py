@@ -420,6 +420,7 @@ def walk_pte_range(args: MmWalkArgs, start: int, end: int, pmd_slot: int):
     err = 0
     while True:
         s0, s1 = PageTable.slot(start), PageTable.slot(end)
+        kernel.materialize_ptes(mm, np.arange(s0, s1))
         cand, pfns, heads, _, _ = young_ptes(kernel, lruvec, pt, [s0], [s1])
         consumed, stop = (walk.accessed_cb(pfns) if walk.accessed_cb is not None
                           else (cand.size, False))
@@ -561,6 +562,7 @@ def walk_pmd_range(args: MmWalkArgs, start: int, end: int, fast: bool = True) ->
         while addr != end:
             nxt = min((addr | ~PMD_MASK & ULONG_MAX) + 1, end)
             slot = PageTable.slot(addr) >> 9
+            kernel.materialize_pmds(mm, [slot])
             val = pt.pmd[slot]
             if not (val & (_PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_PSE)) or (
                     (val & _PAGE_PSE) and (val & _PAGE_SPECIAL)):

@@ -75,6 +75,7 @@ def walk_pmd_range_fast(args, start: int, end: int):
     while True:
         p0, p1 = PageTable.slot(s) >> 9, (PageTable.slot(e - 1) >> 9) + 1
         pmds = np.arange(p0, p1)
+        kernel.materialize_pmds(mm, pmds)
         ent = pt.pmd[pmds]
         present = (ent & (_PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_PSE)) != 0
         huge = (ent & _PAGE_PSE) != 0
@@ -134,6 +135,10 @@ def walk_pmd_range_fast(args, start: int, end: int):
         range_visit = np.concatenate(pte_visit)
     else:
         lo_a = hi_a = range_visit = np.empty(0, np.int64)
+    if kernel.young_source is not None and lo_a.size:
+        lens = hi_a - lo_a
+        kernel.materialize_ptes(mm, np.repeat(lo_a - np.cumsum(lens) + lens, lens)
+                                + np.arange(int(lens.sum())))
     cslots, cpfns, cheads, crange, _ = young_ptes(kernel, lruvec, pt, lo_a, hi_a)
     cvisit = range_visit[crange]
 

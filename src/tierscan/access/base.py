@@ -1,0 +1,86 @@
+"""The interface both access models implement, and the thread groups they advance (DESIGN §5).
+
+A ``ThreadGroup`` is one process's threads. They run the same phases on the same pages, so
+the model advances them together: ``done`` counts accesses per thread in the current phase.
+Its pages are the process's mappings concatenated in order; ``index_of`` maps page slots of
+its mm back to positions in that list, which is how per-page state follows the page tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..mm.pagetable import PageTable
+
+
+class ThreadGroup:
+    def __init__(self, gid: int, spec, mm, vmas, machine):
+        self.gid, self.spec, self.mm = gid, spec, mm
+        self.threads = spec.threads
+        starts = [v.start_slot for v in vmas]
+        sizes = [v.nr_pages for v in vmas]
+        self.range_start = np.array(starts, np.int64)
+        self.range_end = self.range_start + np.array(sizes, np.int64)
+        self.range_base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.n_pages = int(sum(sizes))
+        self.slots = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, sizes)])
+        self.addrs = PageTable.addr(self.slots)
+        self.phase_idx = 0
+        self.done = 0.0              # accesses per thread in the current phase
+        self.phase_start_ns = 0
+        self.total = 0.0             # accesses per thread over the run
+        self.finished_ns: int | None = None
+        self.stall_ns = 0.0          # time each thread owes to faults and shootdowns
+        self.load_ns = np.asarray(machine.load_ns[spec.cpu_node], float)
+        self.store_ns = np.asarray(machine.store_ns[spec.cpu_node], float)
+
+    @property
+    def phase(self):
+        return self.spec.phases[self.phase_idx] if self.phase_idx < len(self.spec.phases) else None
+
+    def latency_per_node(self) -> np.ndarray:
+        """Average ns per access served by each node, for the current phase's mix."""
+        w = self.phase.write_fraction
+        return ((1 - w) * self.load_ns + w * self.store_ns) / self.spec.mlp
+
+    def index_of(self, slots: np.ndarray) -> np.ndarray:
+        """Position of each page slot in this group's page list, -1 if it is not one of ours."""
+        slots = np.asarray(slots, np.int64)
+        r = np.searchsorted(self.range_start, slots, side="right") - 1
+        ok = (r >= 0)
+        ok[ok] = slots[ok] < self.range_end[r[ok]]
+        return np.where(ok, self.range_base[np.maximum(r, 0)] + slots - self.range_start[
+            np.maximum(r, 0)], -1)
+
+    def remaining_in_phase(self) -> float:
+        ph = self.phase
+        return float("inf") if ph is None or ph.accesses is None else ph.accesses - self.done
+
+
+class AccessModel:
+    """Advances the workload's threads through simulated time.
+
+    ``advance(engine, group, budget_ns)`` runs one group's threads for at most ``budget_ns``
+    of their time in the current phase and returns (accesses per thread, ns used). The
+    engine handles phases, stalls and completion; a model only turns time into accesses.
+    ``sample(engine, group, n_per_access, dt_ns)`` returns pfns hit by hardware-sampled
+    accesses (IBS) in the last ``dt_ns``.
+    """
+
+    name = "abstract"
+
+    def attach(self, engine) -> None:
+        """Called once the workload's memory is mapped."""
+
+    def on_phase(self, engine, group) -> None:
+        """Called when ``group`` enters a new phase."""
+
+    def advance(self, engine, group, budget_ns: float) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def served_by_node(self, engine) -> np.ndarray:
+        """Accesses per memory node since the last call (for the hit-ratio series)."""
+        raise NotImplementedError

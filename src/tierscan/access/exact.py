@@ -1,0 +1,86 @@
+"""The exact model (DESIGN §5): every access goes through mm.access in program order.
+
+Each thread draws its addresses from the phase's distribution with its own random stream and
+runs them through the MMU model, which sets young and dirty bits, takes faults (first touch,
+copy-on-write, NUMA hint) and reports the node that served each access. A thread's time is
+the latency of those nodes plus compute plus what its faults cost. Per tick a group's
+threads run the same number of accesses, sized from the last measured cost per access, and
+the group advances by their mean time. This is the ground truth the rate model is checked
+against; it is meant for small runs and recorded traces.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import AccessModel
+
+FAULT_COUNTERS = ("pgfault", "pgmajfault", "numa_hint_faults")
+
+
+class ExactModel(AccessModel):
+    name = "exact"
+
+    def __init__(self, seed: int, max_chunk: int = 1 << 20):
+        self.seed, self.max_chunk = seed, max_chunk
+        self.rngs: dict[tuple[int, int], np.random.Generator] = {}
+        self.cost: dict[int, float] = {}
+        self.last: dict[int, np.ndarray] = {}
+        self._served = None
+
+    def attach(self, engine) -> None:
+        k = engine.kernel
+        self._served = np.zeros(k.machine.nr_nodes)
+        for g in engine.groups:
+            for t in range(g.threads):
+                self.rngs[(g.gid, t)] = np.random.default_rng([self.seed, g.gid, t])
+            self.on_phase(engine, g)
+
+    def on_phase(self, engine, group) -> None:
+        """Start from the expected cost of the phase's distribution on today's placement."""
+        ph = group.phase
+        if ph is None:
+            return
+        w = ph.distribution.weights(group.n_pages)
+        nodes = engine.kernel.node_of(group.mm.translate(group.addrs))
+        lat = group.latency_per_node()
+        per_page = np.where(nodes >= 0, lat[np.maximum(nodes, 0)], lat.max())
+        self.cost[group.gid] = engine.costs.compute_ns_per_access + float(w @ per_page)
+
+    def advance(self, engine, group, budget_ns: float) -> tuple[float, float]:
+        k = engine.kernel
+        ph = group.phase
+        n = int(max(1, min(budget_ns / self.cost[group.gid], group.remaining_in_phase(),
+                           self.max_chunk)))
+        lat = group.latency_per_node()
+        c = engine.costs
+        total, chunks = 0.0, []
+        for t in range(group.threads):
+            rng = self.rngs[(group.gid, t)]
+            addrs = group.addrs[ph.distribution.sample(group.n_pages, n, rng)]
+            writes = rng.random(n) < ph.write_fraction
+            before = [k.vmstat[name] for name in FAULT_COUNTERS]
+            served = group.mm.access(addrs, writes, cpu_node=group.spec.cpu_node)
+            faults = [k.vmstat[name] - b for name, b in zip(FAULT_COUNTERS, before)]
+            total += float(served @ lat) + n * c.compute_ns_per_access + \
+                faults[0] * c.fault_ns + faults[1] * c.major_fault_ns + faults[2] * c.hint_fault_ns
+            self._served += served
+            chunks.append(addrs)
+        used = total / group.threads
+        self.cost[group.gid] = used / n
+        self.last[group.gid] = np.concatenate(chunks)
+        group.last_accesses = n
+        return float(n), used
+
+    def served_by_node(self, engine) -> np.ndarray:
+        out, self._served = self._served, np.zeros_like(self._served)
+        return out
+
+    def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
+        """Pfns of a Bernoulli(per_access) sample of the accesses the group just ran."""
+        last = self.last.get(group.gid)
+        if last is None or last.size == 0:
+            return np.empty(0, np.int64)
+        rng = self.rngs[(group.gid, 0)]
+        picked = last[rng.random(last.size) < per_access]
+        return group.mm.translate(picked)

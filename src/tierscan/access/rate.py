@@ -1,0 +1,178 @@
+"""The rate model (DESIGN §5): nothing is done per access.
+
+A group's threads issue accesses at rate R = 1 / (compute + latency / mlp), where the latency is
+averaged over where the phase's distribution w puts its accesses now. Page p receives
+accesses at λ_p = threads · R · w_p, so its expected accesses between two instants are
+w_p · ΔC, with C the group's cumulative access count — placement changes alter R, and C
+integrates them without per-page work.
+
+Young bits are drawn lazily when someone looks (``materialize_*``, the kernel's young_source
+hook, called by the walk, the rmap and mm.young): an entry whose A bit is clear becomes young
+with P = 1 − exp(−Λ), Λ the hazard since the later of its last clear and the last inspection
+that found it clear (a Poisson process is memoryless). An entry found young keeps its A bit
+set until someone clears it, so every observer sees the same bit. Λ carries over phase
+changes in ``haz``. A PMD entry (the non-leaf accessed bit, or a THP leaf's young bit) draws
+from the sum of its pages' weights. The two levels are drawn independently: a non-leaf bit
+found clear does not condition the PTE bits under it (docs/fidelity.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
+from .base import AccessModel
+
+
+class GroupRates:
+    """Per-page and per-PMD state of one thread group."""
+
+    def __init__(self, group):
+        n = group.n_pages
+        self.w = np.zeros(n)
+        self.c_ref = np.zeros(n)        # C at the page's last reference
+        self.haz = np.zeros(n)          # hazard accumulated in earlier phases
+        self.pmds = np.unique(group.slots >> 9)
+        self.page_pmd = np.searchsorted(self.pmds, group.slots >> 9)
+        self.pmd_w = np.zeros(self.pmds.size)
+        self.pmd_c_ref = np.zeros(self.pmds.size)
+        self.pmd_haz = np.zeros(self.pmds.size)
+        self.C = 0.0                    # accesses issued by the group so far (all threads)
+        self.node_mass = None           # Σ w_p over the pages on each node
+        self.write_fraction = 0.0
+
+    def pmd_index(self, pmd_slots):
+        i = np.searchsorted(self.pmds, pmd_slots)
+        i = np.minimum(i, self.pmds.size - 1)
+        return np.where(self.pmds[i] == pmd_slots, i, -1)
+
+
+class RateModel(AccessModel):
+    name = "rate"
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng([seed, 0x5A7E])
+        self.rates: dict[int, GroupRates] = {}
+        self.by_mm: dict[int, tuple] = {}
+        self._served = None
+
+    # ---- setup --------------------------------------------------------------------------------
+    def attach(self, engine) -> None:
+        k = engine.kernel
+        self._served = np.zeros(k.machine.nr_nodes)
+        for g in engine.groups:
+            self.rates[g.gid] = GroupRates(g)
+            self.by_mm[g.mm.id] = (g, self.rates[g.gid])
+            self.on_phase(engine, g)
+        k.young_source = self
+        k.remap_hooks.append(self._on_remap)
+
+    def on_phase(self, engine, group) -> None:
+        """Carry the hazard of the old weights over, then take the new phase's weights."""
+        r = self.rates[group.gid]
+        r.haz += r.w * (r.C - r.c_ref)
+        r.c_ref[:] = r.C
+        r.pmd_haz += r.pmd_w * (r.C - r.pmd_c_ref)
+        r.pmd_c_ref[:] = r.C
+        ph = group.phase
+        if ph is None:
+            r.w = np.zeros_like(r.w)
+        else:
+            r.w = np.asarray(ph.distribution.weights(group.n_pages), float)
+            r.write_fraction = ph.write_fraction
+        r.pmd_w = np.bincount(r.page_pmd, weights=r.w, minlength=r.pmds.size)
+        nodes = engine.kernel.node_of(group.mm.translate(group.addrs))
+        r.node_mass = np.bincount(np.maximum(nodes, 0), weights=r.w * (nodes >= 0),
+                                  minlength=engine.kernel.machine.nr_nodes)
+
+    def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
+        """Pages of ``mm`` moved between nodes: move their weight in the node masses."""
+        hit = self.by_mm.get(mm.id)
+        if hit is None:
+            return
+        g, r = hit
+        idx = g.index_of(page_slots)
+        ok = idx >= 0
+        np.subtract.at(r.node_mass, np.asarray(src_nids)[ok], r.w[idx[ok]])
+        r.node_mass[dst_nid] += r.w[idx[ok]].sum()
+
+    # ---- time -----------------------------------------------------------------------------------
+    def ns_per_access(self, engine, group) -> float:
+        r = self.rates[group.gid]
+        mass = r.node_mass / max(r.node_mass.sum(), 1e-300)
+        return engine.costs.compute_ns_per_access + float(mass @ group.latency_per_node())
+
+    def advance(self, engine, group, budget_ns: float) -> tuple[float, float]:
+        """Accesses per thread in ``budget_ns``; work does not depend on how many."""
+        r = self.rates[group.gid]
+        cost = self.ns_per_access(engine, group)
+        a = min(budget_ns / cost, group.remaining_in_phase())
+        r.C += a * group.threads
+        self._served += a * group.threads * r.node_mass / max(r.node_mass.sum(), 1e-300)
+        group.last_accesses = a
+        return a, a * cost
+
+    def served_by_node(self, engine) -> np.ndarray:
+        out, self._served = self._served, np.zeros_like(self._served)
+        return out
+
+    # ---- lazy young bits (the kernel's young_source) ------------------------------------------
+    def materialize_ptes(self, mm, slots) -> None:
+        hit = self.by_mm.get(mm.id)
+        if hit is None or len(slots) == 0:
+            return
+        g, r = hit
+        slots = np.asarray(slots, np.int64)
+        idx = g.index_of(slots)
+        ok = idx >= 0
+        slots, idx = slots[ok], idx[ok]
+        pte = mm.pt.pte
+        e = pte[slots]
+        clear = ((e & (_PAGE_PRESENT | _PAGE_PROTNONE)) != 0) & ((e & _PAGE_ACCESSED) == 0)
+        lam = r.haz[idx] + r.w[idx] * (r.C - r.c_ref[idx])
+        young, dirty = self._draw(lam, r.write_fraction)
+        hit_slots = slots[clear & young]
+        pte[hit_slots] |= _PAGE_ACCESSED
+        pte[slots[clear & young & dirty]] |= _PAGE_DIRTY
+        r.haz[idx] = 0.0
+        r.c_ref[idx] = r.C
+
+    def materialize_pmds(self, mm, pmd_slots) -> None:
+        hit = self.by_mm.get(mm.id)
+        if hit is None or len(pmd_slots) == 0:
+            return
+        _, r = hit
+        pmd_slots = np.asarray(pmd_slots, np.int64)
+        i = r.pmd_index(pmd_slots)
+        ok = i >= 0
+        pmd_slots, i = pmd_slots[ok], i[ok]
+        pmd = mm.pt.pmd
+        e = pmd[pmd_slots]
+        clear = (e != 0) & ((e & _PAGE_ACCESSED) == 0)
+        lam = r.pmd_haz[i] + r.pmd_w[i] * (r.C - r.pmd_c_ref[i])
+        young, dirty = self._draw(lam, r.write_fraction)
+        pmd[pmd_slots[clear & young]] |= _PAGE_ACCESSED
+        pmd[pmd_slots[clear & young & dirty]] |= _PAGE_DIRTY
+        r.pmd_haz[i] = 0.0
+        r.pmd_c_ref[i] = r.C
+
+    def _draw(self, lam, write_fraction):
+        """P(young) = 1 - exp(-Λ); given young, dirty with P(a write among them)."""
+        u = self.rng.random((2, lam.size))
+        p_young = -np.expm1(-lam)
+        young = u[0] < p_young
+        p_dirty = np.divide(-np.expm1(-lam * write_fraction), p_young,
+                            out=np.zeros_like(lam), where=p_young > 0)
+        return young, u[1] < p_dirty
+
+    # ---- sampled events (IBS-like) ------------------------------------------------------------
+    def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
+        """Pfns hit by sampled accesses: a Poisson number of samples over the accesses the
+        group made in its last advance, each drawn from the phase's distribution."""
+        ph = group.phase
+        a = getattr(group, "last_accesses", 0.0) * group.threads
+        if ph is None or a <= 0:
+            return np.empty(0, np.int64)
+        n = self.rng.poisson(a * per_access)
+        pages = ph.distribution.sample(group.n_pages, int(n), self.rng)
+        return group.mm.translate(group.addrs[pages])

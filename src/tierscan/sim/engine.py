@@ -1,0 +1,235 @@
+"""The engine (DESIGN §6): simulated time, the tick loop, daemons, accounting and metrics.
+
+Each tick every unfinished thread group runs for the tick (minus the stall it owes), moving
+through its phases; then the daemons that are due run, in order of due time; then metrics
+are sampled if due. A run ends when every group has finished its phases or at ``duration``.
+Simulated time is in ns; the kernel's clock (jiffies, HZ=1000) follows it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..access.base import ThreadGroup
+from ..access.exact import ExactModel
+from ..access.rate import RateModel
+from ..errors import ConfigError
+from .costs import CostModel
+
+MS = 1_000_000
+
+
+class Daemon:
+    """A kernel thread or periodic job. ``run(engine)`` does one period's work; the CPU time
+    it charges (engine.charge) is its overhead. ``cpu_node`` is where it runs."""
+
+    name = "daemon"
+    period_ns = 100 * MS
+    cpu_node = 0
+
+    def start(self, engine) -> None:
+        """Called once before the first tick."""
+
+    def run(self, engine) -> None:
+        raise NotImplementedError
+
+
+class Accounting:
+    """What the kernel charges while the engine runs: CPU time of the current context (a
+    thread group in its faults, or a daemon) and TLB-shootdown stalls of every thread of an
+    mm whose page tables a migration changed."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.current = None            # a ThreadGroup or a Daemon
+        self.cpu_ns: dict[str, float] = {}
+
+    def charge(self, ns: float) -> None:
+        cur = self.current
+        if isinstance(cur, ThreadGroup):
+            cur.stall_ns += ns
+        elif cur is not None:
+            self.cpu_ns[cur.name] = self.cpu_ns.get(cur.name, 0.0) + ns
+
+    def migrated(self, order: int, count: int, mms) -> None:
+        c = self.engine.costs
+        self.charge(count * (c.migrate_thp_ns if order else c.migrate_page_ns))
+        for mm in mms:
+            g = self.engine.group_of_mm.get(mm.id)
+            if g is not None:
+                g.stall_ns += c.tlb_shootdown_ns
+
+
+class Engine:
+    def __init__(self, kernel, workload, *, access_model: str = "rate",
+                 costs: CostModel | None = None, tick_ns: int = 10 * MS,
+                 sample_ns: int = 100 * MS, duration_ns: int | None = None, daemons=(),
+                 seed: int = 0, progress=None):
+        if access_model not in ("rate", "exact"):
+            raise ConfigError(f"unknown access model {access_model!r} (expected 'rate' or "
+                              "'exact')", field="access_model")
+        self.kernel, self.workload = kernel, workload
+        self.costs = costs or CostModel()
+        self.tick_ns, self.sample_ns, self.duration_ns = tick_ns, sample_ns, duration_ns
+        self.model = RateModel(seed) if access_model == "rate" else ExactModel(seed)
+        self.daemons = list(daemons)
+        self.progress = progress
+        self.accounting = Accounting(self)
+        self.groups: list[ThreadGroup] = []
+        self.group_of_mm: dict[int, ThreadGroup] = {}
+        self.series: dict[str, list] = {}
+        self._next_sample = 0
+        self._vm_last: dict[str, int] = {}
+        self._setup()
+
+    # ---- setup --------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        k = self.kernel
+        k.accounting = self.accounting
+        for gid, spec in enumerate(self.workload.processes):
+            memcg = self._memcg(spec.memcg)
+            mm = k.spawn(spec.name, memcg=memcg, cpu_node=spec.cpu_node)
+            vmas = []
+            for m in spec.mappings:
+                vma = mm.mmap(m.size, kind=m.kind, shared=m.shared, thp=m.thp,
+                              populate=m.populate, policy=m.policy, nodes=list(m.nodes))
+                if m.move_to is not None:
+                    mm.move_pages(np.arange(vma.start, vma.end, 1 << 21, dtype=np.uint64),
+                                  m.move_to)
+                vmas.append(vma)
+            g = ThreadGroup(gid, spec, mm, vmas, k.machine)
+            self.groups.append(g)
+            self.group_of_mm[mm.id] = g
+        last = self.workload.processes and any(
+            p.phases[-1].accesses is None and p.phases[-1].duration_ns is None
+            for p in self.workload.processes)
+        if last and self.duration_ns is None:
+            raise ConfigError("a workload phase has no access count or duration, so the run "
+                              "needs a duration", field="duration")
+        self.model.attach(self)
+        for d in self.daemons:
+            d.next_ns = d.period_ns
+            d.start(self)
+
+    def _memcg(self, path: str):
+        k = self.kernel
+        if path == "/":
+            return k.root_memcg
+        for memcg in k.memcgs:
+            if memcg.path == path:
+                return memcg
+        return k.memcg_create(path.strip("/"))
+
+    # ---- the loop -----------------------------------------------------------------------------
+    @property
+    def now(self) -> int:
+        return self.kernel.clock_ns
+
+    def charge(self, ns: float) -> None:
+        """Charge CPU time to the running context (a daemon, or a group's faults)."""
+        self.accounting.charge(ns)
+
+    def done(self) -> bool:
+        if self.duration_ns is not None and self.now >= self.duration_ns:
+            return True
+        return all(g.finished_ns is not None for g in self.groups)
+
+    def run(self) -> "Engine":
+        wall = time.perf_counter()
+        self._sample()
+        while not self.done():
+            dt = self.tick_ns
+            if self.duration_ns is not None:
+                dt = min(dt, self.duration_ns - self.now)
+            for g in self.groups:
+                if g.finished_ns is None:
+                    self._advance(g, dt)
+            self.kernel.clock_ns += dt
+            self._run_daemons()
+            if self.now >= self._next_sample:
+                self._sample()
+            if self.progress is not None:
+                self.progress(self)
+        self.wall_s = time.perf_counter() - wall
+        return self
+
+    def _advance(self, g: ThreadGroup, dt: float) -> None:
+        """Run group ``g`` for ``dt`` ns of its threads' time, crossing phase boundaries."""
+        self.accounting.current = g
+        left = float(dt)
+        owed = min(g.stall_ns, left)
+        g.stall_ns -= owed
+        left -= owed
+        while left > 0 and g.phase is not None:
+            ph = g.phase
+            budget = left
+            if ph.duration_ns is not None:
+                budget = min(budget, g.phase_start_ns + ph.duration_ns - (self.now + dt - left))
+            a, used = self.model.advance(self, g, budget) if budget > 0 else (0.0, 0.0)
+            g.done += a
+            g.total += a
+            left -= used
+            over_time = ph.duration_ns is not None and \
+                self.now + dt - left >= g.phase_start_ns + ph.duration_ns
+            if g.remaining_in_phase() <= 1e-9 or over_time:
+                g.phase_idx += 1
+                g.done = 0.0
+                g.phase_start_ns = int(self.now + dt - left)
+                self.model.on_phase(self, g)
+            elif used <= 0:
+                break
+        if left < 0:
+            g.stall_ns += -left       # the exact model ran past the tick: owe it next time
+        if g.phase is None and g.finished_ns is None:
+            g.finished_ns = int(self.now + dt - max(left, 0.0))
+        self.accounting.current = None
+
+    def _run_daemons(self) -> None:
+        due = sorted((d for d in self.daemons if d.next_ns <= self.now),
+                     key=lambda d: (d.next_ns, self.daemons.index(d)))
+        for d in due:
+            self.accounting.current = d
+            d.run(self)
+            self.accounting.current = None
+            d.next_ns += d.period_ns
+
+    # ---- metrics ------------------------------------------------------------------------------
+    def _sample(self) -> None:
+        k = self.kernel
+        s = self.series
+        served = self.model.served_by_node(self)
+        top = list(k.machine.toptier_nodes)
+        total = served.sum()
+        row = {
+            "time_ns": self.now,
+            "resident_pages": k.pm.node_present - k.pm.node_free,
+            "served": served,
+            "fast_tier_hit_ratio": float(served[top].sum() / total) if total else float("nan"),
+            "accesses_per_thread": [g.total for g in self.groups],
+        }
+        for name in ("pgpromote_success", "pgdemote_kswapd", "pgdemote_direct",
+                     "pgmigrate_success"):
+            v = k.vmstat[name]
+            row[name] = v - self._vm_last.get(name, 0)
+            self._vm_last[name] = v
+        for d in self.daemons:
+            row[f"cpu_ns.{d.name}"] = self.accounting.cpu_ns.get(d.name, 0.0)
+        for key, value in row.items():
+            s.setdefault(key, []).append(value)
+        self._next_sample = self.now + self.sample_ns
+
+    def results(self) -> dict:
+        """Time series as arrays and the run's final figures."""
+        series = {k: np.asarray(v) for k, v in self.series.items()}
+        finished = [g.finished_ns for g in self.groups]
+        final = {
+            "runtime_ns": max(finished) if all(f is not None for f in finished) else None,
+            "finished_ns": {g.spec.name: g.finished_ns for g in self.groups},
+            "accesses_per_thread": {g.spec.name: g.total for g in self.groups},
+            "vmstat": self.kernel.vmstat.as_dict(),
+            "cpu_ns": dict(sorted(self.accounting.cpu_ns.items())),
+            "sim_time_ns": self.now,
+        }
+        return {"series": series, "final": final}

@@ -1,0 +1,71 @@
+"""What a workload is: processes with threads, the mappings they make, and phases of accesses
+whose page distribution both access models read (DESIGN §5).
+
+A ``Distribution`` gives, for the n pages of a process's mappings (their pages concatenated in
+mapping order), the probability that one access hits each page. The exact model draws
+addresses from it; the rate model turns it into per-page access rates. Everything is seeded:
+the same seed gives the same weights and the same draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+class Distribution(Protocol):
+    """A per-page access distribution over ``n`` pages."""
+
+    name: str
+
+    def weights(self, n: int) -> np.ndarray:
+        """float64 array of length n, non-negative, summing to 1."""
+
+    def sample(self, n: int, count: int, rng: np.random.Generator) -> np.ndarray:
+        """``count`` page indices in [0, n) drawn i.i.d. from ``weights(n)`` (int64)."""
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One mmap a process makes before the run (mm.mmap arguments)."""
+
+    size: int
+    kind: str = "anon"
+    shared: bool = False
+    thp: bool = False
+    policy: str = "bind"
+    nodes: tuple[int, ...] = (0,)
+    populate: bool = True
+    move_to: int | None = None  # move_pages() every page here after populating (pghot Mode 3)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of the run with one access pattern. It ends when every thread has done
+    ``accesses`` accesses (if set) or after ``duration_ns`` (if set), whichever comes first;
+    the last phase may have neither and then runs until the experiment's duration."""
+
+    distribution: Distribution
+    write_fraction: float = 0.0
+    accesses: int | None = None      # per thread
+    duration_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    threads: int
+    cpu_node: int
+    mappings: tuple[Mapping, ...]
+    phases: tuple[Phase, ...]
+    memcg: str = "/"                 # "/" or "/NAME"
+    mlp: float = 1.0                 # memory-level parallelism of each thread
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    name: str
+    processes: tuple[ProcessSpec, ...]
+    params: dict = field(default_factory=dict)  # the resolved parameters, for result files
