@@ -4,7 +4,6 @@
 import errno
 
 import numpy as np
-import pytest
 from conftest import (
     ACCESSED, ANON, DIRTY, FILE, HPAGE, HPAGE_NR, PAGE, RW, ZONE_MOVABLE, ZONE_NORMAL, addrs,
     make_kernel, page_addrs,

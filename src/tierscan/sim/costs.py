@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from ..configcheck import Checker
+from ..units import parse_duration_ns
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class CostModel:
         for key, value in overrides.items():
             if key not in known:
                 c.fail(f"costs.{key}", f"unknown cost (expected one of: {', '.join(sorted(known))})")
+            if key.endswith("_ns") and isinstance(value, str):  # "1.5us" as well as 1500
+                value = parse_duration_ns(value, where=where, field=f"costs.{key}",
+                                          allow_zero=True)
             values[key] = c.number_in(value, f"costs.{key}", 0.0, 1e12)
         return CostModel(**values)
 

@@ -152,12 +152,15 @@ class Engine:
                 self._sample()
             if self.progress is not None:
                 self.progress(self)
+        if self.series["time_ns"][-1] != self.now:
+            self._sample()  # the last, partial interval
         self.wall_s = time.perf_counter() - wall
         return self
 
     def _advance(self, g: ThreadGroup, dt: float) -> None:
         """Run group ``g`` for ``dt`` ns of its threads' time, crossing phase boundaries."""
         self.accounting.current = g
+        g.mm.lru_gen_bitmap = ~0  # its threads were scheduled: lru_gen_use_mm()
         left = float(dt)
         owed = min(g.stall_ns, left)
         g.stall_ns -= owed

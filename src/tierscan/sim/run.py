@@ -1,0 +1,40 @@
+"""Run one experiment from its configuration and return its stamped result."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..kernel import Kernel
+from ..workload.library import make_workload
+from . import plugins
+from .config import ExperimentConfig
+from .costs import CostModel
+from .engine import Engine
+from .results import RunResult
+
+
+def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
+    kernel = Kernel(cfg.machine, seed=cfg.seed, faithful_quirks=cfg.faithful_quirks)
+    for key, value in cfg.sysfs.items():
+        try:
+            kernel.sysfs[key] = value
+        except ConfigError as e:
+            raise ConfigError(e.message, where=cfg.source, field=f"sysfs.{key}") from None
+    workload = make_workload(cfg.workload.name, dict(cfg.workload.params), where=cfg.source,
+                             field=cfg.workload.path or "workload")
+    costs = CostModel().overridden(dict(cfg.costs), where=cfg.source)
+    daemons = []
+    for det in cfg.detectors:
+        daemons += plugins.build(plugins.DETECTORS, "detector", det, kernel, costs)
+    if cfg.engine is not None:
+        daemons += plugins.build(plugins.ENGINES, "promotion engine", cfg.engine, kernel, costs)
+    return Engine(kernel, workload, access_model=cfg.access_model, costs=costs,
+                  tick_ns=cfg.tick_ns, sample_ns=cfg.sample_ns, duration_ns=cfg.duration_ns,
+                  daemons=daemons, seed=cfg.seed, progress=progress)
+
+
+def run_experiment(cfg: ExperimentConfig, progress=None, command=None) -> RunResult:
+    engine = build_engine(cfg, progress).run()
+    out = engine.results()
+    return RunResult.from_run(cfg, series=out["series"], final=out["final"],
+                              sim_time_ns=engine.now, wall_time_s=engine.wall_s,
+                              command=command)

@@ -1,0 +1,129 @@
+"""The two access models (DESIGN §5) and the engine around them."""
+
+import numpy as np
+import pytest
+
+from tierscan import Kernel, Machine
+from tierscan.mm.migrate import migrate_folios
+from tierscan.mm.vmscan import lru_gen_scan_lruvec
+from tierscan.sim.config import config_from_dict
+from tierscan.sim.engine import MS, Daemon, Engine
+from tierscan.sim.run import run_experiment
+from tierscan.workload.library import make_workload
+
+
+class SecondSightingPromoter(Daemon):
+    """A test-only detector: scan the CXL lruvec with lru_gen_scan_lruvec every period and
+    promote a page to node 0 when two consecutive scans found it young."""
+
+    name = "second-sighting"
+
+    def __init__(self, period_ms):
+        self.period_ns = period_ms * MS
+        self.prev = set()
+        self.promoted_at = {}
+
+    def run(self, engine):
+        k = engine.kernel
+        lv = k.lruvec(k.root_memcg, 1)
+        seen = []
+        lru_gen_scan_lruvec(lv, lv.lrugen.max_seq, lambda p: (seen.append(p), False)[1],
+                            lambda: None)
+        now = set(seen)
+        hot = np.array(sorted(now & self.prev), dtype=np.int64)
+        if hot.size:
+            ok = migrate_folios(k, hot, 0)
+            for pfn in hot[ok].tolist():
+                self.promoted_at[pfn] = engine.now
+        self.prev = now - set(hot.tolist())
+
+
+def run_model(model, seed, period_ms=10, duration_ms=60):
+    k = Kernel(Machine.preset("laptop"), seed=seed)
+    wl = make_workload("hotset", {"size": "64MiB", "threads": 1, "hot_fraction": 0.1,
+                                  "hot_share": 0.9, "duration": f"{duration_ms}ms"})
+    det = SecondSightingPromoter(period_ms)
+    e = Engine(k, wl, access_model=model, seed=seed, duration_ns=duration_ms * MS,
+               daemons=[det]).run()
+    return e, det
+
+
+def test_rate_and_exact_models_agree_on_promotions_and_time_to_promote():
+    """Same workload and detector through both models. A cold page's promotion is a
+    Bernoulli event with small correlation between pages, so the two counts differ by a
+    normal variable with variance ~2·n·p(1-p) (p pooled); we allow 5 sigma (two-sided
+    false-failure probability 6e-7). Times to promote are compared as means with 5 standard
+    errors of their difference. Hot pages are found young at every scan in both models."""
+    results = {}
+    for model in ("rate", "exact"):
+        e, det = run_model(model, seed=3)
+        g = e.groups[0]
+        hot_pages = make_workload("hotset", {"size": "64MiB", "hot_fraction": 0.1,
+                                             "hot_share": 0.9}).processes[0].phases[0] \
+            .distribution.hot_pages(g.n_pages)
+        hot_pfns = set(g.mm.translate(g.addrs[hot_pages]).tolist())
+        times = np.array(list(det.promoted_at.values())) / MS
+        results[model] = (len(det.promoted_at), times, hot_pfns, g.n_pages)
+    (n_r, t_r, hot_r, n), (n_e, t_e, hot_e, _) = results["rate"], results["exact"]
+    n_hot = len(hot_r)
+    assert n_r >= n_hot and n_e >= n_hot          # every hot page promoted in both
+    p = (n_r + n_e) / (2 * n)
+    assert abs(n_r - n_e) <= 5 * np.sqrt(2 * n * p * (1 - p)), (n_r, n_e)
+    se = np.sqrt(t_r.var() / t_r.size + t_e.var() / t_e.size)
+    assert abs(t_r.mean() - t_e.mean()) <= 5 * se + 1e-9, (t_r.mean(), t_e.mean())
+
+
+def test_promotion_speeds_up_the_workload_in_both_models():
+    for model in ("rate", "exact"):
+        e, det = run_model(model, seed=1, duration_ms=200)
+        series = e.results()["series"]
+        assert det.promoted_at
+        hit = series["fast_tier_hit_ratio"]
+        assert np.nanmax(hit[-3:]) > 0.5           # the hot set now hits DRAM
+
+
+CFG = {"seed": 7, "access_model": "rate", "machine": {"preset": "laptop"},
+       "workload": {"name": "zipf", "size": "64MiB", "threads": 2, "accesses": 500000}}
+
+
+@pytest.mark.parametrize("model", ["rate", "exact"])
+def test_same_seed_and_config_give_byte_identical_results(tmp_path, model):
+    cfg = config_from_dict(dict(CFG, access_model=model))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    run_experiment(cfg).save(a, include_timing=False)
+    run_experiment(cfg).save(b, include_timing=False)
+    assert a.read_bytes() == b.read_bytes()
+    c = tmp_path / "c.json"
+    run_experiment(config_from_dict(dict(CFG, access_model=model, seed=8))).save(
+        c, include_timing=False)
+    assert c.read_bytes() != a.read_bytes()
+
+
+def test_runtime_is_accesses_times_latency_without_promotion():
+    """No detector: every access costs the CXL latency (laptop: load 240, store 250 ns),
+    so 500k accesses per thread at 50% stores take 500k x 245 ns in both models."""
+    for model in ("rate", "exact"):
+        cfg = config_from_dict(dict(CFG, access_model=model, workload={
+            "name": "uniform", "size": "16MiB", "threads": 2, "accesses": 500000,
+            "write_fraction": 0.5}))
+        r = run_experiment(cfg)
+        assert abs(r.final["runtime_ns"] - 500000 * 245) <= 2 * 245 * 100, model
+
+
+def test_rate_model_young_bits_follow_the_exponential_law():
+    """After dt, a page with rate λ is young with P = 1 - exp(-λ dt): check the fraction of
+    young pages seen by mm.young() against it (5 standard errors of a proportion)."""
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    wl = make_workload("uniform", {"size": "64MiB", "threads": 1, "duration": "1s"})
+    e = Engine(k, wl, access_model="rate", seed=0, duration_ns=1000 * MS)
+    g = e.groups[0]
+    lv = k.lruvec(k.root_memcg, 1)
+    lru_gen_scan_lruvec(lv, lv.lrugen.max_seq, lambda p: False, lambda: None)  # clear at t=0
+    assert not g.mm.young(g.addrs).any()
+    e.duration_ns = 2 * MS
+    e.run()
+    n = g.n_pages
+    lam_dt = g.total / n                    # expected accesses per page since the scan
+    frac = g.mm.young(g.addrs).mean()
+    p = -np.expm1(-lam_dt)
+    assert abs(frac - p) <= 5 * np.sqrt(p * (1 - p) / n), (frac, p)
