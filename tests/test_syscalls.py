@@ -363,43 +363,21 @@ def test_munmap_past_the_page_table_span(kernel, mm):
 
 
 # ---- API misuse: still a one-line tierscan error, never a numpy/Python traceback -------------
-def _xbug(reason):
-    return pytest.mark.xfail(strict=True, reason="BUG: " + reason)
-
-
 MISUSE = [
     pytest.param(lambda mm, v: mm.move_pages(addrs(v.start, v.start + PAGE), [1, 1, 1]),
-                 id="move_pages nodes length", marks=_xbug(
-                     "process.py MM.move_pages: np.broadcast_to raises a raw numpy ValueError "
-                     "when len(nodes) != len(addrs)")),
+                 id="move_pages nodes length"),
     pytest.param(lambda mm, v: mm.access(addrs(v.start, v.start + PAGE), [True, False, True]),
-                 id="access is_write length", marks=_xbug(
-                     "process.py MM.access: np.broadcast_to raises a raw numpy ValueError when "
-                     "len(is_write) != len(addrs)")),
+                 id="access is_write length"),
     pytest.param(lambda mm, v: mm.access(addrs(v.start + 6 * PAGE), True, cpu_node=7),
-                 id="access cpu_node 7", marks=_xbug(
-                     "process.py MM.access does not validate cpu_node: IndexError from "
-                     "mempolicy.zonelist (distance[7])")),
+                 id="access cpu_node 7"),
     pytest.param(lambda mm, v: mm.access(addrs(v.start + 6 * PAGE), True, cpu_node=-1),
-                 id="access cpu_node -1", marks=_xbug(
-                     "process.py MM.access accepts cpu_node=-1: numpy negative indexing makes it "
-                     "node 1 (page allocated there, pgfault counted on node 1)")),
+                 id="access cpu_node -1"),
     pytest.param(lambda mm, v: mm.access(addrs(v.start + 6 * PAGE), True, cpu_node=1),
-                 id="access cpu_node without CPUs", marks=_xbug(
-                     "process.py MM.access accepts a CPU-less cpu_node (laptop node 1) that "
-                     "Kernel.spawn rejects; the fault allocates 'locally' on the CXL node")),
-    pytest.param(lambda mm, v: mm.access(-PAGE, False), id="access negative address",
-                 marks=_xbug("process.py MM.access: a negative address raises a raw "
-                             "OverflowError from np.asarray(..., uint64)")),
-    pytest.param(lambda mm, v: mm.munmap(-PAGE, PAGE), id="munmap negative address",
-                 marks=_xbug("process.py MM._range/_split_at: a negative address raises a raw "
-                             "OverflowError (the kernel returns EINVAL)")),
-    pytest.param(lambda mm, v: mm.mbind(v.start, PAGE, "bind", 1), id="mbind nodes not a list",
-                 marks=_xbug("mempolicy.py MemPolicy.make: nodes=1 raises a raw TypeError "
-                             "('int' object is not iterable)")),
-    pytest.param(lambda mm, v: mm.mmap(1 << 60), id="mmap beyond the address space",
-                 marks=_xbug("process.py MM.mmap has no TASK_SIZE limit: PageTable.ensure "
-                             "raises a raw MemoryError for a 1 EiB mapping (kernel: ENOMEM)")),
+                 id="access cpu_node without CPUs"),
+    pytest.param(lambda mm, v: mm.access(-PAGE, False), id="access negative address"),
+    pytest.param(lambda mm, v: mm.munmap(-PAGE, PAGE), id="munmap negative address"),
+    pytest.param(lambda mm, v: mm.mbind(v.start, PAGE, "bind", 1), id="mbind nodes not a list"),
+    pytest.param(lambda mm, v: mm.mmap(1 << 60), id="mmap beyond the address space"),
 ]
 
 

@@ -24,7 +24,10 @@ class MemPolicy:
         if mode not in POLICIES:
             raise ConfigError(f"unknown policy {mode!r} (expected one of: {', '.join(POLICIES)})",
                               field="policy")
-        nodes = tuple(int(n) for n in (nodes or ()))
+        if nodes is not None and not isinstance(nodes, (list, tuple, range, set)) and \
+                not hasattr(nodes, "__array__"):
+            raise ConfigError(f"expected a list of node ids, got {nodes!r}", field="nodes")
+        nodes = tuple(int(n) for n in (() if nodes is None else list(nodes)))
         for n in nodes:
             if not 0 <= n < nr_nodes:
                 raise ConfigError(f"node {n} does not exist (machine has nodes 0-{nr_nodes - 1})",

@@ -28,7 +28,26 @@ VM_HUGETLB, VM_MIXEDMAP = 0x400000, 0x10000000
 VM_HUGEPAGE, VM_NOHUGEPAGE = 0x20000000, 0x40000000
 
 PROTS = {"rw": VM_READ | VM_WRITE, "r": VM_READ, "none": 0}
+TASK_SIZE = 1 << 47  # x86-64 4-level user address space (128 TiB)
 MADVICE = {"hugepage", "nohugepage", "sequential", "random", "normal"}
+
+
+def _addresses(addrs, field: str) -> np.ndarray:
+    """User addresses as uint64; a negative or non-integer one is rejected naming it."""
+    raw = np.atleast_1d(np.asarray(addrs))
+    if raw.dtype.kind not in "iu":
+        raise ConfigError(f"expected integer addresses, got {raw.dtype}", field=field)
+    if raw.dtype.kind == "i" and raw.size and raw.min() < 0:
+        raise SegmentationFault(int(raw.min()) & 0xFFFF_FFFF_FFFF_FFFF, "negative address")
+    return raw.astype(np.uint64)
+
+
+def _per_address(values, n: int, dtype, field: str) -> np.ndarray:
+    """A scalar or one value per address."""
+    v = np.asarray(values, dtype=dtype)
+    if v.ndim and v.shape != (n,):
+        raise ConfigError(f"expected one value per address ({n}), got {v.shape[0]}", field=field)
+    return np.broadcast_to(v, (n,))
 
 
 def _pos_int(value, field: str) -> int:
@@ -139,6 +158,9 @@ class MM:
 
     def _range(self, addr, length, what: str) -> tuple[int, int]:
         addr, length = int(addr), _pos_int(length, f"{what}.length")
+        if not 0 <= addr < TASK_SIZE:
+            raise ConfigError(f"address {addr:#x} is outside user space (EINVAL)",
+                              field=f"{what}.addr")
         if addr % PAGE_SIZE:
             raise ConfigError(f"address {addr:#x} is not page aligned (EINVAL)", field=f"{what}.addr")
         return addr, addr + (-(-length // PAGE_SIZE)) * PAGE_SIZE
@@ -182,6 +204,9 @@ class MM:
                               f"({file.size} bytes)", field="mmap.length")
         flags = PROTS[prot] | (VM_SHARED if shared else 0) | (VM_HUGEPAGE if thp else 0)
         start = self.get_unmapped_area(length)
+        if start + length > TASK_SIZE:
+            raise ConfigError(f"no room for {length} bytes below TASK_SIZE (ENOMEM)",
+                              field="mmap.length")
         vma = VMA(self, start, start + length, flags, file, pgoff, pol)
         self.pt.ensure(vma.end_slot)
         self.vmas.append(vma)
@@ -274,8 +299,8 @@ class MM:
         """move_pages(2): migrate the folio behind each address to its node. Returns the status
         array: the node a page is on afterwards, or -errno (EFAULT: no VMA; ENOENT: not present
         or the zero page; EACCES: mapped by more than one mm; ENODEV: bad node; ENOMEM)."""
-        addrs = np.atleast_1d(np.asarray(addrs, dtype=np.uint64))
-        nodes = np.broadcast_to(np.asarray(nodes, dtype=np.int64), addrs.shape)
+        addrs = _addresses(addrs, "move_pages.addrs")
+        nodes = _per_address(nodes, addrs.size, np.int64, "move_pages.nodes")
         status = self._move(addrs, nodes)
         self.kernel.after_op()
         return status
@@ -334,9 +359,12 @@ class MM:
     def access(self, addrs, is_write=False, *, cpu_node: int | None = None) -> np.ndarray:
         """Apply loads/stores in program order: take the faults they need, set the young and
         dirty bits, and return the number of accesses served by each node."""
-        addrs = np.atleast_1d(np.asarray(addrs, dtype=np.uint64))
-        is_write = np.broadcast_to(np.asarray(is_write, dtype=bool), addrs.shape)
+        addrs = _addresses(addrs, "access.addrs")
+        is_write = _per_address(is_write, addrs.size, bool, "access.is_write")
         cpu = self.cpu_node if cpu_node is None else int(cpu_node)
+        if cpu not in self.kernel.machine.cpu_nodes:
+            raise ConfigError(f"node {cpu} has no CPUs (CPU nodes: "
+                              f"{list(self.kernel.machine.cpu_nodes)})", field="access.cpu_node")
         counts = self._access(addrs, is_write, cpu)
         self.kernel.after_op()
         return counts
