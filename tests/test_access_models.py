@@ -127,3 +127,24 @@ def test_rate_model_young_bits_follow_the_exponential_law():
     frac = g.mm.young(g.addrs).mean()
     p = -np.expm1(-lam_dt)
     assert abs(frac - p) <= 5 * np.sqrt(p * (1 - p) / n), (frac, p)
+
+
+@pytest.mark.parametrize("model", ["rate", "exact"])
+def test_hint_fault_fraction_follows_the_exponential_law(model):
+    """All pages made PROT_NONE at t=0; after the run, the fraction that took a hint fault is
+    1 - exp(-λ·t) with λ·t the accesses per page (5 standard errors of a proportion). In the
+    rate model the fault times are drawn; in the exact model they happen on access."""
+    from tierscan.mm.memory import protect_slots_numa
+
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    wl = make_workload("uniform", {"size": "16MiB", "threads": 1, "accesses": 4000})
+    e = Engine(k, wl, access_model=model, seed=0)
+    g = e.groups[0]
+    assert protect_slots_numa(g.mm, g.slots) == g.n_pages
+    e.run()
+    n = g.n_pages
+    faults = k.vmstat["numa_hint_faults"]
+    p = -np.expm1(-4000 / n)
+    assert abs(faults / n - p) <= 5 * np.sqrt(p * (1 - p) / n), (faults / n, p)
+    prot = (g.mm.pt.pte[g.slots] & np.uint64(1)) == 0
+    assert prot.sum() == n - faults          # the others are still PROT_NONE

@@ -52,10 +52,11 @@ class Kernel:
         self._next_mm_id = 1
         self.kswapd_wake = np.zeros(machine.nr_nodes, bool)
         self.numa_hint_fault_hook = None  # set by NUMA balancing: fn(mm, pfns, writes, cpu_nid)
-        # Set by the engine above mm/: the rate model draws young bits lazily when the walk, the
-        # rmap or mm.young() look at entries; remap hooks hear of every page that changes node;
+        # Set by the engine above mm/: the rate model (access_source) draws young bits lazily
+        # when the walk, the rmap or mm.young() look at entries, and the time of the hint fault
+        # of each page made PROT_NONE; remap hooks hear of every page that changes node;
         # accounting is charged for migrations (CPU and TLB shootdowns).
-        self.young_source = None
+        self.access_source = None
         self.remap_hooks: list = []
         self.accounting = None
         # The zero page and the huge zero page are reserved frames on node 0, as in the kernel.
@@ -210,12 +211,12 @@ class Kernel:
 
     def materialize_ptes(self, mm, slots) -> None:
         """Let the access model set the young bits it owes before someone reads these PTEs."""
-        if self.young_source is not None:
-            self.young_source.materialize_ptes(mm, slots)
+        if self.access_source is not None:
+            self.access_source.materialize_ptes(mm, slots)
 
     def materialize_pmds(self, mm, pmd_slots) -> None:
-        if self.young_source is not None:
-            self.young_source.materialize_pmds(mm, pmd_slots)
+        if self.access_source is not None:
+            self.access_source.materialize_pmds(mm, pmd_slots)
 
     def node_of(self, pfns) -> np.ndarray:
         """Node of each pfn; -1 for -1 ("not present")."""

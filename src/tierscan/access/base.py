@@ -78,6 +78,9 @@ class AccessModel:
     def advance(self, engine, group, budget_ns: float) -> tuple[float, float]:
         raise NotImplementedError
 
+    def after_advance(self, engine, group) -> None:
+        """Deliver the events the group's last advance caused (the rate model's hint faults)."""
+
     def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
         raise NotImplementedError
 

@@ -6,7 +6,7 @@ accesses at λ_p = threads · R · w_p, so its expected accesses between two ins
 w_p · ΔC, with C the group's cumulative access count — placement changes alter R, and C
 integrates them without per-page work.
 
-Young bits are drawn lazily when someone looks (``materialize_*``, the kernel's young_source
+Young bits are drawn lazily when someone looks (``materialize_*``, the kernel's access_source
 hook, called by the walk, the rmap and mm.young): an entry whose A bit is clear becomes young
 with P = 1 − exp(−Λ), Λ the hazard since the later of its last clear and the last inspection
 that found it clear (a Poisson process is memoryless). An entry found young keeps its A bit
@@ -38,6 +38,8 @@ class GroupRates:
         self.pmd_c_ref = np.zeros(self.pmds.size)
         self.pmd_haz = np.zeros(self.pmds.size)
         self.C = 0.0                    # accesses issued by the group so far (all threads)
+        self.hint_slots = np.empty(0, np.int64)     # PROT_NONE pages waiting for an access
+        self.hint_at = np.empty(0)                  # ... and the C at which it comes
         self.node_mass = None           # Σ w_p over the pages on each node
         self.write_fraction = 0.0
 
@@ -64,7 +66,7 @@ class RateModel(AccessModel):
             self.rates[g.gid] = GroupRates(g)
             self.by_mm[g.mm.id] = (g, self.rates[g.gid])
             self.on_phase(engine, g)
-        k.young_source = self
+        k.access_source = self
         k.remap_hooks.append(self._on_remap)
 
     def on_phase(self, engine, group) -> None:
@@ -116,7 +118,7 @@ class RateModel(AccessModel):
         out, self._served = self._served, np.zeros_like(self._served)
         return out
 
-    # ---- lazy young bits (the kernel's young_source) ------------------------------------------
+    # ---- lazy young bits (the kernel's access_source) ------------------------------------------
     def materialize_ptes(self, mm, slots) -> None:
         hit = self.by_mm.get(mm.id)
         if hit is None or len(slots) == 0:
@@ -164,6 +166,48 @@ class RateModel(AccessModel):
         p_dirty = np.divide(-np.expm1(-lam * write_fraction), p_young,
                             out=np.zeros_like(lam), where=p_young > 0)
         return young, u[1] < p_dirty
+
+    # ---- NUMA hint faults ---------------------------------------------------------------------
+    def arm_hint_faults(self, mm, slots) -> None:
+        """Pages just made PROT_NONE: draw when each is next accessed, E/w_p accesses of the
+        group from now with E ~ Exp(1) (the hazard after marking, DESIGN §5)."""
+        hit = self.by_mm.get(mm.id)
+        if hit is None or len(slots) == 0:
+            return
+        g, r = hit
+        idx = g.index_of(slots)
+        ok = idx >= 0
+        slots, idx = np.asarray(slots)[ok], idx[ok]
+        with np.errstate(divide="ignore"):
+            at = r.C + self.rng.exponential(size=idx.size) / r.w[idx]
+        keep = ~np.isin(r.hint_slots, slots)       # re-marking redraws
+        r.hint_slots = np.concatenate([r.hint_slots[keep], slots])
+        r.hint_at = np.concatenate([r.hint_at[keep], at])
+
+    def after_advance(self, engine, group) -> None:
+        """Take the hint faults whose access came during the group's last advance, in the
+        order they happened: restore the entry, tell NUMA balancing, set the young bit (an
+        event drawn for one observer is an access every observer sees)."""
+        from ..mm.memory import do_numa_hint_faults
+
+        r = self.rates[group.gid]
+        due = r.hint_at <= r.C
+        if not due.any():
+            return
+        order = np.argsort(r.hint_at[due], kind="stable")
+        slots = r.hint_slots[due][order]
+        r.hint_slots, r.hint_at = r.hint_slots[~due], r.hint_at[~due]
+        pte = group.mm.pt.pte
+        live = (pte[slots] & (_PAGE_PRESENT | _PAGE_PROTNONE)) == _PAGE_PROTNONE
+        slots = slots[live]
+        writes = self.rng.random(slots.size) < r.write_fraction
+        do_numa_hint_faults(group.mm, slots, writes, group.spec.cpu_node)
+        pte[slots] |= _PAGE_ACCESSED
+        pte[slots[writes]] |= _PAGE_DIRTY
+        idx = group.index_of(slots)
+        r.haz[idx] = 0.0
+        r.c_ref[idx] = r.C
+        group.stall_ns += slots.size * engine.costs.hint_fault_ns / group.threads
 
     # ---- sampled events (IBS-like) ------------------------------------------------------------
     def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:

@@ -339,7 +339,11 @@ def protect_slots_numa(mm, slots) -> int:
     """change_prot_numa() on present, non-special PTEs: clear PRESENT, set PROTNONE.
     Returns how many entries changed (numa_pte_updates)."""
     pt = mm.pt
+    slots = np.asarray(slots, np.int64)
     e = pt.pte[slots]
     ok = ((e & _PAGE_PRESENT) != 0) & ((e & _PAGE_SPECIAL) == 0)
     pt.pte[slots[ok]] = (e[ok] & ~_PAGE_PRESENT) | _PAGE_PROTNONE
+    src = mm.kernel.access_source
+    if src is not None:  # the rate model draws when each page is next touched
+        src.arm_hint_faults(mm, slots[ok])
     return int(ok.sum())

@@ -135,7 +135,7 @@ def walk_pmd_range_fast(args, start: int, end: int):
         range_visit = np.concatenate(pte_visit)
     else:
         lo_a = hi_a = range_visit = np.empty(0, np.int64)
-    if kernel.young_source is not None and lo_a.size:
+    if kernel.access_source is not None and lo_a.size:
         lens = hi_a - lo_a
         kernel.materialize_ptes(mm, np.repeat(lo_a - np.cumsum(lens) + lens, lens)
                                 + np.arange(int(lens.sum())))

@@ -183,6 +183,7 @@ class Engine:
                 self.model.on_phase(self, g)
             elif used <= 0:
                 break
+        self.model.after_advance(self, g)
         if left < 0:
             g.stall_ns += -left       # the exact model ran past the tick: owe it next time
         if g.phase is None and g.finished_ns is None:
