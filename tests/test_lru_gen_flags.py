@@ -8,7 +8,7 @@ import pytest
 
 from tierscan import Kernel, Machine
 from tierscan.mm.constants import (
-    LRU_REFS_SHIFT, MM_NONLEAF_ADDED, PG_referenced, PG_workingset, PMD_SIZE, PUD_SIZE,
+    MM_NONLEAF_ADDED, PG_referenced, PG_workingset, PMD_SIZE, PUD_SIZE,
 )
 from tierscan.mm.lru_gen import (
     folio_inc_gen, folio_lru_gen, folio_lru_refs, folio_update_gen, lru_gen_from_seq,

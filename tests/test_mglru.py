@@ -304,7 +304,7 @@ def test_bloom_filter_makes_same_generation_scans_skip_sparse_tables():
 def test_nonleaf_young_bit_skips_untouched_tables_without_the_bloom_filter():
     k = kernel(caps=0x7)
     mm = k.spawn("a")
-    a, b = cxl_anon(k, mm, 2 << 20), cxl_anon(k, mm, 2 << 20)
+    a, _ = cxl_anon(k, mm, 2 << 20), cxl_anon(k, mm, 2 << 20)
     lv = k.lruvec(k.root_memcg, 1)
     Recorder(10**6).scan(lv)             # new mm: force-scanned, non-leaf bits left set
     mm.lru_gen_bitmap = ~0               # the mm ran (a context switch sets it, §2.3)
