@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from _machines import BENCH_14G
 from tierscan.kernel import Kernel
 from tierscan.machine import Machine
 from tierscan.mm.constants import PAGE_SIZE
@@ -24,18 +25,7 @@ LIMIT = 32  # bytes of structural state per mapped page
 PER_PFN = ("flags", "lru_gen_refs", "list_gen", "lru_stamp", "order", "memcg", "mapcount",
            "mapping", "index")
 
-MACHINE = {
-    "name": "bench-14g",
-    "nodes": [
-        {"id": 0, "capacity": "2GiB", "cpus": [0, 1], "tier": 0, "kind": "dram"},
-        {"id": 1, "capacity": "12GiB", "cpus": [], "tier": 1, "kind": "cxl"},
-    ],
-    "latency": {
-        "load_ns": [[90, 240], [240, 90]],
-        "store_ns": [[90, 250], [250, 90]],
-        "distance": [[10, 20], [20, 10]],
-    },
-}
+MACHINE = BENCH_14G
 
 
 def rss_bytes() -> int:

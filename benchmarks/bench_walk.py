@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from _machines import BENCH_14G
 from tierscan.kernel import Kernel
 from tierscan.machine import Machine
 from tierscan.mm.constants import (
@@ -30,18 +31,7 @@ from tierscan.mm.vmscan import lru_gen_scan_lruvec
 CXL_NODE = 1
 TARGET = 50e6            # PTEs/s the fast path should reach on the dense (100% young) case
 REF_FRACTION = 16        # the per-PTE reference is timed on 1/16 of the VMA and scaled
-MACHINE = {
-    "name": "bench-14g",
-    "nodes": [
-        {"id": 0, "capacity": "2GiB", "cpus": [0, 1], "tier": 0, "kind": "dram"},
-        {"id": 1, "capacity": "12GiB", "cpus": [], "tier": 1, "kind": "cxl"},
-    ],
-    "latency": {
-        "load_ns": [[90, 240], [240, 90]],
-        "store_ns": [[90, 250], [250, 90]],
-        "distance": [[10, 20], [20, 10]],
-    },
-}
+MACHINE = BENCH_14G
 
 # Python-int copies of the bits, so the per-PTE reference never computes on numpy scalars.
 A, D = int(_PAGE_ACCESSED), int(_PAGE_DIRTY)

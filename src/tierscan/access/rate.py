@@ -127,17 +127,9 @@ class RateModel(AccessModel):
         slots = np.asarray(slots, np.int64)
         idx = g.index_of(slots)
         ok = idx >= 0
-        slots, idx = slots[ok], idx[ok]
-        pte = mm.pt.pte
-        e = pte[slots]
-        clear = ((e & (_PAGE_PRESENT | _PAGE_PROTNONE)) != 0) & ((e & _PAGE_ACCESSED) == 0)
-        lam = r.haz[idx] + r.w[idx] * (r.C - r.c_ref[idx])
-        young, dirty = self._draw(lam, r.write_fraction)
-        hit_slots = slots[clear & young]
-        pte[hit_slots] |= _PAGE_ACCESSED
-        pte[slots[clear & young & dirty]] |= _PAGE_DIRTY
-        r.haz[idx] = 0.0
-        r.c_ref[idx] = r.C
+        e = mm.pt.pte[slots[ok]]
+        present = (e & (_PAGE_PRESENT | _PAGE_PROTNONE)) != 0
+        self._materialize(mm.pt.pte, slots[ok], present, idx[ok], r.haz, r.c_ref, r.w, r)
 
     def materialize_pmds(self, mm, pmd_slots) -> None:
         hit = self.by_mm.get(mm.id)
@@ -147,16 +139,19 @@ class RateModel(AccessModel):
         pmd_slots = np.asarray(pmd_slots, np.int64)
         i = r.pmd_index(pmd_slots)
         ok = i >= 0
-        pmd_slots, i = pmd_slots[ok], i[ok]
-        pmd = mm.pt.pmd
-        e = pmd[pmd_slots]
-        clear = (e != 0) & ((e & _PAGE_ACCESSED) == 0)
-        lam = r.pmd_haz[i] + r.pmd_w[i] * (r.C - r.pmd_c_ref[i])
-        young, dirty = self._draw(lam, r.write_fraction)
-        pmd[pmd_slots[clear & young]] |= _PAGE_ACCESSED
-        pmd[pmd_slots[clear & young & dirty]] |= _PAGE_DIRTY
-        r.pmd_haz[i] = 0.0
-        r.pmd_c_ref[i] = r.C
+        present = mm.pt.pmd[pmd_slots[ok]] != 0
+        self._materialize(mm.pt.pmd, pmd_slots[ok], present, i[ok], r.pmd_haz, r.pmd_c_ref,
+                          r.pmd_w, r)
+
+    def _materialize(self, table, slots, present, i, haz, c_ref, w, r) -> None:
+        """Draw the A (and D) bits of present entries whose A bit is clear from the hazard
+        since their reference point, then make now their reference point."""
+        clear = present & ((table[slots] & _PAGE_ACCESSED) == 0)
+        young, dirty = self._draw(haz[i] + w[i] * (r.C - c_ref[i]), r.write_fraction)
+        table[slots[clear & young]] |= _PAGE_ACCESSED
+        table[slots[clear & young & dirty]] |= _PAGE_DIRTY
+        haz[i] = 0.0
+        c_ref[i] = r.C
 
     def _draw(self, lam, write_fraction):
         """P(young) = 1 - exp(-Λ); given young, dirty with P(a write among them)."""

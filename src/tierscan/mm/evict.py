@@ -465,43 +465,39 @@ def _vma_has_recency(mm, page_slots: np.ndarray) -> np.ndarray:
     return (vidx >= 0) & ((vflags & (VM_SEQ_READ | VM_RAND_READ)) == 0)
 
 
+def _folio_sites(kernel, heads):
+    """Every PTE/PMD leaf mapping the folios: yields (sites, table, owner index per site)."""
+    pm = kernel.pm
+    pfns = pm.folio_pfns(heads)
+    owner = np.repeat(np.arange(heads.size), pm.folio_nr_pages(heads))
+    for s in rmap_walk(kernel, pfns):
+        yield s, (s.mm.pt.pmd if s.pmd else s.mm.pt.pte), owner[s.pos]
+
+
 def folio_referenced(kernel, heads) -> np.ndarray:
     """folio_referenced() as folio_check_references() calls it (§7.7): test and clear the young
     bit of every PTE and PMD leaf mapping each folio, through the rmap; mappings in VMAs
     without recency are skipped. Returns which folios had a young mapping.
     (lru_gen_look_around's neighbour scan is not modelled.)"""
-    pm = kernel.pm
     heads = np.asarray(heads, dtype=np.int64)
     ref = np.zeros(heads.size, bool)
-    if heads.size == 0:
-        return ref
-    pfns = pm.folio_pfns(heads)
-    owner = np.repeat(np.arange(heads.size), pm.folio_nr_pages(heads))
-    for s in rmap_walk(kernel, pfns):
-        table = s.mm.pt.pmd if s.pmd else s.mm.pt.pte
-        page_slots = s.slots << 9 if s.pmd else s.slots
-        keep = _vma_has_recency(s.mm, page_slots)
-        slots, pos = s.slots[keep], s.pos[keep]
+    for s, table, owner in _folio_sites(kernel, heads):
+        keep = _vma_has_recency(s.mm, s.slots << 9 if s.pmd else s.slots)
+        slots, owner = s.slots[keep], owner[keep]
         (kernel.materialize_pmds if s.pmd else kernel.materialize_ptes)(s.mm, np.unique(slots))
         young = (table[slots] & _PAGE_ACCESSED) != 0
         table[slots[young]] &= ~_PAGE_ACCESSED
-        ref[owner[pos[young]]] = True
+        ref[owner[young]] = True
     return ref
 
 
 def _mapping_dirty(kernel, heads) -> np.ndarray:
     """Whether any PTE/PMD mapping each folio is dirty (what try_to_unmap or folio_mkclean
     would transfer to the folio)."""
-    pm = kernel.pm
+    heads = np.asarray(heads, dtype=np.int64)
     dirty = np.zeros(heads.size, bool)
-    if heads.size == 0:
-        return dirty
-    pfns = pm.folio_pfns(heads)
-    owner = np.repeat(np.arange(heads.size), pm.folio_nr_pages(heads))
-    for s in rmap_walk(kernel, pfns):
-        table = s.mm.pt.pmd if s.pmd else s.mm.pt.pte
-        d = (table[s.slots] & _PAGE_DIRTY) != 0
-        dirty[owner[s.pos[d]]] = True
+    for s, table, owner in _folio_sites(kernel, heads):
+        dirty[owner[(table[s.slots] & _PAGE_DIRTY) != 0]] = True
     return dirty
 
 
