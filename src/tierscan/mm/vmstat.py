@@ -29,6 +29,17 @@ VMSTAT_NAMES = (
     "workingset_activate_file",
 )
 
+# Counters of optional subsystems (pghot, klruscand, IBS...) that their modules register.
+EXTRA_NAMES: list[str] = []
+
+
+def register_vmstat(*names: str) -> None:
+    """Add counters (kernel names) that a plug-in module maintains."""
+    for name in names:
+        if name not in VMSTAT_NAMES and name not in EXTRA_NAMES:
+            EXTRA_NAMES.append(name)
+
+
 # State counters that are derived from the model, not counted as events.
 STATE_NAMES = ("nr_free_pages", "nr_anon_pages", "nr_file_pages", "nr_mapped", "nr_shmem",
                "nr_anon_transparent_hugepages")
@@ -40,9 +51,16 @@ class Vmstat:
         self._c = {name: np.zeros(nr_nodes, dtype=np.int64) for name in VMSTAT_NAMES}
         self._state = None  # callable filling STATE_NAMES on demand
 
+    def _arr(self, name: str) -> np.ndarray:
+        if name not in self._c:
+            if name not in EXTRA_NAMES:
+                raise KeyError(f"unknown vmstat counter {name!r}")
+            self._c[name] = np.zeros(self.nr_nodes, dtype=np.int64)
+        return self._c[name]
+
     def count(self, name: str, nid, amount=1) -> None:
         """Add ``amount`` to counter ``name`` on node(s) ``nid`` (scalars or matching arrays)."""
-        arr = self._c[name]
+        arr = self._arr(name)
         if np.ndim(nid) == 0 and np.ndim(amount) == 0:
             arr[int(nid)] += int(amount)
         else:
@@ -52,18 +70,16 @@ class Vmstat:
         """Per-node values of a counter (a copy)."""
         if name in STATE_NAMES and self._state is not None:
             self._state(self._c)
-        return self._c[name].copy()
+        return self._arr(name).copy()
 
     def __getitem__(self, name: str) -> int:
-        if name not in self._c:
-            raise KeyError(f"unknown vmstat counter {name!r}")
         return int(self.node(name).sum())
 
     def __contains__(self, name: str) -> bool:
-        return name in self._c
+        return name in VMSTAT_NAMES or name in EXTRA_NAMES
 
     def as_dict(self) -> dict[str, int]:
-        return {name: self[name] for name in VMSTAT_NAMES}
+        return {name: self[name] for name in (*VMSTAT_NAMES, *EXTRA_NAMES)}
 
     def text(self) -> str:
         """The /proc/vmstat format: one "name value" line per counter."""

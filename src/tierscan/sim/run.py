@@ -22,11 +22,15 @@ def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
     workload = make_workload(cfg.workload.name, dict(cfg.workload.params), where=cfg.source,
                              field=cfg.workload.path or "workload")
     costs = CostModel().overridden(dict(cfg.costs), where=cfg.source)
-    daemons = []
-    for det in cfg.detectors:
-        daemons += plugins.build(plugins.DETECTORS, "detector", det, kernel, costs)
+    plugins.load_all()
+    daemons, promoter = [], None
     if cfg.engine is not None:
-        daemons += plugins.build(plugins.ENGINES, "promotion engine", cfg.engine, kernel, costs)
+        daemons = plugins.build(plugins.ENGINES, "promotion engine", cfg.engine, kernel, costs)
+        promoter = daemons[0]
+    detectors = []
+    for det in cfg.detectors:
+        detectors += plugins.build(plugins.DETECTORS, "detector", det, kernel, costs, promoter)
+    daemons = detectors + daemons
     return Engine(kernel, workload, access_model=cfg.access_model, costs=costs,
                   tick_ns=cfg.tick_ns, sample_ns=cfg.sample_ns, duration_ns=cfg.duration_ns,
                   daemons=daemons, seed=cfg.seed, progress=progress)
