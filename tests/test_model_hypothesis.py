@@ -71,19 +71,28 @@ def merged(ranges):
     return [tuple(r) for r in out]
 
 
-THREE_NODES = machine_dict(["16MiB", "16MiB", "16MiB"],
-                           distance=[[10, 30, 20], [30, 10, 20], [20, 20, 10]])
+MACHINES = {
+    # DRAM + two CXL nodes, the second nearer to the CPUs (fallback order 0, 2, 1)
+    "cxl2": machine_dict(["16MiB", "16MiB", "16MiB"],
+                         distance=[[10, 30, 20], [30, 10, 20], [20, 20, 10]]),
+    # two DRAM nodes with CPUs and one CXL node
+    "2s": machine_dict(["16MiB", "16MiB", "32MiB"], cpus=[[0], [1], []],
+                       kinds=["dram", "dram", "cxl"],
+                       distance=[[10, 21, 30], [21, 10, 30], [30, 30, 10]]),
+}
 
 
 class MMModel(RuleBasedStateMachine):
-    @initialize(three=st.integers(0, 3))
-    def boot(self, three):
-        # mostly the scaled laptop; one run in four on DRAM + two CXL nodes (node 2 nearer)
-        machine = (Machine.from_dict(THREE_NODES) if three == 0
-                   else Machine.preset("laptop").scaled(1 / 64))
+    @initialize(which=st.sampled_from(["laptop", "laptop", "cxl2", "2s"]))
+    def boot(self, which):
+        # mostly the scaled laptop, sometimes a three-node machine (see MACHINES)
+        machine = (Machine.preset("laptop").scaled(1 / 64) if which == "laptop"
+                   else Machine.from_dict(MACHINES[which]))
         self.k = Kernel(machine, seed=0, debug=True)
         self.nn = machine.nr_nodes
-        self.mms = [self.k.spawn("a"), self.k.spawn("b")]
+        self.cpu_nodes = list(machine.cpu_nodes)
+        # the second process runs on the last CPU node (node 1 on the "2s" machine)
+        self.mms = [self.k.spawn("a"), self.k.spawn("b", cpu_node=self.cpu_nodes[-1])]
         self.svmas = [[], []]
         self.written = [set(), set()]
         self.touched = [set(), set()]
@@ -211,7 +220,9 @@ class MMModel(RuleBasedStateMachine):
                          data.draw(st.integers(0, 1 << 47), label="stray addr"))
         w = data.draw(st.lists(st.booleans(), min_size=len(picks), max_size=len(picks)),
                       label="writes")
-        self.do_access(i, picks, w)
+        # threads of an mm may run on any CPU node
+        cpu = data.draw(st.sampled_from([None] + self.cpu_nodes), label="cpu_node")
+        self.do_access(i, picks, w, cpu)
 
     @rule(data=st.data(), i=st.integers(0, 1), write=st.booleans())
     def touch_range(self, data, i, write):
@@ -222,7 +233,7 @@ class MMModel(RuleBasedStateMachine):
         picks = list(range(s, e, PAGE))
         self.do_access(i, picks, [write] * len(picks))
 
-    def do_access(self, i, picks, w):
+    def do_access(self, i, picks, w, cpu=None):
         mm = self.mms[i]
         a = np.array(picks, dtype=np.uint64)
         w = np.array(w, dtype=bool)
@@ -233,16 +244,22 @@ class MMModel(RuleBasedStateMachine):
                 bad = True
         if bad:
             event("access: segfault")
-            self.expect_unchanged(lambda: mm.access(a, w), SegmentationFault)
+            self.expect_unchanged(lambda: mm.access(a, w, cpu_node=cpu), SegmentationFault)
             return
         try:
-            counts = mm.access(a, w)
+            counts = mm.access(a, w, cpu_node=cpu)
         except OutOfMemory:
             event("access: OOM")
             self.k.check()          # a failed fault must still leave a consistent model
             return
         event("access: ok")
         assert counts.sum() == a.size
+        # every fault the batch needed is resolved: replaying it takes none, and each access is
+        # then served by the node of the page it maps
+        faults = self.k.vmstat["pgfault"]
+        again = mm.access(a, w, cpu_node=cpu)
+        assert self.k.vmstat["pgfault"] == faults
+        assert (again == np.bincount(self.k.node_of(mm.translate(a)), minlength=self.nn)).all()
         for addr, wr in zip(picks, w):
             page = addr - addr % PAGE
             v = self.svma_at(i, addr)
@@ -329,8 +346,9 @@ class MMModel(RuleBasedStateMachine):
         allowed = policy[1] or []
         real = (pfns >= 0) & (pfns != k.zero_pfn) & ~self.huge_zero(pfns)
         need = int((real & ~np.isin(k.node_of(pfns), allowed)).sum())
-        # the node MPOL_MF_MOVE migrates to: the first allowed node nearest the CPU (node 0)
-        target = (min(allowed, key=lambda n: (int(k.machine.distance[0][n]), n))
+        # the node MPOL_MF_MOVE migrates to: the allowed node nearest the mm's CPU node
+        cpu = mm.cpu_node
+        target = (min(allowed, key=lambda n: (int(k.machine.distance[cpu][n]), n))
                   if allowed else None)
         room = target is not None and k.pm.allowance(target, WMARK_MIN) >= need + 1024
         mm.mbind(s, e - s, *policy, move=move)
@@ -365,7 +383,7 @@ class MMModel(RuleBasedStateMachine):
     def exit_and_respawn(self, i):
         self.mms[i].exit()
         assert self.mms[i].id not in self.k.mms
-        self.mms[i] = self.k.spawn(f"re{i}")
+        self.mms[i] = self.k.spawn(f"re{i}", cpu_node=self.cpu_nodes[-1 if i else 0])
         self.svmas[i], self.written[i], self.touched[i] = [], set(), set()
 
     def draw_range(self, data, i, overrun=True):

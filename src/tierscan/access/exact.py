@@ -68,8 +68,9 @@ class ExactModel(AccessModel):
             chunks.append(addrs)
         used = total / group.threads
         self.cost[group.gid] = used / n
-        self.last[group.gid] = np.concatenate(chunks)
-        group.last_accesses = n
+        # accesses since the last sample() (a tick may take several advances)
+        self.last[group.gid] = np.concatenate([self.last.get(group.gid, np.empty(0, np.uint64)),
+                                               *chunks])
         return float(n), used
 
     def served_by_node(self, engine) -> np.ndarray:
@@ -77,8 +78,9 @@ class ExactModel(AccessModel):
         return out
 
     def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
-        """Pfns of a Bernoulli(per_access) sample of the accesses the group just ran."""
-        last = self.last.get(group.gid)
+        """Pfns of a Bernoulli(per_access) sample of the accesses the group ran since the last
+        call."""
+        last = self.last.pop(group.gid, None)
         if last is None or last.size == 0:
             return np.empty(0, np.int64)
         rng = self.rngs[(group.gid, 0)]

@@ -40,6 +40,8 @@ class GroupRates:
         self.C = 0.0                    # accesses issued by the group so far (all threads)
         self.hint_slots = np.empty(0, np.int64)     # PROT_NONE pages waiting for an access
         self.hint_at = np.empty(0)                  # ... and the C at which it comes
+        self.hint_pmds = np.empty(0, np.int64)      # PROT_NONE THP leaves (PMD slots)
+        self.hint_pmd_at = np.empty(0)
         self.node_mass = None           # Σ w_p over the pages on each node
         self.write_fraction = 0.0
 
@@ -56,6 +58,7 @@ class RateModel(AccessModel):
         self.rng = np.random.default_rng([seed, 0x5A7E])
         self.rates: dict[int, GroupRates] = {}
         self.by_mm: dict[int, tuple] = {}
+        self.unsampled: dict[int, float] = {}   # accesses since the last sample(), per group
         self._served = None
 
     # ---- setup --------------------------------------------------------------------------------
@@ -111,7 +114,7 @@ class RateModel(AccessModel):
         a = min(budget_ns / cost, group.remaining_in_phase())
         r.C += a * group.threads
         self._served += a * group.threads * r.node_mass / max(r.node_mass.sum(), 1e-300)
-        group.last_accesses = a
+        self.unsampled[group.gid] = self.unsampled.get(group.gid, 0.0) + a * group.threads
         return a, a * cost
 
     def served_by_node(self, engine) -> np.ndarray:
@@ -163,53 +166,87 @@ class RateModel(AccessModel):
         return young, u[1] < p_dirty
 
     # ---- NUMA hint faults ---------------------------------------------------------------------
-    def arm_hint_faults(self, mm, slots) -> None:
-        """Pages just made PROT_NONE: draw when each is next accessed, E/w_p accesses of the
-        group from now with E ~ Exp(1) (the hazard after marking, DESIGN §5)."""
+    def arm_hint_faults(self, mm, slots, pmd: bool = False) -> None:
+        """Entries just made PROT_NONE: draw when each is next accessed, E/w accesses of the
+        group from now with E ~ Exp(1) (the hazard after marking, DESIGN §5). ``slots`` are
+        page slots, or PMD slots of THP leaves with ``pmd`` (whose rate is the sum of their
+        pages' weights, as for their young bit)."""
         hit = self.by_mm.get(mm.id)
         if hit is None or len(slots) == 0:
             return
         g, r = hit
-        idx = g.index_of(slots)
+        slots = np.asarray(slots, np.int64)
+        if pmd:
+            idx = r.pmd_index(slots)
+            w = r.pmd_w
+        else:
+            idx = g.index_of(slots)
+            w = r.w
         ok = idx >= 0
-        slots, idx = np.asarray(slots)[ok], idx[ok]
+        slots, idx = slots[ok], idx[ok]
         with np.errstate(divide="ignore"):
-            at = r.C + self.rng.exponential(size=idx.size) / r.w[idx]
-        keep = ~np.isin(r.hint_slots, slots)       # re-marking redraws
-        r.hint_slots = np.concatenate([r.hint_slots[keep], slots])
-        r.hint_at = np.concatenate([r.hint_at[keep], at])
+            at = r.C + self.rng.exponential(size=idx.size) / w[idx]
+        if pmd:
+            keep = ~np.isin(r.hint_pmds, slots)     # re-marking redraws
+            r.hint_pmds = np.concatenate([r.hint_pmds[keep], slots])
+            r.hint_pmd_at = np.concatenate([r.hint_pmd_at[keep], at])
+        else:
+            keep = ~np.isin(r.hint_slots, slots)
+            r.hint_slots = np.concatenate([r.hint_slots[keep], slots])
+            r.hint_at = np.concatenate([r.hint_at[keep], at])
 
     def after_advance(self, engine, group) -> None:
         """Take the hint faults whose access came during the group's last advance, in the
-        order they happened: restore the entry, tell NUMA balancing, set the young bit (an
-        event drawn for one observer is an access every observer sees)."""
+        order they happened (PTE and THP faults interleaved): restore the entry, tell NUMA
+        balancing, set the young bit (an event drawn for one observer is an access every
+        observer sees)."""
         from ..mm.memory import do_numa_hint_faults
 
         r = self.rates[group.gid]
         due = r.hint_at <= r.C
-        if not due.any():
+        pdue = r.hint_pmd_at <= r.C
+        if not (due.any() or pdue.any()):
             return
-        order = np.argsort(r.hint_at[due], kind="stable")
-        slots = r.hint_slots[due][order]
+        pt = group.mm.pt
+        slots, pmds = r.hint_slots[due], r.hint_pmds[pdue]
+        at = np.concatenate([r.hint_at[due], r.hint_pmd_at[pdue]])
         r.hint_slots, r.hint_at = r.hint_slots[~due], r.hint_at[~due]
-        pte = group.mm.pt.pte
-        live = (pte[slots] & (_PAGE_PRESENT | _PAGE_PROTNONE)) == _PAGE_PROTNONE
-        slots = slots[live]
-        writes = self.rng.random(slots.size) < r.write_fraction
-        do_numa_hint_faults(group.mm, slots, writes, group.spec.cpu_node)
-        pte[slots] |= _PAGE_ACCESSED
-        pte[slots[writes]] |= _PAGE_DIRTY
-        idx = group.index_of(slots)
+        r.hint_pmds, r.hint_pmd_at = r.hint_pmds[~pdue], r.hint_pmd_at[~pdue]
+        # a PTE fault needs the entry still PROT_NONE (and no THP over it); a PMD fault needs a
+        # PROT_NONE leaf (split or remapped entries lost their pending fault)
+        live = ~pt.pmd_is_leaf(slots >> 9) & \
+            ((pt.pte[slots] & (_PAGE_PRESENT | _PAGE_PROTNONE)) == _PAGE_PROTNONE)
+        plive = pt.pmd_is_leaf(pmds) & ((pt.pmd[pmds] & _PAGE_PRESENT) == 0)
+        is_pmd = np.concatenate([np.zeros(slots.size, bool), np.ones(pmds.size, bool)])
+        fault = np.concatenate([slots, pmds << 9])   # a THP faults at its first page
+        keep = np.concatenate([live, plive])
+        order = np.argsort(at[keep], kind="stable")
+        fault, is_pmd = fault[keep][order], is_pmd[keep][order]
+        if fault.size == 0:
+            return
+        writes = self.rng.random(fault.size) < r.write_fraction
+        do_numa_hint_faults(group.mm, fault, writes, group.spec.cpu_node)
+        ps, pw = fault[~is_pmd], writes[~is_pmd]
+        pt.pte[ps] |= _PAGE_ACCESSED
+        pt.pte[ps[pw]] |= _PAGE_DIRTY
+        idx = group.index_of(ps)
         r.haz[idx] = 0.0
         r.c_ref[idx] = r.C
-        group.stall_ns += slots.size * engine.costs.hint_fault_ns / group.threads
+        hp, hw = fault[is_pmd] >> 9, writes[is_pmd]
+        if hp.size:
+            pt.pmd[hp] |= _PAGE_ACCESSED
+            pt.pmd[hp[hw]] |= _PAGE_DIRTY
+            i = r.pmd_index(hp)
+            r.pmd_haz[i] = 0.0
+            r.pmd_c_ref[i] = r.C
+        group.stall_ns += fault.size * engine.costs.hint_fault_ns / group.threads
 
     # ---- sampled events (IBS-like) ------------------------------------------------------------
     def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
         """Pfns hit by sampled accesses: a Poisson number of samples over the accesses the
-        group made in its last advance, each drawn from the phase's distribution."""
+        group made since the last call, each drawn from the phase's distribution."""
         ph = group.phase
-        a = getattr(group, "last_accesses", 0.0) * group.threads
+        a = self.unsampled.pop(group.gid, 0.0)
         if ph is None or a <= 0:
             return np.empty(0, np.int64)
         n = self.rng.poisson(a * per_access)

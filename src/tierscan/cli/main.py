@@ -21,6 +21,10 @@ _SUBCOMMANDS = (
     ("tierscan.cli.machine", False),
     ("tierscan.cli.demo", True),
     ("tierscan.cli.lru_gen", False),
+    ("tierscan.cli.run", False),
+    ("tierscan.cli.vmstat", False),
+    ("tierscan.cli.report", False),
+    ("tierscan.cli.sweep", False),
 )
 
 
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             # argparse exits 2 on a usage error (after printing usage) and 0 for --help; return the
             # code instead so main() can be called from tests and other code.
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        # The command line as typed, for result files' meta.command.
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         return int(args.func(args) or 0)
     except TierscanError as err:
         _error(f"error: {err}")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import NamedTuple
+
 from .constants import (
     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PG_active, PG_anon, PG_dirty, PG_swapbacked, PTRS_PER_PTE,
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW,
     _PAGE_SPECIAL, _PAGE_USER,
 )
-from .pagetable import mk_pte, pte_pfn, pte_present
+from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
 
 # x86's vm_page_prot carries _PAGE_ACCESSED, so a freshly faulted entry is young (unverified).
 PTE_BASE = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
@@ -72,8 +74,8 @@ def do_numa_hint_faults(mm, slots, is_write, cpu_nid) -> None:
     s, first, _, anyw = first_by_slot(slots[hint_pte], is_write[hint_pte])
     m, mfirst, _, manyw = first_by_slot(pmd_slots[hint_pmd], is_write[hint_pmd])
     pt.pte[s] = (pt.pte[s] & ~_PAGE_PROTNONE) | _PAGE_PRESENT
-    pt.pmd[m] = (pt.pmd[m] & ~_PAGE_PROTNONE) | _PAGE_PRESENT
-    pfns = np.concatenate([pte_pfn(pt.pte[s]), pte_pfn(pt.pmd[m])])
+    heads = do_huge_pmd_numa_page(mm, m)
+    pfns = np.concatenate([pte_pfn(pt.pte[s]), heads])
     writes = np.concatenate([anyw, manyw])
     nids = k.pm.node_of(pfns)
     k.vmstat.count("pgfault", cpu_nid, pfns.size)
@@ -81,6 +83,15 @@ def do_numa_hint_faults(mm, slots, is_write, cpu_nid) -> None:
     k.vmstat.count("numa_hint_faults_local", cpu_nid, int((nids == cpu_nid).sum()))
     if k.numa_hint_fault_hook is not None:
         k.numa_hint_fault_hook(mm, pfns, writes, cpu_nid)
+
+
+def do_huge_pmd_numa_page(mm, pmd_slots) -> np.ndarray:
+    """do_huge_pmd_numa_page()'s entry restore: make PROT_NONE THP leaves present again.
+    Returns the head pfn each maps (the whole THP is one hint fault, promotion-spec §3.3)."""
+    pt = mm.pt
+    pmd_slots = np.asarray(pmd_slots, np.int64)
+    pt.pmd[pmd_slots] = (pt.pmd[pmd_slots] & ~_PAGE_PROTNONE) | _PAGE_PRESENT
+    return pte_pfn(pt.pmd[pmd_slots])
 
 
 # ---- phase 2: first-touch faults ---------------------------------------------------------------
@@ -347,3 +358,77 @@ def protect_slots_numa(mm, slots) -> int:
     if src is not None:  # the rate model draws when each page is next touched
         src.arm_hint_faults(mm, slots[ok])
     return int(ok.sum())
+
+
+def change_huge_pmd_numa(mm, pmd_slots) -> np.ndarray:
+    """change_huge_pmd() with prot_numa on THP leaves: clear PRESENT, set PROTNONE. Skips
+    entries that are not present leaves, already PROT_NONE, or the huge zero page. Returns the
+    PMD slots changed (each counts HPAGE_PMD_NR numa_pte_updates and one
+    numa_huge_pte_updates in change_prot_numa)."""
+    pt, k = mm.pt, mm.kernel
+    pmd_slots = np.asarray(pmd_slots, np.int64)
+    e = pt.pmd[pmd_slots]
+    ok = pt.pmd_is_leaf(pmd_slots) & ((e & _PAGE_PRESENT) != 0) & ((e & _PAGE_SPECIAL) == 0)
+    ok &= pte_pfn(e) != k.huge_zero_pfn
+    done = pmd_slots[ok]
+    pt.pmd[done] = (e[ok] & ~_PAGE_PRESENT) | _PAGE_PROTNONE
+    src = k.access_source
+    if src is not None and done.size:  # the rate model draws when each THP is next touched
+        src.arm_hint_faults(mm, done, pmd=True)
+    return done
+
+
+class NumaProtResult(NamedTuple):
+    nr_updated: int          # entries made PROT_NONE, a THP as HPAGE_PMD_NR (numa_pte_updates)
+    nr_huge: int             # THP leaves among them (numa_huge_pte_updates)
+    heads: np.ndarray        # head pfns of the folios marked (PTE-mapped ones, then THPs)
+    nr_scanned: int = 0      # present entries looked at (PTEs and THP leaves)
+
+
+def change_prot_numa(vma, start: int, end: int, *, skip_toptier: bool = True) -> NumaProtResult:
+    """change_prot_numa() over [start, end) of ``vma`` (promotion-spec §3.2, [K]).
+
+    The prot_numa filters of change_pte_range(): skip the zero page, entries already
+    PROT_NONE, special mappings, shared copy-on-write folios of a private mapping, dirty
+    page-cache folios (file LRU), and, with ``skip_toptier`` (kernel.numa_balancing = 2 without
+    the NORMAL bit), folios on a toptier node. change_huge_pmd() skips the huge zero page,
+    PROT_NONE leaves and toptier THPs. Counts numa_pte_updates and numa_huge_pte_updates on the
+    node of the mm's CPUs. The caller stamps the access time of the folios returned.
+    """
+    mm = vma.mm
+    k, pt, pm = mm.kernel, mm.pt, mm.kernel.pm
+    s0, s1 = PageTable.slot(start), PageTable.slot(end)
+    if s1 <= s0:
+        return NumaProtResult(0, 0, np.empty(0, np.int64), 0)
+    toptier = np.zeros(k.machine.nr_nodes, bool)
+    if skip_toptier:
+        toptier[list(k.machine.toptier_nodes)] = True
+    pmds = np.arange(s0 >> 9, ((s1 - 1) >> 9) + 1, dtype=np.int64)
+    leaf = pmds[pt.pmd_is_leaf(pmds)]
+    huge_heads = np.empty(0, np.int64)
+    if leaf.size:
+        hh = pte_pfn(pt.pmd[leaf])
+        want = ~toptier[np.maximum(pm.node_of(hh), 0)]
+        done = change_huge_pmd_numa(mm, leaf[want])
+        huge_heads = pte_pfn(pt.pmd[done])
+    slots = np.arange(s0, s1, dtype=np.int64)
+    slots = slots[~pt.pmd_is_leaf(slots >> 9)]
+    e = pt.pte[slots]
+    live = ((e & _PAGE_PRESENT) != 0) & ((e & _PAGE_SPECIAL) == 0)  # PROT_NONE: PRESENT clear
+    slots = slots[live]
+    pfns = pte_pfn(e[live])
+    heads = pm.folio_head(pfns)
+    flags = pm.flags[heads]
+    ok = ~k.is_zero_pfn(pfns) & ~toptier[np.maximum(pm.node_of(heads), 0)]
+    ok &= ~(((flags & PG_swapbacked) == 0) & ((flags & PG_dirty) != 0))  # dirty file folio
+    if not vma.shared and ok.any():  # is_cow_mapping(): skip folios mapped more than once
+        ok[ok] = ~k.folio_mapped_shared(heads[ok])
+    n = protect_slots_numa(mm, slots[ok]) if ok.any() else 0
+    nr_huge = int(huge_heads.size)
+    total = n + nr_huge * HPAGE_PMD_NR
+    if total:
+        k.vmstat.count("numa_pte_updates", mm.cpu_node, total)
+    if nr_huge:
+        k.vmstat.count("numa_huge_pte_updates", mm.cpu_node, nr_huge)
+    return NumaProtResult(total, nr_huge, np.concatenate([heads[ok], huge_heads]),
+                          int(slots.size + leaf.size))

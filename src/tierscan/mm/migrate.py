@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import HPAGE_PMD_ORDER, PG_anon
+from numba import njit
+
+from .constants import HPAGE_PMD_ORDER, PG_anon, PG_dirty, PG_lru, PG_swapbacked
 from .pagetable import mk_pte
-from .physmem import WMARK_MIN
+from .physmem import WMARK_HIGH, WMARK_MIN
 from .rmap import rmap_walk
+from .vmstat import register_vmstat
 
 _COPIED = ("flags", "lru_gen_refs", "memcg", "mapcount", "mapping", "index")
 
@@ -88,3 +91,196 @@ def move_folios(kernel, old, new) -> set:
     kernel.free_pages(old)
     kernel.lru_add(new)
     return mms
+
+
+# ---- misplaced-folio migration (NUMA balancing, pghot's kmigrated, kpromoted) ----------------
+#
+# tierscan's own counters (not in /proc/vmstat): why a misplaced folio did not move. The
+# prepare_fail ones count folios refused by migrate_misplaced_folio_prepare() (the kernel never
+# calls migrate_pages() for them, so they are not part of pgmigrate_fail); target_full counts
+# the pages of folios migrate_pages() could not allocate on the target (a subset of
+# pgmigrate_fail). Counted on the target node. No pinning is modelled, so there is no "pinned".
+PREPARE_FAIL_EXEC_SHARED = "pgmigrate_prepare_fail_exec_shared"
+PREPARE_FAIL_DIRTY_FILE = "pgmigrate_prepare_fail_dirty_file"
+PREPARE_FAIL_UNBALANCED = "pgmigrate_prepare_fail_unbalanced"
+PREPARE_FAIL_ISOLATED = "pgmigrate_prepare_fail_isolated"
+MIGRATE_FAIL_TARGET_FULL = "pgmigrate_fail_target_full"
+register_vmstat(PREPARE_FAIL_EXEC_SHARED,
+                PREPARE_FAIL_DIRTY_FILE, PREPARE_FAIL_UNBALANCED, PREPARE_FAIL_ISOLATED,
+                MIGRATE_FAIL_TARGET_FULL)
+
+# prepare outcome codes, in the kernel's order of checks
+OK, EXEC_SHARED, DIRTY_FILE, UNBALANCED, ISOLATED = 0, 1, 2, 3, 4
+_REASON_COUNTER = {EXEC_SHARED: PREPARE_FAIL_EXEC_SHARED, DIRTY_FILE: PREPARE_FAIL_DIRTY_FILE,
+                   UNBALANCED: PREPARE_FAIL_UNBALANCED, ISOLATED: PREPARE_FAIL_ISOLATED}
+
+
+def migrate_balanced_pgdat(kernel, target_nid: int, nr_pages) -> np.ndarray:
+    """migrate_balanced_pgdat() (promotion-spec §3.5, unverified [K]): the target stays balanced
+    if its free pages exceed the HIGH watermark plus the pages to migrate
+    (zone_watermark_ok(zone, 0, high + nr): free > mark). One zone per node."""
+    pm = kernel.pm
+    free = int(pm.node_free[target_nid])
+    return free > int(pm.watermarks[target_nid, WMARK_HIGH]) + np.asarray(nr_pages, np.int64)
+
+
+def _static_reasons(kernel, heads, vma) -> np.ndarray:
+    """The refusals of migrate_misplaced_folio_prepare() that do not depend on the target's
+    free pages: EXEC_SHARED, DIRTY_FILE (checked before the balance test) and ISOLATED
+    (folio_isolate_lru fails: the folio is not on an LRU; checked after it)."""
+    pm = kernel.pm
+    flags = pm.flags[heads]
+    file = (flags & PG_swapbacked) == 0            # folio_is_file_lru()
+    reason = np.zeros(heads.size, np.int8)
+    if vma is not None:
+        from .process import VM_EXEC
+        if vma.flags & VM_EXEC:
+            shared = file & kernel.folio_mapped_shared(heads)
+            reason[shared] = EXEC_SHARED
+    reason[(reason == OK) & file & ((flags & PG_dirty) != 0)] = DIRTY_FILE
+    reason[(reason == OK) & ((flags & PG_lru) == 0)] = ISOLATED
+    return reason
+
+
+def misplaced_prepare_reasons(kernel, heads, target_nid: int, vma=None) -> np.ndarray:
+    """Outcome code (OK, EXEC_SHARED, DIRTY_FILE, UNBALANCED, ISOLATED) of
+    migrate_misplaced_folio_prepare() for each folio, all against the target's current free
+    pages (prepare itself allocates nothing), without counting or waking kswapd."""
+    reason = _static_reasons(kernel, heads, vma)
+    early = (reason == EXEC_SHARED) | (reason == DIRTY_FILE)
+    unbalanced = ~early & ~migrate_balanced_pgdat(kernel, target_nid,
+                                                  kernel.pm.folio_nr_pages(heads))
+    reason[unbalanced] = UNBALANCED
+    return reason
+
+
+def count_prepare_failures(kernel, reasons, target_nid: int) -> None:
+    """Count refusals (codes from misplaced_prepare_reasons) and wake kswapd on an unbalanced
+    target, as the refusing prepare calls would have."""
+    vm = kernel.vmstat
+    counts = np.bincount(reasons.astype(np.int64), minlength=5)
+    for code, name in _REASON_COUNTER.items():
+        if counts[code]:
+            vm.count(name, target_nid, int(counts[code]))
+    if counts[UNBALANCED]:
+        # the kernel wakes kswapd on the target's highest managed zone (in tiering mode)
+        kernel.wakeup_kswapd(target_nid)
+
+
+def migrate_misplaced_folio_prepare(kernel, heads, target_nid: int, vma=None) -> np.ndarray:
+    """migrate_misplaced_folio_prepare() (promotion-spec §1.4 step 5, §3.5; [K]) for each folio
+    (head pfns): the mask of folios that may be migrated to ``target_nid``.
+
+    Refused, in the kernel's order: a file folio mapped by more than one process through an
+    executable VMA (only when the caller passes the faulting ``vma``, as NUMA balancing does;
+    kmigrated and kpromoted pass none); a dirty file folio; any folio when the target is not
+    balanced (migrate_balanced_pgdat: free > HIGH + nr must hold; unverified), which also wakes
+    kswapd on the target; a folio that is not on an LRU (already isolated or not LRU at all).
+    Each folio is judged against the target's current free pages. The folio is not isolated
+    here: tierscan takes it off its LRU in the migration itself (migrate_folios), and a folio
+    that then fails stays where it was on its list.
+    """
+    heads = np.asarray(heads, dtype=np.int64)
+    if heads.size == 0:
+        return np.zeros(0, bool)
+    reasons = misplaced_prepare_reasons(kernel, heads, int(target_nid), vma)
+    count_prepare_failures(kernel, reasons, int(target_nid))
+    return reasons == OK
+
+
+def migrate_misplaced_folios_batch(kernel, heads, target_nid: int) -> np.ndarray:
+    """migrate_misplaced_folios_batch() (promotion-spec §1.4, [S11]): one migrate_pages() of
+    prepared folios to ``target_nid`` (MIGRATE_ASYNC, MR_NUMA_MISPLACED). The new folios are
+    allocated on the target only, with no fallback and no reclaim: the allocation may go down
+    to the MIN watermark ([K], unverified). Successes are added to numa_pages_migrated and, for
+    folios leaving a lower-tier node for a top-tier one, to the target's pgpromote_success
+    (pages); failures are in pgmigrate_fail (by migrate_folios) and pgmigrate_fail_target_full.
+    Returns the success mask."""
+    heads = np.asarray(heads, dtype=np.int64)
+    if heads.size == 0:
+        return np.zeros(0, bool)
+    target_nid = int(target_nid)
+    nr = kernel.pm.folio_nr_pages(heads)         # before migration clears the old folios
+    src_tier = _tiers(kernel)[kernel.node_of(heads)]
+    ok = migrate_folios(kernel, heads, target_nid, WMARK_MIN)
+    vm = kernel.vmstat
+    moved = int(nr[ok].sum())
+    if moved:
+        vm.count("numa_pages_migrated", target_nid, moved)
+        if _tiers(kernel)[target_nid] == 0:
+            promoted = int(nr[ok & (src_tier > 0)].sum())
+            if promoted:
+                vm.count("pgpromote_success", target_nid, promoted)
+    failed = int(nr[~ok].sum())
+    if failed:
+        vm.count(MIGRATE_FAIL_TARGET_FULL, target_nid, failed)
+    return ok
+
+
+def migrate_misplaced_folio(kernel, head: int, target_nid: int) -> bool:
+    """migrate_misplaced_folio(): the single-folio form of migrate_misplaced_folios_batch()
+    for a prepared folio."""
+    return bool(migrate_misplaced_folios_batch(kernel, np.array([int(head)], np.int64),
+                                               target_nid)[0])
+
+
+def migrate_misplaced_folios_one_by_one(kernel, heads, target_nid: int, vma=None) -> np.ndarray:
+    """prepare + migrate_misplaced_folio() for each folio (distinct heads) in order, as a
+    synchronous promoter calls them (NUMA hint faults, kpromoted v0). Each folio's balance test
+    sees the pages the earlier ones took from the target. Returns the success mask.
+
+    Vectorised: a compiled pass decides which folios pass, assuming each passing folio's
+    allocation succeeds; they are migrated together. If an allocation fails (no free 2 MiB
+    block for a THP), folios after the first failure that were refused only for the balance
+    test are judged again against the real free pages.
+    """
+    heads = np.asarray(heads, dtype=np.int64)
+    n = heads.size
+    ok = np.zeros(n, bool)
+    if n == 0:
+        return ok
+    target_nid = int(target_nid)
+    pm = kernel.pm
+    final = np.full(n, OK, np.int8)
+    pending = np.arange(n)
+    while pending.size:
+        sub = heads[pending]
+        reasons = _greedy_prepare(_static_reasons(kernel, sub, vma), pm.folio_nr_pages(sub),
+                                  int(pm.node_free[target_nid]),
+                                  int(pm.watermarks[target_nid, WMARK_HIGH]))
+        go = np.flatnonzero(reasons == OK)
+        moved = migrate_misplaced_folios_batch(kernel, sub[go], target_nid)
+        ok[pending[go]] = moved
+        if moved.all():
+            final[pending] = reasons
+            break
+        cut = int(go[np.flatnonzero(~moved)[0]])   # position of the first failed allocation
+        final[pending[:cut + 1]] = reasons[:cut + 1]
+        after, r_after = pending[cut + 1:], reasons[cut + 1:]
+        final[after[r_after != UNBALANCED]] = r_after[r_after != UNBALANCED]
+        pending = after[r_after == UNBALANCED]
+    count_prepare_failures(kernel, final, target_nid)
+    return ok
+
+
+@njit(cache=True, nogil=True)
+def _greedy_prepare(static, nr, free, high):
+    """Prepare outcomes in order when each passing folio takes nr pages from ``free``."""
+    out = np.empty(static.size, np.int8)
+    used = 0
+    for i in range(static.size):
+        s = static[i]
+        if s == 1 or s == 2:                 # EXEC_SHARED, DIRTY_FILE: before the balance test
+            out[i] = s
+        elif not free - used > high + nr[i]:
+            out[i] = 3                       # UNBALANCED
+        elif s == 4:
+            out[i] = 4                       # ISOLATED
+        else:
+            out[i] = 0
+            used += nr[i]
+    return out
+
+
+def _tiers(kernel) -> np.ndarray:
+    return np.array([n.tier for n in kernel.machine.nodes], dtype=np.int64)

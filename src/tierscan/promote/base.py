@@ -24,15 +24,21 @@ class PromotionEngine(Daemon):
     def __init__(self):
         self.promoted_pfns: list[np.ndarray] = []   # pfns (before migration) of promotions
         self.promoted_ns: list[np.ndarray] = []     # when each happened
+        self.promoted_ids: list[np.ndarray] = []    # their identities (promotion_metrics)
         self.first_report_ns: dict[int, int] = {}   # not used by every engine
 
     def record_access(self, pfns, nid, src: str, now_jiffies: int) -> None:
         raise NotImplementedError
 
-    def note_promoted(self, old_pfns: np.ndarray, now_ns: int) -> None:
+    def note_promoted(self, old_pfns: np.ndarray, now_ns: int, ids=None) -> None:
+        """Record promoted folios (head pfns before migration). ``ids`` are their identities
+        from promotion_metrics.folio_identities, taken before the migration freed the old
+        pfns; an engine passes them on every call or on none."""
         old_pfns = np.asarray(old_pfns, np.int64)
         self.promoted_pfns.append(old_pfns)
         self.promoted_ns.append(np.full(old_pfns.size, now_ns, np.int64))
+        if ids is not None:
+            self.promoted_ids.append(np.asarray(ids, np.int64).reshape(-1, 3))
 
     def run(self, engine) -> None:
         """Engines that migrate on report need no periodic work."""

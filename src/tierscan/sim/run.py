@@ -36,9 +36,25 @@ def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
                   daemons=daemons, seed=cfg.seed, progress=progress)
 
 
+def promotion_source(engine):
+    """What promoted pages in this run: the promotion engine if there is one, else the first
+    detector that migrates by itself (the oracle, DAMON, upstream NUMA balancing)."""
+    for d in engine.daemons:
+        if getattr(d, "promoted_pfns", None) is not None and not getattr(d, "promoter", None):
+            return d
+    return None
+
+
 def run_experiment(cfg: ExperimentConfig, progress=None, command=None) -> RunResult:
+    from ..hotness.oracle import oracle_hot_set
+    from .promotion_metrics import promotion_summary
+
     engine = build_engine(cfg, progress).run()
     out = engine.results()
+    source = promotion_source(engine)
+    if source is not None:
+        out["final"]["promotion"] = promotion_summary(engine, source,
+                                                      hot_set=oracle_hot_set(engine))
     return RunResult.from_run(cfg, series=out["series"], final=out["final"],
                               sim_time_ns=engine.now, wall_time_s=engine.wall_s,
                               command=command)

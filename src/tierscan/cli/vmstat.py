@@ -1,0 +1,57 @@
+"""`tierscan vmstat`: the /proc/vmstat of a saved run, as `cat /proc/vmstat` prints it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+_EXAMPLES = """\
+examples:
+  tierscan vmstat runs/exp.json                       # every counter, 'name value' lines
+  tierscan vmstat runs/exp.json | grep -E 'pgpromote|pgdemote'
+  tierscan vmstat runs/exp.json --node 1              # /sys/devices/system/node/node1/vmstat
+  tierscan vmstat runs/exp.json --json | jq .pgpromote_success
+
+Counters carry the kernel's names (pgpromote_success, pgdemote_kswapd, numa_hint_faults, ...)
+and the values at the end of the run. Per-node counters are in results written by
+`tierscan run` and `tierscan sweep`."""
+
+
+def _node(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a node number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a node number >= 0, got {n}")
+    return n
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "vmstat", help="print the vmstat counters of a saved result",
+        description="Print the /proc/vmstat counters of a saved run (one 'name value' line\n"
+                    "each), system-wide or of one node.",
+        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("result", metavar="RESULT.json", help="a result file (tierscan run --json)")
+    p.add_argument("--node", metavar="N", type=_node, help="the counters of node N only")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tierscan.errors import ConfigError
+    from tierscan.report.tables import vmstat_of
+    from tierscan.sim.results import RunResult
+
+    result = RunResult.load(args.result)
+    try:
+        vm = vmstat_of(result, args.node)
+    except ConfigError as e:
+        raise ConfigError(e.message, where=args.result, field=e.field) from None
+    if args.json:
+        print(json.dumps(vm, indent=2))
+    else:
+        sys.stdout.write("".join(f"{k} {v}\n" for k, v in vm.items()))
+    return 0

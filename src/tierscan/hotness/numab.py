@@ -1,0 +1,629 @@
+"""NUMA balancing in memory-tiering mode (kernel.numa_balancing = 2, "NUMAB2"), promotion-spec
+§3; with pghot, its hint faults as a promotion source (§1.2). Registered as detectors
+``numab2`` (upstream: promote in the faulting thread) and ``numab2-pghot`` (report each hint
+fault to the promotion engine as ``record_access(head, cpu node, HINT_FAULT, jiffies)``).
+
+Scanning (§3.2, task_tick_numa -> task_numa_work -> change_prot_numa). Every thread group is
+a task group sharing one mm. Each thread has a ``node_stamp`` and a ``numa_scan_period``
+compared with its CPU runtime; the threads of a group run all the time they are not finished,
+so their runtime is the simulated time. A thread whose runtime passes ``node_stamp + period``
+advances its stamp by the period (the first time, its period becomes ``task_scan_start()``)
+and, if ``jiffies >= mm.numa_next_scan``, runs task_numa_work: the first such thread sets
+``numa_next_scan = now + its period``, adds 2 ticks and 32x its scan time to its own stamp
+(the 3% overhead cap), and marks PROT_NONE, from ``numa_scan_offset``, up to ``scan_size``
+(256 MB) of address space holding a markable page, or up to 8x that of address space without
+one, in 2 MiB-aligned chunks; it wraps at the end and bumps ``numa_scan_seq``. VMA filters:
+not migratable, hugetlb or MIXEDMAP, read-only file mappings, inaccessible mappings, VMAs
+newer than ``scan_delay`` (after the first sequence), VMAs already scanned this sequence, and
+the per-VMA activity filter (§3.2 step 4; "this PID faulted here" is "a thread of this mm
+took a hint fault in this VMA in the last two 4 x scan_delay windows"). In tiering mode only
+slow-tier folios are marked (mm/memory.py change_prot_numa), and marking stamps the folio's
+access time. Slow-tier faults skip task_numa_fault's statistics in this mode, so the period is
+never adapted: it stays at task_scan_start() = max(1000 ms / (2560 MB / scan_size),
+scan_period_min / ceil(RSS / scan_size)), e.g. 500 ms for 512 MiB, the 100 ms floor from
+2.5 GiB of RSS up (§3.2 "tiering-only caveat").
+
+Faults (§3.3). The hook ``kernel.numa_hint_fault_hook`` receives the pfns of each batch of hint
+faults (mm/memory.py counts numa_hint_faults and _local). The default MOF policy targets the
+faulting CPU's node; a slow-tier folio there goes to should_numa_migrate_memory's tiering
+branch, per destination node: free-space bypass (§3.4) -> 60-s threshold adjustment -> hint
+fault latency (fault ms - access-time stamp, modulo the stamp's width, the stamp swapped to
+now) below the threshold -> 1-s candidate rate limit. Admitted folios go through
+migrate_misplaced_folio_prepare (balanced destination: free > HIGH + nr, else kswapd is
+woken; no dirty page-cache folios; on an LRU) and are migrated synchronously: while a group's
+accesses run, the engine charges that group for the migration (its threads stall).
+
+Costs. task_numa_work runs in the task's context in the kernel (task_work on return to user).
+By default (``scan_cost = "daemon"``) its CPU time is charged to this detector, reported as
+detector overhead, so the runs compare with the kthread detectors; ``scan_cost = "task"``
+charges it to the group instead (one thread does the work: the group's clock, the mean of its
+threads, stalls by cost / threads). Either way the time feeds the 32x overhead throttle.
+The cost is ``numa_scan_pte_ns`` per entry made PROT_NONE plus ``scan_pte_ns`` per present
+entry looked at.
+
+docs/numab-kscand.md lists the knobs, defaults and simplifications.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..mm.constants import PAGE_SHIFT, PG_anon, PMD_SIZE
+from ..mm.memory import change_prot_numa
+from ..mm.migrate import migrate_misplaced_folios_one_by_one
+from ..mm.physmem import WMARK_PROMO
+from ..mm.process import (
+    VM_EXEC, VM_HUGETLB, VM_IO, VM_MIXEDMAP, VM_PFNMAP, VM_READ, VM_WRITE,
+)
+from ..mm.vmstat import register_vmstat
+from ..promote.base import HINT_FAULT
+from ..sim.engine import MS
+from ..sim.plugins import register_detector
+from .base import Detector
+
+# debugfs /sys/kernel/debug/sched/numa_balancing/ and sysctl defaults (§3.1)
+SCAN_PERIOD_MIN_MS = 1000
+SCAN_PERIOD_MAX_MS = 60000
+SCAN_SIZE_MB = 256
+SCAN_DELAY_MS = 1000
+HOT_THRESHOLD_MS = 1000
+PROMOTE_RATE_LIMIT_MBPS = 65536
+MAX_SCAN_WINDOW_MB = 2560                 # task_scan_min(): 100 ms floor at 256 MB
+NUMA_MIGRATION_ADJUST_STEPS = 16          # threshold unit = 2 * ref / 16 (125 ms at 1000)
+TICK_NSEC = 1_000_000                     # HZ = 1000
+# PAGE_ACCESS_TIME_MASK: the access time lives in last_cpupid's bits (LAST_CPUPID_SHIFT =
+# 8 PID bits + NR_CPUS_BITS). 21 bits fits NR_CPUS = 8192; a 524-s stamp never wraps in runs
+# of minutes either way. [K]
+ACCESS_TIME_BITS = 21
+SCAN_COST = ("daemon", "task")
+
+register_vmstat("pgpromote_candidate_nrl")
+
+
+class FolioField:
+    """A per-folio value kept, like a folio flag, by the folio's identity: (mm, page slot) for
+    anon memory, (file, offset) for the page cache. Migration keeps the identity (it copies
+    mapping and index), so the value follows the folio to its new pfn as the kernel's
+    folio_migrate_flags() copies last_cpupid and the idle/young flags."""
+
+    def __init__(self, kernel, dtype, default):
+        self.kernel, self.dtype, self.default = kernel, np.dtype(dtype), default
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def _keys(self, heads):
+        pm = self.kernel.pm
+        owner = pm.mapping[heads].astype(np.int64)
+        owner = np.where((pm.flags[heads] & PG_anon) != 0, owner, -owner)
+        return owner, pm.index[heads].astype(np.int64)
+
+    @staticmethod
+    def _groups(owner):
+        if owner.size == 0:
+            return
+        lo, hi = int(owner.min()), int(owner.max())
+        if lo == hi:
+            yield lo, np.ones(owner.size, bool)
+            return
+        for o in np.unique(owner):
+            yield int(o), owner == o
+
+    def get(self, heads) -> np.ndarray:
+        heads = np.asarray(heads, np.int64)
+        out = np.full(heads.size, self.default, self.dtype)
+        owner, idx = self._keys(heads)
+        for o, sel in self._groups(owner):
+            arr = self._arrays.get(o)
+            if arr is None:
+                continue
+            i = idx[sel]
+            vals = np.full(i.size, self.default, self.dtype)
+            inside = i < arr.size
+            vals[inside] = arr[i[inside]]
+            out[sel] = vals
+        return out
+
+    def set(self, heads, values) -> None:
+        heads = np.asarray(heads, np.int64)
+        values = np.broadcast_to(np.asarray(values, self.dtype), heads.shape)
+        owner, idx = self._keys(heads)
+        for o, sel in self._groups(owner):
+            i = idx[sel]
+            arr = self._arrays.get(o)
+            need = int(i.max()) + 1
+            if arr is None or arr.size < need:
+                new = np.full(max(need, 2 * (0 if arr is None else arr.size)), self.default,
+                              self.dtype)
+                if arr is not None:
+                    new[:arr.size] = arr
+                arr = self._arrays[o] = new
+            arr[i] = values[sel]
+
+
+# ---- per destination node: the promotion state of §1.5/§3.4 --------------------------------
+def toptier_mask(kernel) -> np.ndarray:
+    m = np.zeros(kernel.machine.nr_nodes, bool)
+    m[list(kernel.machine.toptier_nodes)] = True
+    return m
+
+
+def pgdat_free_space_enough(kernel, nid: int, nr_free=None) -> bool:
+    """pgdat_free_space_enough() (§3.4): free pages above WMARK_PROMO + max(1 GiB,
+    present/16) (one zone per node)."""
+    pm = kernel.pm
+    free = int(pm.node_free[nid]) if nr_free is None else int(nr_free)
+    enough = max(1 << (30 - PAGE_SHIFT), int(pm.node_present[nid]) // 16)
+    return free > int(pm.watermarks[nid, WMARK_PROMO]) + enough
+
+
+@dataclass
+class PromotionState:
+    """The pgdat fields of §3.4, one entry per node: 1-s rate-limit window and 60-s threshold
+    window (ms), the candidate snapshots, and nbp_threshold (0 = use the default)."""
+
+    nr_nodes: int
+    nbp_rl_start: np.ndarray = field(init=False)
+    nbp_rl_nr_cand: np.ndarray = field(init=False)
+    nbp_th_start: np.ndarray = field(init=False)
+    nbp_th_nr_cand: np.ndarray = field(init=False)
+    nbp_threshold: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        for name in ("nbp_rl_start", "nbp_rl_nr_cand", "nbp_th_start", "nbp_th_nr_cand",
+                     "nbp_threshold"):
+            setattr(self, name, np.zeros(self.nr_nodes, np.int64))
+
+
+# ---- per task and per VMA state ---------------------------------------------------------
+@dataclass
+class VmaNumab:
+    """vma->numab_state."""
+
+    start_scan_seq: int
+    next_scan: int               # jiffies
+    pids_active_reset: int       # jiffies
+    prev_scan_seq: int
+    pids_active: list = field(default_factory=lambda: [False, False])
+
+
+@dataclass
+class TaskNuma:
+    """One thread group: its threads' node_stamp/numa_scan_period and the mm's scan state."""
+
+    group: object
+    node_stamp: np.ndarray       # ns of runtime, per thread
+    scan_period: np.ndarray      # ms, per thread
+    numa_next_scan: int          # jiffies
+    numa_scan_offset: int = 0    # address
+    numa_scan_seq: int = 0
+    vmas: dict = field(default_factory=dict)
+    passes: int = 0
+
+    @property
+    def mm(self):
+        return self.group.mm
+
+
+class NumaBalancing(Detector):
+    """NUMAB2 (``pghot=False``) or NUMAB2 as a pghot source (``pghot=True``)."""
+
+    name = "numab2"
+
+    def __init__(self, promoter=None, *, pghot: bool = False, costs=None,
+                 scan_period_min_ms: int = SCAN_PERIOD_MIN_MS,
+                 scan_period_max_ms: int = SCAN_PERIOD_MAX_MS,
+                 scan_size_mb: int = SCAN_SIZE_MB, scan_delay_ms: int = SCAN_DELAY_MS,
+                 hot_threshold_ms: int = HOT_THRESHOLD_MS,
+                 promote_rate_limit_mbps: int = PROMOTE_RATE_LIMIT_MBPS,
+                 access_time_bits: int = ACCESS_TIME_BITS, tick_ms: float = 10.0,
+                 scan_cost: str = "daemon", honor_mempolicy: bool = False):
+        super().__init__(promoter)
+        if pghot and promoter is None:
+            raise ValueError("numab2-pghot reports to a promotion engine; none was given")
+        if scan_cost not in SCAN_COST:
+            raise ValueError(f"scan_cost must be one of {SCAN_COST}, got {scan_cost!r}")
+        for key, v, lo in (("scan_period_min_ms", scan_period_min_ms, 1),
+                           ("scan_period_max_ms", scan_period_max_ms, 1),
+                           ("scan_size_mb", scan_size_mb, 1), ("scan_delay_ms", scan_delay_ms, 0),
+                           ("hot_threshold_ms", hot_threshold_ms, 1),
+                           ("promote_rate_limit_mbps", promote_rate_limit_mbps, 0),
+                           ("access_time_bits", access_time_bits, 8)):
+            if int(v) != v or int(v) < lo:
+                raise ValueError(f"{key} must be an integer >= {lo}, got {v}")
+        self.pghot = bool(pghot)
+        self.name = "numab2-pghot" if self.pghot else "numab2"
+        self.costs = costs
+        self.scan_period_min_ms, self.scan_period_max_ms = int(scan_period_min_ms), \
+            int(scan_period_max_ms)
+        self.scan_size_mb, self.scan_delay_ms = int(scan_size_mb), int(scan_delay_ms)
+        self.hot_threshold_ms = int(hot_threshold_ms)
+        self.rate_limit_mbps = int(promote_rate_limit_mbps)
+        self.time_mask = (1 << int(access_time_bits)) - 1
+        self.period_ns = int(round(float(tick_ms) * MS))
+        if self.period_ns <= 0:
+            raise ValueError(f"tick_ms must be > 0, got {tick_ms}")
+        self.scan_cost, self.honor_mempolicy = scan_cost, bool(honor_mempolicy)
+        self.kernel = None
+        self.engine = None
+        self.tasks: list[TaskNuma] = []
+        self.promoted_pfns: list[np.ndarray] = []   # pfns before migration
+        self.promoted_ns: list[np.ndarray] = []
+        self.stats = {"passes": 0, "pte_updates": 0, "huge_updates": 0, "entries_scanned": 0,
+                      "faults": 0, "candidates": 0, "free_space": 0, "latency_refused": 0,
+                      "rate_limited": 0, "not_migrated": 0,
+                      "promoted": 0, "reported": 0, "latency_sum_ms": 0, "latency_n": 0}
+
+    # ---- knobs derived as the kernel derives them -----------------------------------------
+    @property
+    def rate_limit_pages(self) -> int:
+        """numa_balancing_promote_rate_limit_MBps << (20 - PAGE_SHIFT): pages per second."""
+        return self.rate_limit_mbps << (20 - PAGE_SHIFT)
+
+    @property
+    def scan_size_pages(self) -> int:
+        return self.scan_size_mb << (20 - PAGE_SHIFT)
+
+    def task_nr_scan_windows(self, rss_pages: int) -> int:
+        """task_nr_scan_windows(): RSS in scan_size windows, rounded up (at least 1)."""
+        n = self.scan_size_pages
+        rss = rss_pages or n
+        return -(-rss // n)
+
+    def task_scan_min(self, rss_pages: int) -> int:
+        """task_scan_min(): max(1000 / (MAX_SCAN_WINDOW / scan_size), period_min / windows)."""
+        windows = MAX_SCAN_WINDOW_MB // self.scan_size_mb if \
+            self.scan_size_mb < MAX_SCAN_WINDOW_MB else 1
+        floor = 1000 // windows
+        return max(floor, self.scan_period_min_ms // self.task_nr_scan_windows(rss_pages))
+
+    def task_scan_start(self, rss_pages: int) -> int:
+        """task_scan_start() without a numa group: task_scan_min()."""
+        return self.task_scan_min(rss_pages)
+
+    def task_scan_max(self, rss_pages: int) -> int:
+        return max(self.task_scan_min(rss_pages),
+                   self.scan_period_max_ms // self.task_nr_scan_windows(rss_pages))
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self, engine) -> None:
+        k = engine.kernel
+        if k.numa_hint_fault_hook is not None:
+            raise ValueError("another NUMA-balancing detector already handles hint faults")
+        self.kernel, self.engine = k, engine
+        self.toptier = toptier_mask(k)
+        self.state = PromotionState(k.machine.nr_nodes)
+        self.access_time = FolioField(k, np.int64, self.time_mask)   # cpupid -1: all ones
+        j = k.jiffies
+        for g in engine.groups:
+            self.tasks.append(TaskNuma(
+                g, np.zeros(g.threads, np.int64),
+                np.full(g.threads, self.scan_delay_ms, np.int64),  # p->numa_scan_period
+                j + self.scan_delay_ms))                           # init_numa_balancing()
+        self.by_mm = {t.mm.id: t for t in self.tasks}
+        k.numa_hint_fault_hook = self.hint_fault
+
+    def run(self, engine) -> None:
+        for t in self.tasks:
+            if t.group.finished_ns is not None:
+                continue                  # the task exited
+            self.task_tick_numa(engine, t)
+
+    # ---- scanning -------------------------------------------------------------------------
+    def task_tick_numa(self, engine, t: TaskNuma) -> None:
+        """task_tick_numa() for every thread of the group (their runtime is the clock)."""
+        runtime = engine.now
+        period = t.scan_period * MS
+        fire = runtime > t.node_stamp + period
+        if not fire.any():
+            return
+        first = fire & (t.node_stamp == 0)
+        if first.any():
+            t.scan_period[first] = self.task_scan_start(self._rss(t.mm))
+        t.node_stamp[fire] += period[fire]
+        if self.kernel.jiffies < t.numa_next_scan:
+            return
+        for thread in np.flatnonzero(fire):
+            if self.task_numa_work(engine, t, int(thread)):
+                break                     # the others find numa_next_scan in the future
+
+    @staticmethod
+    def _rss(mm) -> int:
+        r = mm.rss()
+        return r["anon"] + r["file"]
+
+    def task_numa_work(self, engine, t: TaskNuma, thread: int) -> bool:
+        """task_numa_work() by ``thread``; returns whether it scanned (won numa_next_scan)."""
+        k = self.kernel
+        now = k.jiffies
+        if now < t.numa_next_scan:
+            return False
+        t.numa_next_scan = now + int(t.scan_period[thread])
+        t.node_stamp[thread] += 2 * TICK_NSEC
+        updated, scanned = self._scan(t, now)
+        c = self.costs or engine.costs
+        cost = updated * c.numa_scan_pte_ns + scanned * c.scan_pte_ns
+        if self.scan_cost == "daemon":
+            engine.charge(cost)
+        else:
+            t.group.stall_ns += cost / t.group.threads
+        t.node_stamp[thread] += int(32 * cost)
+        t.passes += 1
+        self.stats["passes"] += 1
+        return True
+
+    def _vma_skipped(self, vma) -> bool:
+        f = vma.flags
+        if f & (VM_IO | VM_PFNMAP | VM_HUGETLB | VM_MIXEDMAP):
+            return True           # !vma_migratable(), hugetlb, MIXEDMAP
+        if self.honor_mempolicy and vma.policy.mode != "local":
+            return True           # !vma_policy_mof(): only the default policy migrates on fault
+        if vma.file is not None and (f & (VM_READ | VM_WRITE)) == VM_READ:
+            return True           # read-only file mapping (shared libraries)
+        return not (f & (VM_READ | VM_WRITE | VM_EXEC))   # !vma_is_accessible()
+
+    def _vma_is_accessed(self, t: TaskNuma, vma, st: VmaNumab) -> bool:
+        """vma_is_accessed(): the first two sequences, recent hint faults here, a scan already
+        inside the VMA, or not scanned for more sequences than the mm has threads."""
+        if t.numa_scan_seq - st.start_scan_seq < 2:
+            return True
+        if st.pids_active[0] or st.pids_active[1]:
+            return True
+        if t.numa_scan_offset > vma.start:
+            return True
+        return t.numa_scan_seq > st.prev_scan_seq + t.group.threads
+
+    def _scan(self, t: TaskNuma, now: int) -> tuple[int, int]:
+        """The VMA loop of task_numa_work(). Returns (entries made PROT_NONE, entries seen)."""
+        mm = t.mm
+        pages = self.scan_size_pages
+        virtpages = pages * 8
+        start = t.numa_scan_offset
+        vmas = list(mm.vmas)            # sorted by start
+        i = next((n for n, v in enumerate(vmas) if v.end > start), None)
+        if i is None:
+            self._reset_ptenuma_scan(t)
+            start, i = 0, 0
+        updated = scanned = 0
+        reset_period = 4 * self.scan_delay_ms          # VMA_PID_RESET_PERIOD
+        stopped = False
+        while i < len(vmas):
+            vma = vmas[i]
+            i += 1
+            if self._vma_skipped(vma):
+                continue
+            st = t.vmas.get(vma)
+            if st is None:
+                nxt = now + self.scan_delay_ms
+                st = t.vmas[vma] = VmaNumab(t.numa_scan_seq, nxt, nxt + reset_period,
+                                            t.numa_scan_seq - 1)
+            if t.numa_scan_seq and now < st.next_scan:
+                continue                  # a new VMA of a long-lived task waits scan_delay
+            if t.numa_scan_seq and now > st.pids_active_reset:
+                st.pids_active_reset += reset_period
+                st.pids_active = [st.pids_active[1], False]
+            if st.prev_scan_seq == t.numa_scan_seq:
+                t.numa_scan_offset = vma.end
+                continue
+            if not self._vma_is_accessed(t, vma, st):
+                continue
+            while True:
+                start = max(start, vma.start)
+                end = min(-(-(start + (pages << PAGE_SHIFT)) // PMD_SIZE) * PMD_SIZE, vma.end)
+                res = change_prot_numa(vma, start, end, skip_toptier=True)
+                self._stamp(res.heads, now)
+                updated += res.nr_updated - res.nr_huge * 511   # entries, a THP is one
+                scanned += res.nr_scanned
+                self.stats["pte_updates"] += res.nr_updated
+                self.stats["huge_updates"] += res.nr_huge
+                if res.nr_updated:
+                    pages -= (end - start) >> PAGE_SHIFT
+                virtpages -= (end - start) >> PAGE_SHIFT
+                start = end
+                if pages <= 0 or virtpages <= 0:
+                    stopped = True
+                    break
+                if end == vma.end:
+                    break
+            if stopped:
+                break
+            st.prev_scan_seq = t.numa_scan_seq   # this VMA is done for this sequence
+        if stopped:
+            t.numa_scan_offset = start
+        else:
+            self._reset_ptenuma_scan(t)
+        self.stats["entries_scanned"] += scanned
+        return updated, scanned
+
+    @staticmethod
+    def _reset_ptenuma_scan(t: TaskNuma) -> None:
+        t.numa_scan_seq += 1
+        t.numa_scan_offset = 0
+
+    def _stamp(self, heads, now_ms: int) -> None:
+        """folio_xchg_access_time() at marking, for slow-tier folios (folio_use_access_time)."""
+        if heads.size == 0:
+            return
+        slow = ~self.toptier[self.kernel.pm.node_of(heads)]
+        self.access_time.set(heads[slow], now_ms & self.time_mask)
+
+    # ---- the hint-fault path ------------------------------------------------------------
+    def hint_fault(self, mm, pfns, writes, cpu_nid) -> None:
+        """The rest of do_numa_page()/do_huge_pmd_numa_page() after the entries are restored
+        (the kernel's numa_hint_fault_hook)."""
+        k = self.kernel
+        pm = k.pm
+        pfns = np.asarray(pfns, np.int64)
+        if pfns.size == 0:
+            return
+        self.stats["faults"] += int(pfns.size)
+        t = self.by_mm.get(mm.id)
+        if t is not None:
+            self._set_access_pid_bits(t, pfns)
+        heads = pm.folio_head(pfns)
+        src = pm.node_of(heads)
+        dst = int(cpu_nid)              # MOF default policy: the faulting CPU's node
+        # the tiering branch: a slow-tier folio whose target is another node with memory
+        misplaced = ~self.toptier[src] & (src != dst)
+        heads = heads[misplaced]
+        if heads.size == 0:
+            return
+        _, first = np.unique(heads, return_index=True)     # a folio faults once per batch
+        heads = heads[np.sort(first)]
+        if self.pghot:
+            self.promoter.record_access(heads, dst, HINT_FAULT, k.jiffies)
+            self.stats["reported"] += int(heads.size)
+            return
+        self.promote(heads, dst)
+
+    def _set_access_pid_bits(self, t: TaskNuma, pfns) -> None:
+        """vma_set_access_pid_bit() for the VMAs the faults hit."""
+        if not t.vmas:
+            return
+        pm = self.kernel.pm
+        mapping, index = pm.mapping[pfns], pm.index[pfns].astype(np.int64)
+        anon = (pm.flags[pfns] & PG_anon) != 0
+        for vma, st in t.vmas.items():
+            if vma.file is None:
+                hit = anon & (mapping == t.mm.id) & (index >= vma.start_slot) & \
+                    (index < vma.end_slot)
+            else:
+                hit = ~anon & (mapping == vma.file.id) & (index >= vma.pgoff) & \
+                    (index < vma.pgoff + vma.nr_pages)
+            if hit.any():
+                st.pids_active[1] = True
+
+    def promote(self, heads, dst: int) -> np.ndarray:
+        """should_numa_migrate_memory()'s tiering branch (§3.3) for each folio in fault order,
+        then prepare and migrate the admitted ones. Returns the folios migrated (old pfns)."""
+        k, pm, s = self.kernel, self.kernel.pm, self.state
+        nr = pm.folio_nr_pages(heads)
+        now = k.jiffies                              # jiffies_to_msecs at HZ=1000
+        self.stats["candidates"] += int(heads.size)
+        # free-space bypass: holds for a prefix of the batch (free only falls as we promote)
+        before = int(pm.node_free[dst]) - (np.cumsum(nr) - nr)
+        enough = max(1 << (30 - PAGE_SHIFT), int(pm.node_present[dst]) // 16)
+        n_fs = int((before > int(pm.watermarks[dst, WMARK_PROMO]) + enough).sum())
+        admitted = [heads[:n_fs]]
+        if n_fs:
+            s.nbp_threshold[dst] = 0
+            k.vmstat.count("pgpromote_candidate_nrl", dst, int(nr[:n_fs].sum()))
+            self.stats["free_space"] += n_fs
+        rest, rnr = heads[n_fs:], nr[n_fs:]
+        if rest.size:
+            rl = self.rate_limit_pages
+            self.numa_promotion_adjust_threshold(dst, rl, self.hot_threshold_ms)
+            th = int(s.nbp_threshold[dst]) or self.hot_threshold_ms
+            latency = self.numa_hint_fault_latency(rest, now)
+            self.stats["latency_sum_ms"] += int(latency.sum())
+            self.stats["latency_n"] += int(latency.size)
+            hot = latency < th
+            self.stats["latency_refused"] += int((~hot).sum())
+            cand, cnr = rest[hot], rnr[hot]
+            if cand.size:
+                ok = self.numa_promotion_rate_limit(dst, rl, cnr, now)
+                self.stats["rate_limited"] += int((~ok).sum())
+                admitted.append(cand[ok])
+        admitted = np.concatenate(admitted)
+        if admitted.size == 0:
+            return admitted
+        return self.migrate_misplaced(admitted, dst)
+
+    def migrate_misplaced(self, heads, dst: int) -> np.ndarray:
+        """migrate_misplaced_folio_prepare() then migrate_misplaced_folio() for each admitted
+        folio in fault order (mm/migrate.py): a balanced destination (free > HIGH + nr, else
+        kswapd is woken there), no dirty page-cache folio, on an LRU; the copy runs in the
+        faulting task. numa_pages_migrated and pgpromote_success are counted there. Returns
+        the old pfns of the folios moved."""
+        k = self.kernel
+        ok = migrate_misplaced_folios_one_by_one(k, heads, dst)
+        self.stats["not_migrated"] += int((~ok).sum())
+        self.stats["promoted"] += int(ok.sum())
+        old = heads[ok]
+        self.promoted_pfns.append(old)
+        self.promoted_ns.append(np.full(old.size, k.clock_ns, np.int64))
+        return old
+
+    def numa_hint_fault_latency(self, heads, now_ms: int) -> np.ndarray:
+        """(now - folio_xchg_access_time(folio, now)) & PAGE_ACCESS_TIME_MASK."""
+        last = self.access_time.get(heads)
+        self.access_time.set(heads, now_ms & self.time_mask)
+        return (now_ms - last) & self.time_mask
+
+    def numa_promotion_adjust_threshold(self, nid: int, rate_limit: int, ref_th: int) -> None:
+        """numa_promotion_adjust_threshold(): at most once per scan_period_max (60 s), move
+        nbp_threshold one unit towards a candidate rate of rate_limit, with +-10% hysteresis."""
+        k, s = self.kernel, self.state
+        now = k.jiffies
+        th_period = self.scan_period_max_ms
+        if now - int(s.nbp_th_start[nid]) <= th_period:
+            return
+        s.nbp_th_start[nid] = now
+        ref_cand = rate_limit * th_period // 1000
+        nr_cand = int(k.vmstat.node("pgpromote_candidate")[nid])
+        diff = nr_cand - int(s.nbp_th_nr_cand[nid])
+        unit = ref_th * 2 // NUMA_MIGRATION_ADJUST_STEPS
+        th = int(s.nbp_threshold[nid]) or ref_th
+        if diff > ref_cand * 11 // 10:
+            th = max(th - unit, unit)
+        elif diff < ref_cand * 9 // 10:
+            th = min(th + unit, ref_th * 2)
+        s.nbp_th_nr_cand[nid] = nr_cand
+        s.nbp_threshold[nid] = th
+
+    def numa_promotion_rate_limit(self, nid: int, rate_limit: int, nr, now_ms: int) -> np.ndarray:
+        """numa_promotion_rate_limit() for successive candidates of ``nr`` pages each: count
+        them in pgpromote_candidate, open a new 1-s window at the first if the last opened
+        more than 1000 ms ago, and refuse each whose window count reaches the limit. Returns
+        the mask of candidates not limited."""
+        k, s = self.kernel, self.state
+        nr = np.asarray(nr, np.int64)
+        c0 = int(k.vmstat.node("pgpromote_candidate")[nid])
+        k.vmstat.count("pgpromote_candidate", nid, int(nr.sum()))
+        after = c0 + np.cumsum(nr)                   # node_page_state after each mod
+        if now_ms - int(s.nbp_rl_start[nid]) > 1000:
+            s.nbp_rl_start[nid] = now_ms
+            s.nbp_rl_nr_cand[nid] = int(after[0])
+        return after - int(s.nbp_rl_nr_cand[nid]) < rate_limit
+
+
+# ---- registration -------------------------------------------------------------------------
+PARAMS = {"scan_period_min_ms": False, "scan_period_max_ms": False, "scan_size_mb": False,
+          "scan_delay_ms": False, "hot_threshold_ms": False, "promote_rate_limit_mbps": False,
+          "access_time_bits": False, "tick_ms": False, "scan_cost": False,
+          "honor_mempolicy": False}
+
+
+def _params(component) -> dict:
+    component.check_keys(PARAMS)
+    p, c, f = component.params, component.checker(), component.field_path
+    out = {}
+    for key, default, lo in (("scan_period_min_ms", SCAN_PERIOD_MIN_MS, 1),
+                             ("scan_period_max_ms", SCAN_PERIOD_MAX_MS, 1),
+                             ("scan_size_mb", SCAN_SIZE_MB, 1),
+                             ("scan_delay_ms", SCAN_DELAY_MS, 0),
+                             ("hot_threshold_ms", HOT_THRESHOLD_MS, 1),
+                             ("promote_rate_limit_mbps", PROMOTE_RATE_LIMIT_MBPS, 0),
+                             ("access_time_bits", ACCESS_TIME_BITS, 8)):
+        out[key] = c.int_at_least(p.get(key, default), f(key), lo)
+    tick = c.number_in(p.get("tick_ms", 10.0), f("tick_ms"), 0, 1e6)
+    if tick <= 0:
+        c.fail(f("tick_ms"), f"expected a number > 0, got {tick}")
+    out["tick_ms"] = tick
+    out["scan_cost"] = c.choice(p.get("scan_cost", "daemon"), f("scan_cost"), SCAN_COST)
+    out["honor_mempolicy"] = c.boolean(p.get("honor_mempolicy", False), f("honor_mempolicy"))
+    return out
+
+
+@register_detector("numab2")
+def make_numab2(component, kernel, costs, promoter):
+    return [NumaBalancing(None, costs=costs, **_params(component))]
+
+
+@register_detector("numab2-pghot")
+def make_numab2_pghot(component, kernel, costs, promoter):
+    params = _params(component)
+    if promoter is None:
+        component.fail("", "numab2-pghot reports hint faults to a promotion engine: add an "
+                           "[engine] (e.g. pghot-v3)")
+    return [NumaBalancing(promoter, pghot=True, costs=costs, **params)]

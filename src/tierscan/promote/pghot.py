@@ -1,0 +1,568 @@
+"""pghot RFC v3: per-PFN hotness records for lower-tier memory and the kmigrated threads that
+promote the pages whose record became READY (promotion-spec §1.2-§1.5, §1.8-§1.9).
+
+State is one uint64 word per pfn of every lower-tier node (the mem_section hot_map), laid out
+as in §1.3: nid bits 0-9, freq bits 10-12, time bits 13-31 (jiffies mod 2^19), READY bit 63.
+``record_access`` applies the v3 update rule to the head pfn of each reported folio, in report
+order (a compiled loop: the same pfn can come several times in one call). One ``Kmigrated``
+daemon per lower-tier node polls its node's PGDAT_KMIGRATED_ACTIVATE flag every
+``kmigrated_interval_ms`` and, when it is set, walks the node: test-and-clear READY, zero the
+record, admission (§1.5: free space, latency threshold, 1-s rate limit, 60-s threshold
+adjustment), migrate_misplaced_folio_prepare, batches of ``batch`` folios flushed on a
+target-node change and at the end through migrate_misplaced_folios_batch.
+
+``literal = true`` reproduces the v3 code as posted (§1.3 quirks): (a) the field masks are
+built from the shifts, so nid reads as 0, time keeps 13 bits and freq overlaps time; (b)
+admission compares full-width jiffies with the archived masked time; (c) IBS reports carry
+nid 0. docs/promotion.md lists every simplification.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..configcheck import is_int
+from ..mm.constants import HZ, PAGE_SHIFT, PG_lru, PG_tail
+from ..mm.migrate import (
+    OK, count_prepare_failures, migrate_misplaced_folios_batch, misplaced_prepare_reasons,
+)
+from ..mm.physmem import WMARK_PROMO
+from ..mm.vmstat import register_vmstat
+from ..sim.config import Component
+from ..sim.engine import MS, Daemon
+from ..sim.plugins import register_engine
+from ..sim.promotion_metrics import folio_identities
+from ..units import describe_value
+from .base import HINT_FAULT, HW_HINTS, PGTABLE_SCAN, SOURCES, PromotionEngine
+
+# ---- v3 constants (include/linux/pghot.h, promotion-spec §1.3) -------------------------------
+PGHOT_NID_WIDTH, PGHOT_FREQ_WIDTH, PGHOT_TIME_WIDTH = 10, 3, 19
+PGHOT_NID_SHIFT = 0
+PGHOT_FREQ_SHIFT = PGHOT_NID_SHIFT + PGHOT_NID_WIDTH      # 10
+PGHOT_TIME_SHIFT = PGHOT_FREQ_SHIFT + PGHOT_FREQ_WIDTH    # 13
+PGHOT_MIGRATE_READY = 63
+PGHOT_NID_MAX = 1 << PGHOT_NID_WIDTH                      # nid >= this: -EINVAL
+PGHOT_FREQ_MAX = 1 << PGHOT_FREQ_WIDTH                    # the freq cap as posted (8)
+# intended masks ((1 << WIDTH) - 1) and the posted ones ((1 << SHIFT) - 1): quirk (a)
+MASKS_INTENDED = ((1 << PGHOT_NID_WIDTH) - 1, (1 << PGHOT_FREQ_WIDTH) - 1,
+                  (1 << PGHOT_TIME_WIDTH) - 1)
+MASKS_LITERAL = ((1 << PGHOT_NID_SHIFT) - 1, (1 << PGHOT_FREQ_SHIFT) - 1,
+                 (1 << PGHOT_TIME_SHIFT) - 1)               # 0, 1023, 8191
+KMIGRATED_MIGRATION_ADJUST_STEPS = 16
+KMIGRATED_PROMOTION_THRESHOLD_WINDOW = 60_000               # ms
+MSEC_PER_SEC = 1000
+ENOUGH_FREE_BYTES = 1 << 30                                 # pgdat_free_space_enough: 1 GiB
+
+# CPU time of one step of kmigrated's PFN walk (pfn_to_online_page, page_folio, folio_nid,
+# folio_test_lru, test_and_clear_bit on the record). The cost model has no entry for it yet;
+# a ``pfn_walk_ns`` field there overrides this. An estimate: a few cached loads and one
+# atomic bit operation on sequential memory.
+PFN_WALK_NS = 5.0
+# most folios kmigrated evaluates at a time (bounds the work between flushes)
+_MAX_WINDOW = 1 << 16
+_BLOCK = 512  # the records are grouped in 2 MiB blocks with a "may hold READY" flag
+
+register_vmstat(
+    "pghot_recorded_accesses", "pghot_recorded_hwhints", "pghot_recorded_pgtscans",
+    "pghot_recorded_hintfaults", "pgpromote_candidate_nrl",
+    # tierscan's own: what kmigrated did with the READY records it consumed
+    "pghot_kmigrated_ready", "pghot_kmigrated_right_node", "pghot_kmigrated_bad_nid",
+    "pghot_kmigrated_refused_latency", "pghot_kmigrated_refused_ratelimit",
+)
+_SOURCE_COUNTER = {HW_HINTS: "pghot_recorded_hwhints", PGTABLE_SCAN: "pghot_recorded_pgtscans",
+                   HINT_FAULT: "pghot_recorded_hintfaults"}
+
+
+# ---- shared helpers (kpromoted and direct use them too) --------------------------------------
+def read_params(component: Component, kernel, spec: dict) -> dict:
+    """Validate ``component.params`` against ``spec`` (key -> (default, kind)) and return the
+    values with defaults filled in. kinds: ("int", min), "bool", "sources", "node"."""
+    component.check_keys({k: False for k in spec})
+    c = component.checker()
+    out = {}
+    for key, (default, kind) in spec.items():
+        v = component.params.get(key, default)
+        field = component.field_path(key)
+        if isinstance(kind, tuple) and kind[0] == "int":
+            out[key] = c.int_at_least(v, field, kind[1])
+        elif kind == "bool":
+            out[key] = c.boolean(v, field)
+        elif kind == "node":
+            n = kernel.machine.nr_nodes
+            if not is_int(v) or not 0 <= v < n:
+                c.fail(field, f"expected a node id in [0, {n - 1}], got {describe_value(v)}")
+            out[key] = v
+        elif kind == "sources":
+            if not isinstance(v, (list, tuple)):
+                c.fail(field, f"expected an array of sources ({', '.join(SOURCES)}), "
+                              f"got {describe_value(v)}")
+            for i, s in enumerate(v):
+                if s not in SOURCES or not isinstance(s, str):
+                    c.fail(f"{field}[{i}]", f"expected one of {', '.join(map(repr, SOURCES))}, "
+                                            f"got {describe_value(s)}")
+                if s in v[:i]:
+                    c.fail(f"{field}[{i}]", f"source {s!r} is listed twice")
+            out[key] = tuple(v)
+        else:  # pragma: no cover - a spec bug
+            raise ValueError(kind)
+    return out
+
+
+def make_component(name: str, component, params: dict) -> Component:
+    if component is None:
+        return Component(name=name, params=params)
+    if params:
+        raise TypeError("give either a component or keyword parameters, not both")
+    return component
+
+
+class LowerTierPfns:
+    """The pfns of every lower-tier node, as one dense index (nodes in id order)."""
+
+    def __init__(self, kernel):
+        pm = kernel.pm
+        tiers = np.array([n.tier for n in kernel.machine.nodes], dtype=np.int64)
+        self.is_lower = tiers > 0
+        self.nodes = tuple(int(n) for n in np.flatnonzero(self.is_lower))
+        self.node_start = pm.node_start
+        self.base = np.full(pm.nr_nodes, -1, dtype=np.int64)
+        size = 0
+        for nid in self.nodes:
+            self.base[nid] = size
+            lo, hi = pm.node_range(nid)
+            size += hi - lo
+        self.size = size
+
+    def index(self, pfns, nids) -> np.ndarray:
+        """Record index of lower-tier pfns whose nodes are ``nids``."""
+        return pfns - self.node_start[nids] + self.base[nids]
+
+    def span(self, nid: int) -> tuple[int, int]:
+        lo = int(self.base[nid])
+        return lo, lo + int(self.node_start[nid + 1] - self.node_start[nid])
+
+    def pfn(self, idx, nid: int) -> np.ndarray:
+        """The pfns of record indexes of node ``nid``."""
+        return idx - self.base[nid] + self.node_start[nid]
+
+    def pfn_of(self, idx) -> np.ndarray:
+        """The pfns of record indexes of any lower-tier node."""
+        nodes = np.array(self.nodes, dtype=np.int64)
+        k = np.searchsorted(self.base[nodes], idx, side="right") - 1
+        return idx - self.base[nodes[k]] + self.node_start[nodes[k]]
+
+
+def nearest_cpu_node(kernel, nid: int) -> int:
+    """Where a kthread bound to CPU-less ``nid`` runs: the closest node with CPUs."""
+    m = kernel.machine
+    cpu_nodes = m.cpu_nodes or (0,)
+    return min(cpu_nodes, key=lambda c: (m.distance[nid][c], c))
+
+
+def normalize_report(kernel, pfns, nid):
+    """pfns as int64 and the nid of each (NUMA_NO_NODE for any negative value)."""
+    pfns = np.asarray(pfns, dtype=np.int64).ravel()
+    nids = np.asarray(nid, dtype=np.int64)
+    if nids.ndim == 0:
+        nids = np.full(pfns.size, int(nids), dtype=np.int64)
+    else:
+        nids = nids.ravel()
+        if nids.size != pfns.size:
+            raise ValueError(f"record_access: {pfns.size} pfns but {nids.size} nids")
+        nids = nids.copy()
+    nids[nids < 0] = -1
+    return pfns, nids
+
+
+def lower_tier_lru_heads(kernel, lower: LowerTierPfns, pfns):
+    """Which reports pass "pfn valid, not on a top-tier node, folio on an LRU" (§1.2 filters
+    4-5); returns (mask over pfns, head pfns of the passing ones, their nodes)."""
+    pm = kernel.pm
+    node = pm.node_of(pfns)
+    keep = node >= 0
+    keep[keep] = lower.is_lower[node[keep]]
+    heads = pm.folio_head(pfns[keep])
+    lru = (pm.flags[heads] & PG_lru) != 0
+    keep[keep] = lru
+    return keep, heads[lru], node[keep]
+
+
+class FirstReports:
+    """When each lower-tier pfn was first reported (ns, -1: never), for the engine's
+    ``first_report_ns`` (pfn -> ns), which is filled for promoted pfns only."""
+
+    def __init__(self, size: int):
+        self.ns = np.full(size, -1, dtype=np.int64)
+
+    def seen(self, idx, now_jiffies: int) -> None:
+        fresh = idx[self.ns[idx] < 0]
+        self.ns[fresh] = int(now_jiffies) * (1_000_000_000 // HZ)
+
+    def promoted(self, engine, idx, pfns) -> None:
+        """Hand the first-report times of promoted pfns to ``engine.first_report_ns`` and
+        forget them (the old pfns are free now)."""
+        t = self.ns[idx]
+        has = t >= 0
+        engine.first_report_ns.update(zip(pfns[has].tolist(), t[has].tolist()))
+        self.ns[idx] = -1
+
+
+def count_per_node(vm, name: str, nodes, nr_nodes: int) -> None:
+    counts = np.bincount(np.asarray(nodes, dtype=np.int64), minlength=nr_nodes)
+    for n in np.flatnonzero(counts):
+        vm.count(name, int(n), int(counts[n]))
+
+
+# ---- the record update (pghot_record_access's CAS loop body) ---------------------------------
+_READY = -(1 << 63)   # bit 63 in the int64 view of the records
+
+
+@njit(cache=True, nogil=True)
+def _pghot_update(rec, idx, nids, now, window, threshold, literal, hint, default_node,
+                  nid_mask, freq_mask, time_mask, freq_max, out):
+    """Apply one report per i, in order, to rec[idx[i]] (int64 view of the uint64 words)."""
+    t = now & time_mask
+    for i in range(idx.size):
+        j = idx[i]
+        h = rec[j]
+        old_nid = (h >> 0) & nid_mask
+        old_freq = (h >> 10) & freq_mask
+        old_time = (h >> 13) & time_mask
+        nid = nids[i]
+        d = t - old_time                       # unsigned long in the kernel: < 0 wraps huge
+        expired = d < 0 or d > window
+        new_window = (expired and not hint) or (nid != -1 and old_nid != nid)
+        if new_window:
+            freq = 1
+        elif old_freq < freq_max:
+            freq = old_freq + 1
+        else:
+            # as posted, freq is left unassigned here (it can only happen with the literal
+            # masks, where freq reads the time bits): keep the old value
+            freq = old_freq
+        tgt = default_node if nid == -1 else nid
+        if literal:
+            h &= ~(nid_mask << 0)              # the posted masks: nid_mask = 0 clears nothing
+            h &= ~(freq_mask << 10)
+            h &= ~(time_mask << 13)
+            h |= (tgt & nid_mask) << 0
+            h |= (freq & freq_mask) << 10
+            h |= (t & time_mask) << 13
+        else:
+            h &= ~np.int64(0xFFFFFFFF)
+            h |= tgt & nid_mask
+            h |= min(freq, freq_mask) << 10    # a 3-bit field holds 7 at most
+            h |= t << 13
+        if freq > threshold:
+            h |= np.int64(_READY)
+        rec[j] = h
+        out[i] = h < 0
+
+
+class Kmigrated(Daemon):
+    """kmigrated<N>: the per-lower-tier-node promotion thread of pghot v3 (§1.4)."""
+
+    def __init__(self, pghot: "PghotV3", nid: int):
+        self.pghot, self.nid = pghot, int(nid)
+        self.name = f"kmigrated{nid}"
+        self.period_ns = pghot.kmigrated_interval_ms * MS
+        self.cpu_node = nearest_cpu_node(pghot.kernel, nid)
+
+    def run(self, engine) -> None:
+        self.pghot.kmigrated_do_work(self.nid, engine)
+
+
+class PghotV3(PromotionEngine):
+    """pghot RFC v3 (engine "pghot-v3"). Params: freq_window_ms (5000), freq_threshold (2),
+    rate_limit_MBps (65536), kmigrated_interval_ms (100), batch (512), sources (all three),
+    literal (false), default_node (0)."""
+
+    name = "pghot-v3"
+    period_ns = 100 * MS     # nothing to do on its own: the kmigrated daemons do the work
+
+    PARAMS = {
+        "freq_window_ms": (5000, ("int", 0)),
+        "freq_threshold": (2, ("int", 0)),
+        "rate_limit_MBps": (65536, ("int", 0)),
+        "kmigrated_interval_ms": (100, ("int", 1)),
+        "batch": (512, ("int", 1)),
+        "sources": (list(SOURCES), "sources"),
+        "literal": (False, "bool"),
+        "default_node": (0, "node"),
+    }
+
+    def __init__(self, kernel, costs=None, component: Component | None = None, **params):
+        super().__init__()
+        p = read_params(make_component(self.name, component, params), kernel, self.PARAMS)
+        self.kernel, self.costs = kernel, costs
+        self.freq_window_ms = p["freq_window_ms"]
+        self.freq_threshold = p["freq_threshold"]
+        self.rate_limit_MBps = p["rate_limit_MBps"]
+        self.kmigrated_interval_ms = p["kmigrated_interval_ms"]
+        self.batch = p["batch"]
+        self.sources = frozenset(p["sources"])
+        self.literal = p["literal"]
+        self.default_node = p["default_node"]
+        self.masks = MASKS_LITERAL if self.literal else MASKS_INTENDED
+        self.walk_step_ns = float(getattr(costs, "pfn_walk_ns", PFN_WALK_NS))
+        nr_nodes = kernel.machine.nr_nodes
+        self.lower = LowerTierPfns(kernel)
+        self.records = np.zeros(self.lower.size, dtype=np.uint64)   # the hot_map words
+        self._rec64 = self.records.view(np.int64)
+        self._block_ready = np.zeros(self.lower.size // _BLOCK, dtype=bool)
+        self._first = FirstReports(self.lower.size)
+        self.activate = np.zeros(nr_nodes, dtype=bool)               # PGDAT_KMIGRATED_ACTIVATE
+        # per-destination pgdat promotion state (§1.5)
+        self.nbp_threshold = np.zeros(nr_nodes, dtype=np.int64)
+        self.nbp_th_start = np.zeros(nr_nodes, dtype=np.int64)
+        self.nbp_th_nr_cand = np.zeros(nr_nodes, dtype=np.int64)
+        self.nbp_rl_start = np.zeros(nr_nodes, dtype=np.int64)
+        self.nbp_rl_nr_cand = np.zeros(nr_nodes, dtype=np.int64)
+        self.kmigrated = [Kmigrated(self, nid) for nid in self.lower.nodes]
+
+    # ---- pghot_record_access ------------------------------------------------------------------
+    def record_access(self, pfns, nid, src: str, now_jiffies: int) -> int:
+        """pghot_record_access() for each (pfn, nid) in order (§1.2, §1.3). Returns how many
+        records were updated."""
+        if src not in SOURCES:
+            raise ValueError(f"unknown hotness source {src!r} (expected one of: "
+                             f"{', '.join(SOURCES)})")
+        k = self.kernel
+        vm, n_nodes = k.vmstat, k.machine.nr_nodes
+        pfns, nids = normalize_report(k, pfns, nid)
+        if pfns.size == 0:
+            return 0
+        if self.literal and src == HW_HINTS:
+            nids[:] = 0                              # quirk (c): the IBS nid is never filled
+        valid = nids < PGHOT_NID_MAX                  # filter 2, before any counting
+        pfns, nids = pfns[valid], nids[valid]
+        where = np.where((nids >= 0) & (nids < n_nodes), nids, self.default_node)
+        count_per_node(vm, "pghot_recorded_accesses", where, n_nodes)
+        if src not in self.sources:                  # filter 3: the source's static key
+            return 0
+        count_per_node(vm, _SOURCE_COUNTER[src], where, n_nodes)
+        keep, heads, nodes = lower_tier_lru_heads(k, self.lower, pfns)
+        if heads.size == 0:
+            return 0
+        idx = self.lower.index(heads, nodes)
+        self._first.seen(idx, now_jiffies)
+        ready = np.zeros(idx.size, dtype=np.bool_)
+        nid_mask, freq_mask, time_mask = self.masks
+        _pghot_update(self._rec64, idx, nids[keep], int(now_jiffies),
+                      self.freq_window_ms * HZ // MSEC_PER_SEC, self.freq_threshold,
+                      self.literal, src == HINT_FAULT, self.default_node,
+                      nid_mask, freq_mask, time_mask, PGHOT_FREQ_MAX, ready)
+        if ready.any():
+            self._block_ready[idx[ready] // _BLOCK] = True
+            self.activate[np.unique(nodes[ready])] = True
+        return int(idx.size)
+
+    # ---- record decoding ----------------------------------------------------------------------
+    def decode(self, words) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(nid, freq, time, ready) of record words, read with this engine's masks."""
+        w = np.asarray(words, dtype=np.uint64).view(np.int64)
+        nid_mask, freq_mask, time_mask = self.masks
+        return ((w >> PGHOT_NID_SHIFT) & nid_mask, (w >> PGHOT_FREQ_SHIFT) & freq_mask,
+                (w >> PGHOT_TIME_SHIFT) & time_mask, w < 0)
+
+    def record_of(self, pfns) -> np.ndarray:
+        """The record words of lower-tier pfns (for tests and reports)."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        return self.records[self.lower.index(pfns, self.kernel.node_of(pfns))]
+
+    # ---- kmigrated ----------------------------------------------------------------------------
+    def kmigrated_do_work(self, nid: int, engine) -> None:
+        """One wake-up of kmigrated<nid>: if PGDAT_KMIGRATED_ACTIVATE is set, clear it and
+        walk every pfn of the node (§1.4)."""
+        if not self.activate[nid]:
+            return
+        self.activate[nid] = False
+        k = self.kernel
+        pm, vm = k.pm, k.vmstat
+        lo, hi = self.lower.span(nid)
+        p0, p1 = pm.node_range(nid)
+        # the walk's cost: one step per base page, one per THP (it steps by folio size)
+        steps = (p1 - p0) - np.count_nonzero(pm.order[p0:p1]) // 512 * 511
+        engine.charge(steps * self.walk_step_ns)
+        blocks = lo // _BLOCK + np.flatnonzero(self._block_ready[lo // _BLOCK:hi // _BLOCK])
+        if blocks.size == 0:
+            return
+        view = self._rec64.reshape(-1, _BLOCK)
+        r, c = np.nonzero(view[blocks] < 0)
+        idx = blocks[r] * _BLOCK + c                      # READY records, in pfn order
+        pfns = self.lower.pfn(idx, nid)
+        flags = pm.flags[pfns]
+        # the walk lands on heads and base pages only (it steps over THP tails), and skips
+        # folios that are not on an LRU before looking at the record
+        visit = ((flags & PG_tail) == 0) & ((flags & PG_lru) != 0)
+        idx, heads = idx[visit], pfns[visit]
+        words = self.records[idx]
+        self.records[idx] = 0                             # test-and-clear READY, zero the rest
+        self._block_ready[blocks] = (view[blocks] < 0).any(axis=1)
+        if idx.size == 0:
+            return
+        vm.count("pghot_kmigrated_ready", nid, int(idx.size))
+        targets, _, times, _ = self.decode(words)
+        bad = targets >= k.machine.nr_nodes               # no such node: nothing to do
+        right = ~bad & (targets == nid)                   # already on its target
+        if bad.any():
+            vm.count("pghot_kmigrated_bad_nid", nid, int(bad.sum()))
+        if right.any():
+            vm.count("pghot_kmigrated_right_node", nid, int(right.sum()))
+        go = ~bad & ~right
+        self._promote(heads[go], targets[go], times[go], engine)
+        k.after_op()
+
+    def free_space_enough(self) -> np.ndarray:
+        """pgdat_free_space_enough() for every node (§3.4): free pages above the PROMO
+        watermark plus max(1 GiB, node_present_pages / 16)."""
+        pm = self.kernel.pm
+        enough = np.maximum(ENOUGH_FREE_BYTES >> PAGE_SHIFT, pm.node_present >> 4)
+        return pm.node_free > pm.watermarks[:, WMARK_PROMO] + enough
+
+    def adjust_threshold(self, dst: int, rate_limit: int, ref_th: int, now_ms: int) -> None:
+        """kmigrated_promotion_adjust_threshold() (§1.5): at most once per 60 s per
+        destination, move nbp_threshold by one step (ref_th * 2 / 16) toward the rate the
+        candidates should have come at."""
+        if now_ms - self.nbp_th_start[dst] > KMIGRATED_PROMOTION_THRESHOLD_WINDOW:
+            self.nbp_th_start[dst] = now_ms
+            ref_cand = rate_limit * KMIGRATED_PROMOTION_THRESHOLD_WINDOW // MSEC_PER_SEC
+            nr_cand = int(self.kernel.vmstat.node("pgpromote_candidate")[dst])
+            diff_cand = nr_cand - int(self.nbp_th_nr_cand[dst])
+            unit_th = ref_th * 2 // KMIGRATED_MIGRATION_ADJUST_STEPS
+            th = int(self.nbp_threshold[dst]) or ref_th
+            if diff_cand > ref_cand * 11 // 10:
+                th = max(th - unit_th, unit_th)
+            elif diff_cand < ref_cand * 9 // 10:
+                th = min(th + unit_th, ref_th * 2)
+            self.nbp_th_nr_cand[dst] = nr_cand
+            self.nbp_threshold[dst] = th
+
+    def _latency_ms(self, times) -> np.ndarray:
+        now = self.kernel.jiffies
+        if self.literal:       # quirk (b): full-width jiffies minus the masked archived time
+            lat = now - times
+        else:
+            lat = (now - times) & self.masks[2]
+        return lat * MSEC_PER_SEC // HZ
+
+    def _promote(self, heads, targets, times, engine) -> None:
+        """Steps 4-7 of §1.4 for the consumed records, in walk order: admission
+        (kmigrated_should_migrate_memory), prepare, batching and the batch flushes.
+
+        Vectorised in windows: admission and prepare depend on the destination's free pages,
+        which change only when a batch is flushed, so each window is evaluated against the
+        current state up to the folio that triggers the next flush (the 513th prepared
+        folio, or the first with another target); that folio was admitted and prepared before
+        the flush, as in the kernel, and starts the next batch.
+        """
+        k = self.kernel
+        pm, vm = k.pm, k.vmstat
+        n = heads.size
+        if n == 0:
+            return
+        nr = pm.folio_nr_pages(heads)
+        lat = self._latency_ms(times)
+        now_ms = k.jiffies * MSEC_PER_SEC // HZ
+        rate_limit = self.rate_limit_MBps << (20 - PAGE_SHIFT)     # MB_TO_PAGES
+        ref_th = self.freq_window_ms
+        pending: list[np.ndarray] = []
+        pending_n, pending_nid = 0, -1
+        pos = 0
+        first_window = window = 2 * self.batch + 2     # room for a flush when most folios go
+        while pos < n:
+            end = min(pos + window, n)
+            h, d, f, lt = heads[pos:end], targets[pos:end], nr[pos:end], lat[pos:end]
+            m = end - pos
+            fe = self.free_space_enough()[d]
+            for dst in np.unique(d[~fe]):
+                self.adjust_threshold(int(dst), rate_limit, ref_th, now_ms)
+            th = np.where(self.nbp_threshold > 0, self.nbp_threshold, ref_th)[d]
+            lat_ok = ~fe & (lt < th)
+            rl_ok = np.zeros(m, bool)
+            cand_after = np.zeros(m, np.int64)
+            cand_now = vm.node("pgpromote_candidate")
+            for dst in np.unique(d[lat_ok]):
+                sel = np.flatnonzero(lat_ok & (d == dst))
+                cum = int(cand_now[dst]) + np.cumsum(f[sel])
+                if now_ms - self.nbp_rl_start[dst] > MSEC_PER_SEC:
+                    snap = cum[0]            # a new 1-s window opens at the first candidate
+                else:
+                    snap = int(self.nbp_rl_nr_cand[dst])
+                rl_ok[sel] = cum - snap < rate_limit
+                cand_after[sel] = cum
+            admitted = fe | (lat_ok & rl_ok)
+            reasons = np.full(m, -1, np.int8)
+            for dst in np.unique(d[admitted]):
+                sel = admitted & (d == dst)
+                reasons[sel] = misplaced_prepare_reasons(k, h[sel], int(dst))
+            go = np.flatnonzero(reasons == OK)
+            cut, trigger = m, -1
+            if go.size:
+                bnid = pending_nid if pending_n else int(d[go[0]])
+                room = self.batch - pending_n
+                other = np.flatnonzero(d[go] != bnid)
+                j = min(room, int(other[0]) if other.size else go.size)
+                if j < go.size:
+                    trigger = int(go[j])
+                    cut = trigger + 1
+                joined = go[:j]
+                if joined.size:
+                    pending.append(h[joined])
+                    pending_n += joined.size
+                    pending_nid = bnid
+            self._commit(d[:cut], f[:cut], fe[:cut], lat_ok[:cut], rl_ok[:cut],
+                         cand_after[:cut], reasons[:cut], now_ms)
+            if trigger >= 0:
+                self._flush(np.concatenate(pending), pending_nid, engine)
+                pending, pending_n, pending_nid = [h[[trigger]]], 1, int(d[trigger])
+                window = first_window
+            else:                                   # mostly refused: look further ahead
+                window = min(2 * window, _MAX_WINDOW)
+            pos += cut
+        if pending_n:
+            self._flush(np.concatenate(pending), pending_nid, engine)
+
+    def _commit(self, d, f, fe, lat_ok, rl_ok, cand_after, reasons, now_ms) -> None:
+        """Apply the state changes and counts of the processed folios."""
+        vm = self.kernel.vmstat
+        n_nodes = self.kernel.machine.nr_nodes
+        if fe.any():   # the free-space shortcut: workload changed, reset the threshold
+            self.nbp_threshold[np.unique(d[fe])] = 0
+            for dst in np.unique(d[fe]):
+                vm.count("pgpromote_candidate_nrl", int(dst), int(f[fe & (d == dst)].sum()))
+        for dst in np.unique(d[lat_ok]):
+            sel = np.flatnonzero(lat_ok & (d == dst))
+            vm.count("pgpromote_candidate", int(dst), int(f[sel].sum()))
+            if now_ms - self.nbp_rl_start[dst] > MSEC_PER_SEC:
+                self.nbp_rl_start[dst] = now_ms
+                self.nbp_rl_nr_cand[dst] = cand_after[sel[0]]
+        refused_lat = ~fe & ~lat_ok
+        refused_rl = lat_ok & ~rl_ok
+        if refused_lat.any():
+            count_per_node(vm, "pghot_kmigrated_refused_latency", d[refused_lat], n_nodes)
+        if refused_rl.any():
+            count_per_node(vm, "pghot_kmigrated_refused_ratelimit", d[refused_rl], n_nodes)
+        failed = reasons > OK
+        for dst in np.unique(d[failed]):
+            count_prepare_failures(self.kernel, reasons[failed & (d == dst)], int(dst))
+
+    def _flush(self, heads, nid: int, engine) -> None:
+        """migrate_misplaced_folios_batch() of one batch; promotions are noted."""
+        k = self.kernel
+        ids = folio_identities(k, heads)
+        ok = migrate_misplaced_folios_batch(k, heads, nid)
+        if ok.any():
+            self.note_promoted(heads[ok], engine.now, ids[ok])
+            old = heads[ok]
+            self._first.promoted(self, self.lower.index(old, k.node_of(old)), old)
+
+
+@register_engine("pghot-v3")
+def _pghot_v3(component, kernel, costs):
+    engine = PghotV3(kernel, costs, component)
+    return [engine, *engine.kmigrated]
+
+
+__all__ = ["FirstReports", "Kmigrated", "LowerTierPfns", "PghotV3", "read_params"]
