@@ -21,6 +21,8 @@ _SUBCOMMANDS = (
     ("tierscan.cli.machine", False),
     ("tierscan.cli.demo", True),
     ("tierscan.cli.lru_gen", False),
+    ("tierscan.cli.reproduce", False),
+    ("tierscan.cli.compare", False),
     ("tierscan.cli.run", False),
     ("tierscan.cli.vmstat", False),
     ("tierscan.cli.report", False),

@@ -18,7 +18,9 @@ Two kthreads, two daemons here:
   consecutive observation). Accessed lower-tier folios are queued (folio, address) on the mm's
   migration list, each folio at most once per scan; then the folio is marked idle.
   After the scan the mm's period and size adapt (``kscand_update_mmslot_info``, the §4 table)
-  and its target becomes the toptier node with most scanned pages, else ``target_node``.
+  and its target becomes the toptier node with most scanned pages, else ``target_node``. The
+  next scan resumes just past the last PTE any walk visited, as posted (stale when the last
+  VMAs walked had no page tables); with faithful quirks off, after the last VMA walked.
 - the migrator (``kscand-migrate``, every ``migrate_sleep_ms`` = 20 ms) takes the next mm with
   a non-empty list and drains it, one folio at a time: still mapped there, on an LRU, not
   shared, still hot (an active MGLRU generation), on a lower tier, not on the target; then

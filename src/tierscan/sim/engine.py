@@ -109,6 +109,7 @@ class Engine:
             raise ConfigError("a workload phase has no access count or duration, so the run "
                               "needs a duration", field="duration")
         self.model.attach(self)
+        self.vmstat_setup = k.vmstat.as_dict()  # what populating and placing memory counted
         for d in self.daemons:
             d.next_ns = d.period_ns
             d.start(self)
@@ -233,6 +234,7 @@ class Engine:
             "finished_ns": {g.spec.name: g.finished_ns for g in self.groups},
             "accesses_per_thread": {g.spec.name: g.total for g in self.groups},
             "vmstat": self.kernel.vmstat.as_dict(),
+            "vmstat_setup": self.vmstat_setup,
             "cpu_ns": dict(sorted(self.accounting.cpu_ns.items())),
             "sim_time_ns": self.now,
         }

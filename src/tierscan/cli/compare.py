@@ -1,0 +1,83 @@
+"""`tierscan compare`: one workload, several hot-page sources, one table and one set of plots."""
+
+from __future__ import annotations
+
+import argparse
+
+_EXAMPLES = """\
+examples:
+  tierscan compare --workload zipf --detectors klruscand,numab2,ibs,oracle,none
+  tierscan compare --workload pghot-bench --set workload.mode=2 --set workload.scale=0.1 \\
+      --machine zen5-cxl --detectors klruscand,numab2,numab2-pghot,ibs,none --plot plots/
+  tierscan compare --workload hotset --set workload.size=256MiB --model exact --json-dir runs/
+
+Sources: klruscand, ibs and numab2-pghot report into the promotion engine (--engine, default
+pghot-v3); numab2 (upstream), kscand, damon and oracle promote by themselves; none (alias
+numab0) runs without any."""
+
+SELF_PROMOTING = {"numab2", "kscand", "damon", "oracle"}
+NONE = {"none", "numab0"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("compare", help="compare hot-page sources on one workload",
+                              description=__doc__, epilog=_EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", required=True, help="a workload name (docs/workloads.md)")
+    p.add_argument("--detectors", required=True,
+                   help="comma-separated sources, e.g. klruscand,numab2,ibs,oracle,none")
+    p.add_argument("--machine", default="laptop", help="a machine preset (default laptop)")
+    p.add_argument("--engine", default="pghot-v3", help="promotion engine for reporting sources")
+    p.add_argument("--model", choices=["rate", "exact"], default="rate", help="access model")
+    p.add_argument("--duration", help="run length, e.g. 5s (default: until the workload ends)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a key of every run's config, e.g. workload.alpha=1.2")
+    p.add_argument("--plot", metavar="DIR", help="write comparison PNGs into DIR")
+    p.add_argument("--json-dir", metavar="DIR", help="save each run's result file in DIR")
+    p.add_argument("--raw", action="store_true", help="raw numbers instead of human units")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def run_config(args, source: str) -> dict:
+    d = {"name": source, "seed": args.seed, "access_model": args.model,
+         "machine": {"preset": args.machine}, "workload": {"name": args.workload}}
+    if args.duration:
+        d["duration"] = args.duration
+    if source in SELF_PROMOTING:
+        d["detectors"] = [{"name": source}]
+    elif source not in NONE:
+        d["detectors"] = [{"name": source}]
+        d["engine"] = {"name": args.engine}
+    return d
+
+
+def run(args) -> int:
+    import os
+
+    from tierscan.cli.run import make_console, note
+    from tierscan.errors import ConfigError
+    from tierscan.report.plots import plot_all
+    from tierscan.report.tables import compare_table
+    from tierscan.sim.config import config_from_dict
+    from tierscan.sim.run import run_experiment
+
+    sources = [s.strip() for s in args.detectors.split(",") if s.strip()]
+    if not sources:
+        raise ConfigError("expected at least one source", field="--detectors")
+    cfgs = {s: config_from_dict(run_config(args, s), where="<compare>", overrides=args.overrides)
+            for s in sources}          # validate every run before running any
+    results = {}
+    for source, cfg in cfgs.items():
+        results[source] = run_experiment(cfg)
+        note(f"{source}: done", args.quiet)
+        if args.json_dir:
+            os.makedirs(args.json_dir, exist_ok=True)
+            results[source].save(os.path.join(args.json_dir, f"{source}.json"))
+    make_console().print(compare_table(results).to_rich(raw=args.raw))
+    if args.plot:
+        written, skipped = plot_all(results, args.plot)
+        for line in skipped:
+            note(line, args.quiet)
+    return 0

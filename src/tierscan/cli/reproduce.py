@@ -1,0 +1,69 @@
+"""`tierscan reproduce pghot-v3`: the pghot RFC v3 experiment, our numbers beside the cover
+letter's (docs/reproductions.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tierscan.report import atomic_write
+
+_EXAMPLES = """\
+examples:
+  tierscan reproduce pghot-v3 --mode 2                 # one mode, full scale (minutes)
+  tierscan reproduce pghot-v3 --mode all --json out.json
+  tierscan reproduce pghot-v3 --mode 1 --scale 0.05    # a quick, smaller run
+
+Five sources per mode: numab0, numab2 (upstream), numab2-pghot, klruscand (500 ms) and
+ibs, the last three into pghot v3. The per-thread access count is the one fitted value
+(to the published NUMAB0 Mode 1 time); every other number is a prediction."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("reproduce", help="reproduce a published experiment",
+                              description=__doc__, epilog=_EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=["pghot-v3"], help="the experiment to reproduce")
+    p.add_argument("--mode", default="all", choices=["1", "2", "3", "all"],
+                   help="benchmark mode (default all)")
+    p.add_argument("--runs", type=int, default=1, help="runs per configuration (default 1)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply footprint and accesses (0 < SCALE <= 1, default 1)")
+    p.add_argument("--model", choices=["rate", "exact"], default="rate", help="access model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="OUT", help="save the result table as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rich.table import Table
+
+    from tierscan.cli.run import make_console, note
+    from tierscan.errors import ConfigError
+    from tierscan.experiments.pghot_v3 import reproduce
+
+    if not 0 < args.scale <= 1 or args.runs < 1:
+        raise ConfigError("expected 0 < --scale <= 1 and --runs >= 1", field="arguments")
+    modes = (1, 2, 3) if args.mode == "all" else (int(args.mode),)
+    out = reproduce(modes, scale=args.scale, runs=args.runs, seed=args.seed,
+                    access_model=args.model,
+                    progress=lambda m, s, r: note(f"mode {m}: {s} run {r + 1} done", args.quiet))
+    console = make_console()
+    for mode, row in out["modes"].items():
+        t = Table(title=f"pghot RFC v3, Mode {mode} (ours vs published)")
+        for col in ("source", "time (s)", "published (s)", "ratio", "published ratio",
+                    "migrated", "published migrated"):
+            t.add_column(col, justify="left" if col == "source" else "right")
+        for source, c in row.items():
+            p = c["published"]
+            t.add_row(source, f"{c['runtime_us'] / 1e6:.1f}", f"{p['runtime_us'] / 1e6:.1f}",
+                      f"{c['ratio_to_numab0']:.3f}", f"{p['ratio_to_numab0']:.3f}",
+                      f"{c['promoted']:,}", f"{p['promoted']:,}")
+        console.print(t)
+    for o in out["orderings"]:
+        console.print(f"Mode {o['mode']}: {o['ordering']:<32} {'holds' if o['holds'] else 'does NOT hold'}")
+    if args.json:
+        text = json.dumps(out, indent=1, sort_keys=True) + "\n"
+        atomic_write(args.json, lambda f: f.write(text))
+    return 0
