@@ -49,7 +49,8 @@ class Accounting:
     def charge(self, ns: float) -> None:
         cur = self.current
         if isinstance(cur, ThreadGroup):
-            cur.stall_ns += ns
+            cur.stall_ns += ns / cur.threads  # one thread of the group did it: the group clock
+            #                                   is its threads' mean
         elif cur is not None:
             self.cpu_ns[cur.name] = self.cpu_ns.get(cur.name, 0.0) + ns
 
