@@ -491,12 +491,14 @@ def numastat_table(result: RunResult) -> Table:
 
 
 def compare_table(results: Mapping[str, RunResult], title: str = "comparison") -> Table:
-    """One row per run (``{label: result}``, e.g. one per detector): runtime, promotions,
+    """One row per run (``{label: result}``, e.g. one per detector): runtime, pages promoted
+    (the promotion summary's count, which every engine and self-promoting detector records;
+    pgpromote_success when a run has none),
     demotions, fast-tier hit ratio, daemon CPU, time to promote (if recorded) and wall time."""
     with_ttp = any(ttp_quantile(r, 50) is not None for r in results.values())
     cols = [Column("label", "detector"), Column("runtime_ns", "runtime", "ns"),
             Column("sim_time_ns", "simulated", "ns"),
-            Column("pgpromote_success", "promotions", "count"),
+            Column("promoted_pages", "promoted pages", "count"),
             Column("pgdemote", "demotions", "count"),
             Column("fast_tier_hit_ratio", "fast-tier hits", "ratio"),
             Column("daemon_cpu_ns", "daemon CPU", "ns"),
@@ -508,7 +510,9 @@ def compare_table(results: Mapping[str, RunResult], title: str = "comparison") -
     for label, r in results.items():
         vm = r.final.get("vmstat") or {}
         cpu = sum(daemon_cpu_ns(r).values())
-        row = [label, r.final.get("runtime_ns"), r.sim_time_ns, vm.get("pgpromote_success"),
+        promoted = (r.final.get("promotion") or {}).get("promoted_pages",
+                                                         vm.get("pgpromote_success"))
+        row = [label, r.final.get("runtime_ns"), r.sim_time_ns, promoted,
                demotions(vm), overall_hit_ratio(r), cpu,
                cpu / r.sim_time_ns if r.sim_time_ns else float("nan")]
         if with_ttp:
