@@ -58,7 +58,7 @@ from ..mm.process import (
     VM_EXEC, VM_HUGETLB, VM_IO, VM_MIXEDMAP, VM_PFNMAP, VM_READ, VM_WRITE,
 )
 from ..mm.vmstat import register_vmstat
-from ..promote.base import HINT_FAULT
+from ..promote.base import HINT_FAULT, adjusted_threshold
 from ..sim.engine import MS
 from ..sim.plugins import register_detector
 from .base import Detector
@@ -562,14 +562,9 @@ class NumaBalancing(Detector):
         ref_cand = rate_limit * th_period // 1000
         nr_cand = int(k.vmstat.node("pgpromote_candidate")[nid])
         diff = nr_cand - int(s.nbp_th_nr_cand[nid])
-        unit = ref_th * 2 // NUMA_MIGRATION_ADJUST_STEPS
-        th = int(s.nbp_threshold[nid]) or ref_th
-        if diff > ref_cand * 11 // 10:
-            th = max(th - unit, unit)
-        elif diff < ref_cand * 9 // 10:
-            th = min(th + unit, ref_th * 2)
         s.nbp_th_nr_cand[nid] = nr_cand
-        s.nbp_threshold[nid] = th
+        s.nbp_threshold[nid] = adjusted_threshold(int(s.nbp_threshold[nid]), ref_th, diff,
+                                                  ref_cand, NUMA_MIGRATION_ADJUST_STEPS)
 
     def numa_promotion_rate_limit(self, nid: int, rate_limit: int, nr, now_ms: int) -> np.ndarray:
         """numa_promotion_rate_limit() for successive candidates of ``nr`` pages each: count

@@ -18,6 +18,19 @@ HW_HINTS, PGTABLE_SCAN, HINT_FAULT = "hwhints", "pgtscan", "hintfault"
 SOURCES = (HW_HINTS, PGTABLE_SCAN, HINT_FAULT)
 
 
+def adjusted_threshold(th: int, ref_th: int, diff_cand: int, ref_cand: int, steps: int) -> int:
+    """The 60-s hot-threshold step of numa_promotion_adjust_threshold() and its pghot copy
+    (promotion-spec §1.5): too many candidates lower the threshold by 2·ref/steps (not below
+    one step), too few raise it (not above 2·ref)."""
+    unit = ref_th * 2 // steps
+    th = th or ref_th
+    if diff_cand > ref_cand * 11 // 10:
+        return max(th - unit, unit)
+    if diff_cand < ref_cand * 9 // 10:
+        return min(th + unit, ref_th * 2)
+    return th
+
+
 class PromotionEngine(Daemon):
     name = "promotion-engine"
 

@@ -34,7 +34,9 @@ from ..sim.engine import MS, Daemon
 from ..sim.plugins import register_engine
 from ..sim.promotion_metrics import folio_identities
 from ..units import describe_value
-from .base import HINT_FAULT, HW_HINTS, PGTABLE_SCAN, SOURCES, PromotionEngine
+from .base import (
+    HINT_FAULT, HW_HINTS, PGTABLE_SCAN, SOURCES, PromotionEngine, adjusted_threshold,
+)
 
 # ---- v3 constants (include/linux/pghot.h, promotion-spec §1.3) -------------------------------
 PGHOT_NID_WIDTH, PGHOT_FREQ_WIDTH, PGHOT_TIME_WIDTH = 10, 3, 19
@@ -430,14 +432,10 @@ class PghotV3(PromotionEngine):
             ref_cand = rate_limit * KMIGRATED_PROMOTION_THRESHOLD_WINDOW // MSEC_PER_SEC
             nr_cand = int(self.kernel.vmstat.node("pgpromote_candidate")[dst])
             diff_cand = nr_cand - int(self.nbp_th_nr_cand[dst])
-            unit_th = ref_th * 2 // KMIGRATED_MIGRATION_ADJUST_STEPS
-            th = int(self.nbp_threshold[dst]) or ref_th
-            if diff_cand > ref_cand * 11 // 10:
-                th = max(th - unit_th, unit_th)
-            elif diff_cand < ref_cand * 9 // 10:
-                th = min(th + unit_th, ref_th * 2)
             self.nbp_th_nr_cand[dst] = nr_cand
-            self.nbp_threshold[dst] = th
+            self.nbp_threshold[dst] = adjusted_threshold(
+                int(self.nbp_threshold[dst]), ref_th, diff_cand, ref_cand,
+                KMIGRATED_MIGRATION_ADJUST_STEPS)
 
     def _latency_ms(self, times) -> np.ndarray:
         now = self.kernel.jiffies

@@ -17,9 +17,9 @@ matplotlib is imported only by ``plots`` and ``heatmap``'s PNG writer, so import
 from __future__ import annotations
 
 import os
-import secrets
 
 from tierscan.errors import ConfigError
+from tierscan.sim.results import atomic_write as _atomic_write
 
 __all__ = ["atomic_write", "check_output_dir", "check_output_file", "ensure_dir"]
 
@@ -73,27 +73,5 @@ def ensure_dir(path, what: str = "output directory") -> str:
 
 
 def atomic_write(path, write, *, binary: bool = False) -> str:
-    """Write a file atomically: ``write(f)`` fills a temporary file in the same directory, which
-    is then renamed over ``path``. On any failure the temporary file is removed and the previous
-    file (if any) is left untouched; an OSError becomes a one-line ConfigError naming ``path``.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    try:
-        mode = "wb" if binary else "w"
-        kwargs = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with open(tmp, mode, **kwargs) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ConfigError(f"cannot write: {e.strerror or e}", where=path) from None
-        raise
-    return path
+    """Write a file atomically (sim.results.atomic_write, the one implementation)."""
+    return _atomic_write(path, write, binary=binary)

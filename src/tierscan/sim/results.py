@@ -157,26 +157,11 @@ class RunResult:
             json.dump(doc, path_or_file, **_DUMP_ARGS)
             path_or_file.write("\n")
             return
-        path = os.fspath(path_or_file)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = _create_temp(path, directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                json.dump(doc, f, **_DUMP_ARGS)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(e, OSError):
-                raise ConfigError(f"cannot write result file: {e.strerror or e}",
-                                  where=path) from None
-            raise
-        _fsync_dir(directory)
+        def write(f):
+            json.dump(doc, f, **_DUMP_ARGS)
+            f.write("\n")
+
+        atomic_write(path_or_file, write, what="result file")
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -504,7 +489,34 @@ def _deep_equal(a, b) -> bool:
 # -- atomic writing --------------------------------------------------------------------------
 
 
-def _create_temp(path: str, directory: str) -> tuple[int, str]:
+def atomic_write(path, write, *, binary: bool = False, what: str = "file") -> str:
+    """Write a file atomically: ``write(f)`` fills a temporary file in the same directory,
+    which is flushed to disk and renamed over ``path``. On any failure the temporary file is
+    removed and the previous file (if any) is left untouched; an OSError becomes a one-line
+    ConfigError naming ``path``. Every file tierscan writes goes through here."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = _create_temp(path, directory, what)
+    try:
+        kwargs = {} if binary else {"encoding": "utf-8", "newline": "\n"}
+        with os.fdopen(fd, "wb" if binary else "w", **kwargs) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise ConfigError(f"cannot write {what}: {e.strerror or e}", where=path) from None
+        raise
+    _fsync_dir(directory)
+    return path
+
+
+def _create_temp(path: str, directory: str, what: str) -> tuple[int, str]:
     base = os.path.basename(path)
     for _ in range(100):
         tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
@@ -514,7 +526,7 @@ def _create_temp(path: str, directory: str) -> tuple[int, str]:
         except FileExistsError:
             continue
         except OSError as e:
-            raise ConfigError(f"cannot write result file: {e.strerror or e}", where=path) from None
+            raise ConfigError(f"cannot write {what}: {e.strerror or e}", where=path) from None
     raise ConfigError("cannot create a temporary file next to it", where=path)
 
 
