@@ -1,0 +1,57 @@
+"""tierscan compare, reproduce and demo, end to end on small runs, and their bad-input paths."""
+
+import json
+
+import pytest
+
+from tierscan.cli.main import main
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_compare_prints_one_row_per_source(capsys, tmp_path):
+    rc = main(["compare", "--workload", "hotset", "--detectors", "klruscand,oracle,none",
+               "--duration", "300ms", "--set", "workload.size=32MiB", "--quiet",
+               "--json-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for source in ("klruscand", "oracle", "none"):
+        assert source in out and (tmp_path / f"{source}.json").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["compare", "--workload", "zipf", "--detectors", "klruscandx"], "klruscandx"),
+    (["compare", "--workload", "nope", "--detectors", "none"], "nope"),
+    (["compare", "--workload", "zipf", "--detectors", "none", "--set", "workload.size=8 GB"],
+     "GB"),
+    (["compare", "--workload", "zipf", "--detectors", " , "], "--detectors"),
+    (["reproduce", "pghot-v3", "--scale", "0"], "scale"),
+])
+def test_compare_and_reproduce_bad_input_is_one_line_exit_2(capsys, argv, needle):
+    assert main(argv) == 2
+    assert needle in one_line_error(capsys)
+
+
+def test_reproduce_writes_the_issue_json_shape(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    assert main(["reproduce", "pghot-v3", "--mode", "1", "--scale", "0.002", "--quiet",
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    row = doc["modes"]["1"]
+    assert set(row) == {"numab0", "numab2", "numab2-pghot", "klruscand", "ibs"}
+    for cell in row.values():
+        assert set(cell) == {"runtime_us", "ratio_to_numab0", "promoted", "published"}
+        assert set(cell["published"]) == {"runtime_us", "ratio_to_numab0", "promoted"}
+    assert row["numab0"]["ratio_to_numab0"] == 1.0
+    assert row["numab0"]["published"]["runtime_us"] == 115_668_771
+    assert "Mode 1" in capsys.readouterr().out
+
+
+def test_demo_runs_and_prints_the_comparison(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "klruscand" in out and "oracle" in out and "promoted" in out
