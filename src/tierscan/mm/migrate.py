@@ -34,8 +34,11 @@ def _notify_remap(kernel, sites, old_pfns, src_nid, dst_nid) -> None:
         hook(sites.mm, slots, src_nid[sites.pos], dst_nid)
 
 
-def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN) -> np.ndarray:
+def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN,
+                   flush_per_folio: bool = False) -> np.ndarray:
     """migrate_pages() of the given folios to ``target_nid``. Returns a success mask.
+    ``flush_per_folio`` charges a TLB shootdown per folio (single-folio migrations done one
+    after the other) instead of one for the batch (migrate_pages_batch's batched flush).
 
     A folio fails when the target node has no room above ``mark`` for a folio of its order.
     """
@@ -51,7 +54,8 @@ def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN) -> np.
             mms = move_folios(kernel, heads[moved], new)
             ok[moved] = True
             if kernel.accounting is not None:
-                kernel.accounting.migrated(int(order), new.size, mms)
+                kernel.accounting.migrated(int(order), new.size, mms,
+                                           new.size if flush_per_folio else 1)
         nr, failed = 1 << int(order), idx.size - new.size
         vm.count("pgmigrate_success", target_nid, new.size * nr)
         vm.count("pgmigrate_fail", target_nid, failed * nr)
@@ -188,7 +192,8 @@ def migrate_misplaced_folio_prepare(kernel, heads, target_nid: int, vma=None) ->
     return reasons == OK
 
 
-def migrate_misplaced_folios_batch(kernel, heads, target_nid: int) -> np.ndarray:
+def migrate_misplaced_folios_batch(kernel, heads, target_nid: int,
+                                   flush_per_folio: bool = False) -> np.ndarray:
     """migrate_misplaced_folios_batch() (promotion-spec §1.4, [S11]): one migrate_pages() of
     prepared folios to ``target_nid`` (MIGRATE_ASYNC, MR_NUMA_MISPLACED). The new folios are
     allocated on the target only, with no fallback and no reclaim: the allocation may go down
@@ -202,7 +207,7 @@ def migrate_misplaced_folios_batch(kernel, heads, target_nid: int) -> np.ndarray
     target_nid = int(target_nid)
     nr = kernel.pm.folio_nr_pages(heads)         # before migration clears the old folios
     src_tier = _tiers(kernel)[kernel.node_of(heads)]
-    ok = migrate_folios(kernel, heads, target_nid, WMARK_MIN)
+    ok = migrate_folios(kernel, heads, target_nid, WMARK_MIN, flush_per_folio)
     vm = kernel.vmstat
     moved = int(nr[ok].sum())
     if moved:
@@ -249,7 +254,7 @@ def migrate_misplaced_folios_one_by_one(kernel, heads, target_nid: int, vma=None
                                   int(pm.node_free[target_nid]),
                                   int(pm.watermarks[target_nid, WMARK_HIGH]))
         go = np.flatnonzero(reasons == OK)
-        moved = migrate_misplaced_folios_batch(kernel, sub[go], target_nid)
+        moved = migrate_misplaced_folios_batch(kernel, sub[go], target_nid, flush_per_folio=True)
         ok[pending[go]] = moved
         if moved.all():
             final[pending] = reasons

@@ -54,13 +54,15 @@ class Accounting:
         elif cur is not None:
             self.cpu_ns[cur.name] = self.cpu_ns.get(cur.name, 0.0) + ns
 
-    def migrated(self, order: int, count: int, mms) -> None:
+    def migrated(self, order: int, count: int, mms, flushes: int = 1) -> None:
+        """``count`` folios of ``order`` migrated with ``flushes`` TLB shootdowns, each of which
+        stalls every thread of the mms whose page tables changed."""
         c = self.engine.costs
         self.charge(count * (c.migrate_thp_ns if order else c.migrate_page_ns))
         for mm in mms:
             g = self.engine.group_of_mm.get(mm.id)
             if g is not None:
-                g.stall_ns += c.tlb_shootdown_ns
+                g.stall_ns += flushes * c.tlb_shootdown_ns
 
 
 class Engine:
