@@ -217,7 +217,7 @@ def count_per_node(vm, name: str, nodes, nr_nodes: int) -> None:
 
 
 # ---- the record update (pghot_record_access's CAS loop body) ---------------------------------
-_READY = -(1 << 63)   # bit 63 in the int64 view of the records
+_READY = -(1 << PGHOT_MIGRATE_READY)   # bit 63 in the int64 view of the records
 
 
 @njit(cache=True, nogil=True)
