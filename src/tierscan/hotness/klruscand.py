@@ -47,10 +47,8 @@ PARAMS = {"interval_ms": False, "batch_size": False, "contract": False, "batched
 
 
 def lower_tier_nodes(kernel) -> list[int]:
-    """Nodes with memory that are not top tier (``!node_is_toptier``): tier above the minimum."""
-    nodes = kernel.machine.nodes
-    top = min(n.tier for n in nodes)
-    return [n.id for n in nodes if n.tier > top and n.capacity > 0]
+    """Nodes that are not top tier (``!node_is_toptier``; a machine always has tier 0)."""
+    return list(kernel.machine.lower_tier_nodes)
 
 
 class Klruscand(Detector):
@@ -164,7 +162,7 @@ class Klruscand(Detector):
         if cost > self.interval_ns:
             # the pass overran: the next one starts when this one ends (no sleep)
             self.stats["overruns"] += 1
-            self.next_ns = getattr(self, "next_ns", engine.now) + int(cost) - self.period_ns
+            self.next_ns += int(cost) - self.period_ns
 
 
 def _params(component):

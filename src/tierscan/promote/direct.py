@@ -6,7 +6,8 @@ step 4, without its admission test).
 
 Each folio goes through migrate_misplaced_folio_prepare (dirty file folios, an unbalanced
 target and isolated folios are refused) and migrate_misplaced_folio, one at a time in report
-order, so its migration CPU time falls on whoever reported (the caller's accounting context).
+order within each destination node (destinations in ascending order), so its migration CPU
+time falls on whoever reported (the caller's accounting context).
 """
 
 from __future__ import annotations
