@@ -16,7 +16,8 @@ SOURCES = "klruscand,numab2,ibs,oracle,none"
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="compare five hot-page sources on the laptop machine",
-                              description=__doc__,
+                              description=__doc__, epilog="examples:\n  tierscan demo\n"
+                              "  tierscan demo --model exact --seed 1",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--model", choices=["rate", "exact"], default="rate", help="access model")

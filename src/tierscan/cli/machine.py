@@ -32,7 +32,9 @@ def _scale(text: str) -> float:
 def register(subparsers) -> None:
     machine = subparsers.add_parser(
         "machine", help="describe a simulated machine",
-        description="Describe a simulated machine (NUMA nodes, tiers, capacities, latencies).")
+        description="Describe a simulated machine (NUMA nodes, tiers, capacities, latencies).",
+        epilog="examples:\n  tierscan machine show --preset zen5-cxl",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = machine.add_subparsers(dest="machine_command", metavar="ACTION", required=True)
 
     show = sub.add_parser(
