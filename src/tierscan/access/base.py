@@ -87,3 +87,26 @@ class AccessModel:
     def served_by_node(self, engine) -> np.ndarray:
         """Accesses per memory node since the last call (for the hit-ratio series)."""
         raise NotImplementedError
+
+    def heat(self, engine, group, bins: int) -> np.ndarray:
+        """Accesses of ``group`` per bin of its pages (``bins`` equal slices of its page list)
+        since the last call, for the heatmap series."""
+        raise NotImplementedError
+
+
+HEAT_BINS = 64
+
+
+def page_bins(group, bins: int = HEAT_BINS) -> np.ndarray:
+    """The heatmap bin of each of the group's pages."""
+    return np.arange(group.n_pages) * bins // max(group.n_pages, 1)
+
+
+def bin_fast_share(engine, group, bins: int = HEAT_BINS) -> np.ndarray:
+    """Share of each bin's pages that sit on a top-tier node now."""
+    k = engine.kernel
+    nodes = k.node_of(group.mm.translate(group.addrs))
+    fast = np.isin(nodes, k.machine.toptier_nodes)
+    b = page_bins(group, bins)
+    return np.bincount(b, weights=fast, minlength=bins) / np.maximum(
+        np.bincount(b, minlength=bins), 1)

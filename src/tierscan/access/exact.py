@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import AccessModel
+from .base import AccessModel, page_bins
 
 FAULT_COUNTERS = ("pgfault", "pgmajfault", "numa_hint_faults")
 
@@ -26,6 +26,7 @@ class ExactModel(AccessModel):
         self.rngs: dict[tuple[int, int], np.random.Generator] = {}
         self.cost: dict[int, float] = {}
         self.last: dict[int, np.ndarray] = {}
+        self._heat_pages: dict[int, list] = {}   # page indices run since the last heat()
         self._served = None
 
     def attach(self, engine) -> None:
@@ -57,7 +58,9 @@ class ExactModel(AccessModel):
         total, chunks = 0.0, []
         for t in range(group.threads):
             rng = self.rngs[(group.gid, t)]
-            addrs = group.addrs[ph.distribution.sample(group.n_pages, n, rng)]
+            pages = ph.distribution.sample(group.n_pages, n, rng)
+            self._heat_pages.setdefault(group.gid, []).append(pages)
+            addrs = group.addrs[pages]
             writes = rng.random(n) < ph.write_fraction
             before = [k.vmstat[name] for name in FAULT_COUNTERS]
             served = group.mm.access(addrs, writes, cpu_node=group.spec.cpu_node)
@@ -76,6 +79,12 @@ class ExactModel(AccessModel):
     def served_by_node(self, engine) -> np.ndarray:
         out, self._served = self._served, np.zeros_like(self._served)
         return out
+
+    def heat(self, engine, group, bins: int) -> np.ndarray:
+        """Accesses per bin since the last call, counted from the addresses run."""
+        pages = self._heat_pages.pop(group.gid, [])
+        idx = np.concatenate(pages) if pages else np.empty(0, np.int64)
+        return np.bincount(page_bins(group, bins)[idx], minlength=bins).astype(float)
 
     def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
         """Pfns of a Bernoulli(per_access) sample of the accesses the group ran since the last

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
-from .base import AccessModel
+from .base import AccessModel, page_bins
 
 
 class GroupRates:
@@ -59,6 +59,7 @@ class RateModel(AccessModel):
         self.rates: dict[int, GroupRates] = {}
         self.by_mm: dict[int, tuple] = {}
         self.unsampled: dict[int, float] = {}   # accesses since the last sample(), per group
+        self._heat_c: dict[int, float] = {}     # C at the last heat() call, per group
         self._served = None
 
     # ---- setup --------------------------------------------------------------------------------
@@ -120,6 +121,13 @@ class RateModel(AccessModel):
     def served_by_node(self, engine) -> np.ndarray:
         out, self._served = self._served, np.zeros_like(self._served)
         return out
+
+    def heat(self, engine, group, bins: int) -> np.ndarray:
+        """Expected accesses per bin since the last call: ΔC times each bin's weight."""
+        r = self.rates[group.gid]
+        last = self._heat_c.get(group.gid, 0.0)
+        self._heat_c[group.gid] = r.C
+        return (r.C - last) * np.bincount(page_bins(group, bins), weights=r.w, minlength=bins)
 
     # ---- lazy young bits (the kernel's access_source) ------------------------------------------
     def materialize_ptes(self, mm, slots) -> None:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..access.base import ThreadGroup
+from ..access.base import HEAT_BINS, ThreadGroup, bin_fast_share
 from ..access.exact import ExactModel
 from ..access.rate import RateModel
 from ..errors import ConfigError
@@ -224,6 +224,10 @@ class Engine:
             self._vm_last[name] = v
         for d in self.daemons:
             row[f"cpu_ns.{d.name}"] = self.accounting.cpu_ns.get(d.name, 0.0)
+        if self.groups:  # the first process's access heatmap (report/heatmap.py)
+            g = self.groups[0]
+            row["heatmap"] = self.model.heat(self, g, HEAT_BINS)
+            row["heatmap_tier"] = np.where(bin_fast_share(self, g) >= 0.5, 0, 1)
         for key, value in row.items():
             s.setdefault(key, []).append(value)
         self._next_sample = self.now + self.sample_ns
@@ -241,4 +245,8 @@ class Engine:
             "cpu_ns": dict(sorted(self.accounting.cpu_ns.items())),
             "sim_time_ns": self.now,
         }
+        if self.groups:
+            g = self.groups[0]
+            final["heatmap"] = {"process": g.spec.name, "addr_start": int(g.addrs[0]),
+                                "bin_bytes": int(g.n_pages * 4096 // HEAT_BINS)}
         return {"series": series, "final": final}
