@@ -188,14 +188,24 @@ def test_report_several_results_csv_and_plots(saved, tmp_path, capsys):
           csv.DictReader(open(tmp_path / "csv" / "rate-vmstat.csv", encoding="utf-8"))}
     assert vm == r.final["vmstat"]
     pngs = sorted(os.listdir(tmp_path / "plots"))
-    assert pngs == ["hit_ratio.png", "promotions.png", "resident.png"]
+    assert pngs == ["heatmap-exact.png", "heatmap-rate.png", "hit_ratio.png", "promotions.png",
+                    "resident.png"]
     for p in pngs:
         assert_png(tmp_path / "plots" / p)
     assert "skipped cpu_overhead.png" in err and "Traceback" not in err
 
 
-def test_report_heatmap_missing_is_one_line(saved, capsys):
-    res = saved["rate"][1]
+def test_report_heatmap_is_drawn_in_the_terminal(saved, capsys):
+    assert main(["report", saved["rate"][1], "--heatmap"]) == 0
+    out = capsys.readouterr().out
+    assert "accesses, log scale" in out and "fast tier" in out
+
+
+def test_report_heatmap_missing_is_one_line(saved, tmp_path, capsys):
+    r = RunResult.load(saved["rate"][1])
+    del r.series["heatmap"], r.series["heatmap_tier"]
+    res = str(tmp_path / "no-heatmap.json")
+    r.save(res)
     assert main(["report", res, "--heatmap"]) == 0
     err = capsys.readouterr().err
     assert err == f"{res}: no heatmap data (the run recorded no 'heatmap' series of accesses " \
