@@ -102,11 +102,27 @@ def page_bins(group, bins: int = HEAT_BINS) -> np.ndarray:
     return np.arange(group.n_pages) * bins // max(group.n_pages, 1)
 
 
-def bin_fast_share(engine, group, bins: int = HEAT_BINS) -> np.ndarray:
-    """Share of each bin's pages that sit on a top-tier node now."""
-    k = engine.kernel
-    nodes = k.node_of(group.mm.translate(group.addrs))
-    fast = np.isin(nodes, k.machine.toptier_nodes)
-    b = page_bins(group, bins)
-    return np.bincount(b, weights=fast, minlength=bins) / np.maximum(
-        np.bincount(b, minlength=bins), 1)
+class BinTiers:
+    """Which tier backs each heatmap bin of a group's pages, kept current by the kernel's
+    remap hooks (migrations), so a sample costs O(bins), not O(pages). Pages that fault in
+    after the start count on the node they faulted to only once they migrate."""
+
+    def __init__(self, kernel, group, bins: int = HEAT_BINS):
+        self.group, self.top = group, np.asarray(kernel.machine.toptier_nodes)
+        self.bins = page_bins(group, bins)
+        self.size = np.maximum(np.bincount(self.bins, minlength=bins), 1)
+        fast = np.isin(kernel.node_of(group.mm.translate(group.addrs)), self.top)
+        self.fast = np.bincount(self.bins, weights=fast, minlength=bins)
+        kernel.remap_hooks.append(self._on_remap)
+
+    def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
+        if mm is not self.group.mm:
+            return
+        idx = self.group.index_of(page_slots)
+        ok = idx >= 0
+        delta = float(dst_nid in self.top) - np.isin(np.asarray(src_nids)[ok], self.top)
+        np.add.at(self.fast, self.bins[idx[ok]], delta)
+
+    def tier_of_bin(self) -> np.ndarray:
+        """0 where most of the bin's pages are on the top tier, else 1."""
+        return np.where(self.fast / self.size >= 0.5, 0, 1)

@@ -43,6 +43,7 @@ class GroupRates:
         self.hint_pmds = np.empty(0, np.int64)      # PROT_NONE THP leaves (PMD slots)
         self.hint_pmd_at = np.empty(0)
         self.node_mass = None           # Σ w_p over the pages on each node
+        self.bin_w = None               # Σ w_p per heatmap bin (per phase)
         self.write_fraction = 0.0
 
     def pmd_index(self, pmd_slots):
@@ -87,6 +88,7 @@ class RateModel(AccessModel):
             r.w = np.asarray(ph.distribution.weights(group.n_pages), float)
             r.write_fraction = ph.write_fraction
         r.pmd_w = np.bincount(r.page_pmd, weights=r.w, minlength=r.pmds.size)
+        r.bin_w = None
         nodes = engine.kernel.node_of(group.mm.translate(group.addrs))
         r.node_mass = np.bincount(np.maximum(nodes, 0), weights=r.w * (nodes >= 0),
                                   minlength=engine.kernel.machine.nr_nodes)
@@ -127,7 +129,9 @@ class RateModel(AccessModel):
         r = self.rates[group.gid]
         last = self._heat_c.get(group.gid, 0.0)
         self._heat_c[group.gid] = r.C
-        return (r.C - last) * np.bincount(page_bins(group, bins), weights=r.w, minlength=bins)
+        if r.bin_w is None or r.bin_w.size != bins:
+            r.bin_w = np.bincount(page_bins(group, bins), weights=r.w, minlength=bins)
+        return (r.C - last) * r.bin_w
 
     # ---- lazy young bits (the kernel's access_source) ------------------------------------------
     def materialize_ptes(self, mm, slots) -> None:

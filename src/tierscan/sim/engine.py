@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..access.base import HEAT_BINS, ThreadGroup, bin_fast_share
+from ..access.base import HEAT_BINS, BinTiers, ThreadGroup
 from ..access.exact import ExactModel
 from ..access.rate import RateModel
 from ..errors import ConfigError
@@ -112,6 +112,7 @@ class Engine:
             raise ConfigError("a workload phase has no access count or duration, so the run "
                               "needs a duration", field="duration")
         self.model.attach(self)
+        self._bin_tiers = BinTiers(k, self.groups[0]) if self.groups else None
         self.vmstat_setup = k.vmstat.as_dict()  # what populating and placing memory counted
         for d in self.daemons:
             d.next_ns = d.period_ns
@@ -227,7 +228,7 @@ class Engine:
         if self.groups:  # the first process's access heatmap (report/heatmap.py)
             g = self.groups[0]
             row["heatmap"] = self.model.heat(self, g, HEAT_BINS)
-            row["heatmap_tier"] = np.where(bin_fast_share(self, g) >= 0.5, 0, 1)
+            row["heatmap_tier"] = self._bin_tiers.tier_of_bin()
         for key, value in row.items():
             s.setdefault(key, []).append(value)
         self._next_sample = self.now + self.sample_ns
