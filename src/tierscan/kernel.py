@@ -252,20 +252,6 @@ class Kernel:
     def numastat(self) -> str:
         return self.vmstat.numastat()
 
-    def meminfo_table(self) -> str:
-        """A numastat -m style table of MiB per node."""
-        pages = self.node_pages()
-        n = self.machine.nr_nodes
-        rows = [("MemTotal", pages["total"]), ("MemFree", pages["free"]),
-                ("MemUsed", pages["total"] - pages["free"]), ("AnonPages", pages["anon"]),
-                ("FilePages", pages["file"]), ("AnonHugePages", pages["anon_thp"])]
-        head = f"{'':<16}" + "".join(f"{'Node ' + str(i):>14}" for i in range(n)) + f"{'Total':>14}"
-        lines = [head, f"{'':<16}" + "".join(f"{'-' * 13:>14}" for _ in range(n + 1))]
-        for label, v in rows:
-            mib = v * PAGE_SIZE / 2**20
-            lines.append(f"{label:<16}" + "".join(f"{x:>14.2f}" for x in mib) + f"{mib.sum():>14.2f}")
-        return "\n".join(lines) + "\n"
-
     # ---- invariants ---------------------------------------------------------------------------
     def check(self) -> None:
         """Raise InvariantError if any model invariant is broken (DESIGN §9)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constants import (
-    ANON_AND_FILE, BLOOM_FILTER_SHIFT, LRU_GEN_CORE, LRU_GEN_MM_WALK, LRU_GEN_NONLEAF_YOUNG,
+    ANON_AND_FILE, BLOOM_FILTER_SHIFT, LRU_GEN_MM_WALK, LRU_GEN_NONLEAF_YOUNG,
     MAX_LRU_BATCH, MAX_NR_GENS, MAX_NR_ZONES, MAX_SWAPPINESS, MIN_LRU_BATCH, MIN_NR_GENS,
     MM_LEAF_TOTAL, MM_LEAF_YOUNG, MM_NONLEAF_ADDED, MM_NONLEAF_FOUND, NR_HIST_GENS, NR_MM_STATS,
     P4D_SIZE, PAGE_SIZE, PG_workingset, PMD_SIZE, PUD_SIZE, SWAPPINESS_ANON_ONLY, ULONG_MAX,
@@ -57,10 +57,6 @@ def should_walk_mmu(kernel) -> bool:
 def should_clear_pmd_young(kernel) -> bool:
     """arch_has_hw_nonleaf_pmd_young() (bare-metal x86, unverified) and LRU_GEN_NONLEAF_YOUNG."""
     return get_cap(kernel, LRU_GEN_NONLEAF_YOUNG)
-
-
-def lru_gen_enabled(kernel) -> bool:
-    return get_cap(kernel, LRU_GEN_CORE)
 
 
 # ---- the mm list (§2.3) -----------------------------------------------------------------------
