@@ -25,6 +25,8 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from tierscan.cli.args import int_at_least
 from dataclasses import dataclass
 
 from tierscan.errors import ConfigError, TierscanError
@@ -55,14 +57,7 @@ class SweepFailed(TierscanError):
     exit_code = 1
 
 
-def _jobs(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {n}")
-    return n
+_jobs = int_at_least(1, "a number of processes")
 
 
 def register(subparsers) -> None:

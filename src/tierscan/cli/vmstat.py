@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from tierscan.cli.args import int_at_least
 import json
 import sys
 
@@ -18,14 +20,7 @@ and the values at the end of the run. Per-node counters are in results written b
 `tierscan run` and `tierscan sweep`."""
 
 
-def _node(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a node number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a node number >= 0, got {n}")
-    return n
+_node = int_at_least(0, "a node number")
 
 
 def register(subparsers) -> None:

@@ -21,10 +21,7 @@ from ..sim.engine import MS
 from ..sim.plugins import register_engine
 from ..sim.promotion_metrics import folio_identities
 from .base import SOURCES, PromotionEngine
-from .pghot import (
-    LowerTierPfns, count_per_node, lower_tier_lru_heads, make_component, normalize_report,
-    read_params,
-)
+from .pghot import count_per_node, lower_tier_lru_heads, normalize_report, setup_engine
 
 register_vmstat("direct_recorded_accesses")   # tierscan's own: reports received
 
@@ -42,11 +39,9 @@ class DirectPromotion(PromotionEngine):
 
     def __init__(self, kernel, costs=None, component: Component | None = None, **params):
         super().__init__()
-        p = read_params(make_component(self.name, component, params), kernel, self.PARAMS)
-        self.kernel, self.costs = kernel, costs
+        p = setup_engine(self, kernel, costs, component, params)
         self.default_node = p["default_node"]
         self.sources = frozenset(p["sources"])
-        self.lower = LowerTierPfns(kernel)
 
     def record_access(self, pfns, nid, src: str, now_jiffies: int) -> int:
         """Promote the reported folios now. Returns how many moved."""

@@ -33,10 +33,7 @@ from ..sim.engine import MS, Daemon
 from ..sim.plugins import register_engine
 from .base import HW_HINTS, PGTABLE_SCAN, SOURCES, PromotionEngine
 from ..sim.promotion_metrics import folio_identities
-from .pghot import (
-    PFN_WALK_NS, FirstReports, LowerTierPfns, count_per_node, make_component, normalize_report,
-    read_params,
-)
+from .pghot import PFN_WALK_NS, FirstReports, count_per_node, normalize_report, setup_engine
 
 KPROMOTED_HASH_ORDER = 16
 GOLDEN_RATIO_64 = 0x61C8864680B583EB          # include/linux/hash.h
@@ -124,15 +121,13 @@ class KpromotedV0(PromotionEngine):
 
     def __init__(self, kernel, costs=None, component: Component | None = None, **params):
         super().__init__()
-        p = read_params(make_component(self.name, component, params), kernel, self.PARAMS)
-        self.kernel, self.costs = kernel, costs
+        p = setup_engine(self, kernel, costs, component, params)
         self.freq_window_ms = p["freq_window_ms"]
         self.freq_threshold = p["freq_threshold"]
         self.interval_ms = p["interval_ms"]
         self.default_node = p["default_node"]
         self.literal = p["literal"]
         self.walk_step_ns = float(getattr(costs, "pfn_walk_ns", PFN_WALK_NS))
-        self.lower = LowerTierPfns(kernel)
         n = self.lower.size
         self.present = np.zeros(n, dtype=np.bool_)
         self.freq = np.zeros(n, dtype=np.int64)

@@ -111,6 +111,15 @@ def read_params(component: Component, kernel, spec: dict) -> dict:
     return out
 
 
+def setup_engine(engine, kernel, costs, component, params) -> dict:
+    """What every engine's constructor does first: validate its params (engine.PARAMS), keep
+    the kernel and costs, and index the lower-tier pfns. Returns the params."""
+    p = read_params(make_component(engine.name, component, params), kernel, engine.PARAMS)
+    engine.kernel, engine.costs = kernel, costs
+    engine.lower = LowerTierPfns(kernel)
+    return p
+
+
 def make_component(name: str, component, params: dict) -> Component:
     if component is None:
         return Component(name=name, params=params)
@@ -296,8 +305,7 @@ class PghotV3(PromotionEngine):
 
     def __init__(self, kernel, costs=None, component: Component | None = None, **params):
         super().__init__()
-        p = read_params(make_component(self.name, component, params), kernel, self.PARAMS)
-        self.kernel, self.costs = kernel, costs
+        p = setup_engine(self, kernel, costs, component, params)
         self.freq_window_ms = p["freq_window_ms"]
         self.freq_threshold = p["freq_threshold"]
         self.rate_limit_MBps = p["rate_limit_MBps"]
@@ -309,7 +317,6 @@ class PghotV3(PromotionEngine):
         self.masks = MASKS_LITERAL if self.literal else MASKS_INTENDED
         self.walk_step_ns = float(getattr(costs, "pfn_walk_ns", PFN_WALK_NS))
         nr_nodes = kernel.machine.nr_nodes
-        self.lower = LowerTierPfns(kernel)
         self.records = np.zeros(self.lower.size, dtype=np.uint64)   # the hot_map words
         self._rec64 = self.records.view(np.int64)
         self._block_ready = np.zeros(self.lower.size // _BLOCK, dtype=bool)
