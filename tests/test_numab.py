@@ -117,7 +117,7 @@ def test_scan_skips_unmarkable_space_with_the_virtual_budget():
     assert k.vmstat["numa_pte_updates"] == 0
 
 
-def test_scan_period_in_tiering_mode_is_task_scan_start():
+def test_task_scan_start_and_max_follow_the_rss():
     d = NumaBalancing()
     mb = 256                                             # pages per MB
     assert d.task_scan_start(256 * mb) == 1000
@@ -126,7 +126,12 @@ def test_scan_period_in_tiering_mode_is_task_scan_start():
     assert d.task_scan_start(2560 * mb) == 100
     assert d.task_scan_start(8192 * mb) == 100           # the 1000 / (2560 / 256) floor
     assert d.task_scan_max(512 * mb) == 30000
-    k, e, d, g = setup("512MiB", model="rate")
+
+
+def test_main_thread_period_becomes_task_scan_start_and_stays():
+    """The main thread (node_stamp 0) switches to task_scan_start() at its first expiry, and
+    slow-tier faults never adapt it afterwards (§3.2 tiering-only caveat)."""
+    k, e, d, g = setup("512MiB", model="rate", main_thread_runs=True)
     e.duration_ns = 990 * MS
     e.run()
     assert d.stats["passes"] == 0                        # scan_delay: nothing before 1 s
@@ -137,8 +142,33 @@ def test_scan_period_in_tiering_mode_is_task_scan_start():
     assert t.numa_next_scan == 1010 + 500
     e.duration_ns = 3200 * MS
     e.run()
-    assert t.scan_period[0] == 500                       # slow-tier faults never adapt it
+    assert t.scan_period[0] == 500
     assert 4 <= d.stats["passes"] <= 5
+
+
+def test_worker_threads_keep_the_scan_delay_period():
+    """clone(CLONE_VM) threads start with a nonzero node_stamp (init_numa_balancing), so they
+    never take task_scan_start(): with only workers running, an 8-thread mm over 1 GiB
+    (task_scan_start would be 250 ms) is still scanned once per second."""
+    k, e, d, g = setup("1GiB", model="rate", threads=8)
+    t = d.tasks[0]
+    assert (t.node_stamp > 0).all()
+    assert (t.node_stamp <= d.task_scan_max(d._rss(g.mm)) + 2 * 1_000_000).all()
+    e.duration_ns = 10_500 * MS
+    e.run()
+    assert (t.scan_period == 1000).all()
+    assert 9 <= d.stats["passes"] <= 10                  # at 1, 2, ..., 10 s
+    assert k.vmstat["numa_pte_updates"] <= 10 * 65536    # 256 MB a pass
+
+
+def test_a_running_main_thread_scans_more_often():
+    k, e, d, g = setup("1GiB", model="rate", threads=8, main_thread_runs=True)
+    t = d.tasks[0]
+    assert t.node_stamp[0] == 0 and (t.node_stamp[1:] > 0).all()
+    e.duration_ns = 10_500 * MS
+    e.run()
+    assert t.scan_period[0] == 250 and (t.scan_period[1:] == 1000).all()
+    assert d.stats["passes"] >= 20                       # workers' 1-s gates still win some
 
 
 # ---- the hint-fault latency threshold (§3.3) ---------------------------------------------
