@@ -148,3 +148,23 @@ def test_registered_with_strict_parameters():
                           Component("ibs", bad, path="detectors[1]", where="exp.toml"),
                           k, CostModel(), p)
         assert str(ei.value).startswith(f"exp.toml: detectors[1].{field}:")
+
+
+@pytest.mark.parametrize("model", ["rate", "exact"])
+def test_stores_are_not_sampled_unless_asked(model):
+    """With ``sample_stores = false`` (the default) only loads are sampled: a store-only
+    workload raises no sample at all, a half-store one about half as many as with stores."""
+    def samples(write_fraction, sample_stores):
+        k = Kernel(Machine.preset("laptop"), seed=0)
+        det = Ibs(RecordingPromoter(k), sample_period=100, ring_size=10**6,
+                  sample_stores=sample_stores)
+        wl = make_workload("uniform", {"size": "16MiB", "threads": 2, "duration": "1s",
+                                       "write_fraction": write_fraction})
+        e = run(k, wl, det, model=model, duration_ms=100)
+        return k.vmstat["hwhint_nr_events"], accesses(e) / 100
+
+    assert samples(1.0, False)[0] == 0
+    n, mean = samples(1.0, True)
+    assert abs(n - mean) <= 5 * np.sqrt(mean)
+    n, mean = samples(0.5, False)
+    assert abs(n - mean / 2) <= 5 * np.sqrt(mean / 2), (n, mean)

@@ -64,10 +64,13 @@ class AccessModel:
     of their time in the current phase and returns (accesses per thread, ns used). The
     engine handles phases, stalls and completion; a model only turns time into accesses.
     ``sample(engine, group, n_per_access, dt_ns)`` returns pfns hit by hardware-sampled
-    accesses (IBS) in the last ``dt_ns``.
+    accesses (IBS) in the last ``dt_ns``; a sampling detector sets ``sampled = True`` when it
+    starts, so that a model which must keep the accesses for it (the exact model) does so only
+    then.
     """
 
     name = "abstract"
+    sampled = False
 
     def attach(self, engine) -> None:
         """Called once the workload's memory is mapped."""
@@ -81,7 +84,10 @@ class AccessModel:
     def after_advance(self, engine, group) -> None:
         """Deliver the events the group's last advance caused (the rate model's hint faults)."""
 
-    def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
+    def sample(self, engine, group, per_access: float, dt_ns: float,
+               loads_only: bool = False) -> np.ndarray:
+        """Pfns hit by a thinning of the group's accesses since the last call: each access is
+        kept with probability ``per_access``; with ``loads_only``, stores never are."""
         raise NotImplementedError
 
     def served_by_node(self, engine) -> np.ndarray:

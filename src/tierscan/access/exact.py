@@ -26,6 +26,7 @@ class ExactModel(AccessModel):
         self.rngs: dict[tuple[int, int], np.random.Generator] = {}
         self.cost: dict[int, float] = {}
         self.last: dict[int, np.ndarray] = {}
+        self.last_writes: dict[int, np.ndarray] = {}
         self._heat_pages: dict[int, list] = {}   # page indices run since the last heat()
         self._served = None
 
@@ -55,7 +56,7 @@ class ExactModel(AccessModel):
                            self.max_chunk)))
         lat = group.latency_per_node()
         c = engine.costs
-        total, chunks = 0.0, []
+        total, chunks, chunk_writes = 0.0, [], []
         for t in range(group.threads):
             rng = self.rngs[(group.gid, t)]
             pages = ph.distribution.sample(group.n_pages, n, rng)
@@ -69,12 +70,18 @@ class ExactModel(AccessModel):
                 faults[0] * c.fault_ns + faults[1] * c.major_fault_ns + faults[2] * c.hint_fault_ns
             self._served += served
             chunks.append(addrs)
+            chunk_writes.append(writes)
         used = total / group.threads
         self.cost[group.gid] = used / n
-        # accesses since the last sample() (a tick may take several advances)
+        if self.sampled:      # accesses since the last sample() (a tick may run several advances)
+            self._keep_for_sampling(group, chunks, chunk_writes)
+        return float(n), used
+
+    def _keep_for_sampling(self, group, chunks, chunk_writes) -> None:
         self.last[group.gid] = np.concatenate([self.last.get(group.gid, np.empty(0, np.uint64)),
                                                *chunks])
-        return float(n), used
+        self.last_writes[group.gid] = np.concatenate(
+            [self.last_writes.get(group.gid, np.empty(0, bool)), *chunk_writes])
 
     def served_by_node(self, engine) -> np.ndarray:
         out, self._served = self._served, np.zeros_like(self._served)
@@ -86,12 +93,17 @@ class ExactModel(AccessModel):
         idx = np.concatenate(pages) if pages else np.empty(0, np.int64)
         return np.bincount(page_bins(group, bins)[idx], minlength=bins).astype(float)
 
-    def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
-        """Pfns of a Bernoulli(per_access) sample of the accesses the group ran since the last
-        call."""
+    def sample(self, engine, group, per_access: float, dt_ns: float,
+               loads_only: bool = False) -> np.ndarray:
+        """Pfns of a Bernoulli(per_access) sample of the accesses (or only the loads) the group
+        ran since the last call."""
         last = self.last.pop(group.gid, None)
+        writes = self.last_writes.pop(group.gid, None)
         if last is None or last.size == 0:
             return np.empty(0, np.int64)
         rng = self.rngs[(group.gid, 0)]
-        picked = last[rng.random(last.size) < per_access]
+        keep = rng.random(last.size) < per_access
+        if loads_only:
+            keep &= ~writes
+        picked = last[keep]
         return group.mm.translate(picked)

@@ -254,13 +254,18 @@ class RateModel(AccessModel):
         group.stall_ns += fault.size * engine.costs.hint_fault_ns / group.threads
 
     # ---- sampled events (IBS-like) ------------------------------------------------------------
-    def sample(self, engine, group, per_access: float, dt_ns: float) -> np.ndarray:
+    def sample(self, engine, group, per_access: float, dt_ns: float,
+               loads_only: bool = False) -> np.ndarray:
         """Pfns hit by sampled accesses: a Poisson number of samples over the accesses the
-        group made since the last call, each drawn from the phase's distribution."""
+        group made since the last call, each drawn from the phase's distribution. A phase's
+        stores are independent of the page, so dropping them thins the rate by its load
+        fraction."""
         ph = group.phase
         a = self.unsampled.pop(group.gid, 0.0)
         if ph is None or a <= 0:
             return np.empty(0, np.int64)
+        if loads_only:
+            a *= 1.0 - ph.write_fraction
         n = self.rng.poisson(a * per_access)
         pages = ph.distribution.sample(group.n_pages, int(n), self.rng)
         return group.mm.translate(group.addrs[pages])

@@ -12,9 +12,15 @@ Model (docs/detectors.md):
   the pfns hit by sampled accesses of its last advance, with ``ops_per_access /
   sample_period`` samples per access (a Poisson count in the rate model, a Bernoulli thinning
   of the replayed accesses in the exact model). ``ops_per_access`` is the number of IBS-tagged
-  memory ops one simulated access stands for (1.0: one load or store). Every simulated access
+  memory ops one simulated access stands for (1.0: one load or store). Every simulated load
   misses the caches, so the DC/L2-miss and L3-miss-only filters pass; user mode, a valid
   linear and physical address hold for every sample of a mapped page.
+- Stores (``sample_stores``, default false). The driver sets IBS_OP_L3MISSONLY on Zen 4+ and
+  notes "DataSrc isn't valid for stores"; a store retires before its line arrives, so we take
+  it that a tagged store is not reported as an L3 miss and never raises the NMI. This is an
+  inference, not a documented hardware fact: the pghot v3 results support it, since IBS
+  covered ~all pages in Mode 2 (loads only, 72 s) but 60% in Mode 1 (half stores, 103 s),
+  which the same per-op rate cannot give if stores were sampled (docs/reproductions.md).
 - Filters in the handler: the page must be mapped (not the zero page) and its folio on an LRU
   (else ``hwhint_non_lru``). Top-tier (DRAM) samples are *not* dropped here: as posted they
   take ring slots and reach pghot, whose ``record_access`` drops toptier pfns (§1.2 filter 4).
@@ -55,7 +61,8 @@ COUNTERS = ("hwhint_nr_events", "hwhint_dram_accesses", "hwhint_cxl_accesses",
             "hwhint_useful_samples", "hwhint_buffer_full", "hwhint_non_lru")
 register_vmstat(*COUNTERS)
 PARAMS = {"sample_period": False, "ops_per_access": False, "ring_size": False,
-          "drain_ms": False, "nid_quirk": False, "drop_toptier": False, "seed": False}
+          "drain_ms": False, "nid_quirk": False, "drop_toptier": False, "sample_stores": False,
+          "seed": False}
 
 
 class Ibs(Detector):
@@ -64,7 +71,8 @@ class Ibs(Detector):
     def __init__(self, promoter=None, *, sample_period: int = DEFAULT_SAMPLE_PERIOD,
                  ops_per_access: float = 1.0, ring_size: int = DEFAULT_RING_SIZE,
                  drain_ms: float = DEFAULT_DRAIN_MS, nid_quirk: bool = True,
-                 drop_toptier: bool = False, seed: int = 0, costs=None):
+                 drop_toptier: bool = False, sample_stores: bool = False, seed: int = 0,
+                 costs=None):
         super().__init__(promoter)
         if int(sample_period) < 1:
             raise ValueError(f"sample_period must be >= 1, got {sample_period}")
@@ -77,7 +85,7 @@ class Ibs(Detector):
             raise ValueError(f"drain_ms must be > 0, got {drain_ms}")
         self.sample_period, self.ops_per_access = int(sample_period), float(ops_per_access)
         self.ring_size, self.nid_quirk = int(ring_size), bool(nid_quirk)
-        self.drop_toptier = bool(drop_toptier)
+        self.drop_toptier, self.sample_stores = bool(drop_toptier), bool(sample_stores)
         self.costs = costs
         self.rng = np.random.default_rng([int(seed), 0x1B5])
         self.period_ns = 10 * MS          # replaced by the engine's tick in start()
@@ -98,6 +106,7 @@ class Ibs(Detector):
     def start(self, engine) -> None:
         # Sampling follows the access model's last advance, so it must run every tick.
         self.period_ns = engine.tick_ns
+        engine.model.sampled = True
         self.next_ns = engine.now + engine.tick_ns
         for g in engine.groups:
             self.last_total[g.gid] = g.total
@@ -114,7 +123,8 @@ class Ibs(Detector):
             if g.total == self.last_total.get(g.gid):
                 continue   # the group did not run this tick (finished or stalled)
             self.last_total[g.gid] = g.total
-            pfns = np.asarray(engine.model.sample(engine, g, self.per_access, dt), np.int64)
+            pfns = np.asarray(engine.model.sample(engine, g, self.per_access, dt,
+                                                  loads_only=not self.sample_stores), np.int64)
             n = int(pfns.size)
             if n == 0:
                 continue
@@ -215,6 +225,7 @@ def _params(component) -> dict:
     return dict(sample_period=period, ops_per_access=opa, ring_size=ring, drain_ms=drain,
                 nid_quirk=c.boolean(p.get("nid_quirk", True), f("nid_quirk")),
                 drop_toptier=c.boolean(p.get("drop_toptier", False), f("drop_toptier")),
+                sample_stores=c.boolean(p.get("sample_stores", False), f("sample_stores")),
                 seed=c.int_at_least(p.get("seed", 0), f("seed"), 0))
 
 
