@@ -171,6 +171,33 @@ def test_a_running_main_thread_scans_more_often():
     assert d.stats["passes"] >= 20                       # workers' 1-s gates still win some
 
 
+def test_promoting_faults_double_the_period_once_per_scan_sequence():
+    """A fault that promotes passes the toptier target to task_numa_fault, so the statistics
+    path runs: at the first such fault of a new scan sequence the period doubles (capped by
+    task_scan_max) and numa_next_scan moves out by it. Faults of the same sequence do not."""
+    m = Machine.from_dict(machine_dict(["4GiB", "2GiB"]))
+    k, e, d, g = setup("16MiB", machine=m, threads=2)
+    t = mark_all(k, d, ms=0)                             # the pass reaches the end: seq 1
+    assert t.numa_scan_seq == 1 and (t.scan_period == 1000).all()
+    touch(k, g, 0, 100, ms=10)
+    assert k.vmstat["pgpromote_success"] == 100
+    assert (t.scan_period == 2000).all() and t.numa_next_scan == 10 + 2000
+    touch(k, g, 100, 100, ms=20)                         # same sequence: no second doubling
+    assert (t.scan_period == 2000).all()
+    mark_all(k, d, ms=30)                                # sequence 2
+    touch(k, g, 200, 100, ms=40)
+    assert (t.scan_period == 4000).all()
+
+
+def test_faults_that_do_not_promote_leave_the_period_alone():
+    k, e, d, g = setup("16MiB", threads=2)               # laptop: never free-space-enough
+    t = mark_all(k, d, ms=0)                             # sequence 1
+    assert t.numa_scan_seq == 1
+    touch(k, g, 0, 100, ms=5000)                         # latency 4980 ms: refused
+    assert k.vmstat["pgpromote_success"] == 0 and k.vmstat["numa_hint_faults"] >= 100
+    assert (t.scan_period == 1000).all()
+
+
 # ---- the hint-fault latency threshold (§3.3) ---------------------------------------------
 def test_promotes_only_under_the_latency_threshold_when_short_of_space():
     k, e, d, g = setup("16MiB")

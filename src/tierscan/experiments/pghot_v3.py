@@ -38,14 +38,19 @@ PUBLISHED = {
 IBS_OPS_PER_ACCESS = 10
 SOURCES = ("numab0", "numab2", "numab2-pghot", "klruscand", "ibs")
 
-# The orderings the cover letter's numbers show (promotion-spec §7.1 replay target (b)).
+# The orderings the cover letter's numbers show (promotion-spec §7.1 replay target (b)), as
+# adjacent pairs. "≈": within APPROX of each other (the published "≈" pairs differ by at most
+# 0.8%); "≪": at least MUCH faster (published Mode 2: NUMAB2-pghot is 22% under NUMAB0).
 ORDERINGS = {
-    1: [("ibs", "<", "numab2-pghot"), ("numab2", "<", "numab2-pghot"),
+    1: [("ibs", "≈", "numab2"), ("numab2", "<", "numab2-pghot"),
         ("numab2-pghot", "<", "klruscand"), ("klruscand", "<", "numab0")],
-    2: [("klruscand", "<", "numab2-pghot"), ("ibs", "<", "numab2-pghot"),
-        ("numab2", "<", "numab2-pghot"), ("numab2-pghot", "<", "numab0")],
-    3: [("klruscand", "<", "ibs"), ("ibs", "<", "numab2"), ("numab2", "<", "numab0")],
+    2: [("klruscand", "≈", "ibs"), ("ibs", "≈", "numab2"), ("numab2", "<", "numab2-pghot"),
+        ("numab2-pghot", "≪", "numab0")],
+    3: [("klruscand", "<", "ibs"), ("ibs", "<", "numab2"), ("numab2", "<", "numab0"),
+        ("numab0", "≈", "numab2-pghot")],
 }
+APPROX = 0.03
+MUCH = 0.10
 
 
 def fit_accesses_per_thread(machine: Machine, write_fraction: float = 0.5) -> int:
@@ -63,7 +68,10 @@ def config(mode: int, source: str, *, scale: float = 1.0, seed: int = 0,
                 "accesses_per_thread": fit_accesses_per_thread(machine)}
     d = {"name": f"pghot-v3-mode{mode}-{source}", "seed": seed, "access_model": access_model,
          "machine": {"preset": MACHINE}, "workload": workload}
-    pghot = {"name": "pghot-v3"}
+    # The published numbers came from the v3 code as posted, so the engine runs it literally
+    # (promotion-spec §1.3 quirks a-c). Quirk (a) makes a record ready on its 2nd report, not
+    # its 3rd; the cover letter's Mode 2 NUMAB2->pghot count needs that (docs/reproductions.md).
+    pghot = {"name": "pghot-v3", "literal": True}
     if source == "numab2":
         d["detectors"] = [{"name": "numab2"}]
     elif source == "numab2-pghot":
@@ -126,6 +134,12 @@ def check_orderings(out: dict) -> list[dict]:
     res = []
     for mode_s, row in out["modes"].items():
         for a, op, b in ORDERINGS[int(mode_s)]:
-            ours = row[a]["runtime_us"] < row[b]["runtime_us"]
-            res.append({"mode": int(mode_s), "ordering": f"{a} {op} {b}", "holds": ours})
+            ta, tb = row[a]["runtime_us"], row[b]["runtime_us"]
+            if op == "≈":
+                holds = abs(ta - tb) <= APPROX * max(ta, tb)
+            elif op == "≪":
+                holds = ta <= (1 - MUCH) * tb
+            else:
+                holds = ta < tb
+            res.append({"mode": int(mode_s), "ordering": f"{a} {op} {b}", "holds": bool(holds)})
     return res

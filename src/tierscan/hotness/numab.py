@@ -18,8 +18,10 @@ newer than ``scan_delay`` (after the first sequence), VMAs already scanned this 
 the per-VMA activity filter (§3.2 step 4; "this PID faulted here" is "a thread of this mm
 took a hint fault in this VMA in the last two 4 x scan_delay windows"). In tiering mode only
 slow-tier folios are marked (mm/memory.py change_prot_numa), and marking stamps the folio's
-access time. Slow-tier faults skip task_numa_fault's statistics in this mode, so the period is
-never adapted (§3.2 "tiering-only caveat"): it keeps the value init_numa_balancing() and the
+access time. A fault that leaves its folio on the slow tier skips task_numa_fault's statistics
+in this mode (§3.2 "tiering-only caveat"); one that promotes it (or, with pghot, reports it)
+passes the toptier target and doubles the period once per scan sequence, up to task_scan_max()
+(see task_numa_fault). Until then the period keeps the value init_numa_balancing() and the
 first expiry gave it. init_numa_balancing() sets every task's period to ``scan_delay`` and its
 ``node_stamp`` to 0, except that a thread created with clone(CLONE_VM) gets a staggered,
 nonzero stamp, min(task_scan_max(parent), parent period * mm_users ms) + 2 ticks. Only a task
@@ -206,6 +208,7 @@ class TaskNuma:
     numa_next_scan: int          # jiffies
     numa_scan_offset: int = 0    # address
     numa_scan_seq: int = 0
+    placement_seq: int = 0       # p->numa_scan_seq: the sequence task_numa_placement last saw
     vmas: dict = field(default_factory=dict)
     passes: int = 0
 
@@ -501,8 +504,32 @@ class NumaBalancing(Detector):
         if self.pghot:
             self.promoter.record_access(heads, dst, HINT_FAULT, k.jiffies)
             self.stats["reported"] += int(heads.size)
+            self.task_numa_fault(t)
+        elif self.promote(heads, dst).size:
+            self.task_numa_fault(t)
+
+    def task_numa_fault(self, t: TaskNuma | None) -> None:
+        """task_numa_fault() for faults whose ``mem_node`` is the toptier target: a promoted
+        folio (upstream: TNF_MIGRATED, nid = target) or any reported one (pghot v3 passes
+        target_nid). A fault left on the slow tier returns early in tiering mode (§3.3 step 5),
+        so only these faults build statistics; the spec's "period never adapts" (§3.2) holds
+        for a task none of whose faults migrate.
+
+        The statistics reach update_task_scan_period() through task_numa_placement(), once
+        per scan sequence. Such a fault is always private (a slow-tier folio's last_cpupid
+        reads -1: its bits hold the access time) and remote (the folio was on the slow node,
+        which the faulting CPU is not on), so local + shared == 0 and the kernel takes its
+        "scan slower" branch: period = min(task_scan_max(), period << 1) and
+        mm->numa_next_scan = now + period [fair.c, read in the public corpus]. Every thread of
+        the group takes it at its first such fault of the sequence; the model applies it to all
+        threads at the group's first one (they share the footprint) and ignores
+        numa_migrate_retry's up-to-1-s gating of the placement."""
+        if t is None or t.numa_scan_seq == t.placement_seq:
             return
-        self.promote(heads, dst)
+        t.placement_seq = t.numa_scan_seq
+        cap = self.task_scan_max(self._rss(t.mm))
+        t.scan_period = np.minimum(cap, t.scan_period << 1)
+        t.numa_next_scan = self.kernel.jiffies + int(t.scan_period[-1])
 
     def _set_access_pid_bits(self, t: TaskNuma, pfns) -> None:
         """vma_set_access_pid_bit() for the VMAs the faults hit."""

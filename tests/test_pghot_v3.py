@@ -1,0 +1,46 @@
+"""The pghot RFC v3 experiment's bookkeeping (experiments/pghot_v3.py): the fitted access count
+and the published orderings. The full-scale runs themselves are in docs/reproductions.md."""
+
+import pytest
+
+from tierscan.experiments.pghot_v3 import (APPROX, ORDERINGS, PUBLISHED, SOURCES,
+                                           check_orderings, config, fit_accesses_per_thread)
+from tierscan.machine import Machine
+
+
+def table(times: dict) -> dict:
+    return {"modes": {str(m): {s: {"runtime_us": t} for s, t in row.items()}
+                      for m, row in times.items()}}
+
+
+def published_times() -> dict:
+    return {m: {s: PUBLISHED[m][s][0] for s in SOURCES} for m in PUBLISHED}
+
+
+def test_every_ordering_holds_on_the_published_numbers():
+    """The orderings are read off the cover letter, so its own numbers must satisfy them."""
+    res = check_orderings(table(published_times()))
+    assert len(res) == sum(len(v) for v in ORDERINGS.values())
+    assert all(r["holds"] for r in res), [r for r in res if not r["holds"]]
+
+
+@pytest.mark.parametrize("mode, a, b, factor", [
+    (2, "klruscand", "ibs", 1 + 2 * APPROX),     # "≈" broken by a 6% gap
+    (2, "numab2-pghot", "numab0", 0.95),       # "≪" broken: only 5% faster
+    (1, "numab2-pghot", "klruscand", 1.0),     # "<" broken by a tie
+])
+def test_an_ordering_fails_when_the_gap_breaks_it(mode, a, b, factor):
+    times = published_times()
+    times[mode][a] = times[mode][b] * factor
+    res = check_orderings(table(times))
+    failed = [r["ordering"] for r in res if not r["holds"]]
+    assert any(r.startswith(a) and r.endswith(b) for r in failed), failed
+
+
+def test_the_fit_makes_numab0_mode1_take_the_published_time():
+    m = Machine.preset("zen5-cxl")
+    n = fit_accesses_per_thread(m)
+    lat = 0.5 * m.load_ns[0][2] + 0.5 * m.store_ns[0][2]
+    assert abs(n * lat / 1000 - PUBLISHED[1]["numab0"][0]) <= lat / 1000
+    assert config(1, "numab0")["workload"]["accesses_per_thread"] == n
+    assert config(3, "klruscand")["workload"]["accesses_per_thread"] == n   # one fit for all
