@@ -55,3 +55,22 @@ def test_demo_runs_and_prints_the_comparison(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "klruscand" in out and "oracle" in out and "promoted" in out
+
+
+def test_reproduce_keeps_every_run_with_out(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["reproduce", "pghot-v3", "--mode", "2", "--scale", "0.002", "--quiet",
+                 "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        f"mode2-{s}.json" for s in ("numab0", "numab2", "numab2-pghot", "klruscand", "ibs")}
+    capsys.readouterr()
+    assert main(["report", str(out / "mode2-klruscand.json")]) == 0
+    assert "klruscand" in capsys.readouterr().out
+
+
+def test_reproduce_out_that_cannot_be_a_directory_fails_before_running(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["reproduce", "pghot-v3", "--mode", "2", "--scale", "0.002", "--quiet",
+                 "--out", str(blocker / "runs")]) == 2
+    assert "not a directory" in one_line_error(capsys)

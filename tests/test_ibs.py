@@ -59,7 +59,7 @@ def test_sample_count_in_the_exact_model():
     det = Ibs(RecordingPromoter(k), sample_period=100, ring_size=10**6)
     wl = make_workload("uniform", {"size": "16MiB", "threads": 1, "duration": "1s"})
     e = run(k, wl, det, model="exact", duration_ms=100)
-    mean = accesses(e) / 100
+    mean = accesses(e) * det.per_access
     n = k.vmstat["hwhint_nr_events"]
     assert abs(n - mean) <= 5 * np.sqrt(mean), (n, mean)
 
@@ -139,7 +139,8 @@ def test_registered_with_strict_parameters():
     p = RecordingPromoter(k)
     (det,) = plugins.build(plugins.DETECTORS, "detector", Component("ibs"), k, CostModel(), p)
     assert (det.sample_period, det.ops_per_access, det.ring_size, det.drain_ns,
-            det.nid_quirk, det.drop_toptier) == (10_000, 1.0, 150, 10 * MS, True, False)
+            det.nid_quirk, det.drop_toptier, det.sample_stores) == \
+               (10_000, 10.0, 150, 10 * MS, True, False, False)
     for bad, field in (({"sample_period": 0}, "sample_period"), ({"ring": 5}, "ring"),
                        ({"ops_per_access": 0}, "ops_per_access"), ({"drain_ms": 0}, "drain_ms"),
                        ({"nid_quirk": "yes"}, "nid_quirk")):
@@ -161,7 +162,7 @@ def test_stores_are_not_sampled_unless_asked(model):
         wl = make_workload("uniform", {"size": "16MiB", "threads": 2, "duration": "1s",
                                        "write_fraction": write_fraction})
         e = run(k, wl, det, model=model, duration_ms=100)
-        return k.vmstat["hwhint_nr_events"], accesses(e) / 100
+        return k.vmstat["hwhint_nr_events"], accesses(e) * det.per_access
 
     assert samples(1.0, False)[0] == 0
     n, mean = samples(1.0, True)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from tierscan.report import atomic_write
+from tierscan.report import atomic_write, check_output_dir
 
 _EXAMPLES = """\
 examples:
   tierscan reproduce pghot-v3 --mode 2                 # one mode, full scale (minutes)
   tierscan reproduce pghot-v3 --mode all --json out.json
   tierscan reproduce pghot-v3 --mode 1 --scale 0.05    # a quick, smaller run
+  tierscan reproduce pghot-v3 --mode 2 --out runs/     # also keep every run's result
+  tierscan report runs/mode2-numab2.json               # its time-to-promote, plots, ...
 
 Five sources per mode: numab0, numab2 (upstream), numab2-pghot, klruscand (500 ms) and
 ibs, the last three into pghot v3. The per-thread access count is the one fitted value
@@ -32,6 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", choices=["rate", "exact"], default="rate", help="access model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="save the result table as JSON")
+    p.add_argument("--out", metavar="DIR",
+                   help="save every run's full result as DIR/modeM-SOURCE[-runN].json")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
@@ -46,8 +51,16 @@ def run(args) -> int:
     if not 0 < args.scale <= 1 or args.runs < 1:
         raise ConfigError("expected 0 < --scale <= 1 and --runs >= 1", field="arguments")
     modes = (1, 2, 3) if args.mode == "all" else (int(args.mode),)
+    save = None
+    if args.out:
+        out_dir = Path(check_output_dir(args.out))       # fail before minutes of runs
+
+        def save(result, mode, source, run):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            suffix = f"-run{run + 1}" if args.runs > 1 else ""
+            result.save(out_dir / f"mode{mode}-{source}{suffix}.json")
     out = reproduce(modes, scale=args.scale, runs=args.runs, seed=args.seed,
-                    access_model=args.model,
+                    access_model=args.model, save=save,
                     progress=lambda m, s, r: note(f"mode {m}: {s} run {r + 1} done", args.quiet))
     console = make_console()
     for mode, row in out["modes"].items():

@@ -11,8 +11,11 @@ Model (docs/detectors.md):
 - Sampling. Every engine tick, for each thread group that ran, ``engine.model.sample`` draws
   the pfns hit by sampled accesses of its last advance, with ``ops_per_access /
   sample_period`` samples per access (a Poisson count in the rate model, a Bernoulli thinning
-  of the replayed accesses in the exact model). ``ops_per_access`` is the number of IBS-tagged
-  memory ops one simulated access stands for (1.0: one load or store). Every simulated load
+  of the replayed accesses in the exact model). ``ops_per_access`` is the number of dispatched
+  ops one simulated access stands for: IBS Op sampling counts every op, and a loop around a
+  random access issues several. The default, 10, is an a-priori estimate from HPCC
+  RandomAccess's inner loop (a shift-xor PRNG step, a mask, the read-modify-write and loop
+  control), not a measurement. Every simulated load
   misses the caches, so the DC/L2-miss and L3-miss-only filters pass; user mode, a valid
   linear and physical address hold for every sample of a mapped page.
 - Stores (``sample_stores``, default false). The driver sets IBS_OP_L3MISSONLY on Zen 4+ and
@@ -57,6 +60,7 @@ from .base import Detector
 DEFAULT_SAMPLE_PERIOD = 10_000
 DEFAULT_RING_SIZE = 150
 DEFAULT_DRAIN_MS = 10.0
+DEFAULT_OPS_PER_ACCESS = 10.0
 COUNTERS = ("hwhint_nr_events", "hwhint_dram_accesses", "hwhint_cxl_accesses",
             "hwhint_useful_samples", "hwhint_buffer_full", "hwhint_non_lru")
 register_vmstat(*COUNTERS)
@@ -69,7 +73,7 @@ class Ibs(Detector):
     name = "ibs"
 
     def __init__(self, promoter=None, *, sample_period: int = DEFAULT_SAMPLE_PERIOD,
-                 ops_per_access: float = 1.0, ring_size: int = DEFAULT_RING_SIZE,
+                 ops_per_access: float = DEFAULT_OPS_PER_ACCESS, ring_size: int = DEFAULT_RING_SIZE,
                  drain_ms: float = DEFAULT_DRAIN_MS, nid_quirk: bool = True,
                  drop_toptier: bool = False, sample_stores: bool = False, seed: int = 0,
                  costs=None):
@@ -215,7 +219,7 @@ def _params(component) -> dict:
     component.check_keys(PARAMS)
     p, c, f = component.params, component.checker(), component.field_path
     period = c.int_at_least(p.get("sample_period", DEFAULT_SAMPLE_PERIOD), f("sample_period"), 1)
-    opa = c.number_in(p.get("ops_per_access", 1.0), f("ops_per_access"), 0, period)
+    opa = c.number_in(p.get("ops_per_access", DEFAULT_OPS_PER_ACCESS), f("ops_per_access"), 0, period)
     if opa <= 0:
         c.fail(f("ops_per_access"), f"expected a number > 0, got {opa}")
     ring = c.int_at_least(p.get("ring_size", DEFAULT_RING_SIZE), f("ring_size"), 1)
