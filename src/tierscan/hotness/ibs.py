@@ -15,9 +15,9 @@ Model (docs/detectors.md):
   ops one simulated access stands for: IBS Op sampling counts every op, and a loop around a
   random access issues several. The default, 10, is an a-priori estimate from HPCC
   RandomAccess's inner loop (a shift-xor PRNG step, a mask, the read-modify-write and loop
-  control), not a measurement. Every simulated load
-  misses the caches, so the DC/L2-miss and L3-miss-only filters pass; user mode, a valid
-  linear and physical address hold for every sample of a mapped page.
+  control), not a measurement. Every simulated load misses the caches, so the DC/L2-miss and
+  L3-miss-only filters pass; user mode, a valid linear and physical address hold for every
+  sample of a mapped page.
 - Stores (``sample_stores``, default false). The driver sets IBS_OP_L3MISSONLY on Zen 4+ and
   notes "DataSrc isn't valid for stores"; a store retires before its line arrives, so we take
   it that a tagged store is not reported as an L3 miss and never raises the NMI. This is an
@@ -73,8 +73,8 @@ class Ibs(Detector):
     name = "ibs"
 
     def __init__(self, promoter=None, *, sample_period: int = DEFAULT_SAMPLE_PERIOD,
-                 ops_per_access: float = DEFAULT_OPS_PER_ACCESS, ring_size: int = DEFAULT_RING_SIZE,
-                 drain_ms: float = DEFAULT_DRAIN_MS, nid_quirk: bool = True,
+                 ops_per_access: float = DEFAULT_OPS_PER_ACCESS,
+                 ring_size: int = DEFAULT_RING_SIZE, drain_ms: float = DEFAULT_DRAIN_MS, nid_quirk: bool = True,
                  drop_toptier: bool = False, sample_stores: bool = False, seed: int = 0,
                  costs=None):
         super().__init__(promoter)
@@ -219,7 +219,8 @@ def _params(component) -> dict:
     component.check_keys(PARAMS)
     p, c, f = component.params, component.checker(), component.field_path
     period = c.int_at_least(p.get("sample_period", DEFAULT_SAMPLE_PERIOD), f("sample_period"), 1)
-    opa = c.number_in(p.get("ops_per_access", DEFAULT_OPS_PER_ACCESS), f("ops_per_access"), 0, period)
+    opa = c.number_in(p.get("ops_per_access", DEFAULT_OPS_PER_ACCESS), f("ops_per_access"), 0,
+                      period)
     if opa <= 0:
         c.fail(f("ops_per_access"), f"expected a number > 0, got {opa}")
     ring = c.int_at_least(p.get("ring_size", DEFAULT_RING_SIZE), f("ring_size"), 1)
