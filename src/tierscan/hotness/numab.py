@@ -7,12 +7,12 @@ Scanning (§3.2, task_tick_numa -> task_numa_work -> change_prot_numa). Every th
 a task group sharing one mm. Each thread has a ``node_stamp`` and a ``numa_scan_period``
 compared with its CPU runtime; the threads of a group run all the time they are not finished,
 so their runtime is the simulated time. A thread whose runtime passes ``node_stamp + period``
-advances its stamp by the period (the first time, its period becomes ``task_scan_start()``)
-and, if ``jiffies >= mm.numa_next_scan``, runs task_numa_work: the first such thread sets
-``numa_next_scan = now + its period``, adds 2 ticks and 32x its scan time to its own stamp
-(the 3% overhead cap), and marks PROT_NONE, from ``numa_scan_offset``, up to ``scan_size``
-(256 MB) of address space holding a markable page, or up to 8x that of address space without
-one, in 2 MiB-aligned chunks; it wraps at the end and bumps ``numa_scan_seq``. VMA filters:
+advances its stamp by the period (the first time, if its stamp is still 0, its period
+becomes ``task_scan_start()``) and, if ``jiffies >= mm.numa_next_scan``, runs
+task_numa_work: the first such thread sets ``numa_next_scan = now + its period``, adds 2 ticks
+and 32x its scan time to its own stamp (the 3% overhead cap), and marks PROT_NONE, from
+``numa_scan_offset``, up to ``scan_size`` (256 MB) of address space holding a markable page,
+or up to 8x that of address space without one, in 2 MiB-aligned chunks; it wraps at the end and bumps ``numa_scan_seq``. VMA filters:
 not migratable, hugetlb or MIXEDMAP, read-only file mappings, inaccessible mappings, VMAs
 newer than ``scan_delay`` (after the first sequence), VMAs already scanned this sequence, and
 the per-VMA activity filter (§3.2 step 4; "this PID faulted here" is "a thread of this mm
