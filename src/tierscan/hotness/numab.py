@@ -12,9 +12,9 @@ becomes ``task_scan_start()``) and, if ``jiffies >= mm.numa_next_scan``, runs
 task_numa_work: the first such thread sets ``numa_next_scan = now + its period``, adds 2 ticks
 and 32x its scan time to its own stamp (the 3% overhead cap), and marks PROT_NONE, from
 ``numa_scan_offset``, up to ``scan_size`` (256 MB) of address space holding a markable page,
-or up to 8x that of address space without one, in 2 MiB-aligned chunks; it wraps at the end and bumps ``numa_scan_seq``. VMA filters:
-not migratable, hugetlb or MIXEDMAP, read-only file mappings, inaccessible mappings, VMAs
-newer than ``scan_delay`` (after the first sequence), VMAs already scanned this sequence, and
+or up to 8x that of address space without one, in 2 MiB-aligned chunks; it wraps at the
+end and bumps ``numa_scan_seq``. VMA filters: not migratable, hugetlb or MIXEDMAP, read-only
+file mappings, inaccessible mappings, VMAs newer than ``scan_delay`` (after the first sequence), VMAs already scanned this sequence, and
 the per-VMA activity filter (§3.2 step 4; "this PID faulted here" is "a thread of this mm
 took a hint fault in this VMA in the last two 4 x scan_delay windows"). In tiering mode only
 slow-tier folios are marked (mm/memory.py change_prot_numa), and marking stamps the folio's
