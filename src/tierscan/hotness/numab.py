@@ -3,36 +3,37 @@
 ``numab2`` (upstream: promote in the faulting thread) and ``numab2-pghot`` (report each hint
 fault to the promotion engine as ``record_access(head, cpu node, HINT_FAULT, jiffies)``).
 
-Scanning (§3.2, task_tick_numa -> task_numa_work -> change_prot_numa). Every thread group is
-a task group sharing one mm. Each thread has a ``node_stamp`` and a ``numa_scan_period``
-compared with its CPU runtime; the threads of a group run all the time they are not finished,
-so their runtime is the simulated time. A thread whose runtime passes ``node_stamp + period``
-advances its stamp by the period (the first time, if its stamp is still 0, its period
-becomes ``task_scan_start()``) and, if ``jiffies >= mm.numa_next_scan``, runs
-task_numa_work: the first such thread sets ``numa_next_scan = now + its period``, adds 2 ticks
-and 32x its scan time to its own stamp (the 3% overhead cap), and marks PROT_NONE, from
-``numa_scan_offset``, up to ``scan_size`` (256 MB) of address space holding a markable page,
-or up to 8x that of address space without one, in 2 MiB-aligned chunks; it wraps at the
-end and bumps ``numa_scan_seq``. VMA filters: not migratable, hugetlb or MIXEDMAP, read-only
-file mappings, inaccessible mappings, VMAs newer than ``scan_delay`` (after the first sequence), VMAs already scanned this sequence, and
-the per-VMA activity filter (§3.2 step 4; "this PID faulted here" is "a thread of this mm
-took a hint fault in this VMA in the last two 4 x scan_delay windows"). In tiering mode only
-slow-tier folios are marked (mm/memory.py change_prot_numa), and marking stamps the folio's
-access time. A fault that leaves its folio on the slow tier skips task_numa_fault's statistics
-in this mode (§3.2 "tiering-only caveat"); one that promotes it (or, with pghot, reports it)
-passes the toptier target and doubles the period once per scan sequence, up to task_scan_max()
-(see task_numa_fault). Until then the period keeps the value init_numa_balancing() and the
-first expiry gave it. init_numa_balancing() sets every task's period to ``scan_delay`` and its
-``node_stamp`` to 0, except that a thread created with clone(CLONE_VM) gets a staggered,
-nonzero stamp, min(task_scan_max(parent), parent period * mm_users ms) + 2 ticks. Only a task
-whose stamp is still 0 at its first expiry switches to task_scan_start() = max(1000 ms /
-(2560 MB / scan_size), scan_period_min / ceil(RSS / scan_size)) (100 ms from 2.5 GiB of RSS
-up). So a process's main thread scans every ~100 ms of its runtime, while worker threads keep
-the 1000-ms scan_delay: with the usual harness, whose main thread only waits for its workers
-(``main_thread_runs = false``, the default), the mm is scanned 256 MB per second. The pghot v3
-Mode 3 count supports this: upstream NUMAB2 promoted 3,754 THPs in 29.8 s, 7.3 GiB, i.e.
-256 MiB per second of run (promotion-spec §7.1), where a 100-ms period would have covered the
-whole 64 GiB. [fair.c init_numa_balancing/task_tick_numa, read in the public corpus.]
+Scanning (§3.2, task_tick_numa -> task_numa_work -> change_prot_numa). Every thread group is a
+task group sharing one mm. Each thread has a ``node_stamp`` and a ``numa_scan_period`` compared
+with its CPU runtime; the threads of a group run all the time they are not finished, so their
+runtime is the simulated time. A thread whose runtime passes ``node_stamp + period`` advances
+its stamp by the period (the first time, if its stamp is still 0, its period becomes
+``task_scan_start()``) and, if ``jiffies >= mm.numa_next_scan``, runs task_numa_work: the first
+such thread sets ``numa_next_scan = now + its period``, adds 2 ticks and 32x its scan time to
+its own stamp (the 3% overhead cap), and marks PROT_NONE, from ``numa_scan_offset``, up to
+``scan_size`` (256 MB) of address space holding a markable page, or up to 8x that of address
+space without one, in 2 MiB-aligned chunks; it wraps at the end and bumps ``numa_scan_seq``.
+VMA filters: not migratable, hugetlb or MIXEDMAP, read-only file mappings, inaccessible
+mappings, VMAs newer than ``scan_delay`` (after the first sequence), VMAs already scanned this
+sequence, and the per-VMA activity filter (§3.2 step 4; "this PID faulted here" is "a thread of
+this mm took a hint fault in this VMA in the last two 4 x scan_delay windows"). In tiering mode
+only slow-tier folios are marked (mm/memory.py change_prot_numa), and marking stamps the
+folio's access time. A fault that leaves its folio on the slow tier skips task_numa_fault's
+statistics in this mode (§3.2 "tiering-only caveat"); one that promotes it (or, with pghot,
+reports it) passes the toptier target and doubles the period once per scan sequence, up to
+task_scan_max() (see task_numa_fault). Until then the period keeps the value
+init_numa_balancing() and the first expiry gave it. init_numa_balancing() sets every task's
+period to ``scan_delay`` and its ``node_stamp`` to 0, except that a thread created with
+clone(CLONE_VM) gets a staggered, nonzero stamp, min(task_scan_max(parent), parent period *
+mm_users ms) + 2 ticks. Only a task whose stamp is still 0 at its first expiry switches to
+task_scan_start() = max(1000 ms / (2560 MB / scan_size), scan_period_min / ceil(RSS /
+scan_size)) (100 ms from 2.5 GiB of RSS up). So a process's main thread scans every ~100 ms of
+its runtime, while worker threads keep the 1000-ms scan_delay: with the usual harness, whose
+main thread only waits for its workers (``main_thread_runs = false``, the default), the mm is
+scanned 256 MB per second. The pghot v3 Mode 3 count supports this: upstream NUMAB2 promoted
+3,754 THPs in 29.8 s, 7.3 GiB, i.e. 252 MiB per second of run (promotion-spec §7.1), where a
+100-ms period would have covered the whole 64 GiB. [fair.c init_numa_balancing/task_tick_numa,
+read in the public corpus.]
 
 Faults (§3.3). The hook ``kernel.numa_hint_fault_hook`` receives the pfns of each batch of hint
 faults (mm/memory.py counts numa_hint_faults and _local). The default MOF policy targets the
