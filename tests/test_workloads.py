@@ -87,6 +87,18 @@ def test_scatter_is_a_seeded_permutation_of_ranks():
     assert np.allclose(Zipf(0.0).weights(n), 1.0 / n, rtol=1e-12, atol=0)  # alpha 0 = uniform
 
 
+@pytest.mark.parametrize("dist", [Uniform(), Zipf(0.99, seed=2), HotSet(0.1, 0.9)])
+@pytest.mark.parametrize("n, count", [(1 << 17, 5000), (1 << 17, 10), (1000, 5000)])
+def test_sample_is_the_inverse_cdf_whichever_search_it_uses(dist, n, count):
+    """Large draws search sorted keys (a speed-up); the pages must be exactly the plain
+    inverse-CDF pages of the same uniforms, in the same order."""
+    got = dist.sample(n, count, np.random.default_rng(7))
+    cdf = dist.cdf(n)
+    u = np.random.default_rng(7).random(count) * cdf[-1]
+    want = np.minimum(np.searchsorted(cdf, u, side="right"), np.flatnonzero(dist.weights(n))[-1])
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+
+
 def test_hotset_layout_wraps_and_weights_are_exact():
     n = 10_000
     h = HotSet(0.05, 0.8, offset=0.98)

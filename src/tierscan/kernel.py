@@ -231,15 +231,17 @@ class Kernel:
     def node_pages(self) -> dict[str, np.ndarray]:
         """Per-node page counts: total, free, anon, file (and THP-backed anon)."""
         pm = self.pm
-        out = {"total": pm.node_present.copy(), "free": pm.node_free.copy()}
+        bounds = list(zip(pm.node_start[:-1].tolist(), pm.node_start[1:].tolist()))
+
+        def per_node(mask):            # nodes are contiguous pfn ranges
+            return np.array([np.count_nonzero(mask[a:b]) for a, b in bounds], dtype=np.int64)
+
         used = (pm.flags & (PG_allocated | PG_reserved)) == PG_allocated
-        nids = pm.node_of(np.flatnonzero(used))
-        anon = (pm.flags[used] & PG_anon) != 0
-        n = self.machine.nr_nodes
-        out["anon"] = np.bincount(nids[anon], minlength=n)
-        out["file"] = np.bincount(nids[~anon], minlength=n)
-        thp = used & (pm.order > 0) & ((pm.flags & PG_anon) != 0)
-        out["anon_thp"] = np.bincount(pm.node_of(np.flatnonzero(thp)), minlength=n)
+        anon = used & ((pm.flags & PG_anon) != 0)
+        out = {"total": pm.node_present.copy(), "free": pm.node_free.copy(),
+               "anon": per_node(anon)}
+        out["file"] = per_node(used) - out["anon"]
+        out["anon_thp"] = per_node(anon & (pm.order > 0))
         return out
 
     def _fill_state_counters(self, c) -> None:

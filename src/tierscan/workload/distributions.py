@@ -29,6 +29,8 @@ import numpy as np
 __all__ = ["Uniform", "Zipf", "HotSet", "DISTRIBUTIONS"]
 
 _CACHE_ENTRIES = 4  # distinct n kept per distribution object
+_SORTED_SEARCH_MIN_COUNT = 1024      # below this, sorting costs more than it saves
+_SORTED_SEARCH_MIN_PAGES = 1 << 16    # a 512 KiB CDF: beyond L2
 
 
 def _check_n(n) -> int:
@@ -91,7 +93,14 @@ class _Tabulated:
         _, cdf, last = self._table(n)
         u = rng.random(int(count))
         u *= cdf[-1]
-        idx = np.searchsorted(cdf, u, side="right")
+        if count >= _SORTED_SEARCH_MIN_COUNT and n >= _SORTED_SEARCH_MIN_PAGES:
+            # Searching sorted keys walks the CDF in order instead of missing the cache on
+            # every probe: 2-5x faster once the CDF outgrows the caches. Same result.
+            order = np.argsort(u)
+            idx = np.empty(u.size, dtype=np.intp)
+            idx[order] = np.searchsorted(cdf, u[order], side="right")
+        else:
+            idx = np.searchsorted(cdf, u, side="right")
         # u < cdf[-1] always in exact arithmetic; the clamp covers the rounding of u * cdf[-1]
         # and keeps trailing zero-weight pages undrawable.
         np.minimum(idx, last, out=idx)
