@@ -44,3 +44,26 @@ def test_the_fit_makes_numab0_mode1_take_the_published_time():
     assert abs(n * lat / 1000 - PUBLISHED[1]["numab0"][0]) <= lat / 1000
     assert config(1, "numab0")["workload"]["accesses_per_thread"] == n
     assert config(3, "klruscand")["workload"]["accesses_per_thread"] == n   # one fit for all
+
+
+def test_every_run_gets_a_labelled_progress_bar_that_is_closed():
+    import io
+
+    from rich.console import Console
+
+    from tierscan.cli.run import RunProgress
+    from tierscan.experiments.pghot_v3 import reproduce
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120)
+    bars = []
+
+    def bar(mode, source, run):
+        bars.append(RunProgress(True, console, min_interval_s=0.0, label=f"mode {mode} {source}"))
+        return bars[-1]
+
+    reproduce((2,), scale=0.002, run_progress=bar)
+    assert len(bars) == len(SOURCES)
+    assert all(b._bar is None and b.engine is not None for b in bars)     # closed, and used
+    for s in SOURCES:
+        assert f"mode 2 {s}" in buf.getvalue()

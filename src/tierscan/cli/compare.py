@@ -56,7 +56,7 @@ def run_config(args, source: str) -> dict:
 def run(args) -> int:
     import os
 
-    from tierscan.cli.run import make_console, note
+    from tierscan.cli.run import RunProgress, make_console, note, shows_progress
     from tierscan.errors import ConfigError
     from tierscan.report.plots import plot_all
     from tierscan.report.tables import compare_table
@@ -69,13 +69,15 @@ def run(args) -> int:
     cfgs = {s: config_from_dict(run_config(args, s), where="<compare>", overrides=args.overrides)
             for s in sources}          # validate every run before running any
     results = {}
+    console = make_console()
     for source, cfg in cfgs.items():
-        results[source] = run_experiment(cfg)
+        with RunProgress(shows_progress(console, args.quiet), console, label=source) as bar:
+            results[source] = run_experiment(cfg, progress=bar)
         note(f"{source}: done", args.quiet)
         if args.json_dir:
             os.makedirs(args.json_dir, exist_ok=True)
             results[source].save(os.path.join(args.json_dir, f"{source}.json"))
-    make_console().print(compare_table(results).to_rich(raw=args.raw))
+    console.print(compare_table(results).to_rich(raw=args.raw))
     if args.plot:
         written, skipped = plot_all(results, args.plot)
         for line in skipped:

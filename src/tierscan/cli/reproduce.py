@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from rich.table import Table
 
-    from tierscan.cli.run import make_console, note
+    from tierscan.cli.run import RunProgress, make_console, note, shows_progress
     from tierscan.errors import ConfigError
     from tierscan.experiments.pghot_v3 import reproduce
 
@@ -59,10 +59,13 @@ def run(args) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
             suffix = f"-run{run + 1}" if args.runs > 1 else ""
             result.save(out_dir / f"mode{mode}-{source}{suffix}.json")
+    console = make_console()
+    show = shows_progress(console, args.quiet)
     out = reproduce(modes, scale=args.scale, runs=args.runs, seed=args.seed,
                     access_model=args.model, save=save,
+                    run_progress=lambda m, s, r: RunProgress(show, console,
+                                                             label=f"mode {m} {s}"),
                     progress=lambda m, s, r: note(f"mode {m}: {s} run {r + 1} done", args.quiet))
-    console = make_console()
     for mode, row in out["modes"].items():
         t = Table(title=f"pghot RFC v3, Mode {mode} (ours vs published)")
         for col in ("source", "time (s)", "published (s)", "ratio", "published ratio",

@@ -64,14 +64,21 @@ def note(message: str, quiet: bool = False) -> None:
         print(message, file=sys.stderr)
 
 
+def shows_progress(console, quiet: bool) -> bool:
+    """Progress bars only on an interactive terminal, and not with --quiet."""
+    return not quiet and console.is_terminal and sys.stdout.isatty()
+
+
 class RunProgress:
     """The ``progress`` callable given to the engine. It remembers the engine (so per-node
     counters can be read once the run ends) and, when ``show``, draws a rich progress bar:
     over simulated time when the experiment has a duration, else over the accesses per thread
     of the first process's phases (or over its phases, when some end by time only)."""
 
-    def __init__(self, show: bool, console=None, min_interval_s: float = 0.1):
+    def __init__(self, show: bool, console=None, min_interval_s: float = 0.1,
+                 label: str = "simulating"):
         self.show, self.console, self.min_interval_s = show, console, min_interval_s
+        self.label = label
         self.engine = None
         self._bar = self._task = None
         self._last = 0.0
@@ -117,7 +124,7 @@ class RunProgress:
             self._mode = "accesses"
         else:
             self._mode = "phases"
-        self._bar = Progress(TextColumn("[bold]simulating"), BarColumn(), TaskProgressColumn(),
+        self._bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), TaskProgressColumn(),
                              TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
                              TimeRemainingColumn(), console=self.console, transient=True)
         done, total, detail = self._measure(engine)
@@ -223,7 +230,7 @@ def run(args) -> int:
         check_output_dir(args.plot, "plot directory")
 
     console = make_console()
-    show = not args.quiet and console.is_terminal and sys.stdout.isatty()
+    show = shows_progress(console, args.quiet)
     argv = getattr(args, "argv", None)
     command = ["tierscan", *argv] if argv is not None else None
     with RunProgress(show, console) as progress:
@@ -239,4 +246,4 @@ def run(args) -> int:
 
 
 __all__ = ["RunProgress", "make_console", "node_vmstat", "note", "print_result_tables",
-           "register", "run", "run_config", "write_plots"]
+           "register", "run", "run_config", "shows_progress", "write_plots"]

@@ -97,10 +97,12 @@ def migrated(result, mode: int) -> int:
 
 
 def reproduce(modes=(1, 2, 3), *, scale: float = 1.0, runs: int = 1, seed: int = 0,
-              access_model: str = "rate", progress=None, save=None) -> dict:
+              access_model: str = "rate", progress=None, save=None, run_progress=None) -> dict:
     """Run every (mode, source) ``runs`` times and return the issue's JSON shape:
     {"modes": {"1": {"numab0": {runtime_us, ratio_to_numab0, promoted, published}, ...}}}.
-    ``save(result, mode, source, run)``, if given, receives every run's full result."""
+    ``save(result, mode, source, run)``, if given, receives every run's full result;
+    ``run_progress(mode, source, run)``, if given, makes the engine's progress callable for a
+    run (closed after it)."""
     out = {"modes": {}, "meta": {"machine": MACHINE, "scale": scale, "runs": runs,
                                  "access_model": access_model, "seed": seed}}
     for mode in modes:
@@ -110,7 +112,12 @@ def reproduce(modes=(1, 2, 3), *, scale: float = 1.0, runs: int = 1, seed: int =
             for r in range(runs):
                 cfg = config_from_dict(config(mode, source, scale=scale, seed=seed + r,
                                               access_model=access_model))
-                res = run_experiment(cfg)
+                bar = run_progress(mode, source, r) if run_progress is not None else None
+                try:
+                    res = run_experiment(cfg, progress=bar)
+                finally:
+                    if bar is not None:
+                        bar.close()
                 if save is not None:
                     save(res, mode, source, r)
                 times.append(res.final["runtime_ns"] / 1000)
