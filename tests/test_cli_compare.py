@@ -30,6 +30,7 @@ def test_compare_prints_one_row_per_source(capsys, tmp_path):
      "GB"),
     (["compare", "--workload", "zipf", "--detectors", " , "], "--detectors"),
     (["reproduce", "pghot-v3", "--scale", "0"], "scale"),
+    (["reproduce", "pghot-v3", "--fit", "mode3"], "--fit"),
 ])
 def test_compare_and_reproduce_bad_input_is_one_line_exit_2(capsys, argv, needle):
     assert main(argv) == 2
@@ -60,7 +61,7 @@ def test_demo_runs_and_prints_the_comparison(capsys):
 def test_reproduce_keeps_every_run_with_out(tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["reproduce", "pghot-v3", "--mode", "2", "--scale", "0.002", "--quiet",
-                 "--out", str(out)]) == 0
+                 "--json-dir", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {
         f"mode2-{s}.json" for s in ("numab0", "numab2", "numab2-pghot", "klruscand", "ibs")}
     capsys.readouterr()
@@ -72,5 +73,5 @@ def test_reproduce_out_that_cannot_be_a_directory_fails_before_running(tmp_path,
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["reproduce", "pghot-v3", "--mode", "2", "--scale", "0.002", "--quiet",
-                 "--out", str(blocker / "runs")]) == 2
+                 "--json-dir", str(blocker / "runs")]) == 2
     assert "not a directory" in one_line_error(capsys)

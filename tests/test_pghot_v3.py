@@ -46,6 +46,17 @@ def test_the_fit_makes_numab0_mode1_take_the_published_time():
     assert config(3, "klruscand")["workload"]["accesses_per_thread"] == n   # one fit for all
 
 
+@pytest.mark.parametrize("mode, write_fraction", [(2, 0.0), (3, 0.5)])
+def test_fit_each_fits_every_mode_to_its_own_numab0_time(mode, write_fraction):
+    m = Machine.preset("zen5-cxl")
+    n = config(mode, "numab0", fit="each")["workload"]["accesses_per_thread"]
+    lat = (1 - write_fraction) * m.load_ns[0][2] + write_fraction * m.store_ns[0][2]
+    assert abs(n * lat / 1000 - PUBLISHED[mode]["numab0"][0]) <= lat / 1000
+    assert n != fit_accesses_per_thread(m)
+    with pytest.raises(ValueError, match="fit"):
+        config(mode, "numab0", fit="mode3")
+
+
 def test_every_run_gets_a_labelled_progress_bar_that_is_closed():
     import io
 

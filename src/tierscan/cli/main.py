@@ -30,8 +30,18 @@ _SUBCOMMANDS = (
 )
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the standard's rule for bad input), pointing to
+    --help instead of printing the usage block. Subcommand parsers inherit the class."""
+
+    def error(self, message):
+        command = self.prog[len(PROG):].strip()          # "run" for "tierscan run"
+        where = f"{command}: " if command else ""
+        self.exit(2, f"{PROG}: error: {where}{message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=PROG,
         description="Simulate Linux tiered-memory (DRAM + CXL) page management.",
         epilog="Run 'tierscan COMMAND --help' for a command's options.")

@@ -11,11 +11,12 @@ from tierscan.report import atomic_write, check_output_dir
 
 _EXAMPLES = """\
 examples:
-  tierscan reproduce pghot-v3 --mode 2                 # one mode, full scale (minutes)
+  tierscan reproduce pghot-v3 --mode 2                   # one mode, full scale (~2 min)
   tierscan reproduce pghot-v3 --mode all --json out.json
-  tierscan reproduce pghot-v3 --mode 1 --scale 0.05    # a quick, smaller run
-  tierscan reproduce pghot-v3 --mode 2 --out runs/     # also keep every run's result
-  tierscan report runs/mode2-numab2.json               # its time-to-promote, plots, ...
+  tierscan reproduce pghot-v3 --mode 1 --scale 0.05      # a quick, smaller run
+  tierscan reproduce pghot-v3 --mode 3 --fit each        # Mode 3 on its published time scale
+  tierscan reproduce pghot-v3 --mode 2 --json-dir runs/  # also keep every run's result
+  tierscan report runs/mode2-numab2.json                 # its time-to-promote, plots, ...
 
 Five sources per mode: numab0, numab2 (upstream), numab2-pghot, klruscand (500 ms) and
 ibs, the last three into pghot v3. The per-thread access count is the one fitted value
@@ -33,9 +34,12 @@ def register(subparsers) -> None:
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply footprint and accesses (0 < SCALE <= 1, default 1)")
     p.add_argument("--model", choices=["rate", "exact"], default="rate", help="access model")
+    p.add_argument("--fit", choices=["mode1", "each"], default="mode1",
+                   help="fit the per-thread access count to NUMAB0 of Mode 1 only (default: "
+                        "the one fitted value) or of each mode (two more fitted values)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="save the result table as JSON")
-    p.add_argument("--out", metavar="DIR",
+    p.add_argument("--json-dir", metavar="DIR",
                    help="save every run's full result as DIR/modeM-SOURCE[-runN].json")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
@@ -52,8 +56,8 @@ def run(args) -> int:
         raise ConfigError("expected 0 < --scale <= 1 and --runs >= 1", field="arguments")
     modes = (1, 2, 3) if args.mode == "all" else (int(args.mode),)
     save = None
-    if args.out:
-        out_dir = Path(check_output_dir(args.out))       # fail before minutes of runs
+    if args.json_dir:
+        out_dir = Path(check_output_dir(args.json_dir))       # fail before minutes of runs
 
         def save(result, mode, source, run):
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +66,7 @@ def run(args) -> int:
     console = make_console()
     show = shows_progress(console, args.quiet)
     out = reproduce(modes, scale=args.scale, runs=args.runs, seed=args.seed,
-                    access_model=args.model, save=save,
+                    access_model=args.model, fit=args.fit, save=save,
                     run_progress=lambda m, s, r: RunProgress(show, console,
                                                              label=f"mode {m} {s}"),
                     progress=lambda m, s, r: note(f"mode {m}: {s} run {r + 1} done", args.quiet))
