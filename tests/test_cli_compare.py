@@ -75,3 +75,12 @@ def test_reproduce_out_that_cannot_be_a_directory_fails_before_running(tmp_path,
     assert main(["reproduce", "pghot-v3", "--mode", "2", "--scale", "0.002", "--quiet",
                  "--json-dir", str(blocker / "runs")]) == 2
     assert "not a directory" in one_line_error(capsys)
+
+
+def test_reproduce_json_that_cannot_be_written_fails_before_running(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["reproduce", "pghot-v3", "--mode", "2", "--scale", "0.002", "--quiet",
+                 "--json", str(blocker / "out.json")]) == 2
+    one_line_error(capsys)
+    assert not (tmp_path / "out.json").exists()

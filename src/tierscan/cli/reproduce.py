@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tierscan.report import atomic_write, check_output_dir
+from tierscan.report import atomic_write, check_output_dir, check_output_file
 
 _EXAMPLES = """\
 examples:
@@ -55,9 +55,11 @@ def run(args) -> int:
     if not 0 < args.scale <= 1 or args.runs < 1:
         raise ConfigError("expected 0 < --scale <= 1 and --runs >= 1", field="arguments")
     modes = (1, 2, 3) if args.mode == "all" else (int(args.mode),)
+    if args.json:                                        # fail before minutes of runs
+        check_output_file(args.json, "result table")
     save = None
     if args.json_dir:
-        out_dir = Path(check_output_dir(args.json_dir))       # fail before minutes of runs
+        out_dir = Path(check_output_dir(args.json_dir))
 
         def save(result, mode, source, run):
             out_dir.mkdir(parents=True, exist_ok=True)
