@@ -1,0 +1,84 @@
+"""Inverse-CDF page sampling (workload/distributions.py) and per-node page counts
+(Kernel.node_pages), each against the simple form it replaced, in one process.
+
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_sample.py
+
+See benchmarks/README.md. Both fast paths must give the reference's exact result; the script
+checks that and exits 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from tierscan.experiments.pghot_v3 import config
+from tierscan.mm.constants import PG_allocated, PG_anon, PG_reserved
+from tierscan.sim.config import config_from_dict
+from tierscan.sim.run import build_engine
+from tierscan.workload.distributions import Uniform
+
+
+def best_of(fn, repeat: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def reference_sample(dist, n, count, seed):
+    """The plain inverse CDF: one searchsorted over the unsorted uniforms."""
+    cdf = dist.cdf(n)
+    u = np.random.default_rng(seed).random(count) * cdf[-1]
+    return np.minimum(np.searchsorted(cdf, u, side="right"), n - 1)
+
+
+def reference_node_pages(k):
+    """The former Kernel.node_pages: the node of every used pfn by searchsorted, then bincount."""
+    pm = k.pm
+    used = (pm.flags & (PG_allocated | PG_reserved)) == PG_allocated
+    nids = pm.node_of(np.flatnonzero(used))
+    anon = (pm.flags[used] & PG_anon) != 0
+    n = k.machine.nr_nodes
+    thp = used & (pm.order > 0) & ((pm.flags & PG_anon) != 0)
+    return {"anon": np.bincount(nids[anon], minlength=n),
+            "file": np.bincount(nids[~anon], minlength=n),
+            "anon_thp": np.bincount(pm.node_of(np.flatnonzero(thp)), minlength=n)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5, help="best of this many timings")
+    args = ap.parse_args()
+    ok = True
+    dist = Uniform()
+    print("sampling: Uniform over n pages, count draws, best of", args.repeat)
+    for n, count in ((2_097_152, 2_300), (2_097_152, 100_000), (16_777_216, 1_000_000)):
+        t_fast, fast = best_of(lambda: dist.sample(n, count, np.random.default_rng(1)),
+                               args.repeat)
+        t_ref, ref = best_of(lambda: reference_sample(dist, n, count, 1), args.repeat)
+        same = np.array_equal(fast, ref)
+        ok &= same
+        print(f"  n={n:>10,} count={count:>9,}  fast {t_fast * 1e3:8.2f} ms  "
+              f"reference {t_ref * 1e3:8.2f} ms  x{t_ref / t_fast:4.1f}  "
+              f"{'same pages' if same else 'DIFFERENT PAGES'}")
+
+    # The pghot v3 machine with Mode 2's 8 GiB file mapping on the CXL node.
+    k = build_engine(config_from_dict(config(2, "numab0"))).kernel
+    t_fast, fast = best_of(k.node_pages, args.repeat)
+    t_ref, ref = best_of(lambda: reference_node_pages(k), args.repeat)
+    same = all(np.array_equal(fast[key], ref[key]) for key in ref)
+    ok &= same
+    print(f"node_pages on zen5-cxl ({k.pm.nr_pfns:,} pfns): fast {t_fast * 1e3:.0f} ms  "
+          f"reference {t_ref * 1e3:.0f} ms  x{t_ref / t_fast:.1f}  "
+          f"{'same counts' if same else 'DIFFERENT COUNTS'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
