@@ -58,29 +58,41 @@ def test_demo_runs_and_prints_the_comparison(capsys):
     assert "klruscand" in out and "oracle" in out and "promoted" in out
 
 
-def test_reproduce_keeps_every_run_with_out(tmp_path, capsys):
+SOURCES = ("numab0", "numab2", "numab2-pghot", "klruscand", "ibs")
+
+
+@pytest.mark.parametrize("runs, names", [
+    (1, {f"mode2-{s}.json" for s in SOURCES}),
+    (2, {f"mode2-{s}-run{r}.json" for s in SOURCES for r in (1, 2)}),
+])
+def test_reproduce_keeps_every_run_with_json_dir(tmp_path, capsys, runs, names):
     out = tmp_path / "runs"
     assert main(["reproduce", "pghot-v3", "--mode", "2", "--scale", "0.002", "--quiet",
-                 "--json-dir", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {
-        f"mode2-{s}.json" for s in ("numab0", "numab2", "numab2-pghot", "klruscand", "ibs")}
+                 "--runs", str(runs), "--json-dir", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == names
     capsys.readouterr()
-    assert main(["report", str(out / "mode2-klruscand.json")]) == 0
-    assert "klruscand" in capsys.readouterr().out
+    assert main(["report", str(out / sorted(names)[0])]) == 0
+    assert "promotions" in capsys.readouterr().out
 
 
-def test_reproduce_out_that_cannot_be_a_directory_fails_before_running(tmp_path, capsys):
+@pytest.fixture
+def no_runs(monkeypatch):
+    """Make any run an error, so a test can tell a check made before running from one after."""
+    import tierscan.experiments.pghot_v3 as exp
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run started")
+    monkeypatch.setattr(exp, "run_experiment", refuse)
+
+
+@pytest.mark.parametrize("option, name, needle", [
+    ("--json-dir", "runs", "not a directory"),
+    ("--json", "out.json", "file"),
+])
+def test_reproduce_unusable_output_fails_before_running(tmp_path, capsys, no_runs, option,
+                                                        name, needle):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["reproduce", "pghot-v3", "--mode", "2", "--scale", "0.002", "--quiet",
-                 "--json-dir", str(blocker / "runs")]) == 2
-    assert "not a directory" in one_line_error(capsys)
-
-
-def test_reproduce_json_that_cannot_be_written_fails_before_running(tmp_path, capsys):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    assert main(["reproduce", "pghot-v3", "--mode", "2", "--scale", "0.002", "--quiet",
-                 "--json", str(blocker / "out.json")]) == 2
-    one_line_error(capsys)
-    assert not (tmp_path / "out.json").exists()
+                 option, str(blocker / name)]) == 2
+    assert needle in one_line_error(capsys)

@@ -149,11 +149,12 @@ def test_main_thread_period_becomes_task_scan_start_and_stays():
 def test_worker_threads_keep_the_scan_delay_period():
     """clone(CLONE_VM) threads start with a nonzero node_stamp (init_numa_balancing), so they
     never take task_scan_start(): with only workers running, an 8-thread mm over 1 GiB
-    (task_scan_start would be 250 ms) is still scanned once per second."""
+    (task_scan_start would be 250 ms) is still scanned once per second. (Every promotion here
+    happens in scan sequence 0, before the first placement could double the period.)"""
     k, e, d, g = setup("1GiB", model="rate", threads=8)
     t = d.tasks[0]
-    assert (t.node_stamp > 0).all()
-    assert (t.node_stamp <= d.task_scan_max(d._rss(g.mm)) + 2 * 1_000_000).all()
+    # min(task_scan_max() read as ns [sic], 1000 ms * mm_users) + 2 ticks
+    assert (t.node_stamp == d.task_scan_max(d._rss(g.mm)) + 2 * 1_000_000).all()
     e.duration_ns = 10_500 * MS
     e.run()
     assert (t.scan_period == 1000).all()
@@ -187,6 +188,40 @@ def test_promoting_faults_double_the_period_once_per_scan_sequence():
     mark_all(k, d, ms=30)                                # sequence 2
     touch(k, g, 200, 100, ms=40)
     assert (t.scan_period == 4000).all()
+
+
+def test_promoting_faults_of_sequence_0_leave_the_period_alone():
+    """p->numa_scan_seq starts equal to the mm's (0): no placement before the first wrap."""
+    m = Machine.from_dict(machine_dict(["4GiB", "2GiB"]))
+    k, e, d, g = setup("512MiB", machine=m, threads=2)
+    t = mark_all(k, d, ms=0)                             # 256 MB of 512: no wrap yet
+    assert t.numa_scan_seq == 0
+    touch(k, g, 0, 100, ms=10)
+    assert k.vmstat["pgpromote_success"] == 100
+    assert (t.scan_period == 1000).all()
+
+
+def test_the_period_update_is_capped_by_task_scan_max():
+    m = Machine.from_dict(machine_dict(["4GiB", "2GiB"]))
+    k, e, d, g = setup("16MiB", machine=m, threads=2)
+    t = mark_all(k, d, ms=0)                             # sequence 1
+    t.scan_period[:] = 50_000
+    touch(k, g, 0, 100, ms=10)
+    assert d.task_scan_max(d._rss(g.mm)) == 60_000
+    assert (t.scan_period == 60_000).all()
+
+
+def test_reported_faults_update_the_period_too():
+    """With pghot, every reported fault passes the toptier target to task_numa_fault."""
+    k = Kernel(Machine.preset("laptop"), seed=0, debug=True)
+    wl = make_workload("uniform", {"size": "16MiB", "threads": 2, "duration": "600s"})
+    d = NumaBalancing(Recorder(), pghot=True)
+    e = Engine(k, wl, access_model="exact", daemons=[d], duration_ns=600_000 * MS)
+    g = e.groups[0]
+    t = mark_all(k, d, ms=0)                             # sequence 1
+    touch(k, g, 0, 100, ms=10)
+    assert k.vmstat["pgpromote_success"] == 0            # reported, not migrated
+    assert (t.scan_period == 2000).all()
 
 
 def test_faults_that_do_not_promote_leave_the_period_alone():

@@ -20,8 +20,9 @@ this mm took a hint fault in this VMA in the last two 4 x scan_delay windows"). 
 only slow-tier folios are marked (mm/memory.py change_prot_numa), and marking stamps the
 folio's access time. A fault that leaves its folio on the slow tier skips task_numa_fault's
 statistics in this mode (§3.2 "tiering-only caveat"); one that promotes it (or, with pghot,
-reports it) passes the toptier target and doubles the period once per scan sequence, up to
-task_scan_max() (see task_numa_fault). Until then the period keeps the value
+reports it) passes the toptier target and, once per scan sequence, sets the period to
+min(task_scan_max(), 2 x period), which is shorter when task_scan_max() is (see
+task_numa_fault). Until then the period keeps the value
 init_numa_balancing() and the first expiry gave it. init_numa_balancing() sets every task's
 period to ``scan_delay`` and its ``node_stamp`` to 0, except that a thread created with
 clone(CLONE_VM) gets a staggered, nonzero stamp, min(task_scan_max(parent), parent period *
@@ -530,6 +531,7 @@ class NumaBalancing(Detector):
         t.placement_seq = t.numa_scan_seq
         cap = self.task_scan_max(self._rss(t.mm))
         t.scan_period = np.minimum(cap, t.scan_period << 1)
+        # each thread sets mm->numa_next_scan = now + its period; the last one (a worker) wins
         t.numa_next_scan = self.kernel.jiffies + int(t.scan_period[-1])
 
     def _set_access_pid_bits(self, t: TaskNuma, pfns) -> None:
