@@ -52,6 +52,15 @@ def test_reproduce_writes_the_issue_json_shape(tmp_path, capsys):
     assert "Mode 1" in capsys.readouterr().out
 
 
+def test_compare_json_is_one_record_per_source(capsys):
+    assert main(["compare", "--workload", "hotset", "--detectors", "oracle,none",
+                 "--duration", "200ms", "--set", "workload.size=32MiB", "--quiet", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = doc["compare"]
+    assert [r["label"] for r in rows] == ["oracle", "none"]
+    assert rows[0]["promoted_pages"] > 0 and rows[1]["promoted_pages"] == 0
+
+
 def test_demo_runs_and_prints_the_comparison(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 _EXAMPLES = """\
 examples:
@@ -10,6 +11,7 @@ examples:
   tierscan compare --workload pghot-bench --set workload.mode=2 --set workload.scale=0.1 \\
       --machine zen5-cxl --detectors klruscand,numab2,numab2-pghot,ibs,none --plot plots/
   tierscan compare --workload hotset --set workload.size=256MiB --model exact --json-dir runs/
+  tierscan compare --workload zipf --detectors klruscand,none --json | jq '.compare[].promoted_pages'
 
 Sources: klruscand, ibs and numab2-pghot report into the promotion engine (--engine, default
 pghot-v3); numab2 (upstream), kscand, damon and oracle promote by themselves; none (alias
@@ -36,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--plot", metavar="DIR", help="write comparison PNGs into DIR")
     p.add_argument("--json-dir", metavar="DIR", help="save each run's result file in DIR")
     p.add_argument("--raw", action="store_true", help="raw numbers instead of human units")
+    p.add_argument("--json", action="store_true",
+                   help="print the comparison table as JSON (raw values, one record per source)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
@@ -77,7 +81,11 @@ def run(args) -> int:
         if args.json_dir:
             os.makedirs(args.json_dir, exist_ok=True)
             results[source].save(os.path.join(args.json_dir, f"{source}.json"))
-    console.print(compare_table(results).to_rich(raw=args.raw))
+    table = compare_table(results)
+    if args.json:
+        print(json.dumps({"compare": table.records()}, indent=1, allow_nan=False))
+    else:
+        console.print(table.to_rich(raw=args.raw))
     if args.plot:
         written, skipped = plot_all(results, args.plot)
         for line in skipped:

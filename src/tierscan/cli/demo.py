@@ -30,9 +30,9 @@ def run(args) -> int:
     ns = argparse.Namespace(
         workload="hotset", detectors=SOURCES, machine="laptop", engine="pghot-v3",
         model=args.model, duration=None, seed=args.seed, plot=None, json_dir=None, raw=False,
-        quiet=True, overrides=["workload.size=256MiB", "workload.threads=4",
-                               "workload.hot_fraction=0.1", "workload.hot_share=0.9",
-                               "workload.accesses=12000000"])
+        json=False, quiet=True,
+        overrides=["workload.size=256MiB", "workload.threads=4", "workload.hot_fraction=0.1",
+                   "workload.hot_share=0.9", "workload.accesses=12000000"])
     print("tierscan demo: 4 threads on DRAM node 0, 256 MiB starting on CXL node 1, 10% of the "
           "pages take 90% of the accesses; 12 M accesses per thread")
     return compare.run(ns)
