@@ -148,3 +148,26 @@ def test_hint_fault_fraction_follows_the_exponential_law(model):
     assert abs(faults / n - p) <= 5 * np.sqrt(p * (1 - p) / n), (faults / n, p)
     prot = (g.mm.pt.pte[g.slots] & np.uint64(1)) == 0
     assert prot.sum() == n - faults          # the others are still PROT_NONE
+
+
+@pytest.mark.parametrize("model", ["rate", "exact"])
+def test_migration_cancels_pending_hint_faults(model):
+    """A PROT_NONE page that migrates is mapped present again (remove_migration_pte builds
+    the entry from vm_page_prot, mm/migrate.c): neither model takes its pending hint fault."""
+    from tierscan.mm.memory import protect_slots_numa
+
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    wl = make_workload("uniform", {"size": "16MiB", "threads": 1, "accesses": 4000})
+    e = Engine(k, wl, access_model=model, seed=0)
+    g = e.groups[0]
+    assert protect_slots_numa(g.mm, g.slots) == g.n_pages
+    pfns = g.mm.translate(g.addrs)
+    half = pfns[: g.n_pages // 2]
+    dst = 1 - int(k.node_of(half[:1])[0])
+    assert migrate_folios(k, half, dst).all()
+    e.run()
+    n = g.n_pages - half.size
+    faults = k.vmstat["numa_hint_faults"]
+    p = -np.expm1(-4000 / g.n_pages)
+    assert 0 < faults <= n
+    assert abs(faults / n - p) <= 5 * np.sqrt(p * (1 - p) / n), (faults / n, p)

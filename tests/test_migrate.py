@@ -237,3 +237,32 @@ def test_migration_stays_in_the_memcg(kernel):
     assert (kernel.pm.memcg[mm.translate(page_addrs(vma.start, 3))] == cg.id).all()
     # accesses are now served by node 1
     assert mm.access(page_addrs(vma.start, 3), False).tolist() == [0, 3]
+
+
+def test_migration_drops_numa_hint_prot_none(kernel, mm):
+    """remove_migration_pte()/remove_migration_pmd() build the new entry from
+    vma->vm_page_prot (mm/migrate.c), so a page marked PROT_NONE by NUMA balancing is mapped
+    present after it migrates: young, dirty and write carry over, the hint does not."""
+    from tierscan.mm.constants import _PAGE_PRESENT, _PAGE_PROTNONE
+    from tierscan.mm.memory import change_huge_pmd_numa, protect_slots_numa
+
+    vma = mm.mmap(4 * PAGE)
+    a = vma.start
+    mm.access(addrs(a), True)
+    protect_slots_numa(mm, [PageTable.slot(a)])
+    assert pte(mm, a) & int(_PAGE_PROTNONE) and not pte(mm, a) & int(_PAGE_PRESENT)
+    migrate_folios(kernel, mm.translate(addrs(a)), 1)
+    e = pte(mm, a)
+    assert e & int(_PAGE_PRESENT) and not e & int(_PAGE_PROTNONE)
+    assert e & ACCESSED and e & DIRTY and e & RW
+    assert kernel.node_of(mm.translate(addrs(a))).tolist() == [1]
+
+    thp = mm.mmap(HPAGE, thp=True)
+    mm.access(addrs(thp.start), True)
+    ps = PageTable.slot(thp.start) >> 9
+    assert change_huge_pmd_numa(mm, [ps]).tolist() == [ps]
+    migrate_folios(kernel, mm.translate(addrs(thp.start)), 1)
+    e = int(mm.pt.pmd[ps])
+    assert e & int(_PAGE_PRESENT) and not e & int(_PAGE_PROTNONE) and e & (1 << 7)
+    assert e & ACCESSED and e & DIRTY and e & RW
+    kernel.check()

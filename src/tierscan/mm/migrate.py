@@ -4,7 +4,8 @@ every promotion engine.
 A migration isolates the folio (lru_gen_del_folio, which sets PG_active when it leaves an active
 generation), copies its state to a folio on the target node, rewrites every mapping through the
 rmap keeping the young and dirty bits (remove_migration_pte), frees the old folio and puts the new
-one back on the target node's lruvec.
+one back on the target node's lruvec. The new entry is built from the VMA's protection
+(``vma->vm_page_prot``), so a NUMA-hint PROT_NONE entry is mapped present again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import numpy as np
 
 from numba import njit
 
-from .constants import HPAGE_PMD_ORDER, PG_anon, PG_dirty, PG_lru, PG_swapbacked
+from .constants import (
+    HPAGE_PMD_ORDER, PG_anon, PG_dirty, PG_lru, PG_swapbacked, _PAGE_PRESENT, _PAGE_PROTNONE,
+)
 from .pagetable import mk_pte
 from .physmem import WMARK_HIGH, WMARK_MIN
 from .rmap import rmap_walk
@@ -71,6 +74,16 @@ def _alloc_on(kernel, count, order, nid, mark):
     return alloc_pages(kernel, count, order, [nid], nid, strict=False, marks=(mark,))
 
 
+def remove_migration_bits(entries) -> np.ndarray:
+    """The flag bits remove_migration_pte()/remove_migration_pmd() (mm/migrate.c) give the new
+    entry: ``mk_pte(new, vma->vm_page_prot)`` plus the young, dirty and write state the
+    migration entry recorded. vm_page_prot is the VMA's ordinary protection, so a NUMA-hint
+    PROT_NONE entry comes back PRESENT: its pending hint fault is gone (issue 11 §5)."""
+    bits = np.asarray(entries, np.uint64) & np.uint64(0xFFF)
+    hinted = (bits & (_PAGE_PRESENT | _PAGE_PROTNONE)) == _PAGE_PROTNONE
+    return np.where(hinted, (bits & ~_PAGE_PROTNONE) | _PAGE_PRESENT, bits)
+
+
 def move_folios(kernel, old, new) -> set:
     """Move folios ``old`` to the already allocated folios ``new`` of the same orders.
     Returns the mms whose page tables changed (their TLBs need a shootdown)."""
@@ -87,7 +100,7 @@ def move_folios(kernel, old, new) -> set:
         mms.add(s.mm)
         table = s.mm.pt.pmd if s.pmd else s.mm.pt.pte
         target = new_p[s.pos] & ~np.int64(511) if s.pmd else new_p[s.pos]  # a PMD maps the head
-        table[s.slots] = mk_pte(target, 0) | (table[s.slots] & np.uint64(0xFFF))
+        table[s.slots] = mk_pte(target, 0) | remove_migration_bits(table[s.slots])
     cached = new[(pm.flags[new] & PG_anon) == 0]
     for fid in np.unique(pm.mapping[cached]):
         sel = cached[pm.mapping[cached] == fid]
