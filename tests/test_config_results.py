@@ -648,3 +648,18 @@ def test_invalid_results_are_rejected_when_built(write, series, final, error, fr
     with pytest.raises(error, match=None) as e:
         RunResult.from_run(cfg, series=series, final=final, sim_time_ns=0)
     assert fragment in str(e.value)
+
+
+def test_machine_memory_and_cpu_survive_resolve_and_result_files(tmp_path):
+    """The machine's memory devices and CPU caches are part of the stamped config (docs/machine.md)."""
+    from test_machine import memory_dict
+    machine = memory_dict()
+    cfg = config_from_dict({"machine": machine, "workload": {"name": "uniform"}})
+    assert cfg.machine.nodes[0].memory.curves[0].read_ratio == 0.5 and cfg.machine.cpu is not None
+    assert config_from_dict(cfg.resolved()) == cfg
+    plain = config_from_dict({"machine": Machine.preset("laptop").to_dict(),
+                              "workload": {"name": "uniform"}})
+    assert plain.config_hash() != cfg.config_hash()
+    path = tmp_path / "run.json"
+    make_result(cfg).save(path)
+    assert RunResult.load(path).config() == cfg

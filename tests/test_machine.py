@@ -267,7 +267,7 @@ BAD_INPUTS = [
     (_set("nodes.0.capacity", 1.5), "nodes[0].capacity", "got float"),
     (_set("nodes.0.tier", -1), "nodes[0].tier", "integer >= 0"),
     (_set("nodes.0.tier", 0.5), "nodes[0].tier", "integer >= 0"),
-    (_set("nodes.0.kind", "hbm"), "nodes[0].kind", "expected one of 'dram', 'cxl'"),
+    (_set("nodes.0.kind", "hbm"), "nodes[0].kind", "expected one of 'dram', 'cxl', 'pmem'"),
     (_set("nodes.0.zone", "normal"), "nodes[0].zone", "expected one of 'Normal', 'Movable', 'DMA32'"),
     (_set("nodes.0.cpus", "0-x"), "nodes[0].cpus", "expected ranges like"),
     (_set("nodes.0.cpus", "3-1"), "nodes[0].cpus", "runs backwards"),
@@ -430,3 +430,166 @@ def test_describe_latency():
         "  1:    240    90   (no cpus: the memory's view)",
     ]
     assert "store latency" in out and "250" in out
+
+
+# -- memory devices, curves and CPU caches (docs/machine.md, "Memory devices") -----------------
+
+
+def _curve(r, bw, lat, source="test"):
+    return {"read_ratio": r, "bandwidth_gbps": bw, "latency_ns": lat, "source": source}
+
+
+def memory_dict():
+    """The laptop with a 2-channel DDR5 node 0, a 1-device CXL node 1 and CPU caches."""
+    d = laptop_dict()
+    d["nodes"][0]["memory"] = {
+        "type": "ddr5", "channels": 2, "mts": 4800, "link_width": 0, "source": "test dimms",
+        # given out of read_ratio order on purpose: the family is sorted on load
+        "curve": [_curve(1.0, [0, 40, 70], [90, 100, 160]),
+                  _curve(0.5, [0, 30, 60], [95, 110, 200])]}
+    d["nodes"][1]["memory"] = {
+        "type": "cxl", "channels": 1, "mts": 0, "link_width": 8, "source": "test expander",
+        "curve": [_curve(1.0, [0.0, 20.0, 30.0], [240, 260, 400])]}
+    d["cpu"] = {"llc": "32MiB", "tlb_4k": [72, 3072], "tlb_2m": [72, 3072], "source": "test cpu"}
+    return d
+
+
+def test_memory_devices_load():
+    m = Machine.from_dict(memory_dict())
+    dram, cxl = m.nodes[0].memory, m.nodes[1].memory
+    assert (dram.type, dram.channels, dram.mts, dram.duplex) == ("ddr5", 2, 4800, "half")
+    assert dram.peak_gbps == pytest.approx(2 * 4800 * 8 / 1000)  # derived: 76.8 GB/s
+    assert [c.read_ratio for c in dram.curves] == [0.5, 1.0]  # sorted
+    assert dram.curves[1].latency_ns.tolist() == [90, 100, 160]
+    assert dram.curves[0].bandwidth_gbps.dtype == np.float64
+    with pytest.raises(ValueError):
+        dram.curves[0].bandwidth_gbps[0] = 1.0  # read-only
+    assert cxl.duplex == "full"
+    assert cxl.peak_gbps == pytest.approx(8 * 32 * 128 / 130 / 8)  # PCIe 5.0 x8, one direction
+    assert m.cpu.llc_bytes == 32 * MiB and m.cpu.tlb_4k == (72, 3072) and m.cpu.source == "test cpu"
+
+
+def test_memory_round_trips_through_to_dict_and_scaling():
+    m = Machine.from_dict(memory_dict())
+    again = Machine.from_dict(m.to_dict())
+    assert again == m
+    assert again.nodes[0].memory == m.nodes[0].memory and again.cpu == m.cpu
+    assert m.scaled(0.5).nodes[0].memory == m.nodes[0].memory  # capacity scaling keeps devices
+    assert m.scaled(0.5).cpu == m.cpu
+    assert m != Machine.preset("laptop")  # memory and cpu are content, not provenance
+    no_cpu = dict(m.to_dict())
+    del no_cpu["cpu"]
+    assert Machine.from_dict(no_cpu) != m
+
+
+def test_machine_without_memory_serializes_as_before():
+    d = Machine.preset("laptop").to_dict()
+    assert "cpu" not in d and all("memory" not in n for n in d["nodes"])
+
+
+def test_given_peak_overrides_derived():
+    d = memory_dict()
+    d["nodes"][0]["memory"]["peak_gbps"] = 70.0
+    assert Machine.from_dict(d).nodes[0].memory.peak_gbps == 70.0
+
+
+def test_with_memory_scales_bandwidth_not_latency():
+    m = Machine.from_dict(memory_dict())
+    v = m.with_memory(0, channels=8)
+    dev = v.nodes[0].memory
+    assert dev.channels == 8 and dev.peak_gbps == pytest.approx(4 * 76.8)
+    assert dev.curves[1].bandwidth_gbps.tolist() == [0, 160, 280]
+    assert dev.curves[1].latency_ns.tolist() == [90, 100, 160]
+    assert dev.source == "test dimms (variant: 8 channels)"
+    assert v.nodes[1] == m.nodes[1] and v.cpu == m.cpu and m.nodes[0].memory.channels == 2
+    back = v.with_memory(0, channels=2)
+    assert back.nodes[0].memory.source == "test dimms (variant: 2 channels)"
+    assert back.nodes[0].memory.curves == m.nodes[0].memory.curves  # curves keep their source
+    assert Machine.from_dict(v.to_dict()) == v
+    cxl = m.with_memory(1, channels=4).nodes[1].memory
+    assert cxl.curves[0].bandwidth_gbps.tolist() == [0, 80, 120]
+    assert cxl.source == "test expander (variant: 4 devices)"
+
+
+@pytest.mark.parametrize("node, channels, field, words", [
+    (0, 0, "nodes[0].memory.channels", "integer >= 1"),
+    (0, 2.0, "nodes[0].memory.channels", "integer >= 1"),
+    (5, 2, "node", "no node 5"),
+])
+def test_with_memory_rejects(node, channels, field, words):
+    with pytest.raises(ConfigError, match=words) as e:
+        Machine.from_dict(memory_dict(), where="m.toml").with_memory(node, channels=channels)
+    assert e.value.field == field
+
+
+def test_with_memory_needs_a_device():
+    with pytest.raises(ConfigError, match="node 0 has no"):
+        Machine.preset("laptop").with_memory(0, channels=2)
+
+
+MEMORY_BAD_INPUTS = [
+    (_set("nodes.0.memory.typ", "ddr5"), "nodes[0].memory.typ", "unknown key"),
+    (_set("nodes.0.memory.type", "ddr3"), "nodes[0].memory.type", "expected one of 'ddr4', 'ddr5'"),
+    (_set("nodes.0.memory.channels", 0), "nodes[0].memory.channels", "integer >= 1"),
+    (_set("nodes.0.memory.mts", _DELETE), "nodes[0].memory.mts", "missing required key"),
+    (_set("nodes.0.memory.mts", 0), "nodes[0].memory.peak_gbps", "give peak_gbps or mts > 0"),
+    (_set("nodes.1.memory.link_width", 0), "nodes[1].memory.peak_gbps", "link_width > 0"),
+    (_set("nodes.0.memory.link_width", 8), "nodes[0].memory.link_width", "must be 0 for type 'ddr5'"),
+    (_set("nodes.0.memory.peak_gbps", 0), "nodes[0].memory.peak_gbps", "bandwidth in GB/s > 0"),
+    (_set("nodes.0.memory.source", ""), "nodes[0].memory.source", "non-empty string"),
+    (_set("nodes.0.memory.curve", []), "nodes[0].memory.curve", "at least one"),
+    (_set("nodes.0.memory.curve.1.read_ratio", 0), "nodes[0].memory.curve[1].read_ratio", "(0, 1]"),
+    (_set("nodes.0.memory.curve.1.read_ratio", 1.0), "nodes[0].memory.curve[1].read_ratio",
+     "also given by curve[0]"),
+    (_set("nodes.0.memory.curve.1.latency_ns", [95, 110]), "nodes[0].memory.curve[1].latency_ns",
+     "must be the same length as bandwidth_gbps (3), got 2"),
+    (_set("nodes.0.memory.curve.1.bandwidth_gbps", [0, 60, 30]),
+     "nodes[0].memory.curve[1].bandwidth_gbps[2]", "strictly ascending"),
+    (_set("nodes.0.memory.curve.1.bandwidth_gbps", [0, 0, 30]),
+     "nodes[0].memory.curve[1].bandwidth_gbps[1]", "strictly ascending"),
+    (_set("nodes.0.memory.curve.1.latency_ns", [95, 90, 200]),
+     "nodes[0].memory.curve[1].latency_ns[1]", "must not be less than the point before"),
+    (_set("nodes.0.memory.curve.1.latency_ns", [95, 0, 200]),
+     "nodes[0].memory.curve[1].latency_ns[1]", "latency in ns > 0"),
+    (_set("nodes.0.memory.curve.1.bandwidth_gbps", [-1, 30, 60]),
+     "nodes[0].memory.curve[1].bandwidth_gbps[0]", "bandwidth >= 0"),
+    (_set("nodes.0.memory.curve.1.bandwidth_gbps", [0, "30", 60]),
+     "nodes[0].memory.curve[1].bandwidth_gbps[1]", "got string '30'"),
+    (_set("nodes.0.memory.curve.1.bandwidth_gbps", [0, 1]), "nodes[0].memory.curve[1].latency_ns",
+     "same length"),
+    (_set("nodes.0.memory.curve.1.bandwidth_gbps", [0]), "nodes[0].memory.curve[1].bandwidth_gbps",
+     "at least 2 points"),
+    (_set("nodes.0.memory.curve.1.bandwidth_gbps", [0, 30000, 60000]),
+     "nodes[0].memory.curve[1].bandwidth_gbps[2]", "exceeds the device's peak (76.8 GB/s)"),
+    (_set("nodes.0.memory.curve.1.source", _DELETE), "nodes[0].memory.curve[1].source",
+     "missing required key"),
+    (_set("nodes.0.memory", "ddr5"), "nodes[0].memory", "expected a table"),
+    (_set("cpu.llc", "32MB"), "cpu.llc", "ambiguous unit"),
+    (_set("cpu.tlb_4k", []), "cpu.tlb_4k", "at least one level"),
+    (_set("cpu.tlb_2m", [72, 0]), "cpu.tlb_2m[1]", "integer >= 1"),
+    (_set("cpu.l3", 1), "cpu.l3", "unknown key"),
+    (_set("cpu.source", _DELETE), "cpu.source", "missing required key"),
+]
+
+
+@pytest.mark.parametrize("mutate, field, words", MEMORY_BAD_INPUTS,
+                         ids=[b[1] + ":" + b[2][:20] for b in MEMORY_BAD_INPUTS])
+def test_bad_memory_names_where_and_field(mutate, field, words):
+    d = memory_dict()
+    mutate(d)
+    with pytest.raises(ConfigError) as e:
+        Machine.from_dict(d, where="box.toml")
+    msg = str(e.value)
+    assert msg.startswith(f"box.toml: {field}: "), msg
+    assert words in msg, msg
+    assert "\n" not in msg
+
+
+def test_cxl_full_duplex_may_carry_twice_its_peak_in_total():
+    d = memory_dict()
+    # x8 link: 31.5 GB/s per direction; 50 GB/s in total is possible at a 50/50 mix
+    d["nodes"][1]["memory"]["curve"] = [_curve(0.5, [0, 50], [240, 400])]
+    assert Machine.from_dict(d).nodes[1].memory.curves[0].bandwidth_gbps[-1] == 50
+    d["nodes"][1]["memory"]["curve"] = [_curve(0.5, [0, 70], [240, 400])]
+    with pytest.raises(ConfigError, match="exceeds"):
+        Machine.from_dict(d)

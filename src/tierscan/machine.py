@@ -23,14 +23,115 @@ from tierscan.units import describe_value as _describe, human_bytes, parse_size
 PAGE_SIZE = 4096
 HPAGE_SIZE = 2 << 20  # a PMD-mapped THP; node capacities are whole numbers of these
 
-KINDS = ("dram", "cxl")
+KINDS = ("dram", "cxl", "pmem")
 ZONES = ("Normal", "Movable", "DMA32")
 # CXL memory is usually onlined ZONE_MOVABLE (so it can be offlined again); DRAM is ZONE_NORMAL.
-_DEFAULT_ZONE = {"dram": "Normal", "cxl": "Movable"}
+# pmem is persistent memory (Optane DCPMM) onlined as a KMEM-DAX node: `daxctl
+# reconfigure-device --mode=system-ram` onlines it movable unless told --no-movable.
+_DEFAULT_ZONE = {"dram": "Normal", "cxl": "Movable", "pmem": "Movable"}
 
-_TOP_KEYS = {"name": True, "capacity_scale": False, "nodes": True, "latency": True}
-_NODE_KEYS = {"id": True, "capacity": True, "cpus": True, "tier": True, "kind": True, "zone": False}
+_TOP_KEYS = {"name": True, "capacity_scale": False, "nodes": True, "latency": True, "cpu": False}
+_NODE_KEYS = {"id": True, "capacity": True, "cpus": True, "tier": True, "kind": True, "zone": False,
+              "memory": False}
 _LATENCY_KEYS = {"load_ns": True, "store_ns": True, "distance": True}
+_MEMORY_KEYS = {"type": True, "channels": True, "mts": True, "link_width": True, "peak_gbps": False,
+                "source": True, "curve": True}
+_CURVE_KEYS = {"read_ratio": True, "bandwidth_gbps": True, "latency_ns": True, "source": True}
+_CPU_KEYS = {"llc": True, "tlb_4k": True, "tlb_2m": True, "source": True}
+
+MEMORY_TYPES = ("ddr4", "ddr5", "cxl", "optane", "hbm")
+# A DRAM channel (and Optane's DDR-T bus, and HBM) carries reads and writes over one bus in turns;
+# a CXL link has a separate lane set per direction (PCIe is full duplex).
+_DUPLEX = {"ddr4": "half", "ddr5": "half", "optane": "half", "hbm": "half", "cxl": "full"}
+# PCIe 5.0 (the physical layer of CXL 1.1/2.0): 32 GT/s per lane, 128b/130b encoding, per
+# direction: 32e9 * 128/130 / 8 B/s = 3.938 GB/s per lane. Flit and protocol overheads are
+# not subtracted: this is the theoretical peak, as DDR's channels x MT/s x 8 B is.
+CXL_GBPS_PER_LANE = 32 * 128 / 130 / 8
+
+
+def _frozen_array(values) -> np.ndarray:
+    arr = np.array(values, dtype=np.float64)
+    arr.setflags(write=False)
+    return arr
+
+
+# eq=False: generated equality would compare arrays elementwise; these compare by content.
+@dataclass(frozen=True, eq=False)
+class Curve:
+    """Loaded latency against the bandwidth the device serves, at one read ratio of its traffic."""
+
+    read_ratio: float  # fraction of the device's traffic (bytes) that is reads, in (0, 1]
+    bandwidth_gbps: np.ndarray  # ascending, GB/s (1e9 B/s), at the device's `channels`
+    latency_ns: np.ndarray  # same length, > 0, non-decreasing: loaded load-to-use latency
+    source: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "bandwidth_gbps", _frozen_array(self.bandwidth_gbps))
+        object.__setattr__(self, "latency_ns", _frozen_array(self.latency_ns))
+
+    def _key(self):
+        return (self.read_ratio, self.bandwidth_gbps.tobytes(), self.latency_ns.tobytes(),
+                self.source)
+
+    def __eq__(self, other):
+        return self._key() == other._key() if isinstance(other, Curve) else NotImplemented
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def scaled_bandwidth(self, factor: float) -> Curve:
+        return replace(self, bandwidth_gbps=self.bandwidth_gbps * factor)
+
+    def to_dict(self) -> dict:
+        return {"read_ratio": self.read_ratio, "bandwidth_gbps": self.bandwidth_gbps.tolist(),
+                "latency_ns": self.latency_ns.tolist(), "source": self.source}
+
+
+@dataclass(frozen=True)
+class MemoryDevice:
+    """A node's memory configuration and its bandwidth-latency curve family (docs/machine.md)."""
+
+    type: str  # ddr4 | ddr5 | cxl | optane | hbm
+    channels: int  # populated DRAM channels, or CXL devices (links) for type cxl
+    mts: int  # per-channel transfer rate, MT/s; 0 = not stated
+    link_width: int  # CXL lanes per device; 0 for DRAM
+    peak_gbps: float  # theoretical peak, given or derived (per direction for a full-duplex link)
+    duplex: str  # "half": reads and writes share one bus; "full": one direction each (CXL)
+    curves: tuple[Curve, ...]  # sorted by read_ratio
+    source: str
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, "channels": self.channels, "mts": self.mts,
+                "link_width": self.link_width, "peak_gbps": self.peak_gbps,
+                "source": self.source, "curve": [c.to_dict() for c in self.curves]}
+
+
+@dataclass(frozen=True)
+class CpuCaches:
+    """What the CPU caches in front of memory: the LLC one CPU node shares, and TLB reach."""
+
+    llc_bytes: int
+    tlb_4k: tuple[int, ...]  # entries per level (L1 dTLB, L2 STLB, ...) for 4 KiB pages
+    tlb_2m: tuple[int, ...]  # the same for 2 MiB pages
+    source: str
+
+    def to_dict(self) -> dict:
+        return {"llc": self.llc_bytes, "tlb_4k": list(self.tlb_4k), "tlb_2m": list(self.tlb_2m),
+                "source": self.source}
+
+
+def derived_peak_gbps(type_: str, channels: int, mts: int, link_width: int) -> float | None:
+    """The theoretical peak a configuration implies, or None when it implies none.
+
+    DDR: channels x MT/s x 8 bytes (a 64-bit channel). CXL: devices x lanes x 3.938 GB/s per
+    direction (PCIe 5.0). Optane and HBM have no such formula here (Optane's media is far slower
+    than its DDR-T bus; HBM channel widths vary), so their peak must be written.
+    """
+    if type_ in ("ddr4", "ddr5") and mts > 0:
+        return channels * mts * 8 / 1000
+    if type_ == "cxl" and link_width > 0:
+        return channels * link_width * CXL_GBPS_PER_LANE
+    return None
 
 
 @dataclass(frozen=True)
@@ -42,6 +143,7 @@ class Node:
     tier: int  # 0 = top tier (DRAM); higher = slower
     kind: str  # "dram" | "cxl"
     zone: str  # "Normal" | "Movable" | "DMA32"
+    memory: MemoryDevice | None = None  # None: the node runs at its idle latency
 
 
 # eq=False: the generated __eq__ would compare numpy arrays elementwise and fail; see __eq__.
@@ -54,6 +156,7 @@ class Machine:
     store_ns: np.ndarray
     capacity_scale: float = 1.0
     source: str = "<dict>"  # the file or "<preset NAME>" it came from, for error messages
+    cpu: CpuCaches | None = None  # None: no TLB or LLC effect
 
     def __post_init__(self):
         # Frozen means frozen: take read-only copies so no caller can edit a shared preset.
@@ -67,7 +170,7 @@ class Machine:
         if not isinstance(other, Machine):
             return NotImplemented
         return (self.name == other.name and self.nodes == other.nodes
-                and self.capacity_scale == other.capacity_scale
+                and self.capacity_scale == other.capacity_scale and self.cpu == other.cpu
                 and all(np.array_equal(getattr(self, a), getattr(other, a))
                         for a in ("distance", "load_ns", "store_ns")))
 
@@ -148,8 +251,9 @@ class Machine:
         load = c.matrix(lat["load_ns"], "latency.load_ns", n, c.latency_entry)
         store = c.matrix(lat["store_ns"], "latency.store_ns", n, c.latency_entry)
 
+        cpu = c.cpu(d["cpu"]) if "cpu" in d else None
         machine = cls(name=name, nodes=tuple(nodes), distance=distance, load_ns=load,
-                      store_ns=store, capacity_scale=1.0, source=where)
+                      store_ns=store, capacity_scale=1.0, source=where, cpu=cpu)
         # scaled() validates capacity_scale too; at 1.0 it just rounds down to 2 MiB.
         return machine.scaled(d.get("capacity_scale", 1.0))
 
@@ -180,16 +284,58 @@ class Machine:
             nodes.append(replace(node, capacity=cap))
         return replace(self, nodes=tuple(nodes), capacity_scale=float(scale))
 
+    def with_memory(self, node: int, *, channels: int) -> Machine:
+        """A configuration variant: node ``node``'s device with ``channels`` populated.
+
+        Every curve's bandwidth axis and the peak scale by channels / old channels; latencies are
+        unchanged (the same utilisation gives the same queueing). For a CXL node ``channels``
+        counts devices (links) interleaved. Capacity is unchanged: the published capacity is a
+        fact, the configuration is what the facts leave open (docs/machine.md, "Memory
+        configurations").
+        """
+        if not is_int(node) or not 0 <= node < self.nr_nodes:
+            raise ConfigError(f"no node {node!r} (the machine has nodes 0..{self.nr_nodes - 1})",
+                              where=self.source, field="node")
+        dev = self.nodes[node].memory
+        if dev is None:
+            raise ConfigError(f"node {node} has no [nodes.memory] to reconfigure",
+                              where=self.source, field=f"nodes[{node}].memory")
+        if not is_int(channels) or channels < 1:
+            raise ConfigError(f"expected an integer >= 1, got {_describe(channels)}",
+                              where=self.source, field=f"nodes[{node}].memory.channels")
+        f = channels / dev.channels
+        base = re.sub(r" \(variant: \d+ (channels|devices)\)$", "", dev.source)
+        unit = "devices" if dev.type == "cxl" else "channels"
+        new = replace(dev, channels=channels, peak_gbps=dev.peak_gbps * f,
+                      source=f"{base} (variant: {channels} {unit})",
+                      curves=tuple(c.scaled_bandwidth(f) for c in dev.curves))
+        nodes = list(self.nodes)
+        nodes[node] = replace(nodes[node], memory=new)
+        return replace(self, nodes=tuple(nodes))
+
     def to_dict(self) -> dict:
-        """The machine in the TOML schema; ``Machine.from_dict(m.to_dict()) == m``."""
-        return {
+        """The machine in the TOML schema; ``Machine.from_dict(m.to_dict()) == m``.
+
+        ``memory`` and ``cpu`` appear only when present, so a machine without them serializes
+        (and hashes, in a result's config) exactly as before they existed.
+        """
+        nodes = []
+        for n in self.nodes:
+            nd = {"id": n.id, "capacity": n.nominal_capacity, "cpus": format_cpu_ranges(n.cpus),
+                  "tier": n.tier, "kind": n.kind, "zone": n.zone}
+            if n.memory is not None:
+                nd["memory"] = n.memory.to_dict()
+            nodes.append(nd)
+        d = {
             "name": self.name,
             "capacity_scale": self.capacity_scale,
-            "nodes": [{"id": n.id, "capacity": n.nominal_capacity, "cpus": format_cpu_ranges(n.cpus),
-                       "tier": n.tier, "kind": n.kind, "zone": n.zone} for n in self.nodes],
+            "nodes": nodes,
             "latency": {"load_ns": self.load_ns.tolist(), "store_ns": self.store_ns.tolist(),
                         "distance": self.distance.tolist()},
         }
+        if self.cpu is not None:
+            d["cpu"] = self.cpu.to_dict()
+        return d
 
     # -- text views --------------------------------------------------------------------------
 
@@ -314,9 +460,101 @@ class _Checker(Checker):
         tier = self.int_at_least(raw["tier"], f"{path}.tier", 0)
         kind = self.choice(raw["kind"], f"{path}.kind", KINDS)
         zone = self.choice(raw.get("zone", _DEFAULT_ZONE[kind]), f"{path}.zone", ZONES)
+        memory = self.memory(raw["memory"], f"{path}.memory") if "memory" in raw else None
         # capacity is filled in (scaled, rounded down to 2 MiB) by Machine.scaled().
         return Node(id=i, capacity=_round_down(nominal), nominal_capacity=nominal,
-                    cpus=tuple(sorted(cpus)), tier=tier, kind=kind, zone=zone)
+                    cpus=tuple(sorted(cpus)), tier=tier, kind=kind, zone=zone, memory=memory)
+
+    def memory(self, raw, path: str) -> MemoryDevice:
+        self.table(raw, path, _MEMORY_KEYS)
+        type_ = self.choice(raw["type"], f"{path}.type", MEMORY_TYPES)
+        channels = self.int_at_least(raw["channels"], f"{path}.channels", 1)
+        mts = self.int_at_least(raw["mts"], f"{path}.mts", 0)
+        link_width = self.int_at_least(raw["link_width"], f"{path}.link_width", 0)
+        if type_ != "cxl" and link_width:
+            self.fail(f"{path}.link_width", f"must be 0 for type {type_!r} (lanes are a CXL "
+                                            f"link's), got {link_width}")
+        derived = derived_peak_gbps(type_, channels, mts, link_width)
+        if "peak_gbps" in raw:
+            peak = self.positive(raw["peak_gbps"], f"{path}.peak_gbps", "a bandwidth in GB/s")
+        elif derived is None:
+            how = {"ddr4": "mts > 0", "ddr5": "mts > 0", "cxl": "link_width > 0"}.get(type_)
+            self.fail(f"{path}.peak_gbps", "missing required key (nothing to derive it from: "
+                      + (f"give peak_gbps or {how})" if how else f"type {type_!r} needs it)"))
+        else:
+            peak = derived
+        source = self.string(raw["source"], f"{path}.source")
+        duplex = _DUPLEX[type_]
+        raw_curves = raw["curve"]
+        if not isinstance(raw_curves, list) or not raw_curves:
+            self.fail(f"{path}.curve", "expected at least one [[nodes.memory.curve]] table")
+        # A full-duplex link carries up to its peak in each direction at once.
+        limit = peak * (2 if duplex == "full" else 1)
+        curves = [self.curve(rc, f"{path}.curve[{k}]", limit) for k, rc in enumerate(raw_curves)]
+        seen: dict[float, int] = {}
+        for k, cv in enumerate(curves):
+            if cv.read_ratio in seen:
+                self.fail(f"{path}.curve[{k}].read_ratio", f"read_ratio {cv.read_ratio:g} is also "
+                          f"given by curve[{seen[cv.read_ratio]}]")
+            seen[cv.read_ratio] = k
+        return MemoryDevice(type=type_, channels=channels, mts=mts, link_width=link_width,
+                            peak_gbps=float(peak), duplex=duplex,
+                            curves=tuple(sorted(curves, key=lambda cv: cv.read_ratio)),
+                            source=source)
+
+    def curve(self, raw, path: str, limit_gbps: float) -> Curve:
+        self.table(raw, path, _CURVE_KEYS)
+        r = raw["read_ratio"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) \
+                or not 0 < r <= 1:
+            self.fail(f"{path}.read_ratio", f"expected a number in (0, 1], got {_describe(r)}")
+        bw = self.numbers(raw["bandwidth_gbps"], f"{path}.bandwidth_gbps", 0.0, "a bandwidth >= 0")
+        lat = self.numbers(raw["latency_ns"], f"{path}.latency_ns", None, "a latency in ns > 0")
+        if len(bw) < 2:
+            self.fail(f"{path}.bandwidth_gbps", f"expected at least 2 points, got {len(bw)}")
+        if len(lat) != len(bw):
+            self.fail(f"{path}.latency_ns", f"must be the same length as bandwidth_gbps "
+                                            f"({len(bw)}), got {len(lat)}")
+        for k in range(1, len(bw)):
+            if not bw[k] > bw[k - 1]:
+                self.fail(f"{path}.bandwidth_gbps[{k}]", f"must be greater than the point before "
+                          f"({bw[k - 1]:g}), got {bw[k]:g} (the axis is strictly ascending)")
+            if lat[k] < lat[k - 1]:
+                self.fail(f"{path}.latency_ns[{k}]", f"must not be less than the point before "
+                          f"({lat[k - 1]:g}), got {lat[k]:g} (loaded latency never falls as "
+                          f"bandwidth rises; `tierscan machine import` cleans measured curves)")
+        if bw[-1] > limit_gbps * (1 + 1e-9):
+            self.fail(f"{path}.bandwidth_gbps[{len(bw) - 1}]", f"{bw[-1]:g} GB/s exceeds the "
+                      f"device's peak ({limit_gbps:g} GB/s); GB/s means 1e9 B/s, not MB/s")
+        source = self.string(raw["source"], f"{path}.source")
+        return Curve(read_ratio=float(r), bandwidth_gbps=bw, latency_ns=lat, source=source)
+
+    def numbers(self, v, field: str, minimum: float | None, what: str) -> list[float]:
+        """An array of finite numbers, each >= minimum (or > 0 when minimum is None)."""
+        self.array(v, field)
+        for k, x in enumerate(v):
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) \
+                    or (x <= 0 if minimum is None else x < minimum):
+                self.fail(f"{field}[{k}]", f"expected {what}, got {_describe(x)}")
+        return [float(x) for x in v]
+
+    def positive(self, v, field: str, what: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            self.fail(field, f"expected {what} > 0, got {_describe(v)}")
+        return float(v)
+
+    def cpu(self, raw) -> CpuCaches:
+        self.table(raw, "cpu", _CPU_KEYS)
+        llc = parse_size(raw["llc"], where=self.where, field="cpu.llc")
+        tlbs = []
+        for key in ("tlb_4k", "tlb_2m"):
+            entries = self.array(raw[key], f"cpu.{key}")
+            if not entries:
+                self.fail(f"cpu.{key}", "expected entries per TLB level (at least one level)")
+            tlbs.append(tuple(self.int_at_least(e, f"cpu.{key}[{k}]", 1)
+                              for k, e in enumerate(entries)))
+        source = self.string(raw["source"], "cpu.source")
+        return CpuCaches(llc_bytes=llc, tlb_4k=tlbs[0], tlb_2m=tlbs[1], source=source)
 
     def matrix(self, v, field: str, n: int, entry) -> list[list]:
         want = f"expected {n}x{n} matrix"

@@ -46,7 +46,7 @@ _TOP_KEYS = {
 }
 _MACHINE_REF_KEYS = {"preset": False, "file": False, "scale": False}
 # Keys that make [machine] an inline machine (docs/machine.md) rather than a reference.
-_MACHINE_INLINE_KEYS = ("name", "nodes", "latency", "capacity_scale")
+_MACHINE_INLINE_KEYS = ("name", "nodes", "latency", "capacity_scale", "cpu")
 
 
 # -- read-only containers --------------------------------------------------------------------
