@@ -7,8 +7,8 @@ import pytest
 
 from tierscan import ConfigError, Kernel, Machine
 from tierscan.hotness.damon import (
-    DAMON_VMSTAT, FEED_LOOP_MIN_INPUT, DamonTiering, feed_loop_next_input, hot_score, make_damon,
-    rmap_young,
+    DAMON_VMSTAT, FEED_LOOP_MIN_INPUT, DamonTiering, damon_folio_mkold, damon_folio_young,
+    feed_loop_next_input, hot_score, make_damon, rmap_young,
 )
 from tierscan.mm.physmem import WMARK_MIN
 from tierscan.promote.base import PromotionEngine
@@ -156,6 +156,41 @@ def test_rmap_young_tests_and_clears_pte_and_pmd_bits():
     k.check()
 
 
+def test_folio_not_idle_reads_young():
+    """damon_folio_young_one() (mm/damon/paddr.c) counts a folio as accessed when a mapping is
+    young *or* the folio is not PG_idle; only damon_folio_mkold() (damon_ptep_mkold in
+    mm/damon/ops-common.c) sets PG_idle, and folio_referenced_one() (mm/rmap.c) clears it
+    when it finds a young mapping. Migration carries the flag (folio_migrate_flags)."""
+    from tierscan.mm.evict import folio_referenced
+    from tierscan.mm.migrate import migrate_folios
+
+    k = Kernel(Machine.preset("laptop"), seed=0, debug=True)
+    mm = k.spawn("t")
+    vma = mm.mmap(4 * PAGE, populate=True)
+    addrs = np.array([vma.start, vma.start + PAGE], np.uint64)
+    pfns = mm.translate(addrs)
+    # an A bit cleared by someone else (MGLRU aging, reclaim): never made old by DAMON, the
+    # folio is still not idle, so DAMON sees it young
+    rmap_young(k, pfns, clear=True)
+    assert not mm.young(addrs).any()
+    assert damon_folio_young(k, pfns).tolist() == [True, True]
+    damon_folio_mkold(k, pfns[:1])
+    assert damon_folio_young(k, pfns).tolist() == [False, True]
+    mm.access(addrs[:1], False)
+    assert damon_folio_young(k, pfns).tolist() == [True, True]
+    damon_folio_mkold(k, pfns)
+    assert damon_folio_young(k, pfns).tolist() == [False, False]
+    # reclaim's rmap finds the first one young: it is no longer idle
+    mm.access(addrs[:1], False)
+    assert folio_referenced(k, pfns).tolist() == [True, False]
+    assert not mm.young(addrs).any()
+    assert damon_folio_young(k, pfns).tolist() == [True, False]
+    # the idle one stays idle across a migration
+    assert migrate_folios(k, pfns[1:], 0).all()
+    assert damon_folio_young(k, mm.translate(addrs)).tolist() == [True, False]
+    k.check()
+
+
 # ---- monitoring --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", MODELS)
@@ -256,6 +291,24 @@ def test_young_filter_rechecks_the_page_level_bit(model):
     assert s.stat["sz_ops_filter_passed"] == s.stat["sz_applied"]   # nothing failed to move
     # the first apply walked more than it moved: the filter rejected the old pages
     assert s.history[0][2] > s.history[0][3]
+
+
+def test_young_filter_passes_folios_damon_never_made_old():
+    """The young filter is damon_folio_young(): a folio DAMON never made old is not PG_idle,
+    so it matches even after someone else (here: before the run, as MGLRU aging would)
+    cleared its A bits. Cold pages sharing regions with hot ones then pass the allow-young
+    filter of the first migrate_hot apply."""
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    d = make_damon(k, {"demote": False})
+    e = Engine(k, hotset(), access_model="rate", costs=COSTS["rate"], daemons=[d],
+               duration_ns=1100 * MS, seed=0)
+    g = e.groups[0]
+    hot = np.zeros(g.n_pages, bool)
+    hot[: int(np.ceil(0.1 * g.n_pages))] = True
+    rmap_young(k, g.mm.translate(g.addrs), clear=True)
+    assert not g.mm.young(g.addrs).any()
+    e.run()
+    assert int((nodes_of(k, g)[~hot] == 0).sum()) > 0
 
 
 def test_quota_caps_bytes_per_apply_interval():

@@ -11,9 +11,9 @@ One context per NUMA node, as in the self-tuned example of [S28]:
 Each context is the paddr monitor of mm/damon/core.c + paddr.c over the node's pfn range:
 
 - sampling: every sampling interval each region checks the page it picked last time
-  (``damon_pa_young``: materialize, then test the PTE/PMD accessed bits through the rmap)
-  and counts ``nr_accesses`` if it was young, then picks a new random page and makes it old
-  (``damon_pa_mkold``: materialize, then test-and-clear the young bits). Work per sample is
+  (``damon_pa_young``: the folio is not PG_idle, or a PTE/PMD accessed bit found through the
+  rmap is set) and counts ``nr_accesses`` if it was young, then picks a new random page and
+  makes it old (``damon_pa_mkold``: test-and-clear the young bits, set PG_idle). Work per sample is
   one page per region, vectorised over regions.
 - aggregation (every ``aggr_ms``): merge adjacent regions whose ``nr_accesses`` differ by at
   most max/10 (size-limited to node size / min_nr_regions), apply the schemes if due, reset
@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numba import njit
 
-from ..mm.constants import PAGE_SIZE, PG_lru, _PAGE_ACCESSED
+from ..mm.constants import PAGE_SIZE, PG_idle, PG_lru, _PAGE_ACCESSED
 from ..mm.migrate import migrate_folios
 from ..mm.physmem import WMARK_MIN
 from ..mm.rmap import rmap_walk
@@ -274,6 +274,29 @@ def rmap_young(kernel, pfns: np.ndarray, clear: bool) -> np.ndarray:
         if clear and y.any():
             table[s.slots[y]] &= ~_PAGE_ACCESSED
     return young
+
+
+def damon_folio_young(kernel, pfns: np.ndarray) -> np.ndarray:
+    """damon_folio_young() / damon_folio_young_one() (mm/damon/paddr.c, ops-common.c): the
+    folio of each pfn is accessed if a PTE/PMD mapping it is young *or* the folio is not
+    PG_idle (``!folio_test_idle``), and an unmapped folio if it is not idle. A folio that
+    DAMON never made old is therefore young, whatever its A bits."""
+    pfns = np.asarray(pfns, np.int64)
+    pm = kernel.pm
+    young = (pm.flags[pm.folio_head(pfns)] & PG_idle) == 0
+    idle = np.flatnonzero(~young)
+    young[idle] = rmap_young(kernel, pfns[idle], clear=False)
+    return young
+
+
+def damon_folio_mkold(kernel, pfns: np.ndarray) -> None:
+    """damon_folio_mkold() (mm/damon/ops-common.c): clear the young bit of every mapping
+    (damon_ptep_mkold / damon_pmdp_mkold) and set PG_idle on the folio, mapped or not.
+    (The folio_set_young() that hands a cleared bit to reclaim is not modelled: no PG_young.)"""
+    pfns = np.asarray(pfns, np.int64)
+    rmap_young(kernel, pfns, clear=True)
+    pm = kernel.pm
+    pm.flags[pm.folio_head(pfns)] |= PG_idle
 
 
 # ---- DAMOS scheme and DAMON context ---------------------------------------------------------
@@ -534,7 +557,7 @@ class DamonTiering(Detector):
         pick = ctx.start + (self.rng.random(width.size) * width).astype(np.int64)
         ctx.sampling_pfn = np.minimum(pick, ctx.end - 1)
         pfns = ctx.sampling_pfn[lru_folio_mask(self.kernel, ctx.sampling_pfn)]
-        rmap_young(self.kernel, pfns, clear=True)
+        damon_folio_mkold(self.kernel, pfns)
 
     def _check(self, engine, ctx: DamonContext) -> int:
         """damon_pa_check_accesses(): was each region's sampled page young? Returns the
@@ -543,7 +566,7 @@ class DamonTiering(Detector):
         pfns = ctx.sampling_pfn
         acc = np.zeros(pfns.size, bool)
         lru = lru_folio_mask(k, pfns)
-        acc[lru] = rmap_young(k, pfns[lru], clear=False)
+        acc[lru] = damon_folio_young(k, pfns[lru])
         ctx.nr_accesses += acc
         n = int(pfns.size)
         engine.charge(n * self.costs.scan_pte_ns)     # the page sampled per region
@@ -628,7 +651,8 @@ class DamonTiering(Detector):
         heads, first = np.unique(heads_all[lru], return_index=True)
         owner = region_of[lru][first]
         engine.charge(heads.size * self.costs.scan_pte_ns)   # each folio's young check
-        young = rmap_young(k, heads, clear=True)              # matched young: mkold
+        young = damon_folio_young(k, heads)
+        damon_folio_mkold(k, heads[young])                    # matched young: mkold
         ok_filter = young if s.allow_young else ~young
         cand, cand_owner = heads[ok_filter], owner[ok_filter]
         nr_pages = pm.folio_nr_pages(cand)
@@ -678,4 +702,4 @@ def _factory(component, kernel, costs, promoter=None):
 
 __all__ = ["DamonParams", "DamonTiering", "DamonContext", "Scheme", "PARAM_KEYS",
            "DAMON_VMSTAT", "feed_loop_next_input", "hot_score", "make_damon", "parse_params",
-           "rmap_young"]
+           "damon_folio_mkold", "damon_folio_young", "rmap_young"]

@@ -57,6 +57,9 @@ PG_swapcache = np.uint16(1 << 11)
 PG_reserved = np.uint16(1 << 12)
 PG_tail = np.uint16(1 << 13)
 PG_allocated = np.uint16(1 << 14)
+# PG_idle (CONFIG_PAGE_IDLE_FLAG, a real page flag on 64-bit): set by DAMON's mkold, cleared by
+# folio_referenced() on a young mapping; free clears it, migration copies it.
+PG_idle = np.uint16(1 << 15)
 
 # MGLRU (mglru-spec §1).
 MIN_NR_GENS = 2

@@ -35,8 +35,9 @@ import numpy as np
 from .constants import (
     LRU_GEN_ANON, LRU_GEN_FILE, LRU_REFS_WIDTH, MAX_LRU_BATCH, MAX_NR_GENS, MAX_NR_TIERS,
     MAX_NR_ZONES, MAX_SWAPPINESS, MIN_LRU_BATCH, MIN_NR_GENS, MIN_SWAPPINESS, PG_active, PG_anon,
-    PG_dirty, PG_lru, PG_reclaim, PG_referenced, PG_swapcache, PG_unevictable, PG_workingset,
-    PG_writeback, SWAPPINESS_ANON_ONLY, ULONG_MAX, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW,
+    PG_dirty, PG_idle, PG_lru, PG_reclaim, PG_referenced, PG_swapcache, PG_unevictable,
+    PG_workingset, PG_writeback, SWAPPINESS_ANON_ONLY, ULONG_MAX, _PAGE_ACCESSED, _PAGE_DIRTY,
+    _PAGE_RW,
 )
 from .lru_gen import (
     clear_refs_bits, folio_inc_gen, folio_lru_gen, folio_lru_refs, folio_type, lru_gen_add_folio,
@@ -488,6 +489,7 @@ def folio_referenced(kernel, heads) -> np.ndarray:
         young = (table[slots] & _PAGE_ACCESSED) != 0
         table[slots[young]] &= ~_PAGE_ACCESSED
         ref[owner[young]] = True
+    kernel.pm.flags[heads[ref]] &= ~PG_idle   # folio_referenced_one(): referenced, not idle
     return ref
 
 
