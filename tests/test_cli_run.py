@@ -407,7 +407,9 @@ def test_sweep_default_out_dir(write, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["sweep", sweep, "-j", "1", "-q"]) == 0
     assert capsys.readouterr().out == ""
-    assert sorted(os.listdir(tmp_path / "tiny-runs"))[-1] == "index.csv"
+    names = os.listdir(tmp_path / "tiny-runs")
+    assert {"index.csv", "summary.parquet"} <= set(names) and \
+        sum(n.endswith(".json") for n in names) == 1
 
 
 def test_sweep_failed_run_exit_1(write, tmp_path, capsys):
@@ -483,5 +485,7 @@ def test_sweep_interrupted_keeps_finished_runs(write, tmp_path):
     assert proc.returncode == 130 and err == "tierscan: interrupted\n"
     rows = list(csv.DictReader(open(out / "index.csv", encoding="utf-8")))
     assert [row["status"] for row in rows] == ["ok", "missing", "missing"]
-    assert sorted(os.listdir(out)) == sorted([f"{short}.json", "index.csv"])   # no temp files
+    assert sorted(os.listdir(out)) == sorted([f"{short}.json", "index.csv", "summary.parquet",
+                                              ".rows"])                  # no temp files
+    assert os.listdir(out / ".rows") == [f"{short}.json"]
     assert main(["sweep", sweep, "--out", str(out), "--dry-run"]) == 0

@@ -8,6 +8,8 @@ import math
 import os
 import sys
 
+from tierscan.errors import ConfigError
+
 _EXAMPLES = """\
 examples:
   tierscan report runs/exp.json                       # summary, per-node and vmstat tables
@@ -16,12 +18,18 @@ examples:
   tierscan report runs/exp.json --raw                 # raw numbers (ns, pages, ratios)
   tierscan report runs/exp.json --json | jq .results[0].summary.pgpromote_success
   tierscan report runs/exp.json --heatmap             # access heatmap in the terminal
+  tierscan report sweep-runs/                         # a sweep: pivot of its summary table
+  tierscan report sweep-runs/ --rows seed --cols workload.alpha --metric recall --plot plots/
 
 --plot writes hit_ratio.png, resident.png, promotions.png, cpu_overhead.png and
 time_to_promote.png (those two when the runs have the data), and heatmap.png when a run
 recorded a heatmap; several results share one chart each, labelled by detector.
 --csv writes compare.csv and, per result, STEM-summary.csv, STEM-numastat.csv and
-STEM-vmstat.csv (STEM = the result file's name without .json), all in raw units."""
+STEM-vmstat.csv (STEM = the result file's name without .json), all in raw units.
+Given a sweep's output directory, report prints a pivot of OUT/summary.parquet: --rows and
+--cols name grid parameters (default: the first two), --metric a headline metric (default:
+runtime_ns, or throughput_per_s for duration-bound runs); --plot draws the metric against
+--rows, one line per value of --cols (sweep-METRIC.png); --csv writes pivot.csv."""
 
 
 def register(subparsers) -> None:
@@ -30,7 +38,8 @@ def register(subparsers) -> None:
         description="Re-render the tables and plots of one or more saved results\n"
                     "(tierscan run --json, tierscan sweep) without re-running them.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", metavar="RESULT.json", nargs="+", help="result files")
+    p.add_argument("results", metavar="RESULT.json", nargs="+",
+                   help="result files, or one sweep output directory")
     p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
     p.add_argument("--csv", metavar="DIR", help="write the tables as CSV into DIR")
     p.add_argument("--raw", action="store_true",
@@ -39,6 +48,10 @@ def register(subparsers) -> None:
                    help="print the tables as one JSON document instead")
     p.add_argument("--heatmap", action="store_true",
                    help="draw each result's access heatmap in the terminal")
+    sweep = p.add_argument_group("a sweep directory")
+    sweep.add_argument("--rows", metavar="PARAM", help="grid parameter of the pivot's rows")
+    sweep.add_argument("--cols", metavar="PARAM", help="grid parameter of the pivot's columns")
+    sweep.add_argument("--metric", metavar="NAME", help="the metric in the cells")
     p.set_defaults(func=run)
 
 
@@ -66,6 +79,12 @@ def run(args) -> int:
     for d in (args.plot, args.csv):
         if d is not None:
             check_output_dir(d)
+    if len(args.results) == 1 and os.path.isdir(args.results[0]):
+        return report_sweep(args)
+    for flag in ("rows", "cols", "metric"):
+        if getattr(args, flag) is not None:
+            raise ConfigError("goes with a sweep output directory, not result files",
+                              where=f"--{flag}")
     results = [RunResult.load(p) for p in args.results]   # all or nothing: load every file first
     stems = _stems(args.results)
     labelled = unique_labels(zip(stems, results))
@@ -118,6 +137,29 @@ def run(args) -> int:
             note(f"wrote {p}")
     if args.plot is not None:
         write_plots(labelled, args.plot, quiet=False, names=stems)
+    return 0
+
+
+def report_sweep(args) -> int:
+    """The pivot (and plot) of a sweep directory's summary table."""
+    from tierscan.cli.run import make_console, note
+    from tierscan.report import ensure_dir
+    from tierscan.sweep.pivot import choose, load_summary, pivot, plot_metric
+
+    out_dir = args.results[0]
+    rows = load_summary(out_dir)
+    row_key, col_key, metric = choose(rows, args.rows, args.cols, args.metric, out_dir)
+    table = pivot(rows, row_key, col_key, metric)
+    if args.json:
+        print(json.dumps({"pivot": table.records()}, indent=1, allow_nan=False))
+    else:
+        make_console().print(table.to_rich(raw=args.raw))
+    if args.csv is not None:
+        ensure_dir(args.csv, "CSV directory")
+        note(f"wrote {table.write_csv(os.path.join(args.csv, 'pivot.csv'))}")
+    if args.plot is not None:
+        ensure_dir(args.plot, "plot directory")
+        note(f"wrote {plot_metric(rows, row_key, col_key, metric, os.path.join(args.plot, f'sweep-{metric}.png'))}")
     return 0
 
 
