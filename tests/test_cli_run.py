@@ -280,7 +280,7 @@ def bad_paths(tmp_path, saved):
     (["run", "{cfg}", "--set", "workload.name=nosuch"], 2, "unknown workload"),
     (["run", "{cfg}", "--set", "detectors[0].name=nosuch"], 2, "unknown detector"),
     (["run", "{cfg}", "--json", "{a_file}/out.json"], 2, "is not a directory"),
-    (["run", "{cfg}", "--json", "{tmp}/nodir/out.json"], 2, "does not exist"),
+    (["run", "{cfg}", "--json", "{a_file}/sub/out.json"], 2, "is not a directory"),
     (["run", "{cfg}", "--json", "{tmp}"], 2, "is a directory"),
     (["run", "{cfg}", "--plot", "{a_file}"], 2, "not a directory"),
     (["run", "{cfg}", "--set", "workload.size=3GiB"], 1, "out of memory"),

@@ -15,6 +15,7 @@ import pytest
 import tierscan
 from tierscan.errors import ConfigError
 from tierscan.machine import Machine
+from tierscan import outpath
 from tierscan.sim import results as results_mod
 from tierscan.sim.config import (Component, ExperimentConfig, config_from_dict, load_config,
                                  parse_override, thaw)
@@ -614,7 +615,7 @@ def test_save_is_atomic(write, tmp_path, monkeypatch):
     def replace_fails(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results_mod.os, "replace", replace_fails)
+    monkeypatch.setattr(outpath.os, "replace", replace_fails)
     with pytest.raises(ConfigError, match="cannot write result file: No space left on device"):
         newer.save(path)
     assert path.read_bytes() == before and os.listdir(path.parent) == ["run.json"]
@@ -624,11 +625,14 @@ def test_save_is_atomic(write, tmp_path, monkeypatch):
     assert RunResult.load(path) == newer
 
 
-def test_save_into_a_missing_directory_is_a_config_error(write, tmp_path):
+def test_save_into_an_impossible_directory_is_a_config_error(write, tmp_path):
     r = RunResult.from_run(load_config(write(MINIMAL)), series={}, final={}, sim_time_ns=0)
+    (tmp_path / "no").write_text("a file, not a directory")
     with pytest.raises(ConfigError) as e:
         r.save(tmp_path / "no" / "such" / "run.json")
     assert str(e.value).startswith(f"{tmp_path / 'no' / 'such' / 'run.json'}: cannot write")
+    r.save(tmp_path / "new" / "dir" / "run.json")          # missing parents are created
+    assert RunResult.load(tmp_path / "new" / "dir" / "run.json") == r
 
 
 @pytest.mark.parametrize("series, final, error, fragment", [

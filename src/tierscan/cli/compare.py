@@ -62,7 +62,8 @@ def run(args) -> int:
 
     from tierscan.cli.run import RunProgress, make_console, note, shows_progress
     from tierscan.errors import ConfigError
-    from tierscan.report.plots import plot_all
+    from tierscan.report import atomic_batch, check_output_files
+    from tierscan.report.plots import FILES, plot_all
     from tierscan.report.tables import compare_table
     from tierscan.sim.config import config_from_dict
     from tierscan.sim.run import run_experiment
@@ -72,22 +73,27 @@ def run(args) -> int:
         raise ConfigError("expected at least one source", field="--detectors")
     cfgs = {s: config_from_dict(run_config(args, s), where="<compare>", overrides=args.overrides)
             for s in sources}          # validate every run before running any
+    # ... and every output path (nothing is created until the runs are done)
+    if args.json_dir:
+        check_output_files(args.json_dir, [f"{s}.json" for s in sources], "--json-dir")
+    if args.plot:
+        check_output_files(args.plot, list(FILES.values()), "plot directory")
     results = {}
     console = make_console()
     for source, cfg in cfgs.items():
         with RunProgress(shows_progress(console, args.quiet), console, label=source) as bar:
             results[source] = run_experiment(cfg, progress=bar)
         note(f"{source}: done", args.quiet)
-        if args.json_dir:
-            os.makedirs(args.json_dir, exist_ok=True)
+        if args.json_dir:              # saved as each finishes: a later failure keeps it
             results[source].save(os.path.join(args.json_dir, f"{source}.json"))
+    if args.plot:                      # files before standard output (a closed pipe)
+        with atomic_batch():
+            written, skipped = plot_all(results, args.plot)
+        for line in skipped:
+            note(line, args.quiet)
     table = compare_table(results)
     if args.json:
         print(json.dumps({"compare": table.records()}, indent=1, allow_nan=False))
     else:
         console.print(table.to_rich(raw=args.raw))
-    if args.plot:
-        written, skipped = plot_all(results, args.plot)
-        for line in skipped:
-            note(line, args.quiet)
     return 0

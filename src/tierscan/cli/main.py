@@ -70,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
         # The command line as typed, for result files' meta.command.
         args.argv = list(sys.argv[1:] if argv is None else argv)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()          # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`tierscan vmstat r.json | head -1`): stop quietly, as Unix tools
+        # do (they die of SIGPIPE: status 128 + 13). Files are saved before anything is printed.
+        _discard_stdout()
+        return 141
     except TierscanError as err:
         _error(f"error: {err}")
         return err.exit_code
@@ -82,6 +89,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(f"internal error: {type(err).__name__}: {err} (set TIERSCAN_DEBUG=1 for the traceback)")
         return 1
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null so the interpreter's final flush of the unwritable
+    buffer does not print 'Exception ignored ... BrokenPipeError'."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):    # no real file descriptor (a test's captured stdout)
+        pass
 
 
 def _error(message: str) -> None:

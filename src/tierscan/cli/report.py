@@ -68,17 +68,19 @@ def _stems(paths: list[str]) -> list[str]:
     return out
 
 
+def _csv_files(stems: list[str]) -> list[str]:
+    return ["compare.csv"] + [f"{stem}-{name}.csv" for stem in stems
+                              for name in ("summary", "numastat", "vmstat")]
+
+
 def run(args) -> int:
-    from tierscan.cli.run import make_console, note, write_plots
-    from tierscan.report import check_output_dir, ensure_dir
+    from tierscan.cli.run import make_console, note, plot_files, write_plots
+    from tierscan.report import atomic_batch, check_output_files
     from tierscan.report.heatmap import NO_HEATMAP, heatmap_data, heatmap_text
     from tierscan.report.tables import (compare_table, numastat_table, summary_metrics,
                                         summary_table, unique_labels, vmstat_table)
     from tierscan.sim.results import RunResult
 
-    for d in (args.plot, args.csv):
-        if d is not None:
-            check_output_dir(d)
     if len(args.results) == 1 and os.path.isdir(args.results[0]):
         return report_sweep(args)
     for flag in ("rows", "cols", "metric"):
@@ -87,8 +89,25 @@ def run(args) -> int:
                               where=f"--{flag}")
     results = [RunResult.load(p) for p in args.results]   # all or nothing: load every file first
     stems = _stems(args.results)
+    if args.plot is not None:
+        check_output_files(args.plot, plot_files(stems), "plot directory")
+    if args.csv is not None:
+        check_output_files(args.csv, _csv_files(stems), "CSV directory")
     labelled = unique_labels(zip(stems, results))
     labels = list(labelled)
+
+    # Files first, standard output last (a closed pipe must not lose them).
+    if args.csv is not None:
+        with atomic_batch():
+            written = [compare_table(labelled).write_csv(os.path.join(args.csv, "compare.csv"))]
+            for stem, r in zip(stems, results):
+                for name, table in (("summary", summary_table(r)), ("numastat", numastat_table(r)),
+                                    ("vmstat", vmstat_table(r, names="all"))):
+                    written.append(table.write_csv(os.path.join(args.csv, f"{stem}-{name}.csv")))
+        for p in written:
+            note(f"wrote {p}")
+    if args.plot is not None:
+        write_plots(labelled, args.plot, quiet=False, names=stems)
 
     if args.json:
         doc = {
@@ -123,43 +142,33 @@ def run(args) -> int:
                 console.print(f"{label}: access heatmap", markup=False, style="bold")
                 console.print(heatmap_text(width=min(console.width - 2, 100), **data))
 
-    if args.csv is not None:
-        ensure_dir(args.csv, "CSV directory")
-        written = [compare_table(labelled).write_csv(os.path.join(args.csv, "compare.csv"))]
-        for stem, r in zip(stems, results):
-            written.append(summary_table(r).write_csv(os.path.join(args.csv,
-                                                                   f"{stem}-summary.csv")))
-            written.append(numastat_table(r).write_csv(os.path.join(args.csv,
-                                                                    f"{stem}-numastat.csv")))
-            written.append(vmstat_table(r, names="all").write_csv(
-                os.path.join(args.csv, f"{stem}-vmstat.csv")))
-        for p in written:
-            note(f"wrote {p}")
-    if args.plot is not None:
-        write_plots(labelled, args.plot, quiet=False, names=stems)
     return 0
 
 
 def report_sweep(args) -> int:
     """The pivot (and plot) of a sweep directory's summary table."""
     from tierscan.cli.run import make_console, note
-    from tierscan.report import ensure_dir
+    from tierscan.report import check_output_files
     from tierscan.sweep.pivot import choose, load_summary, pivot, plot_metric
 
     out_dir = args.results[0]
     rows = load_summary(out_dir)
     row_key, col_key, metric = choose(rows, args.rows, args.cols, args.metric, out_dir)
     table = pivot(rows, row_key, col_key, metric)
+    csv_file = plot_file = None
+    if args.csv is not None:
+        csv_file = check_output_files(args.csv, ["pivot.csv"], "CSV directory")[0]
+    if args.plot is not None:
+        plot_file = check_output_files(args.plot, [f"sweep-{metric}.png"], "plot directory")[0]
+    # Files first, standard output last (a closed pipe must not lose them).
+    if csv_file is not None:
+        note(f"wrote {table.write_csv(csv_file)}")
+    if plot_file is not None:
+        note(f"wrote {plot_metric(rows, row_key, col_key, metric, plot_file)}")
     if args.json:
         print(json.dumps({"pivot": table.records()}, indent=1, allow_nan=False))
     else:
         make_console().print(table.to_rich(raw=args.raw))
-    if args.csv is not None:
-        ensure_dir(args.csv, "CSV directory")
-        note(f"wrote {table.write_csv(os.path.join(args.csv, 'pivot.csv'))}")
-    if args.plot is not None:
-        ensure_dir(args.plot, "plot directory")
-        note(f"wrote {plot_metric(rows, row_key, col_key, metric, os.path.join(args.plot, f'sweep-{metric}.png'))}")
     return 0
 
 

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tierscan.report import atomic_write, check_output_dir, check_output_file
+from tierscan.report import atomic_write, check_output_file, check_output_files
 
 _EXAMPLES = """\
 examples:
@@ -50,21 +50,26 @@ def run(args) -> int:
 
     from tierscan.cli.run import RunProgress, make_console, note, shows_progress
     from tierscan.errors import ConfigError
-    from tierscan.experiments.pghot_v3 import reproduce
+    from tierscan.experiments.pghot_v3 import SOURCES, reproduce
 
-    if not 0 < args.scale <= 1 or args.runs < 1:
-        raise ConfigError("expected 0 < --scale <= 1 and --runs >= 1", field="arguments")
+    if not 0 < args.scale <= 1:
+        raise ConfigError(f"expected 0 < SCALE <= 1, got {args.scale:g}", field="--scale")
+    if args.runs < 1:
+        raise ConfigError(f"expected an integer >= 1, got {args.runs}", field="--runs")
     modes = (1, 2, 3) if args.mode == "all" else (int(args.mode),)
     if args.json:                                        # fail before minutes of runs
         check_output_file(args.json, "result table")
     save = None
     if args.json_dir:
-        out_dir = Path(check_output_dir(args.json_dir))
+        def name(mode, source, run):
+            return f"mode{mode}-{source}{f'-run{run + 1}' if args.runs > 1 else ''}.json"
+
+        out_dir = Path(args.json_dir)
+        check_output_files(out_dir, [name(m, s, r) for m in modes for s in SOURCES
+                                     for r in range(args.runs)], "--json-dir")
 
         def save(result, mode, source, run):
-            out_dir.mkdir(parents=True, exist_ok=True)
-            suffix = f"-run{run + 1}" if args.runs > 1 else ""
-            result.save(out_dir / f"mode{mode}-{source}{suffix}.json")
+            result.save(out_dir / name(mode, source, run))
     console = make_console()
     show = shows_progress(console, args.quiet)
     out = reproduce(modes, scale=args.scale, runs=args.runs, seed=args.seed,

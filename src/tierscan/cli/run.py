@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -45,17 +46,34 @@ def register(subparsers) -> None:
 def make_console(file=None):
     """A rich Console on ``file`` (default stdout); not a terminal: 120 columns unless COLUMNS
     says otherwise, so tables in logs and pipes are not squeezed to 80."""
-    from rich.console import Console
-
     f = sys.stdout if file is None else file
-    console = Console(file=f, highlight=False)
+    console = _Console(file=f, highlight=False)
     if not console.is_terminal:
         try:
             width = int(os.environ.get("COLUMNS", "120"))
         except ValueError:
             width = 120
-        console = Console(file=f, highlight=False, width=max(width, 40))
+        console = _Console(file=f, highlight=False, width=max(width, 40))
     return console
+
+
+@functools.cache
+def _rich_console_class():
+    from rich.console import Console
+
+    class PipeAwareConsole(Console):
+        """rich exits 1 on a closed pipe; raise instead, so cli.main ends quietly with the
+        status Unix tools have (141) after the results are saved."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(32, "Broken pipe")
+
+    return PipeAwareConsole
+
+
+def _Console(**kwargs):
+    return _rich_console_class()(**kwargs)
 
 
 def note(message: str, quiet: bool = False) -> None:
@@ -191,24 +209,37 @@ def print_result_tables(console, result, raw: bool) -> None:
     console.print(numastat_table(result).to_rich(raw=raw))
 
 
+def plot_files(names: list[str] | None = None) -> list[str]:
+    """Every file ``write_plots`` may write: the charts, and heatmap.png (one result, ``names``
+    None or of length 1) or heatmap-NAME.png per result; for checking before any work."""
+    from tierscan.report.plots import FILES
+
+    heat = ["heatmap.png"] if not names or len(names) == 1 else \
+        [f"heatmap-{n}.png" for n in names]
+    return list(FILES.values()) + heat
+
+
 def write_plots(results, out_dir, quiet: bool, names: list[str] | None = None) -> None:
     """plot_all, plus heatmap.png (one result) or heatmap-NAME.png (several, ``names`` in
-    order, default 1, 2, ...) for each result that recorded a heatmap."""
+    order, default 1, 2, ...) for each result that recorded a heatmap. All the PNGs appear
+    together or, if one fails, none does (atomic_batch)."""
+    from tierscan.report import atomic_batch
     from tierscan.report.heatmap import NO_HEATMAP, heatmap, heatmap_data
     from tierscan.report.plots import plot_all
 
-    written, skipped = plot_all(results, out_dir)
-    items = list(results.items()) if isinstance(results, dict) else [("", results)]
-    names = names or [str(i + 1) for i in range(len(items))]
-    for name, (label, r) in zip(names, items):
-        data = heatmap_data(r)
-        file = "heatmap.png" if len(items) == 1 else f"heatmap-{name}.png"
-        if data is not None:
-            written.append(heatmap(out_png=os.path.join(os.fspath(out_dir), file),
-                                   title=f"access heatmap: {label}" if label else
-                                   "access heatmap", **data))
-        else:
-            skipped.append(f"{file}: {NO_HEATMAP}")
+    with atomic_batch():
+        written, skipped = plot_all(results, out_dir)
+        items = list(results.items()) if isinstance(results, dict) else [("", results)]
+        names = names or [str(i + 1) for i in range(len(items))]
+        for name, (label, r) in zip(names, items):
+            data = heatmap_data(r)
+            file = "heatmap.png" if len(items) == 1 else f"heatmap-{name}.png"
+            if data is not None:
+                written.append(heatmap(out_png=os.path.join(os.fspath(out_dir), file),
+                                       title=f"access heatmap: {label}" if label else
+                                       "access heatmap", **data))
+            else:
+                skipped.append(f"{file}: {NO_HEATMAP}")
     for path in written:
         note(f"wrote {path}", quiet)
     for msg in skipped:
@@ -219,7 +250,7 @@ def write_plots(results, out_dir, quiet: bool, names: list[str] | None = None) -
 
 
 def run(args) -> int:
-    from tierscan.report import check_output_dir, check_output_file
+    from tierscan.report import check_output_file, check_output_files
     from tierscan.sim.config import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -227,7 +258,7 @@ def run(args) -> int:
     if args.json is not None:
         check_output_file(args.json, "result file")
     if args.plot is not None:
-        check_output_dir(args.plot, "plot directory")
+        check_output_files(args.plot, plot_files(), "plot directory")
 
     console = make_console()
     show = shows_progress(console, args.quiet)
@@ -236,14 +267,15 @@ def run(args) -> int:
     with RunProgress(show, console) as progress:
         result = run_config(cfg, progress, command=command)
 
-    print_result_tables(console, result, args.raw)
+    # Save first: a closed standard output (`| head -1`) must not lose a finished run.
     if args.json is not None:
         result.save(args.json)
         note(f"wrote {args.json}", args.quiet)
     if args.plot is not None:
         write_plots(result, args.plot, args.quiet)
+    print_result_tables(console, result, args.raw)
     return 0
 
 
-__all__ = ["RunProgress", "make_console", "node_vmstat", "note", "print_result_tables",
+__all__ = ["RunProgress", "make_console", "node_vmstat", "note", "plot_files", "print_result_tables",
            "register", "run", "run_config", "shows_progress", "write_plots"]

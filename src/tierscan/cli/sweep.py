@@ -109,7 +109,7 @@ class _Bar:
 def run(args) -> int:
     from tierscan.cli.run import make_console
     from tierscan.errors import ConfigError
-    from tierscan.report import check_output_dir, ensure_dir
+    from tierscan.report import check_output_files, ensure_dir
     from tierscan.sweep import load_sweep, plan, run_sweep
     from tierscan.sweep.backends import make_backend
 
@@ -123,8 +123,10 @@ def run(args) -> int:
 
     console = make_console()
     say = (lambda text: None) if args.quiet else (lambda text: console.print(text, markup=False))
+    # Before anything runs: the directory, the index and the summary (existing results are
+    # skipped, never replaced).
+    check_output_files(out_dir, ["index.csv", "summary.parquet"], "sweep output directory")
     if args.dry_run:
-        check_output_dir(out_dir)
         missing = {p.config_hash for p in todo}
         for p in sweep.points:
             state = "to run" if p.config_hash in missing else "done"

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
 import shlex
 import struct
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ import numpy as np
 
 from tierscan.configcheck import is_int, read_text
 from tierscan.errors import ConfigError
+from tierscan.outpath import atomic_write
 from tierscan.sim.config import ExperimentConfig, config_from_dict, hash_of
 
 FORMAT = "tierscan-result"
@@ -484,64 +483,6 @@ def _deep_equal(a, b) -> bool:
     if isinstance(a, float):
         return struct.pack("<d", a) == struct.pack("<d", b)
     return a == b
-
-
-# -- atomic writing --------------------------------------------------------------------------
-
-
-def atomic_write(path, write, *, binary: bool = False, what: str = "file") -> str:
-    """Write a file atomically: ``write(f)`` fills a temporary file in the same directory,
-    which is flushed to disk and renamed over ``path``. On any failure the temporary file is
-    removed and the previous file (if any) is left untouched; an OSError becomes a one-line
-    ConfigError naming ``path``. Every file tierscan writes goes through here."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = _create_temp(path, directory, what)
-    try:
-        kwargs = {} if binary else {"encoding": "utf-8", "newline": "\n"}
-        with os.fdopen(fd, "wb" if binary else "w", **kwargs) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ConfigError(f"cannot write {what}: {e.strerror or e}", where=path) from None
-        raise
-    _fsync_dir(directory)
-    return path
-
-
-def _create_temp(path: str, directory: str, what: str) -> tuple[int, str]:
-    base = os.path.basename(path)
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
-        try:
-            # 0o666 & ~umask, as for any file the user creates (mkstemp would force 0o600).
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise ConfigError(f"cannot write {what}: {e.strerror or e}", where=path) from None
-    raise ConfigError("cannot create a temporary file next to it", where=path)
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make the rename durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "RunResult"]
