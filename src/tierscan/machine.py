@@ -382,6 +382,34 @@ class Machine:
         return "\n".join(lines)
 
 
+    def describe_memory(self) -> str:
+        """Each node's memory device and its curves as small tables ("" if none has one)."""
+        lines = []
+        for node in self.nodes:
+            dev = node.memory
+            if dev is None:
+                continue
+            unit = ("device" if dev.type == "cxl" else "channel") + ("s" if dev.channels > 1 else "")
+            rate = f" x {dev.mts} MT/s" if dev.mts else ""
+            lanes = f" x{dev.link_width}" if dev.link_width else ""
+            lines.append(f"node {node.id}: {dev.type}, {dev.channels} {unit}{rate}{lanes}, peak "
+                         f"{dev.peak_gbps:.1f} GB/s, {dev.duplex} duplex")
+            lines.append(f"  source: {dev.source}")
+            for cv in dev.curves:
+                lines.append(f"  read ratio {cv.read_ratio:g}: {cv.source}")
+                lines.append("    GB/s " + "".join(f"{b:>8.1f}" for b in cv.bandwidth_gbps))
+                lines.append("    ns   " + "".join(f"{t:>8.1f}" for t in cv.latency_ns))
+        if self.cpu is not None:
+            c = self.cpu
+            lines.append(f"cpu: LLC {human_bytes(c.llc_bytes)}, TLB entries per level 4 KiB "
+                         f"{list(c.tlb_4k)}, 2 MiB {list(c.tlb_2m)}")
+            lines.append(f"  source: {c.source}")
+        if not lines:
+            return ""
+        return "memory devices: loaded latency (ns) against the bandwidth each serves (GB/s)\n" \
+            + "\n".join(lines)
+
+
 def preset_names() -> tuple[str, ...]:
     """The names of the packaged presets, sorted."""
     folder = resources.files("tierscan") / "presets"
