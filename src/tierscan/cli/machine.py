@@ -40,7 +40,8 @@ def register(subparsers) -> None:
         "machine", help="describe a simulated machine",
         description="Describe a simulated machine (NUMA nodes, tiers, capacities, latencies).",
         epilog="examples:\n  tierscan machine show --preset zen5-cxl\n  tierscan machine list\n"
-               "  tierscan machine import --preset zen5-cxl --node 0 -o box.toml mlc.txt",
+               "  tierscan machine import --preset zen5-cxl --node 0 -o box.toml mlc.txt\n"
+               "(docs/machine.md)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = machine.add_subparsers(dest="machine_command", metavar="ACTION", required=True)
 
@@ -153,7 +154,8 @@ _IMPORT_EXAMPLES = """\
 examples:
   # MLC loaded-latency runs (one file per traffic mix) for node 0 of a preset:
   mlc --loaded_latency > ro.txt; mlc --loaded_latency -W5 > w5.txt
-  tierscan machine import --preset zen5-cxl --node 0 -o box.toml ro.txt --mix 5 w5.txt
+  tierscan machine import --preset zen5-cxl --node 0 -o box.toml ro.txt
+  tierscan machine import --file box.toml --node 0 --mix 5 -o box.toml w5.txt
   # Mess benchmark curves (a directory of bwlat_<N>.txt, N = percent reads) for node 2:
   tierscan machine import --file box.toml --node 2 --type cxl --channels 1 --link-width 8 \\
       -o box.toml mess/cxl/
@@ -161,9 +163,10 @@ examples:
 Inputs are recognised by name: bwlat_<N>.txt (or a directory of them) is a Mess curve, anything
 else an MLC report. An imported curve replaces the node's curve of the same read ratio; the
 others are kept (--replace drops them). The device (type, channels, ...) is kept unless given;
-changing it needs --replace, since the old curves were measured on the old configuration. Bandwidth must be what THIS node served: an MLC run
-over a whole 2-socket system needs --bandwidth-scale 0.5. The output is re-emitted TOML, so the
-base file's comments are not kept. Schema and mapping of MLC's -W: docs/machine.md."""
+changing it needs --replace, since the old curves were measured on the old configuration.
+Bandwidth must be what THIS node served: an MLC run over a whole 2-socket system needs
+--bandwidth-scale 0.5. The output is re-emitted TOML, so the base file's comments are not kept.
+Schema and mapping of MLC's -W: docs/machine.md."""
 
 
 def _positive_float(text: str) -> float:
