@@ -171,3 +171,81 @@ def test_migration_cancels_pending_hint_faults(model):
     p = -np.expm1(-4000 / g.n_pages)
     assert 0 < faults <= n
     assert abs(faults / n - p) <= 5 * np.sqrt(p * (1 - p) / n), (faults / n, p)
+
+
+# ---- the rate model's lazy draws across phase changes (issue 11 §1) -------------------------
+
+def _two_phase_engine(first: dict, second: dict, n_first: int, n_second: int, size="16MiB"):
+    """A rate-model engine (not run) whose one thread runs ``n_first`` accesses of ``first``
+    and then ``n_second`` of ``second``; every A and D bit cleared at t = 0."""
+    from tierscan.mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY
+
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    wl = make_workload("phases", {"size": size, "threads": 1, "phases": [
+        dict(first, accesses=n_first), dict(second, accesses=n_second)]})
+    e = Engine(k, wl, access_model="rate", seed=0)
+    g = e.groups[0]
+    g.mm.pt.pte[g.slots] &= ~np.uint64(_PAGE_ACCESSED | _PAGE_DIRTY)
+    return k, e, g
+
+
+def _within(frac, p, n):
+    return abs(frac - p) <= 5 * np.sqrt(p * (1 - p) / n) + 1e-12
+
+
+def test_rate_model_young_bits_integrate_the_rate_over_phases():
+    """Half A is hot in phase 1 and cold (rate 0) in phase 2, half B the reverse: a page's
+    young bit, drawn once at the end, must carry the hazard of both phases, 1 - exp(-Λ) with
+    Λ the accesses it received in either."""
+    n_acc = 4096
+    k, e, g = _two_phase_engine({"dist": "hotset", "hot_fraction": 0.5, "hot_share": 1.0},
+                                {"dist": "hotset", "hot_fraction": 0.5, "hot_share": 1.0,
+                                 "offset": 0.5}, n_acc, n_acc)
+    e.run()
+    half = g.n_pages // 2
+    young = g.mm.young(g.addrs)
+    p = -np.expm1(-n_acc / half)
+    for part in (young[:half], young[half:]):
+        assert _within(part.mean(), p, half), (part.mean(), p)
+
+
+def test_rate_model_dirty_bits_follow_the_write_fraction_of_each_phase():
+    """Phase 1 only loads, phase 2 only stores, uniformly: a page is dirty iff it was accessed
+    in phase 2, P = 1 - exp(-n2/N), though it is young with 1 - exp(-(n1+n2)/N)."""
+    from tierscan.mm.constants import _PAGE_DIRTY
+
+    n1 = n2 = 2048
+    k, e, g = _two_phase_engine({"dist": "uniform", "write_fraction": 0.0},
+                                {"dist": "uniform", "write_fraction": 1.0}, n1, n2)
+    e.run()
+    n = g.n_pages
+    young = g.mm.young(g.addrs)
+    dirty = (g.mm.pt.pte[g.slots] & np.uint64(_PAGE_DIRTY)) != 0
+    assert _within(young.mean(), -np.expm1(-(n1 + n2) / n), n)
+    assert _within(dirty.mean(), -np.expm1(-n2 / n), n), dirty.mean()
+
+
+def test_rate_model_samples_come_from_the_phase_the_accesses_were_made_in():
+    """One sample() call after both phases: half the accesses were made in phase 1 on half A,
+    so half the samples land there (5 standard errors of a proportion)."""
+    k, e, g = _two_phase_engine({"dist": "hotset", "hot_fraction": 0.5, "hot_share": 1.0},
+                                {"dist": "hotset", "hot_fraction": 0.5, "hot_share": 1.0,
+                                 "offset": 0.5}, 100_000, 100_000)
+    e.run()
+    pfns = e.model.sample(e, g, 0.05, 0.0)
+    first_half = set(g.mm.translate(g.addrs[:g.n_pages // 2]).tolist())
+    frac = np.isin(pfns, list(first_half)).mean()
+    assert pfns.size > 5000 and _within(frac, 0.5, pfns.size), (pfns.size, frac)
+
+
+def test_rate_model_heatmap_counts_each_phase_with_its_own_weights():
+    from tierscan.access.base import HEAT_BINS
+
+    k, e, g = _two_phase_engine({"dist": "hotset", "hot_fraction": 0.5, "hot_share": 1.0},
+                                {"dist": "hotset", "hot_fraction": 0.5, "hot_share": 1.0,
+                                 "offset": 0.5}, 1000, 3000)
+    e.sample_ns = 10 ** 12          # one metrics sample at the start, one at the end
+    e.run()
+    heat = np.sum(e.results()["series"]["heatmap"], axis=0)
+    assert np.isclose(heat[:HEAT_BINS // 2].sum(), 1000)
+    assert np.isclose(heat[HEAT_BINS // 2:].sum(), 3000)

@@ -10,10 +10,18 @@ Young bits are drawn lazily when someone looks (``materialize_*``, the kernel's 
 hook, called by the walk, the rmap and mm.young): an entry whose A bit is clear becomes young
 with P = 1 − exp(−Λ), Λ the hazard since the later of its last clear and the last inspection
 that found it clear (a Poisson process is memoryless). An entry found young keeps its A bit
-set until someone clears it, so every observer sees the same bit. Λ carries over phase
-changes in ``haz``. A PMD entry (the non-leaf accessed bit, or a THP leaf's young bit) draws
-from the sum of its pages' weights. The two levels are drawn independently: a non-leaf bit
-found clear does not condition the PTE bits under it (docs/fidelity.md).
+set until someone clears it, so every observer sees the same bit. A PMD entry (the non-leaf
+accessed bit, or a THP leaf's young bit) draws from the sum of its pages' weights. The two
+levels are drawn independently: a non-leaf bit found clear does not condition the PTE bits
+under it (docs/fidelity.md).
+
+Phase changes. Every lazily drawn event stays exact when the weights change (``on_phase``):
+the hazard Λ since an entry's reference point is cumulative (``Hazards.haz`` banks the old
+phase's part; the write hazard that draws the dirty bit likewise, once the write fraction
+changes); a pending hint fault keeps its *remaining* hazard, an Exp(1) variable (memoryless),
+which is re-spent at the new rate (an entry whose rate was 0 draws it afresh); sampled accesses
+(IBS) and the heatmap are drawn from the distribution of the phase in which the accesses were
+made, not the one current when someone asks.
 """
 
 from __future__ import annotations
@@ -21,30 +29,97 @@ from __future__ import annotations
 import numpy as np
 
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
-from .base import AccessModel, page_bins
+from .base import HEAT_BINS, AccessModel, page_bins
+
+
+class Hazards:
+    """The lazy-draw state of one kind of entry (a group's pages, or its PMDs): rate per
+    access of the group ``w``, the C of each entry's reference point ``c_ref``, the hazard
+    banked from earlier phases ``haz``, and the pending hint faults (entry index and the C at
+    which the access comes). ``whaz`` is the write hazard, kept only once a phase change has
+    changed the write fraction (until then it is ``haz`` times that fraction)."""
+
+    def __init__(self, n: int):
+        self.w = np.zeros(n)
+        self.c_ref = np.zeros(n)
+        self.haz = np.zeros(n)
+        self.whaz = None
+        self.hint_idx = np.empty(0, np.int64)
+        self.hint_at = np.empty(0)
+
+    def hazard(self, i, C: float, write_fraction: float):
+        """(Λ, write part of Λ) of entries ``i`` since their reference point."""
+        fresh = self.w[i] * (C - self.c_ref[i])
+        lam = self.haz[i] + fresh
+        wlam = lam * write_fraction if self.whaz is None else \
+            self.whaz[i] + fresh * write_fraction
+        return lam, wlam
+
+    def referenced(self, i, C: float) -> None:
+        """Entries ``i`` were just looked at or accessed: their hazard restarts at C."""
+        self.haz[i] = 0.0
+        if self.whaz is not None:
+            self.whaz[i] = 0.0
+        self.c_ref[i] = C
+
+    def change_rates(self, w_new, C: float, wf_old: float, wf_new: float, rng) -> None:
+        """A phase change at C: bank the hazard of the old rates, re-spend the remaining
+        hazard of pending hint faults at the new rates (not with ``rng=None``: the group has
+        finished, no access will come), then take ``w_new``."""
+        fresh = self.w * (C - self.c_ref)
+        if self.whaz is not None:
+            self.whaz += fresh * wf_old
+        elif wf_new != wf_old:
+            self.whaz = (self.haz + fresh) * wf_old
+        self.haz += fresh
+        self.c_ref[:] = C
+        ahead = self.hint_at > C
+        if rng is not None and ahead.any():
+            i, at = self.hint_idx[ahead], self.hint_at[ahead]
+            spent = np.isfinite(at)                   # else the rate was 0: nothing spent
+            left = np.empty(i.size)                   # the Exp(1) hazard still to spend
+            left[spent] = (at[spent] - C) * self.w[i[spent]]
+            left[~spent] = rng.exponential(size=int((~spent).sum()))
+            with np.errstate(divide="ignore"):
+                self.hint_at[ahead] = C + left / w_new[i]
+        self.w = w_new
+
+    def arm(self, i, C: float, rng) -> None:
+        """Entries ``i`` were made PROT_NONE at C: their next access comes after E/w of the
+        group's accesses, E ~ Exp(1); re-marking an entry redraws it."""
+        with np.errstate(divide="ignore"):
+            at = C + rng.exponential(size=i.size) / self.w[i]
+        keep = ~np.isin(self.hint_idx, i)
+        self.hint_idx = np.concatenate([self.hint_idx[keep], i])
+        self.hint_at = np.concatenate([self.hint_at[keep], at])
+
+    def take_due(self, C: float):
+        """Pop the pending hint faults whose access has come: (entry indices, their C)."""
+        due = self.hint_at <= C
+        out = self.hint_idx[due], self.hint_at[due]
+        self.hint_idx, self.hint_at = self.hint_idx[~due], self.hint_at[~due]
+        return out
 
 
 class GroupRates:
     """Per-page and per-PMD state of one thread group."""
 
     def __init__(self, group):
-        n = group.n_pages
-        self.w = np.zeros(n)
-        self.c_ref = np.zeros(n)        # C at the page's last reference
-        self.haz = np.zeros(n)          # hazard accumulated in earlier phases
         self.pmds = np.unique(group.slots >> 9)
         self.page_pmd = np.searchsorted(self.pmds, group.slots >> 9)
-        self.pmd_w = np.zeros(self.pmds.size)
-        self.pmd_c_ref = np.zeros(self.pmds.size)
-        self.pmd_haz = np.zeros(self.pmds.size)
+        self.pages = Hazards(group.n_pages)
+        self.pmd = Hazards(self.pmds.size)
         self.C = 0.0                    # accesses issued by the group so far (all threads)
-        self.hint_slots = np.empty(0, np.int64)     # PROT_NONE pages waiting for an access
-        self.hint_at = np.empty(0)                  # ... and the C at which it comes
-        self.hint_pmds = np.empty(0, np.int64)      # PROT_NONE THP leaves (PMD slots)
-        self.hint_pmd_at = np.empty(0)
         self.node_mass = None           # Σ w_p over the pages on each node
         self.bin_w = None               # Σ w_p per heatmap bin (per phase)
-        self.write_fraction = 0.0
+        self.heat_banked = None         # expected accesses per bin from earlier phases
+        self.write_fraction = None      # the current phase's (None before the first)
+        self.phase = None               # the phase whose weights are ``w``
+        self.unsampled: list = []       # [phase, accesses] not yet offered to sample()
+
+    @property
+    def w(self):
+        return self.pages.w
 
     def pmd_index(self, pmd_slots):
         i = np.searchsorted(self.pmds, pmd_slots)
@@ -59,7 +134,6 @@ class RateModel(AccessModel):
         self.rng = np.random.default_rng([seed, 0x5A7E])
         self.rates: dict[int, GroupRates] = {}
         self.by_mm: dict[int, tuple] = {}
-        self.unsampled: dict[int, float] = {}   # accesses since the last sample(), per group
         self._heat_c: dict[int, float] = {}     # C at the last heat() call, per group
         self._served = None
 
@@ -75,22 +149,27 @@ class RateModel(AccessModel):
         k.remap_hooks.append(self._on_remap)
 
     def on_phase(self, engine, group) -> None:
-        """Carry the hazard of the old weights over, then take the new phase's weights."""
+        """Take the new phase's weights; every lazily drawn event carries over (module doc)."""
         r = self.rates[group.gid]
-        r.haz += r.w * (r.C - r.c_ref)
-        r.c_ref[:] = r.C
-        r.pmd_haz += r.pmd_w * (r.C - r.pmd_c_ref)
-        r.pmd_c_ref[:] = r.C
         ph = group.phase
         if ph is None:
-            r.w = np.zeros_like(r.w)
+            w = np.zeros_like(r.w)
         else:
-            r.w = np.asarray(ph.distribution.weights(group.n_pages), float)
-            r.write_fraction = ph.write_fraction
-        r.pmd_w = np.bincount(r.page_pmd, weights=r.w, minlength=r.pmds.size)
-        r.bin_w = None
+            w = np.asarray(ph.distribution.weights(group.n_pages), float)
+        wf_old = r.write_fraction
+        wf = wf_old if ph is None else ph.write_fraction
+        if wf_old is None:             # the first phase
+            wf_old = wf
+        else:                          # bank the old phase's heat before its weights go
+            r.heat_banked = self._heat_since(
+                group, r, HEAT_BINS if r.bin_w is None else r.bin_w.size)
+        rng = None if ph is None else self.rng
+        r.pages.change_rates(w, r.C, wf_old, wf, rng)
+        r.pmd.change_rates(np.bincount(r.page_pmd, weights=w, minlength=r.pmds.size), r.C,
+                           wf_old, wf, rng)
+        r.write_fraction, r.phase, r.bin_w = wf, ph, None
         nodes = engine.kernel.node_of(group.mm.translate(group.addrs))
-        r.node_mass = np.bincount(np.maximum(nodes, 0), weights=r.w * (nodes >= 0),
+        r.node_mass = np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0),
                                   minlength=engine.kernel.machine.nr_nodes)
 
     def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
@@ -117,21 +196,31 @@ class RateModel(AccessModel):
         a = min(budget_ns / cost, group.remaining_in_phase())
         r.C += a * group.threads
         self._served += a * group.threads * r.node_mass / max(r.node_mass.sum(), 1e-300)
-        self.unsampled[group.gid] = self.unsampled.get(group.gid, 0.0) + a * group.threads
+        if r.unsampled and r.unsampled[-1][0] is r.phase:
+            r.unsampled[-1][1] += a * group.threads
+        else:
+            r.unsampled.append([r.phase, a * group.threads])
         return a, a * cost
 
     def served_by_node(self, engine) -> np.ndarray:
         out, self._served = self._served, np.zeros_like(self._served)
         return out
 
-    def heat(self, engine, group, bins: int) -> np.ndarray:
-        """Expected accesses per bin since the last call: ΔC times each bin's weight."""
-        r = self.rates[group.gid]
-        last = self._heat_c.get(group.gid, 0.0)
-        self._heat_c[group.gid] = r.C
+    def _heat_since(self, group, r, bins: int) -> np.ndarray:
+        """Expected accesses per bin since the last heat() call, banked phases included."""
         if r.bin_w is None or r.bin_w.size != bins:
             r.bin_w = np.bincount(page_bins(group, bins), weights=r.w, minlength=bins)
-        return (r.C - last) * r.bin_w
+        out = (r.C - self._heat_c.get(group.gid, 0.0)) * r.bin_w
+        self._heat_c[group.gid] = r.C
+        if r.heat_banked is not None and r.heat_banked.size == bins:
+            out = out + r.heat_banked
+        r.heat_banked = None
+        return out
+
+    def heat(self, engine, group, bins: int) -> np.ndarray:
+        """Expected accesses per bin since the last call: ΔC times each bin's weight, per
+        phase."""
+        return self._heat_since(group, self.rates[group.gid], bins)
 
     # ---- lazy young bits (the kernel's access_source) ------------------------------------------
     def materialize_ptes(self, mm, slots) -> None:
@@ -144,7 +233,7 @@ class RateModel(AccessModel):
         ok = idx >= 0
         e = mm.pt.pte[slots[ok]]
         present = (e & (_PAGE_PRESENT | _PAGE_PROTNONE)) != 0
-        self._materialize(mm.pt.pte, slots[ok], present, idx[ok], r.haz, r.c_ref, r.w, r)
+        self._materialize(mm.pt.pte, slots[ok], present, idx[ok], r.pages, r)
 
     def materialize_pmds(self, mm, pmd_slots) -> None:
         hit = self.by_mm.get(mm.id)
@@ -155,57 +244,41 @@ class RateModel(AccessModel):
         i = r.pmd_index(pmd_slots)
         ok = i >= 0
         present = mm.pt.pmd[pmd_slots[ok]] != 0
-        self._materialize(mm.pt.pmd, pmd_slots[ok], present, i[ok], r.pmd_haz, r.pmd_c_ref,
-                          r.pmd_w, r)
+        self._materialize(mm.pt.pmd, pmd_slots[ok], present, i[ok], r.pmd, r)
 
-    def _materialize(self, table, slots, present, i, haz, c_ref, w, r) -> None:
+    def _materialize(self, table, slots, present, i, hz: Hazards, r) -> None:
         """Draw the A (and D) bits of present entries whose A bit is clear from the hazard
         since their reference point, then make now their reference point."""
         clear = present & ((table[slots] & _PAGE_ACCESSED) == 0)
-        young, dirty = self._draw(haz[i] + w[i] * (r.C - c_ref[i]), r.write_fraction)
+        young, dirty = self._draw(*hz.hazard(i, r.C, r.write_fraction))
         table[slots[clear & young]] |= _PAGE_ACCESSED
         table[slots[clear & young & dirty]] |= _PAGE_DIRTY
-        haz[i] = 0.0
-        c_ref[i] = r.C
+        hz.referenced(i, r.C)
 
-    def _draw(self, lam, write_fraction):
-        """P(young) = 1 - exp(-Λ); given young, dirty with P(a write among them)."""
+    def _draw(self, lam, wlam):
+        """P(young) = 1 - exp(-Λ); given young, dirty with P(a write among them) =
+        (1 - exp(-Λ_w)) / (1 - exp(-Λ)), Λ_w the hazard of the writes."""
         u = self.rng.random((2, lam.size))
         p_young = -np.expm1(-lam)
         young = u[0] < p_young
-        p_dirty = np.divide(-np.expm1(-lam * write_fraction), p_young,
-                            out=np.zeros_like(lam), where=p_young > 0)
+        p_dirty = np.divide(-np.expm1(-wlam), p_young, out=np.zeros_like(lam),
+                            where=p_young > 0)
         return young, u[1] < p_dirty
 
     # ---- NUMA hint faults ---------------------------------------------------------------------
     def arm_hint_faults(self, mm, slots, pmd: bool = False) -> None:
         """Entries just made PROT_NONE: draw when each is next accessed, E/w accesses of the
-        group from now with E ~ Exp(1) (the hazard after marking, DESIGN §5). ``slots`` are
-        page slots, or PMD slots of THP leaves with ``pmd`` (whose rate is the sum of their
-        pages' weights, as for their young bit)."""
+        group from now with E ~ Exp(1) (the hazard after marking, DESIGN §5; a phase change
+        re-spends what is left of E at the new rate). ``slots`` are page slots, or PMD slots
+        of THP leaves with ``pmd`` (whose rate is the sum of their pages' weights, as for
+        their young bit)."""
         hit = self.by_mm.get(mm.id)
         if hit is None or len(slots) == 0:
             return
         g, r = hit
         slots = np.asarray(slots, np.int64)
-        if pmd:
-            idx = r.pmd_index(slots)
-            w = r.pmd_w
-        else:
-            idx = g.index_of(slots)
-            w = r.w
-        ok = idx >= 0
-        slots, idx = slots[ok], idx[ok]
-        with np.errstate(divide="ignore"):
-            at = r.C + self.rng.exponential(size=idx.size) / w[idx]
-        if pmd:
-            keep = ~np.isin(r.hint_pmds, slots)     # re-marking redraws
-            r.hint_pmds = np.concatenate([r.hint_pmds[keep], slots])
-            r.hint_pmd_at = np.concatenate([r.hint_pmd_at[keep], at])
-        else:
-            keep = ~np.isin(r.hint_slots, slots)
-            r.hint_slots = np.concatenate([r.hint_slots[keep], slots])
-            r.hint_at = np.concatenate([r.hint_at[keep], at])
+        idx = r.pmd_index(slots) if pmd else g.index_of(slots)
+        (r.pmd if pmd else r.pages).arm(idx[idx >= 0], r.C, self.rng)
 
     def after_advance(self, engine, group) -> None:
         """Take the hint faults whose access came during the group's last advance, in the
@@ -215,15 +288,13 @@ class RateModel(AccessModel):
         from ..mm.memory import do_numa_hint_faults
 
         r = self.rates[group.gid]
-        due = r.hint_at <= r.C
-        pdue = r.hint_pmd_at <= r.C
-        if not (due.any() or pdue.any()):
+        if not ((r.pages.hint_at <= r.C).any() or (r.pmd.hint_at <= r.C).any()):
             return
         pt = group.mm.pt
-        slots, pmds = r.hint_slots[due], r.hint_pmds[pdue]
-        at = np.concatenate([r.hint_at[due], r.hint_pmd_at[pdue]])
-        r.hint_slots, r.hint_at = r.hint_slots[~due], r.hint_at[~due]
-        r.hint_pmds, r.hint_pmd_at = r.hint_pmds[~pdue], r.hint_pmd_at[~pdue]
+        pidx, p_at = r.pages.take_due(r.C)
+        hidx, h_at = r.pmd.take_due(r.C)
+        slots, pmds = group.slots[pidx], r.pmds[hidx]
+        at = np.concatenate([p_at, h_at])
         # a PTE fault needs the entry still PROT_NONE (and no THP over it); a PMD fault needs a
         # PROT_NONE leaf (split or remapped entries lost their pending fault)
         live = ~pt.pmd_is_leaf(slots >> 9) & \
@@ -241,31 +312,31 @@ class RateModel(AccessModel):
         ps, pw = fault[~is_pmd], writes[~is_pmd]
         pt.pte[ps] |= _PAGE_ACCESSED
         pt.pte[ps[pw]] |= _PAGE_DIRTY
-        idx = group.index_of(ps)
-        r.haz[idx] = 0.0
-        r.c_ref[idx] = r.C
+        r.pages.referenced(group.index_of(ps), r.C)
         hp, hw = fault[is_pmd] >> 9, writes[is_pmd]
         if hp.size:
             pt.pmd[hp] |= _PAGE_ACCESSED
             pt.pmd[hp[hw]] |= _PAGE_DIRTY
-            i = r.pmd_index(hp)
-            r.pmd_haz[i] = 0.0
-            r.pmd_c_ref[i] = r.C
+            r.pmd.referenced(r.pmd_index(hp), r.C)
         group.stall_ns += fault.size * engine.costs.hint_fault_ns / group.threads
 
     # ---- sampled events (IBS-like) ------------------------------------------------------------
     def sample(self, engine, group, per_access: float, dt_ns: float,
                loads_only: bool = False) -> np.ndarray:
         """Pfns hit by sampled accesses: a Poisson number of samples over the accesses the
-        group made since the last call, each drawn from the phase's distribution. A phase's
-        stores are independent of the page, so dropping them thins the rate by its load
-        fraction."""
-        ph = group.phase
-        a = self.unsampled.pop(group.gid, 0.0)
-        if ph is None or a <= 0:
+        group made since the last call, each drawn from the distribution of the phase it was
+        made in. A phase's stores are independent of the page, so dropping them thins the rate
+        by its load fraction."""
+        r = self.rates[group.gid]
+        segments, r.unsampled = r.unsampled, []
+        pages = []
+        for ph, a in segments:
+            if ph is None or a <= 0:
+                continue
+            if loads_only:
+                a *= 1.0 - ph.write_fraction
+            n = self.rng.poisson(a * per_access)
+            pages.append(ph.distribution.sample(group.n_pages, int(n), self.rng))
+        if not pages:
             return np.empty(0, np.int64)
-        if loads_only:
-            a *= 1.0 - ph.write_fraction
-        n = self.rng.poisson(a * per_access)
-        pages = ph.distribution.sample(group.n_pages, int(n), self.rng)
-        return group.mm.translate(group.addrs[pages])
+        return group.mm.translate(group.addrs[np.concatenate(pages)])
