@@ -256,7 +256,7 @@ def test_import_output_checks_come_first_and_refuse_non_regular_files(tmp_path, 
     link.symlink_to(target)
     missing_input = str(tmp_path / "nope.txt")  # never read: the output check fails first
     for out, words in ((link, "symbolic link"), (tmp_path, "not a regular file"),
-                       (tmp_path / "no" / "dir.toml", "does not exist")):
+                       (target / "dir.toml", "ot a directory")):
         assert main(["machine", "import", "--preset", "laptop", "--node", "0", "-o", str(out),
                      missing_input]) == 2
         err = capsys.readouterr().err
