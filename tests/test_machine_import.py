@@ -396,3 +396,11 @@ def test_pghot_memory_configs_are_variants_of_the_preset():
         assert m.nodes[0].memory.peak_gbps == pytest.approx(c.dram_channels * 6000 * 8 / 1000)
         assert np.array_equal(m.load_ns, base.load_ns)
     assert len({c.machine.nodes[0].memory.peak_gbps for c in configs}) == 4
+
+
+def test_pghot_memory_config_by_label():
+    from tierscan.experiments.memory_configs import pghot_memory_config
+    c = pghot_memory_config("dram4-cxl2")
+    assert (c.dram_channels, c.cxl_devices) == (4, 2)
+    with pytest.raises(ConfigError, match="dram12-cxl1.*allow: dram1-cxl1"):
+        pghot_memory_config("dram12-cxl1")

@@ -97,3 +97,13 @@ def pghot_memory_configs(base: Machine | None = None) -> list[MemoryConfig]:
                 m = m.with_memory(n.id, channels=dev)
             out.append(MemoryConfig(f"dram{ch}-cxl{dev}", ch, dev, m))
     return out
+
+
+def pghot_memory_config(label: str, base: Machine | None = None) -> MemoryConfig:
+    """One of ``pghot_memory_configs()`` by its label ("dram4-cxl2"), for a ``--memory`` option."""
+    configs = {c.label: c for c in pghot_memory_configs(base)}
+    if label not in configs:
+        from tierscan.errors import ConfigError
+        raise ConfigError(f"unknown memory configuration {label!r} (the facts allow: "
+                          f"{', '.join(configs)})", field="memory")
+    return configs[label]
