@@ -125,6 +125,7 @@ def install_ptes(mm, slots, pfns, bits) -> None:
     pt = mm.pt
     pmd_slots = np.unique(slots >> 9)
     empty = pmd_slots[pt.pmd[pmd_slots] == 0]
+    pt.alloc_upper_tables(empty)
     pt.pmd[empty] = PMD_TABLE
     pt.pte[slots] = mk_pte(pfns, 0) | np.asarray(bits, dtype=np.uint64)
 
@@ -188,6 +189,7 @@ def do_huge_pmd_anonymous_faults(mm, vma, slots, first_w, cpu_nid):
     order = np.argsort(np.flatnonzero(eligible)[idx], kind="stable")
     upmd = upmd[order]
     uw = first_w[eligible][idx][order]
+    pt.alloc_upper_tables(upmd)     # __handle_mm_fault: pud_alloc, pmd_alloc before the THP
     zero = ~uw if k.sysfs["transparent_hugepage/use_zero_page"] else np.zeros(uw.size, bool)
     if zero.any():
         pt.pmd[upmd[zero]] = mk_pte(np.full(int(zero.sum()), k.huge_zero_pfn),

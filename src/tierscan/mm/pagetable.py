@@ -33,12 +33,25 @@ def pte_present(entries) -> np.ndarray:
     return (np.asarray(entries) & (_PAGE_PRESENT | _PAGE_PROTNONE)) != 0
 
 
+def _grown(arr: np.ndarray, size: int) -> np.ndarray:
+    if size <= arr.size:
+        return arr
+    out = np.zeros(size, arr.dtype)
+    out[: arr.size] = arr
+    return out
+
+
 class PageTable:
     """The PTE and PMD entries of one mm."""
 
     def __init__(self):
         self.pte = np.zeros(PTRS_PER_PTE, dtype=np.uint64)
         self.pmd = np.zeros(1, dtype=np.uint64)
+        # whether the PMD table under each PUD entry (the PUD table under each P4D entry)
+        # exists: the upper entry is present from the first allocation below it until
+        # free_pgtables() frees the table, even when every entry in the table is none
+        self.pud_table = np.zeros(1, dtype=bool)
+        self.p4d_table = np.zeros(1, dtype=bool)
 
     @staticmethod
     def slot(addr) -> np.ndarray | int:
@@ -64,6 +77,43 @@ class PageTable:
         pmd = np.zeros(size // PTRS_PER_PTE, dtype=np.uint64)
         pmd[: self.pmd.size] = self.pmd
         self.pte, self.pmd = pte, pmd
+        self.pud_table = _grown(self.pud_table, -(-pmd.size // PTRS_PER_PTE))
+        self.p4d_table = _grown(self.p4d_table, -(-self.pud_table.size // PTRS_PER_PTE))
+
+    def alloc_upper_tables(self, pmd_slots) -> None:
+        """__pud_alloc() / __pmd_alloc(): the tables holding these PMD entries exist, so their
+        P4D and PUD entries are present (called where PMD entries are installed)."""
+        pud = np.asarray(pmd_slots, np.int64) >> 9
+        self.pud_table[pud] = True
+        self.p4d_table[pud >> 9] = True
+
+    def pud_present(self, pud_index: int) -> bool:
+        """pud_present(): the PMD table under this PUD entry exists (or, for entries written
+        without alloc_upper_tables, one of its entries is not none)."""
+        lo = pud_index * PTRS_PER_PTE
+        if pud_index < self.pud_table.size and self.pud_table[pud_index]:
+            return True
+        return lo < self.pmd.size and bool(self.pmd[lo:lo + PTRS_PER_PTE].any())
+
+    def p4d_present(self, p4d_index: int) -> bool:
+        """p4d_present(): the PUD table under this P4D entry exists (or a PUD is present)."""
+        if p4d_index < self.p4d_table.size and self.p4d_table[p4d_index]:
+            return True
+        lo = p4d_index * PTRS_PER_PTE * PTRS_PER_PTE
+        return lo < self.pmd.size and bool(self.pmd[lo:lo + PTRS_PER_PTE * PTRS_PER_PTE].any())
+
+    def free_upper_tables(self, pud_lo: int, pud_hi: int, covered) -> None:
+        """free_pgtables()'s free_pmd_range / free_pud_range: the PMD tables of PUDs
+        [pud_lo, pud_hi) and the PUD tables of their P4Ds that no VMA reaches any more
+        (``covered(lo_addr, hi_addr)`` says whether a VMA overlaps a range) are freed."""
+        for pud in range(pud_lo, min(pud_hi, self.pud_table.size)):
+            a = self.addr(pud << 18)
+            if not covered(a, a + (1 << 30)):
+                self.pud_table[pud] = False
+        for p4d in range(pud_lo >> 9, min(-(-pud_hi // PTRS_PER_PTE), self.p4d_table.size)):
+            a = self.addr(p4d << 27)
+            if not covered(a, a + (1 << 39)):
+                self.p4d_table[p4d] = False
 
     def pmd_is_leaf(self, pmd_slots) -> np.ndarray:
         """pmd_trans_huge(): a THP leaf, including one made PROT_NONE for a NUMA hint."""

@@ -257,6 +257,9 @@ class MM:
         for v in self.vmas:
             still |= (np.uint64(v.start) < hi) & (np.uint64(v.end) > lo)
         self.pt.pmd[pmds[~still]] = 0
+        self.pt.free_upper_tables(
+            p0 >> 9, -(-p1 // PTRS_PER_PTE),
+            lambda a, b: any(v.start < b and v.end > a for v in self.vmas))
 
     def exit(self) -> None:
         """exit_mmap(): unmap everything and leave the kernel's lists."""

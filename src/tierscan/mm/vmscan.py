@@ -5,8 +5,9 @@ The walk follows the kernel level by level: ``walk_page_range`` hands one P4D's 
 ``walk_pud_range``, which calls ``walk_pmd_range`` per PUD, which tests each PMD entry (THP leaf,
 non-leaf young bit, Bloom filter) and calls ``walk_pte_range`` on the 512-entry PTE table, whose
 entries are handled with numpy. ``get_next_vma`` lets every level finish its own table across
-VMAs. Return codes, resume addresses (``next_addr``) and the quirks Q1–Q7 of §6.5 follow the
-posted code; ``Kernel(faithful_quirks=False)`` switches each quirk off (docs/fidelity.md).
+VMAs. Return codes, resume addresses (``next_addr``) and the quirks Q1–Q7 of §6.5 and Q8
+(docs/fidelity.md) follow the posted code; ``Kernel(faithful_quirks=False)`` switches each
+quirk off.
 
 A walk that cannot stop early (no callback, or a callback that is never full) takes a vectorised
 path over a whole ``walk_pmd_range`` range at once (vmscan_fast.py); it produces the same state,
@@ -308,6 +309,15 @@ def get_next_vma(mask: int, size: int, args: MmWalkArgs, vm_end: int):
     return False, start, end
 
 
+def ended_before_last_slot(end: int, mask: int, size: int) -> bool:
+    """``i < PTRS_PER_PMD`` (``_PUD``) after a walk_pmd_range (walk_pud_range) loop over
+    [start, end) in the table ``mask`` covers, with entries of ``size`` bytes: the range
+    stopped before the table's last entry, so get_next_vma() may find more of it (mm/vmscan.c).
+    A range ending unaligned inside the last entry has no room left, whatever ``end``'s
+    alignment."""
+    return ((end - 1) & ~mask & ULONG_MAX) < (~mask & ULONG_MAX) + 1 - size
+
+
 # ---- PTE-level checks (§5.8) ------------------------------------------------------------------
 def get_pfn_folio_mask(kernel, lruvec, pfns):
     """get_pte_pfn()/get_pmd_pfn()'s node range and get_pfn_folio(): on an LRU, on the
@@ -488,6 +498,7 @@ def walk_pmd_range_locked(args: MmWalkArgs, addr: int, batch: PmdBatch) -> int:
         gen = lru_gen_from_seq(lruvec.lrugen.max_seq)
         base = batch.first & PMD_MASK
         clear_nonleaf = (not walk.force_scan and should_clear_pmd_young(kernel))
+        trigger = -1          # the overflow trigger's PMD slot, if its non-leaf bit was cleared
         while True:
             a = base + i * PMD_SIZE if i else batch.first
             slot = PageTable.slot(a) >> 9
@@ -497,6 +508,8 @@ def walk_pmd_range_locked(args: MmWalkArgs, addr: int, batch: PmdBatch) -> int:
                 if not entry & _PAGE_PSE:
                     if clear_nonleaf:
                         pt.pmd[slot] &= ~_PAGE_ACCESSED
+                        if i > MIN_LRU_BATCH:
+                            trigger = slot
                 else:
                     pfn = get_pmd_pfn(kernel, lruvec, entry)
                     ok, heads = get_pfn_folio_mask(kernel, lruvec, np.array([pfn]))
@@ -509,6 +522,10 @@ def walk_pmd_range_locked(args: MmWalkArgs, addr: int, batch: PmdBatch) -> int:
                         if stop:
                             walk.next_addr = _thp_resume_addr(kernel, batch, i, a, consumed)
                             err = -errno.EAGAIN
+                            if trigger != -1 and not kernel.faithful_quirks:
+                                # Q8 off: the trigger's PTE table is not walked yet (the walk
+                                # stops before it); leave it young for the resumed walk
+                                pt.pmd[trigger] |= _PAGE_ACCESSED
                             break
             i = 0 if i > MIN_LRU_BATCH else find_next_bit(batch.bitmap, MIN_LRU_BATCH, i) + 1
             if i > MIN_LRU_BATCH:
@@ -600,7 +617,7 @@ def walk_pmd_range(args: MmWalkArgs, start: int, end: int, fast: bool = True) ->
                 return err
             addr = nxt
         err = walk_pmd_range_locked(args, -1, batch)
-        if err or (end & ~PUD_MASK) == 0:
+        if err or not ended_before_last_slot(end, PUD_MASK, PMD_SIZE):
             return err
         found, start, end = get_next_vma(PUD_MASK, PMD_SIZE, args, end)
         if not found:
@@ -609,9 +626,8 @@ def walk_pmd_range(args: MmWalkArgs, start: int, end: int, fast: bool = True) ->
 
 # ---- walk_pud_range and the driver (§5.5, §5.2) -----------------------------------------------
 def pud_present(mm, pud_index: int) -> bool:
-    pmd = mm.pt.pmd
-    lo = pud_index * 512
-    return lo < pmd.size and bool(pmd[lo:lo + 512].any())
+    """pud_present(): present as soon as its PMD table exists, even if every PMD is none."""
+    return mm.pt.pud_present(pud_index)
 
 
 def walk_pud_range(args: MmWalkArgs, start: int, end: int) -> int:
@@ -634,7 +650,7 @@ def walk_pud_range(args: MmWalkArgs, start: int, end: int) -> int:
             addr = nxt
         if done_early:
             break
-        if (end & ~P4D_MASK) != 0:
+        if ended_before_last_slot(end, P4D_MASK, PUD_SIZE):
             found, start, end = get_next_vma(P4D_MASK, PUD_SIZE, args, end)
             if found:
                 continue
@@ -668,9 +684,8 @@ def walk_page_range(mm, start: int, walk: LruGenMmWalk) -> int:
 
 
 def p4d_present(mm, addr: int) -> bool:
-    first = max(PageTable.slot(addr & P4D_MASK) >> 9, 0)
-    pmd = mm.pt.pmd
-    return first < pmd.size and bool(pmd[first:first + 512 * 512].any())
+    """p4d_present(): present as soon as its PUD table exists."""
+    return mm.pt.p4d_present(max(PageTable.slot(addr & P4D_MASK) >> 27, 0))
 
 
 def try_walk_mm(mm, walk: LruGenMmWalk) -> int:

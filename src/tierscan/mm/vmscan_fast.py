@@ -51,9 +51,9 @@ class Replay:
 
 def walk_pmd_range_fast(args, start: int, end: int):
     from .vmscan import (
-        PMD_MASK, PUD_MASK, SUITABLE_N, clear_young, get_next_vma, get_pfn_folio_mask,
-        pmd_item, should_clear_pmd_young, test_bloom_filter, update_bloom_filter, walk_pmd_range,
-        young_ptes,
+        PMD_MASK, PUD_MASK, SUITABLE_N, clear_young, ended_before_last_slot, get_next_vma,
+        get_pfn_folio_mask, pmd_item, should_clear_pmd_young, test_bloom_filter,
+        update_bloom_filter, walk_pmd_range, young_ptes,
     )
 
     walk, mm = args.walk, args.mm
@@ -118,7 +118,7 @@ def walk_pmd_range_fast(args, start: int, end: int):
                 if not cont_end & ~PMD_MASK:
                     break
         base += pmds.size
-        if not e & ~PUD_MASK:
+        if not ended_before_last_slot(e, PUD_MASK, PMD_SIZE):
             break
         found, s, e = get_next_vma(PUD_MASK, PMD_SIZE, args, e)
         if not found:
