@@ -466,3 +466,41 @@ def test_everything_hot_is_promoted_in_a_full_run():
     assert k.vmstat["pgpromote_success"] == 16384
     assert (nodes(k, g, 0, 16384) == 0).all()
     assert d.stats["latency_refused"] == 0
+
+
+def test_vma_pids_forced_scans_one_skipped_vma_per_pass():
+    """task_numa_work() (kernel/sched/fair.c, 6.8+): when the VMA loop ends and a VMA was
+    skipped because vma_is_accessed() said no, it retries from numa_scan_offset with
+    vma_pids_forced and scans the first such VMA, then stops (one forced VMA per pass). Without
+    it, VMAs with no recent faults wait for numa_scan_seq > prev_scan_seq + nr_threads."""
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    mm = k.spawn("p")
+    a = mm.mmap(4 << 20, populate=True, policy="bind", nodes=[1])
+    b = mm.mmap(4 << 20, populate=True, policy="bind", nodes=[1])
+    d = NumaBalancing()
+    eng = SimpleNamespace(kernel=k, groups=[SimpleNamespace(mm=mm, threads=8, finished_ns=None)],
+                          now=0, charge=lambda ns: None, costs=CostModel())
+    d.start(eng)
+    t = d.tasks[0]
+    slots = {v: np.arange(v.start_slot, v.end_slot) for v in (a, b)}
+
+    def marked(v):
+        e = mm.pt.pte[slots[v]]
+        return bool(((e & (_PAGE_PRESENT | _PAGE_PROTNONE)) == _PAGE_PROTNONE).all())
+
+    def scan(ms):
+        k.clock_ns = ms * MS
+        t.numa_next_scan = 0
+        assert d.task_numa_work(eng, t, 0)
+
+    scan(2000)
+    scan(3000)                                  # sequences 0 and 1 scan every VMA
+    assert t.numa_scan_seq == 2 and marked(a) and marked(b)
+    for v in (a, b):                            # present again, with no hint fault taken
+        e = mm.pt.pte[slots[v]]
+        mm.pt.pte[slots[v]] = (e & ~_PAGE_PROTNONE) | _PAGE_PRESENT
+    scan(4000)                                  # both skipped: a is forced
+    assert marked(a) and not marked(b)
+    assert t.numa_scan_offset == a.end
+    scan(5000)                                  # b is skipped, then forced
+    assert marked(b)

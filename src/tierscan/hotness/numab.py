@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..jiffies import time_after, time_before
 from ..mm.constants import PAGE_SHIFT, PG_anon, PMD_SIZE
 from ..mm.memory import change_prot_numa
 from ..mm.migrate import migrate_misplaced_folios_one_by_one
@@ -268,7 +269,8 @@ class NumaBalancing(Detector):
         self.stats = {"passes": 0, "pte_updates": 0, "huge_updates": 0, "entries_scanned": 0,
                       "faults": 0, "candidates": 0, "free_space": 0, "latency_refused": 0,
                       "rate_limited": 0, "not_migrated": 0,
-                      "promoted": 0, "reported": 0, "latency_sum_ms": 0, "latency_n": 0}
+                      "promoted": 0, "reported": 0, "latency_sum_ms": 0, "latency_n": 0,
+                      "pids_forced": 0}
 
     # ---- knobs derived as the kernel derives them -----------------------------------------
     @property
@@ -407,60 +409,76 @@ class NumaBalancing(Detector):
         return t.numa_scan_seq > st.prev_scan_seq + t.group.threads
 
     def _scan(self, t: TaskNuma, now: int) -> tuple[int, int]:
-        """The VMA loop of task_numa_work(). Returns (entries made PROT_NONE, entries seen)."""
+        """The VMA loop of task_numa_work(). Returns (entries made PROT_NONE, entries seen).
+
+        With the ``vma_pids_forced`` retry of kernel/sched/fair.c (6.8+): if the loop reaches
+        the last VMA having skipped one because vma_is_accessed() said no, it starts again at
+        ``numa_scan_offset`` with the test switched off and scans the first VMA it can, then
+        stops (one forced VMA per pass); the budgets carry over."""
         mm = t.mm
         pages = self.scan_size_pages
         virtpages = pages * 8
-        start = t.numa_scan_offset
         vmas = list(mm.vmas)            # sorted by start
-        i = next((n for n, v in enumerate(vmas) if v.end > start), None)
-        if i is None:
-            self._reset_ptenuma_scan(t)
-            start, i = 0, 0
         updated = scanned = 0
         reset_period = 4 * self.scan_delay_ms          # VMA_PID_RESET_PERIOD
-        stopped = False
-        while i < len(vmas):
-            vma = vmas[i]
-            i += 1
-            if self._vma_skipped(vma):
-                continue
-            st = t.vmas.get(vma)
-            if st is None:
-                nxt = now + self.scan_delay_ms
-                st = t.vmas[vma] = VmaNumab(t.numa_scan_seq, nxt, nxt + reset_period,
-                                            t.numa_scan_seq - 1)
-            if t.numa_scan_seq and now < st.next_scan:
-                continue                  # a new VMA of a long-lived task waits scan_delay
-            if t.numa_scan_seq and now > st.pids_active_reset:
-                st.pids_active_reset += reset_period
-                st.pids_active = [st.pids_active[1], False]
-            if st.prev_scan_seq == t.numa_scan_seq:
-                t.numa_scan_offset = vma.end
-                continue
-            if not self._vma_is_accessed(t, vma, st):
-                continue
-            while True:
-                start = max(start, vma.start)
-                end = min(-(-(start + (pages << PAGE_SHIFT)) // PMD_SIZE) * PMD_SIZE, vma.end)
-                res = change_prot_numa(vma, start, end, skip_toptier=True)
-                self._stamp(res.heads, now)
-                updated += res.nr_updated - res.nr_huge * 511   # entries, a THP is one
-                scanned += res.nr_scanned
-                self.stats["pte_updates"] += res.nr_updated
-                self.stats["huge_updates"] += res.nr_huge
-                if res.nr_updated:
-                    pages -= (end - start) >> PAGE_SHIFT
-                virtpages -= (end - start) >> PAGE_SHIFT
-                start = end
-                if pages <= 0 or virtpages <= 0:
-                    stopped = True
+        stopped = False                 # out with a VMA in hand: resume at ``start``
+        pids_skipped = pids_forced = False
+        while True:                     # retry_pids:
+            start = t.numa_scan_offset
+            i = next((n for n, v in enumerate(vmas) if v.end > start), None)
+            if i is None:
+                self._reset_ptenuma_scan(t)
+                start, i = 0, 0
+            while i < len(vmas):
+                vma = vmas[i]
+                i += 1
+                if self._vma_skipped(vma):
+                    continue
+                st = t.vmas.get(vma)
+                if st is None:
+                    nxt = now + self.scan_delay_ms
+                    st = t.vmas[vma] = VmaNumab(t.numa_scan_seq, nxt, nxt + reset_period,
+                                                t.numa_scan_seq - 1)
+                if t.numa_scan_seq and time_before(now, st.next_scan):
+                    continue              # a new VMA of a long-lived task waits scan_delay
+                if t.numa_scan_seq and time_after(now, st.pids_active_reset):
+                    st.pids_active_reset += reset_period
+                    st.pids_active = [st.pids_active[1], False]
+                if st.prev_scan_seq == t.numa_scan_seq:
+                    t.numa_scan_offset = vma.end
+                    continue
+                if not pids_forced and not self._vma_is_accessed(t, vma, st):
+                    pids_skipped = True
+                    continue
+                while True:
+                    start = max(start, vma.start)
+                    end = min(-(-(start + (pages << PAGE_SHIFT)) // PMD_SIZE) * PMD_SIZE,
+                              vma.end)
+                    res = change_prot_numa(vma, start, end, skip_toptier=True)
+                    self._stamp(res.heads, now)
+                    updated += res.nr_updated - res.nr_huge * 511   # entries, a THP is one
+                    scanned += res.nr_scanned
+                    self.stats["pte_updates"] += res.nr_updated
+                    self.stats["huge_updates"] += res.nr_huge
+                    if res.nr_updated:
+                        pages -= (end - start) >> PAGE_SHIFT
+                    virtpages -= (end - start) >> PAGE_SHIFT
+                    start = end
+                    if pages <= 0 or virtpages <= 0:
+                        stopped = True
+                        break
+                    if end == vma.end:
+                        break
+                if stopped:
                     break
-                if end == vma.end:
+                st.prev_scan_seq = t.numa_scan_seq   # this VMA is done for this sequence
+                if pids_forced:
+                    self.stats["pids_forced"] += 1
+                    stopped = True        # only one forced VMA a pass; vma is still set
                     break
-            if stopped:
+            if stopped or pids_forced or not pids_skipped:
                 break
-            st.prev_scan_seq = t.numa_scan_seq   # this VMA is done for this sequence
+            pids_forced = True
         if stopped:
             t.numa_scan_offset = start
         else:
