@@ -292,6 +292,44 @@ def test_kmigrated_batches_by_target_and_size():
     assert k.node_of(mm.translate(addrs)).tolist() == target.tolist()
 
 
+@pytest.mark.parametrize("literal", [False, True])
+def test_kmigrated_literal_batching_ignores_the_target_change(literal):
+    """pghot v3 as posted (kmigrated_walk_zone): ``if (cur_nid != NUMA_NO_NODE) cur_nid =
+    nid;`` runs before the flush test, so ``cur_nid != nid`` never holds after the first folio:
+    no flush on a target change, and each batch goes to the target of the folio that triggers
+    its flush (the last folio's for the final one). Folios 17-20, which asked for node 0,
+    travel to node 1 with the batch they share. (As posted, quirk (a) decodes every record's
+    nid as 0, so through record_access all targets are 0; the walk's batching is driven here
+    with the targets it would act on. Both DRAM nodes have room for the free-space shortcut.)"""
+    d = machine_dict(["1200MiB", "1200MiB", "64MiB"], cpus=[[0], [1], []],
+                     kinds=["dram", "dram", "cxl"])
+    k = Kernel(Machine.from_dict(d), seed=0)
+    mm = k.spawn("p")
+    vma = mm.mmap(40 * PAGE, populate=True, policy="bind", nodes=[2])
+    addrs = page_addrs(vma.start, 40)
+    pfns = mm.translate(addrs)
+    order = np.argsort(pfns)                           # the walk goes in pfn order
+    e = PghotV3(k, batch=8, literal=literal)
+    assert e.free_space_enough()[:2].all()
+    target = np.where(np.arange(40) < 20, 0, 1)
+    calls = []
+    import tierscan.promote.pghot as pg
+    real = pg.migrate_misplaced_folios_batch
+    pg.migrate_misplaced_folios_batch = lambda kk, h, nid: calls.append((len(h), nid)) or \
+        real(kk, h, nid)
+    try:
+        e._promote(pfns[order], target[order], np.zeros(40, np.int64), FakeEngine(k))
+    finally:
+        pg.migrate_misplaced_folios_batch = real
+    got = k.node_of(mm.translate(addrs))[order].tolist()
+    if literal:
+        assert calls == [(8, 0), (8, 0), (8, 1), (8, 1), (8, 1)]
+        assert got == [0] * 16 + [1] * 24
+    else:
+        assert calls == [(8, 0), (8, 0), (4, 0), (8, 1), (8, 1), (4, 1)]
+        assert got == [0] * 20 + [1] * 20
+
+
 # ---- admission (§1.5, §3.4) ------------------------------------------------------------------
 
 def test_free_space_shortcut_when_the_fast_node_has_room():

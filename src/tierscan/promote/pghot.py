@@ -14,7 +14,9 @@ target-node change and at the end through migrate_misplaced_folios_batch.
 ``literal = true`` reproduces the v3 code as posted (§1.3 quirks): (a) the field masks are
 built from the shifts, so nid reads as 0, time keeps 13 bits and freq overlaps time; (b)
 admission compares full-width jiffies with the archived masked time; (c) IBS reports carry
-nid 0. docs/promotion.md lists every simplification.
+nid 0; and kmigrated's batching loop does not flush on a target change, sending each batch to
+the target of the folio that triggers its flush (moot while (a) makes every target 0).
+docs/promotion.md lists every simplification.
 """
 
 from __future__ import annotations
@@ -456,6 +458,13 @@ class PghotV3(PromotionEngine):
         """Steps 4-7 of §1.4 for the consumed records, in walk order: admission
         (kmigrated_should_migrate_memory), prepare, batching and the batch flushes.
 
+        Batching follows kmigrated_walk_zone(). As intended, a batch is flushed at ``batch``
+        folios and on a target change, to its own target. As posted (``literal``), ``if
+        (cur_nid != NUMA_NO_NODE) cur_nid = nid;`` comes before the test ``cur_nid != nid``,
+        which therefore never holds after the first folio: batches are cut at ``batch``
+        folios only and go to the target of the folio that triggers the flush (of the last
+        folio at the end of the walk), whatever their own folios asked for.
+
         Vectorised in windows: admission and prepare depend on the destination's free pages,
         which change only when a batch is flushed, so each window is evaluated against the
         current state up to the folio that triggers the next flush (the 513th prepared
@@ -508,7 +517,10 @@ class PghotV3(PromotionEngine):
                 bnid = pending_nid if pending_n else int(d[go[0]])
                 room = self.batch - pending_n
                 other = np.flatnonzero(d[go] != bnid)
-                j = min(room, int(other[0]) if other.size else go.size)
+                if self.literal:   # as posted: no flush on a target change (cur_nid bug)
+                    j = min(room, go.size)
+                else:
+                    j = min(room, int(other[0]) if other.size else go.size)
                 if j < go.size:
                     trigger = int(go[j])
                     cut = trigger + 1
@@ -516,11 +528,13 @@ class PghotV3(PromotionEngine):
                 if joined.size:
                     pending.append(h[joined])
                     pending_n += joined.size
-                    pending_nid = bnid
+                    pending_nid = int(d[joined[-1]]) if self.literal else bnid
             self._commit(d[:cut], f[:cut], fe[:cut], lat_ok[:cut], rl_ok[:cut],
                          cand_after[:cut], reasons[:cut], now_ms)
             if trigger >= 0:
-                self._flush(np.concatenate(pending), pending_nid, engine)
+                # as posted, cur_nid is the trigger's target when the batch is flushed
+                nid = int(d[trigger]) if self.literal else pending_nid
+                self._flush(np.concatenate(pending), nid, engine)
                 pending, pending_n, pending_nid = [h[[trigger]]], 1, int(d[trigger])
                 window = first_window
             else:                                   # mostly refused: look further ahead
