@@ -27,6 +27,8 @@ _SUBCOMMANDS = (
     ("tierscan.cli.vmstat", False),
     ("tierscan.cli.report", False),
     ("tierscan.cli.sweep", False),
+    ("tierscan.cli.record", False),
+    ("tierscan.cli.trace", False),
 )
 
 

@@ -1,0 +1,371 @@
+"""The .tsw trace format: a versioned header, then zstd-compressed columnar chunks, each with
+its own CRC-32, written and read a chunk at a time so a multi-GB trace is never held whole.
+
+Layout (little-endian; docs/trace-format.md is the specification):
+
+    file    = magic "TSWTRACE" | u32 version | u32 header_len | header JSON | u32 crc32(JSON)
+              | chunk* | end chunk
+    chunk   = "TSWC" | u8 kind | 3 bytes zero | u64 nr_records | u32 raw_len | u32 comp_len
+              | u32 crc32(payload) | payload (zstd of the columns, in the order below)
+
+    kind 1 (access):  page delta int64 (first entry relative to the previous chunk's last page),
+                      flags uint8 (bit 0 write), thread uint16, clock delta int64
+    kind 2 (region):  time_ns int64, start uint64, end uint64, nr_accesses uint32
+    kind 3 (summary): page int64, accesses uint64, writes uint64 (every distinct page, sorted)
+    kind 0 (end):     no payload; its absence means the file was cut short
+
+A damaged file raises ``TraceFormatError`` naming the file and the byte offset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import zstandard
+
+from ..errors import TierscanError
+
+MAGIC = b"TSWTRACE"
+VERSION = 1
+CHUNK_MAGIC = b"TSWC"
+KIND_END, KIND_ACCESS, KIND_REGION, KIND_SUMMARY = 0, 1, 2, 3
+KIND_NAMES = {KIND_ACCESS: "access", KIND_REGION: "region", KIND_SUMMARY: "summary"}
+_CHUNK_HEAD = struct.Struct("<4sB3xQIII")
+CHUNK_RECORDS = 1 << 20            # records a writer buffers before it compresses a chunk
+ZSTD_LEVEL = 3
+HEADER_SLACK = 64 << 10           # bytes reserved for the header's final values (VMAs)
+VMA_KINDS = ("anon", "file", "heap", "stack", "shm")
+
+ACCESS_COLUMNS = (("page", np.int64), ("flags", np.uint8), ("thread", np.uint16),
+                  ("clock", np.int64))
+REGION_COLUMNS = (("time_ns", np.int64), ("start", np.uint64), ("end", np.uint64),
+                  ("nr_accesses", np.uint32))
+SUMMARY_COLUMNS = (("page", np.int64), ("accesses", np.uint64), ("writes", np.uint64))
+COLUMNS = {KIND_ACCESS: ACCESS_COLUMNS, KIND_REGION: REGION_COLUMNS,
+           KIND_SUMMARY: SUMMARY_COLUMNS}
+FLAG_WRITE = 1
+
+
+class TraceFormatError(TierscanError):
+    """A .tsw file that is not one, or is damaged: one line naming the file and the offset."""
+
+    exit_code = 2
+
+    def __init__(self, path, offset: int | None, message: str):
+        self.path, self.offset = str(path), offset
+        at = f": offset {offset}" if offset is not None else ""
+        super().__init__(f"{path}{at}: {message}")
+
+
+@dataclass
+class Header:
+    """What a trace says about itself. ``kind`` is "access" or "region"; ``clock`` names the
+    unit of the access clock ("instructions" for recordings, "ns" for imported timed samples,
+    "index" when there is none); ``vmas`` is a list of [start, end, kind] byte ranges."""
+
+    source: str
+    kind: str = "access"
+    page_size: int = 4096
+    clock: str = "instructions"
+    vmas: list = field(default_factory=list)
+    threads: int = 1
+    duration: int = 0                 # in the clock's unit (ns for region traces)
+    command: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Header":
+        d = json.loads(raw)
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _columns_to_bytes(kind: int, cols: dict) -> bytes:
+    return b"".join(np.ascontiguousarray(cols[name], dt).tobytes()
+                    for name, dt in COLUMNS[kind])
+
+
+def _bytes_to_columns(kind: int, raw: bytes, n: int) -> dict | None:
+    spec = COLUMNS[kind]
+    if len(raw) != n * sum(np.dtype(dt).itemsize for _, dt in spec):
+        return None
+    out, pos = {}, 0
+    for name, dt in spec:
+        size = n * np.dtype(dt).itemsize
+        out[name] = np.frombuffer(raw, dt, n, pos)
+        pos += size
+    return out
+
+
+class TraceWriter:
+    """Streams records into a .tsw file. Access records arrive in order through ``add``; at
+    ``close`` the header is rewritten with the final thread count and duration, a summary chunk
+    (distinct pages with their access and write counts) and the end chunk are written, and the
+    file is renamed into place: a half-written trace never carries the final name."""
+
+    def __init__(self, path, header: Header, chunk_records: int = CHUNK_RECORDS):
+        self.path, self.header = os.fspath(path), header
+        self.tmp = f"{self.path}.part"
+        self.f = open(self.tmp, "wb")
+        self.chunk_records = chunk_records
+        self._buf: list[dict] = []
+        self._buffered = 0
+        self._last_page = 0
+        self._last_clock = 0
+        self._pages = np.empty(0, np.int64)      # distinct pages so far, sorted
+        self._acc = np.empty(0, np.uint64)
+        self._wr = np.empty(0, np.uint64)
+        self._threads: set[int] = set()
+        self.records = 0
+        self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        self._header_size = None
+        self._write_header()
+
+    def _write_header(self) -> None:
+        # Padded with spaces (valid JSON whitespace) to a size fixed at open, so close() can
+        # rewrite it in place with the final thread count and duration.
+        raw = self.header.to_json()
+        if self._header_size is None:
+            self._header_size = len(raw) + HEADER_SLACK
+        if len(raw) > self._header_size:
+            return False
+        raw = raw.ljust(self._header_size)
+        self.f.seek(0)
+        self.f.write(MAGIC + struct.pack("<II", VERSION, len(raw)) + raw
+                     + struct.pack("<I", zlib.crc32(raw)))
+        return True
+
+    def _rewrite_with_bigger_header(self) -> None:
+        """The final header outgrew its reserved room: copy the chunks after a new one."""
+        old_start = 16 + self._header_size + 4
+        self.f.close()
+        src = open(self.tmp, "rb")
+        src.seek(old_start)
+        self._header_size = None
+        self.f = open(self.tmp + "2", "wb")
+        self._write_header()
+        shutil.copyfileobj(src, self.f, 8 << 20)
+        src.close()
+        os.replace(self.tmp + "2", self.tmp)
+
+    # -- access records ----------------------------------------------------------------------
+    def add(self, pages, writes, threads, clocks) -> None:
+        """Append accesses (absolute page numbers, write flags, thread ids, clock values)."""
+        pages = np.asarray(pages, np.int64)
+        if pages.size == 0:
+            return
+        self._buf.append({"page": pages, "flags": np.asarray(writes, np.uint8) & FLAG_WRITE,
+                          "thread": np.asarray(threads, np.uint16),
+                          "clock": np.asarray(clocks, np.int64)})
+        self._buffered += pages.size
+        while self._buffered >= self.chunk_records:
+            self._flush_access(self.chunk_records)
+
+    def _flush_access(self, n: int) -> None:
+        cols = {k: np.concatenate([b[k] for b in self._buf]) for k in self._buf[0]}
+        rest = {k: v[n:] for k, v in cols.items()}
+        cols = {k: v[:n] for k, v in cols.items()}
+        self._buf = [rest] if rest["page"].size else []
+        self._buffered = rest["page"].size
+        self._count(cols)
+        enc = dict(cols)
+        enc["page"] = np.diff(cols["page"], prepend=self._last_page)
+        enc["clock"] = np.diff(cols["clock"], prepend=self._last_clock)
+        self._last_page, self._last_clock = int(cols["page"][-1]), int(cols["clock"][-1])
+        self._write_chunk(KIND_ACCESS, enc, cols["page"].size)
+
+    def _count(self, cols) -> None:
+        """Fold a chunk into the distinct-page summary (sized by the footprint, not the trace)."""
+        u, inv = np.unique(cols["page"], return_inverse=True)
+        acc = np.bincount(inv, minlength=u.size).astype(np.uint64)
+        wr = np.bincount(inv, weights=cols["flags"] & FLAG_WRITE, minlength=u.size).astype(np.uint64)
+        allp = np.union1d(self._pages, u)
+        a = np.zeros(allp.size, np.uint64)
+        w = np.zeros(allp.size, np.uint64)
+        i_old, i_new = np.searchsorted(allp, self._pages), np.searchsorted(allp, u)
+        a[i_old] += self._acc
+        w[i_old] += self._wr
+        a[i_new] += acc
+        w[i_new] += wr
+        self._pages, self._acc, self._wr = allp, a, w
+        self._threads.update(np.unique(cols["thread"]).tolist())
+
+    # -- region records ----------------------------------------------------------------------
+    def add_regions(self, time_ns, start, end, nr_accesses) -> None:
+        """Write one region-level chunk (one or more aggregation intervals of a damo record)."""
+        cols = {"time_ns": time_ns, "start": start, "end": end, "nr_accesses": nr_accesses}
+        n = len(np.asarray(time_ns))
+        if n:
+            self._write_chunk(KIND_REGION, cols, n)
+
+    def _write_chunk(self, kind: int, cols: dict, n: int) -> None:
+        raw = _columns_to_bytes(kind, cols)
+        comp = self._cctx.compress(raw)
+        self.f.write(_CHUNK_HEAD.pack(CHUNK_MAGIC, kind, n, len(raw), len(comp),
+                                      zlib.crc32(comp)) + comp)
+        self.records += n
+
+    def close(self) -> None:
+        if self._buffered:
+            self._flush_access(self._buffered)
+        if self.header.kind == "access":
+            self._write_chunk(KIND_SUMMARY, {"page": self._pages, "accesses": self._acc,
+                                             "writes": self._wr}, self._pages.size)
+            self.header.threads = max(1, len(self._threads))
+        self.f.write(_CHUNK_HEAD.pack(CHUNK_MAGIC, KIND_END, 0, 0, 0, 0))
+        if self.header.kind == "access" and not self.header.duration:
+            self.header.duration = self._last_clock
+        end = self.f.tell()
+        if self._write_header():
+            self.f.seek(end)
+        else:
+            self._rewrite_with_bigger_header()
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.f.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@dataclass
+class Chunk:
+    kind: int
+    offset: int          # byte offset of the chunk's header in the file
+    records: int
+    columns: dict | None  # decoded columns (absolute pages and clocks for access chunks)
+
+
+class TraceReader:
+    """Reads a .tsw file chunk by chunk. Opening checks the magic, the version and the header's
+    checksum; ``chunks()`` yields decoded chunks, checking each one's checksum and length, and
+    raises at the first damage, so a consumer never sees a partial silent result as complete
+    (the missing end chunk of a truncated file is an error too)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        try:
+            self.f = open(self.path, "rb")
+        except OSError as e:
+            raise TraceFormatError(self.path, None, f"cannot open: {e.strerror}") from None
+        head = self.f.read(16)
+        if len(head) < 8 or head[:8] != MAGIC:
+            self.f.close()
+            raise TraceFormatError(self.path, 0, f"not a .tsw trace (magic {head[:8]!r}, "
+                                                 f"expected {MAGIC!r})")
+        if len(head) < 16:
+            self.f.close()
+            raise TraceFormatError(self.path, len(head), "truncated header")
+        version, hlen = struct.unpack("<II", head[8:16])
+        if version != VERSION:
+            self.f.close()
+            raise TraceFormatError(self.path, 8, f"unknown .tsw version {version} "
+                                                 f"(this tierscan reads version {VERSION})")
+        raw = self.f.read(hlen)
+        crc = self.f.read(4)
+        if len(raw) < hlen or len(crc) < 4:
+            self.f.close()
+            raise TraceFormatError(self.path, 16 + len(raw), "truncated header")
+        if zlib.crc32(raw) != struct.unpack("<I", crc)[0]:
+            self.f.close()
+            raise TraceFormatError(self.path, 16, "header checksum mismatch (damaged header)")
+        try:
+            self.header = Header.from_json(raw)
+        except (ValueError, TypeError) as e:
+            self.f.close()
+            raise TraceFormatError(self.path, 16, f"unreadable header: {e}") from None
+        self.data_start = 16 + hlen + 4
+        self._dctx = zstandard.ZstdDecompressor()
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def chunks(self, decode: bool = True, kinds=None):
+        """Yield every chunk in file order; with ``decode=False`` only check checksums."""
+        self.f.seek(self.data_start)
+        last_page = last_clock = 0
+        off = self.data_start
+        while True:
+            head = self.f.read(_CHUNK_HEAD.size)
+            if len(head) < _CHUNK_HEAD.size:
+                raise TraceFormatError(self.path, off, "truncated: the file ends inside a chunk "
+                                                       "header (no end chunk)")
+            magic, kind, n, raw_len, comp_len, crc = _CHUNK_HEAD.unpack(head)
+            if magic != CHUNK_MAGIC or kind not in (KIND_END, *COLUMNS):
+                raise TraceFormatError(self.path, off, "bad chunk header (damaged file)")
+            if kind == KIND_END:
+                return
+            payload = self.f.read(comp_len)
+            if len(payload) < comp_len:
+                raise TraceFormatError(self.path, off, "truncated: the file ends inside a chunk")
+            if zlib.crc32(payload) != crc:
+                raise TraceFormatError(self.path, off, f"{KIND_NAMES[kind]} chunk checksum "
+                                                       "mismatch (damaged data)")
+            cols = None
+            # access chunks are delta-coded across chunks: decode them whenever any is wanted
+            want = kinds is None or kind in kinds
+            if decode and (want or (kind == KIND_ACCESS and KIND_ACCESS in kinds)):
+                try:
+                    raw = self._dctx.decompress(payload, max_output_size=raw_len)
+                except zstandard.ZstdError as e:
+                    raise TraceFormatError(self.path, off, f"cannot decompress: {e}") from None
+                cols = _bytes_to_columns(kind, raw, n)
+                if cols is None:
+                    raise TraceFormatError(self.path, off, "chunk length does not match its "
+                                                           "record count")
+                if kind == KIND_ACCESS:
+                    cols = dict(cols)
+                    cols["page"] = last_page + np.cumsum(cols["page"])
+                    cols["clock"] = last_clock + np.cumsum(cols["clock"])
+                    last_page, last_clock = int(cols["page"][-1]), int(cols["clock"][-1])
+            if kinds is None or kind in kinds:
+                yield Chunk(kind, off, n, cols)
+            off += _CHUNK_HEAD.size + comp_len
+
+    def verify(self) -> dict:
+        """Check every chunk's checksum (no decompression); return records per kind."""
+        counts = {name: 0 for name in KIND_NAMES.values()}
+        chunks = {name: 0 for name in KIND_NAMES.values()}
+        for c in self.chunks(decode=False):
+            counts[KIND_NAMES[c.kind]] += c.records
+            chunks[KIND_NAMES[c.kind]] += 1
+        return {"records": counts, "chunks": chunks}
+
+    def summary(self) -> dict | None:
+        """The summary chunk's columns (distinct pages, accesses and writes per page)."""
+        for c in self.chunks(kinds=(KIND_SUMMARY,)):
+            return c.columns
+        return None
+
+    def accesses(self):
+        """Yield the access chunks' decoded columns, in order."""
+        for c in self.chunks(kinds=(KIND_ACCESS,)):
+            yield c.columns
+
+    def regions(self):
+        for c in self.chunks(kinds=(KIND_REGION,)):
+            yield c.columns
