@@ -54,6 +54,8 @@ class ExactModel(AccessModel):
         ph = group.phase
         n = int(max(1, min(budget_ns / self.cost[group.gid], group.remaining_in_phase(),
                            self.max_chunk)))
+        if hasattr(ph.distribution, "take"):
+            return self._advance_stream(engine, group, n)
         lat = group.latency_per_node()
         c = engine.costs
         total, chunks, chunk_writes = 0.0, [], []
@@ -76,6 +78,35 @@ class ExactModel(AccessModel):
         if self.sampled:      # accesses since the last sample() (a tick may run several advances)
             self._keep_for_sampling(group, chunks, chunk_writes)
         return float(n), used
+
+    def _advance_stream(self, engine, group, n: int) -> tuple[float, float]:
+        """A recorded trace (trace/replay.py): the group's threads take n accesses each from
+        one interleaved stream, in recorded order, and run them in that order; only the ones
+        that missed the trace's cache filter reach memory, the others cost compute time only.
+        Each thread is charged a share of the time (the threads ran in parallel)."""
+        k, c = engine.kernel, engine.costs
+        before_consumed = getattr(group, "_stream_consumed", 0)
+        pages, writes, consumed = group.phase.distribution.take(n * group.threads)
+        ran = consumed - before_consumed
+        group._stream_consumed = consumed
+        if ran == 0:          # the trace ended: finish the phase
+            return float(group.remaining_in_phase()), 0.0
+        self._heat_pages.setdefault(group.gid, []).append(pages)
+        addrs = group.addrs[pages]
+        before = [k.vmstat[name] for name in FAULT_COUNTERS]
+        served = group.mm.access(addrs, writes, cpu_node=group.spec.cpu_node)
+        faults = [k.vmstat[name] - b for name, b in zip(FAULT_COUNTERS, before)]
+        wf = float(writes.mean()) if writes.size else 0.0
+        lat = ((1 - wf) * group.load_ns + wf * group.store_ns) / group.spec.mlp
+        total = float(served @ lat) + ran * c.compute_ns_per_access + faults[0] * c.fault_ns + \
+            faults[1] * c.major_fault_ns + faults[2] * c.hint_fault_ns
+        self._served += served
+        used = total / group.threads
+        per_thread = ran / group.threads
+        self.cost[group.gid] = max(used / per_thread, 1e-3)
+        if self.sampled:
+            self._keep_for_sampling(group, [addrs], [writes])
+        return per_thread, used
 
     def _keep_for_sampling(self, group, chunks, chunk_writes) -> None:
         self.last[group.gid] = np.concatenate([self.last.get(group.gid, np.empty(0, np.uint64)),

@@ -11,6 +11,7 @@ examples:
   tierscan trace info run.tsw --json
   tierscan trace cut run.tsw --time 0:5000000 -o head.tsw          # the first 5 M instructions
   tierscan trace cut run.tsw --address 0x4000000:0x5000000 -o heap.tsw
+  tierscan trace import csv accesses.csv -o accesses.tsw     # lines: address,R|W[,time_ns]
 
 --time is in the trace's clock unit (instructions for recordings, ns for imported timed traces);
 --address is in bytes (decimal or 0x hex). Either side of START:END may be left out."""
@@ -32,6 +33,13 @@ def register(subparsers) -> None:
     c.add_argument("--address", metavar="X:Y", default=":", help="byte address range")
     c.add_argument("-o", "--output", metavar="OUT.tsw", required=True)
     c.set_defaults(func=run_cut)
+    m = sub.add_parser("import", help="convert a trace made elsewhere into .tsw")
+    m.add_argument("format", choices=("lackey", "csv", "perf", "damo"),
+                   help="lackey log, CSV (address,R|W[,time_ns]), perf script of perf mem "
+                        "samples (-F tid,time,addr,event), damo JSON records")
+    m.add_argument("file", metavar="IN")
+    m.add_argument("-o", "--output", metavar="OUT.tsw", required=True)
+    m.set_defaults(func=run_import)
 
 
 def run_info(args) -> int:
@@ -62,5 +70,12 @@ def run_cut(args) -> int:
     t = parse_range(args.time, "--time", lambda s: int(s, 0))
     a = parse_range(args.address, "--address", lambda s: int(s, 0))
     n = cut(args.file, args.output, t, a)
+    print(f"{args.output}: {n:,} records")
+    return 0
+
+
+def run_import(args) -> int:
+    from tierscan.trace.importers import IMPORTERS
+    n = IMPORTERS[args.format](args.file, args.output)
     print(f"{args.output}: {n:,} records")
     return 0

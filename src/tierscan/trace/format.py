@@ -124,7 +124,8 @@ class TraceWriter:
         self._acc = np.empty(0, np.uint64)
         self._wr = np.empty(0, np.uint64)
         self._threads: set[int] = set()
-        self.records = 0
+        self.records = 0                          # records in the chunks written so far
+        self.added = 0                            # access or region records added
         self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         self._header_size = None
         self._write_header()
@@ -166,6 +167,7 @@ class TraceWriter:
                           "thread": np.asarray(threads, np.uint16),
                           "clock": np.asarray(clocks, np.int64)})
         self._buffered += pages.size
+        self.added += pages.size
         while self._buffered >= self.chunk_records:
             self._flush_access(self.chunk_records)
 
@@ -205,6 +207,7 @@ class TraceWriter:
         n = len(np.asarray(time_ns))
         if n:
             self._write_chunk(KIND_REGION, cols, n)
+            self.added += n
 
     def _write_chunk(self, kind: int, cols: dict, n: int) -> None:
         raw = _columns_to_bytes(kind, cols)

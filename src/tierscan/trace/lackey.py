@@ -20,6 +20,30 @@ for _i, _c in enumerate(b"ABCDEF"):
 _MAX_DIGITS = 16
 
 
+def parse_numbers(buf, starts, stops, where, lines, what) -> np.ndarray:
+    """Unsigned numbers in ``buf[starts:stops]``, decimal or 0x-hex, parsed column-wise; a bad
+    one is a ConfigError naming the line."""
+    from ..errors import ConfigError
+    hexa = (stops - starts > 2) & (buf[np.minimum(starts + 1, buf.size - 1)] | 0x20 == ord("x")) \
+        & (buf[starts] == ord("0"))
+    s = np.where(hexa, starts + 2, starts)
+    width = stops - s
+    bad = (width <= 0) | (width > _MAX_DIGITS + 3)
+    out = np.zeros(s.size, np.uint64)
+    for k in range(int(width.max(initial=0))):
+        has = width > k
+        dig = _HEX[buf[np.where(has, stops - 1 - k, 0)]]
+        bad |= has & ((dig < 0) | (~hexa & (dig > 9)))
+        base = np.where(hexa, np.uint64(16), np.uint64(10)) ** np.uint64(k)
+        out += np.where(has, np.maximum(dig, 0), 0).astype(np.uint64) * base
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConfigError(f"line {int(lines[i])}: expected a decimal or 0x-hex {what}, got "
+                          f"{bytes(buf[starts[i]:stops[i]]).decode(errors='replace')!r}",
+                          where=where)
+    return out
+
+
 def merge_runs(pages: np.ndarray, writes: np.ndarray, threads: np.ndarray, state: list):
     """The fast tool's run merging (tsw_main.c on_load/on_store): within a run of accesses to one
     page by one thread, keep the first access and the first write. ``state`` = [page, thread,

@@ -44,15 +44,35 @@ def register_workload(name: str):
     return deco
 
 
+# Workloads named "KIND:ARG" (``trace:run.tsw``), built by a layer above this one: the module
+# that registers KIND is imported on first use (by name, so this layer imports nothing above it).
+PREFIXED_WORKLOADS: dict[str, Callable[..., WorkloadSpec]] = {}
+_PREFIX_MODULES = {"trace": "tierscan.trace.replay"}
+
+
+def register_prefixed_workload(kind: str):
+    """Decorator: register ``fn(arg, params, *, where, field)`` for names ``KIND:ARG``."""
+    def deco(fn):
+        PREFIXED_WORKLOADS[kind] = fn
+        return fn
+    return deco
+
+
 def make_workload(name: str, params: dict | None = None, *, where: str | None = None,
                   field: str = "workload") -> WorkloadSpec:
     """Build the workload ``name`` from ``params``. Errors are ConfigError(where=``where``,
     field=``field.KEY``); ``where`` defaults to "<workload NAME>"."""
     if where is None:
         where = f"<workload {name}>"
+    kind, sep, arg = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if sep and kind in _PREFIX_MODULES:
+        import importlib
+        importlib.import_module(_PREFIX_MODULES[kind])
+        return PREFIXED_WORKLOADS[kind](arg, {} if params is None else params, where=where,
+                                        field=field)
     if not isinstance(name, str) or name not in WORKLOADS:
         raise ConfigError(f"unknown workload {describe_value(name)} (expected one of: "
-                          f"{', '.join(WORKLOADS)})", where=where, field=field or None)
+                          f"{', '.join(WORKLOADS)}, trace:PATH)", where=where, field=field or None)
     return WORKLOADS[name]({} if params is None else params, where=where, field=field)
 
 

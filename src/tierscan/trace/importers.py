@@ -1,0 +1,219 @@
+"""Importers: traces made elsewhere, converted to .tsw a piece at a time.
+
+- ``lackey``: a saved ``valgrind --tool=lackey --trace-mem=yes`` log (the recorder's parser);
+- ``csv``: lines ``address,R|W[,time_ns]`` (address decimal or 0x-hex; a first line that is not
+  a record is a column header and is skipped; ``#`` lines are comments);
+- ``perf``: ``perf script -F tid,time,addr,event`` output of ``perf mem record`` samples (sampled
+  accesses with time; an event name containing "store" is a write);
+- ``damo``: damo's JSON records (regions with their access counts per aggregation interval).
+
+The first three give access-level traces; perf samples and damo records replay in the rate
+model (the trace's ``extra.replay`` says so). Errors name the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from ..errors import ConfigError
+from .format import Header, TraceWriter
+from .lackey import LackeyParser, parse_numbers
+
+READ_BYTES = 8 << 20
+FORMATS = ("lackey", "csv", "perf", "damo")
+
+
+def _pieces(path, size=READ_BYTES):
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise ConfigError(f"cannot open: {e.strerror}", where=os.fspath(path)) from None
+    with f:
+        while True:
+            b = f.read(size)
+            if not b:
+                return
+            yield b
+
+
+def import_lackey(src, dst) -> int:
+    p = LackeyParser()
+    with TraceWriter(dst, Header(source="lackey", extra={"imported_from": os.fspath(src)})) as w:
+        for piece in _pieces(src):
+            w.add(*p.feed(piece))
+        w.add(*p.feed(b"", final=True))
+        return w.added
+
+
+def _lines(src):
+    """Yield (first line number, list of complete lines as a bytes buffer) pieces."""
+    rest, lineno = b"", 1
+    for piece in _pieces(src):
+        data = rest + piece
+        cut = data.rfind(b"\n") + 1
+        rest = data[cut:]
+        if cut:
+            yield lineno, data[:cut]
+            lineno += data.count(b"\n", 0, cut)
+    if rest:
+        yield lineno, rest + b"\n"
+
+
+def import_csv(src, dst) -> int:
+    """address,R|W[,time_ns] lines, parsed with numpy a piece at a time."""
+    where = os.fspath(src)
+    timed = None
+    with TraceWriter(dst, Header(source="csv", clock="ns",
+                                 extra={"imported_from": where})) as w:
+        index = 0
+        for first, data in _lines(src):
+            buf = np.frombuffer(data, np.uint8)
+            nl = np.flatnonzero(buf == 10)
+            starts = np.concatenate([[0], nl[:-1] + 1])
+            blank = (nl - starts == 0) | (buf[starts] == ord("#"))
+            if first == 1 and not blank[0] and not chr(buf[0]).isdigit():
+                blank[0] = True                  # a column header
+            starts, stops, lines = starts[~blank], nl[~blank], first + np.flatnonzero(~blank)
+            if not starts.size:
+                continue
+            fields = _split_fields(buf, starts, stops, where, lines)
+            ncol = fields.shape[1]
+            if timed is None:
+                timed = ncol == 3
+                w.header.clock = "ns" if timed else "index"
+            if ncol != (3 if timed else 2):
+                raise ConfigError(f"line {int(lines[0])}: expected {3 if timed else 2} fields "
+                                  "like the first record", where=where)
+            addr = parse_numbers(buf, fields[:, 0, 0], fields[:, 0, 1], where, lines, "address")
+            op = buf[fields[:, 1, 0]]
+            bad = ~np.isin(op, np.frombuffer(b"RWrwLSls", np.uint8)) | \
+                (fields[:, 1, 1] - fields[:, 1, 0] != 1)
+            if bad.any():
+                raise ConfigError(f"line {int(lines[np.argmax(bad)])}: expected R or W in the "
+                                  "second field", where=where)
+            writes = np.isin(op, np.frombuffer(b"WwSs", np.uint8)).astype(np.uint8)
+            if timed:
+                t = parse_numbers(buf, fields[:, 2, 0], fields[:, 2, 1], where, lines, "time")
+                clock = t.astype(np.int64)
+            else:
+                clock = index + np.arange(addr.size, dtype=np.int64)
+            index += addr.size
+            w.add((addr >> np.uint64(12)).astype(np.int64), writes,
+                  np.ones(addr.size, np.uint16), clock)
+        if not w.added:
+            raise ConfigError("no records", where=where)
+        return w.added
+
+
+def _split_fields(buf, starts, stops, where, lines):
+    """(n, k, 2) start/stop byte offsets of the k comma-separated fields of each line, with
+    surrounding spaces trimmed; every line must have the same number of fields."""
+    commas = np.flatnonzero(buf == ord(","))
+    first = np.searchsorted(commas, starts)
+    count = np.searchsorted(commas, stops) - first
+    if (count != count[0]).any():
+        bad = int(lines[np.argmax(count != count[0])])
+        raise ConfigError(f"line {bad}: expected {count[0] + 1} comma-separated fields",
+                          where=where)
+    k = int(count[0]) + 1
+    cpos = commas[first[:, None] + np.arange(k - 1)] if k > 1 else np.empty((starts.size, 0), int)
+    fs = np.concatenate([starts[:, None], cpos + 1], axis=1)
+    fe = np.concatenate([cpos, stops[:, None]], axis=1)
+    for _ in range(4):                       # trim up to 4 spaces / CRs either side
+        fs = np.where((fs < fe) & (buf[np.minimum(fs, buf.size - 1)] == 32), fs + 1, fs)
+        last = np.maximum(fe - 1, 0)
+        fe = np.where((fe > fs) & np.isin(buf[last], (13, 32)), fe - 1, fe)
+    return np.stack([fs, fe], axis=2)
+
+
+_PERF_LINE = re.compile(rb"^\s*(\d+)\s+(\d+)\.(\d+):\s+\d*\s*([^\s:]+):\s+([0-9a-fA-F]+)")
+
+
+def import_perf(src, dst) -> int:
+    """`perf script -F tid,time,addr,event` lines: TID SECONDS.FRACTION: [PERIOD] EVENT: ADDR.
+    Samples are sparse (a sampled fraction of the accesses), so a regular expression per line
+    is affordable here."""
+    where = os.fspath(src)
+    h = Header(source="perf-mem", clock="ns",
+               extra={"imported_from": where, "replay": "rate", "sampled": True})
+    t_first = None
+    with TraceWriter(dst, h) as w:
+        for first, data in _lines(src):
+            tid, t, addr, wr = [], [], [], []
+            for i, line in enumerate(data.splitlines()):
+                if not line.strip() or line.lstrip().startswith(b"#"):
+                    continue
+                m = _PERF_LINE.match(line)
+                if m is None:
+                    raise ConfigError(f"line {first + i}: not a 'perf script -F tid,time,addr,"
+                                      f"event' sample: {line[:60].decode(errors='replace')!r}",
+                                      where=where)
+                frac = m.group(3)[:9].ljust(9, b"0")
+                tid.append(int(m.group(1)))
+                t.append(int(m.group(2)) * 1_000_000_000 + int(frac))
+                addr.append(int(m.group(5), 16))
+                wr.append(b"store" in m.group(4).lower())
+            if not t:
+                continue
+            t = np.array(t, np.int64)
+            if t_first is None:
+                t_first = int(t[0])
+            # thread ids become 1..T in order of appearance (the trace's own numbering)
+            w.add(np.array(addr, np.uint64) >> np.uint64(12), np.array(wr, np.uint8),
+                  np.array(tid, np.int64) % 65536, t - t_first)
+        if not w.added:
+            raise ConfigError("no samples", where=where)
+        return w.added
+
+
+def import_damo(src, dst) -> int:
+    """damo's JSON records: a list of records (or {"records": [...]}), each with ``snapshots``,
+    each with ``start_time``/``end_time`` (ns) and ``regions`` of ``start``, ``end`` and
+    ``nr_accesses`` (an integer, or damo's {"samples": N, ...})."""
+    where = os.fspath(src)
+    try:
+        with open(src, "rb") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot open: {e.strerror}", where=where) from None
+    except ValueError as e:
+        raise ConfigError(f"not JSON: {e}", where=where) from None
+    records = doc.get("records") if isinstance(doc, dict) else doc
+    if not isinstance(records, list) or not records:
+        raise ConfigError("expected a list of damo records", where=where)
+    h = Header(source="damo", kind="region", clock="ns",
+               extra={"imported_from": where, "replay": "rate"})
+    with TraceWriter(dst, h) as w:
+        t0, t_end = None, 0
+        for ri, rec in enumerate(records):
+            snaps = rec.get("snapshots") if isinstance(rec, dict) else None
+            if not isinstance(snaps, list):
+                raise ConfigError("missing 'snapshots'", where=where, field=f"records[{ri}]")
+            for si, snap in enumerate(snaps):
+                path = f"records[{ri}].snapshots[{si}]"
+                try:
+                    st, en = int(snap["start_time"]), int(snap["end_time"])
+                    regs = snap["regions"]
+                    starts = np.array([int(r["start"]) for r in regs], np.uint64)
+                    ends = np.array([int(r["end"]) for r in regs], np.uint64)
+                    nr = np.array([int(r["nr_accesses"]["samples"]
+                                       if isinstance(r["nr_accesses"], dict)
+                                       else r["nr_accesses"]) for r in regs], np.uint32)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise ConfigError(f"expected start_time, end_time and regions with start, "
+                                      f"end, nr_accesses ({type(e).__name__}: {e})",
+                                      where=where, field=path) from None
+                if (ends <= starts).any():
+                    raise ConfigError("a region ends before it starts", where=where, field=path)
+                t0 = st if t0 is None else t0
+                t_end = max(t_end, en)
+                w.add_regions(np.full(starts.size, st - t0, np.int64), starts, ends, nr)
+        h.duration = t_end - (t0 or 0)
+        return w.added
+
+
+IMPORTERS = {"lackey": import_lackey, "csv": import_csv, "perf": import_perf, "damo": import_damo}

@@ -1,0 +1,115 @@
+"""Replaying .tsw traces: the LLC filter, the layout, both access models, loops, damage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tierscan.sim.config import config_from_dict
+from tierscan.sim.run import build_engine
+from tierscan.trace.format import Header, TraceFormatError, TraceWriter
+from tierscan.trace.llc import PageLLC, reference
+from tierscan.workload.library import make_workload
+
+HEAP, FILE = 0x4000000, 0x7f0000000000
+
+
+def write_access_trace(path, n=60_000, seed=0, threads=2):
+    """Accesses to a 64-page heap (zipf-ish) and an 8-page file mapping, two threads."""
+    rng = np.random.default_rng(seed)
+    heap = (HEAP >> 12) + np.minimum(rng.zipf(1.5, n), 64) - 1
+    file = (FILE >> 12) + rng.integers(0, 8, n)
+    pages = np.where(rng.random(n) < 0.8, heap, file)
+    h = Header(source="test", vmas=[[HEAP, HEAP + 64 * 4096, "heap"],
+                                    [FILE, FILE + 16 * 4096, "file"]])
+    with TraceWriter(path, h, chunk_records=7_000) as w:
+        w.add(pages, rng.random(n) < 0.3, 1 + (np.arange(n) // 100) % threads, np.arange(n) * 3)
+    return pages
+
+
+def engine_for(path, model, **params):
+    cfg = config_from_dict({"machine": {"preset": "laptop"},
+                            "workload": {"name": f"trace:{path}", **params},
+                            "access_model": model, "duration": "2s"})
+    return build_engine(cfg)
+
+
+@pytest.mark.parametrize("ways,sets", [(1, 4), (4, 8), (16, 2)])
+def test_llc_kernel_matches_reference(ways, sets):
+    rng = np.random.default_rng(ways)
+    pages = rng.zipf(1.3, 20_000).astype(np.int64) % 300
+    c = PageLLC(4096 * ways * sets, ways)
+    got = np.concatenate([c.misses(pages[:7_000]), c.misses(pages[7_000:])])
+    assert np.array_equal(got, reference(pages, sets, ways))
+    assert 0 < got.sum() < pages.size
+
+
+def test_layout_follows_recorded_vmas(tmp_path):
+    p = tmp_path / "t.tsw"
+    pages = write_access_trace(p)
+    spec = make_workload(f"trace:{p}")
+    proc = spec.processes[0]
+    assert proc.threads == 2
+    kinds = [m.kind for m in proc.mappings]
+    sizes = [m.size // 4096 for m in proc.mappings]
+    heap_used = np.unique(pages[pages < FILE >> 12])
+    assert kinds == ["anon", "file"]
+    assert sizes == [heap_used.max() - heap_used.min() + 1, 8]
+    assert spec.params["loops"] == 1 and spec.name == f"trace:{p}"
+
+
+@pytest.mark.parametrize("llc", [False, True])
+def test_exact_replay_runs_every_access_in_order(tmp_path, llc):
+    p = tmp_path / "t.tsw"
+    pages = write_access_trace(p)
+    e = engine_for(p, "exact", llc=llc, loops=2, llc_size="64KiB", llc_ways=4).run()
+    src = e.workload.processes[0].phases[0].distribution.source
+    g = e.groups[0]
+    assert g.finished_ns is not None
+    assert src.consumed == 2 * pages.size
+    if llc:
+        # a 16-page cache in front of 72 pages: compulsory misses at least, hits too
+        assert np.unique(pages).size <= src.misses < src.consumed
+    else:
+        assert src.misses == src.consumed
+    # every page the trace touched is mapped and was accessed (present in the page tables)
+    assert (g.mm.translate(g.addrs) >= 0).all()
+
+
+def test_rate_replay_follows_window_weights(tmp_path):
+    p = tmp_path / "t.tsw"
+    pages = write_access_trace(p)
+    spec = make_workload(f"trace:{p}", {"windows": 4})
+    phases = spec.processes[0].phases
+    assert len(phases) == 4 and sum(ph.accesses for ph in phases) * 2 >= pages.size
+    w = phases[0].distribution.weights(72)
+    first = pages[:15_000]
+    hot = (HEAP >> 12)                      # the zipf head: the most accessed page
+    assert w.argmax() == 0 and w[0] == pytest.approx((first == hot).mean(), rel=1e-9)
+    e = engine_for(p, "rate").run()
+    assert e.groups[0].finished_ns is not None
+
+
+def test_region_trace_replays_in_rate_model(tmp_path):
+    p = tmp_path / "r.tsw"
+    with TraceWriter(p, Header(source="damo", kind="region", clock="ns",
+                               duration=300_000_000)) as w:
+        w.add_regions([0, 0], [HEAP, HEAP + 0x10000], [HEAP + 0x10000, HEAP + 0x40000], [20, 0])
+        w.add_regions([100_000_000], [HEAP], [HEAP + 0x40000], [5])
+    spec = make_workload(f"trace:{p}", {"time_scale": 2.0})
+    ph = spec.processes[0].phases
+    assert [x.duration_ns for x in ph] == [200_000_000, 400_000_000]
+    w0 = ph[0].distribution.weights(64)
+    assert w0[:16].sum() == pytest.approx(1.0) and w0[16:].sum() == 0
+    e = engine_for(p, "rate", time_scale=2.0).run()
+    assert e.now >= 600_000_000 or e.groups[0].finished_ns == pytest.approx(600_000_000, rel=0.05)
+
+
+def test_damaged_trace_fails_before_the_run(tmp_path):
+    p = tmp_path / "t.tsw"
+    write_access_trace(p)
+    raw = bytearray(p.read_bytes())
+    raw[-200] ^= 1                          # inside the last (summary) chunk
+    p.write_bytes(bytes(raw))
+    with pytest.raises(TraceFormatError, match=f"{p}: offset \\d+: .*checksum mismatch"):
+        make_workload(f"trace:{p}")
