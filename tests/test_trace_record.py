@@ -170,10 +170,12 @@ def _drive_redis(port: int):
                 if r.stdout.strip() == "PONG":
                     break
                 time.sleep(0.5)
-            subprocess.run(["redis-benchmark", "-p", str(port), "-n", "200", "-c", "1", "-q",
-                            "-t", "set,get,incr,lpush"], capture_output=True)
-            subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"],
-                           capture_output=True)
+            try:       # under lackey the server is ~1000x slower: bound the client's wait
+                subprocess.run(["redis-benchmark", "-p", str(port), "-n", "100", "-c", "1",
+                                "-q", "-t", "set,get,lpush"], capture_output=True, timeout=600)
+            finally:
+                subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"],
+                               capture_output=True, timeout=600)
         threading.Thread(target=run, daemon=True).start()
     return go
 
