@@ -246,7 +246,8 @@ def test_compare_table_one_row_per_run():
     assert recs[0]["promoted_pages"] == 50 and recs[0]["pgdemote"] == 11
     json.dumps(recs, allow_nan=False)
     csv_text = t.to_csv()
-    assert csv_text.splitlines()[0].startswith("label,runtime_ns,sim_time_ns,promoted_pages")
+    assert csv_text.splitlines()[0].startswith("label,runtime_ns,accesses,throughput,sim_time_ns,"
+                                               "promoted_pages")
 
 
 def test_labels_are_unique_and_literal():
@@ -360,11 +361,11 @@ def test_heatmap_text_shades_and_tiers():
     lines = text.plain.splitlines()
     assert lines[0] == "address 0x7f0000800000" and lines[9] == "address 0x7f0000000000"
     rows = lines[1:9]
-    assert all(len(row) == 60 for row in rows)      # 6 intervals, each 10 characters wide
+    # sample 0 (no access: taken at the run start) is dropped: 5 intervals, 12 characters each
+    assert all(len(row) == 60 for row in rows)
     assert set("".join(rows)) <= set(hm.SHADES)
-    assert rows[-1].startswith(" " * 10)          # interval 0: no access
-    assert rows[-1][10:] == "█" * 50              # the hot low addresses
-    assert rows[0][10:] == "░" * 50
+    assert rows[-1] == "█" * 60                   # the hot low addresses
+    assert rows[0] == "░" * 60
     styles = {str(span.style) for span in text.spans}
     assert hm.FAST_STYLE in styles and hm.SLOW_STYLE in styles
     assert "fast tier" in lines[-1] and "log scale (4 to 200 per cell)" in lines[-1]

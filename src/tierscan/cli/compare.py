@@ -64,7 +64,7 @@ def run(args) -> int:
     from tierscan.errors import ConfigError
     from tierscan.report import atomic_batch, check_output_files
     from tierscan.report.plots import FILES, plot_all
-    from tierscan.report.tables import compare_table
+    from tierscan.report.tables import compare_notes, compare_table
     from tierscan.sim.config import config_from_dict
     from tierscan.sim.run import run_experiment
 
@@ -96,4 +96,6 @@ def run(args) -> int:
         print(json.dumps({"compare": table.records()}, indent=1, allow_nan=False))
     else:
         console.print(table.to_rich(raw=args.raw))
+        for line in compare_notes(results):
+            console.print(line, markup=False, highlight=False)
     return 0

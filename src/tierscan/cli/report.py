@@ -77,7 +77,8 @@ def run(args) -> int:
     from tierscan.cli.run import make_console, note, plot_files, write_plots
     from tierscan.report import atomic_batch, check_output_files
     from tierscan.report.heatmap import NO_HEATMAP, heatmap_data, heatmap_text
-    from tierscan.report.tables import (compare_table, numastat_table, summary_metrics,
+    from tierscan.report.tables import (compare_notes, compare_table, numastat_table,
+                                        summary_metrics,
                                         summary_table, unique_labels, vmstat_table)
     from tierscan.sim.results import RunResult
 
@@ -129,6 +130,8 @@ def run(args) -> int:
             console.print(vmstat_table(r).to_rich(raw=args.raw))
         else:
             console.print(compare_table(labelled).to_rich(raw=args.raw))
+            for line in compare_notes(labelled):
+                console.print(line, markup=False, highlight=False)
             for label, r in labelled.items():
                 t = numastat_table(r)
                 t.title = f"{label}: {t.title}"

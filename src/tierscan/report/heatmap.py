@@ -60,6 +60,21 @@ def _check(counts, tier_of_bin, time_ns=None):
     return counts, tier_of_bin, time_ns
 
 
+def _align(counts, tier, time_ns):
+    """What is drawn: interval t's accesses with the tier that backed each bin when interval t
+    *began* (the sample at the end of interval t - 1): the tier sampled at the end of an
+    interval is after that interval's promotions, and would draw a bin served entirely from
+    the slow tier as fast. A first sample with no accesses (taken at the run start, it covers
+    no time) is dropped, so the chart starts at the first interval."""
+    if tier is not None:
+        tier = np.concatenate([tier[:1], tier[:-1]])
+    if counts.shape[0] > 1 and not counts[0].any():
+        counts = counts[1:]
+        tier = None if tier is None else tier[1:]
+        time_ns = None if time_ns is None else time_ns[1:]
+    return counts, tier, time_ns
+
+
 def heatmap_data(result: RunResult) -> dict | None:
     """The heatmap a result carries, as keyword arguments for ``heatmap``/``heatmap_text``
     (counts, tier_of_bin, time_ns, addr_start, bin_bytes), or None if it has none."""
@@ -111,7 +126,7 @@ def heatmap(counts, tier_of_bin, out_png, *, time_ns=None, addr_start: int = 0,
 
     from tierscan.report.plots import save_figure
 
-    counts, tier, time_ns = _check(counts, tier_of_bin, time_ns)
+    counts, tier, time_ns = _align(*_check(counts, tier_of_bin, time_ns))
     T, B = counts.shape
     x, xlabel = _time_edges_s(time_ns, T)
     y, ylabel = _address_axis(B, addr_start, bin_bytes)
@@ -132,18 +147,24 @@ def heatmap(counts, tier_of_bin, out_png, *, time_ns=None, addr_start: int = 0,
     else:
         ax.text(0.5, 0.5, "no accesses", ha="center", va="center", transform=ax.transAxes)
 
-    if tier is not None and (tier > 0).any():
+    if tier is not None:
         # One hatched rectangle per run of slower-tier bins in each interval: exact cell edges.
         verts = []
         for t in range(T):
             for b0, b1 in _runs(tier[t] > 0):
                 verts.append([(x[t], y[b0]), (x[t + 1], y[b0]), (x[t + 1], y[b1]),
                               (x[t], y[b1])])
-        ax.add_collection(PolyCollection(verts, facecolors="none", edgecolors="red",
-                                         linewidths=0, hatch="///"))
-        ax.legend(handles=[Patch(facecolor="none", edgecolor="red", hatch="///",
-                                 label="slower tier (tier >= 1)")],
-                  loc="upper right", fontsize="small")
+        if verts:
+            ax.add_collection(PolyCollection(verts, facecolors="none", edgecolors="red",
+                                             linewidths=0, hatch="///"))
+        # Both tiers in the legend, below the axes (never over the data).
+        ax.legend(handles=[Patch(facecolor="white", edgecolor="0.5",
+                                 label="fast tier (tier 0): plain"),
+                           Patch(facecolor="white", edgecolor="red", hatch="///",
+                                 label="slower tier (tier >= 1): hatched")],
+                  loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize="small",
+                  title="tier backing the bin when the interval began",
+                  title_fontsize="small")
     return save_figure(fig, out_png)
 
 
@@ -166,7 +187,7 @@ def heatmap_text(counts, tier_of_bin=None, *, width: int = 72, height: int = 16,
     ``text.plain`` is the uncoloured form."""
     from rich.text import Text
 
-    counts, tier, time_ns = _check(counts, tier_of_bin, time_ns)
+    counts, tier, time_ns = _align(*_check(counts, tier_of_bin, time_ns))
     T, B = counts.shape
     width, height = max(int(width), 1), max(int(height), 1)
     grid = _resample(counts, width, height)          # [cols(time), rows(addr)]

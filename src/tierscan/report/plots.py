@@ -7,11 +7,17 @@ result has it. ``plot_all`` writes every chart that applies into a directory.
 
 - ``plot_hit_ratio``: fast-tier hit ratio (share of accesses served by tier-0 nodes) per
   sampling interval, over simulated time;
-- ``plot_resident``: resident memory per node over time (MiB);
-- ``plot_promotions``: promotions per second (``pgpromote_success`` per interval / interval);
-- ``plot_cpu_overhead``: CPU time charged to each daemon (bars, ms) and its share of one CPU;
+- ``plot_resident``: resident memory over time (MiB), one panel per node;
+- ``plot_promotions``: pages promoted per second (``promotions_per_second``: the definition of
+  ``tables.promoted_pages``, so DAMON and the oracle are not drawn idle);
+- ``plot_cpu_overhead``: CPU time charged to each daemon (horizontal bars) and its share of one
+  CPU;
 - ``plot_time_to_promote``: the CDF of time to promote (``final["promotion"]
-  ["time_to_promote_ns"]``, samples or percentiles).
+  ["time_to_promote_cdf"]``, exact; or samples; or percentiles drawn as points).
+
+Many sources stay readable: ``series_style`` gives each series its own colour, dash and marker
+(distinct for at least 12 series), markers are spaced with per-series offsets so overlapping
+lines still show, and legends sit outside the axes.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tierscan.report import atomic_write, ensure_dir  # noqa: E402
-from tierscan.report.tables import (PAGE_SIZE, daemon_cpu_ns, nodes_of,  # noqa: E402
-                                    result_label, time_to_promote)
+from tierscan.report.tables import (PAGE_SIZE, daemon_cpu_ns, fmt_count,  # noqa: E402
+                                    fmt_ns, nodes_of, promoted_pages, result_label,
+                                    time_to_promote)
 from tierscan.sim.results import RunResult  # noqa: E402
 
 # file name of each chart in plot_all's directory
@@ -50,6 +57,33 @@ def _seconds(result: RunResult) -> np.ndarray:
     return result.series["time_ns"].astype(float) / 1e9
 
 
+# Series styles that stay apart for many sources: 12 colours (tab10 and two more, distinct
+# for colour-blind readers as far as 12 can be), 4 dash patterns and 7 markers, cycled with
+# different periods so no two of the first 12 series share colour, dash and marker.
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#ffd700")
+DASHES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def series_style(i: int, n_points: int = 0, n_series: int = 1) -> dict:
+    """Keyword arguments for ``ax.plot`` of the i-th series: colour, dash, and markers spaced
+    along the line, each series' starting at a different offset, so that lines lying on top
+    of each other still show every series' marker."""
+    style = {"color": COLORS[i % len(COLORS)], "linestyle": DASHES[i % len(DASHES)],
+             "marker": MARKERS[i % len(MARKERS)], "markersize": 5, "linewidth": 1.4}
+    if n_points > 0:
+        step = max(1, n_points // 8)
+        style["markevery"] = (min(i * max(1, step // max(n_series, 1)), n_points - 1), step)
+    return style
+
+
+def _legend_outside(ax, **kw) -> None:
+    """The legend right of the axes, never over the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+              fontsize="small", **kw)
+
+
 def save_figure(fig, path) -> str:
     """Write ``fig`` as PNG to ``path`` atomically and close it; returns the path."""
     try:
@@ -60,8 +94,8 @@ def save_figure(fig, path) -> str:
         plt.close(fig)
 
 
-def _figure(title: str, xlabel: str, ylabel: str):
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+def _figure(title: str, xlabel: str, ylabel: str, *, width: float = 10.0, height: float = 4.5):
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -76,51 +110,72 @@ def _no_data(ax, text: str) -> None:
 def plot_hit_ratio(results, out_png) -> str:
     """Fast-tier hit ratio over simulated time, one line per result."""
     fig, ax = _figure("fast-tier hit ratio", "simulated time (s)", "accesses served by tier 0")
+    results = _as_mapping(results)
     drawn = False
-    for label, r in _as_mapping(results).items():
+    for i, (label, r) in enumerate(results.items()):
         y = r.series.get("fast_tier_hit_ratio")
         if y is None or not np.isfinite(y).any():
             continue
-        ax.plot(_seconds(r), y * 100, marker="." if y.size < 50 else None, label=label)
+        ax.plot(_seconds(r), y * 100, label=label, **series_style(i, y.size, len(results)))
         drawn = True
     ax.set_ylim(-2, 102)
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter())
     if drawn:
-        ax.legend(loc="best", fontsize="small")
+        _legend_outside(ax)
     else:
         _no_data(ax, "no accesses recorded")
     return save_figure(fig, out_png)
 
 
 def plot_resident(results, out_png) -> str:
-    """Resident memory per node over simulated time (MiB); one line per (result, node)."""
-    fig, ax = _figure("resident memory per node", "simulated time (s)", "resident (MiB)")
-    drawn = False
+    """Resident memory over simulated time (MiB): one panel per node, one line per result."""
     results = _as_mapping(results)
-    for label, r in results.items():
-        res = r.series.get("resident_pages")
-        if res is None or res.ndim != 2:
-            continue
-        nodes = nodes_of(r)
-        for i in range(res.shape[1]):
-            node = nodes[i] if i < len(nodes) else {"id": i, "kind": "?", "tier": "?"}
-            name = f"node {node['id']} ({node['kind']}, tier {node['tier']})"
-            ax.plot(_seconds(r), res[:, i] * PAGE_SIZE / 2**20,
-                    label=name if len(results) == 1 else f"{label}: {name}",
-                    linestyle="-" if node.get("tier") == 0 else "--")
-            drawn = True
-    if drawn:
-        ax.legend(loc="best", fontsize="small")
+    with_series = {label: r for label, r in results.items()
+                   if (res := r.series.get("resident_pages")) is not None and res.ndim == 2}
+    nodes = nodes_of(next(iter(with_series.values()))) if with_series else []
+    n_panels = max(1, max((r.series["resident_pages"].shape[1] for r in with_series.values()),
+                          default=1))
+    fig, axes = plt.subplots(n_panels, 1, figsize=(10, 2.2 + 2.0 * n_panels), sharex=True,
+                             layout="constrained", squeeze=False)
+    axes = axes[:, 0]
+    fig.suptitle("resident memory per node")
+    for n, ax in enumerate(axes):
+        node = nodes[n] if n < len(nodes) else {"id": n, "kind": "?", "tier": "?"}
+        ax.set_title(f"node {node['id']} ({node['kind']}, tier {node['tier']})",
+                     fontsize="medium")
+        ax.set_ylabel("resident (MiB)")
+        ax.grid(True, alpha=0.3)
+        for i, (label, r) in enumerate(results.items()):
+            res = r.series.get("resident_pages")
+            if label not in with_series or n >= res.shape[1]:
+                continue
+            ax.plot(_seconds(r), res[:, n] * PAGE_SIZE / 2**20, label=label,
+                    **series_style(i, res.shape[0], len(results)))
+    axes[-1].set_xlabel("simulated time (s)")
+    if with_series:
+        _legend_outside(axes[0])
     else:
-        _no_data(ax, "no resident-memory series")
+        _no_data(axes[0], "no resident-memory series")
     return save_figure(fig, out_png)
 
 
 def promotions_per_second(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
-    """(end of each sampling interval in s, promotions per second in it)."""
+    """(end of each sampling interval in s, pages promoted per second in it), by the one
+    definition of ``tables.promoted_pages``: ``pgpromote_success`` per interval when that is
+    what the run's promotions are (NUMA balancing, pghot); for sources that migrate without
+    counting it (DAMON, the oracle), the pages migrated up: ``pgmigrate_success`` minus the
+    demotions (``pgdemote_*``) of the interval."""
     t = result.series["time_ns"]
+    if t.size < 2:
+        return np.zeros(0), np.zeros(0)
+    counted = (result.final.get("vmstat") or {}).get("pgpromote_success", 0)
+    promoted = promoted_pages(result)
     p = result.series.get("pgpromote_success")
-    if p is None or t.size < 2:
+    if promoted and not counted and result.series.get("pgmigrate_success") is not None:
+        demoted = sum((result.series[k] for k in result.series if k.startswith("pgdemote_")),
+                      np.zeros(t.size))
+        p = np.maximum(result.series["pgmigrate_success"] - demoted, 0)
+    if p is None:
         return np.zeros(0), np.zeros(0)
     dt = np.diff(t).astype(float) / 1e9
     ok = dt > 0
@@ -128,66 +183,93 @@ def promotions_per_second(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_promotions(results, out_png) -> str:
-    """Promotions per second over simulated time, one step line per result."""
-    fig, ax = _figure("promotions per second", "simulated time (s)", "pgpromote_success / s")
+    """Pages promoted per second over simulated time, one step line per result."""
+    fig, ax = _figure("pages promoted per second (pgpromote_success, or pages migrated up "
+                      "for DAMON/oracle)", "simulated time (s)", "pages promoted / s")
+    results = _as_mapping(results)
     drawn = False
-    for label, r in _as_mapping(results).items():
+    for i, (label, r) in enumerate(results.items()):
         x, y = promotions_per_second(r)
         if x.size == 0:
             continue
-        ax.step(x, y, where="pre", label=label)
+        ax.step(x, y, where="pre", label=f"{label} ({fmt_count(promoted_pages(r))} pages)",
+                **series_style(i, x.size, len(results)))
         drawn = True
     if drawn:
-        ax.legend(loc="best", fontsize="small")
+        _legend_outside(ax)
     else:
         _no_data(ax, "no sampling intervals")
     return save_figure(fig, out_png)
 
 
 def plot_cpu_overhead(results, out_png) -> str | None:
-    """CPU time charged to each daemon (grouped bars, ms), annotated with its share of one
-    CPU over the simulated time. None (nothing written) if no result has a daemon."""
+    """CPU time charged to each daemon of each result: one horizontal bar per (result,
+    daemon) that used any, labelled with the time and its share of one CPU over the simulated
+    time. None (nothing written) if no result has a daemon."""
     results = _as_mapping(results)
-    cpu = {label: daemon_cpu_ns(r) for label, r in results.items()}
-    daemons = sorted({d for c in cpu.values() for d in c})
-    if not daemons:
+    rows = [(label, d, ns, r.sim_time_ns) for label, r in results.items()
+            for d, ns in daemon_cpu_ns(r).items()]
+    if not rows:
         return None
-    fig, ax = _figure("detector and promotion-engine CPU overhead", "daemon", "CPU time (ms)")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.grid(False, axis="x")
-    width = 0.8 / len(results)
-    x = np.arange(len(daemons))
-    for k, (label, r) in enumerate(results.items()):
-        ms = np.array([cpu[label].get(d, 0.0) / 1e6 for d in daemons])
-        bars = ax.bar(x + (k - (len(results) - 1) / 2) * width, ms, width, label=label)
-        sim = r.sim_time_ns
-        if sim:
-            ax.bar_label(bars, labels=[f"{v * 1e6 / sim:.2%}" for v in ms], fontsize="x-small")
-    ax.set_xticks(x, daemons)
-    if len(results) > 1:
-        ax.legend(loc="best", fontsize="small")
+    daemons = sorted({d for _, d, _, _ in rows})
+    shown = [row for row in rows if row[2] > 0]
+    idle = sorted({label for label, r in results.items()
+                   if not any(x[0] == label for x in shown)})
+    fig, ax = _figure("detector and promotion-engine CPU overhead", "CPU time (ms)", "",
+                      height=1.2 + 0.32 * max(len(shown), 1))
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.grid(False, axis="y")
+    y = np.arange(len(shown))[::-1]
+    for k, (label, d, ns, sim) in enumerate(shown):
+        bar = ax.barh(y[k], ns / 1e6, color=COLORS[daemons.index(d) % len(COLORS)],
+                      label=d if d not in ax.get_legend_handles_labels()[1] else None)
+        share = f" ({ns / sim:.2%} of a CPU)" if sim else ""
+        ax.bar_label(bar, labels=[f"{fmt_ns(ns)}{share}"], padding=3, fontsize="x-small")
+    ax.set_yticks(y, [f"{label}: {d}" if len(results) > 1 else d for label, d, _, _ in shown])
+    ax.margins(x=0.25)
+    if not shown:
+        _no_data(ax, "every daemon used 0 ns")
+    else:
+        _legend_outside(ax, title="daemon")
+    if idle:
+        ax.set_title(f"detector and promotion-engine CPU overhead (0 ns: {', '.join(idle)})")
     return save_figure(fig, out_png)
 
 
 def plot_time_to_promote(results, out_png) -> str | None:
-    """CDF of time to promote, one curve per result that has it; None if none has it."""
-    data = {label: time_to_promote(r) for label, r in _as_mapping(results).items()}
+    """The CDF of time to promote (from the run start), one curve per result that has it;
+    None if none has it. The exact CDF (``time_to_promote_cdf``) or per-promotion samples are
+    drawn as steps; a result with only percentiles is drawn as those points, marked and
+    labelled as such (not joined into a fake curve)."""
+    results = _as_mapping(results)
+    data = {label: time_to_promote(r) for label, r in results.items()}
     data = {k: v for k, v in data.items() if v is not None}
     if not data:
         return None
-    fig, ax = _figure("time to promote (CDF)", "time to promote (ms)", "share of promotions")
-    for label, (kind, d) in data.items():
-        if kind == "samples":
-            xs = np.sort(d) / 1e6
+    fig, ax = _figure("time to promote (CDF over promoted pages)",
+                      "time from the run start (s)", "share of promoted pages")
+    for i, (label, (kind, d)) in enumerate(data.items()):
+        style = series_style(list(results).index(label), 0, len(results))
+        if kind == "cdf":
+            ns, cum = d
+            xs = np.concatenate([[0.0], ns / 1e9])
+            ys = np.concatenate([[0.0], cum / cum[-1]])
+            ax.step(xs, ys, where="post", label=f"{label} ({fmt_count(cum[-1])} pages)",
+                    markevery=[len(xs) - 1], **style)
+        elif kind == "samples":
+            xs = np.sort(d) / 1e9
             ys = np.arange(1, xs.size + 1) / max(xs.size, 1)
-            ax.step(xs, ys, where="post", label=f"{label} (n={xs.size:,})")
+            ax.step(xs, ys, where="post", label=f"{label} (n={xs.size:,})",
+                    markevery=[xs.size - 1] if xs.size else None, **style)
         else:
             qs = np.array(list(d.keys())) / 100
-            xs = np.array(list(d.values())) / 1e6
-            ax.plot(xs, qs, marker="o", label=f"{label} (percentiles)")
+            xs = np.array(list(d.values())) / 1e9
+            style["linestyle"] = "none"
+            ax.plot(xs, qs, label=f"{label} (percentiles only)", **style)
     ax.set_ylim(0, 1.02)
     ax.set_xlim(left=0)
-    ax.legend(loc="best", fontsize="small")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    _legend_outside(ax)
     return save_figure(fig, out_png)
 
 
@@ -216,5 +298,5 @@ def plot_all(results, out_dir) -> tuple[list[str], list[str]]:
     return written, skipped
 
 
-__all__ = ["FILES", "plot_all", "plot_cpu_overhead", "plot_hit_ratio", "plot_promotions",
+__all__ = ["COLORS", "FILES", "plot_all", "series_style", "plot_cpu_overhead", "plot_hit_ratio", "plot_promotions",
            "plot_resident", "plot_time_to_promote", "promotions_per_second", "save_figure"]

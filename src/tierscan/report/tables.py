@@ -30,7 +30,7 @@ PAGE_SIZE = 4096
 
 # kind -> the unit a raw value is in (CSV "unit" column, JSON docs)
 UNITS = {"text": "", "count": "", "number": "", "pages": "pages", "bytes": "bytes", "ns": "ns",
-         "seconds": "s", "ratio": "ratio"}
+         "seconds": "s", "ratio": "ratio", "rate": "1/s"}
 
 # The counters DESIGN §7 names: what a tiering report shows by default, in this order.
 TIERING_COUNTERS = (
@@ -93,6 +93,16 @@ def fmt_ns(ns) -> str:
     return f"{ns / 1e9:.3f} s"
 
 
+def fmt_rate(v) -> str:
+    """Events per second with an SI prefix: 950/s, 23.6 k/s, 4.43 M/s."""
+    if _is_missing(v):
+        return _MISSING
+    for name, mult in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= mult:
+            return f"{_fixed3(v / mult)} {name}/s"
+    return f"{_fixed3(v)}/s"
+
+
 def fmt_ratio(v) -> str:
     return _MISSING if _is_missing(v) else f"{v:.1%}"
 
@@ -119,6 +129,8 @@ def format_value(value, kind: str, raw: bool = False) -> str:
         return fmt_ns(None if _is_missing(value) else value * 1e9)
     if kind == "ratio":
         return fmt_ratio(value)
+    if kind == "rate":
+        return fmt_rate(value)
     if kind == "number":
         return _MISSING if _is_missing(value) else f"{value:.4g}"
     raise ValueError(f"unknown kind {kind!r}")
@@ -173,7 +185,11 @@ class Table:
         from rich.table import Table as RichTable
         from rich.text import Text
 
-        cols = [(i, c) for i, c in enumerate(self.columns) if raw or c.human]
+        # A column empty on every row says nothing in human mode (runtime of runs that stopped
+        # at their duration, precision that is unknown); records() and raw mode keep it.
+        cols = [(i, c) for i, c in enumerate(self.columns)
+                if raw or (c.human and (not self.rows or any(
+                    not _is_missing(self._cell(row, i).value) for row in self.rows)))]
         t = RichTable(title=Text(self.title, style="table.title"))
         for _, c in cols:
             t.add_column(Text(c.key if raw else (c.label or c.key)),
@@ -260,18 +276,47 @@ def demotions(vmstat: Mapping) -> int:
     return int(sum(v for k, v in vmstat.items() if k.startswith("pgdemote_")))
 
 
+def promoted_pages(result: RunResult):
+    """Pages moved up to the fast tier: the one definition every table and chart uses.
+
+    ``final.promotion.promoted_pages`` (what the promotion engine or the self-promoting
+    detector migrated up: NUMA balancing, DAMON, the oracle, pghot...), else the kernel's
+    ``pgpromote_success``, which counts only NUMA-balancing promotions (DAMON's and the
+    oracle's migrations are not counted there, as in the kernel). None if neither exists."""
+    promo = result.final.get("promotion")
+    if isinstance(promo, dict) and promo.get("promoted_pages") is not None:
+        return promo["promoted_pages"]
+    return (result.final.get("vmstat") or {}).get("pgpromote_success")
+
+
+def accesses(result: RunResult):
+    """Accesses completed by all threads (sum of ``series.served``), or None."""
+    served = result.series.get("served")
+    return None if served is None else float(served.sum())
+
+
+def throughput(result: RunResult):
+    """Accesses per second of simulated time: what a run bound by ``duration`` achieved."""
+    n = accesses(result)
+    return None if n is None or not result.sim_time_ns else n / (result.sim_time_ns / 1e9)
+
+
 def daemon_cpu_ns(result: RunResult) -> dict[str, float]:
     """CPU time each daemon (detectors, promotion engine) was charged over the run."""
     return {k: float(v) for k, v in (result.final.get("cpu_ns") or {}).items()}
 
 
 def time_to_promote(result: RunResult):
-    """Time-to-promote data in ``final["promotion"]``: ``("samples", array_ns)`` when
+    """Time-to-promote data in ``final["promotion"]``: ``("cdf", (ns, cumulative pages))``
+    from ``time_to_promote_cdf`` (the exact CDF); else ``("samples", array_ns)`` when
     ``time_to_promote_ns`` is a list/array of per-promotion delays, ``("quantiles",
     {q: ns})`` when it is a table of percentiles (``{"p50": ns, "p90": ns}``), else None."""
     promo = result.final.get("promotion")
     if not isinstance(promo, dict):
         return None
+    c = promo.get("time_to_promote_cdf")
+    if isinstance(c, dict) and c.get("ns") and len(c["ns"]) == len(c.get("pages") or ()):
+        return ("cdf", (np.asarray(c["ns"], float), np.asarray(c["pages"], float)))
     v = promo.get("time_to_promote_ns")
     if isinstance(v, (list, np.ndarray)):
         a = np.asarray(v, dtype=float).reshape(-1)
@@ -298,6 +343,10 @@ def ttp_quantile(result: RunResult, q: float):
     kind, data = ttp
     if kind == "samples":
         return float(np.percentile(data, q)) if data.size else None
+    if kind == "cdf":                  # the smallest time by which q% of the pages were promoted
+        ns, cum = data
+        i = int(np.searchsorted(cum, q / 100 * cum[-1], side="left"))
+        return float(ns[min(i, ns.size - 1)])
     return data.get(float(q))
 
 
@@ -355,13 +404,16 @@ def summary_metrics(result: RunResult) -> list[Metric]:
         Metric("seed", "seed", result.seed, "text"),
         Metric("runtime_ns", "runtime", final.get("runtime_ns"), "ns"),
         Metric("sim_time_ns", "simulated time", sim_ns, "ns"),
-        Metric("wall_time_s", "wall time", result.wall_time_s, "seconds"),
+        Metric("wall_time_s", "wall time (excl. set-up)", result.wall_time_s, "seconds"),
     ]
-    served = result.series.get("served")
-    if served is not None:
-        m.append(Metric("accesses", "accesses (all threads)", float(served.sum()), "count"))
+    if accesses(result) is not None:
+        m.append(Metric("accesses", "accesses (all threads)", accesses(result), "count"))
+        m.append(Metric("throughput", "accesses per simulated second", throughput(result),
+                        "number"))
     m += [
-        Metric("pgpromote_success", "promotions", vm.get("pgpromote_success"), "count"),
+        Metric("promoted_pages", "promoted pages", promoted_pages(result), "count"),
+        Metric("pgpromote_success", "pgpromote_success (NUMA balancing)",
+               vm.get("pgpromote_success"), "count"),
         Metric("pgdemote", "demotions", demotions(vm), "count"),
         Metric("pgmigrate_success", "migrations", vm.get("pgmigrate_success"), "count"),
         Metric("fast_tier_hit_ratio", "fast-tier hit ratio", overall_hit_ratio(result), "ratio"),
@@ -384,6 +436,9 @@ def summary_metrics(result: RunResult) -> list[Metric]:
                     if _is_figure(x):
                         m.append(Metric(f"promotion.{k}.{sub}", f"{_words(k)}, {sub}", x,
                                         "count" if sub == "count" else _metric_kind(k, x)))
+            elif k == "quality_note":
+                if v is not None:
+                    m.append(Metric(f"promotion.{k}", "precision/recall", v, "text"))
             elif _is_figure(v) or v is None:
                 m.append(Metric(f"promotion.{k}", _words(k), v, _metric_kind(k, v)))
     return m
@@ -491,39 +546,60 @@ def numastat_table(result: RunResult) -> Table:
 
 
 def compare_table(results: Mapping[str, RunResult], title: str = "comparison") -> Table:
-    """One row per run (``{label: result}``, e.g. one per detector): runtime, pages promoted
-    (the promotion summary's count, which every engine and self-promoting detector records;
-    pgpromote_success when a run has none),
-    demotions, fast-tier hit ratio, daemon CPU, time to promote (if recorded) and wall time."""
-    with_ttp = any(ttp_quantile(r, 50) is not None for r in results.values())
+    """One row per run (``{label: result}``, e.g. one per detector), the same columns whatever
+    the outcome (``records()`` keep every key, None where a value does not apply): runtime
+    (None when the run stopped at ``duration``), accesses completed and their rate (never
+    empty, the outcome of a duration-bound run), pages promoted (``promoted_pages``), the
+    promotion quality (precision, recall: None when unknown or undefined, see
+    ``quality_note``), demotions, fast-tier hit ratio, daemon CPU, time to promote (p50) and
+    the wall time of the simulation loop (set-up excluded)."""
     cols = [Column("label", "detector"), Column("runtime_ns", "runtime", "ns"),
-            Column("sim_time_ns", "simulated", "ns"),
+            Column("accesses", "accesses", "count", human=False),
+            Column("throughput", "accesses/s", "rate"),
+            Column("sim_time_ns", "simulated", "ns", human=False),
             Column("promoted_pages", "promoted pages", "count"),
+            Column("precision", "precision", "ratio"), Column("recall", "recall", "ratio"),
             Column("pgdemote", "demotions", "count"),
             Column("fast_tier_hit_ratio", "fast-tier hits", "ratio"),
-            Column("daemon_cpu_ns", "daemon CPU", "ns"),
-            Column("daemon_cpu_share", "CPU share", "ratio")]
-    if with_ttp:
-        cols.append(Column("time_to_promote_p50_ns", "promote p50", "ns"))
-    cols.append(Column("wall_time_s", "wall", "seconds"))
+            Column("daemon_cpu_ns", "daemon CPU", "ns", human=False),
+            Column("daemon_cpu_share", "daemon CPU share", "ratio"),
+            Column("time_to_promote_p50_ns", "promote p50", "ns"),
+            Column("wall_time_s", "wall (excl. set-up)", "seconds"),
+            Column("note", "note", human=False)]
     rows = []
     for label, r in results.items():
         vm = r.final.get("vmstat") or {}
         cpu = sum(daemon_cpu_ns(r).values())
-        promoted = (r.final.get("promotion") or {}).get("promoted_pages",
-                                                         vm.get("pgpromote_success"))
-        row = [label, r.final.get("runtime_ns"), r.sim_time_ns, promoted,
-               demotions(vm), overall_hit_ratio(r), cpu,
-               cpu / r.sim_time_ns if r.sim_time_ns else float("nan")]
-        if with_ttp:
-            row.append(ttp_quantile(r, 50))
-        row.append(r.wall_time_s)
-        rows.append(row)
+        promo = r.final.get("promotion") if isinstance(r.final.get("promotion"), dict) else {}
+        rows.append([label, r.final.get("runtime_ns"), accesses(r), throughput(r),
+                     r.sim_time_ns, promoted_pages(r), promo.get("precision"),
+                     promo.get("recall"), demotions(vm), overall_hit_ratio(r), cpu,
+                     cpu / r.sim_time_ns if r.sim_time_ns else float("nan"),
+                     ttp_quantile(r, 50), r.wall_time_s, run_note(r)])
     return Table(title, cols, rows)
 
 
-__all__ = ["Cell", "Column", "Metric", "Table", "TIERING_COUNTERS", "compare_table",
-           "daemon_cpu_ns", "fmt_bytes", "fmt_count", "fmt_ns", "fmt_ratio", "format_value", "kernel_order",
+def run_note(result: RunResult) -> str | None:
+    """Why a figure of the comparison is empty or says little, in one line, or None."""
+    promo = result.final.get("promotion")
+    notes = []
+    if promoted_pages(result) == 0 and result.meta["config"].get("detectors"):
+        notes.append(f"nothing promoted in {fmt_ns(result.sim_time_ns)} simulated: the run "
+                     "ended before the source promoted a page (a scaled-down or short run "
+                     "may end before a first scan, a hint fault or a rate-limit window)")
+    if isinstance(promo, dict) and promo.get("quality_note"):
+        notes.append(f"precision/recall {promo['quality_note']}")
+    return "; ".join(notes) or None
+
+
+def compare_notes(results: Mapping[str, RunResult]) -> list[str]:
+    """'label: note' lines for the runs of a comparison that have one."""
+    return [f"{label}: {n}" for label, r in results.items() if (n := run_note(r))]
+
+
+__all__ = ["Cell", "Column", "Metric", "Table", "TIERING_COUNTERS", "accesses", "compare_notes",
+           "compare_table", "promoted_pages", "run_note", "throughput",
+           "daemon_cpu_ns", "fmt_bytes", "fmt_count", "fmt_ns", "fmt_rate", "fmt_ratio", "format_value", "kernel_order",
            "node_label", "nodes_of", "numastat_table", "overall_hit_ratio", "result_label",
            "summary_metrics", "summary_table", "time_to_promote", "ttp_quantile",
            "unique_labels", "vmstat_of", "vmstat_table"]

@@ -86,6 +86,18 @@ def distribution(values, weights=None) -> dict | None:
             "p50": float(q[1]), "p90": float(q[2])}
 
 
+def cdf(values, weights) -> dict | None:
+    """The exact empirical CDF of ``values`` (each counted ``weights`` times), compactly:
+    ``{"ns": distinct values ascending, "pages": cumulative weight up to each}`` (promotions
+    happen on ticks, so there are few distinct values). None when empty."""
+    v = np.asarray(values, np.int64)
+    if v.size == 0:
+        return None
+    uniq, inv = np.unique(v, return_inverse=True)
+    per = np.bincount(inv, weights=np.asarray(weights, np.int64)).astype(np.int64)
+    return {"ns": uniq.tolist(), "pages": np.cumsum(per).tolist()}
+
+
 def _concat(parts, dtype, width=None) -> np.ndarray:
     parts = [np.asarray(p, dtype) for p in (parts or [])]
     if not parts:
@@ -116,19 +128,24 @@ def run_start_ns(engine) -> int:
     return int(t[0]) if t else 0
 
 
-def promotion_summary(engine, promoter, *, hot_set=None) -> dict:
+def promotion_summary(engine, promoter, *, hot_set=None, fits_fast_tier: bool = False) -> dict:
     """The promotion figures of a run (plain ints, floats and None, for result files).
 
     - ``promoted_folios``, ``promoted_thps``, ``promoted_pages`` (a THP counts 512),
       ``unique_pages`` (distinct identities; a page promoted, demoted and promoted again
       counts once);
     - ``time_to_promote_ns``: ns from the run start to each promoted page's promotion
-      (count, mean, p10, p50, p90, per page); ``report_to_promote_ns``: the same from the
+      (count, mean, p10, p50, p90, per page), and ``time_to_promote_cdf`` its exact CDF
+      (``cdf``); ``report_to_promote_ns``: the same from the
       folio's first report, for the folios the engine recorded one of (None if none);
     - ``hot_set_pages``, ``true_positives``, ``precision`` (share of the promoted pages in the
       hot set) and ``recall`` (share of the hot set promoted) against ``hot_set`` (identity
       rows; default ``oracle_hot_set(engine)``); None when a denominator is 0;
-    - ``identity_source`` ("promoted_ids" or "pfn_now") and ``unresolved_folios``.
+    - ``identity_source`` ("promoted_ids" or "pfn_now") and ``unresolved_folios``;
+    - ``quality_note``: None, or why ``unique_pages``/``true_positives``/``precision``/
+      ``recall`` are None: some promotions could not be resolved to a page (their pfn was freed
+      before the summary: a wrong 0% would be worse than none), or the whole workload fits in
+      the fast tier (``fits_fast_tier``: every page is "hot", so the figures say nothing).
     """
     pfns, ns, rows, source = promoted_folios(engine, promoter)
     unresolved = rows[:, 0] == 0
@@ -146,12 +163,19 @@ def promotion_summary(engine, promoter, *, hot_set=None) -> dict:
     rep = np.array([first.get(int(p), -1) for p in pfns.tolist()], np.int64) if first else \
         np.full(pfns.size, -1, np.int64)
     has = rep >= 0
-    return {
+    note = None
+    if unresolved.any():
+        note = (f"unknown: {int(unresolved.sum()):,} of {pfns.size:,} promoted folios were "
+                "recorded by pfns freed before the end of the run (identity lost)")
+    elif fits_fast_tier:
+        note = "undefined: the whole workload fits in the fast tier"
+    out = {
         "promoted_folios": int(pfns.size),
         "promoted_thps": int((nr > 1).sum()),
         "promoted_pages": int(nr.sum()),
         "unique_pages": int(keys.size),
         "time_to_promote_ns": distribution(ns - start, nr),
+        "time_to_promote_cdf": cdf(ns - start, nr),
         "report_to_promote_ns": distribution((ns - rep)[has], nr[has]),
         "hot_set_pages": int(hot.size),
         "true_positives": tp,
@@ -159,4 +183,8 @@ def promotion_summary(engine, promoter, *, hot_set=None) -> dict:
         "recall": tp / hot.size if hot.size else None,
         "identity_source": source,
         "unresolved_folios": int(unresolved.sum()),
+        "quality_note": note,
     }
+    if note is not None:
+        out.update(unique_pages=None, true_positives=None, precision=None, recall=None)
+    return out

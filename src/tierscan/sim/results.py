@@ -33,6 +33,7 @@ from tierscan.configcheck import is_int, read_text
 from tierscan.errors import ConfigError
 from tierscan.outpath import atomic_write
 from tierscan.sim.config import ExperimentConfig, config_from_dict, hash_of
+from tierscan.sim.result_schema import check_result
 
 FORMAT = "tierscan-result"
 FORMAT_VERSION = 1
@@ -225,6 +226,13 @@ class RunResult:
             if not isinstance(timing, dict):
                 fail("timing", "expected a table")
             timing = _decode(timing, "timing", fail)
+            wall = timing.get("wall_time_s")
+            if wall is not None and not (isinstance(wall, (int, float)) and
+                                         not isinstance(wall, bool) and wall >= 0):
+                fail("timing.wall_time_s", f"expected a number >= 0, got {wall!r}")
+        # What the readers (tables, plots, vmstat) rely on: checked now, one line naming the
+        # field, rather than a crash in `tierscan report` later.
+        check_result(meta, series, final, fail, where)
         try:
             return cls(meta=meta, series=series, final=final, timing=timing)
         except ConfigError:

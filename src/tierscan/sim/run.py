@@ -53,8 +53,11 @@ def run_experiment(cfg: ExperimentConfig, progress=None, command=None) -> RunRes
     out = engine.results()
     source = promotion_source(engine)
     if source is not None:
-        out["final"]["promotion"] = promotion_summary(engine, source,
-                                                      hot_set=oracle_hot_set(engine))
+        hot = oracle_hot_set(engine)
+        # Every lower-tier page fits in the fast tier's free room: "hot" means nothing there.
+        fits = hot.shape[0] >= oracle_hot_set(engine, k=1 << 62).shape[0]
+        out["final"]["promotion"] = promotion_summary(engine, source, hot_set=hot,
+                                                      fits_fast_tier=fits)
     return RunResult.from_run(cfg, series=out["series"], final=out["final"],
                               sim_time_ns=engine.now, wall_time_s=engine.wall_s,
                               command=command)
