@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import unique
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from .base import HEAT_BINS, AccessModel, page_bins
 
@@ -105,7 +106,7 @@ class GroupRates:
     """Per-page and per-PMD state of one thread group."""
 
     def __init__(self, group):
-        self.pmds = np.unique(group.slots >> 9)
+        self.pmds = unique(group.slots >> 9)
         self.page_pmd = np.searchsorted(self.pmds, group.slots >> 9)
         self.pages = Hazards(group.n_pages)
         self.pmd = Hazards(self.pmds.size)

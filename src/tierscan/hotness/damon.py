@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numba import njit
 
+from ..arrays import unique
 from ..mm.constants import PAGE_SIZE, PG_idle, PG_lru, _PAGE_ACCESSED
 from ..mm.migrate import migrate_folios
 from ..mm.physmem import WMARK_MIN
@@ -264,10 +265,10 @@ def rmap_young(kernel, pfns: np.ndarray, clear: bool) -> np.ndarray:
         return young
     for s in rmap_walk(kernel, pfns):
         if s.pmd:
-            kernel.materialize_pmds(s.mm, np.unique(s.slots))
+            kernel.materialize_pmds(s.mm, unique(s.slots))
             table = s.mm.pt.pmd
         else:
-            kernel.materialize_ptes(s.mm, np.unique(s.slots))
+            kernel.materialize_ptes(s.mm, unique(s.slots))
             table = s.mm.pt.pte
         y = (table[s.slots] & _PAGE_ACCESSED) != 0
         young[s.pos[y]] = True
@@ -662,7 +663,7 @@ class DamonTiering(Detector):
         ok = migrate_folios(k, cand, s.target_nid, WMARK_MIN)
         moved = cand[ok]
         applied = int(nr_pages[ok].sum()) * PAGE_SIZE
-        nr_applied = int(np.unique(cand_owner[ok]).size)
+        nr_applied = int(unique(cand_owner[ok]).size)
         if moved.size:
             when = np.full(moved.size, int(engine.now), np.int64)
             if s.action == "migrate_hot":

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arrays import unique
 from ..mm.constants import (
     PAGE_SHIFT, PAGE_SIZE, PG_lru, PG_referenced, PG_unevictable,
     _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_SPECIAL,
@@ -447,7 +448,7 @@ class KscandMigrator(Daemon):
         gens = folio_lru_gen(pm, heads)
         key = pm.memcg[heads].astype(np.int64) * 1024 + pm.node_of(heads)
         lvs = {(lv.memcg.id, lv.nid): lv for lv in k.lruvecs()}
-        for kk in np.unique(key):
+        for kk in unique(key):
             sel = key == kk
             lv = lvs.get((int(kk) // 1024, int(kk) % 1024))
             if lv is not None:

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arrays import unique
 from ..jiffies import time_after, time_before
 from ..mm.constants import PAGE_SHIFT, PG_anon, PMD_SIZE
 from ..mm.memory import change_prot_numa
@@ -120,7 +121,7 @@ class FolioField:
         if lo == hi:
             yield lo, np.ones(owner.size, bool)
             return
-        for o in np.unique(owner):
+        for o in unique(owner):
             yield int(o), owner == o
 
     def get(self, heads) -> np.ndarray:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import unique
 from ..mm.constants import PG_lru
 from ..mm.migrate import migrate_folios
 from ..mm.physmem import WMARK_HIGH
@@ -119,7 +120,7 @@ class Oracle(Detector):
         pm = k.pm
         heads, _, target = self.candidates(engine)
         moved = 0
-        for nid in np.unique(target).tolist():
+        for nid in unique(target).tolist():
             h = heads[target == nid]
             nr = pm.folio_nr_pages(h)
             budget = pm.allowance(nid, WMARK_HIGH)
@@ -185,7 +186,7 @@ def group_page_identities(engine, group) -> np.ndarray:
     if missing.size:
         mm = group.mm
         vi = mm.find_vma_index(group.addrs[missing])
-        for j in np.unique(vi[vi >= 0]).tolist():
+        for j in unique(vi[vi >= 0]).tolist():
             v = mm.vmas[j]
             sel = missing[vi == j]
             slots = group.slots[sel]

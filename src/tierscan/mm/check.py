@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import unique
 from ..errors import InvariantError
 from .constants import (
     HPAGE_PMD_NR, HPAGE_PMD_ORDER, MAX_NR_GENS, MAX_NR_ZONES, PG_active, PG_allocated, PG_anon,
@@ -144,7 +145,7 @@ def _check_identity(k, mm, owner, slots, pfns) -> None:
     bad = anon & ((pm.mapping[pfns] != mm.id) | (pm.index[pfns] != slots))
     if bad.any():
         _fail(f"mm {mm.id}: an anon PTE maps a page of another identity", slots[bad])
-    for vi in np.unique(owner[slots[~anon]]):
+    for vi in unique(owner[slots[~anon]]):
         v = mm.vmas[vi]
         sel = ~anon & (owner[slots] == vi)
         want = v.pgoff + slots[sel] - v.start_slot

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arrays import unique
 from .constants import (
     LRU_GEN_ANON, LRU_GEN_FILE, LRU_REFS_WIDTH, MAX_LRU_BATCH, MAX_NR_GENS, MAX_NR_TIERS,
     MAX_NR_ZONES, MAX_SWAPPINESS, MIN_LRU_BATCH, MIN_NR_GENS, MIN_SWAPPINESS, PG_active, PG_anon,
@@ -485,7 +486,7 @@ def folio_referenced(kernel, heads) -> np.ndarray:
     for s, table, owner in _folio_sites(kernel, heads):
         keep = _vma_has_recency(s.mm, s.slots << 9 if s.pmd else s.slots)
         slots, owner = s.slots[keep], owner[keep]
-        (kernel.materialize_pmds if s.pmd else kernel.materialize_ptes)(s.mm, np.unique(slots))
+        (kernel.materialize_pmds if s.pmd else kernel.materialize_ptes)(s.mm, unique(slots))
         young = (table[slots] & _PAGE_ACCESSED) != 0
         table[slots[young]] &= ~_PAGE_ACCESSED
         ref[owner[young]] = True
@@ -555,7 +556,7 @@ def __remove_mapping(kernel, heads) -> None:
     cache. (The shadow entry it would leave is not modelled.)"""
     pm = kernel.pm
     fids = pm.mapping[heads]
-    for fid in np.unique(fids):
+    for fid in unique(fids):
         sel = heads[fids == fid]
         kernel.files[int(fid)].pages[pm.index[sel].astype(np.int64)] = -1
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arrays import unique
 from .constants import (
     ANON_AND_FILE, LRU_GEN_FILE, LRU_GEN_MASK, LRU_REFS_MASK, LRU_REFS_SHIFT, MAX_NR_GENS,
     MAX_NR_TIERS, MAX_NR_ZONES, MIN_NR_GENS, NR_BLOOM_FILTERS, NR_HIST_GENS, NR_MM_STATS,
@@ -230,7 +231,7 @@ def folio_inc_gen(lruvec, heads, reclaiming: bool) -> np.ndarray:
 
 def lru_gen_inc_refs(pm, heads) -> None:
     """lru_gen_inc_refs() (§3.6), folio_mark_accessed() for accesses through file descriptors."""
-    heads = np.unique(np.asarray(heads, dtype=np.int64))
+    heads = unique(np.asarray(heads, dtype=np.int64))
     flags = pm.flags[heads]
     heads = heads[((flags & PG_lru) != 0) & ((flags & PG_unevictable) == 0)]
     flags = pm.flags[heads]

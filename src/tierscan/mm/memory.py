@@ -13,6 +13,7 @@ import numpy as np
 
 from typing import NamedTuple
 
+from ..arrays import unique
 from .constants import (
     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PG_active, PG_anon, PG_dirty, PG_swapbacked, PTRS_PER_PTE,
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW,
@@ -123,7 +124,7 @@ def do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
 def install_ptes(mm, slots, pfns, bits) -> None:
     """set_pte_at() for new mappings, allocating the PTE tables (pmd_populate) they need."""
     pt = mm.pt
-    pmd_slots = np.unique(slots >> 9)
+    pmd_slots = unique(slots >> 9)
     empty = pmd_slots[pt.pmd[pmd_slots] == 0]
     pt.alloc_upper_tables(empty)
     pt.pmd[empty] = PMD_TABLE
@@ -253,7 +254,7 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
     huge_zero = leaf & (pte_pfn(pt.pmd[pmds]) == k.huge_zero_pfn)
     if huge_zero.any():
         # do_huge_pmd_wp_page() on the huge zero page splits it and copies 4 KiB (fallback path)
-        split_huge_zero_pmds(mm, np.unique(pmds[huge_zero]))
+        split_huge_zero_pmds(mm, unique(pmds[huge_zero]))
         leaf = pt.pmd_is_leaf(pmds)
     ro = ~leaf & ((pt.pte[wslots] & _PAGE_RW) == 0)
     if not ro.any():

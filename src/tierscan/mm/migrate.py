@@ -14,6 +14,7 @@ import numpy as np
 
 from numba import njit
 
+from ..arrays import unique
 from .constants import (
     HPAGE_PMD_ORDER, PG_anon, PG_dirty, PG_lru, PG_swapbacked, _PAGE_PRESENT, _PAGE_PROTNONE,
 )
@@ -49,7 +50,7 @@ def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN,
     heads = np.asarray(heads, dtype=np.int64)
     ok = np.zeros(heads.size, bool)
     orders = pm.order[heads]
-    for order in np.unique(orders):
+    for order in unique(orders):
         idx = np.flatnonzero(orders == order)
         new, _ = _alloc_on(kernel, idx.size, int(order), target_nid, mark)
         moved = idx[: new.size]
@@ -102,7 +103,7 @@ def move_folios(kernel, old, new) -> set:
         target = new_p[s.pos] & ~np.int64(511) if s.pmd else new_p[s.pos]  # a PMD maps the head
         table[s.slots] = mk_pte(target, 0) | remove_migration_bits(table[s.slots])
     cached = new[(pm.flags[new] & PG_anon) == 0]
-    for fid in np.unique(pm.mapping[cached]):
+    for fid in unique(pm.mapping[cached]):
         sel = cached[pm.mapping[cached] == fid]
         kernel.files[int(fid)].pages[pm.index[sel].astype(np.int64)] = sel
     kernel.free_pages(old)

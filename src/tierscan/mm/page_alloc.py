@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import unique
 from ..errors import OutOfMemory
 from .constants import ZONE_NAMES
 from .physmem import WMARK_LOW, WMARK_MIN
@@ -53,7 +54,7 @@ def _count_alloc(kernel, heads, nids, preferred: int, local_nid: int, nr: int) -
     if heads.size == 0:
         return
     vm, pm = kernel.vmstat, kernel.pm
-    for nid in np.unique(nids):
+    for nid in unique(nids):
         n = int((nids == nid).sum())
         zone = ZONE_NAMES[pm.node_zone[nid]].lower()
         vm.count(f"pgalloc_{zone}", nid, n * nr)

@@ -31,6 +31,16 @@ def min_free_kbytes_for(lowmem_kbytes: int) -> int:
     return int(min(max(math.isqrt(lowmem_kbytes * 16), 128), 262144))
 
 
+def _counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys and how often each occurs (for ``a[keys] += 1`` with repeats, which
+    ``np.add.at`` does an element at a time)."""
+    keys = np.sort(keys)
+    if keys.size == 0:
+        return keys, keys
+    start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[start], np.diff(np.r_[start, keys.size])
+
+
 class PhysMem:
     """Per-pfn state of every page frame, and the allocator over it."""
 
@@ -72,6 +82,14 @@ class PhysMem:
 
     def node_range(self, nid: int) -> tuple[int, int]:
         return int(self.node_start[nid]), int(self.node_start[nid + 1])
+
+    def used_block_pfns(self, nid: int) -> np.ndarray:
+        """Every pfn of node ``nid``'s 2 MiB blocks that have an allocated page, ascending.
+        Every other pfn of the node is free, so a count over the node's allocated pages can
+        read these alone (nodes are whole blocks: Machine rounds capacities to 2 MiB)."""
+        a, b = self.node_range(nid)
+        blocks = np.flatnonzero(self.block_free[a // BLOCK:b // BLOCK] < BLOCK) + a // BLOCK
+        return (blocks[:, None] * BLOCK + np.arange(BLOCK)).ravel()
 
     # ---- watermarks -----------------------------------------------------------------------
     def _setup_watermarks(self, machine) -> np.ndarray:
@@ -142,8 +160,9 @@ class PhysMem:
             self.flags[heads] |= PG_head
             tails = pfns.reshape(-1, nr)[:, 1:].ravel()
             self.flags[tails] |= PG_tail
-        np.subtract.at(self.block_free, pfns // BLOCK, 1)
-        np.subtract.at(self.node_free, self.node_of(heads), nr)
+        blocks, per_block = _counts(pfns // BLOCK)
+        self.block_free[blocks] -= per_block.astype(self.block_free.dtype)
+        self.node_free -= nr * np.bincount(self.node_of(heads), minlength=self.nr_nodes)
 
     def free(self, heads: np.ndarray) -> None:
         """Return folios (head pfns) to the allocator, clearing all per-pfn state."""
@@ -151,8 +170,10 @@ class PhysMem:
         if heads.size == 0:
             return
         pfns = self.folio_pfns(heads)
-        np.add.at(self.node_free, self.node_of(heads), self.folio_nr_pages(heads))
-        np.add.at(self.block_free, pfns // BLOCK, 1)
+        self.node_free += np.bincount(self.node_of(heads), weights=self.folio_nr_pages(heads),
+                                      minlength=self.nr_nodes).astype(np.int64)
+        blocks, per_block = _counts(pfns // BLOCK)
+        self.block_free[blocks] += per_block.astype(self.block_free.dtype)
         for arr in (self.flags, self.lru_gen_refs, self.list_gen, self.lru_stamp, self.order,
                     self.memcg, self.mapcount, self.mapping, self.index):
             arr[pfns] = 0

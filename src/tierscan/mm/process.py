@@ -11,6 +11,7 @@ import errno
 
 import numpy as np
 
+from ..arrays import unique
 from ..errors import ConfigError, OutOfMemory, SegmentationFault
 from .constants import (
     MMAP_BASE, PAGE_SHIFT, PAGE_SIZE, PG_anon, PMD_SIZE, PTRS_PER_PTE, _PAGE_ACCESSED,
@@ -336,7 +337,7 @@ class MM:
             idx = np.flatnonzero(sel)
             status[idx[shared]] = -errno.EACCES
             move = ~shared & (k.node_of(pfns) != nid)
-            uheads = np.unique(heads[move])
+            uheads = unique(heads[move])
             ok = migrate_folios(k, uheads, nid)
             failed = move & np.isin(heads, uheads[~ok])
             status[idx[failed]] = -errno.ENOMEM
@@ -394,7 +395,7 @@ class MM:
         present = self.translate(addrs) >= 0
         slots = PageTable.slot(addrs[present])
         pmds = slots >> 9
-        self.kernel.materialize_pmds(self, np.unique(pmds))
+        self.kernel.materialize_pmds(self, unique(pmds))
         self.kernel.materialize_ptes(self, slots[~self.pt.pmd_is_leaf(pmds)])
         leaf = self.pt.pmd_is_leaf(pmds)
         entry = np.where(leaf, self.pt.pmd[pmds], self.pt.pte[slots])

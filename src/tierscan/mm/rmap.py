@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arrays import unique
 from .constants import PG_anon, _PAGE_SPECIAL
 from .pagetable import pte_pfn, pte_present
 
@@ -29,7 +30,7 @@ class Sites:
 
 
 def _groups(keys: np.ndarray):
-    for key in np.unique(keys):
+    for key in unique(keys):
         yield int(key), np.flatnonzero(keys == key)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import unique
 from ..mm.migrate import migrate_misplaced_folios_one_by_one
 from ..mm.vmstat import register_vmstat
 from ..sim.config import Component
@@ -67,7 +68,7 @@ class DirectPromotion(PromotionEngine):
         first = np.sort(first)
         heads, targets = heads[first], targets[first]
         moved = 0
-        for dst in np.unique(targets):
+        for dst in unique(targets):
             sel = heads[targets == dst]
             ids = folio_identities(k, sel)
             ok = migrate_misplaced_folios_one_by_one(k, sel, int(dst))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..arrays import unique
 from ..configcheck import is_int
 from ..mm.constants import HZ, PAGE_SHIFT, PG_lru, PG_tail
 from ..mm.migrate import (
@@ -202,23 +203,32 @@ def lower_tier_lru_heads(kernel, lower: LowerTierPfns, pfns):
 
 
 class FirstReports:
-    """When each lower-tier pfn was first reported (ns, -1: never), for the engine's
-    ``first_report_ns`` (pfn -> ns), which is filled for promoted pfns only."""
+    """When each lower-tier pfn was first reported, for the engine's ``first_report_ns``
+    (pfn -> ns), which is filled for promoted pfns only.
+
+    Kept as ns + 1 (0: never reported) in an array made at the first report, so an engine
+    that is never reported to holds none of it, and np.zeros' lazy pages leave the pfns never
+    reported unbacked (a full-size table is 8 bytes per lower-tier pfn: 516 MB on zen5-cxl)."""
 
     def __init__(self, size: int):
-        self.ns = np.full(size, -1, dtype=np.int64)
+        self.size = int(size)
+        self.ns1 = None
 
     def seen(self, idx, now_jiffies: int) -> None:
-        fresh = idx[self.ns[idx] < 0]
-        self.ns[fresh] = int(now_jiffies) * (1_000_000_000 // HZ)
+        if self.ns1 is None:
+            self.ns1 = np.zeros(self.size, dtype=np.int64)
+        fresh = idx[self.ns1[idx] == 0]
+        self.ns1[fresh] = int(now_jiffies) * (1_000_000_000 // HZ) + 1
 
     def promoted(self, engine, idx, pfns) -> None:
         """Hand the first-report times of promoted pfns to ``engine.first_report_ns`` and
         forget them (the old pfns are free now)."""
-        t = self.ns[idx]
-        has = t >= 0
-        engine.first_report_ns.update(zip(pfns[has].tolist(), t[has].tolist()))
-        self.ns[idx] = -1
+        if self.ns1 is None:
+            return
+        t = self.ns1[idx]
+        has = t > 0
+        engine.first_report_ns.update(zip(pfns[has].tolist(), (t[has] - 1).tolist()))
+        self.ns1[idx] = 0
 
 
 def count_per_node(vm, name: str, nodes, nr_nodes: int) -> None:
@@ -366,7 +376,7 @@ class PghotV3(PromotionEngine):
                       nid_mask, freq_mask, time_mask, PGHOT_FREQ_MAX, ready)
         if ready.any():
             self._block_ready[idx[ready] // _BLOCK] = True
-            self.activate[np.unique(nodes[ready])] = True
+            self.activate[unique(nodes[ready])] = True
         return int(idx.size)
 
     # ---- record decoding ----------------------------------------------------------------------
@@ -394,7 +404,8 @@ class PghotV3(PromotionEngine):
         lo, hi = self.lower.span(nid)
         p0, p1 = pm.node_range(nid)
         # the walk's cost: one step per base page, one per THP (it steps by folio size)
-        steps = (p1 - p0) - np.count_nonzero(pm.order[p0:p1]) // 512 * 511
+        thp_pages = np.count_nonzero(pm.order[pm.used_block_pfns(nid)])  # free pfns: order 0
+        steps = (p1 - p0) - thp_pages // 512 * 511
         engine.charge(steps * self.walk_step_ns)
         blocks = lo // _BLOCK + np.flatnonzero(self._block_ready[lo // _BLOCK:hi // _BLOCK])
         if blocks.size == 0:
@@ -490,14 +501,14 @@ class PghotV3(PromotionEngine):
             h, d, f, lt = heads[pos:end], targets[pos:end], nr[pos:end], lat[pos:end]
             m = end - pos
             fe = self.free_space_enough()[d]
-            for dst in np.unique(d[~fe]):
+            for dst in unique(d[~fe]):
                 self.adjust_threshold(int(dst), rate_limit, ref_th, now_ms)
             th = np.where(self.nbp_threshold > 0, self.nbp_threshold, ref_th)[d]
             lat_ok = ~fe & (lt < th)
             rl_ok = np.zeros(m, bool)
             cand_after = np.zeros(m, np.int64)
             cand_now = vm.node("pgpromote_candidate")
-            for dst in np.unique(d[lat_ok]):
+            for dst in unique(d[lat_ok]):
                 sel = np.flatnonzero(lat_ok & (d == dst))
                 cum = int(cand_now[dst]) + np.cumsum(f[sel])
                 if now_ms - self.nbp_rl_start[dst] > MSEC_PER_SEC:
@@ -508,7 +519,7 @@ class PghotV3(PromotionEngine):
                 cand_after[sel] = cum
             admitted = fe | (lat_ok & rl_ok)
             reasons = np.full(m, -1, np.int8)
-            for dst in np.unique(d[admitted]):
+            for dst in unique(d[admitted]):
                 sel = admitted & (d == dst)
                 reasons[sel] = misplaced_prepare_reasons(k, h[sel], int(dst))
             go = np.flatnonzero(reasons == OK)
@@ -548,10 +559,10 @@ class PghotV3(PromotionEngine):
         vm = self.kernel.vmstat
         n_nodes = self.kernel.machine.nr_nodes
         if fe.any():   # the free-space shortcut: workload changed, reset the threshold
-            self.nbp_threshold[np.unique(d[fe])] = 0
-            for dst in np.unique(d[fe]):
+            self.nbp_threshold[unique(d[fe])] = 0
+            for dst in unique(d[fe]):
                 vm.count("pgpromote_candidate_nrl", int(dst), int(f[fe & (d == dst)].sum()))
-        for dst in np.unique(d[lat_ok]):
+        for dst in unique(d[lat_ok]):
             sel = np.flatnonzero(lat_ok & (d == dst))
             vm.count("pgpromote_candidate", int(dst), int(f[sel].sum()))
             if now_ms - self.nbp_rl_start[dst] > MSEC_PER_SEC:
@@ -564,7 +575,7 @@ class PghotV3(PromotionEngine):
         if refused_rl.any():
             count_per_node(vm, "pghot_kmigrated_refused_ratelimit", d[refused_rl], n_nodes)
         failed = reasons > OK
-        for dst in np.unique(d[failed]):
+        for dst in unique(d[failed]):
             count_prepare_failures(self.kernel, reasons[failed & (d == dst)], int(dst))
 
     def _flush(self, heads, nid: int, engine) -> None:

@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from tierscan.arrays import unique
 from tierscan.errors import ConfigError
 from tierscan.sim.results import RunResult
 
@@ -170,7 +171,7 @@ def heatmap(counts, tier_of_bin, out_png, *, time_ns=None, addr_start: int = 0,
 
 def _blocks(n: int, out: int) -> np.ndarray:
     """Start indices of ``out`` near-equal blocks of ``range(n)`` (out <= n)."""
-    return np.unique(np.linspace(0, n, out + 1).astype(int)[:-1])
+    return unique(np.linspace(0, n, out + 1).astype(int)[:-1])
 
 
 def _resample(a: np.ndarray, n0: int, n1: int) -> np.ndarray:

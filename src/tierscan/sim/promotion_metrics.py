@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import unique
 from ..mm.constants import PG_allocated, PG_anon, PG_reserved
 
 KEY_SHIFT = 33          # index is a uint32 page slot / file offset
@@ -123,6 +124,22 @@ def promoted_folios(engine, promoter) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return pfns, ns, folio_identities(kernel, heads), "pfn_now"
 
 
+def lookup(table: dict, keys: np.ndarray, missing: int) -> np.ndarray:
+    """``[table.get(k, missing) for k in keys]`` for an int -> int dict, as int64, without a
+    Python call per key (a run can promote millions of pfns)."""
+    out = np.full(keys.size, missing, np.int64)
+    if not table or keys.size == 0:
+        return out
+    k = np.fromiter(table.keys(), np.int64, len(table))
+    v = np.fromiter(table.values(), np.int64, len(table))
+    order = np.argsort(k)
+    k, v = k[order], v[order]
+    i = np.minimum(np.searchsorted(k, keys), k.size - 1)
+    hit = k[i] == keys
+    out[hit] = v[i[hit]]
+    return out
+
+
 def run_start_ns(engine) -> int:
     t = getattr(engine, "series", {}).get("time_ns")
     return int(t[0]) if t else 0
@@ -151,17 +168,15 @@ def promotion_summary(engine, promoter, *, hot_set=None, fits_fast_tier: bool = 
     unresolved = rows[:, 0] == 0
     nr = rows[:, 2]
     pages = expand_folios(rows[~unresolved])
-    keys = np.unique(identity_keys(pages))
+    keys = unique(identity_keys(pages))
     if hot_set is None:
         from ..hotness.oracle import oracle_hot_set
 
         hot_set = oracle_hot_set(engine)
-    hot = np.unique(identity_keys(hot_set))
+    hot = unique(identity_keys(hot_set))
     tp = int(np.isin(keys, hot, assume_unique=True).sum())
     start = run_start_ns(engine)
-    first = getattr(promoter, "first_report_ns", None) or {}
-    rep = np.array([first.get(int(p), -1) for p in pfns.tolist()], np.int64) if first else \
-        np.full(pfns.size, -1, np.int64)
+    rep = lookup(getattr(promoter, "first_report_ns", None) or {}, pfns, -1)
     has = rep >= 0
     note = None
     if unresolved.any():
