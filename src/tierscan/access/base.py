@@ -46,6 +46,9 @@ class ThreadGroup:
     def index_of(self, slots: np.ndarray) -> np.ndarray:
         """Position of each page slot in this group's page list, -1 if it is not one of ours."""
         slots = np.asarray(slots, np.int64)
+        if self.range_start.size == 1:      # one mapping (most workloads): no search
+            start, end = int(self.range_start[0]), int(self.range_end[0])
+            return np.where((slots >= start) & (slots < end), slots - start, -1)
         r = np.searchsorted(self.range_start, slots, side="right") - 1
         ok = (r >= 0)
         ok[ok] = slots[ok] < self.range_end[r[ok]]

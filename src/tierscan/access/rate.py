@@ -31,6 +31,10 @@ import numpy as np
 from ..arrays import unique
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from .base import HEAT_BINS, AccessModel, page_bins
+from .rate_kernels import materialize_kernel
+
+_ANY_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+_NO_WHAZ = np.empty(0)
 
 
 class Hazards:
@@ -232,9 +236,9 @@ class RateModel(AccessModel):
         slots = np.asarray(slots, np.int64)
         idx = g.index_of(slots)
         ok = idx >= 0
-        e = mm.pt.pte[slots[ok]]
-        present = (e & (_PAGE_PRESENT | _PAGE_PROTNONE)) != 0
-        self._materialize(mm.pt.pte, slots[ok], present, idx[ok], r.pages, r)
+        if not ok.all():
+            slots, idx = slots[ok], idx[ok]
+        self._materialize(mm.pt.pte, slots, _PAGE_PRESENT | _PAGE_PROTNONE, idx, r.pages, r)
 
     def materialize_pmds(self, mm, pmd_slots) -> None:
         hit = self.by_mm.get(mm.id)
@@ -244,27 +248,20 @@ class RateModel(AccessModel):
         pmd_slots = np.asarray(pmd_slots, np.int64)
         i = r.pmd_index(pmd_slots)
         ok = i >= 0
-        present = mm.pt.pmd[pmd_slots[ok]] != 0
-        self._materialize(mm.pt.pmd, pmd_slots[ok], present, i[ok], r.pmd, r)
+        self._materialize(mm.pt.pmd, pmd_slots[ok], _ANY_BIT, i[ok], r.pmd, r)  # present:
+        #                                                                       not empty
 
-    def _materialize(self, table, slots, present, i, hz: Hazards, r) -> None:
-        """Draw the A (and D) bits of present entries whose A bit is clear from the hazard
-        since their reference point, then make now their reference point."""
-        clear = present & ((table[slots] & _PAGE_ACCESSED) == 0)
-        young, dirty = self._draw(*hz.hazard(i, r.C, r.write_fraction))
-        table[slots[clear & young]] |= _PAGE_ACCESSED
-        table[slots[clear & young & dirty]] |= _PAGE_DIRTY
-        hz.referenced(i, r.C)
-
-    def _draw(self, lam, wlam):
-        """P(young) = 1 - exp(-Λ); given young, dirty with P(a write among them) =
-        (1 - exp(-Λ_w)) / (1 - exp(-Λ)), Λ_w the hazard of the writes."""
-        u = self.rng.random((2, lam.size))
-        p_young = -np.expm1(-lam)
-        young = u[0] < p_young
-        p_dirty = np.divide(-np.expm1(-wlam), p_young, out=np.zeros_like(lam),
-                            where=p_young > 0)
-        return young, u[1] < p_dirty
+    def _materialize(self, table, slots, present_mask, i, hz: Hazards, r) -> None:
+        """Draw the A (and D) bits of present entries (some bit of ``present_mask`` set) whose
+        A bit is clear from the hazard since their reference point, then make now their
+        reference point: P(young) = 1 - exp(-Λ); given young, dirty with P(a write among
+        them) = (1 - exp(-Λ_w)) / (1 - exp(-Λ)), Λ_w the hazard of the writes. One compiled
+        loop (rate_kernels.py, beside its numpy reference); the uniforms come from the
+        model's generator as before."""
+        u = self.rng.random((2, slots.size))
+        materialize_kernel(table, slots, np.uint64(present_mask), i, hz.haz,
+                           _NO_WHAZ if hz.whaz is None else hz.whaz, hz.c_ref, hz.w,
+                           float(r.C), float(r.write_fraction), u)
 
     # ---- NUMA hint faults ---------------------------------------------------------------------
     def arm_hint_faults(self, mm, slots, pmd: bool = False) -> None:

@@ -1,0 +1,77 @@
+"""The rate model's lazy young-bit draw (rate.py ``_materialize``) as one compiled loop, with
+its numpy form beside it as the reference (tests/test_perf_paths.py checks they agree bit for
+bit). The walk asks for millions of entries per scan, and the numpy form makes a dozen
+temporaries of that size.
+
+Both take the same uniforms (drawn by the caller from the model's generator, so the random
+stream is the same), and both read every entry's old state before writing any, so a slot
+given twice is handled as numpy's fancy indexing handles it. ``whaz`` is the write hazard of
+``Hazards`` (rate.py), or an empty array where it is not kept (Λ_w = Λ × write fraction).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY
+
+_A, _D = int(_PAGE_ACCESSED), int(_PAGE_DIRTY)
+
+
+def materialize_reference(table, slots, present_mask, i, haz, whaz, c_ref, w, C,
+                          write_fraction, u):
+    """Draw the A (and D) bits of present entries (some bit of ``present_mask`` set) whose A
+    bit is clear: P(young) = 1 - exp(-Λ), P(dirty | young) = (1 - exp(-Λ_w)) / P(young); then
+    make C their reference point. ``u``: (2, len(slots)) uniforms."""
+    fresh = w[i] * (C - c_ref[i])
+    lam = haz[i] + fresh
+    wlam = lam * write_fraction if whaz.size == 0 else whaz[i] + fresh * write_fraction
+    e = table[slots]
+    clear = ((e & np.uint64(present_mask)) != 0) & ((e & _PAGE_ACCESSED) == 0)
+    p_young = -np.expm1(-lam)
+    young = u[0] < p_young
+    p_dirty = np.divide(-np.expm1(-wlam), p_young, out=np.zeros_like(lam), where=p_young > 0)
+    dirty = u[1] < p_dirty
+    table[slots[clear & young]] |= _PAGE_ACCESSED
+    table[slots[clear & young & dirty]] |= _PAGE_DIRTY
+    haz[i] = 0.0
+    if whaz.size:
+        whaz[i] = 0.0
+    c_ref[i] = C
+
+
+@njit(cache=True, nogil=True)
+def materialize_kernel(table, slots, present_mask, i, haz, whaz, c_ref, w, C, write_fraction,
+                       u):
+    """materialize_reference() as a loop: the same arithmetic in the same order."""
+    n = slots.size
+    bits = np.zeros(n, np.uint64)
+    for k in range(n):                      # read everything first (numpy's semantics)
+        e = table[slots[k]]
+        if (e & present_mask) == 0 or (e & np.uint64(_A)) != 0:
+            continue
+        j = i[k]
+        fresh = w[j] * (C - c_ref[j])
+        lam = haz[j] + fresh
+        if whaz.size == 0:
+            wlam = lam * write_fraction
+        else:
+            wlam = whaz[j] + fresh * write_fraction
+        p_young = -math.expm1(-lam)
+        if not u[0, k] < p_young:
+            continue
+        bits[k] = np.uint64(_A)
+        p_dirty = -math.expm1(-wlam) / p_young if p_young > 0 else 0.0
+        if u[1, k] < p_dirty:
+            bits[k] |= np.uint64(_D)
+    for k in range(n):
+        if bits[k]:
+            table[slots[k]] |= bits[k]
+    for k in range(n):
+        haz[i[k]] = 0.0
+        if whaz.size:
+            whaz[i[k]] = 0.0
+        c_ref[i[k]] = C
