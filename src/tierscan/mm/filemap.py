@@ -15,6 +15,7 @@ class File:
         self.size_pages = size_pages
         self.pages = np.full(size_pages, -1, dtype=np.int64)  # page cache: offset -> pfn
         self.i_mmap: list = []  # VMAs mapping this file
+        self.dirtied_when = None  # inode->dirtied_when (jiffies) while it has dirty pages
 
     @property
     def size(self) -> int:

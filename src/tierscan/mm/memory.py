@@ -19,6 +19,7 @@ from .constants import (
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW,
     _PAGE_SPECIAL, _PAGE_USER,
 )
+from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
 
 # x86's vm_page_prot carries _PAGE_ACCESSED, so a freshly faulted entry is young (unverified).
@@ -237,7 +238,7 @@ def do_file_faults(mm, vma, slots, first_w, cpu_nid) -> None:
     shared_w = first_w & vma.shared
     bits = np.where(shared_w, PTE_BASE | _PAGE_RW | _PAGE_DIRTY, PTE_BASE).astype(np.uint64)
     install_ptes(mm, slots, pfns, bits)
-    k.pm.flags[pfns[shared_w]] |= PG_dirty
+    folio_mark_dirty(k, pfns[shared_w])
     k.vmstat.count("pgfault", cpu_nid, slots.size)
 
 
@@ -269,7 +270,7 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
         if vma.shared:
             pfns = pte_pfn(pt.pte[s])
             pt.pte[s] |= _PAGE_RW | _PAGE_DIRTY
-            k.pm.flags[pfns] |= PG_dirty
+            folio_mark_dirty(k, pfns)
             continue
         old = pte_pfn(pt.pte[s])
         reuse = (k.pm.flags[old] & PG_anon) != 0

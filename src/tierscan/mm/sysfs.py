@@ -52,6 +52,11 @@ def _lru_gen_enabled(key, value):
 KNOBS = {
     "transparent_hugepage/enabled": ("madvise", _one_of("always", "madvise", "never")),
     "transparent_hugepage/use_zero_page": (1, _one_of(0, 1)),
+    # writeback sysctls (mm/page-writeback.c defaults; mm/page_writeback.py)
+    "vm/dirty_ratio": (20, _range(0, 100)),
+    "vm/dirty_background_ratio": (10, _range(0, 100)),
+    "vm/dirty_expire_centisecs": (3000, _uint),
+    "vm/dirty_writeback_centisecs": (500, _uint),
     "lru_gen/enabled": (0x7, _lru_gen_enabled),
     "lru_gen/min_ttl_ms": (0, _uint),
     "numa/demotion_enabled": (False, _one_of(False, True)),

@@ -34,6 +34,8 @@ class CostModel:
     scan_young_pte_ns: float = 25.0        # a young entry cleared and its folio updated
     numa_scan_pte_ns: float = 3.0          # a PTE changed to PROT_NONE by task_numa_work
     sample_ns: float = 300.0               # handling one hardware access sample (IBS NMI)
+    writeback_cpu_ns: float = 1_000.0      # the flusher cleaning and submitting one 4 KiB page
+    writeback_io_ns: float = 4_000.0       # the device writing one 4 KiB page (~1 GB/s)
 
     def overridden(self, overrides: dict, where: str = "<costs>") -> "CostModel":
         """A copy with ``overrides`` applied; unknown names or bad values name the key."""
