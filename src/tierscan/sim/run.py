@@ -9,7 +9,6 @@ from . import plugins
 from .config import ExperimentConfig
 from .costs import CostModel
 from .engine import Engine
-from .flusher import Flusher
 from .results import RunResult
 
 
@@ -31,7 +30,7 @@ def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
     detectors = []
     for det in cfg.detectors:
         detectors += plugins.build(plugins.DETECTORS, "detector", det, kernel, costs, promoter)
-    daemons = detectors + daemons + [Flusher(cpu_node=kernel.machine.cpu_nodes[0])]
+    daemons = detectors + daemons
     return Engine(kernel, workload, access_model=cfg.access_model, costs=costs,
                   tick_ns=cfg.tick_ns, sample_ns=cfg.sample_ns, duration_ns=cfg.duration_ns,
                   daemons=daemons, seed=cfg.seed, progress=progress)
