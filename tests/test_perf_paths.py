@@ -78,3 +78,100 @@ def test_materialize_kernel_matches_numpy_reference():
         t1 = out[0][0]
         assert (t1 & _PAGE_DIRTY != table0 & _PAGE_DIRTY).sum() > 10   # some became dirty
     assert (t1 != table0).sum() > 100                   # the draw did set bits
+
+
+def test_a_finished_run_frees_what_it_held():
+    """Two identical runs in one process, the cyclic collector off (as between its automatic
+    passes): after the first returns, its memory is back, and the second peaks no higher."""
+    import gc
+    import tracemalloc
+
+    from tierscan.sim.config import config_from_dict
+    from tierscan.sim.run import run_experiment
+
+    cfg = config_from_dict({"seed": 1, "machine": {"preset": "laptop"},
+                            "workload": {"name": "zipf", "size": "64MiB", "threads": 2,
+                                         "accesses": 200000},
+                            "detectors": [{"name": "klruscand"}],
+                            "engine": {"name": "pghot-v3"}})
+    run_experiment(cfg)                       # warm-up: imports, numba, caches
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        peaks, held = [], []
+        for _ in range(2):
+            tracemalloc.reset_peak()
+            run_experiment(cfg)
+            current, peak = tracemalloc.get_traced_memory()
+            peaks.append(peak - base)
+            held.append(current - base)
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert peaks[0] > 10 << 20                # the run did hold memory (the laptop's pfns)
+    assert max(held) < 0.05 * peaks[0], (held, peaks)
+    assert peaks[1] < 1.05 * peaks[0], peaks
+
+
+def test_first_by_slot_fast_path_for_ordered_slots():
+    """Slots given once each in ascending order (MAP_POPULATE) skip the grouping and give
+    what the grouping gives."""
+    from tierscan.mm import memory
+
+    rng = np.random.default_rng(6)
+    slots = np.cumsum(rng.integers(1, 4, 500))
+    w = rng.random(500) < 0.5
+    fast = memory.first_by_slot(slots, w)
+    ref = memory.first_by_slot(np.concatenate([slots, slots[:1]]), np.concatenate([w, [False]]))
+    for a, b in zip(fast, ref):
+        assert a.dtype == b.dtype and a.tolist() == b.tolist()
+
+
+def kernel_state(k):
+    """Everything populating can change: per-pfn arrays, allocator, page tables, vmstat,
+    lruvec sizes, files' page caches."""
+    pm = k.pm
+    state = {n: getattr(pm, n).copy() for n in ("flags", "lru_gen_refs", "list_gen", "lru_stamp",
+                                                "order", "memcg", "mapcount", "mapping",
+                                                "index", "block_free", "node_free")}
+    state["vmstat"] = k.vmstat.as_dict()
+    for mm in k.mms.values():
+        state[f"pte{mm.id}"], state[f"pmd{mm.id}"] = mm.pt.pte.copy(), mm.pt.pmd.copy()
+    for lv in k.lruvecs():
+        state[f"nr_pages{lv.memcg.id}.{lv.nid}"] = lv.lrugen.nr_pages.copy()
+    for fid, f in k.files.items():
+        state[f"file{fid}"] = f.pages.copy()
+    state["kswapd"] = k.kswapd_wake.copy()
+    return state
+
+
+def test_populate_in_pieces_is_populate_at_once(monkeypatch):
+    """MAP_POPULATE by POPULATE_CHUNK pieces leaves the state faulting everything at once does:
+    anon, THP, file and shared mappings, an unaligned start, and a node that fills up (the
+    fallback to the next node and the kswapd wake-up happen at the same page)."""
+    from tierscan.mm import process
+
+    def build():
+        k = Kernel(Machine.preset("laptop"), seed=0)
+        mm = k.spawn("p")
+        mm.mmap(5 * PAGE, kind="anon", populate=True)                 # start unaligned
+        mm.mmap(37 * HPAGE + 9 * PAGE, kind="anon", thp=True, populate=True, nodes=[1],
+                policy="bind")
+        mm.mmap(3000 * PAGE, kind="file", populate=True)
+        mm.mmap(2100 * PAGE, kind="anon", shared=True, populate=True)
+        mm.mmap(1100 * (1 << 20), kind="anon", populate=True, policy="preferred", nodes=[0])
+        return kernel_state(k)
+
+    whole = build()
+    monkeypatch.setattr(process, "POPULATE_CHUNK", 2 * HPAGE)
+    pieces = build()
+    assert whole.keys() == pieces.keys()
+    for key in whole:
+        if isinstance(whole[key], dict):
+            assert whole[key] == pieces[key], key
+        else:
+            assert np.array_equal(whole[key], pieces[key]), key
+    assert whole["kswapd"][0]                  # node 0 did fill up
+

@@ -129,9 +129,17 @@ def lru_gen_update_size(lruvec, pm, heads, old_gens, new_gens) -> None:
     nr_pages = lruvec.lrugen.nr_pages
     old, new = np.asarray(old_gens), np.asarray(new_gens)
     out = old >= 0
-    np.subtract.at(nr_pages, (old[out], types[out], zones[out]), nr[out])
+    nr_pages -= _sum_at(nr_pages.shape, (old[out], types[out], zones[out]), nr[out])
     into = new >= 0
-    np.add.at(nr_pages, (new[into], types[into], zones[into]), nr[into])
+    nr_pages += _sum_at(nr_pages.shape, (new[into], types[into], zones[into]), nr[into])
+
+
+def _sum_at(shape, index, values) -> np.ndarray:
+    """An array of ``shape`` holding the sum of ``values`` at each multi-index (np.add.at into
+    zeros, by one bincount: add.at goes an element at a time, and folios come in millions)."""
+    flat = np.ravel_multi_index(tuple(np.asarray(i, np.int64) for i in index), shape)
+    size = int(np.prod(shape))
+    return np.bincount(flat, weights=values, minlength=size).astype(np.int64).reshape(shape)
 
 
 # ---- list placement (§3.1, §3.2) ---------------------------------------------------------------

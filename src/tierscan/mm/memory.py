@@ -29,6 +29,8 @@ PMD_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY
 
 def first_by_slot(slots: np.ndarray, is_write: np.ndarray):
     """Unique slots in first-access order, with whether the first and any access writes."""
+    if np.all(slots[1:] > slots[:-1]):     # each slot once, in order (MAP_POPULATE): as is
+        return slots, np.arange(slots.size), is_write, is_write.astype(bool)
     uniq, first, inv = np.unique(slots, return_index=True, return_inverse=True)
     any_write = np.bincount(inv, weights=is_write, minlength=uniq.size) > 0
     order = np.argsort(first, kind="stable")

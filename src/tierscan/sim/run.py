@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from ..errors import ConfigError
 from ..kernel import Kernel
 from ..workload.library import make_workload
@@ -46,6 +48,15 @@ def promotion_source(engine):
 
 
 def run_experiment(cfg: ExperimentConfig, progress=None, command=None) -> RunResult:
+    result = _run(cfg, progress, command)
+    # A finished run's object graph is cyclic (the kernel, its mms, lruvecs and the engine's
+    # daemons point at one another), so reference counting alone does not free it and the
+    # next run of a sweep or reproduction would be built beside it: collect it now.
+    gc.collect()
+    return result
+
+
+def _run(cfg: ExperimentConfig, progress, command) -> RunResult:
     from ..hotness.oracle import oracle_hot_set
     from .promotion_metrics import promotion_summary
 
