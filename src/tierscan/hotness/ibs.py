@@ -95,8 +95,8 @@ class Ibs(Detector):
         self.period_ns = 10 * MS          # replaced by the engine's tick in start()
         self.last_total: dict[int, float] = {}
         # ring state: ring key -> (window id, occupancy)
-        self.ring_window: dict[int, int] = {}
-        self.ring_fill: dict[int, int] = {}
+        self.ring_window: dict[int, np.ndarray] = {}   # per group: each thread's ring's
+        self.ring_fill: dict[int, np.ndarray] = {}     # drain window and fill
         # samples in the rings, not yet drained: arrays of pfn, nid, time (ns), window
         self.pending = [np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
                         np.empty(0, np.int64)]
@@ -174,23 +174,32 @@ class Ibs(Detector):
         if n == 0:
             return kept
         window = t // self.drain_ns
-        ring = gid * (1 << 20) + thread
-        order = np.lexsort((t, window, ring))
-        r, w = ring[order], window[order]
-        new = np.r_[True, (r[1:] != r[:-1]) | (w[1:] != w[:-1])]
-        starts = np.flatnonzero(new)
-        rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
-        base = np.zeros(n, np.int64)
-        for s, e in zip(starts, np.r_[starts[1:], n]):
-            key, win = int(r[s]), int(w[s])
-            if self.ring_window.get(key) == win:
-                base[s:e] = self.ring_fill[key]
-            else:
-                self.ring_window[key], self.ring_fill[key] = win, 0
-            self.ring_fill[key] = min(self.ring_size,
-                                      self.ring_fill[key] + (e - s))
-        kept[order] = base + rank < self.ring_size
+        order = np.lexsort((t, window, thread))
+        r, w = thread[order], window[order]
+        starts = np.flatnonzero(np.r_[True, (r[1:] != r[:-1]) | (w[1:] != w[:-1])])
+        counts = np.diff(np.r_[starts, n])
+        rank = np.arange(n) - np.repeat(starts, counts)
+        # one entry per (ring, window) run: a ring's first run continues the ring's stored
+        # window if it is the same one; every later run is a newer window, so starts empty
+        ring_window, ring_fill = self._rings(gid, int(r[-1]) + 1)
+        gr, gw = r[starts], w[starts]
+        first = np.r_[True, gr[1:] != gr[:-1]]
+        base = np.where(first & (ring_window[gr] == gw), ring_fill[gr], 0)
+        last = np.r_[gr[1:] != gr[:-1], True]
+        ring_window[gr[last]] = gw[last]
+        ring_fill[gr[last]] = np.minimum(self.ring_size, base[last] + counts[last])
+        kept[order] = np.repeat(base, counts) + rank < self.ring_size
         return kept
+
+    def _rings(self, gid: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The drain window (-1: none yet) and fill of each thread's ring of group ``gid``."""
+        win, fill = self.ring_window.get(gid), self.ring_fill.get(gid)
+        if win is None or win.size < size:
+            old = 0 if win is None else win.size
+            win = np.r_[win if old else np.empty(0, np.int64), np.full(size - old, -1, np.int64)]
+            fill = np.r_[fill if old else np.empty(0, np.int64), np.zeros(size - old, np.int64)]
+            self.ring_window[gid], self.ring_fill[gid] = win, fill
+        return win, fill
 
     def _queue(self, pfns, nids, t) -> None:
         window = t // self.drain_ns

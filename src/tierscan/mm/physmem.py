@@ -141,7 +141,8 @@ class PhysMem:
             raise ValueError(f"unsupported allocation order {order}")
         partial = np.flatnonzero((bf > 0) & (bf < BLOCK))
         whole = np.flatnonzero(bf == BLOCK)[::-1]
-        order_blocks = np.concatenate([partial, whole])
+        # every listed block has a free page, so the first ``count`` blocks are enough
+        order_blocks = np.concatenate([partial[:count], whole[:max(count - partial.size, 0)]])
         if order_blocks.size == 0:
             return np.empty(0, dtype=np.int64)
         need = np.searchsorted(np.cumsum(bf[order_blocks], dtype=np.int64), count) + 1
