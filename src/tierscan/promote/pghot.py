@@ -404,8 +404,10 @@ class PghotV3(PromotionEngine):
         lo, hi = self.lower.span(nid)
         p0, p1 = pm.node_range(nid)
         # the walk's cost: one step per base page, one per THP (it steps by folio size)
-        thp_pages = np.count_nonzero(pm.order[pm.used_block_pfns(nid)])  # free pfns: order 0
-        steps = (p1 - p0) - thp_pages // 512 * 511
+        # a THP is a whole 2 MiB block with its head first (the only large order), so the
+        # block heads' orders count them: 1/512 of the node's pfns read per wake
+        thps = np.count_nonzero(pm.order[p0:p1:_BLOCK])
+        steps = (p1 - p0) - thps * 511
         engine.charge(steps * self.walk_step_ns)
         blocks = lo // _BLOCK + np.flatnonzero(self._block_ready[lo // _BLOCK:hi // _BLOCK])
         if blocks.size == 0:
