@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 _EXAMPLES = """\
 examples:
@@ -28,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--workload", required=True, help="a workload name (docs/workloads.md)")
     p.add_argument("--detectors", required=True,
                    help="comma-separated sources, e.g. klruscand,numab2,ibs,oracle,none")
-    p.add_argument("--machine", default="laptop", help="a machine preset (default laptop)")
+    p.add_argument("--machine", default="laptop",
+                   help="a machine preset, or a machine TOML file (a name ending in .toml)")
     p.add_argument("--engine", default="pghot-v3", help="promotion engine for reporting sources")
     p.add_argument("--model", choices=["rate", "exact"], default="rate", help="access model")
     p.add_argument("--duration", help="run length, e.g. 5s (default: until the workload ends)")
@@ -46,7 +48,8 @@ def register(subparsers) -> None:
 
 def run_config(args, source: str) -> dict:
     d = {"name": source, "seed": args.seed, "access_model": args.model,
-         "machine": {"preset": args.machine}, "workload": {"name": args.workload}}
+         "machine": {"file": os.path.abspath(args.machine)} if args.machine.endswith(".toml")
+         else {"preset": args.machine}, "workload": {"name": args.workload}}
     if args.duration:
         d["duration"] = args.duration
     if source in SELF_PROMOTING:

@@ -1,0 +1,169 @@
+"""Recording and replaying real programs (trace/): one run of each measurement.
+
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_trace.py
+
+Measures, side by side in one process:
+  1. recording slowdown against the program run natively, for both backends, compression and
+     the .tsw writer included, in CPU time (wall time beside it: the machine may be shared) (fast: a CPython dict workload; lackey: sort on 2,000 lines,
+     because lackey is 3000-5000x slower);
+  2. the lackey parser's accesses/s, against a line-by-line Python reference parse of the same
+     text (same pages checked);
+  3. bytes stored per access in the fast recording;
+  4. replay accesses/s in the exact model, with and without the LLC filter, and the numba LLC
+     kernel against its Python reference.
+Needs valgrind (exit 2 with what to install otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from tierscan.sim.config import config_from_dict
+from tierscan.sim.run import build_engine
+from tierscan.trace.format import TraceReader
+from tierscan.trace.lackey import LackeyParser
+from tierscan.trace.llc import PageLLC, reference
+from tierscan.trace.record import record
+
+ENV = {**os.environ, "LC_ALL": "C"}
+
+
+def cpu_s() -> float:
+    """CPU seconds used so far by this process and its waited-for children: on a shared
+    machine wall time mostly measures the other users, so slowdowns are reported in CPU time
+    (wall time beside it)."""
+    me, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
+
+def native_s(cmd, repeat=3) -> tuple[float, float]:
+    """(best CPU s, best wall s) of the program run natively."""
+    best_cpu = best_wall = float("inf")
+    for _ in range(repeat):
+        c, t = cpu_s(), time.perf_counter()
+        subprocess.run(["setarch", "-R", *cmd], stdout=subprocess.DEVNULL, check=True, env=ENV)
+        best_wall = min(best_wall, time.perf_counter() - t)
+        best_cpu = min(best_cpu, cpu_s() - c)
+    return best_cpu, best_wall
+
+
+def recording(cmd, backend, out) -> tuple[float, float, object]:
+    c = cpu_s()
+    res = record(cmd, out, backend, stdout=subprocess.DEVNULL)
+    return cpu_s() - c, res.wall_s, res
+
+
+def reference_parse(text: bytes) -> np.ndarray:
+    pages = []
+    for line in text.split(b"\n"):
+        if line[:1] == b" " and line[1:2] in (b"L", b"S", b"M"):
+            p = int(line[3:].split(b",")[0], 16) >> 12
+            pages += [p, p] if line[1:2] == b"M" else [p]
+    return np.array(pages, np.int64)
+
+
+def replay_rate(path, llc: bool) -> tuple[float, int]:
+    cfg = config_from_dict({"machine": {"preset": "laptop"},
+                            "workload": {"name": f"trace:{path}", "llc": llc},
+                            "access_model": "exact", "duration": "1000s"})
+    e = build_engine(cfg)
+    t = time.perf_counter()
+    e.run()
+    wall = time.perf_counter() - t
+    src = e.workload.processes[0].phases[0].distribution.source
+    return src.consumed / wall, src.misses
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dict-ops", type=int, default=1_000_000,
+                    help="inserts of the CPython workload the fast backend records")
+    ap.add_argument("--sort-lines", type=int, default=2_000,
+                    help="lines of the sort input the lackey backend records")
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None:
+        print("bench_trace: valgrind is not installed (apt-get install -y valgrind)")
+        return 2
+    tmp = tempfile.mkdtemp(prefix="bench_trace.")
+    python = shutil.which("python3", path="/usr/bin") or os.path.realpath(sys.executable)
+    prog = (f"d = {{}}\nfor i in range({args.dict_ops}): d[i * 7919 % {args.dict_ops}] = i\n"
+            "print(sum(d.values()))")
+    fast_cmd = [python, "-I", "-S", "-c", prog]
+    nums = os.path.join(tmp, "numbers.txt")
+    rng = np.random.default_rng(0)
+    with open(nums, "w") as f:
+        f.write("\n".join(map(str, rng.integers(0, 10**9, args.sort_lines))) + "\n")
+    lackey_cmd = ["sort", "-n", nums]
+    os.environ["LC_ALL"] = "C"
+
+    print("1. recording slowdown (wall time under valgrind incl. compression / native)")
+    record([python, "-c", "pass"], os.path.join(tmp, "warm.tsw"), "fast",
+           stdout=subprocess.DEVNULL)                       # builds the tool if not cached
+    fast_tsw = os.path.join(tmp, "fast.tsw")
+    for backend, cmd, out in (("fast", fast_cmd, fast_tsw),
+                              ("lackey", lackey_cmd, os.path.join(tmp, "lackey.tsw"))):
+        nat_cpu, nat_wall = native_s(cmd)
+        cpu, wall, res = recording(cmd, backend, out)
+        print(f"   {backend:6s} {' '.join(cmd)[:50]}")
+        print(f"          native {nat_cpu:.3f} s CPU ({nat_wall:.3f} s wall); recorded "
+              f"{cpu:.2f} s CPU ({wall:.2f} s wall); slowdown {cpu / nat_cpu:.1f}x CPU "
+              f"({wall / nat_wall:.1f}x wall); {res.accesses:,} accesses, "
+              f"{res.accesses / cpu / 1e6:.2f} M/s of CPU")
+
+    print("2. lackey parser")
+    text = subprocess.run(["valgrind", "-q", "--tool=lackey", "--trace-mem=yes", "--log-fd=1",
+                           "sort", "-n", nums], capture_output=True, env=ENV).stdout
+    t = time.perf_counter()
+    p = LackeyParser(merge=False)
+    parts = [p.feed(text[i:i + (8 << 20)])[0] for i in range(0, len(text), 8 << 20)]
+    parts.append(p.feed(b"", final=True)[0])
+    fast_s = time.perf_counter() - t
+    got = np.concatenate(parts)
+    t = time.perf_counter()
+    ref = reference_parse(text)
+    ref_s = time.perf_counter() - t
+    same = np.array_equal(got, ref)
+    print(f"   {len(text) / 1e6:.0f} MB, {p.lines:,} lines, {got.size:,} data accesses: "
+          f"vectorised {got.size / fast_s / 1e6:.2f} M accesses/s, reference "
+          f"{ref.size / ref_s / 1e6:.2f} M/s, ratio {ref_s / fast_s:.1f}x, same pages: {same}")
+
+    print("3. bytes per access stored")
+    with TraceReader(fast_tsw) as r:
+        n = r.verify()["records"]["access"]
+    print(f"   {os.path.getsize(fast_tsw):,} bytes / {n:,} accesses = "
+          f"{os.path.getsize(fast_tsw) / n:.3f} bytes per access")
+
+    print("4. replay in the exact model (laptop preset), accesses of the trace per second")
+    for llc in (False, True):
+        rate, misses = replay_rate(fast_tsw, llc)
+        print(f"   LLC filter {'on ' if llc else 'off'}: {rate / 1e6:6.2f} M accesses/s "
+              f"({misses:,} reached memory of {n:,})")
+    pages = np.random.default_rng(1).zipf(1.2, 200_000).astype(np.int64) % 20_000
+    c = PageLLC(4096 * 16 * 64, 16)
+    t = time.perf_counter()
+    c.misses(pages[:10])                                   # compile
+    t = time.perf_counter()
+    a = c.misses(pages)
+    k_s = time.perf_counter() - t
+    t = time.perf_counter()
+    b = reference(pages, 64, 16)
+    r_s = time.perf_counter() - t
+    c2 = PageLLC(4096 * 16 * 64, 16)
+    ok = np.array_equal(c2.misses(pages), b)
+    print(f"   LLC kernel {pages.size / k_s / 1e6:.1f} M/s vs reference {pages.size / r_s / 1e6:.2f}"
+          f" M/s: {r_s / k_s:.0f}x, same misses: {ok}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if same and ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
