@@ -462,7 +462,8 @@ def test_pghot_bench_modes_match_spec(mode):
     (ph,) = p.phases
     assert ph == Phase(Uniform(), write_fraction=wf, accesses=PGHOT_ACCESSES_PER_THREAD)
     assert spec.params == {"mode": mode, "threads": 64, "accesses_per_thread": 436_000_000,
-                           "scale": 1.0, "cxl_node": 2, "cpu_node": 0, "mlp": 1.0}
+                           "scale": 1.0, "cxl_node": 2, "cpu_node": 0, "mlp": 1.0,
+                           "page_tables": "local"}
 
 
 @pytest.mark.parametrize("mode", [1, 2, 3])

@@ -33,13 +33,17 @@ class ThreadGroup:
         self.stall_ns = 0.0          # time each thread owes to faults and shootdowns
         self.load_ns = np.asarray(machine.load_ns[spec.cpu_node], float)
         self.store_ns = np.asarray(machine.store_ns[spec.cpu_node], float)
+        self.loaded_ns: np.ndarray | None = None   # set each tick by memsys (loaded model)
 
     @property
     def phase(self):
         return self.spec.phases[self.phase_idx] if self.phase_idx < len(self.spec.phases) else None
 
     def latency_per_node(self) -> np.ndarray:
-        """Average ns per access served by each node, for the current phase's mix."""
+        """Average ns per access served by each node, for the current phase's mix: the loaded
+        model's figure for this tick (memsys/system.py) when it runs, else the idle sum."""
+        if self.loaded_ns is not None:
+            return self.loaded_ns
         w = self.phase.write_fraction
         return ((1 - w) * self.load_ns + w * self.store_ns) / self.spec.mlp
 

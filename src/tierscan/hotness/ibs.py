@@ -127,7 +127,11 @@ class Ibs(Detector):
             if g.total == self.last_total.get(g.gid):
                 continue   # the group did not run this tick (finished or stalled)
             self.last_total[g.gid] = g.total
-            pfns = np.asarray(engine.model.sample(engine, g, self.per_access, dt,
+            per = self.per_access
+            ms = getattr(engine, "memsys", None)
+            if ms is not None:      # the L3-miss filter: accesses the LLC serves are not tagged
+                per *= ms.llc_miss_ratio(g)
+            pfns = np.asarray(engine.model.sample(engine, g, per, dt,
                                                   loads_only=not self.sample_stores), np.int64)
             n = int(pfns.size)
             if n == 0:

@@ -55,11 +55,13 @@ def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN,
         new, _ = _alloc_on(kernel, idx.size, int(order), target_nid, mark)
         moved = idx[: new.size]
         if new.size:
+            src = kernel.node_of(heads[moved])
             mms = move_folios(kernel, heads[moved], new)
             ok[moved] = True
             if kernel.accounting is not None:
                 kernel.accounting.migrated(int(order), new.size, mms,
-                                           new.size if flush_per_folio else 1)
+                                           new.size if flush_per_folio else 1,
+                                           src_nids=src, dst_nid=target_nid)
         nr, failed = 1 << int(order), idx.size - new.size
         vm.count("pgmigrate_success", target_nid, new.size * nr)
         vm.count("pgmigrate_fail", target_nid, failed * nr)

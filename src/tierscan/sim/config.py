@@ -34,13 +34,17 @@ ACCESS_MODELS = ("rate", "exact")
 
 DEFAULT_SEED = 0
 DEFAULT_ACCESS_MODEL = "rate"
+# "loaded": memsys/ (device curves, closed loop, TLB, LLC) wherever the machine describes them;
+# "idle": the idle-latency sum of docs/cost-model.md, exactly as before memsys existed.
+LATENCY_MODELS = ("loaded", "idle")
+DEFAULT_LATENCY_MODEL = "loaded"
 DEFAULT_TICK_NS = 10_000_000        # 10 ms
 DEFAULT_SAMPLE_NS = 100_000_000     # 100 ms
 DEFAULT_FAITHFUL_QUIRKS = True
 
 # key -> required
 _TOP_KEYS = {
-    "name": False, "seed": False, "access_model": False, "duration": False, "tick": False,
+    "name": False, "seed": False, "access_model": False, "latency_model": False, "duration": False, "tick": False,
     "sample": False, "faithful_quirks": False, "machine": True, "workload": True,
     "detectors": False, "engine": False, "costs": False, "sysfs": False,
 }
@@ -220,6 +224,7 @@ class ExperimentConfig:
     engine: Component | None = None
     seed: int = DEFAULT_SEED
     access_model: str = DEFAULT_ACCESS_MODEL
+    latency_model: str = DEFAULT_LATENCY_MODEL
     duration_ns: int | None = None       # None: run until the workload's phases end
     tick_ns: int = DEFAULT_TICK_NS
     sample_ns: int = DEFAULT_SAMPLE_NS
@@ -244,6 +249,7 @@ class ExperimentConfig:
             "name": self.name,
             "seed": self.seed,
             "access_model": self.access_model,
+            "latency_model": self.latency_model,
             "duration": None if self.duration_ns is None else format_duration(self.duration_ns),
             "tick": format_duration(self.tick_ns),
             "sample": format_duration(self.sample_ns),
@@ -319,6 +325,8 @@ def _validate(d: dict, where: str, base_dir) -> ExperimentConfig:
     seed = c.int_at_least(d.get("seed", DEFAULT_SEED), "seed", 0)
     access_model = c.choice(d.get("access_model", DEFAULT_ACCESS_MODEL), "access_model",
                             ACCESS_MODELS)
+    latency_model = c.choice(d.get("latency_model", DEFAULT_LATENCY_MODEL), "latency_model",
+                             LATENCY_MODELS)
     duration = d.get("duration")
     duration_ns = None if duration is None else \
         parse_duration_ns(duration, where=where, field="duration")
@@ -350,7 +358,7 @@ def _validate(d: dict, where: str, base_dir) -> ExperimentConfig:
 
     return ExperimentConfig(
         machine=machine, workload=workload, detectors=detectors, engine=engine, seed=seed,
-        access_model=access_model, duration_ns=duration_ns, tick_ns=tick_ns,
+        access_model=access_model, latency_model=latency_model, duration_ns=duration_ns, tick_ns=tick_ns,
         sample_ns=sample_ns, faithful_quirks=quirks, name=name, costs=freeze(costs),
         sysfs=freeze(sysfs), source=where)
 

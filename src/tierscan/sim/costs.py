@@ -36,6 +36,9 @@ class CostModel:
     sample_ns: float = 300.0               # handling one hardware access sample (IBS NMI)
     writeback_cpu_ns: float = 1_000.0      # the flusher cleaning and submitting one 4 KiB page
     writeback_io_ns: float = 4_000.0       # the device writing one 4 KiB page (~1 GB/s)
+    # loaded latency model only (memsys/, docs/cost-model.md "Memory system"):
+    llc_hit_ns: float = 12.0               # an access (or page-walk reference) the LLC serves
+    walk_ns: float = 5.0                   # a TLB miss's walk above its last reference
 
     def overridden(self, overrides: dict, where: str = "<costs>") -> "CostModel":
         """A copy with ``overrides`` applied; unknown names or bad values name the key."""

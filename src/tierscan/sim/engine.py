@@ -16,6 +16,7 @@ from ..access.base import HEAT_BINS, BinTiers, ThreadGroup
 from ..access.exact import ExactModel
 from ..access.rate import RateModel
 from ..errors import ConfigError
+from ..memsys.system import MemorySystem
 from .costs import CostModel
 
 MS = 1_000_000
@@ -54,10 +55,16 @@ class Accounting:
         elif cur is not None:
             self.cpu_ns[cur.name] = self.cpu_ns.get(cur.name, 0.0) + ns
 
-    def migrated(self, order: int, count: int, mms, flushes: int = 1) -> None:
+    def migrated(self, order: int, count: int, mms, flushes: int = 1, src_nids=None,
+                 dst_nid: int | None = None) -> None:
         """``count`` folios of ``order`` migrated with ``flushes`` TLB shootdowns, each of which
-        stalls every thread of the mms whose page tables changed."""
+        stalls every thread of the mms whose page tables changed. With the loaded latency
+        model, the copies (read from ``src_nids``, one per folio, written to ``dst_nid``) load
+        both devices in the next tick's solve."""
         c = self.engine.costs
+        ms = self.engine.memsys
+        if ms is not None and src_nids is not None:
+            ms.kernel_traffic(src_nids, dst_nid, 4096 << order)
         self.charge(count * (c.migrate_thp_ns if order else c.migrate_page_ns))
         for mm in mms:
             g = self.engine.group_of_mm.get(mm.id)
@@ -69,13 +76,18 @@ class Engine:
     def __init__(self, kernel, workload, *, access_model: str = "rate",
                  costs: CostModel | None = None, tick_ns: int = 10 * MS,
                  sample_ns: int = 100 * MS, duration_ns: int | None = None, daemons=(),
-                 seed: int = 0, progress=None):
+                 seed: int = 0, progress=None, latency_model: str = "idle"):
         if access_model not in ("rate", "exact"):
             raise ConfigError(f"unknown access model {access_model!r} (expected 'rate' or "
                               "'exact')", field="access_model")
         self.kernel, self.workload = kernel, workload
         self.costs = costs or CostModel()
         self.tick_ns, self.sample_ns, self.duration_ns = tick_ns, sample_ns, duration_ns
+        if latency_model not in ("loaded", "idle"):
+            raise ConfigError(f"unknown latency model {latency_model!r} (expected 'loaded' or "
+                              "'idle')", field="latency_model")
+        self.latency_model = latency_model
+        self.memsys: MemorySystem | None = None       # created in _setup, once groups exist
         self.model = RateModel(seed) if access_model == "rate" else ExactModel(seed)
         self.daemons = list(daemons)
         self.progress = progress
@@ -111,6 +123,9 @@ class Engine:
         if last and self.duration_ns is None:
             raise ConfigError("a workload phase has no access count or duration, so the run "
                               "needs a duration", field="duration")
+        if self.latency_model == "loaded" and MemorySystem.applies(k.machine):
+            self.memsys = MemorySystem(self)
+            self.memsys.tick(self, self.tick_ns)   # the exact model sizes its first chunk now
         self.model.attach(self)
         self._bin_tiers = BinTiers(k, self.groups[0]) if self.groups else None
         self.vmstat_setup = k.vmstat.as_dict()  # what populating and placing memory counted
@@ -148,6 +163,8 @@ class Engine:
             dt = self.tick_ns
             if self.duration_ns is not None:
                 dt = min(dt, self.duration_ns - self.now)
+            if self.memsys is not None:
+                self.memsys.tick(self, dt)
             for g in self.groups:
                 if g.finished_ns is None:
                     self._advance(g, dt)

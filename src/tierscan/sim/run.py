@@ -34,6 +34,7 @@ def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
         detectors += plugins.build(plugins.DETECTORS, "detector", det, kernel, costs, promoter)
     daemons = detectors + daemons
     return Engine(kernel, workload, access_model=cfg.access_model, costs=costs,
+                  latency_model=cfg.latency_model,
                   tick_ns=cfg.tick_ns, sample_ns=cfg.sample_ns, duration_ns=cfg.duration_ns,
                   daemons=daemons, seed=cfg.seed, progress=progress)
 

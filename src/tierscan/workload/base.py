@@ -62,6 +62,9 @@ class ProcessSpec:
     phases: tuple[Phase, ...]
     memcg: str = "/"                 # "/" or "/NAME"
     mlp: float = 1.0                 # memory-level parallelism of each thread
+    non_temporal: bool = False       # stores bypass the cache: no line read (write-allocate)
+    pgtable_node: int | None = None  # where its page tables live; None: its CPU node (the
+    #                                  default task policy); memsys/ charges page walks there
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,199 @@
+"""The loaded latency model per tick (issue 12 items 2-5, 10): the one call the engine makes.
+
+``MemorySystem.tick`` gathers, for every thread group, where its accesses land now (the
+phase's page weights summed per node, kept current by the kernel's remap hooks), its LLC and
+TLB behaviour (recomputed when the phase changes), and the kernel's traffic of the last tick
+(migration copies); it solves the closed loop (solve.py) and hands each group its time per
+access served by each node (``ThreadGroup.loaded_ns``), which both access models read through
+``ThreadGroup.latency_per_node``: the rate model averages it over its node masses, the exact
+model sums it over the accesses it runs. The models' arithmetic is otherwise unchanged, so
+``latency_model = "idle"`` (no MemorySystem) is the old model bit for bit.
+
+Per access of a group with write fraction w, LLC data hit ratio h, walks per access t (a
+fraction 1 − h_pt of whose references miss the LLC), page tables on node p, on CPU node c:
+
+    memory-time weight at node m:  load  a_l[m] = (1−h)·f_m·(1−w) + t·(1−h_pt)·[m = p]
+                                   store a_s[m] = (1−h)·f_m·w
+    time:   τ = compute + (h·llc_hit_ns + t·(walk_ns + h_pt·llc_hit_ns)
+                           + Σ_m a_l[m]·(load_ns[c][m] + ℓ_m) + a_s[m]·(store_ns[c][m] + ℓ_m)) / mlp
+    bytes read from m:    64·((1−h)·f_m·((1−w) + w·[not non-temporal]) + t·(1−h_pt)·[m = p])
+    bytes written to m:   64·(1−h)·f_m·w
+
+A store miss reads its line (write-allocate: the RFO) and writes it back later; a
+non-temporal store only writes. A write-back is asynchronous: it loads the device but its
+latency does not stall the thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .devices import devices_of
+from .llc import LINE, llc_hits
+from .solve import solve
+from .tlb import no_translation, translation
+
+
+def group_coefficients(f, write_fraction, mlp, compute_ns, load0, store0, *, h=0.0, walks=0.0,
+                       h_pt=1.0, pt_node=0, non_temporal=False, llc_hit_ns=0.0, walk_ns=0.0):
+    """(τ0, A, rd, wr) of one group for solve(): f = its accesses' share per node; load0 and
+    store0 = idle latencies from its CPU node to each node."""
+    f = np.asarray(f, float)
+    w = float(write_fraction)
+    miss = (1.0 - h) * f
+    walk_miss = np.zeros(f.size)
+    walk_miss[pt_node] = walks * (1.0 - h_pt)
+    a_l = miss * (1.0 - w) + walk_miss
+    a_s = miss * w
+    fixed = h * llc_hit_ns + walks * (walk_ns + h_pt * llc_hit_ns)
+    tau0 = compute_ns + (fixed + a_l @ load0 + a_s @ store0) / mlp
+    A = (a_l + a_s) / mlp
+    rd = LINE * (miss * ((1.0 - w) + (0.0 if non_temporal else w)) + walk_miss)
+    wr = LINE * miss * w
+    return tau0, A, rd, wr
+
+
+def per_node_ns(f, write_fraction, mlp, load, store, *, h=0.0, walks=0.0, h_pt=1.0, pt_node=0,
+                llc_hit_ns=0.0, walk_ns=0.0):
+    """Memory time per access served by each node (loaded ``load``/``store`` latencies), over
+    mlp, with the walk and LLC-hit time (the same for every node) added to each entry: what
+    ``latency_per_node`` returns, so that f @ it + compute = τ."""
+    w = float(write_fraction)
+    per = (1.0 - h) * ((1.0 - w) * load + w * store)
+    walk = walks * (walk_ns + h_pt * llc_hit_ns + (1.0 - h_pt) * load[pt_node])
+    return (per + h * llc_hit_ns + walk) / mlp
+
+
+class _GroupState:
+    def __init__(self, g):
+        self.phase_idx = -1
+        self.w = np.zeros(g.n_pages)
+        self.node_mass = None
+        self.h, self.walks, self.h_pt = 0.0, 0.0, 1.0
+        self.coef = None
+        self.version = 0          # bumped whenever coef is recomputed (the solve's cache key)
+
+
+class MemorySystem:
+    """Per-tick closed-loop solve for the engine's groups on the kernel's machine."""
+
+    def __init__(self, engine, *, page_walks: bool = True):
+        k = engine.kernel
+        self.machine = k.machine
+        self.devices = devices_of(self.machine)
+        self.cpu = getattr(self.machine, "cpu", None)
+        self.page_walks = page_walks
+        self.state = {g.gid: _GroupState(g) for g in engine.groups}
+        self.by_mm = {g.mm.id: g for g in engine.groups}
+        n = self.machine.nr_nodes
+        self.kernel_read = np.zeros(n)        # bytes the kernel moved since the last solve
+        self.kernel_write = np.zeros(n)
+        self.solution = None
+        self._key = None
+        self.solves = 0
+        k.remap_hooks.append(self._on_remap)
+
+    @staticmethod
+    def applies(machine) -> bool:
+        """Whether the machine has anything the loaded model adds (curves, caches)."""
+        return getattr(machine, "cpu", None) is not None or any(
+            getattr(n, "memory", None) is not None for n in machine.nodes)
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
+        g = self.by_mm.get(mm.id)
+        if g is None:
+            return
+        s = self.state[g.gid]
+        if s.node_mass is None:
+            return
+        idx = g.index_of(page_slots)
+        ok = idx >= 0
+        np.subtract.at(s.node_mass, np.asarray(src_nids)[ok], s.w[idx[ok]])
+        s.node_mass[dst_nid] += s.w[idx[ok]].sum()
+        s.coef = None
+
+    def kernel_traffic(self, src_nids, dst_nid: int, bytes_each: int) -> None:
+        """Migration copies: each folio's bytes read from its node and written to dst_nid."""
+        np.add.at(self.kernel_read, np.asarray(src_nids, np.int64), float(bytes_each))
+        self.kernel_write[dst_nid] += float(bytes_each) * np.size(src_nids)
+
+    def _phase(self, engine, g, s) -> None:
+        """A new phase: its weights, where they land, and its LLC and TLB behaviour."""
+        s.phase_idx = g.phase_idx
+        s.coef = None
+        ph = g.phase
+        k = engine.kernel
+        s.w = np.zeros(g.n_pages) if ph is None else \
+            np.asarray(ph.distribution.weights(g.n_pages), float)
+        nodes = k.node_of(g.mm.translate(g.addrs))
+        s.node_mass = np.bincount(np.maximum(nodes, 0), weights=s.w * (nodes >= 0),
+                                  minlength=self.machine.nr_nodes)
+        s.h, s.walks, s.h_pt = 0.0, 0.0, 1.0
+        if self.cpu is None or ph is None:
+            return
+        tr = no_translation(g.n_pages)
+        if self.page_walks:
+            huge = g.mm.pt.pmd_is_leaf(g.slots >> 9)
+            tr = translation(s.w, g.slots, huge, self.cpu.tlb_4k, self.cpu.tlb_2m)
+        # the LLC of the group's CPU node, shared by its threads (the threads of other groups
+        # on that node take their share: capacity split by thread count)
+        same = sum(o.threads for o in engine.groups if o.spec.cpu_node == g.spec.cpu_node)
+        llc = self.cpu.llc_bytes * g.threads / max(same, 1)
+        s.h, s.h_pt = llc_hits(s.w, tr.line_rates, llc)
+        s.walks = tr.walks
+
+    def _coefficients(self, engine, g, s):
+        spec, c = g.spec, engine.costs
+        ph = g.phase
+        f = s.node_mass / max(s.node_mass.sum(), 1e-300)
+        cpu = spec.cpu_node
+        pt = getattr(spec, "pgtable_node", None)
+        pt = cpu if pt is None else pt
+        kw = dict(h=s.h, walks=s.walks, h_pt=s.h_pt, pt_node=pt, llc_hit_ns=c.llc_hit_ns,
+                  walk_ns=c.walk_ns)
+        coef = group_coefficients(f, ph.write_fraction, spec.mlp, c.compute_ns_per_access,
+                                  self.machine.load_ns[cpu], self.machine.store_ns[cpu],
+                                  non_temporal=getattr(spec, "non_temporal", False), **kw)
+        return f, kw, coef
+
+    # ---- the tick -------------------------------------------------------------------------------
+    def tick(self, engine, dt_ns: float) -> None:
+        """Solve this tick's loop and give every running group its loaded time per access."""
+        running = [g for g in engine.groups if g.finished_ns is None and g.phase is not None]
+        bg_r = self.kernel_read / dt_ns        # bytes per ns = GB/s
+        bg_w = self.kernel_write / dt_ns
+        self.kernel_read[:] = 0.0
+        self.kernel_write[:] = 0.0
+        rows = []
+        for g in running:
+            s = self.state[g.gid]
+            if s.phase_idx != g.phase_idx:
+                self._phase(engine, g, s)
+            if s.coef is None:
+                s.coef = self._coefficients(engine, g, s)
+                s.version += 1
+            rows.append(s.coef)
+        if not rows:
+            return
+        key = (tuple((g.gid, self.state[g.gid].version) for g in running),
+               bg_r.tobytes(), bg_w.tobytes())
+        if key != self._key:
+            T = np.array([g.threads for g in running], float)
+            tau0 = np.array([r[2][0] for r in rows])
+            A, rd, wr = (np.array([r[2][i] for r in rows]) for i in (1, 2, 3))
+            prev = None if self.solution is None else self.solution.ell
+            self.solution = solve(self.devices, T, tau0, A, rd, wr, bg_r, bg_w, ell0=prev)
+            self._key = key
+            self.solves += 1
+        ell = self.solution.ell
+        for g, (f, kw, _) in zip(running, rows):
+            cpu = g.spec.cpu_node
+            g.loaded_ns = per_node_ns(f, g.phase.write_fraction, g.spec.mlp,
+                                      self.machine.load_ns[cpu] + ell,
+                                      self.machine.store_ns[cpu] + ell, **kw)
+
+    def llc_miss_ratio(self, g) -> float:
+        """Share of the group's data accesses that miss the LLC (what IBS's L3-miss filter
+        passes)."""
+        return 1.0 - self.state[g.gid].h
