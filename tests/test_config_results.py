@@ -106,7 +106,8 @@ def test_full_example_loads(write):
 def test_resolved_fills_defaults(write):
     cfg = load_config(write(MINIMAL))
     assert cfg.resolved() == {
-        "name": None, "seed": 0, "access_model": "rate", "duration": None, "tick": "10ms",
+        "name": None, "seed": 0, "access_model": "rate", "latency_model": "loaded",
+        "duration": None, "tick": "10ms",
         "sample": "100ms", "faithful_quirks": True,
         "machine": Machine.preset("laptop").to_dict(),
         "workload": {"name": "uniform"}, "detectors": [], "engine": None, "costs": {},

@@ -65,10 +65,12 @@ def test_read_ratio_interpolates_at_equal_utilisation():
 def test_duplex_effective_bandwidth():
     half = dram()
     assert half.effective(30, 10) == (40, 0.75)
-    full = DeviceModel([(1.0, [0, 40], [250, 400]), (0.5, [0, 60], [250, 450])], duplex="full")
-    # full duplex: the busier direction, on the read-only curve
-    assert full.effective(30, 10) == (30, 1.0)
-    assert full.peak(0.5) == 40.0
+    full = DeviceModel([(1.0, [0, 40], [250, 400])], duplex="full")
+    # full duplex with a read-only curve: the busier direction, on it
+    assert full.effective(30, 10) == (30, 1.0) and full.effective(10, 35) == (35, 1.0)
+    # full duplex measured at several mixes: the measurement knows what the link does
+    mixed = DeviceModel([(1.0, [0, 40], [250, 400]), (0.5, [0, 60], [250, 450])], duplex="full")
+    assert mixed.effective(30, 10) == (40, 0.75) and mixed.peak(0.5) == 60.0
 
 
 def test_bad_curves_are_rejected():

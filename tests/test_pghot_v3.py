@@ -42,8 +42,9 @@ def test_the_fit_makes_numab0_mode1_take_the_published_time():
     n = fit_accesses_per_thread(m)
     lat = 0.5 * m.load_ns[0][2] + 0.5 * m.store_ns[0][2]
     assert abs(n * lat / 1000 - PUBLISHED[1]["numab0"][0]) <= lat / 1000
-    assert config(1, "numab0")["workload"]["accesses_per_thread"] == n
-    assert config(3, "klruscand")["workload"]["accesses_per_thread"] == n   # one fit for all
+    assert config(1, "numab0", latency_model="idle")["workload"]["accesses_per_thread"] == n
+    assert config(3, "klruscand", latency_model="idle")["workload"][
+        "accesses_per_thread"] == n   # one fit for all
     # the cited preset (docs/cost-model.md): 130 ns DRAM, 283 ns CXL, store = load, so the fit
     # is round(115,668,771 us / 283 ns) = 408,723,572
     assert (m.load_ns[0][0], m.load_ns[0][2], m.store_ns[0][2]) == (130, 283, 283)
@@ -53,12 +54,33 @@ def test_the_fit_makes_numab0_mode1_take_the_published_time():
 @pytest.mark.parametrize("mode, write_fraction", [(2, 0.0), (3, 0.5)])
 def test_fit_each_fits_every_mode_to_its_own_numab0_time(mode, write_fraction):
     m = Machine.preset("zen5-cxl")
-    n = config(mode, "numab0", fit="each")["workload"]["accesses_per_thread"]
+    n = config(mode, "numab0", fit="each", latency_model="idle")["workload"][
+        "accesses_per_thread"]
     lat = (1 - write_fraction) * m.load_ns[0][2] + write_fraction * m.store_ns[0][2]
     assert abs(n * lat / 1000 - PUBLISHED[mode]["numab0"][0]) <= lat / 1000
     assert n != fit_accesses_per_thread(m)
     with pytest.raises(ValueError, match="fit"):
         config(mode, "numab0", fit="mode3")
+
+
+@pytest.mark.parametrize("memory", [None, {"dram_channels": 2, "cxl_devices": 2}])
+def test_the_loaded_fit_makes_numab0_mode1_take_the_published_time(memory):
+    """Under the loaded model the fit divides by the engine's own solved time per access, so
+    NUMAB0 Mode 1 (nothing moves) lasts the published time, scaled with the run."""
+    from tierscan.experiments.pghot_v3 import machine_for
+    from tierscan.sim.config import config_from_dict
+    from tierscan.sim.run import run_experiment
+
+    if memory and Machine.preset("zen5-cxl").nodes[0].memory is None:
+        pytest.skip("the zen5-cxl preset has no memory configuration yet")
+    scale = 0.002
+    d = config(1, "numab0", scale=scale, memory=memory)
+    assert d["latency_model"] == "loaded"
+    if memory:
+        assert Machine.from_dict(d["machine"]) == machine_for(memory)
+    r = run_experiment(config_from_dict(d))
+    assert r.final["runtime_ns"] / 1000 == pytest.approx(PUBLISHED[1]["numab0"][0] * scale,
+                                                         rel=2e-3)
 
 
 def test_every_run_gets_a_labelled_progress_bar_that_is_closed():

@@ -38,6 +38,18 @@ def register(subparsers) -> None:
                    help="fit the per-thread access count to NUMAB0 of Mode 1 only (default: "
                         "the one fitted value) or of each mode (two more fitted values)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latency-model", choices=["loaded", "idle"], default="loaded",
+                   help="loaded: device curves, closed loop, TLB, LLC (default); idle: the "
+                        "idle-latency sum")
+    p.add_argument("--dram-channels", type=int, metavar="N",
+                   help="memory configuration: N DRAM channels populated per socket "
+                        "(default: the preset's)")
+    p.add_argument("--cxl-devices", type=int, metavar="N",
+                   help="memory configuration: N CXL devices behind the CXL node "
+                        "(default: the preset's)")
+    p.add_argument("--page-tables", choices=["local", "membind"], default="local",
+                   help="where Modes 1-2 keep their page tables: the CPU's node (default) or "
+                        "the CXL node (numactl --membind)")
     p.add_argument("--json", metavar="OUT", help="save the result table as JSON")
     p.add_argument("--json-dir", metavar="DIR",
                    help="save every run's full result as DIR/modeM-SOURCE[-runN].json")
@@ -56,6 +68,13 @@ def run(args) -> int:
         raise ConfigError(f"expected 0 < SCALE <= 1, got {args.scale:g}", field="--scale")
     if args.runs < 1:
         raise ConfigError(f"expected an integer >= 1, got {args.runs}", field="--runs")
+    for name in ("dram_channels", "cxl_devices"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"expected an integer >= 1, got {value}",
+                              field=f"--{name.replace('_', '-')}")
+    memory = {"dram_channels": args.dram_channels, "cxl_devices": args.cxl_devices}
+    memory = memory if any(memory.values()) else None
     modes = (1, 2, 3) if args.mode == "all" else (int(args.mode),)
     if args.json:                                        # fail before minutes of runs
         check_output_file(args.json, "result table")
@@ -74,6 +93,8 @@ def run(args) -> int:
     show = shows_progress(console, args.quiet)
     out = reproduce(modes, scale=args.scale, runs=args.runs, seed=args.seed,
                     access_model=args.model, fit=args.fit, save=save,
+                    latency_model=args.latency_model, memory=memory,
+                    page_tables=args.page_tables,
                     run_progress=lambda m, s, r: RunProgress(show, console,
                                                              label=f"mode {m} {s}"),
                     progress=lambda m, s, r: note(f"mode {m}: {s} run {r + 1} done", args.quiet))

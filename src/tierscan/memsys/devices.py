@@ -27,9 +27,12 @@ Rules (docs/cost-model.md, "Memory devices"; tests/test_memsys_devices.py pins e
   machine's cited idle latency matrix (MEMSYS-INTERFACE.md, "Semantics").
 - **Duplex.** A "half" device (DRAM, Optane, HBM) serves reads and writes from one budget:
   its effective bandwidth is reads + writes and its read ratio indexes the family. A "full"
-  device (a CXL link) has a separate lane set per direction: its effective bandwidth is the
-  busier direction, max(reads, writes), looked up on its highest-read-ratio curve (each
-  direction serves its traffic as a read-only stream would; MEMSYS-INTERFACE.md).
+  device (a CXL link) has a separate lane set per direction. When its family was measured at
+  several read ratios (Mess's CXL curves: total bandwidth peaks at 58% reads, 44 GB/s,
+  against 29 GB/s at 90%), the measurement already shows what the duplex link does with a
+  mix, so it is used as a half device's is. With a single curve (a read-only measurement),
+  each direction is taken to serve its own traffic as that read stream would: the effective
+  bandwidth is the busier direction, max(reads, writes), on that curve.
 """
 
 from __future__ import annotations
@@ -70,8 +73,7 @@ class DeviceModel:
             self.lat[i] = np.interp(_U * bw[-1], bw, lat)
         if np.any(self.peaks <= 0):
             raise ValueError("a curve's last point must have bandwidth > 0")
-        if duplex == "full":      # one direction: the read-only (highest-ratio) curve
-            self.ratios, self.peaks, self.lat = self.ratios[-1:], self.peaks[-1:], self.lat[-1:]
+        self.per_direction = duplex == "full" and len(curves) == 1
         # the lookup table per ratio: strictly ascending latency for the inverse (ties are
         # broken by a negligible ramp, 1e-9 ns per grid step)
         self._lat_inv = np.maximum.accumulate(self.lat, axis=1) + np.arange(GRID) * 1e-9
@@ -98,7 +100,7 @@ class DeviceModel:
 
     def effective(self, read_gbps: float, write_gbps: float) -> tuple[float, float]:
         """(bandwidth the curve is read at, read ratio indexing the family) for this traffic."""
-        if self.duplex == "full":
+        if self.per_direction:
             return max(read_gbps, write_gbps), float(self.ratios[-1])
         total = read_gbps + write_gbps
         return total, (read_gbps / total if total > 0 else 1.0)

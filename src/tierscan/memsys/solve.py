@@ -125,7 +125,7 @@ def _solve_one(dev, T, rest, a, rd, wr, bg_r, bg_w, r, x0=0.0) -> float:
     peak, lat = dev.at_ratio(r)
     u_grid = np.linspace(0.0, 1.0, lat.size)
     x_last = float(lat[-1] - lat[0])
-    full = dev.duplex == "full"
+    full = dev.per_direction
     rd_T, wr_T = rd * T, wr * T
 
     def excess(x):                              # x: (k,) candidate increments

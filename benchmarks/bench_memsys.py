@@ -1,0 +1,67 @@
+"""The loaded latency model's cost: one reproduction-like run (pghot RFC v3, full scale by
+default) under latency_model = "idle" and "loaded", in one process, and the ratio.
+
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py --scale 0.125 --source numab0
+
+The goal (issue 12): the loaded run takes no more than 10% longer. Also reported: how many
+closed-loop solves the loaded run made and the time spent in memsys per tick. Exits 1 when the
+machine has no curves (the two runs would be the same model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tierscan.experiments.pghot_v3 import SOURCES, config
+from tierscan.memsys.system import MemorySystem
+from tierscan.sim.config import config_from_dict
+from tierscan.sim.run import build_engine
+
+
+def timed_run(mode, source, scale, latency_model):
+    """(wall s of the engine's run, engine): setup (populating memory) is not timed."""
+    cfg = config_from_dict(config(mode, source, scale=scale, latency_model=latency_model))
+    e = build_engine(cfg)
+    spent = [0.0]
+    if e.memsys is not None:
+        tick = e.memsys.tick
+
+        def counted(engine, dt):
+            t = time.perf_counter()
+            tick(engine, dt)
+            spent[0] += time.perf_counter() - t
+        e.memsys.tick = counted
+    t = time.perf_counter()
+    e.run()
+    return time.perf_counter() - t, e, spent[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", type=int, default=1, choices=(1, 2, 3))
+    ap.add_argument("--source", default="numab2", choices=SOURCES)
+    ap.add_argument("--scale", type=float, default=1.0)
+    args = ap.parse_args()
+    idle_s, idle, _ = timed_run(args.mode, args.source, args.scale, "idle")
+    loaded_s, loaded, in_memsys = timed_run(args.mode, args.source, args.scale, "loaded")
+    if not MemorySystem.applies(loaded.kernel.machine):
+        print("the machine has no curves or caches: nothing to compare")
+        return 1
+    ticks = loaded.now // loaded.tick_ns
+    print(f"pghot-v3 mode {args.mode} {args.source} scale {args.scale}: "
+          f"{ticks} ticks simulated")
+    print(f"  idle   : {idle_s:7.2f} s wall, simulated run time "
+          f"{idle.results()['final']['runtime_ns'] / 1e9:.2f} s")
+    print(f"  loaded : {loaded_s:7.2f} s wall, simulated run time "
+          f"{loaded.results()['final']['runtime_ns'] / 1e9:.2f} s; "
+          f"{loaded.memsys.solves} solves, {in_memsys:.2f} s in memsys "
+          f"({in_memsys / max(ticks, 1) * 1e6:.0f} us per tick)")
+    print(f"  loaded / idle wall time: {loaded_s / idle_s:.3f} (goal <= 1.10)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
