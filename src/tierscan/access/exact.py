@@ -68,7 +68,10 @@ class ExactModel(AccessModel):
             before = [k.vmstat[name] for name in FAULT_COUNTERS]
             served = group.mm.access(addrs, writes, cpu_node=group.spec.cpu_node)
             faults = [k.vmstat[name] - b for name, b in zip(FAULT_COUNTERS, before)]
-            total += float(served @ lat) + n * c.compute_ns_per_access + \
+            ms = getattr(engine, "memsys", None)       # the loaded model's LLC filter
+            mem = None if ms is None else ms.exact_ns(engine, group, t, addrs)
+            mem = float(served @ lat) if mem is None else mem
+            total += mem + n * c.compute_ns_per_access + \
                 faults[0] * c.fault_ns + faults[1] * c.major_fault_ns + faults[2] * c.hint_fault_ns
             self._served += served
             chunks.append(addrs)

@@ -12,16 +12,47 @@ access from the A bit or from a NUMA hint fault: the A bit is set by the page wa
 or not the data then hits the cache, and a PROT_NONE entry faults on any access. Only the IBS
 sampling path, filtered to L3 misses, sees misses only: its samples are thinned by the miss
 ratio.
+
+The exact model runs its accesses' lines (a uniformly drawn line of each accessed page, by
+physical address) through ``LineCache``, a 16-way set-associative LRU cache, and charges a hit
+or a miss per access; the closed loop's traffic still uses the analytic ratio. Its groups run
+one after the other within a tick, not interleaved as on hardware, so one cache shared by
+them would let each group have it to itself during its turn; each group gets instead a cache
+of the lines it occupies in the shared analytic solution (docs/fidelity.md).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .lru import characteristic_time, compress, hit_probability
 
 LINE = 64
 LINES_PER_PAGE = 4096 // LINE
+
+
+def shared_llc_hits(streams, llc_bytes: int) -> list[tuple[float, float, float]]:
+    """One LLC shared by several streams: ``streams`` = [(share, w, line_rates)], share = the
+    stream's part of all references (its threads' access rate over the total). One Che
+    characteristic time for all; per stream (data hit ratio, walk hit ratio, lines of the
+    cache it occupies)."""
+    rates, counts = [], []
+    for share, w, lr in streams:
+        r, n = compress(share * np.asarray(w, float) / LINES_PER_PAGE,
+                        np.full(len(w), float(LINES_PER_PAGE)))
+        rates += [r, share * compress(lr)[0]]
+        counts += [n, compress(lr)[1]]
+    t = characteristic_time(np.concatenate(rates), np.concatenate(counts), llc_bytes / LINE)
+    out = []
+    for share, w, lr in streams:
+        w, lr = np.asarray(w, float), np.asarray(lr, float)
+        h = float(w @ hit_probability(share * w / LINES_PER_PAGE, t)) / max(w.sum(), 1e-300)
+        h_pt = float(lr @ hit_probability(share * lr, t)) / lr.sum() if lr.sum() > 0 else 1.0
+        occ = LINES_PER_PAGE * float(hit_probability(share * w / LINES_PER_PAGE, t).sum()) + \
+            float(hit_probability(share * lr, t).sum())
+        out.append((h, h_pt, occ))
+    return out
 
 
 def llc_hits(w, line_rates, llc_bytes: int) -> tuple[float, float]:
@@ -37,3 +68,71 @@ def llc_hits(w, line_rates, llc_bytes: int) -> tuple[float, float]:
     walks = line_rates.sum()
     h_pt = float(line_rates @ hit_probability(line_rates, t)) / walks if walks > 0 else 1.0
     return h_data, h_pt
+
+
+# ---- the exact model's filter: a set-associative LRU cache on the line stream ------------------
+
+WAYS = 16
+
+
+class LineCache:
+    """A set-associative LRU cache of 64-byte lines (``ways`` per set), for the exact model's
+    address stream. ``access(lines)`` returns the hit mask and updates the cache in order.
+    The numba kernel and ``reference_access`` (plain Python, for tests) give the same masks."""
+
+    def __init__(self, llc_bytes: int, ways: int = WAYS):
+        self.size = int(llc_bytes)
+        self.sets = max(1, int(llc_bytes) // LINE // ways)
+        self.ways = ways
+        self.tags = np.full((self.sets, ways), -1, np.int64)
+        self.stamp = np.zeros((self.sets, ways), np.int64)
+        self.clock = 0
+
+    def access(self, lines) -> np.ndarray:
+        lines = np.ascontiguousarray(lines, np.int64)
+        hit = np.zeros(lines.size, np.bool_)
+        self.clock = _lru_kernel(lines, self.tags, self.stamp, self.clock, hit)
+        return hit
+
+    def reference_access(self, lines) -> np.ndarray:
+        """The same cache, one line at a time in Python (the kernel's reference)."""
+        hit = np.zeros(len(lines), bool)
+        for i, line in enumerate(int(x) for x in lines):
+            s = line % self.sets
+            self.clock += 1
+            row = self.tags[s]
+            found = np.flatnonzero(row == line)
+            if found.size:
+                hit[i] = True
+                self.stamp[s, found[0]] = self.clock
+            else:
+                victim = int(np.argmin(self.stamp[s]))
+                row[victim] = line
+                self.stamp[s, victim] = self.clock
+        return hit
+
+
+def _lru_kernel_py(lines, tags, stamp, clock, hit):
+    ways = tags.shape[1]
+    sets = tags.shape[0]
+    for i in range(lines.size):
+        line = lines[i]
+        s = line % sets
+        clock += 1
+        victim, oldest, found = 0, stamp[s, 0], -1
+        for w in range(ways):
+            if tags[s, w] == line:
+                found = w
+                break
+            if stamp[s, w] < oldest:
+                oldest, victim = stamp[s, w], w
+        if found >= 0:
+            hit[i] = True
+            stamp[s, found] = clock
+        else:
+            tags[s, victim] = line
+            stamp[s, victim] = clock
+    return clock
+
+
+_lru_kernel = njit(cache=True)(_lru_kernel_py)   # inherently sequential: numba (DESIGN §4)

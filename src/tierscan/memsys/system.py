@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .devices import devices_of
-from .llc import LINE, llc_hits
+from .llc import LINE, LINES_PER_PAGE, LineCache, shared_llc_hits
 from .solve import solve
 from .tlb import no_translation, translation
 
@@ -53,15 +53,22 @@ def group_coefficients(f, write_fraction, mlp, compute_ns, load0, store0, *, h=0
     return tau0, A, rd, wr
 
 
-def per_node_ns(f, write_fraction, mlp, load, store, *, h=0.0, walks=0.0, h_pt=1.0, pt_node=0,
-                llc_hit_ns=0.0, walk_ns=0.0):
-    """Memory time per access served by each node (loaded ``load``/``store`` latencies), over
-    mlp, with the walk and LLC-hit time (the same for every node) added to each entry: what
-    ``latency_per_node`` returns, so that f @ it + compute = τ."""
+def time_parts(write_fraction, mlp, load, store, *, walks=0.0, h_pt=1.0, pt_node=0,
+               llc_hit_ns=0.0, walk_ns=0.0):
+    """(ns per LLC-missing access served by each node, ns per LLC hit, ns every access adds
+    for its page walk), each over mlp, with loaded ``load``/``store`` latencies."""
     w = float(write_fraction)
-    per = (1.0 - h) * ((1.0 - w) * load + w * store)
-    walk = walks * (walk_ns + h_pt * llc_hit_ns + (1.0 - h_pt) * load[pt_node])
-    return (per + h * llc_hit_ns + walk) / mlp
+    miss = ((1.0 - w) * load + w * store) / mlp
+    walk = walks * (walk_ns + h_pt * llc_hit_ns + (1.0 - h_pt) * load[pt_node]) / mlp
+    return miss, llc_hit_ns / mlp, walk
+
+
+def per_node_ns(f, write_fraction, mlp, load, store, *, h=0.0, **kw):
+    """Memory time per access served by each node, with the LLC hits (ratio h) and the walk
+    (the same for every node) folded in: what ``latency_per_node`` returns, so that
+    f @ it + compute = τ."""
+    miss, hit, walk = time_parts(write_fraction, mlp, load, store, **kw)
+    return (1.0 - h) * miss + h * hit + walk
 
 
 class _GroupState:
@@ -71,6 +78,8 @@ class _GroupState:
         self.node_mass = None
         self.h, self.walks, self.h_pt = 0.0, 0.0, 1.0
         self.coef = None
+        self.tr = None            # its Translation (tlb.py) in this phase
+        self.llc_lines = 0.0      # LLC lines it occupies (the shared Che solution)
         self.version = 0          # bumped whenever coef is recomputed (the solve's cache key)
 
 
@@ -91,6 +100,11 @@ class MemorySystem:
         self.solution = None
         self._key = None
         self.solves = 0
+        self._last_tau: dict[int, float] = {}
+        self.parts: dict[int, tuple] = {}     # gid -> time_parts of this tick (exact model)
+        self.caches: dict[int, LineCache] = {}  # gid -> its part of the LLC (exact model)
+        self._line_rngs: dict[tuple, np.random.Generator] = {}
+        self.seed = getattr(engine, "seed", 0)
         k.remap_hooks.append(self._on_remap)
 
     @staticmethod
@@ -130,18 +144,40 @@ class MemorySystem:
         s.node_mass = np.bincount(np.maximum(nodes, 0), weights=s.w * (nodes >= 0),
                                   minlength=self.machine.nr_nodes)
         s.h, s.walks, s.h_pt = 0.0, 0.0, 1.0
+        s.tr = None
         if self.cpu is None or ph is None:
             return
-        tr = no_translation(g.n_pages)
+        s.tr = no_translation(g.n_pages)
         if self.page_walks:
             huge = g.mm.pt.pmd_is_leaf(g.slots >> 9)
-            tr = translation(s.w, g.slots, huge, self.cpu.tlb_4k, self.cpu.tlb_2m)
-        # the LLC of the group's CPU node, shared by its threads (the threads of other groups
-        # on that node take their share: capacity split by thread count)
-        same = sum(o.threads for o in engine.groups if o.spec.cpu_node == g.spec.cpu_node)
-        llc = self.cpu.llc_bytes * g.threads / max(same, 1)
-        s.h, s.h_pt = llc_hits(s.w, tr.line_rates, llc)
-        s.walks = tr.walks
+            s.tr = translation(s.w, g.slots, huge, self.cpu.tlb_4k, self.cpu.tlb_2m)
+        s.walks = s.tr.walks
+
+    def _share_llc(self, engine, cpu_node: int, running) -> None:
+        """The LLC of one CPU node, shared by the running groups there: one Che solution over
+        all their lines, each group's references weighted by its threads' access rate (from
+        the last solve; threads over idle time per access before the first)."""
+        groups = [g for g in running if g.spec.cpu_node == cpu_node and
+                  self.state[g.gid].tr is not None]
+        if not groups:
+            return
+        rate = []
+        for g in groups:
+            tau = self._last_tau.get(g.gid)
+            if tau is None:
+                s = self.state[g.gid]
+                f = s.node_mass / max(s.node_mass.sum(), 1e-300)
+                tau = engine.costs.compute_ns_per_access + \
+                    float(f @ self.machine.load_ns[cpu_node]) / g.spec.mlp
+            rate.append(g.threads / tau)
+        total = sum(rate)
+        streams = [(r / total, self.state[g.gid].w, self.state[g.gid].tr.line_rates)
+                   for r, g in zip(rate, groups)]
+        for g, (h, h_pt, occ) in zip(groups, shared_llc_hits(streams, self.cpu.llc_bytes)):
+            s = self.state[g.gid]
+            s.llc_lines = occ
+            if (s.h, s.h_pt) != (h, h_pt):
+                s.h, s.h_pt, s.coef = h, h_pt, None
 
     def _coefficients(self, engine, g, s):
         spec, c = g.spec, engine.costs
@@ -166,10 +202,17 @@ class MemorySystem:
         self.kernel_read[:] = 0.0
         self.kernel_write[:] = 0.0
         rows = []
+        changed = set()
         for g in running:
             s = self.state[g.gid]
             if s.phase_idx != g.phase_idx:
                 self._phase(engine, g, s)
+                changed.add(g.spec.cpu_node)
+        if self.cpu is not None:
+            for cpu in changed:
+                self._share_llc(engine, cpu, running)
+        for g in running:
+            s = self.state[g.gid]
             if s.coef is None:
                 s.coef = self._coefficients(engine, g, s)
                 s.version += 1
@@ -186,12 +229,48 @@ class MemorySystem:
             self.solution = solve(self.devices, T, tau0, A, rd, wr, bg_r, bg_w, ell0=prev)
             self._key = key
             self.solves += 1
+            self._last_tau.update({g.gid: t for g, t in zip(running, self.solution.tau)})
         ell = self.solution.ell
         for g, (f, kw, _) in zip(running, rows):
             cpu = g.spec.cpu_node
-            g.loaded_ns = per_node_ns(f, g.phase.write_fraction, g.spec.mlp,
-                                      self.machine.load_ns[cpu] + ell,
-                                      self.machine.store_ns[cpu] + ell, **kw)
+            args = (g.phase.write_fraction, g.spec.mlp, self.machine.load_ns[cpu] + ell,
+                    self.machine.store_ns[cpu] + ell)
+            g.loaded_ns = per_node_ns(f, *args, **kw)
+            kw = dict(kw)
+            kw.pop("h")
+            self.parts[g.gid] = time_parts(*args, **kw)
+
+    def exact_ns(self, engine, g, thread: int, addrs) -> float | None:
+        """Memory time of the exact model's accesses ``addrs`` (already run through mm.access)
+        by one thread of ``g``: each access's line goes through the LLC of the group's CPU node;
+        a hit costs the hit time, a miss its node's loaded time. None without a ``[cpu]``
+        (then the per-node figure is exact already). A hit or miss is drawn per access by the
+        group's part of its CPU node's LLC (llc.py explains why a part)."""
+        if self.cpu is None or g.gid not in self.parts:
+            return None
+        miss_ns, hit_ns, walk_ns = self.parts[g.gid]
+        size = int(round(self.state[g.gid].llc_lines)) * LINE
+        cache = self.caches.get(g.gid)
+        key = (g.gid, thread)
+        rng = self._line_rngs.get(key)
+        if rng is None:       # its own stream: the exact model's draws stay as they were
+            rng = self._line_rngs[key] = np.random.default_rng([self.seed, g.gid, thread, 64])
+        if cache is None or cache.size != size:       # its share of the LLC (see llc.py)
+            cache = self.caches[g.gid] = LineCache(size)
+            # warmed with twice its size in lines drawn from the phase: the steady state the
+            # analytic ratio describes (a cold start would add a transient the rate model lacks)
+            warm = g.phase.distribution.sample(g.n_pages, 2 * size // LINE, rng)
+            wp = g.mm.translate(g.addrs[warm]).astype(np.int64)
+            cache.access(wp[wp >= 0] * LINES_PER_PAGE + rng.integers(0, LINES_PER_PAGE,
+                                                                      int((wp >= 0).sum())))
+        pfns = g.mm.translate(addrs).astype(np.int64)
+        ok = pfns >= 0
+        lines = pfns * LINES_PER_PAGE + rng.integers(0, LINES_PER_PAGE, pfns.size)
+        hit = cache.access(lines[ok])
+        nodes = engine.kernel.node_of(pfns[ok][~hit])
+        missed = np.bincount(nodes, minlength=self.machine.nr_nodes)
+        return float(missed @ miss_ns) + hit.sum() * hit_ns + \
+            (~ok).sum() * float(miss_ns.max()) + pfns.size * walk_ns
 
     def llc_miss_ratio(self, g) -> float:
         """Share of the group's data accesses that miss the LLC (what IBS's L3-miss filter

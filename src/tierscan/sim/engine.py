@@ -87,6 +87,7 @@ class Engine:
             raise ConfigError(f"unknown latency model {latency_model!r} (expected 'loaded' or "
                               "'idle')", field="latency_model")
         self.latency_model = latency_model
+        self.seed = seed
         self.memsys: MemorySystem | None = None       # created in _setup, once groups exist
         self.model = RateModel(seed) if access_model == "rate" else ExactModel(seed)
         self.daemons = list(daemons)
