@@ -4,8 +4,9 @@ default) under latency_model = "idle" and "loaded", in one process, and the rati
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py --scale 0.125 --source numab0
 
-The goal (issue 12): the loaded run takes no more than 10% longer. Also reported: how many
-closed-loop solves the loaded run made and the time spent in memsys per tick. Exits 1 when the
+The goal (issue 12): the loaded run takes no more than 10% longer per simulated tick (the
+two models simulate different run times, so whole-run wall times are printed too). Also
+reported: how many closed-loop solves the loaded run made and the time spent in memsys. Exits 1 when the
 machine has no curves (the two runs would be the same model).
 """
 
@@ -50,16 +51,15 @@ def main() -> int:
     if not MemorySystem.applies(loaded.kernel.machine):
         print("the machine has no curves or caches: nothing to compare")
         return 1
-    ticks = loaded.now // loaded.tick_ns
-    print(f"pghot-v3 mode {args.mode} {args.source} scale {args.scale}: "
-          f"{ticks} ticks simulated")
-    print(f"  idle   : {idle_s:7.2f} s wall, simulated run time "
-          f"{idle.results()['final']['runtime_ns'] / 1e9:.2f} s")
-    print(f"  loaded : {loaded_s:7.2f} s wall, simulated run time "
-          f"{loaded.results()['final']['runtime_ns'] / 1e9:.2f} s; "
+    ti, tl = idle.now // idle.tick_ns, loaded.now // loaded.tick_ns
+    print(f"pghot-v3 mode {args.mode} {args.source} scale {args.scale}")
+    print(f"  idle   : {idle_s:7.2f} s wall, {ti} ticks ({idle_s / ti * 1e3:.2f} ms per tick)")
+    print(f"  loaded : {loaded_s:7.2f} s wall, {tl} ticks ({loaded_s / tl * 1e3:.2f} ms per tick); "
           f"{loaded.memsys.solves} solves, {in_memsys:.2f} s in memsys "
-          f"({in_memsys / max(ticks, 1) * 1e6:.0f} us per tick)")
-    print(f"  loaded / idle wall time: {loaded_s / idle_s:.3f} (goal <= 1.10)")
+          f"({in_memsys / max(tl, 1) * 1e6:.0f} us per tick)")
+    # the loaded model changes the simulated run time, so compare wall time per simulated tick
+    print(f"  loaded / idle wall time per simulated tick: {(loaded_s / tl) / (idle_s / ti):.3f} "
+          f"(goal <= 1.10); whole runs: {loaded_s / idle_s:.3f}")
     return 0
 
 
