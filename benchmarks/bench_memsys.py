@@ -2,7 +2,7 @@
 default) under latency_model = "idle" and "loaded", in one process, and the ratio.
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py
-    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py --scale 0.125 --source numab0
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py --scale 0.125
 
 The goal (issue 12): the loaded run takes no more than 10% longer per simulated tick (the
 two models simulate different run times, so whole-run wall times are printed too). Also
