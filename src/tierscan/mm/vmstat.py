@@ -79,7 +79,9 @@ class Vmstat:
         return name in VMSTAT_NAMES or name in EXTRA_NAMES
 
     def as_dict(self) -> dict[str, int]:
-        return {name: self[name] for name in (*VMSTAT_NAMES, *EXTRA_NAMES)}
+        if self._state is not None:   # once for all the state counters, not once for each
+            self._state(self._c)
+        return {name: int(self._arr(name).sum()) for name in (*VMSTAT_NAMES, *EXTRA_NAMES)}
 
     def text(self) -> str:
         """The /proc/vmstat format: one "name value" line per counter."""
