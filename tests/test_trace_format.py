@@ -136,3 +136,21 @@ def test_cli_info_and_cut(tmp_path, capsys):
     assert main(["trace", "cut", str(p), "--address", "0x7f000000:", "-o", str(q)]) == 0
     assert read_all(q)["page"].min() >= 0x7f000
     assert main(["trace", "cut", str(p), "--time", "9:3", "-o", str(q)]) == 2
+
+
+def test_page_counter_matches_unique_across_growth():
+    from tierscan.trace.format import PageCounter
+    rng = np.random.default_rng(5)
+    c = PageCounter(capacity=16)
+    pages, writes = [], []
+    for _ in range(5):
+        p = rng.integers(-5, 100_000, 30_000) * 7
+        w = rng.integers(0, 2, 30_000).astype(np.uint8)
+        c.add(p, w)
+        pages.append(p)
+        writes.append(w)
+    p, w = np.concatenate(pages), np.concatenate(writes)
+    u, inv = np.unique(p, return_inverse=True)
+    k, a, wr = c.summary()
+    assert np.array_equal(k, u) and np.array_equal(a, np.bincount(inv))
+    assert np.array_equal(wr, np.bincount(inv, weights=w))

@@ -26,6 +26,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import zstandard
 
@@ -39,6 +40,7 @@ KIND_NAMES = {KIND_ACCESS: "access", KIND_REGION: "region", KIND_SUMMARY: "summa
 _CHUNK_HEAD = struct.Struct("<4sB3xQIII")
 CHUNK_RECORDS = 1 << 20            # records a writer buffers before it compresses a chunk
 ZSTD_LEVEL = 3
+
 HEADER_SLACK = 64 << 10           # bytes reserved for the header's final values (VMAs)
 VMA_KINDS = ("anon", "file", "heap", "stack", "shm")
 
@@ -105,6 +107,81 @@ def _bytes_to_columns(kind: int, raw: bytes, n: int) -> dict | None:
     return out
 
 
+class PageCounter:
+    """Accesses and writes per distinct page, in an open-addressing hash table (numba): one
+    pass per chunk, no sort, memory sized by the footprint."""
+
+    def __init__(self, capacity: int = 1 << 16):
+        self.keys = np.full(capacity, _EMPTY, np.int64)
+        self.acc = np.zeros(capacity, np.uint64)
+        self.wr = np.zeros(capacity, np.uint64)
+        self.used = 0
+
+    def add(self, pages, flags) -> None:
+        pages = np.ascontiguousarray(pages, np.int64)
+        flags = np.ascontiguousarray(flags, np.uint8)
+        start = 0
+        while start < pages.size:
+            done, self.used = _count_pages(self.keys, self.acc, self.wr, self.used,
+                                           pages, flags, start)
+            start = done
+            if start < pages.size:
+                self._grow()
+
+    def _grow(self) -> None:
+        keep = self.keys != _EMPTY
+        keys, acc, wr = self.keys[keep], self.acc[keep], self.wr[keep]
+        self.__init__(self.keys.size * 2)
+        _count_pages(self.keys, self.acc, self.wr, 0, keys, np.zeros(keys.size, np.uint8), 0)
+        self.acc[:] = 0
+        self.wr[:] = 0
+        slot = _slots(self.keys, keys)
+        self.acc[slot], self.wr[slot] = acc, wr
+        self.used = keys.size
+
+    def summary(self):
+        keep = self.keys != _EMPTY
+        o = np.argsort(self.keys[keep])
+        return self.keys[keep][o], self.acc[keep][o], self.wr[keep][o]
+
+
+_EMPTY = -(1 << 63)               # an empty slot (no page number is this)
+_FIB = -7046029254386353131     # 0x9E3779B97F4A7C15 as int64 (Fibonacci hashing; int64 math wraps)
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_pages(keys, acc, wr, used, pages, flags, start):
+    """Count pages[start:]; stops (returning where) when the table passes half full."""
+    mask = keys.size - 1
+    limit = keys.size // 2
+    for i in range(start, pages.size):
+        p = pages[i]
+        h = (p * _FIB) & mask
+        while keys[h] != p and keys[h] != _EMPTY:
+            h = (h + 1) & mask
+        if keys[h] == _EMPTY:
+            if used >= limit:
+                return i, used
+            keys[h] = p
+            used += 1
+        acc[h] += 1
+        wr[h] += flags[i] & 1
+    return pages.size, used
+
+
+@numba.njit(cache=True)
+def _slots(keys, wanted):
+    mask = keys.size - 1
+    out = np.empty(wanted.size, np.int64)
+    for i in range(wanted.size):
+        p = wanted[i]
+        h = (p * _FIB) & mask
+        while keys[h] != p:
+            h = (h + 1) & mask
+        out[i] = h
+    return out
+
+
 class TraceWriter:
     """Streams records into a .tsw file. Access records arrive in order through ``add``; at
     ``close`` the header is rewritten with the final thread count and duration, a summary chunk
@@ -120,10 +197,8 @@ class TraceWriter:
         self._buffered = 0
         self._last_page = 0
         self._last_clock = 0
-        self._pages = np.empty(0, np.int64)      # distinct pages so far, sorted
-        self._acc = np.empty(0, np.uint64)
-        self._wr = np.empty(0, np.uint64)
-        self._threads: set[int] = set()
+        self._counter = PageCounter()
+        self._thread_seen = np.zeros(65536, bool)
         self.records = 0                          # records in the chunks written so far
         self.added = 0                            # access or region records added
         self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
@@ -186,19 +261,8 @@ class TraceWriter:
 
     def _count(self, cols) -> None:
         """Fold a chunk into the distinct-page summary (sized by the footprint, not the trace)."""
-        u, inv = np.unique(cols["page"], return_inverse=True)
-        acc = np.bincount(inv, minlength=u.size).astype(np.uint64)
-        wr = np.bincount(inv, weights=cols["flags"] & FLAG_WRITE, minlength=u.size).astype(np.uint64)
-        allp = np.union1d(self._pages, u)
-        a = np.zeros(allp.size, np.uint64)
-        w = np.zeros(allp.size, np.uint64)
-        i_old, i_new = np.searchsorted(allp, self._pages), np.searchsorted(allp, u)
-        a[i_old] += self._acc
-        w[i_old] += self._wr
-        a[i_new] += acc
-        w[i_new] += wr
-        self._pages, self._acc, self._wr = allp, a, w
-        self._threads.update(np.unique(cols["thread"]).tolist())
+        self._counter.add(cols["page"], cols["flags"])
+        self._thread_seen |= np.bincount(cols["thread"], minlength=65536)[:65536] > 0
 
     # -- region records ----------------------------------------------------------------------
     def add_regions(self, time_ns, start, end, nr_accesses) -> None:
@@ -220,9 +284,11 @@ class TraceWriter:
         if self._buffered:
             self._flush_access(self._buffered)
         if self.header.kind == "access":
-            self._write_chunk(KIND_SUMMARY, {"page": self._pages, "accesses": self._acc,
-                                             "writes": self._wr}, self._pages.size)
-            self.header.threads = max(1, len(self._threads))
+            pages, acc, wr = self._counter.summary()
+            self.distinct_pages = pages.size
+            self._write_chunk(KIND_SUMMARY, {"page": pages, "accesses": acc, "writes": wr},
+                              pages.size)
+            self.header.threads = max(1, int(self._thread_seen.sum()))
         self.f.write(_CHUNK_HEAD.pack(CHUNK_MAGIC, KIND_END, 0, 0, 0, 0))
         if self.header.kind == "access" and not self.header.duration:
             self.header.duration = self._last_clock

@@ -145,5 +145,5 @@ def record(cmd: list[str], out: str, backend: str = "fast", notice=None,
             proc.wait()
         writer.abort()
         raise
-    return RecordResult(out, backend, accesses, int(writer._pages.size), wall, code,
+    return RecordResult(out, backend, accesses, int(writer.distinct_pages), wall, code,
                         os.path.getsize(out))

@@ -8,11 +8,44 @@ read) and carries the running thread, clock and any split record across pieces.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 T_ACCESS, T_CLOCK, T_THREAD, T_VMA = 0, 8, 9, 10
 VMA_KIND_CODES = {1: "anon", 2: "file", 3: "heap", 4: "stack", 5: "shm"}
 _LOW60 = np.uint64((1 << 60) - 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode(w, thread, clock, pages, writes, threads, clocks, vma_at):
+    """One pass: accesses out, running thread and clock carried; VMA marker positions listed
+    (their two payload words skipped). Returns (accesses, VMA markers, thread, clock, stop)
+    where stop is where a VMA record split by the end of ``w`` begins (len(w) if none)."""
+    n = w.size
+    k = 0
+    nv = 0
+    i = 0
+    while i < n:
+        x = w[i]
+        t = x >> 60
+        if t == 0:
+            pages[k] = x >> 1
+            writes[k] = x & 1
+            threads[k] = thread
+            clocks[k] = clock
+            k += 1
+        elif t == 8:
+            clock = x & 0xFFFFFFFFFFFFFFF
+        elif t == 9:
+            thread = x & 0xFFFFFFFFFFFFFFF
+        elif t == 10:
+            if i + 2 >= n:
+                return k, nv, thread, clock, i
+            vma_at[nv] = i
+            nv += 1
+            i += 2
+        i += 1
+    return k, nv, thread, clock, n
 
 
 class WordDecoder:
@@ -27,35 +60,17 @@ class WordDecoder:
         data = self.tail + data
         n = len(data) // 8
         w = np.frombuffer(data, np.uint64, n)
-        typ = (w >> np.uint64(60)).astype(np.int8)
-        # A VMA record is three words: keep a record split by the piece boundary for later.
-        vma_at = np.flatnonzero(typ == T_VMA)
-        # Its two payload words are raw user addresses (< 2**47), so their type bits are 0 and
-        # they can never be mistaken for a marker; they are masked out of the accesses below.
-        real = vma_at.tolist()
-        cut = n
-        if real and real[-1] + 2 >= n:
-            cut = real.pop()
-        self.tail = data[cut * 8:]
-        w, typ = w[:cut], typ[:cut]
-        payload = np.zeros(cut, bool)
-        for i in real:
-            payload[i + 1:i + 3] = True
+        pages = np.empty(n, np.int64)
+        writes = np.empty(n, np.uint8)
+        threads = np.empty(n, np.uint16)
+        clocks = np.empty(n, np.int64)
+        vma_at = np.empty(n // 3 + 1, np.int64)
+        k, nv, self.thread, self.clock, stop = _decode(w, np.uint64(self.thread),
+                                                       np.uint64(self.clock), pages, writes,
+                                                       threads, clocks, vma_at)
+        self.thread, self.clock = int(self.thread), int(self.clock)
+        self.tail = data[stop * 8:]
+        for i in vma_at[:nv].tolist():
             self.vmas.append([int(w[i + 1]), int(w[i + 2]),
                               VMA_KIND_CODES.get(int(w[i] & _LOW60), "anon")])
-        typ = np.where(payload, -1, typ)
-        idx = np.arange(cut)
-        # running thread and clock: the last marker at or before each word
-        thr_pos = np.where(typ == T_THREAD, idx, -1)
-        clk_pos = np.where(typ == T_CLOCK, idx, -1)
-        np.maximum.accumulate(thr_pos, out=thr_pos)
-        np.maximum.accumulate(clk_pos, out=clk_pos)
-        low = (w & _LOW60).astype(np.int64)
-        thread = np.where(thr_pos >= 0, low[np.maximum(thr_pos, 0)], self.thread)
-        clock = np.where(clk_pos >= 0, low[np.maximum(clk_pos, 0)], self.clock)
-        if cut:
-            self.thread, self.clock = int(thread[-1]), int(clock[-1])
-        acc = typ == T_ACCESS
-        words = w[acc]
-        return ((words >> np.uint64(1)).astype(np.int64), (words & np.uint64(1)).astype(np.uint8),
-                thread[acc], clock[acc])
+        return pages[:k], writes[:k], threads[:k], clocks[:k]
