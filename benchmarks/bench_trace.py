@@ -4,7 +4,7 @@
 
 Measures, side by side in one process:
   1. recording slowdown against the program run natively, for both backends, compression and
-     the .tsw writer included, in CPU time (wall time beside it: the machine may be shared) (fast: a CPython dict workload; lackey: sort on 2,000 lines,
+     the .tsw writer included, in CPU time (wall time beside it: the machine may be shared) (fast: a CPython dict workload; lackey: sort on 1,000 lines,
      because lackey is 3000-5000x slower);
   2. the lackey parser's accesses/s, against a line-by-line Python reference parse of the same
      text (same pages checked);
@@ -85,9 +85,9 @@ def replay_rate(path, llc: bool) -> tuple[float, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dict-ops", type=int, default=1_000_000,
+    ap.add_argument("--dict-ops", type=int, default=300_000,
                     help="inserts of the CPython workload the fast backend records")
-    ap.add_argument("--sort-lines", type=int, default=2_000,
+    ap.add_argument("--sort-lines", type=int, default=1_000,
                     help="lines of the sort input the lackey backend records")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
