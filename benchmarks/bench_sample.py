@@ -1,9 +1,10 @@
-"""Inverse-CDF page sampling (workload/distributions.py) and per-node page counts
-(Kernel.node_pages), each against the simple form it replaced, in one process.
+"""Inverse-CDF page sampling (workload/distributions.py), distinct values of integer keys
+(arrays.unique) and per-node page counts (Kernel.node_pages), each against the simple form it
+replaced, in one process.
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_sample.py
 
-See benchmarks/README.md. Both fast paths must give the reference's exact result; the script
+See benchmarks/README.md. Every fast path must give the reference's exact result; the script
 checks that and exits 1 otherwise.
 """
 
@@ -15,6 +16,8 @@ import time
 
 import numpy as np
 
+from _report import add_json_arg, row, write_rows
+from tierscan.arrays import unique
 from tierscan.experiments.pghot_v3 import config
 from tierscan.mm.constants import PG_allocated, PG_anon, PG_reserved
 from tierscan.sim.config import config_from_dict
@@ -51,11 +54,13 @@ def reference_node_pages(k):
             "anon_thp": np.bincount(pm.node_of(np.flatnonzero(thp)), minlength=n)}
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5, help="best of this many timings")
-    args = ap.parse_args()
+    add_json_arg(ap)
+    args = ap.parse_args(argv)
     ok = True
+    rows = []
     dist = Uniform()
     print("sampling: Uniform over n pages, count draws, best of", args.repeat)
     for n, count in ((2_097_152, 2_300), (2_097_152, 100_000), (16_777_216, 1_000_000)):
@@ -64,9 +69,26 @@ def main() -> int:
         t_ref, ref = best_of(lambda: reference_sample(dist, n, count, 1), args.repeat)
         same = np.array_equal(fast, ref)
         ok &= same
+        if count == 2_300:
+            rows.append(row("IBS tick draw: 2,300 pages over 2 Mi (sorted uniforms)", "-",
+                            f"{t_fast * 1e3:.2f} ms", None if same else False,
+                            f"x{t_ref / t_fast:.1f} vs one searchsorted"))
         print(f"  n={n:>10,} count={count:>9,}  fast {t_fast * 1e3:8.2f} ms  "
               f"reference {t_ref * 1e3:8.2f} ms  x{t_ref / t_fast:4.1f}  "
               f"{'same pages' if same else 'DIFFERENT PAGES'}")
+
+    # Distinct values of 2 Mi int64 identities (a promotion summary's keys): sort-based
+    # arrays.unique against np.unique's hash path.
+    keys = np.random.default_rng(2).permutation(1 << 21).astype(np.int64) * 7 + (3 << 33)
+    t_fast, fast = best_of(lambda: unique(keys), args.repeat)
+    t_ref, ref = best_of(lambda: np.unique(keys), args.repeat)
+    same = np.array_equal(fast, ref) and fast.dtype == ref.dtype
+    ok &= same
+    print(f"unique of 2 Mi distinct int64 keys: sort {t_fast * 1e3:.0f} ms  np.unique (hash) "
+          f"{t_ref * 1e3:.0f} ms  x{t_ref / t_fast:.1f}  {'same' if same else 'DIFFERENT'}")
+    rows.append(row("distinct values of 2 Mi int64 keys (arrays.unique)", "-",
+                    f"{t_fast * 1e3:.0f} ms", None if same else False,
+                    f"x{t_ref / t_fast:.1f} vs np.unique"))
 
     # The pghot v3 machine with Mode 2's 8 GiB file mapping on the CXL node.
     k = build_engine(config_from_dict(config(2, "numab0"))).kernel
@@ -74,9 +96,13 @@ def main() -> int:
     t_ref, ref = best_of(lambda: reference_node_pages(k), args.repeat)
     same = all(np.array_equal(fast[key], ref[key]) for key in ref)
     ok &= same
-    print(f"node_pages on zen5-cxl ({k.pm.nr_pfns:,} pfns): fast {t_fast * 1e3:.0f} ms  "
+    print(f"node_pages on zen5-cxl ({k.pm.nr_pfns:,} pfns): fast {t_fast * 1e3:.1f} ms  "
           f"reference {t_ref * 1e3:.0f} ms  x{t_ref / t_fast:.1f}  "
           f"{'same counts' if same else 'DIFFERENT COUNTS'}")
+    rows.append(row("per-node page counts on zen5-cxl (Kernel.node_pages, 12 a run)", "-",
+                    f"{t_fast * 1e3:.1f} ms", None if same else False,
+                    f"x{t_ref / t_fast:.0f} vs every pfn by searchsorted"))
+    write_rows(args.json, rows)
     return 0 if ok else 1
 
 

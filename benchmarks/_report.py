@@ -1,0 +1,43 @@
+"""What every benchmark hands to bench_all.py: rows of (figure, goal, measured, ratio, met),
+written as JSON with ``--json PATH``. bench_all.py prints them as one table."""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+
+
+def row(figure: str, goal: str, measured: str, met: bool | None, ratio: str = "") -> dict:
+    """One line of the table. ``ratio``: the fast path against its reference in the same
+    process ("x3.1 vs numpy reference"); ``met`` None where the figure has no goal."""
+    return {"figure": figure, "goal": goal, "measured": measured, "ratio": ratio, "met": met}
+
+
+def write_rows(path: str | None, rows: list[dict]) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+def add_json_arg(ap) -> None:
+    ap.add_argument("--json", metavar="PATH", help="also write the figures for bench_all.py")
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process (user + system). On a shared machine wall time mostly
+    measures the other processes; CPU time is what a run costs."""
+    return time.process_time()
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def vm_status(field: str) -> int:
+    """A field of /proc/self/status in bytes (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)

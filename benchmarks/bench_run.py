@@ -1,0 +1,140 @@
+"""Whole runs of the pghot RFC v3 reproduction (zen5-cxl, 131.9 M pfns, 8 GiB on the CXL
+node): the fixed cost of one run, memory across runs in one process, the MGLRU walk inside
+a real klruscand run, and Mode 1's five sources. CPU seconds of this process
+(time.process_time), because on a shared machine wall time mostly measures the others.
+
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_run.py [--quick] [--json PATH]
+
+See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import time
+
+_CPU0 = time.process_time()     # before the imports: the import cost is part of a run's
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import sys  # noqa: E402
+
+from _report import add_json_arg, cpu_s, row, vm_status, write_rows  # noqa: E402
+
+import tierscan.access.rate as rate  # noqa: E402
+from tierscan.access.rate_kernels import materialize_kernel, materialize_reference  # noqa: E402
+from tierscan.experiments.pghot_v3 import SOURCES, config  # noqa: E402
+from tierscan.hotness.klruscand import Klruscand  # noqa: E402
+from tierscan.sim.config import config_from_dict  # noqa: E402
+from tierscan.sim.run import build_engine, run_experiment  # noqa: E402
+
+IMPORT_CPU = time.process_time() - _CPU0
+GiB = 1 << 30
+
+
+def fixed_cost_config(scale: float) -> dict:
+    """Mode 1 NUMAB0 with 1,000 accesses per thread: building the machine, populating and
+    placing 8 GiB, and the summary, with (almost) no simulated time."""
+    d = config(1, "numab0", scale=scale)
+    d["workload"]["accesses_per_thread"] = 1000
+    return d
+
+
+def fixed_cost(scale: float) -> tuple[list[float], list[int]]:
+    """CPU s of two identical runs in one process, and VmHWM (peak RSS) after each, with the
+    cyclic garbage collector off so only reference counting frees a finished run."""
+    cpu, hwm = [], []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):
+            t = cpu_s()
+            run_experiment(config_from_dict(fixed_cost_config(scale)))
+            cpu.append(cpu_s() - t)
+            hwm.append(vm_status("VmHWM"))
+    finally:
+        gc.enable()
+    return cpu, hwm
+
+
+def walk_in_run(scale: float, seconds: int, kernel) -> tuple[int, float]:
+    """PTEs the klruscand scan passes walked in the first ``seconds`` of Mode 1, and their CPU
+    s (the passes include the walk, the young-bit draws and pghot's record updates)."""
+    rate.materialize_kernel = kernel
+    try:
+        d = config(1, "klruscand", scale=scale)
+        d["duration"] = f"{seconds}s"
+        e = build_engine(config_from_dict(d))
+        det = next(x for x in e.daemons if isinstance(x, Klruscand))
+        stats = [0, 0.0]
+        scan = det.scan_pass
+
+        def timed(k):
+            t = cpu_s()
+            total, young = scan(k)
+            stats[0] += total
+            stats[1] += cpu_s() - t
+            return total, young
+
+        det.scan_pass = timed
+        e.run()
+        return stats[0], stats[1]
+    finally:
+        rate.materialize_kernel = materialize_kernel
+
+
+def mode1(scale: float) -> dict[str, float]:
+    out = {}
+    for source in SOURCES:
+        t = cpu_s()
+        run_experiment(config_from_dict(config(1, source, scale=scale)))
+        out[source] = cpu_s() - t
+        print(f"  mode 1 {source:13s} {out[source]:7.1f} s CPU", flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="Mode 1 and the walk at 1/20 scale (the fixed cost stays full scale)")
+    ap.add_argument("--walk-seconds", type=int, default=5,
+                    help="simulated seconds of the klruscand run (default 5: 10 passes)")
+    add_json_arg(ap)
+    args = ap.parse_args(argv)
+    scale = 0.05 if args.quick else 1.0
+    rows = []
+    print(f"bench_run: imports {IMPORT_CPU:.2f} s CPU")
+
+    cpu, hwm = fixed_cost(1.0)
+    fixed = IMPORT_CPU + cpu[1]
+    print(f"fixed cost (Mode 1 NUMAB0, 1,000 accesses a thread, full scale): runs {cpu[0]:.2f} "
+          f"and {cpu[1]:.2f} s CPU (+ imports {IMPORT_CPU:.2f} s); VmHWM after each "
+          f"{hwm[0] / GiB:.2f} and {hwm[1] / GiB:.2f} GiB")
+    rows.append(row("fixed cost of one run (imports, machine, populate 8 GiB, summary)",
+                    "< 1 s", f"{fixed:.2f} s CPU", fixed < 1.0))
+    grow = (hwm[1] - hwm[0]) / GiB
+    rows.append(row("peak RSS growth from a 2nd identical run in one process (gc off)",
+                    "none", f"{grow:+.2f} GiB (peak {hwm[0] / GiB:.2f} GiB after the 1st)",
+                    grow < 0.05))
+
+    ptes, t_fast = walk_in_run(scale, args.walk_seconds, materialize_kernel)
+    ptes_ref, t_ref = walk_in_run(scale, args.walk_seconds, materialize_reference)
+    same = ptes == ptes_ref
+    print(f"walk in a klruscand run (Mode 1, scale {scale:g}, {args.walk_seconds} s): "
+          f"{ptes:,} PTEs in {t_fast:.2f} s CPU; with the numpy young-bit draw {t_ref:.2f} s "
+          f"({'same PTE count' if same else 'DIFFERENT PTE COUNT'})")
+    rows.append(row(f"MGLRU walk inside a klruscand run (scale {scale:g})", ">= 100 M PTE/s",
+                    f"{ptes / t_fast / 1e6:.1f} M PTE/s", ptes / t_fast >= 100e6,
+                    f"x{t_ref / t_fast:.2f} vs numpy young-bit draw"))
+
+    times = mode1(scale)
+    total = sum(times.values())
+    rows.append(row(f"reproduce pghot-v3 --mode 1, five sources (scale {scale:g})",
+                    "<= 20 s" if scale == 1 else "(goal at scale 1)",
+                    f"{total:.1f} s CPU (" + ", ".join(f"{s} {t:.1f}" for s, t in times.items())
+                    + ")", total <= 20 if scale == 1 else None))
+    write_rows(args.json, rows)
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
