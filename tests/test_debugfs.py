@@ -29,11 +29,11 @@ def test_golden_scenario():
 
     1. 8 MiB anon + 4 MiB shared file, populated on node 1: faulted pages land in
        max_seq-1 = 2 (§3.1), so node 1 seq 2 holds 2048 anon and 1024 file pages; all
-       timestamps are the boot jiffies (0), read at 2000 ms.
+       timestamps are the boot jiffies (INITIAL_JIFFIES), read at 2000 ms.
     2. '+ 1 1 3 200 1' (force_scan): every PTE is young from the fault but seen for the first
        time, so folio_update_gen only sets PG_referenced (§3.4) and nothing moves.
        inc_max_seq: both types have 4 gens, gen(min_seq=0) is empty, so min_seq -> [1, 1];
-       timestamps[gen 4 = 0] = 2000; max_seq = 4. mm stats: 3072 PTEs visited, all young,
+       timestamps[gen 4 = 0] = boot + 2000; max_seq = 4. mm stats: 3072 PTEs visited, all young,
        6 tables found and added (young*8 >= total).
     3. At 3000 ms lru_gen starts at evictable_min_seq = 1; seq 4 is 1000 ms old.
     4. The first 2 MiB of anon are read again, then '+ 1 1 4 200 0': not forced, but the
@@ -41,7 +41,7 @@ def test_golden_scenario():
        (filters[4 % 2]) holds all six tables; all are walked, 512 PTEs are young and their
        folios (referenced since step 2) move to gen(4) = 0; only that table is dense enough
        for the next filter. Stats add up to 6144/3584/12/7. inc_max_seq: min_seq -> [2, 2],
-       timestamps[gen 5 = 1] = 3000, max_seq = 5.
+       timestamps[gen 5 = 1] = boot + 3000, max_seq = 5.
     5. At 4500 ms lru_gen_full shows seqs 2..5: seq 2 (= min_seq of both types, "rep"),
        1536 anon + 1024 file; seq 4 holds the 512 promoted pages, 2500 ms old; seq 5 is
        max_seq ("RTx" tiers, "TYFA" stats). No refaults are modelled, so tier counters are 0.

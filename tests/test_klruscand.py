@@ -9,6 +9,7 @@ from tierscan import Kernel, Machine
 from tierscan.errors import ConfigError
 from tierscan.hotness import klruscand as kmod
 from tierscan.hotness.klruscand import Klruscand, lower_tier_nodes
+from tierscan.jiffies import INITIAL_JIFFIES as J0
 from tierscan.mm.constants import HZ
 from tierscan.promote.base import PGTABLE_SCAN
 from tierscan.sim import plugins
@@ -80,7 +81,7 @@ def test_reports_lower_tier_pfns_and_never_changes_max_seq(model):
         assert (lv.lrugen.max_seq, tuple(lv.lrugen.min_seq)) == seqs[(lv.memcg.id, lv.nid)]
     # a pass reports a folio at most once (no page is accessed during the instantaneous pass)
     for pass_no in range(det.stats["passes"]):
-        t = (pass_no + 1) * 100
+        t = J0 + (pass_no + 1) * 100
         pf = np.concatenate([c["pfns"] for c in p.calls if c["now"] == t])
         assert np.unique(pf).size == pf.size
 
@@ -95,7 +96,8 @@ def test_reports_are_stamped_with_the_flush_time():
     for c in p.calls:
         assert c["now"] == c["at"]                           # jiffies when flush_cb ran
     # the passes ran at 100, 200 and 300 ms: every report carries one of those times
-    assert sorted({c["now"] for c in p.calls}) == [100 * HZ // 1000 * (i + 1) for i in range(3)]
+    assert sorted({c["now"] for c in p.calls}) == [J0 + 100 * HZ // 1000 * (i + 1)
+                                                     for i in range(3)]
 
 
 def test_each_period_visits_every_lower_tier_node_and_memcg_once(monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tierscan import Kernel, Machine
+from tierscan.jiffies import INITIAL_JIFFIES
 from tierscan.mm.constants import (
     MM_LEAF_TOTAL, MM_LEAF_YOUNG, MM_NONLEAF_ADDED, MM_NONLEAF_FOUND, PG_referenced,
     PG_workingset, PMD_SIZE,
@@ -72,7 +73,7 @@ def test_lruvec_initial_state_is_max_seq_3_min_seq_0_mm_seq_2():
     k = kernel()
     lv = k.lruvec(k.root_memcg, 1)
     assert (lv.lrugen.max_seq, lv.lrugen.min_seq, lv.mm_state.seq) == (3, [0, 0], 2)
-    assert lv.lrugen.timestamps == [0, 0, 0, 0]
+    assert lv.lrugen.timestamps == [INITIAL_JIFFIES] * 4     # jiffies at boot
 
 
 def test_faulted_pages_land_in_max_seq_minus_1_without_referenced():

@@ -19,6 +19,7 @@ from conftest import machine_dict
 from tierscan import Kernel, Machine
 from tierscan.errors import ConfigError
 from tierscan.hotness.numab import NumaBalancing, pgdat_free_space_enough
+from tierscan.jiffies import INITIAL_JIFFIES as J0
 from tierscan.mm.constants import _PAGE_PRESENT, _PAGE_PROTNONE
 from tierscan.mm.pagetable import pte_pfn
 from tierscan.promote.base import HINT_FAULT, PromotionEngine
@@ -81,7 +82,7 @@ def test_tiering_mode_marks_only_slow_tier_pages():
     assert (k.node_of(marked) == 1).all()
     assert k.vmstat["numa_pte_updates"] == 3072
     # the access time of every marked (slow-tier) folio is the marking time
-    assert (d.access_time.get(marked) == 5).all()
+    assert (d.access_time.get(marked) == (J0 + 5) & d.time_mask).all()
 
 
 def test_scan_budget_256mb_per_pass_resumes_at_the_offset_and_wraps():
@@ -139,7 +140,7 @@ def test_main_thread_period_becomes_task_scan_start_and_stays():
     e.run()
     t = d.tasks[0]
     assert d.stats["passes"] == 1 and t.scan_period[0] == 500
-    assert t.numa_next_scan == 1010 + 500
+    assert t.numa_next_scan == J0 + 1010 + 500
     e.duration_ns = 3200 * MS
     e.run()
     assert t.scan_period[0] == 500
@@ -182,7 +183,7 @@ def test_promoting_faults_double_the_period_once_per_scan_sequence():
     assert t.numa_scan_seq == 1 and (t.scan_period == 1000).all()
     touch(k, g, 0, 100, ms=10)
     assert k.vmstat["pgpromote_success"] == 100
-    assert (t.scan_period == 2000).all() and t.numa_next_scan == 10 + 2000
+    assert (t.scan_period == 2000).all() and t.numa_next_scan == J0 + 10 + 2000
     touch(k, g, 100, 100, ms=20)                         # same sequence: no second doubling
     assert (t.scan_period == 2000).all()
     mark_all(k, d, ms=30)                                # sequence 2
@@ -238,8 +239,10 @@ def test_promotes_only_under_the_latency_threshold_when_short_of_space():
     k, e, d, g = setup("16MiB")
     assert not pgdat_free_space_enough(k, 0)             # 1 GiB DRAM: never "enough"
     mark_all(k, d, ms=0)
-    touch(k, g, 0, 100, ms=999)                          # latency 999 < 1000
-    touch(k, g, 100, 100, ms=1000)                       # latency 1000: refused (N4)
+    # the first candidate after boot takes the first threshold step (the unsigned-int ms
+    # clock starts 2^32 - 300,000 ahead of nbp_th_start = 0): too few candidates, 1000 -> 1125
+    touch(k, g, 0, 100, ms=1124)                         # latency 1124 < 1125
+    touch(k, g, 100, 100, ms=1125)                       # latency 1125: refused (N4)
     assert (nodes(k, g, 0, 100) == 0).all()
     assert (nodes(k, g, 100, 100) == 1).all()
     assert k.vmstat["numa_hint_faults"] == 200
@@ -249,7 +252,7 @@ def test_promotes_only_under_the_latency_threshold_when_short_of_space():
     assert k.vmstat["pgpromote_candidate_nrl"] == 0
     # the fault swapped the stamp to the fault time: an unmarked refault would see latency 0
     pfns = g.mm.translate(g.addrs[100:101])
-    assert d.access_time.get(pfns)[0] == 1000
+    assert d.access_time.get(pfns)[0] == (J0 + 1125) & d.time_mask
 
 
 def test_hot_threshold_ms_is_a_knob():
@@ -295,19 +298,19 @@ def test_rate_limit_caps_promoted_pages_per_one_second_window():
     k, e, d, g = setup("16MiB", promote_rate_limit_mbps=1)   # 1 MB/s = 256 pages/s
     assert d.rate_limit_pages == 256
     mark_all(k, d, ms=0)
-    touch(k, g, 0, 4096, ms=10)         # the boot-time window [0, 1000] with snapshot 0:
-    assert k.vmstat["pgpromote_candidate"] == 4096      # 255 more candidates fit in it
-    assert k.vmstat["pgpromote_success"] == 255
+    touch(k, g, 0, 4096, ms=10)         # the first candidate opens a window (the ms clock
+    assert k.vmstat["pgpromote_candidate"] == 4096      # is far past nbp_rl_start = 0)
+    assert k.vmstat["pgpromote_success"] == 256
     mark_all(k, d, ms=1200)
     touch(k, g, 0, 4096, ms=1500)       # a new window opens at its first candidate
-    assert k.vmstat["pgpromote_success"] == 255 + 256    # N5: <= limit + one folio
+    assert k.vmstat["pgpromote_success"] == 256 + 256    # N5: <= limit + one folio
     mark_all(k, d, ms=1600)
     touch(k, g, 0, 4096, ms=2400)       # same window: nothing more
-    assert k.vmstat["pgpromote_success"] == 511
+    assert k.vmstat["pgpromote_success"] == 512
     mark_all(k, d, ms=2450)
     touch(k, g, 0, 4096, ms=2501)       # > 1000 ms after 1500: a new window
-    assert k.vmstat["pgpromote_success"] == 767
-    assert k.vmstat["numa_pages_migrated"] == 767
+    assert k.vmstat["pgpromote_success"] == 768
+    assert k.vmstat["numa_pages_migrated"] == 768
 
 
 def test_rate_limit_caps_promotion_rate_in_a_run():
@@ -336,11 +339,13 @@ def test_threshold_adjustment_moves_towards_the_rate_limit():
         d.numa_promotion_adjust_threshold(0, rl, 1000)
         return int(s.nbp_threshold[0])
 
-    assert adjust(60_000, 0) == 0                        # not yet 60 s since the start
-    assert adjust(60_001, 0) == 1125                     # too few candidates: raise (slower)
-    assert adjust(90_000, 0) == 1125                     # at most once per 60 s
-    assert adjust(120_002, 20_000) == 1000               # too many (> 1.1 x 15360): lower
-    assert adjust(180_003, 15_360) == 1000               # within +-10%: keep
+    # at boot the unsigned-int ms clock is 2^32 - 300,000, 60 s past nbp_th_start = 0
+    assert adjust(0, 0) == 1125                          # too few candidates: raise (slower)
+    assert adjust(60_000, 0) == 1125                     # not yet 60 s since that step
+    assert adjust(60_001, 0) == 1250
+    assert adjust(90_000, 0) == 1250                     # at most once per 60 s
+    assert adjust(120_002, 20_000) == 1125               # too many (> 1.1 x 15360): lower
+    assert adjust(180_003, 15_360) == 1125               # within +-10%: keep
     th = [adjust(180_004 + 60_001 * i, 10**6) for i in range(1, 12)]
     assert th[-1] == 125 and min(th) == 125              # floor: one unit
     th = [adjust(900_000 + 60_001 * i, 0) for i in range(1, 20)]
@@ -350,15 +355,16 @@ def test_threshold_adjustment_moves_towards_the_rate_limit():
 
 def test_threshold_falls_in_a_run_where_the_rate_limit_binds():
     """1 MB/s against 16384 slow pages all faulting within ms of their marking: ~16k
-    candidates a second, far above ref_cand = 256 * 60 per minute, so at the first adjustment
-    (60 s) the threshold drops one unit below the default."""
+    candidates a second, far above ref_cand = 256 * 60 per minute. The first step, at the
+    first candidate after boot, sees no candidates yet and raises the threshold one unit; the
+    next, 60 s later, lowers it by one."""
     k, e, d, g = setup("64MiB", model="rate", promote_rate_limit_mbps=1)
     e.duration_ns = 59_000 * MS
     e.run()
-    assert d.state.nbp_threshold[0] == 0                 # no adjustment before 60 s
+    assert d.state.nbp_threshold[0] == 1125              # the step at the first candidate
     e.duration_ns = 90_000 * MS
     e.run()
-    assert d.state.nbp_threshold[0] == 875
+    assert d.state.nbp_threshold[0] == 1000
     assert k.vmstat["pgpromote_candidate"] > 16896
 
 
@@ -390,7 +396,7 @@ def test_numab2_pghot_reports_hint_faults_instead_of_migrating(model):
     reported = np.concatenate([c[0] for c in rec.calls])
     assert reported.size == faults                       # one report per faulted folio
     assert all(c[1] == 0 and c[2] == HINT_FAULT for c in rec.calls)
-    assert all(100 <= c[3] <= 400 for c in rec.calls)    # jiffies of the fault
+    assert all(J0 + 100 <= c[3] <= J0 + 400 for c in rec.calls)    # jiffies of the fault
     assert (k.node_of(reported) == 1).all()              # lower-tier head pfns
     assert np.isin(reported, before).all()
     assert k.vmstat["pgpromote_success"] == 0 and k.vmstat["numa_pages_migrated"] == 0

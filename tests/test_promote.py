@@ -14,6 +14,7 @@ from conftest import HPAGE_NR, PAGE, machine_dict, page_addrs
 
 from tierscan import Kernel, Machine
 from tierscan.errors import ConfigError
+from tierscan.jiffies import INITIAL_JIFFIES as J0
 from tierscan.mm.constants import PG_dirty, PG_swapbacked
 from tierscan.mm.migrate import (
     migrate_misplaced_folio, migrate_misplaced_folio_prepare, migrate_misplaced_folios_batch,
@@ -103,7 +104,7 @@ def test_ready_on_third_report_within_the_window():
     for i, t in enumerate((1000, 2000, 3000), start=1):
         report(e, pfns, [t])
         nid, freq, time, ready = fields(e, pfns)
-        assert (freq == i).all() and (time == t).all() and (nid == 0).all()
+        assert (freq == i).all() and (time == (J0 + t) % 2**19).all() and (nid == 0).all()
         assert ready.tolist() == [i == 3] * 8
         assert e.activate[1] == (i == 3)
     assert not e.activate[0]
@@ -364,9 +365,11 @@ def test_latency_threshold_refuses_stale_records():
     k = laptop()
     mm, addrs, pfns = cxl_pages(k, 12)
     e = PghotV3(k)
-    report(e, pfns[:4], [8000, 8001, 9002])           # last report 4999 ms before kmigrated
-    report(e, pfns[4:8], [8000, 8001, 9001])          # 5000 ms: latency >= threshold
-    report(e, pfns[8:], [8000, 8001, 9000])           # 5001 ms
+    # the first candidate after boot takes the first threshold step (the unsigned-int ms
+    # clock starts 2^32 - 300,000 ahead of nbp_th_start = 0): 5000 -> 5625
+    report(e, pfns[:4], [7000, 7001, 8377])           # last report 5624 ms before kmigrated
+    report(e, pfns[4:8], [7000, 7001, 8376])          # 5625 ms: latency >= threshold
+    report(e, pfns[8:], [7000, 7001, 8375])           # 5626 ms
     kmigrated(e, 14001)
     assert k.node_of(mm.translate(addrs)).tolist() == [0] * 4 + [1] * 8
     assert vm(k, "pghot_kmigrated_refused_latency") == 8
@@ -432,22 +435,23 @@ def test_literal_quirk_a_masks():
     for e in (lit, fixed):
         e.record_access(pfns, 1, "hintfault", at(k, 10000))
     w_lit, w_fixed = int(lit.record_of(pfns[:1])[0]), int(fixed.record_of(pfns[:1])[0])
-    assert w_fixed & 1023 == 1 and (w_fixed >> 13) & (2**19 - 1) == 10000
+    assert w_fixed & 1023 == 1 and (w_fixed >> 13) & (2**19 - 1) == (J0 + 10000) % 2**19
     assert w_lit & 1023 == 0                                     # nid is never stored
     nid, freq, time, _ = fields(lit, pfns[:1])
-    assert nid[0] == 0 and time[0] == 10000 % 8192               # time keeps 13 bits
-    assert freq[0] == 1 | ((10000 % 8192) & 127) << 3            # freq reads the time bits
+    assert nid[0] == 0 and time[0] == (J0 + 10000) % 8192        # time keeps 13 bits
+    assert freq[0] == 1 | (((J0 + 10000) % 8192) & 127) << 3     # freq reads the time bits
     # ... so with a target other than 0 every hint fault opens a new window
     for e in (lit, fixed):
         e.record_access(pfns, 1, "hintfault", at(k, 10001))
         e.record_access(pfns, 1, "hintfault", at(k, 10002))
     assert not fields(lit, pfns)[3].any() and fields(fixed, pfns)[3].all()
     # with NUMA_NO_NODE the overlapping freq makes a page READY on its 2nd report, and the
-    # READY record decodes to nid 0: it is promoted to node 0
-    k = laptop()
+    # READY record decodes to nid 0: it is promoted to node 0 (by the free-space shortcut:
+    # quirk (b) refuses everything else)
+    k = big_dram()
     mm, addrs, q = cxl_pages(k, 4)
     lit = PghotV3(k, literal=True)
-    report(lit, q, [3000, 3001])                   # 3000 & 127 != 0: freq reads >= 8
+    report(lit, q, [3000, 3001])                   # (J0 + 3000) & 127 != 0: freq reads >= 8
     assert fields(lit, q)[3].all()
     kmigrated(lit, 3100)
     assert (k.node_of(mm.translate(addrs)) == 0).all() and vm(k, "pgpromote_success", 0) == 4
@@ -458,7 +462,9 @@ def test_literal_quirk_a_time_wraps_at_13_bits():
     _, _, pfns = cxl_pages(k, 2)
     lit, fixed = PghotV3(k, literal=True), PghotV3(k)
     for e in (lit, fixed):
-        report(e, pfns, [8100, 8150, 8200])   # 8200 & 8191 = 8 < 8150: an "unsigned" huge gap
+        # J0 = 3104 mod 8192: the stored times are 8100, 8150 and 8 < 8150, a huge
+        # "unsigned" gap
+        report(e, pfns, [4996, 5046, 5096])
     assert (fields(fixed, pfns)[1] == 3).all()
     words = lit.record_of(pfns).astype(np.int64)
     assert ((words >> 10) & 7 == 1).all()           # the literal record restarted its window
@@ -475,8 +481,9 @@ def test_literal_quirk_b_admission_uses_full_width_jiffies():
             report(e, pfns, [start, start + 1, start + 2])
             kmigrated(e, start + 100)
             got[literal, start] = int((k.node_of(mm.translate(addrs)) == 0).sum())
-    # before jiffies outgrow 13 bits the latency is right; after, every page is refused
-    assert got == {(False, 1000): 8, (False, 20000): 8, (True, 1000): 8, (True, 20000): 0}
+    # jiffies start at 2^32 - 300 s, far beyond 13 bits: every page is refused at once
+    # (with jiffies from 0 this took 8.2 s of uptime)
+    assert got == {(False, 1000): 8, (False, 20000): 8, (True, 1000): 0, (True, 20000): 0}
     # ... unless the free-space shortcut applies, as in the published run
     k = big_dram()
     mm, addrs, pfns = cxl_pages(k, 8)

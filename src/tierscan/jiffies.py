@@ -9,7 +9,10 @@ that compares jiffies uses the wrap-safe ``time_after()`` family; code that keep
 
 from __future__ import annotations
 
-HZ = 1000                                   # CONFIG_HZ of the modelled kernels
+import numpy as np
+
+from .mm.constants import HZ               # CONFIG_HZ of the modelled kernels: 1000
+
 MSEC_PER_SEC = 1000
 NSEC_PER_SEC = 1_000_000_000
 ULONG_MASK = (1 << 64) - 1
@@ -17,9 +20,17 @@ UINT_MASK = (1 << 32) - 1
 INITIAL_JIFFIES = (-300 * HZ) & UINT_MASK   # 4,294,667,296
 
 
-def clock_to_jiffies(clock_ns: int, initial: int = INITIAL_JIFFIES) -> int:
-    """jiffies after ``clock_ns`` of uptime (one tick per 1/HZ s), as an unsigned long."""
+def clock_to_jiffies(clock_ns, initial: int = INITIAL_JIFFIES):
+    """jiffies after ``clock_ns`` of uptime (one tick per 1/HZ s), as an unsigned long. An
+    int64 array of uptimes gives an int64 array (no run reaches the 64-bit wrap)."""
+    if isinstance(clock_ns, np.ndarray):
+        return initial + clock_ns.astype(np.int64) * HZ // NSEC_PER_SEC
     return (initial + int(clock_ns) * HZ // NSEC_PER_SEC) & ULONG_MASK
+
+
+def jiffies_to_clock_ns(j: int, initial: int = INITIAL_JIFFIES) -> int:
+    """The uptime (ns) at which jiffies reached ``j``: for results, which record ns."""
+    return ((int(j) - initial) & ULONG_MASK) * NSEC_PER_SEC // HZ
 
 
 def _signed(x: int) -> int:

@@ -6,9 +6,10 @@ import numpy as np
 
 from .arrays import unique
 from .errors import ConfigError
+from .jiffies import clock_to_jiffies
 from .machine import Machine
 from .mm.constants import (
-    HPAGE_PMD_NR, HPAGE_PMD_ORDER, HZ, PAGE_SIZE, PG_allocated, PG_anon, PG_head, PG_reserved,
+    HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PG_allocated, PG_anon, PG_head, PG_reserved,
     PG_tail,
 )
 from .mm.filemap import File
@@ -69,7 +70,9 @@ class Kernel:
     # ---- time -------------------------------------------------------------------------------
     @property
     def jiffies(self) -> int:
-        return self.clock_ns * HZ // 1_000_000_000
+        """The tick count, from INITIAL_JIFFIES (2^32 - 300 s at boot, as the kernel starts:
+        include/linux/jiffies.h); compare with tierscan.jiffies.time_after() and friends."""
+        return clock_to_jiffies(self.clock_ns)
 
     # ---- processes, files, memcgs --------------------------------------------------------
     @property

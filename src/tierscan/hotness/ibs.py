@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..jiffies import clock_to_jiffies
 from ..mm.constants import PG_lru
 from ..mm.vmstat import register_vmstat
 from ..promote.base import HW_HINTS
@@ -219,7 +220,7 @@ class Ibs(Detector):
         order = np.argsort(t[due], kind="stable")
         dp, dn, dt = pfns[due][order], nids[due][order], t[due][order]
         self.pending = [a[~due] for a in self.pending]
-        jiffies = dt * 1000 // 1_000_000_000          # HZ = 1000
+        jiffies = clock_to_jiffies(dt.astype(np.int64))
         self.stats["reported"] += int(dp.size)
         if self.promoter is None:
             return

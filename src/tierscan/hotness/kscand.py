@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..arrays import unique
+from ..jiffies import time_before
 from ..mm.constants import (
     PAGE_SHIFT, PAGE_SIZE, PG_lru, PG_referenced, PG_unevictable,
     _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_SPECIAL,
@@ -200,7 +201,7 @@ class Kscand(Detector):
         for _ in range(min(self.mms_to_scan, n)):
             slot = self.slots[self.cursor % n]
             self.cursor = (self.cursor + 1) % n
-            if slot.next_scan and now < slot.next_scan:
+            if slot.next_scan and time_before(now, slot.next_scan):
                 continue
             self.scan_mm(engine, slot)
 

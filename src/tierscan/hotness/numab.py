@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..arrays import unique
-from ..jiffies import time_after, time_before
+from ..jiffies import UINT_MASK, jiffies_to_msecs, time_after, time_before
 from ..mm.constants import PAGE_SHIFT, PG_anon, PMD_SIZE
 from ..mm.memory import change_prot_numa
 from ..mm.migrate import migrate_misplaced_folios_one_by_one
@@ -357,7 +357,7 @@ class NumaBalancing(Detector):
         if first.any():
             t.scan_period[first] = self.task_scan_start(self._rss(t.mm))
         t.node_stamp[fire] += period[fire]
-        if self.kernel.jiffies < t.numa_next_scan:
+        if time_before(self.kernel.jiffies, t.numa_next_scan):
             return
         for thread in np.flatnonzero(fire):
             if self.task_numa_work(engine, t, int(thread)):
@@ -372,7 +372,7 @@ class NumaBalancing(Detector):
         """task_numa_work() by ``thread``; returns whether it scanned (won numa_next_scan)."""
         k = self.kernel
         now = k.jiffies
-        if now < t.numa_next_scan:
+        if time_before(now, t.numa_next_scan):
             return False
         t.numa_next_scan = now + int(t.scan_period[thread])
         t.node_stamp[thread] += 2 * TICK_NSEC
@@ -575,7 +575,7 @@ class NumaBalancing(Detector):
         then prepare and migrate the admitted ones. Returns the folios migrated (old pfns)."""
         k, pm, s = self.kernel, self.kernel.pm, self.state
         nr = pm.folio_nr_pages(heads)
-        now = k.jiffies                              # jiffies_to_msecs at HZ=1000
+        now = jiffies_to_msecs(k.jiffies)           # unsigned int ms
         self.stats["candidates"] += int(heads.size)
         # free-space bypass: holds for a prefix of the batch (free only falls as we promote)
         before = int(pm.node_free[dst]) - (np.cumsum(nr) - nr)
@@ -631,9 +631,9 @@ class NumaBalancing(Detector):
         """numa_promotion_adjust_threshold(): at most once per scan_period_max (60 s), move
         nbp_threshold one unit towards a candidate rate of rate_limit, with +-10% hysteresis."""
         k, s = self.kernel, self.state
-        now = k.jiffies
+        now = jiffies_to_msecs(k.jiffies)           # unsigned int: wraps 300 s after boot
         th_period = self.scan_period_max_ms
-        if now - int(s.nbp_th_start[nid]) <= th_period:
+        if (now - int(s.nbp_th_start[nid])) & UINT_MASK <= th_period:
             return
         s.nbp_th_start[nid] = now
         ref_cand = rate_limit * th_period // 1000
@@ -653,7 +653,7 @@ class NumaBalancing(Detector):
         c0 = int(k.vmstat.node("pgpromote_candidate")[nid])
         k.vmstat.count("pgpromote_candidate", nid, int(nr.sum()))
         after = c0 + np.cumsum(nr)                   # node_page_state after each mod
-        if now_ms - int(s.nbp_rl_start[nid]) > 1000:
+        if (now_ms - int(s.nbp_rl_start[nid])) & UINT_MASK > 1000:   # unsigned int
             s.nbp_rl_start[nid] = now_ms
             s.nbp_rl_nr_cand[nid] = int(after[0])
         return after - int(s.nbp_rl_nr_cand[nid]) < rate_limit

@@ -26,6 +26,7 @@ from numba import njit
 
 from ..arrays import unique
 from ..configcheck import is_int
+from ..jiffies import UINT_MASK, jiffies_to_clock_ns, jiffies_to_msecs
 from ..mm.constants import HZ, PAGE_SHIFT, PG_lru, PG_tail
 from ..mm.migrate import (
     OK, count_prepare_failures, migrate_misplaced_folios_batch, misplaced_prepare_reasons,
@@ -218,7 +219,7 @@ class FirstReports:
         if self.ns1 is None:
             self.ns1 = np.zeros(self.size, dtype=np.int64)
         fresh = idx[self.ns1[idx] == 0]
-        self.ns1[fresh] = int(now_jiffies) * (1_000_000_000 // HZ) + 1
+        self.ns1[fresh] = jiffies_to_clock_ns(now_jiffies) + 1
 
     def promoted(self, engine, idx, pfns) -> None:
         """Hand the first-report times of promoted pfns to ``engine.first_report_ns`` and
@@ -449,7 +450,8 @@ class PghotV3(PromotionEngine):
         """kmigrated_promotion_adjust_threshold() (§1.5): at most once per 60 s per
         destination, move nbp_threshold by one step (ref_th * 2 / 16) toward the rate the
         candidates should have come at."""
-        if now_ms - self.nbp_th_start[dst] > KMIGRATED_PROMOTION_THRESHOLD_WINDOW:
+        if (now_ms - int(self.nbp_th_start[dst])) & UINT_MASK > \
+                KMIGRATED_PROMOTION_THRESHOLD_WINDOW:                  # unsigned int ms
             self.nbp_th_start[dst] = now_ms
             ref_cand = rate_limit * KMIGRATED_PROMOTION_THRESHOLD_WINDOW // MSEC_PER_SEC
             nr_cand = int(self.kernel.vmstat.node("pgpromote_candidate")[dst])
@@ -491,7 +493,7 @@ class PghotV3(PromotionEngine):
             return
         nr = pm.folio_nr_pages(heads)
         lat = self._latency_ms(times)
-        now_ms = k.jiffies * MSEC_PER_SEC // HZ
+        now_ms = jiffies_to_msecs(k.jiffies)
         rate_limit = self.rate_limit_MBps << (20 - PAGE_SHIFT)     # MB_TO_PAGES
         ref_th = self.freq_window_ms
         pending: list[np.ndarray] = []
@@ -513,7 +515,7 @@ class PghotV3(PromotionEngine):
             for dst in unique(d[lat_ok]):
                 sel = np.flatnonzero(lat_ok & (d == dst))
                 cum = int(cand_now[dst]) + np.cumsum(f[sel])
-                if now_ms - self.nbp_rl_start[dst] > MSEC_PER_SEC:
+                if (now_ms - int(self.nbp_rl_start[dst])) & UINT_MASK > MSEC_PER_SEC:
                     snap = cum[0]            # a new 1-s window opens at the first candidate
                 else:
                     snap = int(self.nbp_rl_nr_cand[dst])
@@ -567,7 +569,7 @@ class PghotV3(PromotionEngine):
         for dst in unique(d[lat_ok]):
             sel = np.flatnonzero(lat_ok & (d == dst))
             vm.count("pgpromote_candidate", int(dst), int(f[sel].sum()))
-            if now_ms - self.nbp_rl_start[dst] > MSEC_PER_SEC:
+            if (now_ms - int(self.nbp_rl_start[dst])) & UINT_MASK > MSEC_PER_SEC:
                 self.nbp_rl_start[dst] = now_ms
                 self.nbp_rl_nr_cand[dst] = cand_after[sel[0]]
         refused_lat = ~fe & ~lat_ok
