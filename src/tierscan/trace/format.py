@@ -95,6 +95,18 @@ def _columns_to_bytes(kind: int, cols: dict) -> bytes:
                     for name, dt in COLUMNS[kind])
 
 
+def _compress_columns(cctx, kind: int, cols: dict) -> tuple[bytes, int]:
+    """One zstd frame of the columns in order, fed column by column (no joined copy)."""
+    z = cctx.compressobj()
+    parts, raw_len = [], 0
+    for name, dt in COLUMNS[kind]:
+        col = np.ascontiguousarray(cols[name], dt)
+        raw_len += col.nbytes
+        parts.append(z.compress(memoryview(col).cast("B")))
+    parts.append(z.flush())
+    return b"".join(parts), raw_len
+
+
 def _bytes_to_columns(kind: int, raw: bytes, n: int) -> dict | None:
     spec = COLUMNS[kind]
     if len(raw) != n * sum(np.dtype(dt).itemsize for _, dt in spec):
@@ -167,6 +179,21 @@ def _count_pages(keys, acc, wr, used, pages, flags, start):
         acc[h] += 1
         wr[h] += flags[i] & 1
     return pages.size, used
+
+
+@numba.njit(cache=True, nogil=True)
+def _deltas(a, last):
+    out = np.empty_like(a)
+    for i in range(a.size):
+        out[i] = a[i] - last
+        last = a[i]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _mark(values, seen):
+    for i in range(values.size):
+        seen[values[i]] = True
 
 
 @numba.njit(cache=True)
@@ -245,24 +272,27 @@ class TraceWriter:
         self.added += pages.size
         while self._buffered >= self.chunk_records:
             self._flush_access(self.chunk_records)
+        if len(self._buf) == 1 and self._buffered >= self.chunk_records // 2:
+            self._flush_access(self._buffered)   # a large piece is a chunk as it is (no copy)
 
     def _flush_access(self, n: int) -> None:
-        cols = {k: np.concatenate([b[k] for b in self._buf]) for k in self._buf[0]}
+        cols = self._buf[0] if len(self._buf) == 1 else \
+            {k: np.concatenate([b[k] for b in self._buf]) for k in self._buf[0]}
         rest = {k: v[n:] for k, v in cols.items()}
         cols = {k: v[:n] for k, v in cols.items()}
         self._buf = [rest] if rest["page"].size else []
         self._buffered = rest["page"].size
         self._count(cols)
         enc = dict(cols)
-        enc["page"] = np.diff(cols["page"], prepend=self._last_page)
-        enc["clock"] = np.diff(cols["clock"], prepend=self._last_clock)
+        enc["page"] = _deltas(np.ascontiguousarray(cols["page"], np.int64), self._last_page)
+        enc["clock"] = _deltas(np.ascontiguousarray(cols["clock"], np.int64), self._last_clock)
         self._last_page, self._last_clock = int(cols["page"][-1]), int(cols["clock"][-1])
         self._write_chunk(KIND_ACCESS, enc, cols["page"].size)
 
     def _count(self, cols) -> None:
         """Fold a chunk into the distinct-page summary (sized by the footprint, not the trace)."""
         self._counter.add(cols["page"], cols["flags"])
-        self._thread_seen |= np.bincount(cols["thread"], minlength=65536)[:65536] > 0
+        _mark(np.ascontiguousarray(cols["thread"], np.uint16), self._thread_seen)
 
     # -- region records ----------------------------------------------------------------------
     def add_regions(self, time_ns, start, end, nr_accesses) -> None:
@@ -274,10 +304,9 @@ class TraceWriter:
             self.added += n
 
     def _write_chunk(self, kind: int, cols: dict, n: int) -> None:
-        raw = _columns_to_bytes(kind, cols)
-        comp = self._cctx.compress(raw)
-        self.f.write(_CHUNK_HEAD.pack(CHUNK_MAGIC, kind, n, len(raw), len(comp),
-                                      zlib.crc32(comp)) + comp)
+        comp, raw_len = _compress_columns(self._cctx, kind, cols)
+        self.f.write(_CHUNK_HEAD.pack(CHUNK_MAGIC, kind, n, raw_len, len(comp), zlib.crc32(comp)))
+        self.f.write(comp)
         self.records += n
 
     def close(self) -> None:

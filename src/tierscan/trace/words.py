@@ -57,7 +57,8 @@ class WordDecoder:
 
     def feed(self, data: bytes):
         """Decode what can be decoded; return (pages, writes, threads, clocks) of the accesses."""
-        data = self.tail + data
+        if self.tail:
+            data = self.tail + data
         n = len(data) // 8
         w = np.frombuffer(data, np.uint64, n)
         pages = np.empty(n, np.int64)
