@@ -215,3 +215,32 @@ def test_registered_with_strict_parameters():
                           Component("klruscand", bad, path="detectors[0]", where="exp.toml"),
                           k, CostModel(), p)
         assert str(ei.value).startswith(f"exp.toml: detectors[0].{field}:")
+
+
+@pytest.mark.parametrize("version,interval_ms,contract", [
+    ("v1", 4000, "v1"), ("pghot-v1", 100, "v1"), ("v2", 2000, "v2"), ("v3", 500, "v2")])
+def test_version_sets_the_posted_interval_and_contract(version, interval_ms, contract):
+    """mglru-spec §9 version table: one ``version`` name selects the posted interval and
+    callback contract; explicit keys override the version's defaults."""
+    plugins.load_all()
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    p = RecordingPromoter(k)
+    (det,) = plugins.build(plugins.DETECTORS, "detector",
+                           Component("klruscand", {"version": version}), k, CostModel(), p)
+    assert (det.period_ns, det.contract, det.batch_size) == (interval_ms * MS, contract, 2 << 16)
+    (det,) = plugins.build(plugins.DETECTORS, "detector",
+                           Component("klruscand", {"version": version, "interval_ms": 250,
+                                                   "contract": "v2"}), k, CostModel(), p)
+    assert (det.period_ns, det.contract) == (250 * MS, "v2")
+
+
+def test_unknown_version_is_a_one_line_error():
+    plugins.load_all()
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    with pytest.raises(ConfigError) as ei:
+        plugins.build(plugins.DETECTORS, "detector",
+                      Component("klruscand", {"version": "v4"}, path="detectors[0]",
+                                where="exp.toml"), k, CostModel(), RecordingPromoter(k))
+    msg = str(ei.value)
+    assert msg.startswith("exp.toml: detectors[0].version: expected one of 'v1', 'pghot-v1'")
+    assert "\n" not in msg

@@ -18,6 +18,11 @@ Parameters (``[[detectors]] name = "klruscand"``):
 - ``contract`` ("v2"): the callback contract of §6.3. "v1": the callback refuses a pfn when
   the batch is already full (its A bit is already clear: with faithful quirks it is lost);
   "v2": record, then say full.
+- ``version`` ("v3"): the posted version whose ``interval_ms`` and ``contract`` become the
+  defaults (``VERSIONS``; mglru-spec §9, promotion-spec §2.3); an explicit key overrides it.
+  "v1" = Kinsey RFC v1 (4000 ms, int callback), "pghot-v1" = the copy in Bharata's pghot
+  v1/v2 (100 ms, int callback), "v2" = Kinsey RFC v2 (2000 ms, bool callback), "v3" = the copy
+  in pghot v3 7/8 (500 ms, bool callback). Every version uses the 2<<16 batch.
 - ``batched`` (true): pass whole arrays of pfns to the callback (``vmscan.Deliver``'s batched
   form); the results are identical to the per-pfn form, only faster.
 
@@ -43,7 +48,18 @@ from .base import Detector
 NUMA_NO_NODE = -1
 DEFAULT_INTERVAL_MS = 500
 DEFAULT_BATCH_SIZE = 2 << 16
-PARAMS = {"interval_ms": False, "batch_size": False, "contract": False, "batched": False}
+PARAMS = {"interval_ms": False, "batch_size": False, "contract": False, "batched": False,
+          "version": False}
+# Posted versions -> knob defaults (mglru-spec §9 version table, promotion-spec §2.3). The
+# batch is 2<<16 in all of them; "pghot-v1" is Kinsey's v1 patch as carried (100 ms) in
+# Bharata's pghot v1/v2 series.
+VERSIONS = {
+    "v1": {"interval_ms": 4000, "contract": "v1"},
+    "pghot-v1": {"interval_ms": 100, "contract": "v1"},
+    "v2": {"interval_ms": 2000, "contract": "v2"},
+    "v3": {"interval_ms": DEFAULT_INTERVAL_MS, "contract": "v2"},
+}
+DEFAULT_VERSION = "v3"
 
 
 def lower_tier_nodes(kernel) -> list[int]:
@@ -169,12 +185,14 @@ def _params(component):
     component.check_keys(PARAMS)
     p, c = component.params, component.checker()
     f = component.field_path
-    interval = p.get("interval_ms", DEFAULT_INTERVAL_MS)
+    version = c.choice(p.get("version", DEFAULT_VERSION), f("version"), tuple(VERSIONS))
+    defaults = VERSIONS[version]          # explicit keys below override the version's values
+    interval = p.get("interval_ms", defaults["interval_ms"])
     interval = c.number_in(interval, f("interval_ms"), 0, 1e9)
     if interval <= 0:
         c.fail(f("interval_ms"), f"expected a number > 0, got {interval}")
     batch = c.int_at_least(p.get("batch_size", DEFAULT_BATCH_SIZE), f("batch_size"), 1)
-    contract = c.choice(p.get("contract", "v2"), f("contract"), ("v1", "v2"))
+    contract = c.choice(p.get("contract", defaults["contract"]), f("contract"), ("v1", "v2"))
     batched = c.boolean(p.get("batched", True), f("batched"))
     return dict(interval_ms=interval, batch_size=batch, contract=contract, batched=batched)
 
