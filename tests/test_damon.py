@@ -229,7 +229,9 @@ def test_regions_stay_within_min_and_max(model):
     k, d, e, g, hot = run(model, hotset(hot_share=0.9), params, duration_ms=1500)
     for ctx in d.contexts:
         h = np.array(ctx.nr_regions_history)
-        assert h.size == 30
+        # 30 aggregation intervals, fewer while kdamond's migrations keep its CPU busy (the
+        # engine's CPU rule: one kthread does not sample while it migrates)
+        assert 25 <= h.size <= 30
         assert h.min() >= 5 and h.max() <= 24, h
         assert h.max() > 10                              # it did split and merge
         lo, hi = k.pm.node_range(ctx.nid)

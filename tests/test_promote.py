@@ -27,6 +27,7 @@ from tierscan.promote.kpromoted import KpromotedV0
 from tierscan.promote.pghot import Kmigrated, PghotV3
 from tierscan.sim import plugins
 from tierscan.sim.config import Component
+from tierscan.sim.costs import CostModel
 from tierscan.sim.engine import MS, Daemon, Engine
 from tierscan.workload.library import make_workload
 
@@ -44,6 +45,11 @@ class FakeEngine:
 
     def charge(self, ns):
         self.cpu_ns += ns
+
+    costs = CostModel()
+
+    def cpu_left_ns(self):
+        return float("inf")          # driven by hand: no CPU limit on a run
 
 
 def laptop():

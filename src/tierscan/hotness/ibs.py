@@ -72,6 +72,7 @@ PARAMS = {"sample_period": False, "ops_per_access": False, "ring_size": False,
 
 class Ibs(Detector):
     name = "ibs"
+    kthread = False     # the NMI handler runs on the sampled CPUs, not on one kthread
 
     def __init__(self, promoter=None, *, sample_period: int = DEFAULT_SAMPLE_PERIOD,
                  ops_per_access: float = DEFAULT_OPS_PER_ACCESS,

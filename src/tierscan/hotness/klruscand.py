@@ -13,7 +13,8 @@ Parameters (``[[detectors]] name = "klruscand"``):
 
 - ``interval_ms`` (500): period of a pass; the posted versions used 4000 (Kinsey v1), 100
   (Bharata v1/v2), 2000 (Kinsey v2) and 500 (pghot v3). A pass whose CPU time exceeds the
-  interval is followed at once by the next (no catch-up), as the kthread does.
+  interval is followed at once by the next (no catch-up), as the kthread does: the engine's
+  rule for every kthread daemon (sim/engine.py ``Daemon``).
 - ``batch_size`` (131072 = 2<<16): the static pfn batch.
 - ``contract`` ("v2"): the callback contract of §6.3. "v1": the callback refuses a pfn when
   the batch is already full (its A bit is already clear: with faithful quirks it is lost);
@@ -176,9 +177,9 @@ class Klruscand(Detector):
         cost = total * c.scan_pte_ns + young * c.scan_young_pte_ns
         engine.charge(cost)
         if cost > self.interval_ns:
-            # the pass overran: the next one starts when this one ends (no sleep)
+            # the pass overran: the engine starts the next one when this one ends (no sleep;
+            # the CPU rule of sim.engine.Daemon)
             self.stats["overruns"] += 1
-            self.next_ns += int(cost) - self.period_ns
 
 
 def _params(component):

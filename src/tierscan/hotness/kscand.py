@@ -382,20 +382,28 @@ class KscandMigrator(Daemon):
                       "non_lru": 0, "not_hot": 0, "ineligible_src": 0, "same_node": 0,
                       "not_migrated": 0}
 
-    def run(self, engine) -> None:
+    def run(self, engine) -> bool:
+        """Drain the next mm's list. Only the folios this kthread's CPU can migrate before
+        its work would land early are taken (``engine.affordable``); the rest stay queued at
+        the head of the list and the migrator yields, to resume on the same mm when its CPU
+        is free (the engine's CPU rule, sim/engine.py ``Daemon``)."""
         s = self.scanner
         self.stats["cycles"] += 1
         n = len(s.slots)
         for step in range(n):
-            slot = s.slots[(self.cursor + step) % n]
+            at = (self.cursor + step) % n
+            slot = s.slots[at]
             if slot.list_heads:
-                self.cursor = (self.cursor + step + 1) % max(n, 1)
                 heads = np.concatenate(slot.list_heads)
                 slots = np.concatenate(slot.list_slots)
-                slot.list_heads.clear()
-                slot.list_slots.clear()
-                self.migrate_mm(engine, slot, heads, slots)
-                return
+                take = engine.affordable(engine.kernel.pm.folio_nr_pages(heads))
+                slot.list_heads[:] = [heads[take:]] if take < heads.size else []
+                slot.list_slots[:] = [slots[take:]] if take < heads.size else []
+                more = take < heads.size
+                self.cursor = at if more else (at + 1) % max(n, 1)
+                self.migrate_mm(engine, slot, heads[:take], slots[:take])
+                return more
+        return False
 
     def migrate_mm(self, engine, slot: MmSlot, heads, slots) -> None:
         """kmigrated_migrate_mm(): kmigrated_promote_folio() on each queued folio in order."""

@@ -225,6 +225,8 @@ class NumaBalancing(Detector):
     """NUMAB2 (``pghot=False``) or NUMAB2 as a pghot source (``pghot=True``)."""
 
     name = "numab2"
+    kthread = False     # task_numa_work runs in each task's own context, throttled by the
+    #                     kernel's 32x rule (node_stamp), not by one kthread's CPU
 
     def __init__(self, promoter=None, *, pghot: bool = False, costs=None,
                  scan_period_min_ms: int = SCAN_PERIOD_MIN_MS,

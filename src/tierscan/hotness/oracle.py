@@ -62,6 +62,7 @@ def page_weights(group, phase=None) -> np.ndarray:
 
 class Oracle(Detector):
     name = "oracle"
+    kthread = False     # an ideal, instantaneous reference, not a kernel thread
 
     def __init__(self, promoter=None, *, period_ms: float = DEFAULT_PERIOD_MS):
         super().__init__(promoter)

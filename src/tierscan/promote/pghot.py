@@ -293,8 +293,8 @@ class Kmigrated(Daemon):
         self.period_ns = pghot.kmigrated_interval_ms * MS
         self.cpu_node = nearest_cpu_node(pghot.kernel, nid)
 
-    def run(self, engine) -> None:
-        self.pghot.kmigrated_do_work(self.nid, engine)
+    def run(self, engine) -> bool:
+        return self.pghot.kmigrated_do_work(self.nid, engine)
 
 
 class PghotV3(PromotionEngine):
@@ -335,6 +335,7 @@ class PghotV3(PromotionEngine):
         self._block_ready = np.zeros(self.lower.size // _BLOCK, dtype=bool)
         self._first = FirstReports(self.lower.size)
         self.activate = np.zeros(nr_nodes, dtype=bool)               # PGDAT_KMIGRATED_ACTIVATE
+        self.walk_pos: dict[int, int] = {}     # where an unfinished walk of a node resumes
         # per-destination pgdat promotion state (§1.5)
         self.nbp_threshold = np.zeros(nr_nodes, dtype=np.int64)
         self.nbp_th_start = np.zeros(nr_nodes, dtype=np.int64)
@@ -394,39 +395,88 @@ class PghotV3(PromotionEngine):
         return self.records[self.lower.index(pfns, self.kernel.node_of(pfns))]
 
     # ---- kmigrated ----------------------------------------------------------------------------
-    def kmigrated_do_work(self, nid: int, engine) -> None:
+    def kmigrated_do_work(self, nid: int, engine) -> bool:
         """One wake-up of kmigrated<nid>: if PGDAT_KMIGRATED_ACTIVATE is set, clear it and
-        walk every pfn of the node (§1.4)."""
-        if not self.activate[nid]:
-            return
-        self.activate[nid] = False
+        walk every pfn of the node (§1.4). The walk goes only as far as this kthread's CPU
+        reaches before its effects would land early (``engine.cpu_left_ns``, the engine's CPU
+        rule); then it yields (returns True) and the next wake-up resumes it where it
+        stopped. A batch still pending at that point is flushed (docs/fidelity.md)."""
         k = self.kernel
         pm, vm = k.pm, k.vmstat
-        lo, hi = self.lower.span(nid)
         p0, p1 = pm.node_range(nid)
-        # the walk's cost: one step per base page, one per THP (it steps by folio size)
-        # a THP is a whole 2 MiB block with its head first (the only large order), so the
-        # block heads' orders count them: 1/512 of the node's pfns read per wake
-        thps = np.count_nonzero(pm.order[p0:p1:_BLOCK])
-        steps = (p1 - p0) - thps * 511
-        engine.charge(steps * self.walk_step_ns)
+        start = self.walk_pos.pop(nid, None)
+        if start is None:
+            if not self.activate[nid]:
+                return False
+            self.activate[nid] = False
+            start = p0
+        lo, hi = self.lower.span(nid)
         blocks = lo // _BLOCK + np.flatnonzero(self._block_ready[lo // _BLOCK:hi // _BLOCK])
-        if blocks.size == 0:
-            return
         view = self._rec64.reshape(-1, _BLOCK)
         r, c = np.nonzero(view[blocks] < 0)
         idx = blocks[r] * _BLOCK + c                      # READY records, in pfn order
         pfns = self.lower.pfn(idx, nid)
+        ahead = pfns >= start
+        idx, pfns = idx[ahead], pfns[ahead]
         flags = pm.flags[pfns]
         # the walk lands on heads and base pages only (it steps over THP tails), and skips
         # folios that are not on an LRU before looking at the record
         visit = ((flags & PG_tail) == 0) & ((flags & PG_lru) != 0)
         idx, heads = idx[visit], pfns[visit]
-        words = self.records[idx]
-        self.records[idx] = 0                             # test-and-clear READY, zero the rest
-        self._block_ready[blocks] = (view[blocks] < 0).any(axis=1)
-        if idx.size == 0:
-            return
+        stop = self._walk_stop(start, p1, heads, engine)
+        if stop < p1:
+            self.walk_pos[nid] = stop
+            keep = heads < stop
+            idx, heads = idx[keep], heads[keep]
+        # the walk's cost: one step per base page, one per THP (it steps by folio size)
+        engine.charge(self._walk_steps(start, stop) * self.walk_step_ns)
+        if idx.size:
+            words = self.records[idx]
+            self.records[idx] = 0                         # test-and-clear READY, zero the rest
+            touched = np.unique(idx // _BLOCK)
+            self._block_ready[touched] = (view[touched] < 0).any(axis=1)
+            self._kmigrated_records(nid, idx, heads, words, engine)
+        return stop < p1
+
+    def _walk_steps(self, start: int, stop: int) -> int:
+        """Steps of the pfn walk over [start, stop): one per base page, one per THP. A THP is
+        a whole 2 MiB block with its head first (the only large order), so the block heads'
+        orders count them: 1/512 of the pfns read (walks stop only at folio boundaries)."""
+        first = -(-start // _BLOCK) * _BLOCK
+        thps = np.count_nonzero(self.kernel.pm.order[first:stop:_BLOCK])
+        return (stop - start) - thps * 511
+
+    def _walk_stop(self, start: int, p1: int, heads, engine) -> int:
+        """Where this wake-up's walk must stop for its CPU time (walk steps, and the
+        migration of the READY folios it passes, priced as the cost model prices them) to
+        fit ``engine.cpu_left_ns()``: p1 if the whole rest fits; else just past the last
+        READY folio that fits, and at least one folio or one step further than ``start``."""
+        left = engine.cpu_left_ns()
+        step_ns = self.walk_step_ns * self._walk_steps(start, p1) / max(p1 - start, 1)
+        c = engine.costs
+        mig = np.cumsum(np.where(self.kernel.pm.folio_nr_pages(heads) > 1,
+                                 c.migrate_thp_ns, c.migrate_page_ns))
+        total = step_ns * (p1 - start) + (mig[-1] if mig.size else 0.0)
+        if total <= left:
+            return p1
+        need = step_ns * (heads + 1 - start) + mig
+        n = int(np.searchsorted(need, left, side="right"))
+        spent = mig[n - 1] if n else 0.0
+        stop = start + int(max(left - spent, 0.0) / max(step_ns, 1e-12))  # the walk's reach
+        if n < heads.size:
+            stop = min(stop, int(heads[n]))          # not onto a folio it cannot afford
+        if n:
+            stop = max(stop, int(heads[n - 1]) + 1)  # past every folio it can
+        stop = min(max(stop, start + 1), p1)         # and always one step on
+        head = stop // _BLOCK * _BLOCK
+        if stop != head and self.kernel.pm.order[head]:
+            stop = min(head + _BLOCK, p1)            # not inside a THP: past its tail
+        return stop
+
+    def _kmigrated_records(self, nid: int, idx, heads, words, engine) -> None:
+        """Steps 3-7 of §1.4 for the READY records a walk consumed, in pfn order."""
+        k = self.kernel
+        vm = k.vmstat
         vm.count("pghot_kmigrated_ready", nid, int(idx.size))
         targets, _, times, _ = self.decode(words)
         bad = targets >= k.machine.nr_nodes               # no such node: nothing to do

@@ -306,6 +306,16 @@ def daemon_cpu_ns(result: RunResult) -> dict[str, float]:
     return {k: float(v) for k, v in (result.final.get("cpu_ns") or {}).items()}
 
 
+def daemon_utilisation(result: RunResult) -> dict[str, float]:
+    """Busy time / elapsed simulated time of each daemon (``final["daemon_utilisation"]``;
+    for result files written before it existed, CPU time over simulated time)."""
+    util = result.final.get("daemon_utilisation")
+    if util is not None:
+        return {k: float(v) for k, v in util.items()}
+    sim = result.sim_time_ns
+    return {k: ns / sim if sim else float("nan") for k, ns in daemon_cpu_ns(result).items()}
+
+
 def time_to_promote(result: RunResult):
     """Time-to-promote data in ``final["promotion"]``: ``("cdf", (ns, cumulative pages))``
     from ``time_to_promote_cdf`` (the exact CDF); else ``("samples", array_ns)`` when
@@ -418,10 +428,11 @@ def summary_metrics(result: RunResult) -> list[Metric]:
         Metric("pgmigrate_success", "migrations", vm.get("pgmigrate_success"), "count"),
         Metric("fast_tier_hit_ratio", "fast-tier hit ratio", overall_hit_ratio(result), "ratio"),
     ]
+    util = daemon_utilisation(result)
     for name, ns in daemon_cpu_ns(result).items():
         m.append(Metric(f"cpu_ns.{name}", f"CPU {name}", ns, "ns"))
-        m.append(Metric(f"cpu_share.{name}", f"CPU {name} (share of one CPU)",
-                        ns / sim_ns if sim_ns else float("nan"), "ratio"))
+        m.append(Metric(f"cpu_share.{name}", f"CPU {name} utilisation (busy / elapsed)",
+                        util.get(name, ns / sim_ns if sim_ns else float("nan")), "ratio"))
     ttp = time_to_promote(result)
     if ttp is not None and ttp[0] == "samples":
         for q in (50, 90, 99):
@@ -551,8 +562,9 @@ def compare_table(results: Mapping[str, RunResult], title: str = "comparison") -
     (None when the run stopped at ``duration``), accesses completed and their rate (never
     empty, the outcome of a duration-bound run), pages promoted (``promoted_pages``), the
     promotion quality (precision, recall: None when unknown or undefined, see
-    ``quality_note``), demotions, fast-tier hit ratio, daemon CPU, time to promote (p50) and
-    the wall time of the simulation loop (set-up excluded)."""
+    ``quality_note``), demotions, fast-tier hit ratio, daemon CPU (its total, its share of
+    one CPU, and the busiest daemon's utilisation: 1 means a kthread never slept), time to
+    promote (p50) and the wall time of the simulation loop (set-up excluded)."""
     cols = [Column("label", "detector"), Column("runtime_ns", "runtime", "ns"),
             Column("accesses", "accesses", "count", human=False),
             Column("throughput", "accesses/s", "rate"),
@@ -563,6 +575,7 @@ def compare_table(results: Mapping[str, RunResult], title: str = "comparison") -
             Column("fast_tier_hit_ratio", "fast-tier hits", "ratio"),
             Column("daemon_cpu_ns", "daemon CPU", "ns", human=False),
             Column("daemon_cpu_share", "daemon CPU share", "ratio"),
+            Column("max_daemon_utilisation", "busiest daemon", "ratio"),
             Column("time_to_promote_p50_ns", "promote p50", "ns"),
             Column("wall_time_s", "wall (excl. set-up)", "seconds"),
             Column("note", "note", human=False)]
@@ -575,6 +588,7 @@ def compare_table(results: Mapping[str, RunResult], title: str = "comparison") -
                      r.sim_time_ns, promoted_pages(r), promo.get("precision"),
                      promo.get("recall"), demotions(vm), overall_hit_ratio(r), cpu,
                      cpu / r.sim_time_ns if r.sim_time_ns else float("nan"),
+                     max(daemon_utilisation(r).values(), default=float("nan")),
                      ttp_quantile(r, 50), r.wall_time_s, run_note(r)])
     return Table(title, cols, rows)
 
@@ -599,7 +613,7 @@ def compare_notes(results: Mapping[str, RunResult]) -> list[str]:
 
 __all__ = ["Cell", "Column", "Metric", "Table", "TIERING_COUNTERS", "accesses", "compare_notes",
            "compare_table", "promoted_pages", "run_note", "throughput",
-           "daemon_cpu_ns", "fmt_bytes", "fmt_count", "fmt_ns", "fmt_rate", "fmt_ratio", "format_value", "kernel_order",
+           "daemon_cpu_ns", "daemon_utilisation", "fmt_bytes", "fmt_count", "fmt_ns", "fmt_rate", "fmt_ratio", "format_value", "kernel_order",
            "node_label", "nodes_of", "numastat_table", "overall_hit_ratio", "result_label",
            "summary_metrics", "summary_table", "time_to_promote", "ttp_quantile",
            "unique_labels", "vmstat_of", "vmstat_table"]

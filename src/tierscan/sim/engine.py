@@ -24,16 +24,44 @@ MS = 1_000_000
 
 class Daemon:
     """A kernel thread or periodic job. ``run(engine)`` does one period's work; the CPU time
-    it charges (engine.charge) is its overhead. ``cpu_node`` is where it runs."""
+    it charges (engine.charge) is its overhead. ``cpu_node`` is where it runs.
+
+    The CPU rule (docs/architecture.md, "Daemons take time"). A daemon with ``kthread = True``
+    (the default) is one kernel thread, i.e. one CPU: the CPU time a run charges advances the
+    daemon's own clock, ``busy_until_ns = start + charged``, where ``start`` is the time the
+    run was due. Its next run is due ``period_ns`` after the start of the cycle, and never
+    before ``busy_until_ns``: a run that overran its period is followed at once by the next
+    (no catch-up, as a kthread that loops ``work(); sleep(period)`` with the sleep shortened
+    to nothing). Work must also not take effect earlier than the CPU reaches it: the engine
+    applies a run's effects at the tick it runs in, so a run may use at most
+    ``engine.cpu_left_ns()`` of CPU (up to the end of the next tick). A daemon whose work
+    can be split (a migrator's queue, a walk over records) takes what fits, keeps the rest
+    and returns True from ``run``: it *yields*, and the engine runs it again as soon as its
+    CPU is free (``busy_until_ns``), continuing the same cycle, without waiting a period. A
+    run that cannot be split (one scan pass) may overrun: its effects land at once and the
+    daemon is then busy until its CPU has paid for them.
+
+    ``kthread = False`` is for work that is not one kernel thread (NUMA balancing's scan, run
+    by each task in its own context; IBS's NMI handling on the sampled CPUs; the oracle): its
+    CPU time is reported but does not delay it, and ``cpu_left_ns()`` is unbounded.
+
+    ``busy_ns`` is the CPU time the daemon charged over the run; the result's
+    ``final["daemon_utilisation"]`` is busy_ns / elapsed per daemon name.
+    """
 
     name = "daemon"
     period_ns = 100 * MS
     cpu_node = 0
+    kthread = True
+    next_ns = 0                 # when the next run is due (set by the engine)
+    busy_until_ns = 0           # when this daemon's CPU has finished the work charged so far
+    busy_ns = 0.0               # CPU time charged over the run
 
     def start(self, engine) -> None:
         """Called once before the first tick."""
 
-    def run(self, engine) -> None:
+    def run(self, engine) -> bool | None:
+        """One run. Return True to yield with work left (resume when the CPU is free)."""
         raise NotImplementedError
 
 
@@ -46,6 +74,8 @@ class Accounting:
         self.engine = engine
         self.current = None            # a ThreadGroup or a Daemon
         self.cpu_ns: dict[str, float] = {}
+        self.run_ns = 0.0              # CPU charged by the current daemon run so far
+        self.run_start_ns = 0          # when the current daemon run started (was due)
 
     def charge(self, ns: float) -> None:
         cur = self.current
@@ -54,6 +84,7 @@ class Accounting:
             #                                   is its threads' mean
         elif cur is not None:
             self.cpu_ns[cur.name] = self.cpu_ns.get(cur.name, 0.0) + ns
+            self.run_ns += ns
 
     def migrated(self, order: int, count: int, mms, flushes: int = 1, src_nids=None,
                  dst_nid: int | None = None) -> None:
@@ -97,6 +128,7 @@ class Engine:
         self.group_of_mm: dict[int, ThreadGroup] = {}
         self.series: dict[str, list] = {}
         self._next_sample = 0
+        self._cycle_ns: dict[int, int] = {}   # start of each daemon's current cycle
         self._vm_last: dict[str, int] = {}
         self._setup()
 
@@ -131,7 +163,7 @@ class Engine:
         self._bin_tiers = BinTiers(k, self.groups[0]) if self.groups else None
         self.vmstat_setup = k.vmstat.as_dict()  # what populating and placing memory counted
         for d in self.daemons:
-            d.next_ns = d.period_ns
+            d.next_ns, d.busy_until_ns, d.busy_ns = d.period_ns, 0, 0.0
             d.start(self)
 
     def _memcg(self, path: str):
@@ -151,6 +183,29 @@ class Engine:
     def charge(self, ns: float) -> None:
         """Charge CPU time to the running context (a daemon, or a group's faults)."""
         self.accounting.charge(ns)
+
+    def cpu_left_ns(self) -> float:
+        """CPU time the running daemon may still use in this run without its work taking
+        effect earlier than its CPU reaches it: up to the end of the next tick (the engine's
+        resolution), counted from when the run was due (Daemon docstring). Unbounded for a
+        daemon that is not a kthread, or outside a daemon run."""
+        a = self.accounting
+        d = a.current
+        if not isinstance(d, Daemon) or not d.kthread:
+            return float("inf")
+        return self.now + self.tick_ns - (a.run_start_ns + a.run_ns)
+
+    def affordable(self, nr_pages) -> int:
+        """How many folios of a queue (their sizes in pages, in queue order) the running
+        daemon can migrate within ``cpu_left_ns()`` at the cost model's migration prices; at
+        least one, so that work always progresses (a daemon that yields keeps the rest)."""
+        nr = np.asarray(nr_pages)
+        left = self.cpu_left_ns()
+        if nr.size == 0 or not np.isfinite(left):
+            return int(nr.size)
+        c = self.costs
+        cost = np.cumsum(np.where(nr > 1, c.migrate_thp_ns, c.migrate_page_ns))
+        return max(1, int(np.searchsorted(cost, left, side="right")))
 
     def done(self) -> bool:
         if self.duration_ns is not None and self.now >= self.duration_ns:
@@ -214,13 +269,27 @@ class Engine:
         self.accounting.current = None
 
     def _run_daemons(self) -> None:
+        """Run each due daemon once, in order of due time, under the CPU rule of ``Daemon``."""
         due = sorted((d for d in self.daemons if d.next_ns <= self.now),
                      key=lambda d: (d.next_ns, self.daemons.index(d)))
+        a = self.accounting
         for d in due:
-            self.accounting.current = d
-            d.run(self)
-            self.accounting.current = None
-            d.next_ns += d.period_ns
+            start = d.next_ns
+            cycle = self._cycle_ns.setdefault(id(d), start)
+            a.current, a.run_start_ns, a.run_ns = d, start, 0.0
+            more = d.run(self)
+            a.current = None
+            d.busy_ns += a.run_ns
+            end = start + a.run_ns
+            if d.kthread:
+                d.busy_until_ns = end
+            if more:                  # yielded: resume when the CPU is free, same cycle
+                d.next_ns = max(int(np.ceil(end)) if d.kthread else 0, start + 1)
+                continue
+            del self._cycle_ns[id(d)]
+            d.next_ns = cycle + d.period_ns
+            if d.kthread:
+                d.next_ns = max(d.next_ns, int(np.ceil(end)))
 
     # ---- metrics ------------------------------------------------------------------------------
     def _sample(self) -> None:
@@ -251,6 +320,12 @@ class Engine:
             s.setdefault(key, []).append(value)
         self._next_sample = self.now + self.sample_ns
 
+    def daemon_utilisation(self) -> dict:
+        """CPU busy time / elapsed simulated time per daemon name (a kthread's is at most 1
+        plus one tick's work; a daemon that is not a kthread may use several CPUs)."""
+        elapsed = max(self.now, 1)
+        return {d.name: d.busy_ns / elapsed for d in sorted(self.daemons, key=lambda d: d.name)}
+
     def results(self) -> dict:
         """Time series as arrays and the run's final figures."""
         series = {k: np.asarray(v) for k, v in self.series.items()}
@@ -262,6 +337,7 @@ class Engine:
             "vmstat": self.kernel.vmstat.as_dict(),
             "vmstat_setup": self.vmstat_setup,
             "cpu_ns": dict(sorted(self.accounting.cpu_ns.items())),
+            "daemon_utilisation": self.daemon_utilisation(),
             "sim_time_ns": self.now,
         }
         if self.groups:
