@@ -4,7 +4,8 @@ does the work).
 It wakes every tick to honour balance_dirty_pages()'s request for background writeback at
 once, and does the periodic old-data flush every ``dirty_writeback_centisecs``. Its CPU time
 is ``costs.writeback_cpu_ns`` a page written. A kworker is one CPU: a pass that costs more
-than the period delays the next one by the excess.
+than the period delays the next one by the excess (the engine's CPU rule, sim/engine.py
+``Daemon``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,4 @@ class Flusher(Daemon):
             return
         written = wb_workfn(k)
         spent = written * engine.costs.writeback_cpu_ns
-        engine.charge(spent)
-        if spent > self.period_ns:
-            self.next_ns += int(spent) - self.period_ns
+        engine.charge(spent)   # a pass longer than the period delays the next (engine rule)
