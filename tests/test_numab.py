@@ -510,3 +510,56 @@ def test_vma_pids_forced_scans_one_skipped_vma_per_pass():
     assert t.numa_scan_offset == a.end
     scan(5000)                                  # b is skipped, then forced
     assert marked(b)
+
+
+# ---- the tiering series, step by step (tiering_step) ---------------------------------------
+def test_base_step_promotes_every_faulting_slow_page():
+    """"base" (5.18): no latency test, no free-space test: a fault far past the threshold
+    still promotes."""
+    for step, promoted in (("base", 10), ("hot-selection", 0)):
+        k, e, d, g = setup("16MiB", hot_threshold_ms=200, tiering_step=step)
+        mark_all(k, d, ms=0)
+        touch(k, g, 0, 10, ms=5_000)
+        assert k.vmstat["pgpromote_success"] == promoted, step
+        assert d.stats["latency_refused"] == 10 - promoted
+
+
+def test_hot_selection_step_keeps_the_threshold_fixed():
+    """Without the auto-threshold patch nbp_threshold never moves from hot_threshold_ms: the
+    full series raises it to 1125 ms at the first candidate after boot (see
+    test_threshold_adjustment_moves_towards_the_rate_limit), so a 1050-ms fault promotes only
+    there."""
+    for step, promoted in (("rate-limit", 0), ("hot-selection", 0), ("auto-threshold", 10)):
+        k, e, d, g = setup("16MiB", tiering_step=step)
+        mark_all(k, d, ms=0)
+        touch(k, g, 0, 10, ms=1_050)
+        assert k.vmstat["pgpromote_success"] == promoted, step
+        assert int(d.state.nbp_threshold[0]) == (1125 if step == "auto-threshold" else 0)
+
+
+def test_rate_limit_step_limits_and_earlier_steps_do_not():
+    """1 MB/s = 256 pages per 1-s window; 1024 hot faults in one window."""
+    for step in ("hot-selection", "rate-limit"):
+        k, e, d, g = setup("16MiB", promote_rate_limit_mbps=1, tiering_step=step)
+        mark_all(k, d, ms=0)
+        touch(k, g, 0, 1024, ms=10)
+        assert k.vmstat["pgpromote_candidate"] == 1024, step
+        moved = k.vmstat["pgpromote_success"]
+        if step == "rate-limit":
+            assert moved == 256 and d.stats["rate_limited"] == 768
+        else:
+            assert moved == 1024 and d.stats["rate_limited"] == 0
+
+
+def test_tiering_step_is_validated():
+    plugins.load_all()
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    (d,) = plugins.build(plugins.DETECTORS, "detector",
+                         Component("numab2", {"tiering_step": "base"}), k, CostModel(), None)
+    assert d.step == 0
+    with pytest.raises(ConfigError) as ei:
+        plugins.build(plugins.DETECTORS, "detector",
+                      Component("numab2", {"tiering_step": "v2"}, path="detectors[0]",
+                                where="exp.toml"), k, CostModel(), None)
+    assert str(ei.value).startswith("exp.toml: detectors[0].tiering_step: expected one of "
+                                    "'base', 'hot-selection'")

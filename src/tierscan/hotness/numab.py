@@ -93,6 +93,13 @@ TICK_NSEC = 1_000_000                     # HZ = 1000
 # of minutes either way. [K]
 ACCESS_TIME_BITS = 21
 SCAN_COST = ("daemon", "task")
+# Huang Ying's memory-tiering series, one step per patch, each on top of the previous
+# (promotion-spec §3, [S26]; the step contents are from kernel knowledge of the 5.18-6.0
+# patches, not re-read against the posted diffs): "base" promotes every faulting slow-tier
+# folio (5.18); "hot-selection" adds the free-space bypass and the hint-fault-latency test
+# against hot_threshold_ms; "rate-limit" adds the 1-s candidate rate limit; "auto-threshold"
+# adds the 60-s threshold adjustment (upstream since 6.0, the default).
+TIERING_STEPS = ("base", "hot-selection", "rate-limit", "auto-threshold")
 
 register_vmstat("pgpromote_candidate_nrl")
 
@@ -236,12 +243,15 @@ class NumaBalancing(Detector):
                  promote_rate_limit_mbps: int = PROMOTE_RATE_LIMIT_MBPS,
                  access_time_bits: int = ACCESS_TIME_BITS, tick_ms: float = 10.0,
                  scan_cost: str = "daemon", honor_mempolicy: bool = False,
-                 main_thread_runs: bool = False):
+                 main_thread_runs: bool = False, tiering_step: str = "auto-threshold"):
         super().__init__(promoter)
         if pghot and promoter is None:
             raise ValueError("numab2-pghot reports to a promotion engine; none was given")
         if scan_cost not in SCAN_COST:
             raise ValueError(f"scan_cost must be one of {SCAN_COST}, got {scan_cost!r}")
+        if tiering_step not in TIERING_STEPS:
+            raise ValueError(f"tiering_step must be one of {TIERING_STEPS}, got {tiering_step!r}")
+        self.step = TIERING_STEPS.index(tiering_step)      # how far the series goes
         for key, v, lo in (("scan_period_min_ms", scan_period_min_ms, 1),
                            ("scan_period_max_ms", scan_period_max_ms, 1),
                            ("scan_size_mb", scan_size_mb, 1), ("scan_delay_ms", scan_delay_ms, 0),
@@ -579,6 +589,8 @@ class NumaBalancing(Detector):
         nr = pm.folio_nr_pages(heads)
         now = jiffies_to_msecs(k.jiffies)           # unsigned int ms
         self.stats["candidates"] += int(heads.size)
+        if self.step == 0:                          # "base": every faulting slow-tier folio
+            return self.migrate_misplaced(heads, dst)
         # free-space bypass: holds for a prefix of the batch (free only falls as we promote)
         before = int(pm.node_free[dst]) - (np.cumsum(nr) - nr)
         enough = max(1 << (30 - PAGE_SHIFT), int(pm.node_present[dst]) // 16)
@@ -591,7 +603,8 @@ class NumaBalancing(Detector):
         rest, rnr = heads[n_fs:], nr[n_fs:]
         if rest.size:
             rl = self.rate_limit_pages
-            self.numa_promotion_adjust_threshold(dst, rl, self.hot_threshold_ms)
+            if self.step >= 3:                      # "auto-threshold"
+                self.numa_promotion_adjust_threshold(dst, rl, self.hot_threshold_ms)
             th = int(s.nbp_threshold[dst]) or self.hot_threshold_ms
             latency = self.numa_hint_fault_latency(rest, now)
             self.stats["latency_sum_ms"] += int(latency.sum())
@@ -600,7 +613,10 @@ class NumaBalancing(Detector):
             self.stats["latency_refused"] += int((~hot).sum())
             cand, cnr = rest[hot], rnr[hot]
             if cand.size:
-                ok = self.numa_promotion_rate_limit(dst, rl, cnr, now)
+                # before "rate-limit" the candidates are still counted (pgpromote_candidate;
+                # whether "hot-selection" alone counted them is unverified), never refused
+                ok = self.numa_promotion_rate_limit(dst, rl if self.step >= 2 else 1 << 62,
+                                                    cnr, now)
                 self.stats["rate_limited"] += int((~ok).sum())
                 admitted.append(cand[ok])
         admitted = np.concatenate(admitted)
@@ -665,7 +681,7 @@ class NumaBalancing(Detector):
 PARAMS = {"scan_period_min_ms": False, "scan_period_max_ms": False, "scan_size_mb": False,
           "scan_delay_ms": False, "hot_threshold_ms": False, "promote_rate_limit_mbps": False,
           "access_time_bits": False, "tick_ms": False, "scan_cost": False,
-          "honor_mempolicy": False, "main_thread_runs": False}
+          "honor_mempolicy": False, "main_thread_runs": False, "tiering_step": False}
 
 
 def _params(component) -> dict:
@@ -687,6 +703,8 @@ def _params(component) -> dict:
     out["scan_cost"] = c.choice(p.get("scan_cost", "daemon"), f("scan_cost"), SCAN_COST)
     for key in ("honor_mempolicy", "main_thread_runs"):
         out[key] = c.boolean(p.get(key, False), f(key))
+    out["tiering_step"] = c.choice(p.get("tiering_step", TIERING_STEPS[-1]), f("tiering_step"),
+                                   TIERING_STEPS)
     return out
 
 
