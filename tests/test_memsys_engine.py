@@ -116,3 +116,22 @@ def test_latency_model_is_validated():
     from tierscan.errors import ConfigError
     with pytest.raises(ConfigError, match="latency_model"):
         cfg(TWO, latency_model="fast")
+
+
+def test_ibs_sees_only_llc_misses():
+    """IBS's L3-miss filter: with the loaded model its samples are thinned by the group's LLC
+    miss ratio. 32 MiB in a 16 MiB LLC: about half the accesses hit; the sample count is the
+    misses over the period (5 standard deviations)."""
+    from test_ibs import RecordingPromoter     # tests/ is on sys.path (pytest's prepend mode)
+
+    from tierscan.hotness.ibs import Ibs
+
+    k = Kernel(Machine.from_dict(laptop_loaded(llc="16MiB")), seed=0)
+    det = Ibs(RecordingPromoter(k), sample_period=2000, ops_per_access=1.0, ring_size=10**6)
+    wl = make_workload("uniform", {"size": "32MiB", "threads": 2, "duration": "300ms"})
+    e = Engine(k, wl, latency_model="loaded", duration_ns=300 * MS, daemons=[det]).run()
+    miss = e.memsys.llc_miss_ratio(e.groups[0])
+    assert 0.3 < miss < 0.7
+    mean = sum(g.total * g.threads for g in e.groups) * miss / 2000
+    n = k.vmstat["hwhint_nr_events"]
+    assert abs(n - mean) <= 5 * np.sqrt(mean), (n, mean)
