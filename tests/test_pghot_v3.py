@@ -104,3 +104,12 @@ def test_every_run_gets_a_labelled_progress_bar_that_is_closed():
     assert all(b._bar is None and b.engine is not None for b in bars)     # closed, and used
     for s in SOURCES:
         assert f"mode 2 {s}" in buf.getvalue()
+
+
+@pytest.mark.parametrize("memory, flag", [({"dram_channels": 3}, "--dram-channels"),
+                                          ({"cxl_devices": 3}, "--cxl-devices")])
+def test_only_configurations_the_published_sizes_allow(memory, flag):
+    from tierscan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=flag):
+        config(1, "numab0", scale=0.002, memory=memory)

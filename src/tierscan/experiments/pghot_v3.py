@@ -83,12 +83,26 @@ def machine_for(memory: dict | None = None) -> Machine:
     node (both sockets alike) and m CXL devices on the CXL node (Machine.with_memory)."""
     m = Machine.preset(MACHINE)
     if memory:
+        _check_allowed(m, memory)
         if memory.get("dram_channels"):
             for node in DRAM_NODES:
                 m = m.with_memory(node, channels=int(memory["dram_channels"]))
         if memory.get("cxl_devices"):
             m = m.with_memory(CXL_NODE, channels=int(memory["cxl_devices"]))
     return m
+
+
+def _check_allowed(machine: Machine, memory: dict) -> None:
+    """Only the configurations the published node sizes allow (memory_configs.py)."""
+    from ..errors import ConfigError
+    from .memory_configs import cxl_device_options, dram_channel_options
+
+    allowed = {"dram_channels": dram_channel_options(machine.nodes[0].nominal_capacity >> 20),
+               "cxl_devices": cxl_device_options(machine.nodes[CXL_NODE].nominal_capacity >> 20)}
+    for key, ok in allowed.items():
+        if memory.get(key) and memory[key] not in ok:
+            raise ConfigError(f"the pghot machine's node sizes allow {', '.join(map(str, ok))}, "
+                              f"got {memory[key]}", field=f"--{key.replace('_', '-')}")
 
 
 def _idle_ns_per_access(machine: Machine, mode: int) -> float:
