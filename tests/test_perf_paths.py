@@ -228,3 +228,40 @@ def test_ibs_ring_push_matches_the_loop():
         dropped += int((~b).sum())
         start += 7_000_000
     assert dropped > 0                                          # some rings did fill
+
+
+
+def test_pghot_reports_with_per_report_jiffies_equal_one_call_per_jiffy():
+    """IBS hands pghot a drained window in one call with each report's jiffies: records,
+    first-report times, READY flags and counters are those of one call per jiffy."""
+    from test_promote import cxl_pages, laptop
+
+    from tierscan.promote.pghot import PghotV3
+
+    from tierscan.jiffies import INITIAL_JIFFIES
+
+    rng = np.random.default_rng(8)
+    windows = []                                      # 10-jiffy drain windows over 12 s
+    for start in range(INITIAL_JIFFIES, INITIAL_JIFFIES + 12_000, 10):
+        n = int(rng.integers(0, 20))
+        windows.append((np.sort(rng.integers(start, start + 10, n)), rng.integers(0, 64, n)))
+    out = []
+    for batched in (False, True):
+        k = laptop()
+        _, _, pfns = cxl_pages(k, 64)
+        e = PghotV3(k, literal=True)
+        for jiffies, which in windows:
+            rep = pfns[which]
+            if rep.size == 0:
+                continue
+            if batched:
+                e.record_access(rep, np.full(rep.size, -1), "hwhints", jiffies)
+                continue
+            cuts = np.flatnonzero(np.diff(jiffies)) + 1
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, rep.size]):
+                e.record_access(rep[a:b], -1, "hwhints", int(jiffies[a]))
+        out.append((e.records.copy(), e._first.ns1.copy(), e.activate.copy(),
+                    e._block_ready.copy(), k.vmstat.as_dict()))
+    for a, b in zip(*out):
+        assert a == b if isinstance(a, dict) else np.array_equal(a, b)
+    assert (out[0][0].view(np.int64) < 0).any()        # some records became READY

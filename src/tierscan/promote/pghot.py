@@ -215,11 +215,20 @@ class FirstReports:
         self.size = int(size)
         self.ns1 = None
 
-    def seen(self, idx, now_jiffies: int) -> None:
+    def seen(self, idx, now_jiffies) -> None:
+        """Reports of records ``idx`` at ``now_jiffies`` (one value, or one per report in
+        report order): a record's first report sets its time."""
         if self.ns1 is None:
             self.ns1 = np.zeros(self.size, dtype=np.int64)
-        fresh = idx[self.ns1[idx] == 0]
-        self.ns1[fresh] = jiffies_to_clock_ns(now_jiffies) + 1
+        fresh = self.ns1[idx] == 0
+        if np.ndim(now_jiffies) == 0:
+            self.ns1[idx[fresh]] = jiffies_to_clock_ns(now_jiffies) + 1
+            return
+        first_idx, first = np.unique(idx[fresh], return_index=True)   # first report of each
+        times, which = np.unique(np.asarray(now_jiffies, np.int64)[fresh][first],
+                                 return_inverse=True)                  # a window: ~10 jiffies
+        ns = np.array([jiffies_to_clock_ns(j) for j in times.tolist()], dtype=np.int64)
+        self.ns1[first_idx] = ns[which] + 1
 
     def promoted(self, engine, idx, pfns) -> None:
         """Hand the first-report times of promoted pfns to ``engine.first_report_ns`` and
@@ -243,11 +252,12 @@ _READY = -(1 << PGHOT_MIGRATE_READY)   # bit 63 in the int64 view of the records
 
 
 @njit(cache=True, nogil=True)
-def _pghot_update(rec, idx, nids, now, window, threshold, literal, hint, default_node,
+def _pghot_update(rec, idx, nids, nows, window, threshold, literal, hint, default_node,
                   nid_mask, freq_mask, time_mask, freq_max, out):
-    """Apply one report per i, in order, to rec[idx[i]] (int64 view of the uint64 words)."""
-    t = now & time_mask
+    """Apply one report per i, in order, to rec[idx[i]] (int64 view of the uint64 words), at
+    jiffies nows[i]."""
     for i in range(idx.size):
+        t = nows[i] & time_mask
         j = idx[i]
         h = rec[j]
         old_nid = (h >> 0) & nid_mask
@@ -303,6 +313,7 @@ class PghotV3(PromotionEngine):
     literal (false), default_node (0)."""
 
     name = "pghot-v3"
+    per_report_jiffies = True   # record_access takes one jiffies value per report
     period_ns = 100 * MS     # nothing to do on its own: the kmigrated daemons do the work
 
     PARAMS = {
@@ -345,9 +356,10 @@ class PghotV3(PromotionEngine):
         self.kmigrated = [Kmigrated(self, nid) for nid in self.lower.nodes]
 
     # ---- pghot_record_access ------------------------------------------------------------------
-    def record_access(self, pfns, nid, src: str, now_jiffies: int) -> int:
+    def record_access(self, pfns, nid, src: str, now_jiffies) -> int:
         """pghot_record_access() for each (pfn, nid) in order (§1.2, §1.3). Returns how many
-        records were updated."""
+        records were updated. ``now_jiffies`` is one time, or one per report (ascending):
+        the same as one call per time, in one call (IBS drains a window's reports so)."""
         if src not in SOURCES:
             raise ValueError(f"unknown hotness source {src!r} (expected one of: "
                              f"{', '.join(SOURCES)})")
@@ -356,10 +368,11 @@ class PghotV3(PromotionEngine):
         pfns, nids = normalize_report(k, pfns, nid)
         if pfns.size == 0:
             return 0
+        nows = np.broadcast_to(np.asarray(now_jiffies, dtype=np.int64), pfns.shape)
         if self.literal and src == HW_HINTS:
             nids[:] = 0                              # quirk (c): the IBS nid is never filled
         valid = nids < PGHOT_NID_MAX                  # filter 2, before any counting
-        pfns, nids = pfns[valid], nids[valid]
+        pfns, nids, nows = pfns[valid], nids[valid], nows[valid]
         where = np.where((nids >= 0) & (nids < n_nodes), nids, self.default_node)
         count_per_node(vm, "pghot_recorded_accesses", where, n_nodes)
         if src not in self.sources:                  # filter 3: the source's static key
@@ -369,10 +382,11 @@ class PghotV3(PromotionEngine):
         if heads.size == 0:
             return 0
         idx = self.lower.index(heads, nodes)
-        self._first.seen(idx, now_jiffies)
+        nows = nows[keep]
+        self._first.seen(idx, nows if np.ndim(now_jiffies) else now_jiffies)
         ready = np.zeros(idx.size, dtype=np.bool_)
         nid_mask, freq_mask, time_mask = self.masks
-        _pghot_update(self._rec64, idx, nids[keep], int(now_jiffies),
+        _pghot_update(self._rec64, idx, nids[keep], np.ascontiguousarray(nows),
                       self.freq_window_ms * HZ // MSEC_PER_SEC, self.freq_threshold,
                       self.literal, src == HINT_FAULT, self.default_node,
                       nid_mask, freq_mask, time_mask, PGHOT_FREQ_MAX, ready)
