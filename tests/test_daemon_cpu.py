@@ -143,3 +143,20 @@ def test_kmigrated_walk_yields_and_resumes_within_its_cpu():
     assert promotions_within_cpu(ns, 100 * MS, 100_000)
     util = e.results()["final"]["daemon_utilisation"]["kmigrated1"]
     assert 0.5 < util <= 1.0 + TICK / e.now
+
+
+def test_kpromoted_pass_yields_and_resumes_within_its_cpu():
+    """The same with kpromoted v0 (interval 100 ms, freq_threshold 0): its pass over the
+    records stops at what its CPU affords and resumes in walk order."""
+    cfg = config_from_dict({
+        "seed": 0, "machine": {"preset": "laptop"}, "duration": "1s",
+        "costs": {"migrate_page_ns": 100_000},
+        "workload": {"name": "uniform", "size": "64MiB", "threads": 1},
+        "detectors": [{"name": "klruscand", "interval_ms": 100}],
+        "engine": {"name": "kpromoted-v0", "interval_ms": 100, "freq_threshold": 0}})
+    e = build_engine(cfg).run()
+    eng = next(d for d in e.daemons if d.name == "kpromoted-v0")
+    ns = np.concatenate(eng.promoted_ns)
+    assert 1000 < ns.size < 16384
+    assert promotions_within_cpu(ns, 100 * MS, 100_000)
+    assert np.unique(np.concatenate(eng.promoted_pfns)).size == ns.size   # each once

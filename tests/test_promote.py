@@ -51,6 +51,9 @@ class FakeEngine:
     def cpu_left_ns(self):
         return float("inf")          # driven by hand: no CPU limit on a run
 
+    def affordable(self, nr_pages):
+        return len(nr_pages)
+
 
 def laptop():
     return Kernel(Machine.preset("laptop"), seed=0, debug=True)

@@ -100,8 +100,8 @@ class Kpromoted(Daemon):
         self.period_ns = engine.interval_ms * MS
         self.cpu_node = int(nid)
 
-    def run(self, engine) -> None:
-        self.engine.kpromoted_migrate(self.nid, engine)
+    def run(self, engine) -> bool:
+        return self.engine.kpromoted_migrate(self.nid, engine)
 
 
 class KpromotedV0(PromotionEngine):
@@ -136,6 +136,7 @@ class KpromotedV0(PromotionEngine):
         self.seq = np.zeros(n, dtype=np.int64)   # insertion order (hlist_add_head: newest first)
         self._next_seq = 0
         self._first = FirstReports(n)
+        self._resume: dict[int, tuple] = {}   # (hash, -seq) where a yielded pass stopped
         # one thread per node with CPUs (N_CPU), bound to it
         self.threads = [Kpromoted(self, nid) for nid in kernel.machine.cpu_nodes]
 
@@ -179,18 +180,28 @@ class KpromotedV0(PromotionEngine):
         count_per_node(vm, "kpromoted_record_exists", w[~added], n_nodes)
         return int(idx.size)
 
-    def kpromoted_migrate(self, nid: int, engine) -> None:
-        """kpromoted_migrate(): one pass over every record (§1.6)."""
+    def kpromoted_migrate(self, nid: int, engine) -> bool:
+        """kpromoted_migrate(): one pass over every record (§1.6). The pass migrates only the
+        candidates this kthread's CPU affords by the end of the next engine tick
+        (``engine.affordable``); then it stops before the next one, yields (returns True) and
+        resumes there, in walk order, as soon as its CPU is free (the engine's CPU rule). The
+        walk's cost is charged once, when a pass starts."""
         k = self.kernel
         pm, vm = k.pm, k.vmstat
-        n_records = int(np.count_nonzero(self.present))
-        engine.charge(((1 << KPROMOTED_HASH_ORDER) + n_records) * self.walk_step_ns)
+        resume = self._resume.pop(nid, None)
+        if resume is None:
+            n_records = int(np.count_nonzero(self.present))
+            engine.charge(((1 << KPROMOTED_HASH_ORDER) + n_records) * self.walk_step_ns)
         idx = np.flatnonzero(self.present & (self.hot_node == nid))
-        if idx.size == 0:
-            return
         pfns = self.lower.pfn_of(idx)
-        order = np.lexsort((-self.seq[idx], hash_64(pfns, KPROMOTED_HASH_ORDER)))
-        idx, pfns = idx[order], pfns[order]
+        hashes = hash_64(pfns, KPROMOTED_HASH_ORDER)
+        order = np.lexsort((-self.seq[idx], hashes))
+        idx, pfns, hashes = idx[order], pfns[order], hashes[order]
+        if resume is not None:                    # the records after where the pass stopped
+            after = (hashes > resume[0]) | ((hashes == resume[0]) & (-self.seq[idx] > resume[1]))
+            idx, pfns, hashes = idx[after], pfns[after], hashes[after]
+        if idx.size == 0:
+            return False
         heads = pm.folio_head(pfns)
         now = k.jiffies
         non_lru = (pm.flags[heads] & PG_lru) == 0
@@ -204,6 +215,16 @@ class KpromotedV0(PromotionEngine):
         c = np.flatnonzero(cand)
         _, first = np.unique(heads[c], return_index=True)
         first = np.sort(first)
+        take = engine.affordable(pm.folio_nr_pages(heads[c[first]]))
+        yielded = take < first.size
+        if yielded:                               # stop before the first it cannot afford
+            cut = int(c[first[take]])
+            self._resume[nid] = (int(hashes[cut - 1]), int(-self.seq[idx[cut - 1]]))
+            idx, pfns, heads = idx[:cut], pfns[:cut], heads[:cut]
+            non_lru, right, cold_old, cold_na, cand = (
+                non_lru[:cut], right[:cut], cold_old[:cut], cold_na[:cut], cand[:cut])
+            c = np.flatnonzero(cand)
+            first = first[:take]
         tried = heads[c[first]]
         ids = folio_identities(k, tried)
         moved = migrate_misplaced_folios_one_by_one(k, tried, nid)
@@ -237,6 +258,7 @@ class KpromotedV0(PromotionEngine):
             # the report time of a promoted folio: its record's pfn (the first one to move it)
             self._first.promoted(self, idx[c[first]][moved], tried[moved])
             k.after_op()
+        return yielded
 
 
 @register_engine("kpromoted-v0")
