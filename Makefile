@@ -1,4 +1,5 @@
 # Entry points: `make demo`, `make test` and `make bench`. Each creates .venv on first use.
+# `make test` runs the fast suite (under 2 minutes on 2 cores); `CI=true make test` runs all.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -15,8 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tierscan demo
 
+# Locally the fast suite (tests marked slow left out); with CI=true, everything. Two workers
+# (pytest-xdist): the suite is CPU-bound and runs on 2-core machines.
+PYTEST_SELECT := $(if $(filter true,$(CI)),,-m "not slow")
+PYTEST_JOBS   ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS) $(PYTEST_SELECT)
 
 # every benchmark, one table of figure, goal, measured, ratio (benchmarks/README.md)
 bench: $(STAMP)

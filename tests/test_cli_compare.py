@@ -37,6 +37,7 @@ def test_compare_and_reproduce_bad_input_is_one_line_exit_2(capsys, argv, needle
     assert needle in one_line_error(capsys)
 
 
+@pytest.mark.slow   # full-scale: CI only (`make test` with CI=true); see pyproject
 def test_reproduce_writes_the_issue_json_shape(tmp_path, capsys):
     out = tmp_path / "out.json"
     assert main(["reproduce", "pghot-v3", "--mode", "1", "--scale", "0.002", "--quiet",
@@ -70,6 +71,7 @@ def test_demo_runs_and_prints_the_comparison(capsys):
 SOURCES = ("numab0", "numab2", "numab2-pghot", "klruscand", "ibs")
 
 
+@pytest.mark.slow   # full-scale: CI only (`make test` with CI=true); see pyproject
 @pytest.mark.parametrize("runs, names", [
     (1, {f"mode2-{s}.json" for s in SOURCES}),
     (2, {f"mode2-{s}-run{r}.json" for s in SOURCES for r in (1, 2)}),

@@ -172,10 +172,12 @@ def test_cli_lru_gen_prints_and_accepts_commands(capsys):
     assert "          4" in out   # max_seq 4 after aging
 
 
-def test_cli_lru_gen_bad_command_is_one_line_exit_1(capsys):
-    assert main(["lru-gen", "-w", "+ 1 1 99"]) == 1
+def test_cli_lru_gen_bad_command_is_one_line_exit_2(capsys):
+    # bad input (issue 14): exit 2, the reason, and the kernel's errno kept in the message
+    assert main(["lru-gen", "-w", "+ 1 1 99"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Invalid argument" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "Invalid argument (EINVAL)" in err and "Traceback" not in err
+    assert "-w '+ 1 1 99'" in err and "generation out of range" in err
 
 
 def test_cli_lru_gen_bad_scenario_names_file_and_key(tmp_path, capsys):

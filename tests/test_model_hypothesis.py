@@ -21,6 +21,7 @@ import errno
 
 import numpy as np
 from conftest import HPAGE, PAGE, assert_same, machine_dict, snapshot
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -465,4 +466,4 @@ class MMModel(RuleBasedStateMachine):
 MMModel.TestCase.settings = settings(max_examples=40, deadline=None, stateful_step_count=50,
                                      suppress_health_check=[HealthCheck.too_slow,
                                                             HealthCheck.filter_too_much])
-TestMMModel = MMModel.TestCase
+TestMMModel = pytest.mark.slow(MMModel.TestCase)   # 40 x 50 steps: CI only; see pyproject

@@ -83,6 +83,7 @@ def test_the_loaded_fit_makes_numab0_mode1_take_the_published_time(memory):
                                                          rel=2e-3)
 
 
+@pytest.mark.slow   # full-scale: CI only (`make test` with CI=true); see pyproject
 def test_every_run_gets_a_labelled_progress_bar_that_is_closed():
     import io
 

@@ -430,6 +430,7 @@ def fallbacks():
 
 
 # ---- the property -----------------------------------------------------------------------------
+@pytest.mark.slow   # 60 hypothesis scenarios: CI only; see pyproject
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(scenarios())

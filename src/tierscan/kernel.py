@@ -35,6 +35,9 @@ class Kernel:
                  memcg: bool = True, debug: bool = False):
         if not isinstance(machine, Machine):
             raise ConfigError(f"expected a Machine, got {type(machine).__name__}", field="machine")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+                or seed < 0:
+            raise ConfigError(f"expected an integer >= 0, got {seed!r}", field="seed")
         self.machine, self.seed = machine, int(seed)
         self.faithful_quirks, self.debug = bool(faithful_quirks), bool(debug)
         self.fast_walk = True  # False: the sequential walk only (the fast path's reference)

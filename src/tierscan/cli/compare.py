@@ -8,11 +8,14 @@ import os
 
 _EXAMPLES = """\
 examples:
-  tierscan compare --workload zipf --detectors klruscand,numab2,ibs,oracle,none
-  tierscan compare --workload pghot-bench --set workload.mode=2 --set workload.scale=0.1 \\
+  tierscan compare --workload zipf --duration 2s --detectors klruscand,numab2,ibs,oracle,none
+  tierscan compare --workload pghot-bench --set workload.mode=2 --set workload.scale=0.01 \\
       --machine zen5-cxl --detectors klruscand,numab2,numab2-pghot,ibs,none --plot plots/
-  tierscan compare --workload hotset --set workload.size=256MiB --model exact --json-dir runs/
-  tierscan compare --workload zipf --detectors klruscand,none --json | jq '.compare[].promoted_pages'
+  tierscan compare --workload hotset --set workload.size=256MiB --set workload.accesses=2000000 \\
+      --model exact --detectors numab2,oracle --json-dir runs/
+  tierscan compare --workload zipf --duration 1s --detectors klruscand,none --json | jq '.compare[].promoted_pages'
+
+A workload that runs until stopped (zipf, uniform, hotset without accesses) needs --duration.
 
 Sources: klruscand, ibs and numab2-pghot report into the promotion engine (--engine, default
 pghot-v3); numab2 (upstream), kscand, damon and oracle promote by themselves; none (alias
@@ -69,13 +72,23 @@ def run(args) -> int:
     from tierscan.report.plots import FILES, plot_all
     from tierscan.report.tables import compare_notes, compare_table
     from tierscan.sim.config import config_from_dict
+    from tierscan.sim.precheck import check_runnable
     from tierscan.sim.run import run_experiment
 
     sources = [s.strip() for s in args.detectors.split(",") if s.strip()]
     if not sources:
         raise ConfigError("expected at least one source", field="--detectors")
-    cfgs = {s: config_from_dict(run_config(args, s), where="<compare>", overrides=args.overrides)
-            for s in sources}          # validate every run before running any
+    # Validate every run before running any (a missing duration, a node the machine lacks, an
+    # unknown source), naming the source: "compare numab2: workload.node: ...".
+    cfgs = {s: config_from_dict(run_config(args, s), where=f"compare {s}",
+                                overrides=args.overrides) for s in sources}
+    warned = set()
+    for cfg in cfgs.values():
+        for line in check_runnable(cfg):
+            line = line.split(": ", 1)[1]                # said once, not once per source
+            if line not in warned:
+                warned.add(line)
+                note(f"tierscan: warning: compare: {line}")
     # ... and every output path (nothing is created until the runs are done)
     if args.json_dir:
         check_output_files(args.json_dir, [f"{s}.json" for s in sources], "--json-dir")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
-from tierscan.errors import TierscanError
+from tierscan.errors import ConfigError, TierscanError
 from tierscan.workload.scenario import DEFAULT, build, load_scenario
 
 _EXAMPLES = """\
@@ -14,7 +15,7 @@ examples:
   tierscan lru-gen --full                           # cat lru_gen_full instead
   tierscan lru-gen -w '+ 1 1 3' -w '- 1 1 2 0 1000' # echo commands, then cat
   echo '+ 1 1 3; + 1 1 4' | tierscan lru-gen -w -   # commands from standard input
-  tierscan lru-gen --scenario my.toml --no-quirks
+  tierscan lru-gen --scenario examples/lru-gen.toml --no-quirks
 
 Commands are the kernel's: '+ memcg_id node_id max_gen [swappiness [force_scan]]' ages,
 '- memcg_id node_id min_gen [swappiness [nr_to_reclaim]]' evicts; ',', ';' or newlines
@@ -24,6 +25,15 @@ documented in src/tierscan/workload/scenario.py."""
 
 class CommandFailed(TierscanError):
     exit_code = 1
+
+
+# What the lru_gen write errnos mean (mm/vmscan.c lru_gen_seq_write / run_cmd).
+_REASONS = {
+    errno.EINVAL: "a malformed command, an unknown memcg or node id, or a generation out of "
+                  "range",
+    errno.ENOMEM: "out of memory",
+    errno.EINTR: "interrupted",
+}
 
 
 def register(subparsers) -> None:
@@ -50,6 +60,12 @@ def run(args) -> int:
         try:
             k.debugfs.write("lru_gen", text)
         except OSError as e:
-            raise CommandFailed(f"write to lru_gen failed: {e.strerror}") from None
+            # The kernel's errno, kept, with what it means for this file: a bad command is bad
+            # input (exit 2), as echo into the real file fails with the same errno.
+            name = errno.errorcode.get(e.errno, str(e.errno))
+            why = _REASONS.get(e.errno, "the kernel refused the command")
+            raise ConfigError(f"write to lru_gen failed: {e.strerror} ({name}): {why}; "
+                              f"see 'tierscan lru-gen --help' for the syntax",
+                              where=f"-w {cmds!r}") from None
     sys.stdout.write(k.debugfs.read("lru_gen_full" if args.full else "lru_gen"))
     return 0

@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         try:
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
+            if extra:
+                # An option the subcommand does not know: point to that subcommand's --help,
+                # not to 'tierscan --help' (argparse reports leftovers from the top parser).
+                _subparser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
         except SystemExit as e:
             # argparse exits 2 on a usage error (after printing usage) and 0 for --help; return the
             # code instead so main() can be called from tests and other code.
@@ -91,6 +95,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(f"internal error: {type(err).__name__}: {err} (set TIERSCAN_DEBUG=1 for the traceback)")
         return 1
+
+
+def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The innermost subcommand parser the arguments reached ('tierscan machine show')."""
+    found = parser
+    while True:
+        actions = [a for a in found._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions:
+            return found
+        chosen = getattr(args, actions[0].dest, None)
+        if chosen not in actions[0].choices:
+            return found
+        found = actions[0].choices[chosen]
 
 
 def _discard_stdout() -> None:

@@ -10,14 +10,16 @@ import time
 
 _EXAMPLES = """\
 examples:
-  tierscan run exp.toml                                  # progress bar, then the summary
-  tierscan run exp.toml --json runs/exp.json --plot plots/
-  tierscan run exp.toml --set seed=3 --set workload.alpha=1.2 --set access_model=exact
-  tierscan run exp.toml --set 'detectors[0].interval_ms=100' --quiet --raw
+  tierscan run examples/exp.toml                         # progress bar, then the summary
+  tierscan run examples/exp.toml --json runs/exp.json --plot plots/
+  tierscan run examples/exp.toml --set seed=3 --set workload.alpha=1.2 --set access_model=exact
+  tierscan run examples/exp.toml --set 'detectors[0].interval_ms=100' --quiet --raw
+  tierscan run examples/hotset-zen5.toml                 # zen5-cxl: memory on the CXL node
 
 --set takes the dotted keys of the experiment file (docs/config.md); the value is a TOML
 value or a bare string. The result file (--json) is written atomically and holds the whole
 resolved configuration; `tierscan report` and `tierscan vmstat` read it back.
+examples/ (in the source tree) has experiment files to start from.
 Exit status: 0 done, 1 the run failed, 2 bad input (config, --set, output path)."""
 
 
@@ -252,8 +254,11 @@ def write_plots(results, out_dir, quiet: bool, names: list[str] | None = None) -
 def run(args) -> int:
     from tierscan.report import check_output_file, check_output_files
     from tierscan.sim.config import load_config
+    from tierscan.sim.precheck import check_runnable
 
     cfg = load_config(args.config, args.overrides)
+    for line in check_runnable(cfg):             # refuses what cannot run, warns on the rest
+        note(f"tierscan: warning: {line}")
     # Refuse an unusable output path before spending the run's time.
     if args.json is not None:
         check_output_file(args.json, "result file")

@@ -15,7 +15,7 @@ from tierscan.errors import TierscanError
 
 _EXAMPLES = """\
 examples:
-  tierscan sweep sweep.toml                       # all cores, results in ./sweep-runs/
+  tierscan sweep examples/sweep.toml              # all cores, results in ./sweep-runs/
   tierscan sweep sweep.toml --jobs 4 --out runs/
   tierscan sweep sweep.toml --dry-run             # list the runs, and which are done
   tierscan sweep sweep.toml --scheduler local:2   # a Dask LocalCluster of 2 workers

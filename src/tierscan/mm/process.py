@@ -53,10 +53,11 @@ def _per_address(values, n: int, dtype, field: str) -> np.ndarray:
 
 
 def _pos_int(value, field: str) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected an integer, got {value!r}", field=field) from None
+    # An int (or numpy integer), not a bool or a float: mmap(4096.5) and mmap(True) are
+    # refused, as C's size_t would never see them.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"expected an integer, got {value!r}", field=field)
+    v = int(value)
     if v <= 0:
         raise ConfigError(f"must be positive, got {v}", field=field)
     return v
@@ -183,6 +184,7 @@ class MM:
         """mmap(2). ``kind`` is "anon" or "file"; a file mapping uses ``file`` (from
         Kernel.open_file) or a new file of ``length`` bytes. ``thp`` is MADV_HUGEPAGE."""
         k = self.kernel
+        self._alive("mmap")
         length = _pos_int(length, "mmap.length")
         length = -(-length // PAGE_SIZE) * PAGE_SIZE
         if kind not in ("anon", "file"):
@@ -246,6 +248,8 @@ class MM:
     def munmap(self, addr, length) -> None:
         """munmap(2): unmap the range; anon folios with no mappings left are freed."""
         start, end = self._range(addr, length, "munmap")
+        if not any(v.start < end and v.end > start for v in self.vmas):
+            return                # nothing mapped there: Linux returns 0 (do_vmi_munmap)
         self._split_at(start)
         self._split_at(end)
         doomed = [v for v in self.vmas if start <= v.start and v.end <= end]
@@ -255,7 +259,8 @@ class MM:
             if v.file is not None:
                 v.file.i_mmap.remove(v)
         self._reindex()
-        self._free_pgtables(start, end)
+        # only where VMAs went: page-table slots start at mmap_base, the range may not
+        self._free_pgtables(min(v.start for v in doomed), max(v.end for v in doomed))
         if lost:
             self.kernel.release_unmapped(np.concatenate(lost))
         self.kernel.after_op()
@@ -274,6 +279,11 @@ class MM:
         self.pt.free_upper_tables(
             p0 >> 9, -(-p1 // PTRS_PER_PTE),
             lambda a, b: any(v.start < b and v.end > a for v in self.vmas))
+
+    def _alive(self, what: str) -> None:
+        """A system call on an mm that has exited (mm.exit()) is a caller's error."""
+        if self.kernel.mms.get(self.id) is not self:
+            raise ConfigError(f"mm {self.id} ({self.name!r}) has exited", field=what)
 
     def exit(self) -> None:
         """exit_mmap(): unmap everything and leave the kernel's lists."""

@@ -339,7 +339,7 @@ def _validate(d: dict, where: str, base_dir) -> ExperimentConfig:
     quirks = c.boolean(d.get("faithful_quirks", DEFAULT_FAITHFUL_QUIRKS), "faithful_quirks")
 
     machine = _machine(c, d["machine"], base_dir)
-    workload = _component(c, d["workload"], "workload")
+    workload = _with_default_node(_component(c, d["workload"], "workload"), machine)
     raw_detectors = c.array(d.get("detectors", []), "detectors")
     detectors = tuple(_component(c, raw, f"detectors[{i}]") for i, raw in enumerate(raw_detectors))
     raw_engine = d.get("engine")
@@ -412,6 +412,27 @@ def _machine(c: Checker, raw, base_dir) -> Machine:
         except ConfigError as e:
             raise ConfigError(e.message, where=c.where, field="machine.scale") from None
     return machine
+
+
+def _with_default_node(workload: Component, machine: Machine) -> Component:
+    """Memory goes to the slow tier unless ``node`` says otherwise: a one-process workload's
+    ``node`` defaults to node 1 (the laptop's CXL node), which on other machines may be DRAM
+    (zen5-cxl's second socket: DRAM compared with DRAM, nothing promoted). There the default
+    follows the machine, written into the configuration (so the result file and its hash say
+    where the memory went); where node 1 is already the slow node nothing changes."""
+    from tierscan.sim.precheck import default_slow_node
+    from tierscan.workload.library import DEFAULT_NODE, make_workload
+
+    node = default_slow_node(machine)
+    if "node" in workload.params or node == DEFAULT_NODE:
+        return workload
+    params = {**thaw(workload.params), "node": node}
+    try:      # only workloads that take a top-level `node` (not pghot-bench, not multi)
+        make_workload(workload.name, params, where=workload.where, field=workload.path)
+    except ConfigError:
+        return workload
+    return Component(name=workload.name, params=freeze(params), path=workload.path,
+                     where=workload.where)
 
 
 def _component(c: Checker, raw, path: str) -> Component:
@@ -514,7 +535,13 @@ def parse_override(text: str, where: str | None = None) -> tuple[list, object]:
     try:
         doc = tomllib.loads(f"v = {raw}")
         value = doc["v"] if list(doc) == ["v"] else raw
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as e:
+        # A bare word is a string, but something that starts like a TOML string, array or
+        # table and does not parse is a mistake ('name="abc' is not the name '"abc').
+        if raw[0] in "\"'[{":
+            what = {"\"": "string", "'": "string", "[": "array", "{": "inline table"}[raw[0]]
+            bad(f"the value {raw!r} starts a TOML {what} but is not one "
+                f"({str(e).split(' (at ')[0].lower()})")
         value = raw
     return keys, value
 

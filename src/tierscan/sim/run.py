@@ -48,6 +48,27 @@ def promotion_source(engine):
     return None
 
 
+SIM_LIMIT_ENV = "TIERSCAN_SIM_LIMIT"
+
+
+def limited(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with its duration capped at ``$TIERSCAN_SIM_LIMIT`` (a duration such as
+    "200ms"), when that is set: a smoke-test knob (the docs-examples test runs every documented
+    command this way). The result records the capped duration; unset, ``cfg`` is unchanged."""
+    import os
+
+    from ..units import parse_duration_ns
+    from .config import format_duration
+
+    text = os.environ.get(SIM_LIMIT_ENV)
+    if not text:
+        return cfg
+    limit = parse_duration_ns(text, where=f"${SIM_LIMIT_ENV}", field=None)
+    if cfg.duration_ns is not None and cfg.duration_ns <= limit:
+        return cfg
+    return cfg.with_overrides([f"duration={format_duration(limit)}"])
+
+
 def run_experiment(cfg: ExperimentConfig, progress=None, command=None) -> RunResult:
     result = _run(cfg, progress, command)
     # A finished run's object graph is cyclic (the kernel, its mms, lruvecs and the engine's
@@ -61,6 +82,7 @@ def _run(cfg: ExperimentConfig, progress, command) -> RunResult:
     from ..hotness.oracle import oracle_hot_set
     from .promotion_metrics import promotion_summary
 
+    cfg = limited(cfg)
     engine = build_engine(cfg, progress).run()
     out = engine.results()
     source = promotion_source(engine)

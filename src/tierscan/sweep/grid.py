@@ -141,15 +141,9 @@ def load_sweep(path) -> Sweep:
 
 def prevalidate(cfg) -> None:
     """Catch what only building the run would otherwise find, before any run starts: an unknown
-    or misconfigured workload, an unknown detector or promotion engine."""
-    from tierscan.sim import plugins
-    from tierscan.workload.library import make_workload
+    or misconfigured workload, a node the machine lacks, a missing duration, an unknown
+    detector or promotion engine (sim.precheck.check_runnable; its warnings are not repeated
+    for every grid point)."""
+    from tierscan.sim.precheck import check_runnable
 
-    make_workload(cfg.workload.name, dict(cfg.workload.params), where=cfg.source,
-                  field=cfg.workload.path or "workload")
-    plugins.load_all()
-    for comp, registry, kind in [(d, plugins.DETECTORS, "detector") for d in cfg.detectors] + \
-            ([(cfg.engine, plugins.ENGINES, "promotion engine")] if cfg.engine else []):
-        if comp.name not in registry:
-            known = ", ".join(sorted(registry)) or "none registered yet"
-            comp.fail("name", f"unknown {kind} {comp.name!r} (known: {known})")
+    check_runnable(cfg)
