@@ -197,9 +197,9 @@ def test_the_collector_finds_the_docs_and_the_help():
 
 @pytest.mark.slow   # about a minute of CPU (sweeps, Dask, reproduce): CI runs it (pyproject)
 def test_every_documented_command_runs(tmp_path, monkeypatch):
-    _sandbox(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TIERSCAN_SIM_LIMIT", "100ms")
+    _sandbox(str(tmp_path))
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.delenv("TIERSCAN_DEBUG", raising=False)
     # worker processes (sweep pools, Dask) import this tree's tierscan, not an installed one
