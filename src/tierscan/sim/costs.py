@@ -2,12 +2,14 @@
 (DESIGN §6; docs/cost-model.md gives the source or the reasoning for each default).
 
 Load and store latencies per (cpu node, memory node) come from the machine; everything else
-is here. A workload thread's time per access is
+is here. Under the idle latency model (and on machines without curves or caches) a workload
+thread's time per access is
 
     compute_ns + ((1 - w) * load_ns[c][m] + w * store_ns[c][m]) / mlp
 
 averaged over where its accesses land (w = its write fraction, mlp = its memory-level
-parallelism); faults, hint faults, migrations in its context and TLB shootdowns add stall time
+parallelism; memsys/ solves the loaded model's instead, docs/cost-model.md "Memory system");
+faults, hint faults, migrations in its context and TLB shootdowns add stall time
 to the threads that take them. Daemons are charged per page-table entry they scan and per
 folio they migrate; their CPU time is reported as detector overhead.
 """
