@@ -159,18 +159,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _redis_cli(port: int, *args, timeout=120):
+    try:
+        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
+                              text=True, timeout=timeout).stdout.strip()
+    except subprocess.TimeoutExpired:
+        return ""
+
+
 def _drive_redis(port: int, requests: int):
-    """Wait for the recorded server, run a small redis-benchmark, then shut it down."""
+    """Wait for the recorded server, send it requests, then stop it: shut it down by command,
+    retried until it has exited (SIGTERM, which redis handles, as a last resort), so the
+    recording always ends. Under lackey the server is ~1000x slower than native."""
     def go(proc):
         def run():
-            deadline = time.time() + 120
+            deadline = time.time() + 900
             while time.time() < deadline and proc.poll() is None:
-                r = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                                   text=True)
-                if r.stdout.strip() == "PONG":
+                if _redis_cli(port, "ping") == "PONG":
                     break
-                time.sleep(0.5)
-            try:       # under lackey the server is ~1000x slower: bound the client's wait
+                time.sleep(1)
+            try:
                 if requests:
                     subprocess.run(["redis-benchmark", "-p", str(port), "-n", str(requests),
                                     "-c", "1", "-q", "-t", "set,get"], capture_output=True,
@@ -178,11 +186,16 @@ def _drive_redis(port: int, requests: int):
                 else:  # a few commands by hand: redis-benchmark's set-up alone takes minutes
                     for cmd in (["set", "k1", "v1"], ["incr", "n"], ["lpush", "l", "a", "b"],
                                 ["get", "k1"]):
-                        subprocess.run(["redis-cli", "-p", str(port), *cmd],
-                                       capture_output=True, timeout=600)
+                        _redis_cli(port, *cmd, timeout=600)
+            except subprocess.TimeoutExpired:
+                pass
             finally:
-                subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"],
-                               capture_output=True, timeout=600)
+                end = time.time() + 600
+                while proc.poll() is None and time.time() < end:
+                    _redis_cli(port, "shutdown", "nosave")
+                    time.sleep(1)
+                if proc.poll() is None:
+                    proc.terminate()
         threading.Thread(target=run, daemon=True).start()
     return go
 
