@@ -50,7 +50,8 @@ PLACEHOLDERS = {
     "sweep.toml": "examples/sweep.toml",
     "my.toml": "examples/lru-gen.toml",
     "my-box.toml": "src/tierscan/presets/laptop.toml",
-    "box.toml": "src/tierscan/presets/laptop.toml",      # what `machine import -o box.toml` makes
+    "box.toml": "src/tierscan/presets/zen5-cxl.toml",    # what `machine import -o box.toml`
+                                                         # makes: a machine with memory curves
 }
 
 _FENCE = re.compile(r"^```(\w*)")
@@ -58,7 +59,11 @@ _COMMAND = re.compile(r"^(tierscan |make |echo .*\|\s*tierscan )")
 
 
 def _is_synopsis(line: str) -> bool:
-    return "[--" in line or "(--help)" in line or "[...]" in line or "..." in line.split("#")[0]
+    """A usage line, not a command: [--options], (--help), ..., or alternatives a|b outside
+    quotes (`trace import lackey|csv IN`; a quoted 'pgpromote|pgdemote' is a real argument)."""
+    code = re.sub(r"'[^']*'|\"[^\"]*\"", "", line.split(" #")[0])
+    return ("[--" in line or "(--help)" in line or "[...]" in line or "..." in code
+            or re.search(r"\w\|\w", code) is not None)
 
 
 def doc_commands(path: str) -> list[tuple[str, str]]:
@@ -191,6 +196,8 @@ def test_the_collector_finds_the_docs_and_the_help():
     assert any(w.endswith("run --help") for w, _ in cmds)
     assert any(w.endswith("machine show --help") for w, _ in cmds)   # nested subcommands
     assert not any(_is_synopsis(t) for _, t in cmds)
+    assert _is_synopsis("tierscan trace import lackey|csv|perf|damo IN -o OUT.tsw")
+    assert not _is_synopsis("tierscan vmstat runs/exp.json | grep -E 'pgpromote|pgdemote'")
     assert _scaled("tierscan reproduce pghot-v3 --mode 2 --json-dir runs/  # x") == \
         "tierscan reproduce pghot-v3 --mode 2 --json-dir runs/ --scale 0.002"
 

@@ -226,7 +226,7 @@ def plot_cpu_overhead(results, out_png) -> str | None:
         share = f" ({ns / sim:.2%} of a CPU)" if sim else ""
         ax.bar_label(bar, labels=[f"{fmt_ns(ns)}{share}"], padding=3, fontsize="x-small")
     ax.set_yticks(y, [f"{label}: {d}" if len(results) > 1 else d for label, d, _, _ in shown])
-    ax.margins(x=0.25)
+    ax.margins(x=0.35)                  # room for the labels right of the longest bar
     if not shown:
         _no_data(ax, "every daemon used 0 ns")
     else:
