@@ -42,6 +42,8 @@ SKIP = [
                                 "mess); tests/test_machine_import.py runs it on tests/data"),
     ("mlc ", "runs Intel MLC on real hardware"),
     ("--mode all", "the full reproduction (three modes x five sources; `--mode N` lines run)"),
+    ("sqlite.tsw", "recorded by `tierscan record -- sqlite3 ...` in the lines before it "
+                   "(docs/reproductions.md; needs valgrind and sqlite3)"),
 ]
 
 # Files the docs name as the reader's own (not shipped): created from the examples.
