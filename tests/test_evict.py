@@ -31,10 +31,9 @@ from tierscan.mm.physmem import WMARK_MIN
 
 @pytest.fixture
 def kernel():
-    """The laptop machine (see conftest) with demotion enabled, as tiering setups run it."""
-    k = Kernel(Machine.preset("laptop"), seed=0, debug=True)
-    k.sysfs["numa/demotion_enabled"] = True
-    return k
+    """The laptop machine (see conftest) with demotion off (the default), so evicted file
+    pages are dropped; the demotion tests use demoting_kernel()."""
+    return Kernel(Machine.preset("laptop"), seed=0, debug=True)
 
 
 def demoting_kernel(*args, **kw):
@@ -277,6 +276,7 @@ def test_referenced_mapped_folios_are_activated_not_reclaimed(kernel, mm):
 
 @pytest.mark.parametrize("kswapd", [False, True])
 def test_anon_pages_on_dram_are_demoted_to_cxl(kernel, mm, kswapd):
+    kernel.sysfs["numa/demotion_enabled"] = True
     pm = kernel.pm
     lv0, lv1 = lv_of(kernel, 0), lv_of(kernel, 1)
     assert next_demotion_node(kernel, 0) == 1 and next_demotion_node(kernel, 1) == -1
@@ -310,6 +310,7 @@ def test_anon_pages_on_dram_are_demoted_to_cxl(kernel, mm, kswapd):
 
 
 def test_anon_thp_is_demoted_whole_and_stops_the_batch(kernel, mm):
+    kernel.sysfs["numa/demotion_enabled"] = True
     pm = kernel.pm
     lv0 = lv_of(kernel, 0)
     thp = mm.mmap(HPAGE, thp=True, populate=True, policy="bind", nodes=[0])
@@ -495,6 +496,7 @@ def test_scan_folios_skips_then_splices_skipped_folios_to_the_head(kernel, mm):
 
 def test_eviction_leaves_no_young_bit_and_counts_consistent(kernel, mm):
     """A mixed run through run_eviction: the invariant checker runs after each evict_folios."""
+    kernel.sysfs["numa/demotion_enabled"] = True
     lv = lv_of(kernel, 0)
     file_map(kernel, mm, 150)
     anon_map(mm, 150)

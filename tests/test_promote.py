@@ -556,18 +556,19 @@ def test_only_lower_to_top_tier_counts_as_promotion():
 
 def test_prepare_refuses_an_unbalanced_target_and_wakes_kswapd():
     k = laptop()
+    k.sysfs["kernel/numa_balancing"] = 2   # tiering: kswapd balances to PROMO, so it wakes
     _, _, pfns = cxl_pages(k, 2)
     high = int(k.pm.watermarks[0, WMARK_HIGH])
     fill_node0(k, high + 1)
-    k.kswapd_wake[:] = False
+    assert not k.kswapd[0].woken
     assert migrate_misplaced_folio_prepare(k, pfns[:1], 0).tolist() == [False]
-    assert k.kswapd_wake[0] and vm(k, "pgmigrate_prepare_fail_unbalanced", 0) == 1
+    assert k.kswapd[0].woken and vm(k, "pgmigrate_prepare_fail_unbalanced", 0) == 1
     k2 = laptop()
+    k2.sysfs["kernel/numa_balancing"] = 2
     _, _, pfns2 = cxl_pages(k2, 2)
     fill_node0(k2, high + 2)                              # free > HIGH + 1 holds
-    k2.kswapd_wake[:] = False
     assert migrate_misplaced_folio_prepare(k2, pfns2[:1], 0).tolist() == [True]
-    assert not k2.kswapd_wake[0]
+    assert not k2.kswapd[0].woken
 
 
 def test_prepare_refuses_dirty_file_isolated_and_shared_exec():
@@ -605,11 +606,12 @@ def test_batch_fails_when_the_target_is_full():
 
 def test_one_by_one_stops_at_the_high_watermark():
     k = laptop()
+    k.sysfs["kernel/numa_balancing"] = 2
     mm, addrs, pfns = cxl_pages(k, 20)
     fill_node0(k, int(k.pm.watermarks[0, WMARK_HIGH]) + 11)
     ok = migrate_misplaced_folios_one_by_one(k, pfns, 0)
     assert ok.tolist() == [True] * 10 + [False] * 10
-    assert vm(k, "pgmigrate_prepare_fail_unbalanced") == 10 and k.kswapd_wake[0]
+    assert vm(k, "pgmigrate_prepare_fail_unbalanced") == 10 and k.kswapd[0].woken
 
 
 # ---- kpromoted v0 and direct -----------------------------------------------------------------

@@ -13,6 +13,8 @@ from .mm.constants import (
     PG_tail,
 )
 from .mm.filemap import File
+from .mm.kswapd import Kswapd, wakeup_kswapd
+from .mm.swap import SwapDevice
 from .mm.lru_gen import Lruvec, lru_gen_add_folio, lru_gen_del_folio
 from .mm.memcg import MemcgTree
 from .mm.physmem import PhysMem
@@ -55,7 +57,9 @@ class Kernel:
         self.mms: dict[int, MM] = {}
         self.files: dict[int, File] = {}
         self._next_mm_id = 1
-        self.kswapd_wake = np.zeros(machine.nr_nodes, bool)
+        self.kswapd = [Kswapd(nid) for nid in range(machine.nr_nodes)]
+        self.swap = SwapDevice(0)        # no swap until swapon()
+        self._next_content = 1           # content tags handed out so far (0 = none)
         self.numa_hint_fault_hook = None  # set by NUMA balancing: fn(mm, pfns, writes, cpu_nid)
         # Set by the engine above mm/: the rate model (access_source) draws young bits lazily
         # when the walk, the rmap or mm.young() look at entries, and the time of the hint fault
@@ -63,12 +67,34 @@ class Kernel:
         # accounting is charged for migrations (CPU and TLB shootdowns).
         self.access_source = None
         self.remap_hooks: list = []
+        # unmap hooks hear of pages of an mm that left memory (swapped out, or a page-cache
+        # page dropped): fn(mm, page_slots, src_nids); the rate model arms their refault.
+        self.unmap_hooks: list = []
         self.accounting = None
         # The zero page and the huge zero page are reserved frames on node 0, as in the kernel.
         self.zero_pfn = 0
         self.huge_zero_pfn = HPAGE_PMD_NR
         self.pm.reserve(np.array([self.zero_pfn]), 0)
         self.pm.reserve(np.array([self.huge_zero_pfn]), HPAGE_PMD_ORDER)
+        self.sysfs.on_change("vm/watermark_scale_factor", self._setup_per_zone_wmarks)
+
+    def _setup_per_zone_wmarks(self, _value=None) -> None:
+        """setup_per_zone_wmarks() again after vm.watermark_scale_factor changed."""
+        self.pm.watermarks = self.pm.setup_watermarks(
+            int(self.sysfs["vm/watermark_scale_factor"]))
+
+    def swapon(self, size: int, read_ns: float = 80_000.0, write_ns: float = 2_000.0) -> None:
+        """swapon(): give the kernel a swap area of ``size`` bytes (replacing an empty one)."""
+        if self.swap.nr_slots and self.swap.nr_free() != self.swap.nr_slots:
+            raise ConfigError("swapon: the current swap area is in use", field="swap")
+        self.swap = SwapDevice(size, read_ns, write_ns)
+
+    def new_content_tags(self, count: int) -> np.ndarray:
+        """Fresh content tags: the identity of data a page comes to hold (a new anon page,
+        or a file page read from storage for the first time)."""
+        tags = np.arange(self._next_content, self._next_content + count, dtype=np.int64)
+        self._next_content += count
+        return tags.astype(np.uint32)
 
     # ---- time -------------------------------------------------------------------------------
     @property
@@ -205,9 +231,14 @@ class Kernel:
                                    np.concatenate([[0], np.cumsum(nr)[:-1]]))
         return most > 1
 
-    def wakeup_kswapd(self, nid: int) -> None:
-        """Remember that an allocation found ``nid`` below its low watermark."""
-        self.kswapd_wake[nid] = True
+    def wakeup_kswapd(self, nid: int, order: int = 0) -> None:
+        """wakeup_kswapd() on node ``nid`` (mm/kswapd.py)."""
+        wakeup_kswapd(self, nid, order)
+
+    def notify_unmap(self, mm, page_slots, src_nids) -> None:
+        """Tell the unmap hooks that these pages of ``mm`` left memory."""
+        for hook in self.unmap_hooks:
+            hook(mm, page_slots, src_nids)
 
     # ---- queries ------------------------------------------------------------------------------
     def is_zero_pfn(self, pfns) -> np.ndarray:

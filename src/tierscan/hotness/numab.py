@@ -322,6 +322,8 @@ class NumaBalancing(Detector):
         if k.numa_hint_fault_hook is not None:
             raise ValueError("another NUMA-balancing detector already handles hint faults")
         self.kernel, self.engine = k, engine
+        if not k.sysfs["kernel/numa_balancing"]:   # sysctl kernel.numa_balancing = 2
+            k.sysfs["kernel/numa_balancing"] = 2
         self.toptier = toptier_mask(k)
         self.state = PromotionState(k.machine.nr_nodes)
         self.access_time = FolioField(k, np.int64, self.time_mask)   # cpupid -1: all ones

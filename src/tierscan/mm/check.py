@@ -9,7 +9,12 @@
 - no anon folio is left without a mapping (it would be leaked);
 - THP leaves cover whole 2 MiB ranges inside VMAs and hide no PTEs;
 - MGLRU: 2 <= max_seq - min_seq + 1 <= 4, every folio is on a live generation with PG_lru and
-  without PG_active, and nr_pages per (gen, type, zone) equals the folios in it.
+  without PG_active, and nr_pages per (gen, type, zone) equals the folios in it;
+- data identity: every page carries a content tag; an anon page mapped at a slot carries the
+  tag the program's data there has (PageTable.content), a page-cache page its file offset's
+  tag, and every swap entry points at a used slot owned by that mm and slot holding that tag
+  (so migration, swap-out and swap-in keep the data); used swap slots are exactly the ones
+  PTEs point at.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def check_kernel(k) -> None:
     _check_ownership(k, heads)
     _check_mappings(k, user)
     _check_lru(k, heads)
+    _check_content(k, user, heads)
 
 
 def _check_allocator(pm, alloc) -> None:
@@ -217,3 +223,46 @@ def _check_lru(k, heads) -> None:
     known = np.fromiter(k.memcgs.by_id.keys(), dtype=np.int64)
     if (~np.isin(memcgs, known)).any():
         _fail("a folio is charged to an unknown memcg", evictable[~np.isin(memcgs, known)])
+
+
+def _check_content(k, user, heads) -> None:
+    from .swap import is_swap_pte, pte_to_swp_offset
+
+    pm = k.pm
+    if (pm.content[user] == 0).any():
+        _fail("a page without a content tag", np.flatnonzero(user & (pm.content == 0)))
+    for fid, f in k.files.items():
+        entries = np.flatnonzero(f.pages >= 0)
+        bad = pm.content[f.pages[entries]] != f.content[entries]
+        if bad.any():
+            _fail(f"file {fid}: a page-cache page lost its offset's data", f.pages[entries][bad])
+    sw = k.swap
+    referenced = np.zeros(sw.nr_slots, bool)
+    for mm in k.mms.values():
+        pt = mm.pt
+        pfns = pt.translate_slots(np.arange(pt.pte.size))
+        mapped = np.flatnonzero(pfns >= 0)
+        p = pfns[mapped]
+        anon = ((pm.flags[p] & PG_anon) != 0) & ~k.is_zero_pfn(p)
+        bad = pm.content[p[anon]] != pt.content[mapped[anon]]
+        if bad.any():
+            _fail(f"mm {mm.id}: an anon page does not hold the data of its slot",
+                  mapped[anon][bad])
+        slots = np.flatnonzero(is_swap_pte(pt.pte))
+        if slots.size == 0:
+            continue
+        offs = pte_to_swp_offset(pt.pte[slots])
+        if ((offs < 0) | (offs >= sw.nr_slots)).any():
+            _fail(f"mm {mm.id}: a swap entry outside the swap area", slots)
+        if (~sw.used[offs]).any() or (sw.owner[offs] != mm.id).any() or \
+                (sw.index[offs] != slots).any():
+            _fail(f"mm {mm.id}: a swap entry points at a slot of another page", slots)
+        if (sw.content[offs] != pt.content[slots]).any():
+            _fail(f"mm {mm.id}: a swapped-out page lost its data", slots)
+        if referenced[offs].any():
+            _fail(f"mm {mm.id}: two swap entries share a slot", slots)
+        referenced[offs] = True
+    if (sw.used & ~referenced).any():
+        _fail("a used swap slot no PTE points at (leaked)", np.flatnonzero(sw.used & ~referenced))
+    if sw.nr_free() != int((~sw.used).sum()):
+        _fail("the swap area's free count disagrees with its slots")

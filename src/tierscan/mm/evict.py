@@ -7,18 +7,16 @@ place where the kernel's per-folio order matters (it stops after 64 isolated or 
 the categories of the candidates are computed at once and the cut-off found with a cumulative
 sum, which is exact because one folio's category never depends on what happened to another.
 
-What the model leaves out or simplifies (docs/fidelity.md should carry these):
+What the model leaves out or simplifies (docs/fidelity.md carries these):
 
-- No swap device: an anon (swap-backed) folio is demoted to a lower tier or activated, never
-  swapped. ``get_swappiness`` is 0 on a node that cannot demote, so such folios are then not
-  even scanned unless the caller forces a swappiness.
-- Only anon (swap-backed) folios are demoted; a clean file folio is dropped even on a node that
-  could demote it (the kernel's ``do_demote_pass`` takes file folios too).
+- Demotion (do_demote_pass) takes anon and file folios alike; folios it cannot place go on to
+  normal reclaim (anon to swap when there is swap space, file dropped), except in proactive
+  reclaim, where they are kept, as in the kernel.
+- Swap has no swap cache (mm/swap.py): an anon folio is written out and freed in one step; a
+  THP is split first (the THP_SWAP path is not modelled). Shmem folios are never swapped.
 - Writeback is instantaneous: a dirty file folio that reaches ``shrink_folio_list`` is cleaned
   (``folio_mkclean``) and kept with PG_reclaim; there is no flusher, so a folio dirty in its flags
   is only ever sorted (``sort_folio`` case 6) and stays dirty.
-- The refault path (§7.8: shadow entries, ``lru_gen_refault``, ``refaulted[]``) is not
-  modelled, so ``refaulted`` stays 0 and ``get_tier_idx`` always gives 3 (no tier protected).
 - ``folio_referenced`` test-and-clears the folio's own PTEs/PMDs only: ``lru_gen_look_around``
   (§5.10, the neighbours' young bits and the Bloom-filter feedback) is not modelled.
 - No pending signals (-EINTR), no memcg protection, no walk batch to flush, VM_LOCKED and
@@ -50,6 +48,7 @@ from .pagetable import PageTable
 from .physmem import WMARK_MIN
 from .rmap import rmap_walk
 from .vmscan import evictable_min_seq, evictable_types, lruvec_folios, reset_ctrl_pos
+from .workingset import workingset_eviction
 
 DEF_PRIORITY = 12          # (unverified, spec §1)
 SWAP_CLUSTER_MAX = 32      # (unverified, spec §1)
@@ -95,6 +94,8 @@ class ScanControl:
     nr_scanned: int = 0
     is_kswapd: bool = False
     gfp_mask: int = GFP_KERNEL
+    order: int = 0
+    target_memcg: object = None     # sc->target_mem_cgroup; None = root (global) reclaim
     nr: ScanNr = field(default_factory=ScanNr)
 
 
@@ -150,13 +151,14 @@ def can_demote(kernel, nid: int, sc: ScanControl | None = None) -> bool:
 
 
 def get_swappiness(lruvec, sc: ScanControl) -> int:
-    """get_swappiness() (§8.4): 0 without may_swap; 0 when the node can neither demote nor swap
-    (the model has no swap device, so "no demotion target" is enough); else vm swappiness."""
+    """get_swappiness() (§8.4): 0 without may_swap; 0 when the node can neither demote nor
+    swap (fewer than MIN_LRU_BATCH free swap slots); else vm.swappiness."""
     if not sc.may_swap:
         return 0
-    if not can_demote(lruvec.kernel, lruvec.nid, sc):
-        return 0  # mem_cgroup_get_nr_swap_pages() < MIN_LRU_BATCH: there is no swap
-    return vm_swappiness(lruvec.kernel)
+    kernel = lruvec.kernel
+    if not can_demote(kernel, lruvec.nid, sc) and kernel.swap.nr_free() < MIN_LRU_BATCH:
+        return 0
+    return vm_swappiness(kernel)
 
 
 # ---- the PID controller (§7.3) --------------------------------------------------------------
@@ -521,6 +523,7 @@ def try_to_unmap(kernel, heads) -> None:
         else:
             s.mm.pt.pte[s.slots] = 0
             np.subtract.at(pm.mapcount, pfns[s.pos], 1)
+            kernel.notify_unmap(s.mm, s.slots, pm.node_of(pfns[s.pos]))
 
 
 def pageout(kernel, heads) -> None:
@@ -537,36 +540,26 @@ def pageout(kernel, heads) -> None:
     pm.flags[heads] = (pm.flags[heads] & ~PG_dirty) | PG_reclaim
 
 
-def lru_gen_eviction(lruvec, heads) -> None:
-    """lru_gen_eviction() (§7.7) without the shadow entry: add the folios' pages to
-    evicted[hist(min_seq)][type][tier], the tier from their refs and PG_workingset."""
-    pm = lruvec.kernel.pm
-    g = lruvec.lrugen
-    heads = np.asarray(heads, dtype=np.int64)
-    if heads.size == 0:
-        return
-    types = folio_type(pm, heads)
-    tiers = lru_tier_from_refs(folio_lru_refs(pm, heads), (pm.flags[heads] & PG_workingset) != 0)
-    hist = lru_hist_from_seq(np.asarray(g.min_seq, dtype=np.int64)[types])
-    np.add.at(g.evicted, (hist, types, tiers), pm.folio_nr_pages(heads))
-
-
-def __remove_mapping(kernel, heads) -> None:
+def __remove_mapping(kernel, heads, shadows) -> None:
     """__remove_mapping() for unmapped page-cache folios: delete them from their file's page
-    cache. (The shadow entry it would leave is not modelled.)"""
+    cache, leaving the shadow entry workingset_eviction() made in each slot."""
     pm = kernel.pm
     fids = pm.mapping[heads]
     for fid in unique(fids):
-        sel = heads[fids == fid]
-        kernel.files[int(fid)].pages[pm.index[sel].astype(np.int64)] = -1
+        sel = fids == fid
+        f = kernel.files[int(fid)]
+        idx = pm.index[heads[sel]].astype(np.int64)
+        f.pages[idx] = -1
+        f.shadow[idx] = shadows[sel]
 
 
 def demote_folio_list(kernel, heads, nid: int) -> np.ndarray:
     """demote_folio_list(): migrate isolated folios to the demotion targets of ``nid``, the
     preferred target first, then the other allowed lower-tier nodes (alloc_demote_folio).
     Returns which folios moved. migrate_folios() takes folios off whatever LRU they are on,
-    so isolated folios go through it as they are; the copies join the target's lruvec at the
-    WMARK_MIN watermark. With more than one lower-tier node, a folio that fails on one node and
+    so isolated folios go through it as they are. alloc_demote_folio's GFP_NOWAIT
+    allocation never reclaims but may go down to the MIN watermark, waking the target's
+    kswapd below LOW. With more than one lower-tier node, a folio that fails on one node and
     moves to the next is also counted in pgmigrate_fail (the kernel falls back inside one
     allocation)."""
     heads = np.asarray(heads, dtype=np.int64)
@@ -575,8 +568,22 @@ def demote_folio_list(kernel, heads, nid: int) -> np.ndarray:
         todo = np.flatnonzero(~ok)
         if todo.size == 0:
             break
-        ok[todo] = migrate_folios(kernel, heads[todo], target, WMARK_MIN)
+        ok[todo] = migrate_folios(kernel, heads[todo], target, WMARK_MIN, wake_kswapd=True)
     return ok
+
+
+def _demote_pass(kernel, lruvec, heads, nr, sc: ScanControl, stat: ReclaimStat) -> np.ndarray:
+    """do_demote_pass: demote the folios (anon and file); demoted ones count in evicted[]
+    (§7.7) and as reclaimed. Returns the demoted mask."""
+    g = lruvec.lrugen
+    pm = kernel.pm
+    types = folio_type(pm, heads)
+    tiers = lru_tier_from_refs(folio_lru_refs(pm, heads), (pm.flags[heads] & PG_workingset) != 0)
+    hist = lru_hist_from_seq(np.asarray(g.min_seq, dtype=np.int64)[types])
+    demoted = demote_folio_list(kernel, heads, lruvec.nid)
+    np.add.at(g.evicted, (hist[demoted], types[demoted], tiers[demoted]), nr[demoted])
+    stat.nr_demoted += int(nr[demoted].sum())
+    return demoted
 
 
 def shrink_folio_list(heads, lruvec, sc: ScanControl):
@@ -586,17 +593,21 @@ def shrink_folio_list(heads, lruvec, sc: ScanControl):
     - folio_check_references(): a mapped folio with a young PTE/PMD is referenced
       (folio_referenced clears those bits); lru_gen_set_refs() then says ACTIVATE (PG_active)
       or KEEP; an unreferenced or unmapped folio goes on to reclaim;
-    - anon (swap-backed): demoted to a lower-tier node when can_demote(); a failed demotion is
-      retried without demotion except in proactive reclaim, where it is kept; without
-      demotion add_to_swap() fails (no swap device): activate;
+    - do_demote_pass (can_demote): every folio to reclaim, anon or file, is first offered to
+      demote_folio_list(); the ones that did not move go on to normal reclaim below, except
+      in proactive reclaim, where they are kept;
+    - anon: add_to_swap() and pageout to the swap device (mm/swap.py) when may_swap and a
+      slot is free; otherwise activate (activate_locked_split). Shmem is not swapped: activate;
     - file: dirty (the folio, or a dirty PTE that try_to_unmap would transfer): pageout() when
       may_writepage (cleaned at once, PG_reclaim) and kept; clean: unmapped from every mm,
-      removed from the page cache and freed;
+      removed from the page cache (leaving a shadow entry) and freed;
     - every folio reclaimed or demoted goes through lru_gen_eviction() (evicted[]).
 
     Returns (nr_reclaimed pages, surviving heads in input order, ReclaimStat). Demoted pages
     count as reclaimed, as in the kernel (nr_reclaimed += nr_demoted).
     """
+    from .swap import swap_out_folios
+
     kernel = lruvec.kernel
     pm = kernel.pm
     vm = kernel.vmstat
@@ -607,6 +618,8 @@ def shrink_folio_list(heads, lruvec, sc: ScanControl):
         return 0, heads, stat
     nr = pm.folio_nr_pages(heads)
     sc.nr_scanned += int(nr.sum())
+    if kernel.accounting is not None:
+        kernel.accounting.reclaim_scanned(int(nr.sum()))
     flags = pm.flags[heads]
     types = folio_type(pm, heads)
     # folio_check_dirty_writeback(): file folios only
@@ -614,7 +627,7 @@ def shrink_folio_list(heads, lruvec, sc: ScanControl):
     stat.nr_unqueued_dirty += int(nr[file_dirty & ((flags & PG_writeback) == 0)].sum())
 
     mapped = folio_mapped(pm, heads)
-    gone = np.zeros(n, bool)       # freed or demoted
+    gone = np.zeros(n, bool)       # freed, swapped out or demoted
     activate = np.zeros(n, bool)
     todo = ~(mapped & (not sc.may_unmap)) & ((flags & PG_writeback) == 0)
 
@@ -626,26 +639,25 @@ def shrink_folio_list(heads, lruvec, sc: ScanControl):
     reclaim = todo & ~referenced
     reclaimed = 0
 
+    cand = np.flatnonzero(reclaim)
+    if cand.size and can_demote(kernel, lruvec.nid, sc):
+        demoted = _demote_pass(kernel, lruvec, heads[cand], nr[cand], sc, stat)
+        gone[cand[demoted]] = True
+        reclaimed += stat.nr_demoted
+        reclaim[cand[demoted]] = False
+        if sc.proactive:
+            reclaim[cand] = False                    # kept, not retried without demotion
+
     anon = np.flatnonzero(reclaim & (types == LRU_GEN_ANON))
     if anon.size:
-        demoted = np.zeros(anon.size, bool)
-        tried = can_demote(kernel, lruvec.nid, sc)
-        if tried:
-            # lru_gen_eviction() reads the flags of the folio being replaced
-            g = lruvec.lrugen
-            h = heads[anon]
-            a_types = folio_type(pm, h)
-            tiers = lru_tier_from_refs(folio_lru_refs(pm, h), (pm.flags[h] & PG_workingset) != 0)
-            hist = lru_hist_from_seq(np.asarray(g.min_seq, dtype=np.int64)[a_types])
-            demoted = demote_folio_list(kernel, h, lruvec.nid)
-            np.add.at(g.evicted, (hist[demoted], a_types[demoted], tiers[demoted]),
-                      nr[anon][demoted])
-            gone[anon[demoted]] = True
-            stat.nr_demoted += int(nr[anon][demoted].sum())
-            reclaimed += stat.nr_demoted
-        failed = anon[~demoted]
-        if not (tried and sc.proactive):
-            activate[failed] = True  # add_to_swap() fails: activate_locked_split
+        is_anon = (pm.flags[heads[anon]] & PG_anon) != 0
+        swapped = np.zeros(anon.size, bool)
+        if sc.may_swap and (sc.gfp_mask & __GFP_IO):
+            sw = np.flatnonzero(is_anon)
+            swapped[sw] = swap_out_folios(kernel, lruvec, heads[anon[sw]])
+            gone[anon[swapped]] = True
+            reclaimed += int(nr[anon[swapped]].sum())
+        activate[anon[~swapped]] = True              # add_to_swap() failed: activate_locked
     files = np.flatnonzero(reclaim & (types == LRU_GEN_FILE))
     if files.size:
         fh = heads[files]
@@ -655,8 +667,8 @@ def shrink_folio_list(heads, lruvec, sc: ScanControl):
             stat.nr_pageout += int(nr[files][dirty].sum())
         free = fh[~dirty]
         try_to_unmap(kernel, free)
-        lru_gen_eviction(lruvec, free)
-        __remove_mapping(kernel, free)
+        shadows = workingset_eviction(lruvec, free)
+        __remove_mapping(kernel, free, shadows)
         kernel.free_pages(free)
         gone[files[~dirty]] = True
         reclaimed += int(nr[files][~dirty].sum())

@@ -14,6 +14,9 @@ class File:
         self.id, self.name, self.shmem = fid, name, shmem
         self.size_pages = size_pages
         self.pages = np.full(size_pages, -1, dtype=np.int64)  # page cache: offset -> pfn
+        self.shadow = np.zeros(size_pages, dtype=np.int64)   # shadow entries of evicted pages
+        self.content = np.zeros(size_pages, dtype=np.uint32)  # content tag of each offset's
+        #                                                        data (0: never read)
         self.i_mmap: list = []  # VMAs mapping this file
         self.dirtied_when = None  # inode->dirtied_when (jiffies) while it has dirty pages
 

@@ -21,6 +21,7 @@ from .constants import (
 )
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
+from .swap import is_swap_pte, pte_to_swp_offset
 
 # x86's vm_page_prot carries _PAGE_ACCESSED, so a freshly faulted entry is young (unverified).
 PTE_BASE = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
@@ -54,15 +55,85 @@ def handle_accesses(mm, slots: np.ndarray, is_write: np.ndarray, vidx: np.ndarra
     k, pt = mm.kernel, mm.pt
     counts = np.zeros(k.machine.nr_nodes, dtype=np.int64)
     i = replay(slots, is_write, 0, pt.pte, pt.pmd, k.pm.node_start, counts)
-    if i >= 0:
-        rest_s, rest_w, rest_v = slots[i:], is_write[i:], vidx[i:]
+    last = -1
+    window = _fault_window(mm, vidx[i:], cpu_nid, slots.size) if i >= 0 else 0
+    while i >= 0:
+        # Under memory pressure, reclaim in the faults may take pages the replay has not
+        # reached yet (their faults come in the next round). If it took the very page the
+        # replay stopped at, resolve fewer accesses at a time: one fault followed by its access
+        # always progresses, as a real thread's fault does.
+        if i == last:
+            if window == 1:
+                raise RuntimeError(f"fault at page slot {int(slots[i])} was not resolved")
+            window = max(1, window // 8)
+        else:
+            window = _fault_window(mm, vidx[i:], cpu_nid, slots.size)
+        end = i + window
+        rest_s, rest_w, rest_v = slots[i:end], is_write[i:end], vidx[i:end]
         do_numa_hint_faults(mm, rest_s, rest_w, cpu_nid)
+        swapped_in = do_swap_faults(mm, rest_s, rest_w, rest_v, cpu_nid)
         first_written = do_first_touch_faults(mm, rest_s, rest_w, rest_v, cpu_nid)
-        do_write_faults(mm, rest_s, rest_w, rest_v, cpu_nid, first_written)
-        j = replay(slots, is_write, i, pt.pte, pt.pmd, k.pm.node_start, counts)
-        if j >= 0:
-            raise RuntimeError(f"fault at page slot {int(slots[j])} was not resolved")
+        do_write_faults(mm, rest_s, rest_w, rest_v, cpu_nid,
+                        np.concatenate([first_written, swapped_in]))
+        last = i
+        i = replay(slots, is_write, i, pt.pte, pt.pmd, k.pm.node_start, counts)
     return counts
+
+
+def _fault_window(mm, vidx, cpu_nid, n: int) -> int:
+    """How many accesses to resolve before replaying them: all, unless memory is short; then
+    what the policies' nodes hold above MIN (at least FAULT_RECLAIM_BATCH), so that reclaim
+    during the next round's faults takes pages the replay has already used, not ones it is
+    about to use."""
+    from .mempolicy import policy_nodes
+    from .physmem import WMARK_MIN
+
+    k = mm.kernel
+    nodes = set()
+    for vi in range(int(vidx.min()), int(vidx.max()) + 1):   # the VMAs the accesses span
+        nodes.update(policy_nodes(mm.vmas[vi].policy, k.machine.distance, cpu_nid))
+    avail = sum(k.pm.allowance(nid, WMARK_MIN) for nid in nodes)
+    return n if avail >= n else max(avail, FAULT_RECLAIM_BATCH)
+
+
+# ---- phase 1b: swap-in faults ------------------------------------------------------------------
+def do_swap_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
+    """do_swap_page() for every slot holding a swap entry (mm/swap.py), VMA by VMA in
+    first-access order. Returns the slots whose first access was a store (mapped writable)."""
+    from .swap import do_swap_page, is_swap_pte
+
+    pt = mm.pt
+    sw = ~pt.pmd_is_leaf(slots >> 9) & is_swap_pte(pt.pte[slots])
+    if not sw.any():
+        return np.empty(0, np.int64)
+    uslots, first, first_w, _ = first_by_slot(slots[sw], is_write[sw])
+    uvidx = vidx[sw][first]
+    for vi, sel in groups_in_order(uvidx):
+        in_fault_batches(do_swap_page, mm, mm.vmas[vi], uslots[sel], first_w[sel], cpu_nid)
+    return uslots[first_w]
+
+
+FAULT_RECLAIM_BATCH = 512   # faults resolved between two direct reclaims under pressure
+
+
+def in_fault_batches(fault, mm, vma, slots, first_w, cpu_nid) -> None:
+    """Resolve ``fault(mm, vma, slots, first_w, cpu_nid)`` in batches a real thread's
+    one-by-one faults would see: all at once when the policy's nodes hold them above MIN;
+    otherwise what they hold first, then FAULT_RECLAIM_BATCH at a time, so that the pages
+    faulted earlier are on the LRU (and may be reclaimed) when a later fault reclaims."""
+    from .mempolicy import policy_nodes
+    from .physmem import WMARK_MIN
+
+    k = mm.kernel
+    n = slots.size
+    nodes = policy_nodes(vma.policy, k.machine.distance, cpu_nid)
+    avail = sum(k.pm.allowance(nid, WMARK_MIN) for nid in dict.fromkeys(nodes))
+    if n <= avail:
+        fault(mm, vma, slots, first_w, cpu_nid)
+        return
+    cuts = [0] + list(range(max(avail, 1), n, FAULT_RECLAIM_BATCH)) + [n]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        fault(mm, vma, slots[a:b], first_w[a:b], cpu_nid)
 
 
 # ---- phase 1: NUMA hint faults -----------------------------------------------------------------
@@ -104,7 +175,7 @@ def do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
     (their fault already handled the write, so phase 3 does not count a second fault)."""
     pt = mm.pt
     pmd_slots = slots >> 9
-    missing = ~pt.pmd_is_leaf(pmd_slots) & ~pte_present(pt.pte[slots])
+    missing = ~pt.pmd_is_leaf(pmd_slots) & (pt.pte[slots] == 0)
     if not missing.any():
         return np.empty(0, np.int64)
     uslots, first, first_w, _ = first_by_slot(slots[missing], is_write[missing])
@@ -117,10 +188,8 @@ def do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
             # slots under a new THP never write-fault; under the huge zero page they do
             s, w = do_huge_pmd_anonymous_faults(mm, vma, s, w, cpu_nid)
         written.append(s[w])
-        if vma.file is None:
-            do_anonymous_faults(mm, vma, s, w, cpu_nid)
-        else:
-            do_file_faults(mm, vma, s, w, cpu_nid)
+        in_fault_batches(do_anonymous_faults if vma.file is None else do_file_faults,
+                         mm, vma, s, w, cpu_nid)
     return np.concatenate(written)
 
 
@@ -144,18 +213,26 @@ def new_folios(mm, vma, count: int, order: int, cpu_nid: int, strict: bool = Tru
     return alloc_pages(k, count, order, nodes, cpu_nid, strict=strict)
 
 
-def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index) -> None:
+def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index, content=None,
+                   shadows=None) -> None:
     """Set up freshly allocated folios and put them on the LRU.
 
     Faulted folios get PG_active first (folio_add_lru in a fault, mglru-spec §3.1), so they land in
-    max_seq-1. ``index`` is per page, one entry per pfn of the folios.
+    max_seq-1. ``index`` is per page, one entry per pfn of the folios; ``content`` the content
+    tag of each page (fresh tags by default); ``shadows`` the shadow entries of the evicted
+    pages they replace (workingset_refault, before folio_add_lru).
     """
+    from .workingset import workingset_refault
+
     pm = k.pm
     pfns = pm.folio_pfns(heads)
     pm.flags[pfns] |= np.uint16(flags)
     pm.memcg[pfns] = memcg_id
     pm.mapping[pfns] = mapping
     pm.index[pfns] = np.asarray(index, dtype=np.uint32)
+    pm.content[pfns] = k.new_content_tags(pfns.size) if content is None else content
+    if shadows is not None:
+        workingset_refault(k, heads, shadows)
     pm.flags[heads] |= PG_active
     k.lru_add(heads)
 
@@ -170,6 +247,7 @@ def do_anonymous_faults(mm, vma, slots, first_w, cpu_nid) -> None:
     if writes.size:
         heads, _ = new_folios(mm, vma, writes.size, 0, cpu_nid)
         add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, writes)
+        mm.pt.content[writes] = k.pm.content[heads]
         k.pm.mapcount[heads] = 1
         install_ptes(mm, writes, heads, PTE_BASE | _PAGE_RW | _PAGE_DIRTY)
     k.vmstat.count("pgfault", cpu_nid, slots.size)
@@ -204,6 +282,7 @@ def do_huge_pmd_anonymous_faults(mm, vma, slots, first_w, cpu_nid):
     if heads.size:
         index = (done[:, None] * PTRS_PER_PTE + np.arange(HPAGE_PMD_NR)).ravel()
         add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, index)
+        pt.content[index] = k.pm.content[k.pm.folio_pfns(heads)]
         k.pm.mapcount[heads] = 1  # the PMD mapping counts on the head
         pt.pmd[done] = mk_pte(heads, PTE_BASE | _PAGE_PSE | _PAGE_RW | _PAGE_DIRTY)
         k.vmstat.count("thp_fault_alloc", cpu_nid, heads.size)
@@ -231,7 +310,11 @@ def do_file_faults(mm, vma, slots, first_w, cpu_nid) -> None:
     uncached = uoffs[miss][np.argsort(ufirst[miss], kind="stable")]  # first-access order
     if uncached.size:
         heads, _ = new_folios(mm, vma, uncached.size, 0, cpu_nid)
-        add_new_folios(k, heads, mm.memcg.id, PG_swapbacked if f.shmem else 0, f.id, uncached)
+        fresh = f.content[uncached] == 0              # first read of this offset's data
+        f.content[uncached[fresh]] = k.new_content_tags(int(fresh.sum()))
+        add_new_folios(k, heads, mm.memcg.id, PG_swapbacked if f.shmem else 0, f.id, uncached,
+                       content=f.content[uncached], shadows=f.shadow[uncached])
+        f.shadow[uncached] = 0
         f.pages[uncached] = heads
         if not f.shmem:
             k.vmstat.count("pgmajfault", cpu_nid, uncached.size)
@@ -259,7 +342,9 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
         # do_huge_pmd_wp_page() on the huge zero page splits it and copies 4 KiB (fallback path)
         split_huge_zero_pmds(mm, unique(pmds[huge_zero]))
         leaf = pt.pmd_is_leaf(pmds)
-    ro = ~leaf & ((pt.pte[wslots] & _PAGE_RW) == 0)
+    e = pt.pte[wslots]
+    # (an entry reclaim took meanwhile is not present: handle_accesses' next round faults it)
+    ro = ~leaf & ((e & _PAGE_PRESENT) != 0) & ((e & _PAGE_RW) == 0)
     if not ro.any():
         return
     uslots, first, _, _ = first_by_slot(wslots[ro], np.ones(int(ro.sum()), bool))
@@ -281,9 +366,13 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
         if cow.size == 0:
             continue
         heads, _ = new_folios(mm, vma, cow.size, 0, cpu_nid)
-        add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, cow)
-        k.pm.mapcount[heads] = 1
         from_cache = old != k.zero_pfn
+        # the copy holds the file page's data; a copy of the zero page is new data
+        content = k.new_content_tags(cow.size)
+        content[from_cache] = k.pm.content[old[from_cache]]
+        add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, cow, content)
+        pt.content[cow] = content
+        k.pm.mapcount[heads] = 1
         np.subtract.at(k.pm.mapcount, old[from_cache], 1)
         pt.pte[cow] = mk_pte(heads, PTE_BASE | _PAGE_RW | _PAGE_DIRTY)
 
@@ -348,7 +437,11 @@ def zap_slots(mm, start_slot: int, end_slot: int) -> np.ndarray:
     pfns = pte_pfn(ptes[present])
     np.subtract.at(k.pm.mapcount, pfns, 1)
     lost.append(pfns)
+    swapped = is_swap_pte(ptes)
+    if swapped.any():                 # zap_nonpresent_ptes(): free_swap_and_cache()
+        k.swap.free(pte_to_swp_offset(ptes[swapped]))
     pt.pte[start_slot:end_slot] = 0
+    pt.content[start_slot:end_slot] = 0   # the program's data there is gone
     return np.concatenate(lost) if lost else np.empty(0, np.int64)
 
 

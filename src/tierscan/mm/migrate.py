@@ -23,7 +23,7 @@ from .physmem import WMARK_HIGH, WMARK_MIN
 from .rmap import rmap_walk
 from .vmstat import register_vmstat
 
-_COPIED = ("flags", "lru_gen_refs", "memcg", "mapcount", "mapping", "index")
+_COPIED = ("flags", "lru_gen_refs", "memcg", "mapcount", "mapping", "index", "content")
 
 
 def _notify_remap(kernel, sites, old_pfns, src_nid, dst_nid) -> None:
@@ -39,10 +39,12 @@ def _notify_remap(kernel, sites, old_pfns, src_nid, dst_nid) -> None:
 
 
 def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN,
-                   flush_per_folio: bool = False) -> np.ndarray:
+                   flush_per_folio: bool = False, wake_kswapd: bool = False) -> np.ndarray:
     """migrate_pages() of the given folios to ``target_nid``. Returns a success mask.
     ``flush_per_folio`` charges a TLB shootdown per folio (single-folio migrations done one
     after the other) instead of one for the batch (migrate_pages_batch's batched flush).
+    ``wake_kswapd``: the target allocation may wake the target's kswapd (demotion's
+    GFP_NOWAIT does; promotion's allocation, which clears __GFP_RECLAIM, does not).
 
     A folio fails when the target node has no room above ``mark`` for a folio of its order.
     """
@@ -52,7 +54,7 @@ def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN,
     orders = pm.order[heads]
     for order in unique(orders):
         idx = np.flatnonzero(orders == order)
-        new, _ = _alloc_on(kernel, idx.size, int(order), target_nid, mark)
+        new, _ = _alloc_on(kernel, idx.size, int(order), target_nid, mark, wake_kswapd)
         moved = idx[: new.size]
         if new.size:
             src = kernel.node_of(heads[moved])
@@ -71,10 +73,11 @@ def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN,
     return ok
 
 
-def _alloc_on(kernel, count, order, nid, mark):
+def _alloc_on(kernel, count, order, nid, mark, wake_kswapd=False):
     from .page_alloc import alloc_pages
 
-    return alloc_pages(kernel, count, order, [nid], nid, strict=False, marks=(mark,))
+    return alloc_pages(kernel, count, order, [nid], nid, strict=False, marks=(mark,),
+                       wake_kswapd=wake_kswapd, direct_reclaim=False)
 
 
 def remove_migration_bits(entries) -> np.ndarray:

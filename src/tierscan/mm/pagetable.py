@@ -52,6 +52,10 @@ class PageTable:
         # free_pgtables() frees the table, even when every entry in the table is none
         self.pud_table = np.zeros(1, dtype=bool)
         self.p4d_table = np.zeros(1, dtype=bool)
+        # Not a kernel structure: the content tag of the data the program holds at each page
+        # slot (0: none yet). Migration, swap-out and swap-in must keep the page mapped there
+        # carrying this tag; Kernel.check() compares them (DESIGN §9).
+        self.content = np.zeros(PTRS_PER_PTE, dtype=np.uint32)
 
     @staticmethod
     def slot(addr) -> np.ndarray | int:
@@ -76,7 +80,9 @@ class PageTable:
         pte[: self.pte.size] = self.pte
         pmd = np.zeros(size // PTRS_PER_PTE, dtype=np.uint64)
         pmd[: self.pmd.size] = self.pmd
-        self.pte, self.pmd = pte, pmd
+        content = np.zeros(size, dtype=np.uint32)
+        content[: self.content.size] = self.content
+        self.pte, self.pmd, self.content = pte, pmd, content
         self.pud_table = _grown(self.pud_table, -(-pmd.size // PTRS_PER_PTE))
         self.p4d_table = _grown(self.p4d_table, -(-self.pud_table.size // PTRS_PER_PTE))
 

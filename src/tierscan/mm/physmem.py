@@ -52,7 +52,7 @@ class PhysMem:
         self.nr_pfns = int(self.node_start[-1])
         self.node_zone = np.array([ZONE_NAMES.index(n.zone) for n in machine.nodes], dtype=np.int8)
         n = self.nr_pfns
-        # The per-pfn arrays (20 bytes a pfn). np.zeros is lazily backed, so pfns never touched
+        # The per-pfn arrays (24 bytes a pfn). np.zeros is lazily backed, so pfns never touched
         # cost no resident memory.
         self.flags = np.zeros(n, dtype=np.uint16)
         self.lru_gen_refs = np.zeros(n, dtype=np.uint8)  # gen+1 (bits 0-2), refs (bits 3-4)
@@ -63,10 +63,11 @@ class PhysMem:
         self.mapcount = np.zeros(n, dtype=np.int16)
         self.mapping = np.zeros(n, dtype=np.int32)       # owning mm id (anon) or file id
         self.index = np.zeros(n, dtype=np.uint32)        # page slot in the mm (anon) or file offset
+        self.content = np.zeros(n, dtype=np.uint32)      # content tag: the data the page holds
         self.block_free = np.full(n // BLOCK, BLOCK, dtype=np.int16)
         self.node_free = np.array(nr_pages, dtype=np.int64)
         self.node_present = np.array(nr_pages, dtype=np.int64)
-        self.watermarks = self._setup_watermarks(machine)
+        self.watermarks = self.setup_watermarks(WATERMARK_SCALE_FACTOR)
         self._stamp_head = 0   # list_add: stamps grow from 1 upward
         self._stamp_tail = 0   # list_add_tail: stamps grow from 0 downward
 
@@ -92,7 +93,7 @@ class PhysMem:
         return (blocks[:, None] * BLOCK + np.arange(BLOCK)).ravel()
 
     # ---- watermarks -----------------------------------------------------------------------
-    def _setup_watermarks(self, machine) -> np.ndarray:
+    def setup_watermarks(self, scale_factor: int) -> np.ndarray:
         """__setup_per_zone_wmarks() with one zone per node (spec promotion §3.4; unverified).
 
         min: min_free_kbytes shared out by lowmem size; Movable zones get managed/1024 clamped to
@@ -109,7 +110,7 @@ class PhysMem:
                 wmin = min_pages_total * int(pages[nid]) // max(lowmem_pages, 1)
             else:
                 wmin = min(max(int(pages[nid]) // 1024, 32), 128)
-            tmp = max(wmin // 4, int(pages[nid]) * WATERMARK_SCALE_FACTOR // 10000)
+            tmp = max(wmin // 4, int(pages[nid]) * int(scale_factor) // 10000)
             wm[nid] = (wmin, wmin + tmp, wmin + 2 * tmp, wmin + 3 * tmp)
         return wm
 
@@ -176,7 +177,7 @@ class PhysMem:
         blocks, per_block = _counts(pfns // BLOCK)
         self.block_free[blocks] += per_block.astype(self.block_free.dtype)
         for arr in (self.flags, self.lru_gen_refs, self.list_gen, self.lru_stamp, self.order,
-                    self.memcg, self.mapcount, self.mapping, self.index):
+                    self.memcg, self.mapcount, self.mapping, self.index, self.content):
             arr[pfns] = 0
 
     def reserve(self, heads: np.ndarray, order: int) -> None:

@@ -61,12 +61,24 @@ KNOBS = {
     "lru_gen/min_ttl_ms": (0, _uint),
     "numa/demotion_enabled": (False, _one_of(False, True)),
     "vm/swappiness": (60, _range(0, 200)),
+    # mm/page_alloc.c: watermark_scale_factor 1..3000 (default 10); watermark_boost_factor
+    # (default 15000) has no effect in the model (mm/kswapd.py: no watermark boosting)
+    "vm/watermark_scale_factor": (10, _range(1, 3000)),
+    "vm/watermark_boost_factor": (15000, _uint),
+    # /proc/sys/kernel/numa_balancing: NUMA_BALANCING_NORMAL (1) | MEMORY_TIERING (2); NUMA
+    # balancing detectors set it when they start
+    "kernel/numa_balancing": (0, _range(0, 3)),
 }
 
 
 class Sysfs:
     def __init__(self):
         self._values = {k: default for k, (default, _) in KNOBS.items()}
+        self._on_change: dict[str, list] = {}
+
+    def on_change(self, key: str, fn) -> None:
+        """Call ``fn(value)`` after every store to ``key`` (the sysctl's handler)."""
+        self._on_change.setdefault(key, []).append(fn)
 
     def __getitem__(self, key: str):
         if key not in self._values:
@@ -77,6 +89,8 @@ class Sysfs:
         if key not in KNOBS:
             raise ConfigError(f"unknown knob (known: {', '.join(KNOBS)})", field=key)
         self._values[key] = KNOBS[key][1](key, value)
+        for fn in self._on_change.get(key, ()):
+            fn(self._values[key])
 
     def as_dict(self) -> dict:
         return dict(self._values)

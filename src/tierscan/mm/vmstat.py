@@ -26,7 +26,10 @@ VMSTAT_NAMES = (
     "thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
     "thp_zero_page_alloc",
     "workingset_refault_anon", "workingset_refault_file", "workingset_activate_anon",
-    "workingset_activate_file",
+    "workingset_activate_file", "workingset_restore_anon", "workingset_restore_file",
+    "pswpin", "pswpout",
+    "allocstall_dma", "allocstall_dma32", "allocstall_normal", "allocstall_movable",
+    "pageoutrun", "kswapd_low_wmark_hit_quickly", "kswapd_high_wmark_hit_quickly",
 )
 
 # Counters of optional subsystems (pghot, klruscand, IBS...) that their modules register.

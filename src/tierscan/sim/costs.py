@@ -41,6 +41,7 @@ class CostModel:
     # loaded latency model only (memsys/, docs/cost-model.md "Memory system"):
     llc_hit_ns: float = 12.0               # an access (or page-walk reference) the LLC serves
     walk_ns: float = 5.0                   # a TLB miss's walk above its last reference
+    reclaim_page_ns: float = 500.0         # reclaim: one isolated page through shrink_folio_list
 
     def overridden(self, overrides: dict, where: str = "<costs>") -> "CostModel":
         """A copy with ``overrides`` applied; unknown names or bad values name the key."""

@@ -86,6 +86,14 @@ class Accounting:
             self.cpu_ns[cur.name] = self.cpu_ns.get(cur.name, 0.0) + ns
             self.run_ns += ns
 
+    def reclaim_scanned(self, nr_pages: int) -> None:
+        """shrink_folio_list() looked at ``nr_pages`` isolated pages (rmap walk, unmap)."""
+        self.charge(nr_pages * self.engine.costs.reclaim_page_ns)
+
+    def swap_out(self, nr_pages: int, write_ns: float) -> None:
+        """Reclaim submitted ``nr_pages`` swap writes (the device's per-page CPU cost)."""
+        self.charge(nr_pages * write_ns)
+
     def migrated(self, order: int, count: int, mms, flushes: int = 1, src_nids=None,
                  dst_nid: int | None = None) -> None:
         """``count`` folios of ``order`` migrated with ``flushes`` TLB shootdowns, each of which
@@ -107,7 +115,8 @@ class Engine:
     def __init__(self, kernel, workload, *, access_model: str = "rate",
                  costs: CostModel | None = None, tick_ns: int = 10 * MS,
                  sample_ns: int = 100 * MS, duration_ns: int | None = None, daemons=(),
-                 seed: int = 0, progress=None, latency_model: str = "idle"):
+                 seed: int = 0, progress=None, latency_model: str = "idle",
+                 kswapd: bool = True):
         if access_model not in ("rate", "exact"):
             raise ConfigError(f"unknown access model {access_model!r} (expected 'rate' or "
                               "'exact')", field="access_model")
@@ -122,6 +131,10 @@ class Engine:
         self.memsys: MemorySystem | None = None       # created in _setup, once groups exist
         self.model = RateModel(seed) if access_model == "rate" else ExactModel(seed)
         self.daemons = list(daemons)
+        if kswapd:  # the kernel's own reclaim threads, one per node with memory
+            from .kswapd import kswapd_daemons
+
+            self.daemons += kswapd_daemons(kernel, tick_ns)
         self.progress = progress
         self.accounting = Accounting(self)
         self.groups: list[ThreadGroup] = []
