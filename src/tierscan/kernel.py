@@ -60,6 +60,9 @@ class Kernel:
         self.kswapd = [Kswapd(nid) for nid in range(machine.nr_nodes)]
         self.swap = SwapDevice(0)        # no swap until swapon()
         self._next_content = 1           # content tags handed out so far (0 = none)
+        # tierscan's ping-pong window: a promotion this soon after a demotion is counted in
+        # tierscan_promote_pingpong (a tierscan definition, not a kernel one)
+        self.pingpong_window_ns = 10_000_000_000
         self.numa_hint_fault_hook = None  # set by NUMA balancing: fn(mm, pfns, writes, cpu_nid)
         # Set by the engine above mm/: the rate model (access_source) draws young bits lazily
         # when the walk, the rmap or mm.young() look at entries, and the time of the hint fault

@@ -109,6 +109,22 @@ class AccessModel:
 
 HEAT_BINS = 64
 
+# the vmstat counters whose growth during an access batch the batch's threads pay for
+FAULT_COUNTERS = ("pgfault", "pgmajfault", "numa_hint_faults", "pswpin")
+
+
+def fault_counts(kernel) -> list[int]:
+    return [kernel.vmstat[name] for name in FAULT_COUNTERS]
+
+
+def fault_cost_ns(kernel, costs, before: list[int]) -> float:
+    """What the faults counted since ``before`` (fault_counts) cost the faulting threads:
+    every fault fault_ns; a major fault major_fault_ns more, except a swap-in, which waits
+    the swap device's read_ns instead; a NUMA hint fault hint_fault_ns."""
+    d = [kernel.vmstat[name] - b for name, b in zip(FAULT_COUNTERS, before)]
+    return (d[0] * costs.fault_ns + (d[1] - d[3]) * costs.major_fault_ns
+            + d[3] * kernel.swap.read_ns + d[2] * costs.hint_fault_ns)
+
 
 def page_bins(group, bins: int = HEAT_BINS) -> np.ndarray:
     """The heatmap bin of each of the group's pages."""

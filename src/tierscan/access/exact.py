@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import AccessModel, page_bins
-
-FAULT_COUNTERS = ("pgfault", "pgmajfault", "numa_hint_faults")
+from .base import AccessModel, fault_cost_ns, fault_counts, page_bins
 
 
 class ExactModel(AccessModel):
@@ -65,14 +63,12 @@ class ExactModel(AccessModel):
             self._heat_pages.setdefault(group.gid, []).append(pages)
             addrs = group.addrs[pages]
             writes = rng.random(n) < ph.write_fraction
-            before = [k.vmstat[name] for name in FAULT_COUNTERS]
+            before = fault_counts(k)
             served = group.mm.access(addrs, writes, cpu_node=group.spec.cpu_node)
-            faults = [k.vmstat[name] - b for name, b in zip(FAULT_COUNTERS, before)]
             ms = getattr(engine, "memsys", None)       # the loaded model's LLC filter
             mem = None if ms is None else ms.exact_ns(engine, group, t, addrs)
             mem = float(served @ lat) if mem is None else mem
-            total += mem + n * c.compute_ns_per_access + \
-                faults[0] * c.fault_ns + faults[1] * c.major_fault_ns + faults[2] * c.hint_fault_ns
+            total += mem + n * c.compute_ns_per_access + fault_cost_ns(k, c, before)
             self._served += served
             chunks.append(addrs)
             chunk_writes.append(writes)
@@ -96,13 +92,12 @@ class ExactModel(AccessModel):
             return float(group.remaining_in_phase()), 0.0
         self._heat_pages.setdefault(group.gid, []).append(pages)
         addrs = group.addrs[pages]
-        before = [k.vmstat[name] for name in FAULT_COUNTERS]
+        before = fault_counts(k)
         served = group.mm.access(addrs, writes, cpu_node=group.spec.cpu_node)
-        faults = [k.vmstat[name] - b for name, b in zip(FAULT_COUNTERS, before)]
         wf = float(writes.mean()) if writes.size else 0.0
         lat = ((1 - wf) * group.load_ns + wf * group.store_ns) / group.spec.mlp
-        total = float(served @ lat) + ran * c.compute_ns_per_access + faults[0] * c.fault_ns + \
-            faults[1] * c.major_fault_ns + faults[2] * c.hint_fault_ns
+        total = float(served @ lat) + ran * c.compute_ns_per_access + \
+            fault_cost_ns(k, c, before)
         self._served += served
         used = total / group.threads
         per_thread = ran / group.threads

@@ -22,6 +22,14 @@ changes); a pending hint fault keeps its *remaining* hazard, an Exp(1) variable 
 which is re-spent at the new rate (an entry whose rate was 0 draws it afresh); sampled accesses
 (IBS) and the heatmap are drawn from the distribution of the phase in which the accesses were
 made, not the one current when someone asks.
+
+Faults during the run (issue 13 item 8): a page with no present mapping (never touched, a
+swap entry, or a page-cache page reclaim dropped) takes its next access at E/w_p accesses of
+the group from when it became unmapped (E ~ Exp(1)), and a page mapping the zero page takes
+its first store at E/(w_p · write fraction). When the group's accesses pass that point the
+fault runs through the kernel's fault path (mm access: first touch, swap-in, file read, copy
+on write), in the order the accesses came, and its cost stalls the group's threads. So a
+workload grows into memory as it runs, and reclaimed pages come back as major faults.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import numpy as np
 
 from ..arrays import unique
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
+from ..mm.pagetable import PageTable
 from .base import HEAT_BINS, AccessModel, page_bins
 from .rate_kernels import materialize_kernel
 
@@ -121,6 +130,9 @@ class GroupRates:
         self.write_fraction = None      # the current phase's (None before the first)
         self.phase = None               # the phase whose weights are ``w``
         self.unsampled: list = []       # [phase, accesses] not yet offered to sample()
+        self.miss_slots = np.empty(0, np.int64)     # unmapped pages waiting for an access
+        self.miss_at = np.empty(0)                  # ... and the C at which it comes
+        self.miss_write = np.empty(0, bool)         # the fault is a store (a zero-page COW)
 
     @property
     def w(self):
@@ -141,9 +153,11 @@ class RateModel(AccessModel):
         self.by_mm: dict[int, tuple] = {}
         self._heat_c: dict[int, float] = {}     # C at the last heat() call, per group
         self._served = None
+        self._engine = None
 
     # ---- setup --------------------------------------------------------------------------------
     def attach(self, engine) -> None:
+        self._engine = engine
         k = engine.kernel
         self._served = np.zeros(k.machine.nr_nodes)
         for g in engine.groups:
@@ -152,6 +166,7 @@ class RateModel(AccessModel):
             self.on_phase(engine, g)
         k.access_source = self
         k.remap_hooks.append(self._on_remap)
+        k.unmap_hooks.append(self._on_unmap)
 
     def on_phase(self, engine, group) -> None:
         """Take the new phase's weights; every lazily drawn event carries over (module doc)."""
@@ -173,9 +188,17 @@ class RateModel(AccessModel):
         r.pmd.change_rates(np.bincount(r.page_pmd, weights=w, minlength=r.pmds.size), r.C,
                            wf_old, wf, rng)
         r.write_fraction, r.phase, r.bin_w = wf, ph, None
-        nodes = engine.kernel.node_of(group.mm.translate(group.addrs))
+        pfns = group.mm.translate(group.addrs)
+        nodes = engine.kernel.node_of(pfns)
         r.node_mass = np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0),
                                   minlength=engine.kernel.machine.nr_nodes)
+        # the new weights redraw every pending first access (memoryless, as for hint faults)
+        r.miss_slots, r.miss_at, r.miss_write = np.empty(0, np.int64), np.empty(0), \
+            np.empty(0, bool)
+        self._arm_faults(group, r, group.slots[pfns < 0])
+        zero = engine.kernel.is_zero_pfn(pfns)
+        if zero.any() and wf > 0:
+            self._arm_faults(group, r, group.slots[zero], store=True)
 
     def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
         """Pages of ``mm`` moved between nodes: move their weight in the node masses."""
@@ -188,10 +211,78 @@ class RateModel(AccessModel):
         np.subtract.at(r.node_mass, np.asarray(src_nids)[ok], r.w[idx[ok]])
         r.node_mass[dst_nid] += r.w[idx[ok]].sum()
 
+    def _on_unmap(self, mm, page_slots, src_nids) -> None:
+        """Pages of ``mm`` left memory (swapped out, or dropped from the page cache): take
+        their weight off their nodes and draw when each is accessed again."""
+        hit = self.by_mm.get(mm.id)
+        if hit is None:
+            return
+        g, r = hit
+        idx = g.index_of(page_slots)
+        ok = idx >= 0
+        np.subtract.at(r.node_mass, np.asarray(src_nids)[ok], r.w[idx[ok]])
+        self._arm_faults(g, r, np.asarray(page_slots, np.int64)[ok])
+
+    def _arm_faults(self, group, r, slots, store: bool = False) -> None:
+        """Draw the access (or, with ``store``, the store) that will fault each page: E/w
+        accesses of the group from now, E ~ Exp(1); pages of weight 0 never fault."""
+        if slots.size == 0:
+            return
+        idx = group.index_of(slots)
+        rate = r.w[idx] * ((r.write_fraction or 0.0) if store else 1.0)
+        live = rate > 0
+        slots, rate = slots[live], rate[live]
+        at = r.C + self.rng.exponential(size=slots.size) / rate
+        keep = ~np.isin(r.miss_slots, slots)
+        r.miss_slots = np.concatenate([r.miss_slots[keep], slots])
+        r.miss_at = np.concatenate([r.miss_at[keep], at])
+        r.miss_write = np.concatenate([r.miss_write[keep], np.full(slots.size, store)])
+
+    def _take_faults(self, engine, group, r) -> None:
+        """Run the faults whose access came during the group's last advance through the
+        kernel's fault path, in access order; charge them to the group's threads."""
+        from .base import fault_cost_ns, fault_counts
+
+        due = r.miss_at <= r.C
+        if not due.any():
+            return
+        order = np.argsort(r.miss_at[due], kind="stable")
+        slots, store = r.miss_slots[due][order], r.miss_write[due][order]
+        r.miss_slots, r.miss_at = r.miss_slots[~due], r.miss_at[~due]
+        r.miss_write = r.miss_write[~due]
+        writes = store | (self.rng.random(slots.size) < (r.write_fraction or 0.0))
+        k = engine.kernel
+        before = fault_counts(k)
+        addrs = PageTable.addr(slots)
+        idx = group.index_of(slots)
+        old = k.node_of(group.mm.translate(addrs))        # a zero-page COW was mapped already
+        np.subtract.at(r.node_mass, old[old >= 0], r.w[idx[old >= 0]])
+        group.mm._access(addrs, writes, group.spec.cpu_node)
+        group.stall_ns += fault_cost_ns(k, engine.costs, before) / group.threads
+        # the pages are mapped now: their weight serves from their node, their A bit is set
+        pfns = group.mm.translate(addrs)
+        nodes = k.node_of(pfns)
+        mapped = nodes >= 0
+        np.add.at(r.node_mass, nodes[mapped], r.w[idx[mapped]])
+        r.pages.referenced(idx, r.C)
+        zero = k.is_zero_pfn(pfns) & ((r.write_fraction or 0.0) > 0)
+        if zero.any():                    # a read mapped the zero page: its store is to come
+            self._arm_faults(group, r, slots[zero], store=True)
+
     # ---- time -----------------------------------------------------------------------------------
+    def _mass_share(self, engine, group, r) -> np.ndarray:
+        """Where the group's accesses are served: the weights of its mapped pages per node.
+        While nothing is mapped yet (every access faults first), the CPU's own node."""
+        total = r.node_mass.sum()
+        if total > 0:
+            return r.node_mass / total
+        share = np.zeros_like(r.node_mass)
+        share[group.spec.cpu_node] = 1.0
+        return share
+
     def ns_per_access(self, engine, group) -> float:
         r = self.rates[group.gid]
-        mass = r.node_mass / max(r.node_mass.sum(), 1e-300)
+        mass = self._mass_share(engine, group, r)
         return engine.costs.compute_ns_per_access + float(mass @ group.latency_per_node())
 
     def advance(self, engine, group, budget_ns: float) -> tuple[float, float]:
@@ -200,7 +291,7 @@ class RateModel(AccessModel):
         cost = self.ns_per_access(engine, group)
         a = min(budget_ns / cost, group.remaining_in_phase())
         r.C += a * group.threads
-        self._served += a * group.threads * r.node_mass / max(r.node_mass.sum(), 1e-300)
+        self._served += a * group.threads * self._mass_share(engine, group, r)
         if r.unsampled and r.unsampled[-1][0] is r.phase:
             r.unsampled[-1][1] += a * group.threads
         else:
@@ -238,20 +329,36 @@ class RateModel(AccessModel):
         ok = idx >= 0
         if not ok.all():
             slots, idx = slots[ok], idx[ok]
-        self._materialize(mm.pt.pte, slots, _PAGE_PRESENT | _PAGE_PROTNONE, idx, r.pages, r)
+        self._materialize(mm.pt.pte, slots, _PAGE_PRESENT | _PAGE_PROTNONE, idx, r.pages, r,
+                          self._c_now(g, r))
 
     def materialize_pmds(self, mm, pmd_slots) -> None:
         hit = self.by_mm.get(mm.id)
         if hit is None or len(pmd_slots) == 0:
             return
-        _, r = hit
+        g, r = hit
         pmd_slots = np.asarray(pmd_slots, np.int64)
         i = r.pmd_index(pmd_slots)
         ok = i >= 0
-        self._materialize(mm.pt.pmd, pmd_slots[ok], _ANY_BIT, i[ok], r.pmd, r)  # present:
-        #                                                                       not empty
+        self._materialize(mm.pt.pmd, pmd_slots[ok], _ANY_BIT, i[ok], r.pmd, r,  # present:
+                          self._c_now(g, r))                                  # not empty
 
-    def _materialize(self, table, slots, present_mask, i, hz: Hazards, r) -> None:
+    def _c_now(self, group, r) -> float:
+        """The group's access count "now". Inside a pass of a daemon whose work the workload
+        overlaps (kswapd: Accounting.run_ns) it is C plus the accesses the group's threads
+        make meanwhile, at the group's current rate: they run on other CPUs, so a hot page is
+        young again between two agings of one kswapd pass, as on a real machine. An entry
+        looked at then is referenced a little ahead of C; a later draw before C catches up
+        sees a negative fresh hazard, i.e. a little less than it should (docs/fidelity.md)."""
+        engine = self._engine
+        if engine is None or group.phase is None:
+            return r.C
+        a = engine.accounting
+        if a.run_ns <= 0 or not getattr(a.current, "workload_runs_meanwhile", False):
+            return r.C
+        return r.C + a.run_ns * group.threads / self.ns_per_access(engine, group)
+
+    def _materialize(self, table, slots, present_mask, i, hz: Hazards, r, c_now) -> None:
         """Draw the A (and D) bits of present entries (some bit of ``present_mask`` set) whose
         A bit is clear from the hazard since their reference point, then make now their
         reference point: P(young) = 1 - exp(-Λ); given young, dirty with P(a write among
@@ -261,7 +368,7 @@ class RateModel(AccessModel):
         u = self.rng.random((2, slots.size))
         materialize_kernel(table, slots, np.uint64(present_mask), i, hz.haz,
                            _NO_WHAZ if hz.whaz is None else hz.whaz, hz.c_ref, hz.w,
-                           float(r.C), float(r.write_fraction), u)
+                           float(c_now), float(r.write_fraction), u)
 
     # ---- NUMA hint faults ---------------------------------------------------------------------
     def arm_hint_faults(self, mm, slots, pmd: bool = False) -> None:
@@ -286,6 +393,7 @@ class RateModel(AccessModel):
         from ..mm.memory import do_numa_hint_faults
 
         r = self.rates[group.gid]
+        self._take_faults(engine, group, r)
         if not ((r.pages.hint_at <= r.C).any() or (r.pmd.hint_at <= r.C).any()):
             return
         pt = group.mm.pt

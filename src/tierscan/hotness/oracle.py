@@ -6,7 +6,8 @@ processes compare as accesses per unit of per-thread progress, i.e. assuming eve
 issues accesses at the same rate). At the first tick of the run, and then every
 ``period_ms`` (default 100; 0 = only at the first tick), it migrates at once the hottest
 lower-tier folios that fit in the top tier's free memory above its high watermark, with
-``mm.migrate.migrate_folios`` (mark = WMARK_HIGH). It is its own promotion engine: it
+``mm.migrate.migrate_folios`` (mark = WMARK_HIGH); when hotter folios do not fit it wakes the
+target's kswapd, which demotes what MGLRU finds oldest. It is its own promotion engine: it
 ignores the configured one and keeps ``promoted_pfns`` / ``promoted_ns`` / ``promoted_ids``
 like a ``PromotionEngine`` so ``promotion_summary`` can read it. Folios are ranked by weight
 per page; each goes to its group's CPU node if that is top tier, else the nearest top-tier
@@ -130,6 +131,10 @@ class Oracle(Detector):
             small = ~take & (nr == 1)                   # ... then base pages into what is left
             fill = np.flatnonzero(small)[:max(left, 0)]
             take[fill] = True
+            if not take.all():
+                # hotter pages wait for room: wake the target's kswapd, as a promoter's
+                # refused migrate_misplaced_folio_prepare() would (promotion-spec §3.5)
+                k.wakeup_kswapd(nid)
             sel = h[take]
             if sel.size == 0:
                 continue

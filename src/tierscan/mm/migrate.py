@@ -23,7 +23,13 @@ from .physmem import WMARK_HIGH, WMARK_MIN
 from .rmap import rmap_walk
 from .vmstat import register_vmstat
 
-_COPIED = ("flags", "lru_gen_refs", "memcg", "mapcount", "mapping", "index", "content")
+_COPIED = ("flags", "lru_gen_refs", "memcg", "mapcount", "mapping", "index", "content",
+           "demoted_ns")
+
+# tierscan's own counter (not the kernel's): pages promoted (moved from a lower tier to a top
+# tier) within Kernel.pingpong_window_ns of their demotion: promotion/demotion ping-pong.
+PINGPONG = "tierscan_promote_pingpong"
+register_vmstat(PINGPONG)
 
 
 def _notify_remap(kernel, sites, old_pfns, src_nid, dst_nid) -> None:
@@ -51,6 +57,8 @@ def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN,
     pm, vm = kernel.pm, kernel.vmstat
     heads = np.asarray(heads, dtype=np.int64)
     ok = np.zeros(heads.size, bool)
+    pingpong = _recently_demoted(kernel, heads, target_nid)
+    nr_all = pm.folio_nr_pages(heads)
     orders = pm.order[heads]
     for order in unique(orders):
         idx = np.flatnonzero(orders == order)
@@ -70,7 +78,21 @@ def migrate_folios(kernel, heads, target_nid: int, mark: int = WMARK_MIN,
         if order == HPAGE_PMD_ORDER:
             vm.count("thp_migration_success", target_nid, new.size)
             vm.count("thp_migration_fail", target_nid, failed)
+    if (ok & pingpong).any():
+        vm.count(PINGPONG, target_nid, int((nr_all[ok & pingpong]).sum()))
     return ok
+
+
+def _recently_demoted(kernel, heads, target_nid: int) -> np.ndarray:
+    """Which folios, if this migration promotes them (lower tier to top tier), were demoted
+    less than pingpong_window_ns ago."""
+    pm = kernel.pm
+    tiers = _tiers(kernel)
+    if tiers[target_nid] != 0 or heads.size == 0:
+        return np.zeros(heads.size, bool)
+    stamp = pm.demoted_ns[heads]
+    return (stamp > 0) & (kernel.clock_ns - (stamp - 1) <= kernel.pingpong_window_ns) & \
+        (tiers[np.maximum(pm.node_of(heads), 0)] > 0)
 
 
 def _alloc_on(kernel, count, order, nid, mark, wake_kswapd=False):

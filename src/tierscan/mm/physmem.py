@@ -52,7 +52,7 @@ class PhysMem:
         self.nr_pfns = int(self.node_start[-1])
         self.node_zone = np.array([ZONE_NAMES.index(n.zone) for n in machine.nodes], dtype=np.int8)
         n = self.nr_pfns
-        # The per-pfn arrays (24 bytes a pfn). np.zeros is lazily backed, so pfns never touched
+        # The per-pfn arrays (32 bytes a pfn). np.zeros is lazily backed, so pfns never touched
         # cost no resident memory.
         self.flags = np.zeros(n, dtype=np.uint16)
         self.lru_gen_refs = np.zeros(n, dtype=np.uint8)  # gen+1 (bits 0-2), refs (bits 3-4)
@@ -64,6 +64,7 @@ class PhysMem:
         self.mapping = np.zeros(n, dtype=np.int32)       # owning mm id (anon) or file id
         self.index = np.zeros(n, dtype=np.uint32)        # page slot in the mm (anon) or file offset
         self.content = np.zeros(n, dtype=np.uint32)      # content tag: the data the page holds
+        self.demoted_ns = np.zeros(n, dtype=np.int64)    # tierscan: 1 + time of its demotion
         self.block_free = np.full(n // BLOCK, BLOCK, dtype=np.int16)
         self.node_free = np.array(nr_pages, dtype=np.int64)
         self.node_present = np.array(nr_pages, dtype=np.int64)
@@ -177,7 +178,8 @@ class PhysMem:
         blocks, per_block = _counts(pfns // BLOCK)
         self.block_free[blocks] += per_block.astype(self.block_free.dtype)
         for arr in (self.flags, self.lru_gen_refs, self.list_gen, self.lru_stamp, self.order,
-                    self.memcg, self.mapcount, self.mapping, self.index, self.content):
+                    self.memcg, self.mapcount, self.mapping, self.index, self.content,
+                    self.demoted_ns):
             arr[pfns] = 0
 
     def reserve(self, heads: np.ndarray, order: int) -> None:

@@ -46,8 +46,9 @@ DEFAULT_FAITHFUL_QUIRKS = True
 _TOP_KEYS = {
     "name": False, "seed": False, "access_model": False, "latency_model": False, "duration": False, "tick": False,
     "sample": False, "faithful_quirks": False, "machine": True, "workload": True,
-    "detectors": False, "engine": False, "costs": False, "sysfs": False,
+    "detectors": False, "engine": False, "costs": False, "sysfs": False, "swap": False,
 }
+_SWAP_KEYS = {"size": True, "read_ns": False, "write_ns": False}
 _MACHINE_REF_KEYS = {"preset": False, "file": False, "scale": False}
 # Keys that make [machine] an inline machine (docs/machine.md) rather than a reference.
 _MACHINE_INLINE_KEYS = ("name", "nodes", "latency", "capacity_scale", "cpu")
@@ -232,11 +233,12 @@ class ExperimentConfig:
     name: str | None = None
     costs: FrozenDict = field(default_factory=FrozenDict)
     sysfs: FrozenDict = field(default_factory=FrozenDict)
+    swap: FrozenDict = field(default_factory=FrozenDict)   # {} = no swap device
     source: str = "<dict>"               # the file (or "<dict>") it was loaded from
 
     def __post_init__(self):
         object.__setattr__(self, "detectors", tuple(self.detectors))
-        for attr in ("costs", "sysfs"):
+        for attr in ("costs", "sysfs", "swap"):
             v = getattr(self, attr)
             if not isinstance(v, FrozenDict):
                 object.__setattr__(self, attr, freeze(dict(v)))
@@ -260,6 +262,8 @@ class ExperimentConfig:
             "engine": None if self.engine is None else self.engine.to_dict(),
             "costs": thaw(self.costs),
             "sysfs": thaw(self.sysfs),
+            # only with a swap device, so configs without one keep their hash
+            **({"swap": thaw(self.swap)} if self.swap else {}),
         }
 
     def config_hash(self) -> str:
@@ -360,7 +364,23 @@ def _validate(d: dict, where: str, base_dir) -> ExperimentConfig:
         machine=machine, workload=workload, detectors=detectors, engine=engine, seed=seed,
         access_model=access_model, latency_model=latency_model, duration_ns=duration_ns, tick_ns=tick_ns,
         sample_ns=sample_ns, faithful_quirks=quirks, name=name, costs=freeze(costs),
-        sysfs=freeze(sysfs), source=where)
+        sysfs=freeze(sysfs), swap=freeze(_swap(c, d.get("swap"))), source=where)
+
+
+def _swap(c: Checker, raw) -> dict:
+    """[swap]: size (bytes or "8GiB"), read_ns and write_ns (mm/swap.py; defaults there)."""
+    from tierscan.units import parse_size
+
+    if raw is None:
+        return {}
+    c.table(raw, "swap", _SWAP_KEYS)
+    out = {"size": parse_size(raw["size"], where=c.where, field="swap.size")}
+    for key, default in (("read_ns", 80_000.0), ("write_ns", 2_000.0)):
+        v = raw.get(key, default)
+        if isinstance(v, str):
+            v = parse_duration_ns(v, where=c.where, field=f"swap.{key}", allow_zero=True)
+        out[key] = c.number_in(v, f"swap.{key}", 0.0, 1e12)
+    return out
 
 
 def _machine(c: Checker, raw, base_dir) -> Machine:

@@ -131,10 +131,11 @@ class Engine:
         self.memsys: MemorySystem | None = None       # created in _setup, once groups exist
         self.model = RateModel(seed) if access_model == "rate" else ExactModel(seed)
         self.daemons = list(daemons)
-        if kswapd:  # the kernel's own reclaim threads, one per node with memory
+        self.kthreads = []    # the kernel's own threads: kswapd, one per node with memory
+        if kswapd:
             from .kswapd import kswapd_daemons
 
-            self.daemons += kswapd_daemons(kernel, tick_ns)
+            self.kthreads = kswapd_daemons(kernel, tick_ns)
         self.progress = progress
         self.accounting = Accounting(self)
         self.groups: list[ThreadGroup] = []
@@ -144,6 +145,10 @@ class Engine:
         self._cycle_ns: dict[int, int] = {}   # start of each daemon's current cycle
         self._vm_last: dict[str, int] = {}
         self._setup()
+
+    def all_daemons(self) -> list:
+        """The configured daemons (detectors, promotion engines), then the kernel's threads."""
+        return self.daemons + self.kthreads
 
     # ---- setup --------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -175,7 +180,7 @@ class Engine:
         self.model.attach(self)
         self._bin_tiers = BinTiers(k, self.groups[0]) if self.groups else None
         self.vmstat_setup = k.vmstat.as_dict()  # what populating and placing memory counted
-        for d in self.daemons:
+        for d in self.all_daemons():
             d.next_ns, d.busy_until_ns, d.busy_ns = d.period_ns, 0, 0.0
             d.start(self)
 
@@ -283,8 +288,9 @@ class Engine:
 
     def _run_daemons(self) -> None:
         """Run each due daemon once, in order of due time, under the CPU rule of ``Daemon``."""
-        due = sorted((d for d in self.daemons if d.next_ns <= self.now),
-                     key=lambda d: (d.next_ns, self.daemons.index(d)))
+        everyone = self.all_daemons()
+        due = sorted((d for d in everyone if d.next_ns <= self.now),
+                     key=lambda d: (d.next_ns, everyone.index(d)))
         a = self.accounting
         for d in due:
             start = d.next_ns
@@ -323,7 +329,7 @@ class Engine:
             v = k.vmstat[name]
             row[name] = v - self._vm_last.get(name, 0)
             self._vm_last[name] = v
-        for d in self.daemons:
+        for d in self.all_daemons():
             row[f"cpu_ns.{d.name}"] = self.accounting.cpu_ns.get(d.name, 0.0)
         if self.groups:  # the first process's access heatmap (report/heatmap.py)
             g = self.groups[0]
@@ -337,7 +343,8 @@ class Engine:
         """CPU busy time / elapsed simulated time per daemon name (a kthread's is at most 1
         plus one tick's work; a daemon that is not a kthread may use several CPUs)."""
         elapsed = max(self.now, 1)
-        return {d.name: d.busy_ns / elapsed for d in sorted(self.daemons, key=lambda d: d.name)}
+        return {d.name: d.busy_ns / elapsed
+                for d in sorted(self.all_daemons(), key=lambda d: d.name)}
 
     def results(self) -> dict:
         """Time series as arrays and the run's final figures."""

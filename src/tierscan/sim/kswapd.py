@@ -1,9 +1,9 @@
 """kswapd as engine daemons: one kthread per node with memory (mm/kswapd.py does the work).
 
 Each tick the daemon runs one pass of the kswapd() loop; the reclaim it does (pages scanned,
-migrations of demotion, swap writes) is charged to it as kernel CPU time. A kthread is one
-CPU: when a pass costs more than the tick, its next pass waits until that time has been
-spent, so the work runs at one CPU's speed.
+migrations of demotion, swap writes) is charged to it as kernel CPU time. It is a kthread
+(Daemon's CPU rule, sim/engine.py): a pass that costs more than the tick delays the next, so
+the work runs at one CPU's speed.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from .engine import MS, Daemon
 
 class KswapdDaemon(Daemon):
     period_ns = 10 * MS
+    kthread = True
+    # the rate model lets the workload's accesses go on during a pass (Accounting.run_ns)
+    workload_runs_meanwhile = True
 
     def __init__(self, nid: int, cpu_node: int, period_ns: int = 10 * MS):
         self.nid = nid
@@ -22,11 +25,7 @@ class KswapdDaemon(Daemon):
         self.period_ns = int(period_ns)
 
     def run(self, engine) -> None:
-        before = engine.accounting.cpu_ns.get(self.name, 0.0)
         kswapd_run(engine.kernel, self.nid, engine.now)
-        spent = engine.accounting.cpu_ns.get(self.name, 0.0) - before
-        if spent > self.period_ns:                 # one CPU: the rest of the work waits
-            self.next_ns += int(spent) - self.period_ns
 
 
 def kswapd_daemons(kernel, period_ns: int = 10 * MS) -> list[KswapdDaemon]:

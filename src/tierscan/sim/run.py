@@ -21,6 +21,8 @@ def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
             kernel.sysfs[key] = value
         except ConfigError as e:
             raise ConfigError(e.message, where=cfg.source, field=f"sysfs.{key}") from None
+    if cfg.swap:
+        kernel.swapon(cfg.swap["size"], cfg.swap["read_ns"], cfg.swap["write_ns"])
     workload = make_workload(cfg.workload.name, dict(cfg.workload.params), where=cfg.source,
                              field=cfg.workload.path or "workload")
     costs = CostModel().overridden(dict(cfg.costs), where=cfg.source)

@@ -447,3 +447,6 @@ def multi(params: dict, *, where: str, field: str) -> WorkloadSpec:
         procs.append(_process_spec(p, ph))
         resolved.append(dict(pr.out))
     return WorkloadSpec("multi", tuple(procs), {"processes": resolved})
+
+
+from . import pressure  # noqa: E402,F401  (registers cold-filler, wss-larger, bind-spill)

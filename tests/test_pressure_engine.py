@@ -1,0 +1,157 @@
+"""Memory pressure in running experiments (issue 13 items 1, 8, 9 and the acceptance list):
+kswapd as a daemon, faults during the run in the rate model, swap-in in a run, the pressure
+workloads, the steady state of a working set larger than DRAM, ping-pong counting."""
+
+import numpy as np
+import pytest
+from conftest import machine_dict
+
+from tierscan import ConfigError
+from tierscan.hotness.oracle import oracle_hot_set
+from tierscan.sim.config import config_from_dict
+from tierscan.sim.run import build_engine
+from tierscan.workload.library import make_workload
+
+SMALL = machine_dict(["32MiB", "96MiB"])            # 32 MiB DRAM, 96 MiB CXL
+
+
+def run(workload, detectors=(), engine=None, duration="2s", machine=None, sysfs=None,
+        swap=None, debug=False, model="rate", setup=None):
+    # a 5 % watermark gap (vm.watermark_scale_factor = 500) so that the PROMO - HIGH headroom
+    # kswapd leaves for promotions is not a few dozen pages on these tiny nodes
+    doc = {"machine": machine or SMALL, "duration": duration, "workload": workload,
+           "detectors": [dict(d) for d in detectors], "access_model": model,
+           "sysfs": {"numa/demotion_enabled": True, "vm/watermark_scale_factor": 500,
+                     **(sysfs or {})}}
+    if engine:
+        doc["engine"] = {"name": engine}
+    if swap:
+        doc["swap"] = swap
+    e = build_engine(config_from_dict(doc, "<test>"))
+    e.kernel.debug = debug
+    if setup is not None:
+        setup(e.kernel)
+    e.run()
+    e.kernel.check()
+    return e
+
+
+def test_kswapd_is_a_daemon_that_demotes_under_promotion_pressure():
+    e = run({"name": "cold-filler", "filler": "30MiB", "hot": "8MiB"}, [{"name": "numab2"}],
+            duration="6s")
+    vm = e.kernel.vmstat
+    assert vm["pgpromote_success"] > 0
+    assert vm["pgdemote_kswapd"] > 0 and vm["pgsteal_kswapd"] >= vm["pgdemote_kswapd"]
+    assert vm["pageoutrun"] > 0
+    cpu = e.accounting.cpu_ns
+    assert cpu.get("kswapd0", 0) > 0 and "kswapd1" not in cpu   # the CXL node never reclaimed
+    assert [d.name for d in e.kthreads] == ["kswapd0", "kswapd1"]
+    assert e.kernel.sysfs["kernel/numa_balancing"] == 2
+
+
+def test_rate_model_faults_pages_in_during_the_run():
+    e = run({"name": "wss-larger", "size": "16MiB", "alpha": 0.5}, duration="1s")
+    res = e.results()["series"]["resident_pages"].sum(axis=1)
+    assert res[-1] > res[0] + 1000                   # the working set grew into memory
+    vm = e.kernel.vmstat
+    assert vm["pgfault"] >= 1000 and vm["pgmajfault"] == 0
+
+
+def test_run_time_faults_stall_the_threads():
+    cold = run({"name": "wss-larger", "size": "16MiB", "alpha": 0.5}, duration="500ms")
+    warm = run({"name": "wss-larger", "size": "16MiB", "alpha": 0.5, "populate": True},
+               duration="500ms")
+    a_cold = cold.results()["final"]["accesses_per_thread"]["wss-larger"]
+    a_warm = warm.results()["final"]["accesses_per_thread"]["wss-larger"]
+    assert a_cold < a_warm                           # the faults cost the cold run time
+
+
+def test_swap_in_a_run_brings_pages_back_with_refaults():
+    e = run({"name": "wss-larger", "size": "160MiB", "alpha": 0.6}, duration="2s",
+            sysfs={"numa/demotion_enabled": False}, swap={"size": "256MiB"})
+    vm = e.kernel.vmstat
+    assert vm["pswpout"] > 0 and vm["pswpin"] > 0
+    assert vm["workingset_refault_anon"] > 0
+    assert vm["pgmajfault"] >= vm["pswpin"]
+
+
+def test_swap_config_is_checked():
+    with pytest.raises(ConfigError, match="swap.size"):
+        config_from_dict({"machine": SMALL, "workload": {"name": "uniform"},
+                          "swap": {"size": "lots"}}, "<t>")
+    with pytest.raises(ConfigError, match="swap"):
+        config_from_dict({"machine": SMALL, "workload": {"name": "uniform"},
+                          "swap": {"size": "1GiB", "speed": 3}}, "<t>")
+
+
+def test_pressure_workloads_check_their_parameters():
+    with pytest.raises(ConfigError, match="window"):
+        make_workload("cold-filler", {"hot": "8MiB", "window": "16MiB"})
+    with pytest.raises(ConfigError, match="nodes"):
+        make_workload("bind-spill", {"nodes": []})
+    spec = make_workload("cold-filler", {"filler": "4MiB", "hot": "4MiB", "window": "1MiB",
+                                         "shift_every": "100ms", "shifts": 2})
+    assert len(spec.processes[0].phases) == 3
+    assert make_workload("cold-filler", spec.params) == spec
+
+
+def test_bind_spill_fills_fast_then_slow():
+    e = run({"name": "bind-spill", "size": "64MiB", "nodes": [0, 1]}, duration="200ms")
+    res = e.results()["series"]["resident_pages"][0]
+    assert res[0] > 6000 and res[1] > 6000           # both tiers hold part of the mapping
+
+
+# ---- the steady state of a working set larger than DRAM, detector by detector -------------------
+# Measured on this machine and workload (docs/reproductions.md, "Pressure"); the ones that do
+# not get there yet are expected failures with the reason found. klruscand + pghot-v3 is not
+# here: 10 s of it take minutes of wall time at this size (see /work/notes/pressure.md).
+DETECTORS = {
+    "oracle": ([{"name": "oracle", "period_ms": 500}], None),
+    "numab2": ([{"name": "numab2"}], None),
+    "kscand": pytest.param(([{"name": "kscand"}], None), marks=pytest.mark.xfail(
+        reason="every promotion is of a page demoted just before (see notes: stale pfns)")),
+    "damon": pytest.param(([{"name": "damon"}], None), marks=pytest.mark.xfail(
+        reason="migrate_hot finds the DRAM node full and never wakes kswapd")),
+}
+WSS_MACHINE = machine_dict(["16MiB", "64MiB"])
+
+
+def dram_share_of_hot_pages(e) -> float:
+    """Of the hottest pages that fit in DRAM (half of it), the fraction DRAM holds."""
+    g = e.groups[0]
+    w = e.model.rates[g.gid].w
+    cap = int(e.kernel.pm.node_present[0]) // 2
+    hot = np.argsort(-w, kind="stable")[:cap]
+    nodes = e.kernel.node_of(g.mm.translate(g.addrs[hot]))
+    return float((nodes == 0).mean())
+
+
+@pytest.mark.parametrize("setup", list(DETECTORS.values()), ids=list(DETECTORS))
+def test_working_set_larger_than_dram_reaches_a_steady_state_with_the_hot_pages_in_dram(setup):
+    dets, engine = setup
+    # memory-tiering mode, so kswapd keeps the PROMO headroom promotions use (§3.5)
+    e = run({"name": "wss-larger", "size": "32MiB", "alpha": 1.1, "populate": True},
+            dets, engine, duration="10s", machine=WSS_MACHINE,
+            sysfs={"kernel/numa_balancing": 2})
+    g = e.groups[0]
+    # populated in address order, zipf(scatter) puts the hot pages anywhere: DRAM holds about
+    # its share of the mapping; the detector must have moved the hot ones up
+    base = float((e.kernel.node_of(g.mm.translate(g.addrs)) == 0).mean())
+    share = dram_share_of_hot_pages(e)
+    assert share > base + 0.1, (share, base)
+    hit = e.results()["series"]["fast_tier_hit_ratio"]
+    assert np.nanmean(hit[-10:]) > hit[1] + 0.1          # better than where it started
+    assert np.nanstd(hit[-10:]) < 0.05                  # steady
+    assert e.kernel.vmstat["pgdemote_kswapd"] > 0
+
+
+def test_ping_pong_is_counted_when_demoted_pages_come_back():
+    def wss(window_ns):
+        return run({"name": "wss-larger", "size": "32MiB", "alpha": 1.1, "populate": True},
+                   [{"name": "numab2"}], duration="10s", machine=WSS_MACHINE,
+                   sysfs={"kernel/numa_balancing": 2},
+                   setup=lambda k: setattr(k, "pingpong_window_ns", window_ns)).kernel.vmstat
+    vm = wss(10_000_000_000)
+    assert vm["pgdemote_kswapd"] > 0 and vm["pgpromote_success"] > 0
+    assert 0 < vm["tierscan_promote_pingpong"] <= vm["pgpromote_success"]
+    assert wss(0)["tierscan_promote_pingpong"] == 0   # nothing comes back that fast
