@@ -143,7 +143,8 @@ def kernel_state(k):
         state[f"nr_pages{lv.memcg.id}.{lv.nid}"] = lv.lrugen.nr_pages.copy()
     for fid, f in k.files.items():
         state[f"file{fid}"] = f.pages.copy()
-    state["kswapd"] = k.kswapd_wake.copy()
+    state["kswapd"] = [(kd.state, kd.woken, kd.order) for kd in k.kswapd]
+    state["content"] = pm.content.copy()
     return state
 
 
