@@ -38,6 +38,19 @@ def _common(r: _Reader, name: str) -> dict:
     return r.out
 
 
+def _nodes(r: _Reader, default):
+    """``nodes``: a non-empty list of node ids (MPOL_BIND), or ``default`` when not given."""
+    if not r.given("nodes"):
+        r.out["nodes"] = default
+        return default
+    nodes = r.array("nodes", default)
+    if not nodes or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                            for n in nodes):
+        r.fail("nodes", f"expected a non-empty list of node ids, got {nodes!r}")
+    r.out["nodes"] = list(nodes)
+    return list(nodes)
+
+
 def _process(p: dict, mappings, phases) -> ProcessSpec:
     return ProcessSpec(name=p["name"], threads=p["threads"], cpu_node=p["cpu_node"],
                        mappings=tuple(mappings), phases=tuple(phases), memcg=p["memcg"],
@@ -49,7 +62,7 @@ def cold_filler(params: dict, *, where: str, field: str) -> WorkloadSpec:
     """Cold filler written first, then a hot set faulted in during the run."""
     c = Checker(where)
     r = _Reader(c, params, field, _COMMON + ("filler", "hot", "thp", "window", "shift_every",
-                                             "shifts"))
+                                             "shifts", "nodes"))
     filler = r.size("filler", "768MiB")
     hot = r.size("hot", "128MiB")
     if filler <= 0 or hot <= 0:
@@ -60,10 +73,12 @@ def cold_filler(params: dict, *, where: str, field: str) -> WorkloadSpec:
         r.fail("window", f"expected at most hot ({hot} bytes), got {window}")
     every = r.opt_duration("shift_every")
     shifts = r.integer("shifts", 4, 1)
+    nodes = _nodes(r, None)
     p = _common(r, "cold-filler")
     total = filler + hot
-    mappings = [Mapping(size=filler, thp=thp, policy="local", nodes=(), populate=True),
-                Mapping(size=hot, thp=thp, policy="local", nodes=(), populate=False)]
+    policy = ("local", ()) if nodes is None else ("bind", tuple(nodes))
+    mappings = [Mapping(size=filler, thp=thp, policy=policy[0], nodes=policy[1], populate=True),
+                Mapping(size=hot, thp=thp, policy=policy[0], nodes=policy[1], populate=False)]
 
     def phase(k: int, last: bool) -> Phase:
         start = filler + (k * window) % hot
@@ -98,11 +113,7 @@ def bind_spill(params: dict, *, where: str, field: str) -> WorkloadSpec:
     r = _Reader(c, params, field, _COMMON + ("size", "alpha", "nodes"))
     size = r.size("size", "1536MiB")
     alpha = r.number("alpha", 0.99, 0, float("inf"))
-    nodes = r.array("nodes", [0, 1])
-    if not nodes or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                            for n in nodes):
-        r.fail("nodes", f"expected a non-empty list of node ids, got {nodes!r}")
-    r.out["nodes"] = list(nodes)
+    nodes = _nodes(r, [0, 1])
     p = _common(r, "bind-spill")
     m = Mapping(size=size, policy="bind", nodes=tuple(nodes), populate=True)
     ph = Phase(Zipf(alpha, True, 0), write_fraction=p["write_fraction"],

@@ -1,0 +1,68 @@
+"""Memory-pressure speed (issue 13): on the zen5-cxl machine, 200 GiB of cold filler written
+first, bound to node 0 (DRAM) and node 2 (CXL) (it fills node 0, then spills to CXL), then an 8 GiB hot set faulted in during the
+run, with NUMA balancing tiering (numab2), demotion on and kswapd on every node, for 60 s of
+simulated time. Target: under 2 minutes of wall time at --scale 1 (a benchmark, not a test).
+
+--scale s shrinks the machine (Machine.scaled) and both sizes by s, so the pressure is the
+same in proportion; the default 1/64 is what a 2-core shared machine finishes in minutes.
+Prints setup and run wall time, the simulated run, and the reclaim counters.
+
+    PYTHONPATH=src python3 benchmarks/bench_pressure.py [--scale 0.015625] [--duration 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+
+from tierscan import Kernel, Machine
+from tierscan.hotness.numab import NumaBalancing
+from tierscan.sim.engine import MS, Engine
+from tierscan.workload.library import make_workload
+
+COUNTERS = ("pgfault", "pgpromote_success", "pgdemote_kswapd", "pgdemote_direct",
+            "pgscan_kswapd", "pgsteal_kswapd", "allocstall_movable", "pageoutrun",
+            "kswapd_low_wmark_hit_quickly", "tierscan_promote_pingpong")
+
+
+def run(scale: float, duration_s: float) -> dict:
+    t0 = time.perf_counter()
+    k = Kernel(Machine.preset("zen5-cxl").scaled(scale), seed=0)
+    k.sysfs["numa/demotion_enabled"] = True
+    gib = 1 << 30
+    filler = int(200 * gib * scale) // (2 << 20) * (2 << 20)
+    hot = int(8 * gib * scale) // (2 << 20) * (2 << 20)
+    # bound to node 0's DRAM and the CXL node: node 1's DRAM would otherwise hold it all
+    wl = make_workload("cold-filler", {"filler": filler, "hot": hot, "nodes": [0, 2]})
+    e = Engine(k, wl, daemons=[NumaBalancing(None)], duration_ns=int(duration_s * 1000) * MS)
+    t1 = time.perf_counter()
+    e.run()
+    t2 = time.perf_counter()
+    out = e.results()
+    return {"setup_s": t1 - t0, "run_s": t2 - t1, "filler": filler, "hot": hot,
+            "vm": {c: out["final"]["vmstat"].get(c, 0) for c in COUNTERS},
+            "cpu": out["final"]["cpu_ns"],
+            "hit": float(out["series"]["fast_tier_hit_ratio"][-1])}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=1 / 64)
+    ap.add_argument("--duration", type=float, default=60.0, help="simulated seconds")
+    args = ap.parse_args(argv)
+    r = run(args.scale, args.duration)
+    print(f"bench_pressure: zen5-cxl x {args.scale:g}, filler {r['filler'] / 2**30:.2f} GiB, "
+          f"hot {r['hot'] / 2**30:.3f} GiB, {args.duration:g} s simulated, numab2 + kswapd")
+    print(f"  wall {r['setup_s'] + r['run_s']:.1f} s (setup {r['setup_s']:.1f} s, "
+          f"run {r['run_s']:.1f} s); fast-tier hit ratio at the end {r['hit']:.3f}")
+    print("  " + ", ".join(f"{k} {v:,}" for k, v in r["vm"].items()))
+    print("  CPU: " + ", ".join(f"{k} {v / 1e6:,.1f} ms" for k, v in r["cpu"].items()))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS {rss:,.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
