@@ -200,28 +200,32 @@ class RateModel(AccessModel):
         if zero.any() and wf > 0:
             self._arm_faults(group, r, group.slots[zero], store=True)
 
-    def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
-        """Pages of ``mm`` moved between nodes: move their weight in the node masses."""
+    def _leave_nodes(self, mm, page_slots, src_nids):
+        """Take the weight of these pages of ``mm`` off their nodes' masses. Returns (group,
+        rates, the positions that are the group's pages) or None for another mm."""
         hit = self.by_mm.get(mm.id)
         if hit is None:
-            return
+            return None
         g, r = hit
         idx = g.index_of(page_slots)
         ok = idx >= 0
         np.subtract.at(r.node_mass, np.asarray(src_nids)[ok], r.w[idx[ok]])
-        r.node_mass[dst_nid] += r.w[idx[ok]].sum()
+        return g, r, idx, ok
+
+    def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
+        """Pages of ``mm`` moved between nodes: move their weight in the node masses."""
+        left = self._leave_nodes(mm, page_slots, src_nids)
+        if left is not None:
+            _, r, idx, ok = left
+            r.node_mass[dst_nid] += r.w[idx[ok]].sum()
 
     def _on_unmap(self, mm, page_slots, src_nids) -> None:
         """Pages of ``mm`` left memory (swapped out, or dropped from the page cache): take
         their weight off their nodes and draw when each is accessed again."""
-        hit = self.by_mm.get(mm.id)
-        if hit is None:
-            return
-        g, r = hit
-        idx = g.index_of(page_slots)
-        ok = idx >= 0
-        np.subtract.at(r.node_mass, np.asarray(src_nids)[ok], r.w[idx[ok]])
-        self._arm_faults(g, r, np.asarray(page_slots, np.int64)[ok])
+        left = self._leave_nodes(mm, page_slots, src_nids)
+        if left is not None:
+            g, r, _, ok = left
+            self._arm_faults(g, r, np.asarray(page_slots, np.int64)[ok])
 
     def _arm_faults(self, group, r, slots, store: bool = False) -> None:
         """Draw the access (or, with ``store``, the store) that will fault each page: E/w

@@ -256,13 +256,16 @@ def _sort_cases(lruvec, heads, sc: ScanControl, tier_idx: int):
 
 def _isolatable(pm, heads, sc: ScanControl) -> np.ndarray:
     """isolate_folio()'s refusals (§7.6), without side effects: swap constrained (no IO and
-    dirty, or anon outside the swap cache), or already isolated (PG_lru clear)."""
+    dirty, or anon outside the swap cache), no reference to get (a fault holds the folio:
+    PhysMem.pinned), or already isolated (PG_lru clear)."""
     flags = pm.flags[heads]
     if sc.gfp_mask & __GFP_IO:
         constrained = np.zeros(heads.size, bool)
     else:
         constrained = (((flags & PG_dirty) != 0) |
                        (((flags & PG_anon) != 0) & ((flags & PG_swapcache) == 0)))
+    if pm.pinned.size:
+        constrained |= np.isin(heads, pm.pinned)
     return ~constrained & ((flags & PG_lru) != 0)
 
 

@@ -309,7 +309,9 @@ def do_file_faults(mm, vma, slots, first_w, cpu_nid) -> None:
     miss = ~cached[ufirst]
     uncached = uoffs[miss][np.argsort(ufirst[miss], kind="stable")]  # first-access order
     if uncached.size:
-        heads, _ = new_folios(mm, vma, uncached.size, 0, cpu_nid)
+        cached_pfns = f.pages[offs[cached]]
+        with k.pm.pin(cached_pfns):      # the pages it maps stay while it allocates
+            heads, _ = new_folios(mm, vma, uncached.size, 0, cpu_nid)
         fresh = f.content[uncached] == 0              # first read of this offset's data
         f.content[uncached[fresh]] = k.new_content_tags(int(fresh.sum()))
         add_new_folios(k, heads, mm.memcg.id, PG_swapbacked if f.shmem else 0, f.id, uncached,
@@ -365,7 +367,8 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
         cow, old = s[~reuse], old[~reuse]
         if cow.size == 0:
             continue
-        heads, _ = new_folios(mm, vma, cow.size, 0, cpu_nid)
+        with k.pm.pin(old[old != k.zero_pfn]):   # do_wp_page holds the page it copies
+            heads, _ = new_folios(mm, vma, cow.size, 0, cpu_nid)
         from_cache = old != k.zero_pfn
         # the copy holds the file page's data; a copy of the zero page is new data
         content = k.new_content_tags(cow.size)

@@ -12,6 +12,7 @@ available the way the buddy allocator's preference for small free blocks does (d
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -69,8 +70,21 @@ class PhysMem:
         self.node_free = np.array(nr_pages, dtype=np.int64)
         self.node_present = np.array(nr_pages, dtype=np.int64)
         self.watermarks = self.setup_watermarks(WATERMARK_SCALE_FACTOR)
+        # folios a fault holds a reference on while it allocates (folio_get): reclaim in that
+        # allocation must not take them (isolate_folio cannot get a reference)
+        self.pinned = np.empty(0, dtype=np.int64)
         self._stamp_head = 0   # list_add: stamps grow from 1 upward
         self._stamp_tail = 0   # list_add_tail: stamps grow from 0 downward
+
+    @contextmanager
+    def pin(self, pfns):
+        """Hold a reference on the folios of ``pfns`` for the duration (see ``pinned``)."""
+        saved = self.pinned
+        self.pinned = np.concatenate([saved, self.folio_head(np.asarray(pfns, np.int64))])
+        try:
+            yield
+        finally:
+            self.pinned = saved
 
     # ---- geometry -------------------------------------------------------------------------
     def node_of(self, pfns) -> np.ndarray:
