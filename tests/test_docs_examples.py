@@ -42,6 +42,10 @@ SKIP = [
                                 "mess); tests/test_machine_import.py runs it on tests/data"),
     ("mlc ", "runs Intel MLC on real hardware"),
     ("--mode all", "the full reproduction (three modes x five sources; `--mode N` lines run)"),
+    ("examples/pressure.toml", "minutes of wall time each (the pressure table of "
+                               "docs/reproductions.md); tests/test_pressure_engine.py runs "
+                               "the same workload smaller"),
+    ("runs/pressure-", "reads the results of the examples/pressure.toml runs above"),
     ("sqlite.tsw", "recorded by `tierscan record -- sqlite3 ...` in the lines before it "
                    "(docs/reproductions.md; needs valgrind and sqlite3)"),
 ]
