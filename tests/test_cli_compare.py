@@ -85,7 +85,7 @@ def test_reproduce_keeps_every_run_with_json_dir(tmp_path, capsys, runs, names):
     assert {p.name for p in out.iterdir()} == names
     capsys.readouterr()
     assert main(["report", str(out / sorted(names)[0])]) == 0
-    assert "promotions" in capsys.readouterr().out
+    assert "promoted pages" in capsys.readouterr().out      # the promotion summary's rows
 
 
 @pytest.fixture
