@@ -136,6 +136,7 @@ def _wait(proc, until, what):
         time.sleep(0.05)
 
 
+@pytest.mark.slow   # a real scheduler and workers: CI only (`make test` with CI=true)
 def test_cluster_survives_a_killed_worker(files, pool_rows):
     out = files / "cluster"
     with Cluster(files) as cluster:
@@ -161,6 +162,7 @@ def test_cluster_survives_a_killed_worker(files, pool_rows):
     assert _metrics(out) == pool_rows
 
 
+@pytest.mark.slow
 def test_local_cluster_collect_and_resume(files, pool_rows, capsys):
     out = files / "local"
     # Interrupted after its first result, then resumed: only the missing runs run.
