@@ -154,8 +154,8 @@ def test_enabled_reads_hex_and_switches_the_walk_and_nonleaf_features():
         with pytest.raises(OSError) as e:
             k.sysfs.write("lru_gen/enabled", bad)
         assert e.value.errno == errno.EINVAL
-    with pytest.raises(OSError):
-        k.sysfs.write("lru_gen/enabled", "n")  # the classic LRU is not modelled
+    k.sysfs.write("lru_gen/enabled", "n")       # the classic LRU (tests/test_classic_lru.py)
+    assert k.sysfs.read("lru_gen/enabled") == "0x0000\n"
 
 
 def test_min_ttl_ms_round_trips():

@@ -45,7 +45,7 @@ def test_kswapd_is_a_daemon_that_demotes_under_promotion_pressure():
     assert vm["pageoutrun"] > 0
     cpu = e.accounting.cpu_ns
     assert cpu.get("kswapd0", 0) > 0 and "kswapd1" not in cpu   # the CXL node never reclaimed
-    assert [d.name for d in e.kthreads] == ["kswapd0", "kswapd1"]
+    assert [d.name for d in e.kthreads] == ["kswapd0", "kswapd1", "flusher"]
     assert e.kernel.sysfs["kernel/numa_balancing"] == 2
 
 

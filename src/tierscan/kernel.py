@@ -12,11 +12,14 @@ from .mm.constants import (
     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PG_allocated, PG_anon, PG_head, PG_reserved,
     PG_tail,
 )
+from .mm.classic_lru import lru_gen_change_state, lru_gen_enabled, lruvec_add_folio, lruvec_del_folio
+from .mm.constants import LRU_GEN_CORE
 from .mm.filemap import File
 from .mm.kswapd import Kswapd, wakeup_kswapd
 from .mm.swap import SwapDevice
 from .mm.lru_gen import Lruvec, lru_gen_add_folio, lru_gen_del_folio
 from .mm.memcg import MemcgTree
+from .mm.memcontrol import mem_cgroup_uncharge
 from .mm.physmem import PhysMem
 from .mm.process import MM
 from .mm.debugfs import Debugfs
@@ -80,6 +83,8 @@ class Kernel:
         self.pm.reserve(np.array([self.zero_pfn]), 0)
         self.pm.reserve(np.array([self.huge_zero_pfn]), HPAGE_PMD_ORDER)
         self.sysfs.on_change("vm/watermark_scale_factor", self._setup_per_zone_wmarks)
+        self.sysfs.on_change("lru_gen/enabled",
+                             lambda v: lru_gen_change_state(self, bool(v & LRU_GEN_CORE)))
 
     def _setup_per_zone_wmarks(self, _value=None) -> None:
         """setup_per_zone_wmarks() again after vm.watermark_scale_factor changed."""
@@ -174,18 +179,23 @@ class Kernel:
             yield self._lruvecs[(int(k) // 1024, int(k) % 1024)], heads[key == k]
 
     def lru_add(self, heads) -> None:
+        """folio_add_lru(): onto the MGLRU generations, or the classic lists when
+        lru_gen/enabled has LRU_GEN_CORE clear (mm/classic_lru.py)."""
+        add = lru_gen_add_folio if lru_gen_enabled(self) else lruvec_add_folio
         for lv, sub in self._by_lruvec(heads):
-            lru_gen_add_folio(lv, sub)
+            add(lv, sub)
 
     def lru_del(self, heads) -> None:
+        delete = lru_gen_del_folio if lru_gen_enabled(self) else lruvec_del_folio
         for lv, sub in self._by_lruvec(heads):
-            lru_gen_del_folio(lv, sub)
+            delete(lv, sub)
 
     def free_pages(self, heads) -> None:
         """Return folios to the allocator (they must be off the LRU and unmapped)."""
         heads = np.asarray(heads, dtype=np.int64)
         if heads.size:
             self.vmstat.count("pgfree", self.pm.node_of(heads), self.pm.folio_nr_pages(heads))
+            mem_cgroup_uncharge(self, heads)
             self.pm.free(heads)
 
     def release_unmapped(self, pfns) -> None:

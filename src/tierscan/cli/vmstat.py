@@ -14,6 +14,7 @@ examples:
   tierscan vmstat runs/exp.json | grep -E 'pgpromote|pgdemote'
   tierscan vmstat runs/exp.json --node 1              # /sys/devices/system/node/node1/vmstat
   tierscan vmstat runs/exp.json --json | jq .pgpromote_success
+  tierscan vmstat runs/exp.json --memcg /a            # /sys/fs/cgroup/a/memory.stat
 
 Counters carry the kernel's names (pgpromote_success, pgdemote_kswapd, numa_hint_faults, ...)
 and the values at the end of the run. Per-node counters are in results written by
@@ -32,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("result", metavar="RESULT.json", help="a result file (tierscan run --json)")
     p.add_argument("--node", metavar="N", type=_node, help="the counters of node N only")
     p.add_argument("--json", action="store_true", help="print a JSON object instead")
+    p.add_argument("--memcg", metavar="PATH",
+                   help="print memory.stat of the memcg PATH instead (runs with [[memcgs]])")
     p.set_defaults(func=run)
 
 
@@ -41,6 +44,19 @@ def run(args) -> int:
     from tierscan.sim.results import RunResult
 
     result = RunResult.load(args.result)
+    if args.memcg is not None:
+        stats = result.final.get("memory_stat") or {}
+        if args.memcg not in stats:
+            raise ConfigError(f"no memory.stat for memcg {args.memcg!r} (memcgs in this run: "
+                              f"{', '.join(stats) or 'none; set [[memcgs]] in the config'})",
+                              where=args.result, field="memcg")
+        text = stats[args.memcg]
+        if args.json:
+            print(json.dumps({k: int(v) for k, v in (ln.split(" ") for ln in text.splitlines())},
+                             indent=2))
+        else:
+            sys.stdout.write(text)
+        return 0
     try:
         vm = vmstat_of(result, args.node)
     except ConfigError as e:

@@ -38,6 +38,7 @@ import errno
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..mm.constants import MM_LEAF_TOTAL, MM_LEAF_YOUNG
 from ..mm.lru_gen import lru_hist_from_seq
 from ..mm.vmscan import LruGenMmWalk, lru_gen_scan_lruvec
@@ -145,6 +146,7 @@ class Klruscand(Detector):
 
     # ---- the kthread ----------------------------------------------------------------------
     def start(self, engine) -> None:
+        require_mglru(engine.kernel)
         self.kernel = engine.kernel
 
     def scan_pass(self, kernel) -> tuple[int, int]:
@@ -198,6 +200,16 @@ def _params(component):
     return dict(interval_ms=interval, batch_size=batch, contract=contract, batched=batched)
 
 
+def require_mglru(kernel) -> None:
+    """klruscand walks MGLRU's mm lists (lru_gen_scan_lruvec): it cannot run on the classic LRU."""
+    from ..mm.classic_lru import lru_gen_enabled
+
+    if not lru_gen_enabled(kernel):
+        raise ConfigError("klruscand needs MGLRU: lru_gen/enabled has LRU_GEN_CORE (0x1) clear "
+                          "(the classic LRU)", field="detectors.klruscand")
+
+
 @register_detector("klruscand")
 def make_klruscand(component, kernel, costs, promoter):
+    require_mglru(kernel)
     return [Klruscand(promoter, costs=costs, **_params(component))]

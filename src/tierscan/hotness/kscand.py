@@ -42,7 +42,7 @@ import numpy as np
 from ..arrays import unique
 from ..jiffies import time_before
 from ..mm.constants import (
-    PAGE_SHIFT, PAGE_SIZE, PG_lru, PG_referenced, PG_unevictable,
+    PAGE_SHIFT, PAGE_SIZE, PG_active, PG_lru, PG_referenced, PG_unevictable,
     _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_SPECIAL,
 )
 from ..mm.lru_gen import folio_lru_gen, lru_gen_is_active
@@ -451,8 +451,13 @@ class KscandMigrator(Daemon):
 
     @staticmethod
     def is_hot_page(k, heads) -> np.ndarray:
-        """is_hot_page(): the folio's MGLRU generation is active (max_seq or max_seq - 1)."""
+        """is_hot_page(): the folio's MGLRU generation is active (max_seq or max_seq - 1);
+        on the classic LRU, folio_test_active()."""
+        from ..mm.classic_lru import lru_gen_enabled
+
         pm = k.pm
+        if not lru_gen_enabled(k):
+            return (pm.flags[heads] & PG_active) != 0
         out = np.zeros(heads.size, bool)
         gens = folio_lru_gen(pm, heads)
         key = pm.memcg[heads].astype(np.int64) * 1024 + pm.node_of(heads)

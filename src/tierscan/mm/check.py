@@ -49,6 +49,7 @@ def check_kernel(k) -> None:
     _check_ownership(k, heads)
     _check_mappings(k, user)
     _check_lru(k, heads)
+    _check_memcg_charges(k, heads)
     _check_content(k, user, heads)
 
 
@@ -189,6 +190,11 @@ def _check_pmds(k, mm, covered, owner, expected, reserved, user) -> None:
 
 
 def _check_lru(k, heads) -> None:
+    from .classic_lru import lru_gen_enabled
+
+    if not lru_gen_enabled(k):
+        _check_classic_lru(k, heads)
+        return
     pm = k.pm
     evictable = heads[(pm.flags[heads] & PG_unevictable) == 0]
     gens = folio_lru_gen(pm, evictable)
@@ -223,6 +229,19 @@ def _check_lru(k, heads) -> None:
     known = np.fromiter(k.memcgs.by_id.keys(), dtype=np.int64)
     if (~np.isin(memcgs, known)).any():
         _fail("a folio is charged to an unknown memcg", evictable[~np.isin(memcgs, known)])
+
+
+def _check_memcg_charges(k, heads) -> None:
+    """Every memcg's page counter equals the pages of the folios pointing at it."""
+    from .memcontrol import memcg_charged
+
+    pm = k.pm
+    counted = np.bincount(pm.memcg[heads].astype(np.int64), weights=pm.folio_nr_pages(heads),
+                          minlength=memcg_charged(k).size).astype(np.int64)
+    bad = np.flatnonzero(counted != memcg_charged(k))
+    if bad.size:
+        _fail(f"memcg page counters {memcg_charged(k)[bad].tolist()} != pages charged "
+              f"{counted[bad].tolist()} for memcg ids {bad.tolist()}")
 
 
 def _check_content(k, user, heads) -> None:
@@ -266,3 +285,31 @@ def _check_content(k, user, heads) -> None:
         _fail("a used swap slot no PTE points at (leaked)", np.flatnonzero(sw.used & ~referenced))
     if sw.nr_free() != int((~sw.used).sum()):
         _fail("the swap area's free count disagrees with its slots")
+
+
+def _check_classic_lru(k, heads) -> None:
+    """The classic lists (mm/classic_lru.py): every evictable folio is on one (PG_lru, no
+    MGLRU generation or list), each lruvec's lru_size matches its folios, and the MGLRU
+    generations are empty."""
+    from .classic_lru import NR_EVICTABLE_LRU, folio_lru_list, lru_sizes, on_classic_list
+
+    pm = k.pm
+    evictable = heads[(pm.flags[heads] & PG_unevictable) == 0]
+    off = ~on_classic_list(pm, evictable)
+    if off.any():
+        _fail("a folio is off the classic LRU outside any operation", evictable[off])
+    memcgs = pm.memcg[evictable].astype(np.int64)
+    nids = pm.node_of(evictable)
+    lists = folio_lru_list(pm, evictable)
+    nr = pm.folio_nr_pages(evictable)
+    for (mid, nid), lv in k._lruvecs.items():
+        sel = (memcgs == mid) & (nids == nid)
+        counted = np.bincount(lists[sel], weights=nr[sel], minlength=NR_EVICTABLE_LRU)
+        if (counted.astype(np.int64) != lru_sizes(lv)).any():
+            _fail(f"{lv!r}: lru_size {lru_sizes(lv).tolist()} != folios per list "
+                  f"{counted.astype(np.int64).tolist()}")
+        if lv.lrugen.nr_pages.any():
+            _fail(f"{lv!r}: MGLRU generations hold pages under the classic LRU")
+    known = np.fromiter(k.memcgs.by_id.keys(), dtype=np.int64)
+    if (~np.isin(memcgs, known)).any():
+        _fail("a folio is charged to an unknown memcg", evictable[~np.isin(memcgs, known)])

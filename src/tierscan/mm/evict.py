@@ -96,6 +96,8 @@ class ScanControl:
     gfp_mask: int = GFP_KERNEL
     order: int = 0
     target_memcg: object = None     # sc->target_mem_cgroup; None = root (global) reclaim
+    memcg_low_reclaim: bool = False  # reclaim memcgs below memory.low too (mm/memcontrol.py)
+    memcg_low_skipped: bool = False  # a memcg was skipped for memory.low
     nr: ScanNr = field(default_factory=ScanNr)
 
 
@@ -636,11 +638,19 @@ def shrink_folio_list(heads, lruvec, sc: ScanControl):
     activate = np.zeros(n, bool)
     todo = ~(mapped & (not sc.may_unmap)) & ((flags & PG_writeback) == 0)
 
+    from .classic_lru import folio_check_references, lru_gen_enabled
+
     referenced = np.zeros(n, bool)
-    chk = np.flatnonzero(todo & mapped)
-    referenced[chk] = folio_referenced(kernel, heads[chk])
-    ref = np.flatnonzero(referenced)
-    activate[ref[lru_gen_set_refs(pm, heads[ref])]] = True
+    if lru_gen_enabled(kernel):
+        chk = np.flatnonzero(todo & mapped)
+        referenced[chk] = folio_referenced(kernel, heads[chk])
+        ref = np.flatnonzero(referenced)
+        activate[ref[lru_gen_set_refs(pm, heads[ref])]] = True
+    else:           # the classic rules: PG_referenced, then activation (mm/classic_lru.py)
+        chk = np.flatnonzero(todo)
+        act, keep = folio_check_references(kernel, heads[chk])
+        activate[chk[act]] = True
+        referenced[chk[act | keep]] = True
     reclaim = todo & ~referenced
     reclaimed = 0
 

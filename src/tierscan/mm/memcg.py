@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MEM_CGROUP_ID_MAX = (1 << 16) - 1
+PAGE_COUNTER_MAX = (1 << 63) - 1 >> 12   # LONG_MAX / PAGE_SIZE: "max"
 
 
 @dataclass(eq=False)
@@ -19,6 +20,12 @@ class MemCgroup:
     parent: "MemCgroup | None" = None
     children: list["MemCgroup"] = field(default_factory=list)
     online: bool = True
+    # memory.min / memory.low / memory.high / memory.max in pages (mm/memcontrol.py);
+    # PAGE_COUNTER_MAX is "max" (no limit, no protection for min/low at 0)
+    memory_min: int = 0
+    memory_low: int = 0
+    memory_high: int = PAGE_COUNTER_MAX
+    memory_max: int = PAGE_COUNTER_MAX
 
     @property
     def path(self) -> str:

@@ -19,6 +19,7 @@ from .constants import (
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW,
     _PAGE_SPECIAL, _PAGE_USER,
 )
+from .classic_lru import lru_gen_enabled
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
 from .swap import is_swap_pte, pte_to_swp_offset
@@ -222,9 +223,11 @@ def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index, content=
     tag of each page (fresh tags by default); ``shadows`` the shadow entries of the evicted
     pages they replace (workingset_refault, before folio_add_lru).
     """
+    from .memcontrol import mem_cgroup_charge
     from .workingset import workingset_refault
 
     pm = k.pm
+    mem_cgroup_charge(k, k.memcgs.by_id[int(memcg_id)], heads)
     pfns = pm.folio_pfns(heads)
     pm.flags[pfns] |= np.uint16(flags)
     pm.memcg[pfns] = memcg_id
@@ -233,7 +236,8 @@ def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index, content=
     pm.content[pfns] = k.new_content_tags(pfns.size) if content is None else content
     if shadows is not None:
         workingset_refault(k, heads, shadows)
-    pm.flags[heads] |= PG_active
+    if lru_gen_enabled(k):
+        pm.flags[heads] |= PG_active    # lru_gen_in_fault(); the classic LRU adds inactive
     k.lru_add(heads)
 
 

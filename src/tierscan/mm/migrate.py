@@ -18,6 +18,7 @@ from ..arrays import unique
 from .constants import (
     HPAGE_PMD_ORDER, PG_anon, PG_dirty, PG_lru, PG_swapbacked, _PAGE_PRESENT, _PAGE_PROTNONE,
 )
+from .memcontrol import mem_cgroup_migrate
 from .pagetable import mk_pte
 from .physmem import WMARK_HIGH, WMARK_MIN
 from .rmap import rmap_walk
@@ -134,6 +135,7 @@ def move_folios(kernel, old, new) -> set:
         sel = cached[pm.mapping[cached] == fid]
         kernel.files[int(fid)].pages[pm.index[sel].astype(np.int64)] = sel
     kernel.free_pages(old)
+    mem_cgroup_migrate(kernel, new)
     kernel.lru_add(new)
     return mms
 

@@ -220,6 +220,9 @@ class MM:
         if populate and prot != "none":
             try:
                 self._populate(vma)
+                from .memcontrol import mem_cgroup_handle_over_high
+
+                mem_cgroup_handle_over_high(k)       # the return to user space
             except OutOfMemory:
                 self.munmap(vma.start, length)  # the caller never gets the VMA: undo it
                 raise
@@ -393,6 +396,9 @@ class MM:
             raise ConfigError(f"node {cpu} has no CPUs (CPU nodes: "
                               f"{list(self.kernel.machine.cpu_nodes)})", field="access.cpu_node")
         counts = self._access(addrs, is_write, cpu)
+        from .memcontrol import mem_cgroup_handle_over_high
+
+        mem_cgroup_handle_over_high(self.kernel)   # the return to user space
         self.kernel.after_op()
         return counts
 

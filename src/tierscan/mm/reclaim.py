@@ -116,7 +116,12 @@ def try_to_shrink_lruvec(lruvec, sc: ScanControl) -> bool:
 
 
 def shrink_one(lruvec, sc: ScanControl) -> None:
-    """shrink_one() (§7.1) without memcg protection: try_to_shrink_lruvec."""
+    """shrink_one() (§7.1): try_to_shrink_lruvec unless memory.min/low protect the memcg
+    (mm/memcontrol.py)."""
+    from .memcontrol import memcg_skip_for_protection
+
+    if memcg_skip_for_protection(lruvec.kernel, sc, lruvec.memcg):
+        return
     try_to_shrink_lruvec(lruvec, sc)
 
 
@@ -161,17 +166,24 @@ def lru_gen_shrink_lruvec(lruvec, sc: ScanControl) -> None:
 
 def shrink_lruvec(lruvec, sc: ScanControl) -> None:
     """shrink_lruvec(): MGLRU goes to lru_gen_shrink_lruvec; the classic active/inactive
-    lists (get_scan_count, shrink_list) are issue 13 item 6 and not modelled yet."""
+    lists to get_scan_count / shrink_list (mm/classic_lru.py)."""
     if lru_gen_enabled(lruvec.kernel):
         lru_gen_shrink_lruvec(lruvec, sc)
         return
-    raise NotImplementedError("the classic LRU (lru_gen disabled) is not modelled yet")
+    from .classic_lru import shrink_lruvec_classic
+
+    shrink_lruvec_classic(lruvec, sc)
 
 
 def shrink_node_memcgs(kernel, nid: int, sc: ScanControl) -> None:
-    """shrink_node_memcgs(): shrink_lruvec on each memcg under the target (all for root)."""
+    """shrink_node_memcgs(): shrink_lruvec on each memcg under the target (all for root),
+    skipping those memory.min/low protect (mem_cgroup_calculate_protection)."""
+    from .memcontrol import memcg_skip_for_protection
+
     memcgs = kernel.memcgs if sc.target_memcg is None else sc.target_memcg.iter_tree()
     for memcg in memcgs:
+        if memcg_skip_for_protection(kernel, sc, memcg):
+            continue
         shrink_lruvec(kernel.lruvec(memcg, nid), sc)
 
 
@@ -202,11 +214,22 @@ def try_to_free_pages(kernel, nodes, order: int, nr_to_reclaim: int) -> int:
                      reclaim_idx=reclaim_idx, order=order, is_kswapd=False,
                      priority=DEF_PRIORITY)
     kernel.vmstat.count(f"allocstall_{ZONE_NAMES[reclaim_idx].lower()}", nodes[0], 1)
-    while sc.priority >= 0:
-        sc.nr_scanned = 0
-        for nid in dict.fromkeys(nodes):         # shrink_zones: each pgdat once, in order
-            shrink_node(kernel, nid, sc)
-        if sc.nr_reclaimed >= sc.nr_to_reclaim:
-            break
-        sc.priority -= 1
-    return sc.nr_reclaimed
+    return do_try_to_free_pages(kernel, nodes, sc)
+
+
+def do_try_to_free_pages(kernel, nodes, sc: ScanControl) -> int:
+    """do_try_to_free_pages(): shrink_zones (shrink_node on each node once, in order) from
+    sc.priority down to 0 until nr_to_reclaim pages were reclaimed; if nothing was reclaimed
+    because memory.low protected it, once more reclaiming protected memcgs too
+    (memcg_low_reclaim). Returns sc.nr_reclaimed."""
+    while True:
+        while sc.priority >= 0:
+            sc.nr_scanned = 0
+            for nid in dict.fromkeys(nodes):
+                shrink_node(kernel, nid, sc)
+            if sc.nr_reclaimed >= sc.nr_to_reclaim:
+                return sc.nr_reclaimed
+            sc.priority -= 1
+        if sc.nr_reclaimed or not sc.memcg_low_skipped or sc.memcg_low_reclaim:
+            return sc.nr_reclaimed
+        sc.priority, sc.memcg_low_reclaim, sc.memcg_low_skipped = DEF_PRIORITY, True, False

@@ -176,13 +176,19 @@ def do_swap_page(mm, vma, slots, first_w, cpu_nid) -> None:
     pm, sw, pt = k.pm, k.swap, mm.pt
     offs = pte_to_swp_offset(pt.pte[slots])
     heads, _ = new_folios(mm, vma, slots.size, 0, cpu_nid)
+    from .memcontrol import mem_cgroup_charge
+
+    mem_cgroup_charge(k, mm.memcg, heads)
     pm.flags[heads] |= PG_anon | PG_swapbacked
     pm.memcg[heads] = mm.memcg.id
     pm.mapping[heads] = mm.id
     pm.index[heads] = slots.astype(np.uint32)
     pm.content[heads] = sw.content[offs]
     workingset_refault(k, heads, sw.shadow[offs])
-    pm.flags[heads] |= PG_active           # folio_add_lru() in a fault
+    from .classic_lru import lru_gen_enabled
+
+    if lru_gen_enabled(k):
+        pm.flags[heads] |= PG_active       # folio_add_lru() in a fault (lru_gen_in_fault)
     k.lru_add(heads)
     pm.mapcount[heads] = 1
     pt.pte[slots] = 0

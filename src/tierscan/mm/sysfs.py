@@ -13,7 +13,6 @@ import errno
 import os
 
 from ..errors import ConfigError
-from .constants import LRU_GEN_CORE
 
 
 def _one_of(*choices):
@@ -41,12 +40,10 @@ def _range(lo, hi):
 
 
 def _lru_gen_enabled(key, value):
-    """enabled_store(): every bit is a capability; only 0x1-0x4 exist (NR_LRU_GEN_CAPS = 3)."""
-    value = _uint(key, value) & 0x7
-    if not value & LRU_GEN_CORE:
-        raise ConfigError("clearing LRU_GEN_CORE (0x1) is not modelled: tierscan has no "
-                          "classic active/inactive LRU to move folios to", field=key)
-    return value
+    """enabled_store(): every bit is a capability; only 0x1-0x4 exist (NR_LRU_GEN_CAPS = 3).
+    Clearing LRU_GEN_CORE switches to the classic LRU (the kernel's handler,
+    lru_gen_change_state, is registered by the Kernel)."""
+    return _uint(key, value) & 0x7
 
 
 KNOBS = {

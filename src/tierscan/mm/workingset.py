@@ -60,7 +60,11 @@ def lru_gen_eviction(lruvec, heads) -> np.ndarray:
 
 def workingset_eviction(lruvec, heads) -> np.ndarray:
     """workingset_eviction(): the MGLRU branch (lru_gen_eviction); the classic LRU's
-    eviction-counter branch is not modelled yet."""
+    eviction-counter branch is not modelled yet, so under it no shadow entry is left (0)."""
+    from .classic_lru import lru_gen_enabled
+
+    if not lru_gen_enabled(lruvec.kernel):
+        return np.zeros(np.asarray(heads).size, np.int64)
     return lru_gen_eviction(lruvec, heads)
 
 

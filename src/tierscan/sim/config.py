@@ -47,6 +47,7 @@ _TOP_KEYS = {
     "name": False, "seed": False, "access_model": False, "latency_model": False, "duration": False, "tick": False,
     "sample": False, "faithful_quirks": False, "machine": True, "workload": True,
     "detectors": False, "engine": False, "costs": False, "sysfs": False, "swap": False,
+    "memcgs": False,
 }
 _SWAP_KEYS = {"size": True, "read_ns": False, "write_ns": False}
 _MACHINE_REF_KEYS = {"preset": False, "file": False, "scale": False}
@@ -234,11 +235,13 @@ class ExperimentConfig:
     costs: FrozenDict = field(default_factory=FrozenDict)
     sysfs: FrozenDict = field(default_factory=FrozenDict)
     swap: FrozenDict = field(default_factory=FrozenDict)   # {} = no swap device
+    # [[memcgs]]: path -> {min, low, high, max} in bytes or "max" (mm/memcontrol.py)
+    memcgs: FrozenDict = field(default_factory=FrozenDict)
     source: str = "<dict>"               # the file (or "<dict>") it was loaded from
 
     def __post_init__(self):
         object.__setattr__(self, "detectors", tuple(self.detectors))
-        for attr in ("costs", "sysfs", "swap"):
+        for attr in ("costs", "sysfs", "swap", "memcgs"):
             v = getattr(self, attr)
             if not isinstance(v, FrozenDict):
                 object.__setattr__(self, attr, freeze(dict(v)))
@@ -264,6 +267,9 @@ class ExperimentConfig:
             "sysfs": thaw(self.sysfs),
             # only with a swap device, so configs without one keep their hash
             **({"swap": thaw(self.swap)} if self.swap else {}),
+            # only with memcg limits, for the same reason
+            **({"memcgs": [{"path": path, **thaw(lim)} for path, lim in self.memcgs.items()]}
+               if self.memcgs else {}),
         }
 
     def config_hash(self) -> str:
@@ -364,7 +370,38 @@ def _validate(d: dict, where: str, base_dir) -> ExperimentConfig:
         machine=machine, workload=workload, detectors=detectors, engine=engine, seed=seed,
         access_model=access_model, latency_model=latency_model, duration_ns=duration_ns, tick_ns=tick_ns,
         sample_ns=sample_ns, faithful_quirks=quirks, name=name, costs=freeze(costs),
-        sysfs=freeze(sysfs), swap=freeze(_swap(c, d.get("swap"))), source=where)
+        sysfs=freeze(sysfs), swap=freeze(_swap(c, d.get("swap"))),
+        memcgs=freeze(_memcgs(c, d.get("memcgs"))), source=where)
+
+
+_MEMCG_KEYS = {"path": True, "min": False, "low": False, "high": False, "max": False}
+
+
+def _memcgs(c: Checker, raw) -> dict:
+    """[[memcgs]]: path = "/NAME" (the workloads' memcg), and memory.min/low/high/max as
+    sizes or "max" (docs/config.md)."""
+    from tierscan.units import parse_size
+
+    if raw is None:
+        return {}
+    out = {}
+    for i, t in enumerate(c.array(raw, "memcgs")):
+        where = f"memcgs[{i}]"
+        c.table(t, where, _MEMCG_KEYS)
+        path = c.string(t["path"], f"{where}.path")
+        parts = path.split("/")
+        if path[:1] != "/" or path == "/" or not all(parts[1:]):
+            c.fail(f"{where}.path", f"expected \"/NAME\" or \"/A/B\" below the root, got {path!r}")
+        if path in out:
+            c.fail(f"{where}.path", f"{path} is given twice")
+        lim = {}
+        for key in ("min", "low", "high", "max"):
+            if key in t:
+                v = t[key]
+                lim[key] = "max" if v == "max" else parse_size(
+                    v, where=c.where, field=f"{where}.{key}", allow_zero=True)
+        out[path] = lim
+    return out
 
 
 def _swap(c: Checker, raw) -> dict:

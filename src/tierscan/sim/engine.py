@@ -17,6 +17,7 @@ from ..access.exact import ExactModel
 from ..access.rate import RateModel
 from ..errors import ConfigError
 from ..memsys.system import MemorySystem
+from ..mm.memcontrol import mem_cgroup_handle_over_high
 from .costs import CostModel
 
 MS = 1_000_000
@@ -116,7 +117,7 @@ class Engine:
                  costs: CostModel | None = None, tick_ns: int = 10 * MS,
                  sample_ns: int = 100 * MS, duration_ns: int | None = None, daemons=(),
                  seed: int = 0, progress=None, latency_model: str = "idle",
-                 kswapd: bool = True):
+                 kswapd: bool = True, flusher: bool = True):
         if access_model not in ("rate", "exact"):
             raise ConfigError(f"unknown access model {access_model!r} (expected 'rate' or "
                               "'exact')", field="access_model")
@@ -136,6 +137,10 @@ class Engine:
             from .kswapd import kswapd_daemons
 
             self.kthreads = kswapd_daemons(kernel, tick_ns)
+        if flusher:
+            from .flusher import Flusher   # the writeback kworker (mm/page_writeback.py)
+
+            self.kthreads.append(Flusher(kernel.machine.cpu_nodes[0], tick_ns))
         self.progress = progress
         self.accounting = Accounting(self)
         self.groups: list[ThreadGroup] = []
@@ -280,6 +285,7 @@ class Engine:
             elif used <= 0:
                 break
         self.model.after_advance(self, g)
+        mem_cgroup_handle_over_high(self.kernel)    # its threads return to user space
         if left < 0:
             g.stall_ns += -left       # the exact model ran past the tick: owe it next time
         if g.phase is None and g.finished_ns is None:

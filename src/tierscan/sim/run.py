@@ -23,6 +23,7 @@ def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
             raise ConfigError(e.message, where=cfg.source, field=f"sysfs.{key}") from None
     if cfg.swap:
         kernel.swapon(cfg.swap["size"], cfg.swap["read_ns"], cfg.swap["write_ns"])
+    _apply_memcg_limits(kernel, cfg)
     workload = make_workload(cfg.workload.name, dict(cfg.workload.params), where=cfg.source,
                              field=cfg.workload.path or "workload")
     costs = CostModel().overridden(dict(cfg.costs), where=cfg.source)
@@ -39,6 +40,20 @@ def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
                   latency_model=cfg.latency_model,
                   tick_ns=cfg.tick_ns, sample_ns=cfg.sample_ns, duration_ns=cfg.duration_ns,
                   daemons=daemons, seed=cfg.seed, progress=progress)
+
+
+def _apply_memcg_limits(kernel, cfg: ExperimentConfig) -> None:
+    """Create the memcgs of [[memcgs]] (parents first) and set their limits in pages."""
+    from ..mm.memcg import PAGE_COUNTER_MAX
+
+    for path, lim in cfg.memcgs.items():
+        memcg = kernel.root_memcg
+        for name in path.strip("/").split("/"):
+            child = next((m for m in memcg.children if m.name == name), None)
+            memcg = child if child is not None else kernel.memcg_create(name, memcg)
+        for key, value in lim.items():
+            pages = PAGE_COUNTER_MAX if value == "max" else int(value) >> 12
+            setattr(memcg, f"memory_{key}", pages)
 
 
 def promotion_source(engine):
@@ -87,6 +102,12 @@ def _run(cfg: ExperimentConfig, progress, command) -> RunResult:
     cfg = limited(cfg)
     engine = build_engine(cfg, progress).run()
     out = engine.results()
+    if cfg.memcgs:   # memory.stat of every memcg below the root (tierscan vmstat --memcg)
+        from ..mm.memcontrol import memory_stat
+
+        k = engine.kernel
+        out["final"]["memory_stat"] = {m.path: memory_stat(k, m) for m in k.memcgs
+                                       if m.parent is not None}
     source = promotion_source(engine)
     if source is not None:
         hot = oracle_hot_set(engine)

@@ -1,0 +1,157 @@
+"""memcg limits (issue 13 item 7): memory.max reclaims from the memcg and OOMs past it,
+memory.high reclaims on return to user space, memory.min/low protect from reclaim, and
+memory.stat in the kernel's format."""
+
+import numpy as np
+import pytest
+from conftest import PAGE, page_addrs
+
+from tierscan.errors import OutOfMemory
+from tierscan.kernel import Kernel
+from tierscan.machine import Machine
+from tierscan.mm.evict import ScanControl
+from tierscan.mm.memcontrol import memory_stat, page_counter_read
+from tierscan.mm.reclaim import try_to_free_pages
+
+
+def kernel(lru="y"):
+    k = Kernel(Machine.preset("laptop"), seed=0, debug=True)
+    k.sysfs.write("lru_gen/enabled", lru)
+    return k
+
+
+def fill_file(mm, n, start=0):
+    vma = mm.mmap(n * PAGE, kind="file")
+    mm.access(page_addrs(vma.start, n), False)
+    return vma
+
+
+@pytest.mark.parametrize("lru", ["y", "n"])
+def test_memory_max_reclaims_the_memcgs_own_pages(lru):
+    k = kernel(lru)
+    cg = k.memcg_create("a")
+    cg.memory_max = 256
+    mm = k.spawn("a", memcg=cg)
+    other = k.spawn("b")
+    fill_file(other, 512)                            # root's pages: never reclaimed for /a
+    vma = mm.mmap(1024 * PAGE, kind="file")
+    for i in range(0, 1024, 64):
+        mm.access(page_addrs(vma.start, 64, i), False)
+        assert page_counter_read(k, cg) <= 256
+    assert (vma.file.pages[-64:] >= 0).all()         # the last touched are cached
+    assert page_counter_read(k, k.root_memcg) - page_counter_read(k, cg) == 512
+    assert k.vmstat["memcg_max_events"] > 0
+
+
+def test_memory_max_ooms_when_nothing_can_be_reclaimed():
+    k = kernel()
+    cg = k.memcg_create("a")
+    cg.memory_max = 64
+    mm = k.spawn("a", memcg=cg)
+    anon = mm.mmap(128 * PAGE)
+    with pytest.raises(OutOfMemory, match="memcg /a.*memory.max"):
+        mm.access(page_addrs(anon.start, 128), True)   # no swap, no demotion: anon stays
+    k.check()
+    assert k.vmstat["memcg_oom_events"] == 1
+
+
+def test_memory_high_reclaims_the_excess_on_return_to_user():
+    k = kernel("n")
+    cg = k.memcg_create("a")
+    cg.memory_high = 100
+    mm = k.spawn("a", memcg=cg)
+    fill_file(mm, 300)
+    assert page_counter_read(k, cg) <= 100
+    assert k.vmstat["memcg_high_events"] >= 1
+
+
+@pytest.mark.parametrize("knob", ["memory_min", "memory_low"])
+def test_protection_keeps_a_memcgs_pages_from_global_reclaim(knob):
+    k = kernel("n")
+    a, b = k.memcg_create("a"), k.memcg_create("b")
+    setattr(a, knob, 1 << 20)
+    va = fill_file(k.spawn("a", memcg=a), 256)
+    vb = fill_file(k.spawn("b", memcg=b), 256)
+    try_to_free_pages(k, [0], 0, 128)
+    assert (va.file.pages[:256] >= 0).all()          # protected
+    assert (vb.file.pages[:256] < 0).sum() >= 128      # reclaimed from the other
+
+
+def test_memory_low_gives_way_when_nothing_else_is_reclaimable():
+    k = kernel("n")
+    a = k.memcg_create("a")
+    a.memory_low = 1 << 20
+    va = fill_file(k.spawn("a", memcg=a), 256)
+    got = try_to_free_pages(k, [0], 0, 64)
+    assert got >= 64 and (va.file.pages[:256] < 0).sum() >= 64
+    assert k.vmstat["memcg_low_events"] > 0
+    k2 = kernel("n")
+    m = k2.memcg_create("a")
+    m.memory_min = 1 << 20                           # memory.min never gives way
+    vm_ = fill_file(k2.spawn("a", memcg=m), 256)
+    assert try_to_free_pages(k2, [0], 0, 64) == 0 and (vm_.file.pages[:256] >= 0).all()
+
+
+@pytest.mark.parametrize("lru", ["y", "n"])
+def test_memory_stat_format(lru):
+    k = kernel(lru)
+    cg = k.memcg_create("a")
+    mm = k.spawn("a", memcg=cg)
+    fill_file(mm, 16)
+    anon = mm.mmap(8 * PAGE)
+    mm.access(page_addrs(anon.start, 8), True)
+    text = memory_stat(k, cg)
+    stat = dict(line.split(" ") for line in text.splitlines())
+    assert list(stat)[:3] == ["anon", "file", "shmem"]
+    assert int(stat["anon"]) == 8 * PAGE and int(stat["file"]) == 16 * PAGE
+    lists = sum(int(stat[x]) for x in ("inactive_anon", "active_anon", "inactive_file",
+                                        "active_file"))
+    assert lists == 24 * PAGE
+    if lru == "n":
+        assert int(stat["inactive_file"]) == 16 * PAGE     # faulted folios start inactive
+    root = dict(line.split(" ") for line in memory_stat(k, k.root_memcg).splitlines())
+    assert int(root["file"]) >= int(stat["file"])          # recursive
+
+
+def test_memcg_limits_from_the_config_and_memory_stat_in_the_result(tmp_path, capsys):
+    from tierscan.cli.main import main
+
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text('''
+duration = "100ms"
+[machine]
+preset = "laptop"
+[workload]
+name = "uniform"
+size = "8MiB"
+kind = "file"
+shared = true
+memcg = "/small"
+[[memcgs]]
+path = "/small"
+max = "4MiB"
+''')
+    out = tmp_path / "r.json"
+    assert main(["run", str(cfg), "--json", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["vmstat", str(out), "--memcg", "/small"]) == 0
+    stat = dict(ln.split(" ") for ln in capsys.readouterr().out.splitlines())
+    assert 0 < int(stat["file"]) <= 4 << 20
+    assert main(["vmstat", str(out), "--memcg", "/nope"]) != 0
+    assert "no memory.stat for memcg '/nope'" in capsys.readouterr().err
+
+
+def test_memcgs_config_errors_name_the_field():
+    from tierscan.errors import ConfigError
+    from tierscan.sim.config import config_from_dict
+
+    base = {"machine": {"preset": "laptop"}, "workload": {"name": "hotset"}}
+    for bad, field in ((["x"], "memcgs[0]"), ([{"path": "a"}], "memcgs[0].path"),
+                       ([{"path": "/a", "max": "lots"}], "memcgs[0].max"),
+                       ([{"path": "/a", "hgh": 1}], "memcgs[0]")):
+        with pytest.raises(ConfigError) as e:
+            config_from_dict({**base, "memcgs": bad}, "<t>")
+        assert (e.value.field or "").startswith(field), (bad, e.value.field)
+    cfg = config_from_dict({**base, "memcgs": [{"path": "/a", "max": "1MiB", "low": "max"}]},
+                           "<t>")
+    assert config_from_dict(cfg.resolved(), "<t>") == cfg
