@@ -23,9 +23,10 @@ import pytest
 from tierscan.trace.format import TraceReader
 from tierscan.trace.record import record
 
-pytestmark = pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("setarch") is None,
-                                reason="valgrind is not installed (.ci/run installs it: "
-                                       "apt-get install -y valgrind)")
+pytestmark = [pytest.mark.slow,   # real programs under valgrind (lackey ~4000x): CI only
+              pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("setarch") is None,
+                                  reason="valgrind is not installed (.ci/run installs it: "
+                                         "apt-get install -y valgrind)")]
 ENV = {"LC_ALL": "C"}          # the same environment for every run (stack addresses repeat)
 
 # Distinct data pages against native max RSS: RSS also counts code pages, which a data-access
