@@ -131,7 +131,8 @@ def skipped(text: str):
 
 def _sandbox(tmp: str) -> None:
     """examples/, the placeholder files, and the inputs the docs assume the reader made before:
-    two results (runs/a.json, runs/b.json), an access CSV and a trace (run.tsw)."""
+    results (runs/a.json, runs/b.json, runs/small.json with a memcg), an access CSV and a trace
+    (run.tsw)."""
     shutil.copytree(os.path.join(ROOT, "examples"), os.path.join(tmp, "examples"))
     for name, src in PLACEHOLDERS.items():
         shutil.copy(os.path.join(ROOT, src), os.path.join(tmp, name))
@@ -140,6 +141,7 @@ def _sandbox(tmp: str) -> None:
                         for i in range(512)))
     for argv in (["run", "examples/exp.toml", "-q", "--json", "runs/a.json"],
                  ["run", "examples/exp.toml", "-q", "--set", "seed=1", "--json", "runs/b.json"],
+                 ["run", "examples/memcg-limit.toml", "-q", "--json", "runs/small.json"],
                  ["trace", "import", "csv", "accesses.csv", "-o", "run.tsw"]):
         code, _, err = _tierscan(argv, None)
         assert code == 0, (argv, err)

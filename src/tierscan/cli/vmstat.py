@@ -14,7 +14,7 @@ examples:
   tierscan vmstat runs/exp.json | grep -E 'pgpromote|pgdemote'
   tierscan vmstat runs/exp.json --node 1              # /sys/devices/system/node/node1/vmstat
   tierscan vmstat runs/exp.json --json | jq .pgpromote_success
-  tierscan vmstat runs/exp.json --memcg /a            # /sys/fs/cgroup/a/memory.stat
+  tierscan vmstat runs/small.json --memcg /small      # /sys/fs/cgroup/small/memory.stat
 
 Counters carry the kernel's names (pgpromote_success, pgdemote_kswapd, numa_hint_faults, ...)
 and the values at the end of the run. Per-node counters are in results written by
