@@ -235,7 +235,7 @@ SINGLE = ["uniform", "zipf", "hotset", "phases", "gups"]
 
 def test_registry_names():
     assert set(WORKLOADS) == {"uniform", "zipf", "hotset", "phases", "gups", "pghot-bench",
-                              "multi"}
+                              "multi", "cold-filler", "wss-larger", "bind-spill"}
 
 
 @pytest.mark.parametrize("name", sorted(WORKLOADS))

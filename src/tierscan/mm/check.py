@@ -232,10 +232,12 @@ def _check_lru(k, heads) -> None:
 
 
 def _check_memcg_charges(k, heads) -> None:
-    """Every memcg's page counter equals the pages of the folios pointing at it."""
-    from .memcontrol import memcg_charged
+    """Every memcg's page counter equals the pages of the folios pointing at it (folios never
+    charged, raw allocations without a memcg, are not counted)."""
+    from .memcontrol import charged, memcg_charged
 
     pm = k.pm
+    heads = heads[charged(k, pm.memcg[heads])]
     counted = np.bincount(pm.memcg[heads].astype(np.int64), weights=pm.folio_nr_pages(heads),
                           minlength=memcg_charged(k).size).astype(np.int64)
     bad = np.flatnonzero(counted != memcg_charged(k))

@@ -42,11 +42,23 @@ def page_counter_read(kernel, memcg) -> int:
     return int(sum(int(arr[m.id]) for m in memcg.iter_tree()))
 
 
+def charged(kernel, ids) -> np.ndarray:
+    """Which folios (by memcg id) were charged: all when memcg is disabled (everything is the
+    root's, id 0); otherwise those with a memcg, i.e. not id 0 (the root is id 1; a raw
+    allocation that no fault set up has no memcg)."""
+    ids = np.asarray(ids)
+    if kernel.root_memcg.id == 0:
+        return np.ones(ids.shape, bool)
+    return ids != 0
+
+
 def mem_cgroup_uncharge(kernel, heads) -> None:
-    """mem_cgroup_uncharge() of folios being freed."""
+    """mem_cgroup_uncharge() of folios being freed; a folio without a memcg has nothing to
+    uncharge (``if (!folio_memcg(folio)) return``)."""
     pm = kernel.pm
-    np.subtract.at(memcg_charged(kernel), pm.memcg[heads].astype(np.int64),
-                   pm.folio_nr_pages(heads))
+    ids = pm.memcg[heads].astype(np.int64)
+    keep = charged(kernel, ids)
+    np.subtract.at(memcg_charged(kernel), ids[keep], pm.folio_nr_pages(heads[keep]))
 
 
 def mem_cgroup_migrate(kernel, new_heads) -> None:

@@ -101,7 +101,7 @@ def pivot(rows: list[dict], row_key: str, col_key: str | None, metric: str) -> T
 def plot_metric(rows: list[dict], row_key: str, col_key: str | None, metric: str,
                 out_png: str) -> str:
     """``metric`` against ``row_key``, one line (with markers) per value of ``col_key``."""
-    from tierscan.report.plots import _figure, save_figure
+    from tierscan.report.plots import _figure, _no_data, save_figure
 
     ok = [r for r in rows if r.get("status") == "ok"]
     fig, ax = _figure(f"{metric} by {row_key}", row_key, metric)
@@ -122,6 +122,8 @@ def plot_metric(rows: list[dict], row_key: str, col_key: str | None, metric: str
                     label=f"{col_key}={cv}" if col_key else metric)
     if not numeric:
         ax.set_xticks(range(len(xs)), [str(x) for x in xs])
-    if col_key:
+    if not ax.lines:
+        _no_data(ax, f"no run has a value of {metric}")
+    elif col_key:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
     return save_figure(fig, out_png)
