@@ -1,7 +1,8 @@
 """`tierscan demo`: a real, small experiment on the embedded laptop machine.
 
-A 4-thread process on the DRAM node works on 256 MiB that starts on the CXL node, with 10% of
-its pages taking 90% of its accesses, 12 M accesses per thread (about 3 s on CXL alone). Five
+A 2-thread process (one thread per CPU of the laptop machine) on the DRAM node works on 256 MiB
+that starts on the CXL node, with 10% of its pages taking 90% of its accesses, 12 M accesses per
+thread (about 3 s on CXL alone). Five
 hot-page sources run on the same workload: klruscand and IBS reporting into pghot v3, upstream NUMA balancing in
 tiering mode, the oracle, and none. The table shows what each promoted, how fast, at what
 CPU cost, and what the workload gained.
@@ -31,8 +32,8 @@ def run(args) -> int:
         workload="hotset", detectors=SOURCES, machine="laptop", engine="pghot-v3",
         model=args.model, duration=None, seed=args.seed, plot=None, json_dir=None, raw=False,
         json=False, quiet=True,
-        overrides=["workload.size=256MiB", "workload.threads=4", "workload.hot_fraction=0.1",
+        overrides=["workload.size=256MiB", "workload.threads=2", "workload.hot_fraction=0.1",
                    "workload.hot_share=0.9", "workload.accesses=12000000"])
-    print("tierscan demo: 4 threads on DRAM node 0, 256 MiB starting on CXL node 1, 10% of the "
+    print("tierscan demo: 2 threads on DRAM node 0, 256 MiB starting on CXL node 1, 10% of the "
           "pages take 90% of the accesses; 12 M accesses per thread")
     return compare.run(ns)
