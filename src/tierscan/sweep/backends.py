@@ -179,8 +179,9 @@ class DaskBackend:
                     exc = fut.exception()
                     name = type(exc).__name__
                     if name == "KilledWorker":
-                        outcome = failed(f"its worker died {self.allowed_failures + 1} times "
-                                         f"while running it (killed or out of memory)")
+                        outcome = failed("its workers died while running it more often than "
+                                         "the scheduler's allowed-failures (killed or out "
+                                         "of memory)")
                     else:
                         outcome = failed(f"worker failed: {name}: {exc}")
                 on_done(futures[fut], outcome)

@@ -49,34 +49,34 @@ def _finite(v):
 
 
 def metrics_of(result) -> dict:
-    """The headline metrics of a RunResult (plain numbers or None)."""
-    from tierscan.report.tables import daemon_cpu_ns, overall_hit_ratio, ttp_quantile
+    """The headline metrics of a RunResult (plain numbers or None), with report's definitions."""
+    from tierscan.report.tables import (accesses, daemon_cpu_ns, overall_hit_ratio,
+                                        promoted_pages, throughput, ttp_quantile)
 
     final = result.final
     vm = final.get("vmstat") or {}
     promo = final.get("promotion") if isinstance(final.get("promotion"), dict) else {}
-    served = result.series.get("served")
-    accesses = float(served.sum()) if served is not None else None
-    sim_ns = result.sim_time_ns
-    ttp = promo.get("time_to_promote_ns") if isinstance(promo.get("time_to_promote_ns"),
-                                                        dict) else {}
+    dist = promo.get("time_to_promote_ns")
+    dist = dist if isinstance(dist, dict) else {}
+
+    def ttp(q: int):
+        v = ttp_quantile(result, q)
+        return v if v is not None else dist.get(f"p{q}")
+
     out = {
         "runtime_ns": final.get("runtime_ns"),
-        "sim_time_ns": sim_ns,
-        "accesses": accesses,
-        "throughput_per_s": accesses / (sim_ns / 1e9) if accesses is not None and sim_ns
-        else None,
-        "promoted_pages": promo.get("promoted_pages", vm.get("pgpromote_success")),
+        "sim_time_ns": result.sim_time_ns,
+        "accesses": accesses(result),
+        "throughput_per_s": throughput(result),
+        "promoted_pages": promoted_pages(result),
         "pgpromote_success": vm.get("pgpromote_success"),
         "numa_hint_faults": vm.get("numa_hint_faults"),
         "daemon_cpu_ns": float(sum(daemon_cpu_ns(result).values())),
         "fast_tier_hit_ratio": overall_hit_ratio(result),
         "precision": promo.get("precision"),
         "recall": promo.get("recall"),
-        "time_to_promote_p50_ns": ttp_quantile(result, 50) if ttp_quantile(result, 50)
-        is not None else ttp.get("p50"),
-        "time_to_promote_p90_ns": ttp_quantile(result, 90) if ttp_quantile(result, 90)
-        is not None else ttp.get("p90"),
+        "time_to_promote_p50_ns": ttp(50),
+        "time_to_promote_p90_ns": ttp(90),
     }
     return {k: _finite(v) for k, v in out.items()}
 
