@@ -310,3 +310,78 @@ def test_runs_keep_the_invariants(model):
         assert heads.size == np.unique(heads).size
     assert e.accounting.cpu_ns["kscand"] > 0
     k.check()
+
+
+# ---- versions (docs/detectors.md "Versions") --------------------------------------------
+def test_versions_set_the_posted_sleeps_and_period_floor():
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    built = {v: plugins.build(plugins.DETECTORS, "detector", Component("kscand", {"version": v}),
+                              k, CostModel(), None) for v in ("v1", "v2", "v3")}
+    # kmmscand_scan_sleep_ms = 16; kmmmigrated: msleep(20) + a 20-ms wait
+    assert (built["v1"][0].period_ns, built["v1"][1].period_ns) == (16 * MS, 40 * MS)
+    for v in ("v2", "v3"):
+        assert (built[v][0].period_ns, built[v][1].period_ns) == (20 * MS, 20 * MS)
+    # an explicit knob still wins over the version
+    s, m = plugins.build(plugins.DETECTORS, "detector",
+                         Component("kscand", {"version": "v1", "scan_sleep_ms": 5}), k,
+                         CostModel(), None)
+    assert s.period_ns == 5 * MS and m.period_ns == 40 * MS
+    # KMMSCAND_SCAN_PERIOD_MIN = 500 in V1, 600 from V2 on
+    assert kscand_update_mmslot_info(600, GB, 1000, 1000, 500)[0] == 510
+    assert kscand_update_mmslot_info(600, GB, 1000, 1000)[0] == SCAN_PERIOD_MIN_MS == 600
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_v1_period_floor_in_a_scan(version):
+    k, e, d, g = setup("4MiB", version=version)
+    slot = d.slots[0]
+    slot.scan_period, slot.scan_delta = 600, 10_000    # X > 0, and Y = 1024 pages > 256
+    d.scan_mm(e, slot)
+    assert slot.scan_period == (510 if version == "v1" else 600)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_v1_migrator_has_no_hotness_recheck(version):
+    """V2's kmigrated re-checks that a queued folio is still hot (an active MGLRU
+    generation); V1's kmmmigrated does not, so folios that went cold are still promoted."""
+    k, e, d, g = setup("4MiB", version=version)
+    d.scan_mm(e, d.slots[0])
+    lv = k.lruvec(k.root_memcg, 1)
+    for _ in range(2):                                   # age twice: the gen goes inactive
+        assert inc_max_seq(lv, lv.lrugen.max_seq, 200)
+    d.migrator.run(e)
+    st = d.migrator.stats
+    if version == "v1":
+        assert st["not_hot"] == 0 and st["migrated"] == 1024
+        assert k.vmstat["pgpromote_success"] == 1024
+    else:
+        assert st["not_hot"] == 1024 and st["migrated"] == 0
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_v1_one_global_list_drained_across_mms(version):
+    """V1 splices every scan onto one list that one kmmmigrated cycle drains for every mm;
+    V2 keeps a list per mm and drains one mm per cycle."""
+    wl = make_workload("multi", {"processes": [
+        {"name": "a", "size": "2MiB", "dist": "uniform", "node": 1},
+        {"name": "b", "size": "2MiB", "dist": "uniform", "node": 1}]})
+    k, e, d, g = setup(workload=wl, version=version)
+    for slot in d.slots:
+        d.scan_mm(e, slot)
+    if version == "v1":
+        assert [s.pending() for s in d.slots] == [0, 0]
+        assert [h.size for _, h, _ in d.global_list] == [512, 512]
+    else:
+        assert [s.pending() for s in d.slots] == [512, 512]
+    d.migrator.run(e)
+    assert d.migrator.stats["migrated"] == (1024 if version == "v1" else 512)
+
+
+def test_bad_version_is_one_line_error_naming_the_field():
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    with pytest.raises(ConfigError) as ei:
+        plugins.build(plugins.DETECTORS, "detector",
+                      Component("kscand", {"version": "kmmscand"}, path="detectors[0]",
+                                where="exp.toml"), k, CostModel(), None)
+    msg = str(ei.value)
+    assert "\n" not in msg and "detectors[0].version" in msg and "'v1'" in msg

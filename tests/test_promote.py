@@ -647,6 +647,33 @@ def test_kpromoted_v0_literal_window_is_reversed():
     assert k.node_of(mm.translate(addrs)).tolist() == [0] * 10 + [1] * 10
 
 
+@pytest.mark.parametrize("literal", [False, True])
+@pytest.mark.parametrize("every_ms", [4000, 500])
+def test_kpromoted_v0_reports_between_walks(every_ms, literal):
+    """Why klruscand v1 (a 4-s pass) + kpromoted v0 with ``literal = false`` promotes nothing
+    (examples/klruscand-v1-kpromoted-v0.toml): kpromoted walks every record every 1000 ms
+    (KPROMOTE_DELAY) and drops any below freq 2; a pass reports a page at most once, so with
+    the intended window rule a record is dropped as cold_not_accessed before its second
+    report. At 500-ms passes the second report comes before the walk. As posted (``literal``)
+    it is the other way round: a new record is at freq 2 at once, and a second report in a
+    later jiffy restarts it at 1, so only a page reported once between walks is promoted."""
+    k = laptop()
+    mm, addrs, pfns = cxl_pages(k, 16)
+    e = KpromotedV0(k, literal=literal)
+    events = sorted([(t, "report") for t in range(every_ms, 8001, every_ms)] +
+                    [(t, "walk") for t in range(1250, 8251, 1000)])
+    for t, what in events:
+        if what == "report":
+            report(e, pfns, [t])
+        else:
+            at(k, t)
+            e.threads[0].run(FakeEngine(k))
+    promoted = vm(k, "kpromoted_mig_promoted")
+    assert promoted == (16 if literal == (every_ms > 1000) else 0)
+    if not promoted:       # every record ended below freq 2 at a walk
+        assert vm(k, "kpromoted_mig_cold_not_accessed") == vm(k, "kpromoted_mig_dropped") > 0
+
+
 def test_direct_promotes_in_the_report_call():
     k = laptop()
     mm, addrs, pfns = cxl_pages(k, 8)

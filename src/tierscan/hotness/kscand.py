@@ -1,6 +1,24 @@
 """kscand (kmmscand): "slowtier page promotion based on PTE A bit" (Raghavendra K T, AMD),
 promotion-spec §4, following the V2 code and the V3 changes the spec names. Registered as
-detector ``kscand``; it migrates on its own (no promotion engine).
+detector ``kscand``; it migrates on its own (no promotion engine). ``version`` picks the
+posting (``VERSIONS``): "v1" (kmmscand, Mar 2025), "v2" (Jun 2025), "v3" (Aug 2025, default).
+
+V1 ("kmmscand" + "kmmmigrated") differs from V2 in what changes outcomes (read from
+mm/kmmscand.c in github.com/RaghavendraKT80/linux-mm at commit 1f79c404, the author's tree of
+the V1 series; the lore posting itself, 20250319193028.29514-1-raghavendra.kt@amd.com, was
+not found in the reference corpus, so that the tree matches the posting is an assumption):
+
+- the scanner sleeps ``kmmscand_scan_sleep_ms`` = 16 ms (V2: 20);
+- the per-mm period is clamped to [500, 5000] ms (V2: [600, 5000]); the adaptation table,
+  the ``scan_size >> 1`` budget and the target-node heuristic are V2's;
+- accessed = not idle, young, referenced or a young PTE (V2's rule, no second touch);
+- one **global** migration list: every scan splices its queued folios onto the tail, and
+  kmmmigrated drains the whole list each cycle, in order, across mms (V2: one mm's list per
+  cycle, round robin). Each folio goes to its mm's current ``target_node``;
+- kmmmigrated does **not** re-check hotness (no is_hot_page(): V2 added it), only that the
+  folio is still valid, on an LRU, on a lower tier and not on the target;
+- kmmmigrated runs ``msleep(20)`` and then waits up to ``kmmmigrate_sleep_ms`` = 20 ms, so its
+  period is 40 ms (nothing wakes it early in that tree).
 
 Two kthreads, two daemons here:
 
@@ -60,6 +78,7 @@ SCAN_SIZE_MIN = 256 << 20
 SCAN_SIZE_MAX = 4 << 30
 SCAN_SIZE = 1 << 30
 SCAN_PERIOD_MIN_MS = 600
+SCAN_PERIOD_MIN_MS_V1 = 500          # KMMSCAND_SCAN_PERIOD_MIN (V1 tree)
 SCAN_PERIOD_MAX_MS = 5000
 SCAN_PERIOD_MS = 2000
 SCAN_SLEEP_MS = 20
@@ -73,6 +92,16 @@ KSCAND_IGNORE_SCAN_THR = 256
 SCAN_SIZE_CHANGE_SHIFT = 1
 SCAN_DECAY_SHIFT = 4
 
+# posted version -> what it changes (module docstring); explicit knobs override the sleeps
+VERSIONS = {
+    "v1": {"scan_sleep_ms": 16, "migrate_sleep_ms": 40, "period_min_ms": SCAN_PERIOD_MIN_MS_V1},
+    "v2": {"scan_sleep_ms": SCAN_SLEEP_MS, "migrate_sleep_ms": MIGRATE_SLEEP_MS,
+           "period_min_ms": SCAN_PERIOD_MIN_MS},
+    "v3": {"scan_sleep_ms": SCAN_SLEEP_MS, "migrate_sleep_ms": MIGRATE_SLEEP_MS,
+           "period_min_ms": SCAN_PERIOD_MIN_MS},
+}
+DEFAULT_VERSION = "v3"
+
 COUNTERS = ("nr_kscand_mm_scans", "nr_kscand_vma_scans", "nr_kscand_migadded",
             "nr_kscand_migrated", "nr_kscand_migrate_failed", "nr_kscand_slowtier",
             "nr_kscand_toptier", "nr_kscand_idlepage")
@@ -80,7 +109,8 @@ register_vmstat(*COUNTERS)
 
 
 def kscand_update_mmslot_info(scan_period: int, scan_size: int, old_scan_delta: int,
-                              accessed: int) -> tuple[int, int, int]:
+                              accessed: int, period_min_ms: int = SCAN_PERIOD_MIN_MS
+                              ) -> tuple[int, int, int]:
     """kscand_update_mmslot_info(): the §4 table. ``accessed`` (Y) is this scan's slow-tier
     accessed pages; total = Y + (X >> 4) with X = ``old_scan_delta``, and a total below 256
     counts as 0. The case is chosen on (X, total), as the code does:
@@ -88,7 +118,7 @@ def kscand_update_mmslot_info(scan_period: int, scan_size: int, old_scan_delta: 
     X = 0, total = 0: period +15%, size halved;  X > 0, total > 0: period -15%, size doubled;
     X > 0, total = 0: period x8, size kept;      X = 0, total > 0: period /8, size = max.
 
-    Then period is clamped to [600, 5000] ms and size to [256 MB, 4 GB]. Returns (period,
+    Then period is clamped to [600 (V1: 500), 5000] ms and size to [256 MB, 4 GB]. Returns (period,
     size, new scan_delta = total).
     """
     total = (old_scan_delta >> SCAN_DECAY_SHIFT) + int(accessed)
@@ -105,7 +135,7 @@ def kscand_update_mmslot_info(scan_period: int, scan_size: int, old_scan_delta: 
     else:
         scan_period >>= SCAN_PERIOD_CHANGE_SCALE
         scan_size = SCAN_SIZE_MAX
-    scan_period = min(max(scan_period, SCAN_PERIOD_MIN_MS), SCAN_PERIOD_MAX_MS)
+    scan_period = min(max(scan_period, period_min_ms), SCAN_PERIOD_MAX_MS)
     scan_size = min(max(scan_size, SCAN_SIZE_MIN), SCAN_SIZE_MAX)
     return scan_period, scan_size, total
 
@@ -138,14 +168,20 @@ class Kscand(Detector):
 
     name = "kscand"
 
-    def __init__(self, *, costs=None, scan_sleep_ms: float = SCAN_SLEEP_MS,
-                 migrate_sleep_ms: float = MIGRATE_SLEEP_MS, mms_to_scan: int = MMS_TO_SCAN,
+    def __init__(self, *, costs=None, scan_sleep_ms: float | None = None,
+                 migrate_sleep_ms: float | None = None, mms_to_scan: int = MMS_TO_SCAN,
                  scan_period_ms: int = SCAN_PERIOD_MS, scan_size_mb: int = SCAN_SIZE >> 20,
                  scan_delay_ms: int = SCAN_DELAY_MS, target_node: int = DEFAULT_TARGET_NODE,
-                 version: str = "v3", honor_mempolicy: bool = False):
+                 version: str = DEFAULT_VERSION, honor_mempolicy: bool = False):
         super().__init__(None)
-        if version not in ("v2", "v3"):
-            raise ValueError(f"version must be 'v2' or 'v3', got {version!r}")
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
+        vdef = VERSIONS[version]
+        if scan_sleep_ms is None:
+            scan_sleep_ms = vdef["scan_sleep_ms"]
+        if migrate_sleep_ms is None:
+            migrate_sleep_ms = vdef["migrate_sleep_ms"]
+        self.period_min_ms = vdef["period_min_ms"]
         self.period_ns = int(round(float(scan_sleep_ms) * MS))
         if self.period_ns <= 0:
             raise ValueError(f"scan_sleep_ms must be > 0, got {scan_sleep_ms}")
@@ -154,7 +190,7 @@ class Kscand(Detector):
         self.costs, self.version = costs, version
         self.mms_to_scan = int(mms_to_scan)
         # the sysfs stores clamp (mm_scan_period_ms_store); the size default is not a knob
-        self.scan_period_ms = min(max(int(scan_period_ms), SCAN_PERIOD_MIN_MS),
+        self.scan_period_ms = min(max(int(scan_period_ms), self.period_min_ms),
                                   SCAN_PERIOD_MAX_MS)
         self.scan_size = min(max(int(scan_size_mb) << 20, SCAN_SIZE_MIN), SCAN_SIZE_MAX)
         self.scan_delay_ms, self.target_node = int(scan_delay_ms), int(target_node)
@@ -164,6 +200,8 @@ class Kscand(Detector):
         self.scan_address = 0            # kscand_scanctrl.address (global, as posted)
         self.kernel = None
         self.migrator = KscandMigrator(self, migrate_sleep_ms)
+        # V1: kmmscand_migrate_list, one FIFO for every mm: (slot, heads, page slots) per scan
+        self.global_list: list[tuple[MmSlot, np.ndarray, np.ndarray]] = []
         self.queued_log: list[tuple[int, np.ndarray]] = []   # (mm id, heads) per scan, tests
         self.log_queued = False
         self.stats = {"cycles": 0, "mm_scans": 0, "entries": 0, "young": 0, "queued": 0}
@@ -194,6 +232,8 @@ class Kscand(Detector):
             for s in gone:
                 s.list_heads.clear()
                 s.list_slots.clear()
+            # kmmscand_cleanup_migration_list(): entries of an exited mm are not migrated
+            self.global_list = [e for e in self.global_list if e[0] in live]
         n = len(self.slots)
         if n == 0:
             return
@@ -255,8 +295,11 @@ class Kscand(Detector):
             _, first = np.unique(heads, return_index=True)
             first = np.sort(first)
             heads, hslots = heads[first], hslots[first]
-            slot.list_heads.append(heads)
-            slot.list_slots.append(hslots)
+            if self.version == "v1":
+                self.global_list.append((slot, heads, hslots))
+            else:
+                slot.list_heads.append(heads)
+                slot.list_slots.append(hslots)
             k.vmstat.count("nr_kscand_migadded", self.cpu_node, heads.size)
             k.vmstat.count("nr_kscand_slowtier", self.cpu_node, heads.size)
         if self.log_queued:
@@ -266,7 +309,7 @@ class Kscand(Detector):
         top = np.flatnonzero(self.toptier & (scanned > 0))
         target = int(top[np.argmax(scanned[top])]) if top.size else self.target_node
         slot.scan_period, slot.scan_size, slot.scan_delta = kscand_update_mmslot_info(
-            slot.scan_period, slot.scan_size, slot.scan_delta, total)
+            slot.scan_period, slot.scan_size, slot.scan_delta, total, self.period_min_ms)
         slot.next_scan = k.jiffies + slot.scan_period
         slot.target_node = target
         slot.scans += 1
@@ -323,7 +366,7 @@ class Kscand(Detector):
         else:                                # ... the last PTE of the last populated table
             last = int(populated.max())
             self.scan_address = min(vma.end, int(PageTable.addr((last + 1) << 9))) - PAGE_SIZE
-        v2 = self.version == "v2"
+        v2 = self.version in ("v1", "v2")          # V1 has V2's accessed rule
         # page_idle_clear_pte_refs(): V2 for every present entry, V3 for valid ones
         clear = visited & pte_young if v2 else visited & valid & pte_young
         nid = pm.node_of(heads)
@@ -389,6 +432,8 @@ class KscandMigrator(Daemon):
         is free (the engine's CPU rule, sim/engine.py ``Daemon``)."""
         s = self.scanner
         self.stats["cycles"] += 1
+        if s.version == "v1":
+            return self.run_global(engine)
         n = len(s.slots)
         for step in range(n):
             at = (self.cursor + step) % n
@@ -405,8 +450,29 @@ class KscandMigrator(Daemon):
                 return more
         return False
 
-    def migrate_mm(self, engine, slot: MmSlot, heads, slots) -> None:
-        """kmigrated_migrate_mm(): kmigrated_promote_folio() on each queued folio in order."""
+    def run_global(self, engine) -> bool:
+        """V1 kmmscand_migrate_folio(): drain the one global list in order, across mms, each
+        folio to its mm's target node. As in ``run``, only what this kthread's CPU affords is
+        taken; the rest stays at the head of the list and the migrator yields."""
+        s = self.scanner
+        if not s.global_list:
+            return False
+        nr = np.concatenate([engine.kernel.pm.folio_nr_pages(h) for _, h, _ in s.global_list])
+        left = engine.affordable(nr)
+        rest = []
+        for slot, heads, slots in s.global_list:
+            take = min(left, heads.size)
+            left -= take
+            if take:
+                self.migrate_mm(engine, slot, heads[:take], slots[:take], recheck_hot=False)
+            if take < heads.size:
+                rest.append((slot, heads[take:], slots[take:]))
+        s.global_list = rest
+        return bool(rest)
+
+    def migrate_mm(self, engine, slot: MmSlot, heads, slots, recheck_hot: bool = True) -> None:
+        """kmigrated_migrate_mm(): kmigrated_promote_folio() on each queued folio in order
+        (V1's kmmscand_promote_folio() has no hotness re-check: ``recheck_hot=False``)."""
         k, mm = engine.kernel, slot.mm
         pm, pt, s = k.pm, mm.pt, self.scanner
         dest = slot.target_node
@@ -423,7 +489,7 @@ class KscandMigrator(Daemon):
         lru = valid & ((flags & PG_lru) != 0)
         self.stats["non_lru"] += int((valid & ~lru).sum())
         hot = lru.copy()
-        if lru.any():
+        if lru.any() and recheck_hot:
             hot[lru] = self.is_hot_page(k, heads[lru])
         self.stats["not_hot"] += int((lru & ~hot).sum())
         src = pm.node_of(h)
@@ -480,8 +546,10 @@ def _params(component, kernel) -> dict:
     component.check_keys(PARAMS)
     p, c, f = component.params, component.checker(), component.field_path
     out = {}
-    for key, default in (("scan_sleep_ms", SCAN_SLEEP_MS), ("migrate_sleep_ms", MIGRATE_SLEEP_MS)):
-        v = c.number_in(p.get(key, default), f(key), 0, 1e9)
+    for key in ("scan_sleep_ms", "migrate_sleep_ms"):
+        if key not in p:                 # the version's default (Kscand.__init__)
+            continue
+        v = c.number_in(p[key], f(key), 0, 1e9)
         if v <= 0:
             c.fail(f(key), f"expected a number > 0, got {v}")
         out[key] = v
@@ -497,7 +565,7 @@ def _params(component, kernel) -> dict:
         c.fail(f("target_node"), f"node {tn} is not a toptier node (toptier: "
                                  f"{list(kernel.machine.toptier_nodes)}; EINVAL)")
     out["target_node"] = tn
-    out["version"] = c.choice(p.get("version", "v3"), f("version"), ("v2", "v3"))
+    out["version"] = c.choice(p.get("version", DEFAULT_VERSION), f("version"), tuple(VERSIONS))
     out["honor_mempolicy"] = c.boolean(p.get("honor_mempolicy", False), f("honor_mempolicy"))
     return out
 
