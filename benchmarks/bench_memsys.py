@@ -3,6 +3,7 @@ default) under latency_model = "idle" and "loaded", in one process, and the rati
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py --scale 0.125
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py --dram-channels 2 --cxl-devices 2
 
 The goal (issue 12): the loaded run takes no more than 10% longer per simulated tick (the
 two models simulate different run times, so whole-run CPU times are printed too). Also
@@ -22,11 +23,12 @@ from tierscan.sim.config import config_from_dict
 from tierscan.sim.run import build_engine
 
 
-def timed_run(mode, source, scale, latency_model):
+def timed_run(mode, source, scale, latency_model, memory=None):
     """(CPU s of the engine's run, engine, CPU s in memsys): setup (populating memory) is not
     timed. CPU time of this process, not wall time: the figure must not depend on what else the
     (shared) machine runs, and the run is single-threaded."""
-    cfg = config_from_dict(config(mode, source, scale=scale, latency_model=latency_model))
+    cfg = config_from_dict(config(mode, source, scale=scale, latency_model=latency_model,
+                                 memory=memory))
     e = build_engine(cfg)
     spent = [0.0]
     if e.memsys is not None:
@@ -47,9 +49,12 @@ def main() -> int:
     ap.add_argument("--mode", type=int, default=1, choices=(1, 2, 3))
     ap.add_argument("--source", default="numab2", choices=SOURCES)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--dram-channels", type=int, help="memory configuration (default: preset's)")
+    ap.add_argument("--cxl-devices", type=int, help="memory configuration (default: preset's)")
     args = ap.parse_args()
-    idle_s, idle, _ = timed_run(args.mode, args.source, args.scale, "idle")
-    loaded_s, loaded, in_memsys = timed_run(args.mode, args.source, args.scale, "loaded")
+    memory = {"dram_channels": args.dram_channels, "cxl_devices": args.cxl_devices}
+    idle_s, idle, _ = timed_run(args.mode, args.source, args.scale, "idle", memory)
+    loaded_s, loaded, in_memsys = timed_run(args.mode, args.source, args.scale, "loaded", memory)
     if not MemorySystem.applies(loaded.kernel.machine):
         print("the machine has no curves or caches: nothing to compare")
         return 1
