@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..mm.mmu import replay_segments
 from .base import AccessModel, fault_cost_ns, fault_counts, page_bins
+from .exact_kernels import draw_pages, guide_table
+
+# The tabulated distributions' inverse-CDF ``sample`` (workload/distributions.py, a layer above:
+# named, not imported), which ``draw_pages`` reproduces; any other sampler is called as is.
+INVERSE_CDF_SAMPLE = "_Tabulated.sample"
 
 
 class ExactModel(AccessModel):
     name = "exact"
+    fast = True      # the compiled pass over all threads (False: one MM.access per thread)
 
     def __init__(self, seed: int, max_chunk: int = 1 << 20):
         self.seed, self.max_chunk = seed, max_chunk
@@ -25,7 +32,8 @@ class ExactModel(AccessModel):
         self.cost: dict[int, float] = {}
         self.last: dict[int, np.ndarray] = {}
         self.last_writes: dict[int, np.ndarray] = {}
-        self._heat_pages: dict[int, list] = {}   # page indices run since the last heat()
+        self._heat: dict[int, np.ndarray] = {}   # accesses per page since the last heat()
+        self._guides: dict = {}                  # (distribution, n) -> its guide table
         self._served = None
 
     def attach(self, engine) -> None:
@@ -48,19 +56,21 @@ class ExactModel(AccessModel):
         self.cost[group.gid] = engine.costs.compute_ns_per_access + float(w @ per_page)
 
     def advance(self, engine, group, budget_ns: float) -> tuple[float, float]:
-        k = engine.kernel
         ph = group.phase
         n = int(max(1, min(budget_ns / self.cost[group.gid], group.remaining_in_phase(),
                            self.max_chunk)))
         if hasattr(ph.distribution, "take"):
             return self._advance_stream(engine, group, n)
+        if self.fast:
+            return self._advance_fast(engine, group, n)
+        k = engine.kernel
         lat = group.latency_per_node()
         c = engine.costs
         total, chunks, chunk_writes = 0.0, [], []
         for t in range(group.threads):
             rng = self.rngs[(group.gid, t)]
             pages = ph.distribution.sample(group.n_pages, n, rng)
-            self._heat_pages.setdefault(group.gid, []).append(pages)
+            self._count_heat(group, pages)
             addrs = group.addrs[pages]
             writes = rng.random(n) < ph.write_fraction
             before = fault_counts(k)
@@ -78,6 +88,104 @@ class ExactModel(AccessModel):
             self._keep_for_sampling(group, chunks, chunk_writes)
         return float(n), used
 
+    def _advance_fast(self, engine, group, n: int) -> tuple[float, float]:
+        """``advance`` with the same draws, the same order and the same results (tests compare
+        the two), in one compiled pass over all threads' accesses: each thread draws its n
+        pages and stores from its own stream as before; ``replay_segments`` runs the threads'
+        batches one after the other while no access needs the kernel; a thread whose batch
+        does (a fault) runs through ``MM.access`` as before, then the pass resumes with the
+        next thread. A thread whose batch took no fault pays no fault time, as before."""
+        k, c, ph = engine.kernel, engine.costs, group.phase
+        T = group.threads
+        pages = np.empty(T * n, np.int64)
+        writes = np.empty(T * n, np.bool_)
+        for t in range(T):
+            rng = self.rngs[(group.gid, t)]
+            sl = slice(t * n, (t + 1) * n)
+            pages[sl] = self._draw(ph.distribution, group, n, rng)
+            writes[sl] = rng.random(n) < ph.write_fraction
+        addrs = group.addrs[pages] if self.sampled else None
+        lat = group.latency_per_node()
+        ms = getattr(engine, "memsys", None)
+        mm = group.mm
+        ends = np.arange(1, T + 1, dtype=np.int64) * n
+        counts = np.zeros((T, k.machine.nr_nodes), np.int64)
+        compute = n * c.compute_ns_per_access
+        total, t = 0.0, 0
+        direct = self._direct_ok(k, group)
+        while t < T:
+            stop = T
+            if direct:
+                mm.lru_gen_bitmap = ~0           # the mm ran: lru_gen_use_mm()
+                stop = replay_segments(pages, writes, ends, t, group.addrs, group.slots,
+                                       mm._starts, mm._ends, mm.pt.pte, mm.pt.pmd,
+                                       k.pm.node_start, counts)
+            for u in range(t, stop):             # these threads took no fault
+                mem = None if ms is None else ms.exact_ns(engine, group, u,
+                                                           group.addrs[pages[u * n:(u + 1) * n]])
+                mem = float(counts[u] @ lat) if mem is None else mem
+                total += mem + compute + 0.0
+                self._served += counts[u]
+            if stop < T:                         # thread ``stop`` needs the kernel: as before
+                sl = slice(stop * n, (stop + 1) * n)
+                a = group.addrs[pages[sl]]
+                before = fault_counts(k)
+                served = mm.access(a, writes[sl], cpu_node=group.spec.cpu_node)
+                mem = None if ms is None else ms.exact_ns(engine, group, stop, a)
+                mem = float(served @ lat) if mem is None else mem
+                total += mem + compute + fault_cost_ns(k, c, before)
+                self._served += served
+                direct = self._direct_ok(k, group)
+            t = stop + 1
+        if direct and k.debug:
+            k.after_op()
+        used = total / T
+        self.cost[group.gid] = used / n
+        if self.sampled:
+            self._keep_for_sampling(group, [addrs], [writes])
+        return float(n), used
+
+    def _direct_ok(self, k, group) -> bool:
+        """Whether the compiled pass may run the group's accesses without ``MM.access``'s
+        checks: every VMA readable and writable (no permission can fail), the CPU node valid,
+        and no memcg over its limit waiting for a return to user space."""
+        from ..mm.process import VM_READ, VM_WRITE
+
+        mm = group.mm
+        rw = VM_READ | VM_WRITE
+        return (not ((mm._vflags & rw) != rw).any()
+                and group.spec.cpu_node in k.machine.cpu_nodes
+                and not getattr(k, "_memcg_over_high", None))
+
+    def _draw(self, dist, group, n: int, rng) -> np.ndarray:
+        """``dist.sample(group.n_pages, n, rng)``, through a guide table (exact_kernels.py)
+        when the distribution samples as the tabulated ones do; counts the heat."""
+        if getattr(type(dist).sample, "__qualname__", "") != INVERSE_CDF_SAMPLE:
+            pages = dist.sample(group.n_pages, n, rng)
+            self._count_heat(group, pages)
+            return pages
+        key = (id(dist), group.n_pages)
+        g = self._guides.get(key)
+        if g is None:
+            cdf = dist.cdf(group.n_pages)
+            last = int(np.flatnonzero(dist.weights(group.n_pages))[-1])
+            g = self._guides[key] = (dist, cdf, *guide_table(cdf), last)
+        _, cdf, guide, scale, last = g
+        u = rng.random(n)
+        u *= cdf[-1]
+        out = np.empty(n, np.int64)
+        draw_pages(u, cdf, guide, scale, last, self._heat_counts(group), out)
+        return out
+
+    def _heat_counts(self, group) -> np.ndarray:
+        h = self._heat.get(group.gid)
+        if h is None:
+            h = self._heat[group.gid] = np.zeros(group.n_pages, np.int64)
+        return h
+
+    def _count_heat(self, group, pages) -> None:
+        self._heat_counts(group)[:] += np.bincount(pages, minlength=group.n_pages)
+
     def _advance_stream(self, engine, group, n: int) -> tuple[float, float]:
         """A recorded trace (trace/replay.py): the group's threads take n accesses each from
         one interleaved stream, in recorded order, and run them in that order; only the ones
@@ -90,7 +198,7 @@ class ExactModel(AccessModel):
         group._stream_consumed = consumed
         if ran == 0:          # the trace ended: finish the phase
             return float(group.remaining_in_phase()), 0.0
-        self._heat_pages.setdefault(group.gid, []).append(pages)
+        self._count_heat(group, pages)
         addrs = group.addrs[pages]
         before = fault_counts(k)
         served = group.mm.access(addrs, writes, cpu_node=group.spec.cpu_node)
@@ -117,10 +225,11 @@ class ExactModel(AccessModel):
         return out
 
     def heat(self, engine, group, bins: int) -> np.ndarray:
-        """Accesses per bin since the last call, counted from the addresses run."""
-        pages = self._heat_pages.pop(group.gid, [])
-        idx = np.concatenate(pages) if pages else np.empty(0, np.int64)
-        return np.bincount(page_bins(group, bins)[idx], minlength=bins).astype(float)
+        """Accesses per bin since the last call, counted from the pages run."""
+        counts = self._heat.pop(group.gid, None)
+        if counts is None:
+            return np.zeros(bins)
+        return np.bincount(page_bins(group, bins), weights=counts, minlength=bins)
 
     def sample(self, engine, group, per_access: float, dt_ns: float,
                loads_only: bool = False) -> np.ndarray:

@@ -40,38 +40,90 @@ def find_vmas(addrs, starts, ends):
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _touch(s, w, pte, pmd):
+    """What the MMU does for one access to page slot ``s`` (a store if ``w``): set the leaf's
+    accessed (and dirty) bit and the PMD's accessed bit; the pfn served, or -1 if the access
+    needs a fault (nothing is changed then)."""
+    p = s >> 9
+    e = pmd[p]
+    if e & np.uint64(_PSE):
+        if not (e & np.uint64(_P)) or (w and not (e & np.uint64(_RW))):
+            return -1
+        e |= np.uint64(_A)
+        if w:
+            e |= np.uint64(_D)
+        pmd[p] = e
+        return np.int64((e & np.uint64(_PFN)) >> np.uint64(12)) + (s & 511)
+    t = pte[s]
+    if not (t & np.uint64(_P)) or (w and not (t & np.uint64(_RW))):
+        return -1
+    t |= np.uint64(_A)
+    if w:
+        t |= np.uint64(_D)
+    pte[s] = t
+    pmd[p] = e | np.uint64(_A)
+    return np.int64((t & np.uint64(_PFN)) >> np.uint64(12))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _node(pfn, node_start):
+    n = 0
+    while n + 1 < node_start.size and pfn >= node_start[n + 1]:
+        n += 1
+    return n
+
+
 @njit(cache=True, nogil=True)
 def replay(slots, is_write, start, pte, pmd, node_start, counts):
     """Apply accesses[start:] in order until one needs a fault; returns its index, or -1.
 
     ``counts[n]`` gains one per access served by node n.
     """
-    nnodes = counts.size
     for i in range(start, slots.size):
-        s = slots[i]
-        w = is_write[i]
-        p = s >> 9
-        e = pmd[p]
-        if e & np.uint64(_PSE):
-            if not (e & np.uint64(_P)) or (w and not (e & np.uint64(_RW))):
-                return i
-            e |= np.uint64(_A)
-            if w:
-                e |= np.uint64(_D)
-            pmd[p] = e
-            pfn = np.int64((e & np.uint64(_PFN)) >> np.uint64(12)) + (s & 511)
-        else:
-            t = pte[s]
-            if not (t & np.uint64(_P)) or (w and not (t & np.uint64(_RW))):
-                return i
-            t |= np.uint64(_A)
-            if w:
-                t |= np.uint64(_D)
-            pte[s] = t
-            pmd[p] = e | np.uint64(_A)
-            pfn = np.int64((t & np.uint64(_PFN)) >> np.uint64(12))
-        n = 0
-        while n + 1 < nnodes and pfn >= node_start[n + 1]:
-            n += 1
-        counts[n] += 1
+        pfn = _touch(slots[i], is_write[i], pte, pmd)
+        if pfn < 0:
+            return i
+        counts[_node(pfn, node_start)] += 1
     return -1
+
+
+@njit(cache=True, nogil=True)
+def replay_segments(pages, is_write, seg_ends, seg, page_addrs, page_slots, vm_starts, vm_ends,
+                    pte, pmd, node_start, counts):
+    """The exact model's batches of several threads in one call: accesses to page indices
+    ``pages`` (into ``page_addrs``/``page_slots``, the group's pages), cut into segments (one
+    per thread) ending at ``seg_ends``, replayed in order from segment ``seg`` as ``replay``
+    does, ``counts[s, n]`` gaining one per access of segment s served by node n.
+
+    Stops at the first access that needs the kernel (a fault, or an address outside every
+    VMA) and returns its segment, whose counts are then partial: the caller runs that segment
+    through ``MM.access`` (re-applying its first accesses sets the same bits again). Returns
+    the number of segments when all ran."""
+    nvma = vm_starts.size
+    if nvma == 0:
+        return seg
+    v = 0
+    start = 0 if seg == 0 else seg_ends[seg - 1]
+    for sg in range(seg, seg_ends.size):
+        end = seg_ends[sg]
+        for i in range(start, end):
+            pg = pages[i]
+            a = page_addrs[pg]
+            if not (vm_starts[v] <= a and a < vm_ends[v]):    # another VMA than the last
+                lo, hi = 0, nvma
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if vm_starts[mid] <= a:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                v = lo - 1
+                if v < 0 or a >= vm_ends[v]:
+                    return sg
+            pfn = _touch(page_slots[pg], is_write[i], pte, pmd)
+            if pfn < 0:
+                return sg
+            counts[sg, _node(pfn, node_start)] += 1
+        start = end
+    return seg_ends.size
