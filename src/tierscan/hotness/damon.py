@@ -89,9 +89,25 @@ class DamonParams:
     apply_interval_ms: int = 1000      # scheme apply interval = quota reset interval
     goals: bool = False                # auto-tune the quota toward the node-memory goals
     demote: bool = True                # run migrate_cold on the top-tier nodes
+    # DAMOS watermarks (every scheme): metric "none" (DAMOS_WMARK_NONE, DAMON's default) or
+    # "free_mem_rate" (free pages per 1000 of total RAM); high/mid/low in that unit. The
+    # values when the metric is on are DAMON_RECLAIM's defaults (mm/damon/reclaim.c: 5 s,
+    # 500/400/200), an example, not a published tiering setting.
+    # operations set: "paddr" (one context per node, as the tiering examples) or "vaddr" (one
+    # context per process and action: the process's virtual address space, regions following
+    # its VMAs, updated every ops_update_ms; damo's default 1 s, an estimate for a run)
+    ops: str = "paddr"
+    ops_update_ms: int = 1000
+    wmarks_metric: str = "none"
+    wmarks_interval_ms: int = 5000
+    wmarks_high: int = 500
+    wmarks_mid: int = 400
+    wmarks_low: int = 200
 
 
 PARAM_KEYS = tuple(f.name for f in fields(DamonParams))
+WMARK_METRICS = ("none", "free_mem_rate")
+OPS = ("paddr", "vaddr")
 
 
 def parse_params(component: Component) -> DamonParams:
@@ -119,7 +135,17 @@ def parse_params(component: Component) -> DamonParams:
     apply_ms = c.int_at_least(get("apply_interval_ms"), f("apply_interval_ms"), 1)
     goals = c.boolean(get("goals"), f("goals"))
     demote = c.boolean(get("demote"), f("demote"))
-    return DamonParams(sample_us, aggr_ms, min_nr, max_nr, hot, quota, apply_ms, goals, demote)
+    ops = c.choice(get("ops"), f("ops"), OPS)
+    ops_update = c.int_at_least(get("ops_update_ms"), f("ops_update_ms"), 1)
+    metric = c.choice(get("wmarks_metric"), f("wmarks_metric"), WMARK_METRICS)
+    w_int = c.int_at_least(get("wmarks_interval_ms"), f("wmarks_interval_ms"), 1)
+    high, mid, low = (c.int_at_least(get(k), f(k), 0)
+                      for k in ("wmarks_high", "wmarks_mid", "wmarks_low"))
+    if not high >= mid >= low:       # damon_sysfs / damon_commit: high >= mid >= low
+        component.fail("wmarks_mid", f"expected wmarks_high >= wmarks_mid >= wmarks_low, got "
+                                     f"{high}, {mid}, {low}")
+    return DamonParams(sample_us, aggr_ms, min_nr, max_nr, hot, quota, apply_ms, goals, demote,
+                       ops, ops_update, metric, w_int, high, mid, low)
 
 
 # ---- DAMON core arithmetic (mm/damon/core.c, ops-common.c) ----------------------------------
@@ -302,14 +328,26 @@ def damon_folio_mkold(kernel, pfns: np.ndarray) -> None:
 
 # ---- DAMOS scheme and DAMON context ---------------------------------------------------------
 
+def free_mem_rate(kernel) -> int:
+    """damos_wmark_metric_value(DAMOS_WMARK_FREE_MEM_RATE): free pages per 1000 pages of RAM,
+    over every node (global_zone_page_state(NR_FREE_PAGES) * 1000 / totalram_pages(); present
+    pages stand for totalram)."""
+    pm = kernel.pm
+    return int(pm.node_free.sum()) * 1000 // max(int(pm.node_present.sum()), 1)
+
+
 class Scheme:
     """One DAMOS scheme: an action with a target node, an access-rate window, a size quota per
     charge window (optionally goal-tuned) and a ``young`` page filter. ``stat`` mirrors the
     sysfs scheme stats; ``history`` has one entry per apply: (ns, esz, sz_tried, sz_applied)."""
 
     def __init__(self, action: str, target_nid: int, min_pct: float, max_pct: float,
-                 quota_sz: int, reset_interval_ns: int, goal=None):
+                 quota_sz: int, reset_interval_ns: int, goal=None, wmarks=None):
         self.action, self.target_nid = action, int(target_nid)
+        # (metric, interval_ns, high, mid, low) or None (DAMOS_WMARK_NONE); a new scheme is
+        # active (damon_new_scheme() sets wmarks.activated = true)
+        self.wmarks = wmarks
+        self.activated = True
         self.min_pct, self.max_pct = float(min_pct), float(max_pct)
         self.allow_young = action == "migrate_hot"   # allow young / reject young
         self.quota_sz = int(quota_sz)                # bytes per window; 0 = no size quota
@@ -324,6 +362,23 @@ class Scheme:
         self.stat = {"nr_tried": 0, "sz_tried": 0, "nr_applied": 0, "sz_applied": 0,
                      "sz_ops_filter_passed": 0, "qt_exceeds": 0}
         self.history: list[tuple[int, int, int, int]] = []
+
+    def wmark_wait_ns(self, kernel) -> int:
+        """damos_wmark_wait_us() (mm/damon/core.c): 0 if the scheme is active, else how long
+        to wait before the next check. Above ``high`` or below ``low``: deactivate. Inactive
+        and between ``mid`` and ``high``: stay inactive. Otherwise (at or below ``mid`` and
+        at or above ``low``, or already active inside [low, high]): activate."""
+        if self.wmarks is None:
+            return 0
+        _, interval_ns, high, mid, low = self.wmarks
+        metric = free_mem_rate(kernel)
+        if metric > high or low > metric:
+            self.activated = False
+            return interval_ns
+        if high >= metric >= mid and not self.activated:
+            return interval_ns
+        self.activated = True
+        return 0
 
     @property
     def has_quota(self) -> bool:
@@ -368,6 +423,40 @@ class Scheme:
             self.set_effective_quota(kernel)
 
 
+def va_three_regions(mm) -> list[tuple[int, int]]:
+    """__damon_va_three_regions() (mm/damon/vaddr.c): the span of the mm's VMAs without its two
+    biggest gaps, as [start, end) page slots in address order. A real process always has two
+    gaps (text, heap, mmap area, stack); a simulated one may not, and then the runs between the
+    gaps it has are returned (the kernel fails with -EINVAL and monitors nothing)."""
+    vmas = sorted(mm.vmas, key=lambda v: v.start)
+    if not vmas:
+        return []
+    gaps = [(b.start_slot - a.end_slot, a.end_slot, b.start_slot)
+            for a, b in zip(vmas, vmas[1:]) if b.start_slot > a.end_slot]
+    big = sorted(sorted(gaps, key=lambda g: -g[0])[:2], key=lambda g: g[1])
+    lo, out = vmas[0].start_slot, []
+    for _, g_lo, g_hi in big:
+        out.append((lo, g_lo))
+        lo = g_hi
+    out.append((lo, max(v.end_slot for v in vmas)))
+    return out
+
+
+def va_evenly_split(ranges, min_nr_regions: int) -> tuple[np.ndarray, np.ndarray]:
+    """__damon_va_init_regions(): each range split evenly into size / (total / min_nr_regions)
+    pieces (at least one; damon_va_evenly_split_region, in pages)."""
+    total = sum(hi - lo for lo, hi in ranges)
+    piece = max(total // max(min_nr_regions, 1), 1)
+    starts, ends = [], []
+    for lo, hi in ranges:
+        n = max((hi - lo) // piece, 1)
+        sz = (hi - lo) // n
+        cuts = lo + sz * np.arange(n, dtype=np.int64)
+        starts.append(cuts)
+        ends.append(np.append(cuts[1:], hi))
+    return np.concatenate(starts), np.concatenate(ends)
+
+
 class DamonContext:
     """A physical-address DAMON context over one node's pfn range, with its scheme.
 
@@ -377,16 +466,21 @@ class DamonContext:
     ``nr_regions_history`` is the region count after every aggregation.
     """
 
-    def __init__(self, kernel, nid: int, scheme: Scheme | None, params: DamonParams):
+    def __init__(self, kernel, nid: int, scheme: Scheme | None, params: DamonParams, mm=None):
         self.nid, self.scheme, self.params = int(nid), scheme, params
-        lo, hi = kernel.pm.node_range(nid)
-        self.node_lo, self.node_hi = lo, hi
+        self.mm = mm                     # vaddr: the target process; regions are page slots
         self.min_nr_regions, self.max_nr_regions = params.min_nr_regions, params.max_nr_regions
-        # damon_region_sz_limit(): node size / min_nr_regions, at least one page.
-        self.sz_limit = max((hi - lo) // self.min_nr_regions, 1)
-        # damon_apply_min_nr_regions(): cut the one initial region into sz_limit pieces.
-        bounds = np.append(np.arange(lo, hi, self.sz_limit, dtype=np.int64), hi)
-        self.start, self.end = bounds[:-1].copy(), bounds[1:].copy()
+        if mm is None:
+            lo, hi = kernel.pm.node_range(nid)
+            self.node_lo, self.node_hi = lo, hi
+            # damon_region_sz_limit(): node size / min_nr_regions, at least one page.
+            self.sz_limit = max((hi - lo) // self.min_nr_regions, 1)
+            # damon_apply_min_nr_regions(): cut the one initial region into sz_limit pieces.
+            bounds = np.append(np.arange(lo, hi, self.sz_limit, dtype=np.int64), hi)
+            self.start, self.end = bounds[:-1].copy(), bounds[1:].copy()
+        else:
+            self.start, self.end = va_evenly_split(va_three_regions(mm), self.min_nr_regions)
+            self._va_limits()
         n = self.start.size
         self.nr_accesses = np.zeros(n, np.int64)
         self.last_nr_accesses = np.zeros(n, np.int64)
@@ -396,10 +490,58 @@ class DamonContext:
         self.next_aggregation_sis = 0
         self.last_nr_regions = 0
         self.nr_regions_history: list[int] = []
+        self.sleep_until_ns = 0          # watermarks: deactivated, sleeping until then
+        self.paused = False
 
     @property
     def nr_regions(self) -> int:
         return int(self.start.size)
+
+    def _va_limits(self) -> None:
+        self.node_lo = int(self.start[0]) if self.start.size else 0
+        self.node_hi = int(self.end[-1]) if self.end.size else 0
+        total = int((self.end - self.start).sum())
+        self.sz_limit = max(total // self.min_nr_regions, 1)
+
+    def pfns_at(self, where: np.ndarray) -> np.ndarray:
+        """The pfn at each region address: itself for paddr; for vaddr the pfn mapped at the
+        page slot in the target's page table, -1 where nothing is mapped."""
+        where = np.asarray(where, np.int64)
+        if self.mm is None:
+            return where
+        return self.mm.pt.translate_slots(where)
+
+    def va_update(self) -> None:
+        """damon_va_update() -> damon_set_regions(): regions outside the new three regions go;
+        in each range the first and last intersecting regions stretch (or shrink) to its
+        bounds and the holes between them get new regions (damon_fill_regions_holes); a range
+        no region intersects gets one new region. New regions start with no accesses."""
+        ranges = va_three_regions(self.mm)
+        cols = [self.start, self.end, self.nr_accesses, self.last_nr_accesses, self.age]
+        inside = np.zeros(self.start.size, bool)
+        for lo, hi in ranges:
+            inside |= (self.start < hi) & (self.end > lo)
+        cols = [c[inside].copy() for c in cols]
+        new = []
+        for lo, hi in ranges:
+            hit = np.flatnonzero((cols[0] < hi) & (cols[1] > lo))
+            if hit.size:
+                cols[0][hit[0]] = lo
+                cols[1][hit[-1]] = hi
+                # damon_fill_regions_holes(): a new region in every hole between them
+                holes = np.flatnonzero(cols[1][hit[:-1]] != cols[0][hit[1:]])
+                new.extend(zip(cols[1][hit[holes]].tolist(), cols[0][hit[holes + 1]].tolist()))
+            else:
+                new.append((lo, hi))
+        if new:
+            add = np.array(new, np.int64)
+            z = np.zeros(len(new), np.int64)
+            cols = [np.concatenate([c, a]) for c, a in
+                    zip(cols, (add[:, 0], add[:, 1], z, z, z))]
+            order = np.argsort(cols[0], kind="stable")
+            cols = [c[order] for c in cols]
+        self._set(cols)
+        self._va_limits()
 
     def regions(self) -> dict[str, np.ndarray]:
         """A copy of the region arrays."""
@@ -475,8 +617,11 @@ class DamonTiering(Detector):
     def _build_contexts(self) -> list[DamonContext]:
         k, p = self.kernel, self.params
         m = k.machine
+        if p.ops == "vaddr":
+            return []                    # per process: built in start(), from the workload
         top, lower = list(m.toptier_nodes), list(m.lower_tier_nodes)
         quota_sz = int(p.quota_mb_per_s * MB * p.apply_interval_ms // 1000)
+        wm = self._wmarks()
         ctxs = []
 
         def nearest(nid, among):  # lowest distance, then lowest id
@@ -486,16 +631,58 @@ class DamonTiering(Detector):
             for nid in top:
                 goal = ("node_mem_free_bp", nid, GOAL_FREE_BP) if p.goals else None
                 s = Scheme("migrate_cold", nearest(nid, lower), 0.0, 0.0, quota_sz,
-                           self.apply_ns, goal)
+                           self.apply_ns, goal, wm)
                 ctxs.append(DamonContext(k, nid, s, p))
         if top:
             for nid in lower:
                 target = nearest(nid, top)
                 goal = ("node_mem_used_bp", target, GOAL_USED_BP) if p.goals else None
                 s = Scheme("migrate_hot", target, p.hot_min_access_pct, 100.0, quota_sz,
-                           self.apply_ns, goal)
+                           self.apply_ns, goal, wm)
                 ctxs.append(DamonContext(k, nid, s, p))
         return ctxs
+
+    def _build_va_contexts(self, groups) -> list[DamonContext]:
+        """vaddr: for each process (once per mm, in workload order) a migrate_cold context to
+        the lower tier (unless ``demote = false``) and a migrate_hot context to the top tier,
+        each monitoring the process's whole virtual address space. The targets: the top-tier
+        node nearest the process's CPU node, and the lower-tier node nearest that. A context's
+        ``nid`` (where its counters go) is the node its action moves pages from."""
+        k, p = self.kernel, self.params
+        m = k.machine
+        top, lower = list(m.toptier_nodes), list(m.lower_tier_nodes)
+        if not top or not lower:
+            return []
+        quota_sz = int(p.quota_mb_per_s * MB * p.apply_interval_ms // 1000)
+        wm = self._wmarks()
+
+        def nearest(nid, among):
+            return min(among, key=lambda t: (int(m.distance[nid][t]), t))
+
+        ctxs, seen = [], set()
+        for g in groups:
+            mm = g.mm
+            if mm.id in seen:
+                continue
+            seen.add(mm.id)
+            fast = nearest(mm.cpu_node, top)
+            slow = nearest(fast, lower)
+            if p.demote:
+                goal = ("node_mem_free_bp", fast, GOAL_FREE_BP) if p.goals else None
+                ctxs.append(DamonContext(k, fast, Scheme("migrate_cold", slow, 0.0, 0.0, quota_sz,
+                                                         self.apply_ns, goal, wm), p, mm=mm))
+            goal = ("node_mem_used_bp", fast, GOAL_USED_BP) if p.goals else None
+            ctxs.append(DamonContext(k, slow, Scheme("migrate_hot", fast, p.hot_min_access_pct,
+                                                     100.0, quota_sz, self.apply_ns, goal, wm),
+                                     p, mm=mm))
+        return ctxs
+
+    def _wmarks(self):
+        p = self.params
+        if p.wmarks_metric == "none":
+            return None
+        return (p.wmarks_metric, p.wmarks_interval_ms * MS, p.wmarks_high, p.wmarks_mid,
+                p.wmarks_low)
 
     def context(self, nid: int) -> DamonContext:
         for c in self.contexts:
@@ -511,9 +698,13 @@ class DamonTiering(Detector):
         self.next_ns = self.period_ns
         self.samples_per_aggr = max(1, self.aggr_ns // self.period_ns)
         self.samples_per_apply = max(1, self.apply_ns // self.period_ns)
+        self.samples_per_update = max(1, self.params.ops_update_ms * MS // self.period_ns)
         if self.costs is None:
             self.costs = engine.costs
+        if self.params.ops == "vaddr":
+            self.contexts = self._build_va_contexts(engine.groups)
         for ctx in self.contexts:
+            ctx.next_update_sis = self.samples_per_update
             ctx.next_aggregation_sis = self.samples_per_aggr
             if ctx.scheme is not None:
                 ctx.scheme.next_apply_sis = self.samples_per_apply
@@ -535,6 +726,8 @@ class DamonTiering(Detector):
             self._step(engine, ctx)
 
     def _step(self, engine, ctx: DamonContext) -> None:
+        if not self._wait_activation(engine, ctx):
+            return
         ctx.passed_sis += 1
         max_nr = self._check(engine, ctx)
         aggregate = ctx.passed_sis >= ctx.next_aggregation_sis
@@ -550,23 +743,50 @@ class DamonTiering(Detector):
             ctx.split(self.rng)
             ctx.nr_regions_history.append(ctx.nr_regions)
             self.kernel.vmstat.count("damon_nr_aggregations", ctx.nid, 1)
+        if ctx.mm is not None and ctx.passed_sis >= ctx.next_update_sis:
+            ctx.next_update_sis += self.samples_per_update     # kdamond_update_ops()
+            ctx.va_update()
         self._prepare(engine, ctx)
+
+    def _wait_activation(self, engine, ctx: DamonContext) -> bool:
+        """kdamond_wait_activation(): with its (only) scheme deactivated by the watermarks the
+        context does not monitor at all; it sleeps the watermark interval and checks again.
+        Returns whether the context samples in this interval. On waking active it prepares
+        fresh access checks first, as kdamond's loop does after the wait."""
+        s = ctx.scheme
+        if s is None or s.wmarks is None:
+            return True
+        if engine.now < ctx.sleep_until_ns:
+            return False
+        wait = s.wmark_wait_ns(self.kernel)
+        if wait:
+            ctx.sleep_until_ns = engine.now + wait
+            ctx.paused = True
+            return False
+        if ctx.paused:
+            ctx.paused = False
+            self._prepare(engine, ctx)
+            return False
+        return True
 
     def _prepare(self, engine, ctx: DamonContext) -> None:
         """damon_pa_prepare_access_checks(): a random page per region, made old."""
         width = ctx.end - ctx.start
         pick = ctx.start + (self.rng.random(width.size) * width).astype(np.int64)
         ctx.sampling_pfn = np.minimum(pick, ctx.end - 1)
-        pfns = ctx.sampling_pfn[lru_folio_mask(self.kernel, ctx.sampling_pfn)]
+        pfns = ctx.pfns_at(ctx.sampling_pfn)
+        pfns = pfns[pfns >= 0]
+        pfns = pfns[lru_folio_mask(self.kernel, pfns)]
         damon_folio_mkold(self.kernel, pfns)
 
     def _check(self, engine, ctx: DamonContext) -> int:
         """damon_pa_check_accesses(): was each region's sampled page young? Returns the
         largest nr_accesses."""
         k = self.kernel
-        pfns = ctx.sampling_pfn
+        pfns = ctx.pfns_at(ctx.sampling_pfn)
         acc = np.zeros(pfns.size, bool)
-        lru = lru_folio_mask(k, pfns)
+        lru = pfns >= 0
+        lru[lru] = lru_folio_mask(k, pfns[lru])
         acc[lru] = damon_folio_young(k, pfns[lru])
         ctx.nr_accesses += acc
         n = int(pfns.size)
@@ -645,8 +865,10 @@ class DamonTiering(Detector):
             return 0, 0, 0
         width = hi - lo
         region_of = np.repeat(np.arange(lo.size), width)
-        pfns = np.repeat(lo - np.concatenate([[0], np.cumsum(width)[:-1]]), width) + \
-            np.arange(int(width.sum()), dtype=np.int64)
+        pfns = ctx.pfns_at(np.repeat(lo - np.concatenate([[0], np.cumsum(width)[:-1]]), width) +
+                           np.arange(int(width.sum()), dtype=np.int64))
+        if ctx.mm is not None:           # vaddr: unmapped pages have no folio
+            region_of, pfns = region_of[pfns >= 0], pfns[pfns >= 0]
         heads_all = pm.folio_head(pfns)
         lru = (pm.flags[heads_all] & PG_lru) != 0
         heads, first = np.unique(heads_all[lru], return_index=True)
@@ -655,6 +877,8 @@ class DamonTiering(Detector):
         young = damon_folio_young(k, heads)
         damon_folio_mkold(k, heads[young])                    # matched young: mkold
         ok_filter = young if s.allow_young else ~young
+        if ctx.mm is not None:           # vaddr sees folios already on the target: no move
+            ok_filter &= pm.node_of(heads) != s.target_nid
         cand, cand_owner = heads[ok_filter], owner[ok_filter]
         nr_pages = pm.folio_nr_pages(cand)
         passed = int(nr_pages.sum()) * PAGE_SIZE
@@ -703,4 +927,5 @@ def _factory(component, kernel, costs, promoter=None):
 
 __all__ = ["DamonParams", "DamonTiering", "DamonContext", "Scheme", "PARAM_KEYS",
            "DAMON_VMSTAT", "feed_loop_next_input", "hot_score", "make_damon", "parse_params",
-           "damon_folio_mkold", "damon_folio_young", "rmap_young"]
+           "damon_folio_mkold", "damon_folio_young", "rmap_young", "free_mem_rate",
+           "va_three_regions"]
