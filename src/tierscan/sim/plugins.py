@@ -18,7 +18,8 @@ ENGINES: dict[str, object] = {}
 # the modules that register the built-in plug-ins (imported on first use)
 BUILTIN = ("tierscan.hotness.klruscand", "tierscan.hotness.numab", "tierscan.hotness.ibs",
            "tierscan.hotness.kscand", "tierscan.hotness.damon", "tierscan.hotness.oracle",
-           "tierscan.promote.pghot", "tierscan.promote.kpromoted", "tierscan.promote.direct")
+           "tierscan.promote.pghot", "tierscan.promote.kpromoted", "tierscan.promote.direct",
+           "tierscan.promote.pghot_hashheap")
 
 
 def load_all() -> None:
