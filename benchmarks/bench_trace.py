@@ -9,8 +9,8 @@ Measures, side by side in one process:
   2. the lackey parser's accesses/s, against a line-by-line Python reference parse of the same
      text (same pages checked);
   3. bytes stored per access in the fast recording;
-  4. replay accesses/s in the exact model, with and without the LLC filter, and the numba LLC
-     kernel against its Python reference.
+  4. replay accesses/s in the exact model, with and without the LLC filter (memsys/llc.py's
+     line cache), and that cache's numba kernel against its Python reference.
 Needs valgrind (exit 2 with what to install otherwise).
 """
 
@@ -31,7 +31,7 @@ from tierscan.sim.config import config_from_dict
 from tierscan.sim.run import build_engine
 from tierscan.trace.format import TraceReader
 from tierscan.trace.lackey import LackeyParser
-from tierscan.trace.llc import PageLLC, reference
+from tierscan.memsys.llc import LineCache
 from tierscan.trace.record import record
 
 ENV = {**os.environ, "LC_ALL": "C"}
@@ -71,16 +71,19 @@ def reference_parse(text: bytes) -> np.ndarray:
     return np.array(pages, np.int64)
 
 
-def replay_rate(path, llc: bool) -> tuple[float, int]:
+def replay_rate(path, llc: bool, fast: bool = True) -> tuple[float, float, int]:
+    """(trace accesses per CPU s, per wall s, LLC misses) of an exact-model replay; ``fast``
+    False: the reference path (one MM.access per batch, ExactModel.fast off)."""
     cfg = config_from_dict({"machine": {"preset": "laptop"},
                             "workload": {"name": f"trace:{path}", "llc": llc},
-                            "access_model": "exact", "duration": "1000s"})
+                            "access_model": "exact", "duration": "100000s"})
     e = build_engine(cfg)
-    t = time.perf_counter()
+    e.model.fast = fast
+    c, t = time.process_time(), time.perf_counter()
     e.run()
-    wall = time.perf_counter() - t
+    cpu, wall = time.process_time() - c, time.perf_counter() - t
     src = e.workload.processes[0].phases[0].distribution.source
-    return src.consumed / wall, src.misses
+    return src.consumed / cpu, src.consumed / wall, src.misses
 
 
 def main() -> int:
@@ -143,24 +146,26 @@ def main() -> int:
           f"{os.path.getsize(fast_tsw) / n:.3f} bytes per access")
 
     print("4. replay in the exact model (laptop preset), accesses of the trace per second")
+    replay_rate(fast_tsw, False)                           # compile the kernels
     for llc in (False, True):
-        rate, misses = replay_rate(fast_tsw, llc)
-        print(f"   LLC filter {'on ' if llc else 'off'}: {rate / 1e6:6.2f} M accesses/s "
-              f"({misses:,} reached memory of {n:,})")
-    pages = np.random.default_rng(1).zipf(1.2, 200_000).astype(np.int64) % 20_000
-    c = PageLLC(4096 * 16 * 64, 16)
-    t = time.perf_counter()
-    c.misses(pages[:10])                                   # compile
-    t = time.perf_counter()
-    a = c.misses(pages)
-    k_s = time.perf_counter() - t
-    t = time.perf_counter()
-    b = reference(pages, 64, 16)
-    r_s = time.perf_counter() - t
-    c2 = PageLLC(4096 * 16 * 64, 16)
-    ok = np.array_equal(c2.misses(pages), b)
-    print(f"   LLC kernel {pages.size / k_s / 1e6:.1f} M/s vs reference {pages.size / r_s / 1e6:.2f}"
-          f" M/s: {r_s / k_s:.0f}x, same misses: {ok}")
+        ref_cpu, _, _ = replay_rate(fast_tsw, llc, fast=False)
+        cpu, wall, misses = replay_rate(fast_tsw, llc)
+        print(f"   LLC filter {'on ' if llc else 'off'}: {cpu / 1e6:6.2f} M accesses per CPU s "
+              f"({wall / 1e6:.2f} M/s wall); reference path {ref_cpu / 1e6:.2f} M/s CPU: "
+              f"x{cpu / ref_cpu:.1f} ({misses:,} LLC misses of {n:,})")
+    lines = np.random.default_rng(1).zipf(1.2, 100_000).astype(np.int64) % 2_000_000
+    c = LineCache(1 << 20, 16)
+    c.access(lines[:10])                                   # compile
+    c = LineCache(1 << 20, 16)
+    t = time.process_time()
+    a = c.access(lines)
+    k_s = time.process_time() - t
+    t = time.process_time()
+    b = LineCache(1 << 20, 16).reference_access(lines)
+    r_s = time.process_time() - t
+    ok = np.array_equal(a, b)
+    print(f"   LLC line cache (memsys/llc.py) kernel {lines.size / k_s / 1e6:.1f} M/s vs reference "
+          f"{lines.size / r_s / 1e6:.2f} M/s: {r_s / k_s:.0f}x, same hits: {ok}")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0 if same and ok else 1
 

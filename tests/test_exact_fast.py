@@ -59,22 +59,25 @@ def test_replay_segments_counts_per_segment_and_stops_where_replay_does():
     writes = rng.random(6000) < 0.3
     ends = np.array([1000, 2500, 4000, 6000], np.int64)
     p2, m2 = pte.copy(), pmd.copy()
-    counts = np.zeros((4, 2), np.int64)
+    counts = np.zeros((4, 2, 2), np.int64)
+    cls = (pages % 3 == 0).astype(np.uint8)
     stop = replay_segments(pages, writes, ends, 0, addrs, slots, addrs[:1],
-                           addrs[-1:] + np.uint64(4096), pte, pmd, node_start, counts)
+                           addrs[-1:] + np.uint64(4096), pte, pmd, node_start, counts, cls)
     first = replay(pages, writes, 0, p2, m2, node_start, np.zeros(2, np.int64))
     assert first >= 0 and stop == np.searchsorted(ends, first, side="right")
     for s in range(stop):                  # whole segments as replay counts them
-        c = np.zeros(2, np.int64)
         a = 0 if s == 0 else ends[s - 1]
-        assert replay(pages[a:ends[s]], writes[a:ends[s]], 0, p2.copy(), m2.copy(),
-                      node_start, c) == -1
-        assert np.array_equal(c, counts[s])
+        for k in (0, 1):
+            c = np.zeros(2, np.int64)
+            m = cls[a:ends[s]] == k
+            assert replay(pages[a:ends[s]][m], writes[a:ends[s]][m], 0, p2.copy(), m2.copy(),
+                          node_start, c) == -1
+            assert np.array_equal(c, counts[s, k])
     assert np.array_equal(pte, p2) and np.array_equal(pmd, m2)   # same bits set up to the stop
     # an address outside every VMA stops the pass too
     counts[:] = 0
     assert replay_segments(pages, writes, ends, 0, addrs, slots, addrs[1:2],
-                           addrs[-1:], pte, pmd, node_start, counts) == 0
+                           addrs[-1:], pte, pmd, node_start, counts, cls[:0]) == 0
 
 
 L = {"preset": "laptop"}

@@ -1,4 +1,5 @@
-"""Replaying .tsw traces: the LLC filter, the layout, both access models, loops, damage."""
+"""Replaying .tsw traces: the layout, both access models, the LLC filter (memsys's line
+cache), loops, damage."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from tierscan.sim.config import config_from_dict
 from tierscan.sim.run import build_engine
 from tierscan.trace.format import Header, TraceFormatError, TraceWriter
-from tierscan.trace.llc import PageLLC, reference
+from tierscan.access.exact import ExactModel
 from tierscan.workload.library import make_workload
 
 HEAP, FILE = 0x4000000, 0x7f0000000000
@@ -32,16 +33,6 @@ def engine_for(path, model, **params):
                             "workload": {"name": f"trace:{path}", **params},
                             "access_model": model, "duration": "2s"})
     return build_engine(cfg)
-
-
-@pytest.mark.parametrize("ways,sets", [(1, 4), (4, 8), (16, 2)])
-def test_llc_kernel_matches_reference(ways, sets):
-    rng = np.random.default_rng(ways)
-    pages = rng.zipf(1.3, 20_000).astype(np.int64) % 300
-    c = PageLLC(4096 * ways * sets, ways)
-    got = np.concatenate([c.misses(pages[:7_000]), c.misses(pages[7_000:])])
-    assert np.array_equal(got, reference(pages, sets, ways))
-    assert 0 < got.sum() < pages.size
 
 
 def test_layout_follows_recorded_vmas(tmp_path):
@@ -68,12 +59,61 @@ def test_exact_replay_runs_every_access_in_order(tmp_path, llc):
     assert g.finished_ns is not None
     assert src.consumed == 2 * pages.size
     if llc:
-        # a 16-page cache in front of 72 pages: compulsory misses at least, hits too
+        # a 1,024-line cache in front of 72 pages of 64 lines: compulsory misses, hits too
         assert np.unique(pages).size <= src.misses < src.consumed
     else:
         assert src.misses == src.consumed
-    # every page the trace touched is mapped and was accessed (present in the page tables)
+    # every page the trace touched is mapped and was accessed (present in the page tables);
+    # hits too reach the page tables: every access is served by a node
     assert (g.mm.translate(g.addrs) >= 0).all()
+    assert sum(s.sum() for s in e.series["served"]) == src.consumed
+
+
+def test_llc_hits_cost_the_hit_time_and_still_set_the_accessed_bit(tmp_path):
+    """One page read 50,000 times: one miss, then hits at llc_hit_ns (12 ns) instead of the
+    CXL node's 240 ns; the page is young although all but one access hit the cache."""
+    p = tmp_path / "one.tsw"
+    n = 50_000
+    with TraceWriter(p, Header(source="test", vmas=[[HEAP, HEAP + 4096, "heap"]])) as w:
+        w.add(np.full(n, HEAP >> 12), np.zeros(n, bool), np.ones(n, int), np.arange(n))
+    runtime = {}
+    for llc in (False, True):
+        e = engine_for(p, "exact", llc=llc).run()
+        g = e.groups[0]
+        runtime[llc] = g.finished_ns
+        src = e.workload.processes[0].phases[0].distribution.source
+        assert src.misses == (64 if llc else n)        # the page's 64 lines, once each
+        assert g.mm.young(g.addrs).all()
+    assert runtime[False] == pytest.approx(n * 240, rel=0.01)
+    assert runtime[True] < runtime[False] / 10
+
+
+@pytest.mark.parametrize("llc", [False, True])
+def test_fast_stream_replay_is_the_reference_bit_for_bit(tmp_path, monkeypatch, llc):
+    """The compiled pass over a trace's accesses gives MM.access's results, faults included
+    (every other page PROT_NONE at the start: NUMA hint faults on their first access)."""
+    from tierscan.mm.memory import protect_slots_numa
+
+    p = tmp_path / "t.tsw"
+    write_access_trace(p)
+    out = {}
+    for fast in (True, False):
+        monkeypatch.setattr(ExactModel, "fast", fast)
+        cfg = config_from_dict({
+            "machine": {"preset": "laptop"}, "access_model": "exact", "duration": "2s",
+            "workload": {"name": f"trace:{p}", "llc": llc, "llc_size": "64KiB",
+                         "llc_ways": 4, "loops": 3},
+            "detectors": [{"name": "numab2"}]})
+        e = build_engine(cfg)
+        g = e.groups[0]
+        assert protect_slots_numa(g.mm, g.slots[::2]) > 0
+        e.run()
+        assert e.kernel.vmstat["numa_hint_faults"] > 0
+        res = e.results()
+        out[fast] = (res["final"]["runtime_ns"], res["final"]["vmstat"],
+                     [a.tolist() for a in res["series"]["served"]],
+                     e.groups[0].mm.pt.pte.tobytes())
+    assert out[True] == out[False]
 
 
 def test_rate_replay_follows_window_weights(tmp_path):
@@ -113,3 +153,19 @@ def test_damaged_trace_fails_before_the_run(tmp_path):
     p.write_bytes(bytes(raw))
     with pytest.raises(TraceFormatError, match=f"{p}: offset \\d+: .*checksum mismatch"):
         make_workload(f"trace:{p}")
+
+
+def test_layout_index_kernel_matches_its_reference(tmp_path):
+    p = tmp_path / "t.tsw"
+    pages = write_access_trace(p, n=30_000)
+    from tierscan.trace.format import TraceReader
+    from tierscan.trace.replay import Layout, _ranges_of
+
+    with TraceReader(p) as r:
+        starts, lens, kinds = _ranges_of(r.summary()["page"], sorted(r.header.vmas), 12)
+    layout = Layout(starts, lens, kinds)
+    assert len(starts) == 2
+    assert np.array_equal(layout.index(pages), layout.index_reference(pages))
+    idx = layout.index(pages)
+    assert idx.min() >= 0 and idx.max() < layout.n_pages
+    assert np.unique(idx).size == np.unique(pages).size     # one index per distinct page

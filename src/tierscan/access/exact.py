@@ -20,6 +20,7 @@ from .exact_kernels import draw_pages, guide_table
 # The tabulated distributions' inverse-CDF ``sample`` (workload/distributions.py, a layer above:
 # named, not imported), which ``draw_pages`` reproduces; any other sampler is called as is.
 INVERSE_CDF_SAMPLE = "_Tabulated.sample"
+NO_CLASSES = np.empty(0, np.uint8)
 
 
 class ExactModel(AccessModel):
@@ -109,7 +110,7 @@ class ExactModel(AccessModel):
         ms = getattr(engine, "memsys", None)
         mm = group.mm
         ends = np.arange(1, T + 1, dtype=np.int64) * n
-        counts = np.zeros((T, k.machine.nr_nodes), np.int64)
+        counts = np.zeros((T, 1, k.machine.nr_nodes), np.int64)
         compute = n * c.compute_ns_per_access
         total, t = 0.0, 0
         direct = self._direct_ok(k, group)
@@ -119,13 +120,13 @@ class ExactModel(AccessModel):
                 mm.lru_gen_bitmap = ~0           # the mm ran: lru_gen_use_mm()
                 stop = replay_segments(pages, writes, ends, t, group.addrs, group.slots,
                                        mm._starts, mm._ends, mm.pt.pte, mm.pt.pmd,
-                                       k.pm.node_start, counts)
+                                       k.pm.node_start, counts, NO_CLASSES)
             for u in range(t, stop):             # these threads took no fault
                 mem = None if ms is None else ms.exact_ns(engine, group, u,
                                                            group.addrs[pages[u * n:(u + 1) * n]])
-                mem = float(counts[u] @ lat) if mem is None else mem
+                mem = float(counts[u, 0] @ lat) if mem is None else mem
                 total += mem + compute + 0.0
-                self._served += counts[u]
+                self._served += counts[u, 0]
             if stop < T:                         # thread ``stop`` needs the kernel: as before
                 sl = slice(stop * n, (stop + 1) * n)
                 a = group.addrs[pages[sl]]
@@ -188,31 +189,55 @@ class ExactModel(AccessModel):
 
     def _advance_stream(self, engine, group, n: int) -> tuple[float, float]:
         """A recorded trace (trace/replay.py): the group's threads take n accesses each from
-        one interleaved stream, in recorded order, and run them in that order; only the ones
-        that missed the trace's cache filter reach memory, the others cost compute time only.
-        Each thread is charged a share of the time (the threads ran in parallel)."""
+        one interleaved stream, in recorded order, and run them in that order. Every access
+        reaches the page tables (an LLC hit does not hide it from the A bit or a hint fault,
+        memsys/llc.py); the trace's LLC filter says which ones memory serves: a hit costs
+        ``llc_hit_ns``, a miss its node's latency. Each thread is charged a share of the time
+        (the threads ran in parallel)."""
         k, c = engine.kernel, engine.costs
         before_consumed = getattr(group, "_stream_consumed", 0)
-        pages, writes, consumed = group.phase.distribution.take(n * group.threads)
+        pages, writes, hit, consumed = group.phase.distribution.take(n * group.threads)
         ran = consumed - before_consumed
         group._stream_consumed = consumed
         if ran == 0:          # the trace ended: finish the phase
             return float(group.remaining_in_phase()), 0.0
         self._count_heat(group, pages)
-        addrs = group.addrs[pages]
-        before = fault_counts(k)
-        served = group.mm.access(addrs, writes, cpu_node=group.spec.cpu_node)
+        served, missed, fault_ns = self._run_stream(engine, group, pages, writes, hit)
         wf = float(writes.mean()) if writes.size else 0.0
         lat = ((1 - wf) * group.load_ns + wf * group.store_ns) / group.spec.mlp
-        total = float(served @ lat) + ran * c.compute_ns_per_access + \
-            fault_cost_ns(k, c, before)
+        total = float(missed @ lat) + int(ran - missed.sum()) * c.llc_hit_ns + \
+            ran * c.compute_ns_per_access + fault_ns
         self._served += served
         used = total / group.threads
         per_thread = ran / group.threads
         self.cost[group.gid] = max(used / per_thread, 1e-3)
-        if self.sampled:
-            self._keep_for_sampling(group, [addrs], [writes])
+        if self.sampled:      # IBS keeps L3 misses only: the sampler sees the misses
+            miss = ~hit
+            self._keep_for_sampling(group, [group.addrs[pages[miss]]], [writes[miss]])
         return per_thread, used
+
+    def _run_stream(self, engine, group, pages, writes, hit):
+        """Run a trace's accesses (in one compiled pass while none needs the kernel, else
+        through MM.access): (accesses served per node, LLC misses per node, fault time)."""
+        k, mm = engine.kernel, group.mm
+        cls = (~hit).view(np.uint8)
+        if self.fast and self._direct_ok(k, group):
+            counts = np.zeros((1, 2, k.machine.nr_nodes), np.int64)
+            mm.lru_gen_bitmap = ~0
+            if replay_segments(pages, writes, np.array([pages.size]), 0, group.addrs,
+                               group.slots, mm._starts, mm._ends, mm.pt.pte, mm.pt.pmd,
+                               k.pm.node_start, counts, cls) == 1:
+                if k.debug:
+                    k.after_op()
+                return counts[0].sum(0), counts[0, 1], 0.0
+        addrs = group.addrs[pages]
+        before = fault_counts(k)
+        served = mm.access(addrs, writes, cpu_node=group.spec.cpu_node)
+        fault_ns = fault_cost_ns(k, engine.costs, before)
+        if hit.all():
+            return served, np.zeros_like(served), fault_ns
+        nodes = k.node_of(mm.translate(addrs[~hit]))
+        return served, np.bincount(nodes, minlength=k.machine.nr_nodes), fault_ns
 
     def _keep_for_sampling(self, group, chunks, chunk_writes) -> None:
         self.last[group.gid] = np.concatenate([self.last.get(group.gid, np.empty(0, np.uint64)),

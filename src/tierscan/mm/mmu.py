@@ -90,17 +90,19 @@ def replay(slots, is_write, start, pte, pmd, node_start, counts):
 
 @njit(cache=True, nogil=True)
 def replay_segments(pages, is_write, seg_ends, seg, page_addrs, page_slots, vm_starts, vm_ends,
-                    pte, pmd, node_start, counts):
+                    pte, pmd, node_start, counts, cls):
     """The exact model's batches of several threads in one call: accesses to page indices
     ``pages`` (into ``page_addrs``/``page_slots``, the group's pages), cut into segments (one
     per thread) ending at ``seg_ends``, replayed in order from segment ``seg`` as ``replay``
-    does, ``counts[s, n]`` gaining one per access of segment s served by node n.
+    does, ``counts[s, c, n]`` gaining one per access of segment s and class c served by node
+    n (``cls[i]`` is access i's class, e.g. LLC hit or miss; all class 0 if ``cls`` is empty).
 
     Stops at the first access that needs the kernel (a fault, or an address outside every
     VMA) and returns its segment, whose counts are then partial: the caller runs that segment
     through ``MM.access`` (re-applying its first accesses sets the same bits again). Returns
     the number of segments when all ran."""
     nvma = vm_starts.size
+    classed = cls.size > 0
     if nvma == 0:
         return seg
     v = 0
@@ -124,6 +126,6 @@ def replay_segments(pages, is_write, seg_ends, seg, page_addrs, page_slots, vm_s
             pfn = _touch(page_slots[pg], is_write[i], pte, pmd)
             if pfn < 0:
                 return sg
-            counts[sg, _node(pfn, node_start)] += 1
+            counts[sg, cls[i] if classed else 0, _node(pfn, node_start)] += 1
         start = end
     return seg_ends.size

@@ -24,14 +24,15 @@ import math
 import os
 
 import numpy as np
+from numba import njit
 
 from ..errors import ConfigError
+from ..memsys.llc import LINES_PER_PAGE, LineCache
 from ..units import parse_size
 from ..workload.base import Mapping, Phase, ProcessSpec, WorkloadSpec
 from ..workload.library import DEFAULT_NODE, register_prefixed_workload, _Reader
 from ..configcheck import Checker
 from .format import TraceReader
-from .llc import PageLLC
 
 GAP_PAGES = 512                      # a hole above 2 MiB splits a mapping
 DEFAULT_WINDOWS = 16
@@ -50,8 +51,34 @@ class Layout:
         self.n_pages = int(self.len.sum())
 
     def index(self, pages: np.ndarray) -> np.ndarray:
+        out = np.empty(pages.size, np.int64)
+        _index_kernel(np.ascontiguousarray(pages, np.int64), self.start, self.len, self.base, out)
+        return out
+
+    def index_reference(self, pages: np.ndarray) -> np.ndarray:
+        """``index`` in numpy (the kernel's reference, for tests)."""
         r = np.searchsorted(self.start, pages, side="right") - 1
         return self.base[r] + pages - self.start[r]
+
+
+@njit(cache=True, nogil=True)
+def _index_kernel(pages, start, length, base, out):
+    """Layout.index: the range of the previous page is tried first (a trace stays in one
+    mapping for long runs), else a binary search, as searchsorted(..., "right") - 1."""
+    n = start.size
+    r = 0
+    for i in range(pages.size):
+        p = pages[i]
+        if not (start[r] <= p and p < start[r] + length[r]):
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if start[mid] <= p:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            r = lo - 1 if lo > 0 else n - 1     # numpy's index -1 for a page below them all
+        out[i] = base[r] + p - start[r]
 
 
 def _ranges_of(pages: np.ndarray, vmas, shift: int):
@@ -113,13 +140,21 @@ class TraceWindow(WeightsWindow):
 
 
 class TraceSource:
-    """The access stream of a trace, read chunk by chunk, looped, through the LLC filter."""
+    """The access stream of a trace, read chunk by chunk, looped, with each access's LLC
+    outcome: the memory-timing layer's set-associative LRU line cache (memsys/llc.py). A trace
+    is page-granular, so each access references a line of its page drawn uniformly (as the
+    exact model's LLC does, memsys/system.py) from a fixed stream (LINE_SEED): a replay is
+    deterministic. Lines are indexed by the replaying process's page index (virtual), not by
+    pfn, so a migration does not move a page's lines to other sets."""
 
-    def __init__(self, path, layout: Layout, loops: int, llc: PageLLC | None):
+    LINE_SEED = 0x7357
+
+    def __init__(self, path, layout: Layout, loops: int, llc: LineCache | None):
         self.path, self.layout, self.loops, self.llc = path, layout, loops, llc
         self._it = None
         self._buf_idx = np.empty(0, np.int64)
-        self._buf_w = np.empty(0, np.uint8)
+        self._buf_w = np.empty(0, bool)
+        self._lines = np.random.default_rng(self.LINE_SEED)
         self.loop = 0
         self.consumed = 0
         self.misses = 0
@@ -128,28 +163,35 @@ class TraceSource:
         while self.loop < self.loops:
             with TraceReader(self.path) as r:
                 for c in r.accesses():
-                    yield self.layout.index(c["page"]), c["flags"] & 1
+                    yield self.layout.index(c["page"]), (c["flags"] & 1).view(bool)
             self.loop += 1
 
     def take(self, count: int):
-        """The next ``count`` accesses as (page indices, writes) of those that miss the LLC,
-        and how many trace accesses were consumed (fewer only at the end)."""
+        """The next ``count`` accesses as (page indices, writes, LLC hits), and how many
+        trace accesses were consumed so far (fewer than asked only at the end)."""
         if self._it is None:
             self._it = self._chunks()
-        while self._buf_idx.size < count:
+        parts_i, parts_w, have = [self._buf_idx], [self._buf_w], self._buf_idx.size
+        while have < count:
             nxt = next(self._it, None)
             if nxt is None:
                 break
-            self._buf_idx = np.concatenate([self._buf_idx, nxt[0]])
-            self._buf_w = np.concatenate([self._buf_w, nxt[1]])
+            parts_i.append(nxt[0])
+            parts_w.append(nxt[1])
+            have += nxt[0].size
+        if len(parts_i) > 1:
+            self._buf_idx, self._buf_w = np.concatenate(parts_i), np.concatenate(parts_w)
         idx, w = self._buf_idx[:count], self._buf_w[:count]
         self._buf_idx, self._buf_w = self._buf_idx[count:], self._buf_w[count:]
         self.consumed += idx.size
-        if self.llc is not None:
-            miss = self.llc.misses(idx)
-            idx, w = idx[miss], w[miss]
-        self.misses += idx.size
-        return idx, w.astype(bool), int(self.consumed)
+        if self.llc is None:
+            hit = np.zeros(idx.size, bool)
+        else:
+            line = idx * LINES_PER_PAGE
+            line += self._lines.integers(0, LINES_PER_PAGE, idx.size, dtype=np.uint8)
+            hit = self.llc.access(line)
+        self.misses += int(idx.size - np.count_nonzero(hit))
+        return idx, w, hit, int(self.consumed)
 
 
 def _access_windows(r: TraceReader, layout: Layout, windows: int, by_time: bool):
@@ -209,8 +251,8 @@ def trace_workload(arg: str, params: dict, *, where: str, field: str) -> Workloa
     llc_size = parse_size(rd._raw("llc_size", "32MiB"), where=where, field=rd.field("llc_size"))
     rd.out["llc_size"] = llc_size
     ways = rd.integer("llc_ways", 16, 1)
-    if llc_size < 4096 * ways:
-        rd.fail("llc_size", f"expected at least llc_ways pages ({4096 * ways} bytes)")
+    if llc_size < 64 * ways:
+        rd.fail("llc_size", f"expected at least llc_ways lines ({64 * ways} bytes)")
     name = rd.string("name", os.path.basename(path))
     mlp = rd.number("mlp", 1.0, 0, math.inf, lo_open=True)
     with TraceReader(path) as r:
@@ -230,7 +272,7 @@ def trace_workload(arg: str, params: dict, *, where: str, field: str) -> Workloa
         if h.kind == "access":
             by_time = h.clock == "ns"
             wins, span = _access_windows(r, layout, windows, by_time)
-            llc = PageLLC(llc_size, ways) if use_llc else None
+            llc = LineCache(llc_size, ways) if use_llc else None
             source = TraceSource(path, layout, loops, llc)
             one = []
             for i, (u, cnt, size) in enumerate(wins):
