@@ -31,9 +31,9 @@ from ..mm.vmstat import register_vmstat
 from ..sim.config import Component
 from ..sim.engine import MS, Daemon
 from ..sim.plugins import register_engine
-from .base import HW_HINTS, PGTABLE_SCAN, SOURCES, PromotionEngine
+from .base import HW_HINTS, PGTABLE_SCAN, PromotionEngine
 from ..sim.promotion_metrics import folio_identities
-from .pghot import PFN_WALK_NS, FirstReports, count_per_node, normalize_report, setup_engine
+from .pghot import PFN_WALK_NS, FirstReports, count_per_node, setup_engine, start_report
 
 KPROMOTED_HASH_ORDER = 16
 GOLDEN_RATIO_64 = 0x61C8864680B583EB          # include/linux/hash.h
@@ -92,7 +92,9 @@ def _kpromoted_update(present, freq, last, hot_node, seq, idx, nids, now, window
 
 
 class Kpromoted(Daemon):
-    """kpromoted<N>: walks every record once per interval and promotes those aimed at N."""
+    """kpromoted<N>: every ``engine.interval_ms`` calls ``engine.kpromoted_migrate(N)``. In
+    kpromoted v0 that walks every record and promotes those aimed at N; pghot v1/v2 reuse the
+    thread for their heap extraction (promote/pghot_hashheap.py)."""
 
     def __init__(self, engine: "KpromotedV0", nid: int):
         self.engine, self.nid = engine, int(nid)
@@ -146,16 +148,11 @@ class KpromotedV0(PromotionEngine):
     def record_access(self, pfns, nid, src: str, now_jiffies: int) -> int:
         """kpromoted_record_access() for each (pfn, nid) in order. Returns the records
         updated."""
-        if src not in SOURCES:
-            raise ValueError(f"unknown hotness source {src!r} (expected one of: "
-                             f"{', '.join(SOURCES)})")
         k = self.kernel
         vm, pm, n_nodes = k.vmstat, k.pm, k.machine.nr_nodes
-        pfns, nids = normalize_report(k, pfns, nid)
+        pfns, nids, where = start_report(self, pfns, nid, src, "kpromoted_recorded_accesses")
         if pfns.size == 0:
             return 0
-        where = np.where((nids >= 0) & (nids < n_nodes), nids, self.default_node)
-        count_per_node(vm, "kpromoted_recorded_accesses", where, n_nodes)
         if src in _SOURCE_COUNTER:      # v0 knows IBS and page-table scans only
             count_per_node(vm, _SOURCE_COUNTER[src], where, n_nodes)
         node = pm.node_of(pfns)

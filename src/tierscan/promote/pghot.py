@@ -190,6 +190,21 @@ def normalize_report(kernel, pfns, nid):
     return pfns, nids
 
 
+def start_report(engine, pfns, nid, src: str, counter: str):
+    """The common start of a hash-record engine's record_access (kpromoted v0, pghot v1/v2):
+    reject an unknown source, normalise the report and count ``counter`` on each report's
+    target node (``engine.default_node`` for NUMA_NO_NODE). Returns (pfns, nids, where)."""
+    if src not in SOURCES:
+        raise ValueError(f"unknown hotness source {src!r} (expected one of: "
+                         f"{', '.join(SOURCES)})")
+    k = engine.kernel
+    n_nodes = k.machine.nr_nodes
+    pfns, nids = normalize_report(k, pfns, nid)
+    where = np.where((nids >= 0) & (nids < n_nodes), nids, engine.default_node)
+    count_per_node(k.vmstat, counter, where, n_nodes)
+    return pfns, nids, where
+
+
 def lower_tier_lru_heads(kernel, lower: LowerTierPfns, pfns):
     """Which reports pass "pfn valid, not on a top-tier node, folio on an LRU" (§1.2 filters
     4-5); returns (mask over pfns, head pfns of the passing ones, their nodes)."""
@@ -347,13 +362,14 @@ class PghotV3(PromotionEngine):
         self._first = FirstReports(self.lower.size)
         self.activate = np.zeros(nr_nodes, dtype=bool)               # PGDAT_KMIGRATED_ACTIVATE
         self.walk_pos: dict[int, int] = {}     # where an unfinished walk of a node resumes
-        # per-destination pgdat promotion state (§1.5)
-        self.nbp_threshold = np.zeros(nr_nodes, dtype=np.int64)
-        self.nbp_th_start = np.zeros(nr_nodes, dtype=np.int64)
-        self.nbp_th_nr_cand = np.zeros(nr_nodes, dtype=np.int64)
-        self.nbp_rl_start = np.zeros(nr_nodes, dtype=np.int64)
-        self.nbp_rl_nr_cand = np.zeros(nr_nodes, dtype=np.int64)
+        self.init_admission_state(nr_nodes)
         self.kmigrated = [Kmigrated(self, nid) for nid in self.lower.nodes]
+
+    def init_admission_state(self, nr_nodes: int) -> None:
+        """The per-destination pgdat promotion state of §1.5 (nbp_*), all zero."""
+        for name in ("nbp_threshold", "nbp_th_start", "nbp_th_nr_cand", "nbp_rl_start",
+                     "nbp_rl_nr_cand"):
+            setattr(self, name, np.zeros(nr_nodes, dtype=np.int64))
 
     # ---- pghot_record_access ------------------------------------------------------------------
     def record_access(self, pfns, nid, src: str, now_jiffies) -> int:

@@ -47,20 +47,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..jiffies import jiffies_to_msecs
 from ..mm.constants import HZ, PG_lru
-from ..mm.migrate import (
-    OK, count_prepare_failures, migrate_misplaced_folios_batch, misplaced_prepare_reasons,
-)
+from ..mm.migrate import OK, count_prepare_failures, misplaced_prepare_reasons
 from ..mm.vmstat import register_vmstat
 from ..sim.config import Component
-from ..sim.engine import MS, Daemon
+from ..sim.engine import MS
 from ..sim.plugins import ENGINES, register_engine
-from ..sim.promotion_metrics import folio_identities
 from .base import HINT_FAULT, HW_HINTS, PGTABLE_SCAN, SOURCES, PromotionEngine
+from .kpromoted import Kpromoted
 from .pghot import (
     MASKS_INTENDED, MSEC_PER_SEC, PFN_WALK_NS, FirstReports, PghotV3, count_per_node,
-    normalize_report, setup_engine,
+    setup_engine, start_report,
 )
 
 # include/linux/pghot.h (v1)
@@ -129,19 +126,6 @@ def _record(present, freq, last, rnid, in_heap, heap_node, heap_seq, heap_nr, id
     return next_seq
 
 
-class Kpromoted(Daemon):
-    """kpromoted<N> of pghot v1/v2: one per top-tier node with CPUs, bound to it."""
-
-    def __init__(self, engine: "PghotHashHeap", nid: int):
-        self.engine, self.nid = engine, int(nid)
-        self.name = f"kpromoted{nid}"
-        self.period_ns = engine.kpromote_delay_ms * MS
-        self.cpu_node = int(nid)
-
-    def run(self, engine) -> bool:
-        return self.engine.kpromoted_migrate(self.nid, engine)
-
-
 class PghotHashHeap(PghotV3):
     """pghot v1 (``version = "v1"``) or v2 (``"v2"``): hash + heap, kpromoted threads. Reuses
     pghot v3's admission and batching for v2 (``PghotV3._promote``)."""
@@ -166,7 +150,7 @@ class PghotHashHeap(PghotV3):
         p = setup_engine(self, kernel, costs, component, params)
         self.freq_window_ms = p["freq_window_ms"]
         self.freq_threshold = p["freq_threshold"]
-        self.kpromote_delay_ms = p["kpromote_delay_ms"]
+        self.interval_ms = p["kpromote_delay_ms"]         # KPROMOTE_DELAY, for Kpromoted
         self.batch = p["batch"]
         self.default_node = p["default_node"]
         self.sources = frozenset(p["sources"])
@@ -191,13 +175,9 @@ class PghotHashHeap(PghotV3):
         self.heap_nr = np.zeros(nr_nodes, np.int64)
         self._next_seq = 0
         self._first = FirstReports(n)
-        # v2's admission state (§1.5), as pghot v3 keeps it
-        self.nbp_threshold = np.zeros(nr_nodes, np.int64)
-        self.nbp_th_start = np.zeros(nr_nodes, np.int64)
-        self.nbp_th_nr_cand = np.zeros(nr_nodes, np.int64)
-        self.nbp_rl_start = np.zeros(nr_nodes, np.int64)
-        self.nbp_rl_nr_cand = np.zeros(nr_nodes, np.int64)
+        self.init_admission_state(nr_nodes)     # v2's admission (§1.5), as pghot v3 keeps it
         top = set(kernel.machine.toptier_nodes)
+        # kpromoted<N>: kpromoted v0's thread, calling this engine's kpromoted_migrate
         self.threads = [Kpromoted(self, nid) for nid in kernel.machine.cpu_nodes if nid in top]
 
     def _window(self) -> int:
@@ -207,16 +187,11 @@ class PghotHashHeap(PghotV3):
     def record_access(self, pfns, nid, src: str, now_jiffies: int) -> int:
         """pghot_record_access() (v1/v2) for each (pfn, nid) in order. Returns the records
         updated."""
-        if src not in SOURCES:
-            raise ValueError(f"unknown hotness source {src!r} (expected one of: "
-                             f"{', '.join(SOURCES)})")
         k = self.kernel
         vm, pm, n_nodes = k.vmstat, k.pm, k.machine.nr_nodes
-        pfns, nids = normalize_report(k, pfns, nid)
+        pfns, nids, where = start_report(self, pfns, nid, src, "pghot_recorded_accesses")
         if pfns.size == 0:
             return 0
-        where = np.where((nids >= 0) & (nids < n_nodes), nids, self.default_node)
-        count_per_node(vm, "pghot_recorded_accesses", where, n_nodes)
         if src not in self.sources:                  # -EINVAL
             return 0
         count_per_node(vm, _SOURCE_COUNTER[src], where, n_nodes)
@@ -290,7 +265,8 @@ class PghotHashHeap(PghotV3):
         else:
             reasons = misplaced_prepare_reasons(k, go, nid)
             count_prepare_failures(k, reasons[reasons > OK], nid)
-            self._flush(go[reasons == OK], nid, engine)
+            if (reasons == OK).any():
+                self._flush(go[reasons == OK], nid, engine)
         k.after_op()
         return yielded
 
@@ -305,18 +281,6 @@ class PghotHashHeap(PghotV3):
 
     def _latency_ms(self, times) -> np.ndarray:
         return ((self.kernel.jiffies - times) & self.time_mask) * MSEC_PER_SEC // HZ
-
-    def _flush(self, heads, nid: int, engine) -> None:
-        """migrate_misplaced_folios_batch() of the prepared folios; promotions are noted."""
-        if heads.size == 0:
-            return
-        k = self.kernel
-        ids = folio_identities(k, heads)
-        ok = migrate_misplaced_folios_batch(k, heads, nid)
-        if ok.any():
-            self.note_promoted(heads[ok], engine.now, ids[ok])
-            old = heads[ok]
-            self._first.promoted(self, self.lower.index(old, k.node_of(old)), old)
 
 
 class PghotV2(PghotHashHeap):
@@ -362,4 +326,4 @@ def _pghot(component, kernel, costs):
     return ENGINES[chosen.name](chosen, kernel, costs)
 
 
-__all__ = ["Kpromoted", "PghotHashHeap", "PghotV2", "VERSIONS"]
+__all__ = ["PghotHashHeap", "PghotV2", "VERSIONS"]
