@@ -95,9 +95,9 @@ class DamonParams:
     # 500/400/200), an example, not a published tiering setting.
     # operations set: "paddr" (one context per node, as the tiering examples) or "vaddr" (one
     # context per process and action: the process's virtual address space, regions following
-    # its VMAs, updated every ops_update_ms; damo's default 1 s, an estimate for a run)
+    # its VMAs, updated every ops_update_ms: damon_new_ctx()'s ops_update_interval, 60 s)
     ops: str = "paddr"
-    ops_update_ms: int = 1000
+    ops_update_ms: int = 60_000
     wmarks_metric: str = "none"
     wmarks_interval_ms: int = 5000
     wmarks_high: int = 500
