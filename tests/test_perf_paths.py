@@ -266,3 +266,160 @@ def test_pghot_reports_with_per_report_jiffies_equal_one_call_per_jiffy():
     for a, b in zip(*out):
         assert a == b if isinstance(a, dict) else np.array_equal(a, b)
     assert (out[0][0].view(np.int64) < 0).any()        # some records became READY
+
+
+class _Recorder:
+    """Remap hook and migration accounting that log every call (their sums are floating
+    point: a queued migration must make the same calls, in the same order)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def hook(self, mm, slots, src, dst):
+        self.calls.append(("remap", mm.id, np.asarray(slots).tolist(),
+                           np.asarray(src).tolist(), dst))
+
+    def migrated(self, order, count, mms, flushes=1, src_nids=None, dst_nid=None):
+        self.calls.append(("migrated", order, count, sorted(m.id for m in mms), flushes,
+                           np.asarray(src_nids).tolist(), dst_nid))
+
+
+def _queue_kernel():
+    """DRAM with partly used 2 MiB blocks; on the CXL node THPs, order-0 anon and file pages
+    of two processes; the folios to migrate shuffled (THPs in several batches), cut into
+    batches of 100."""
+    from conftest import machine_dict
+
+    k = Kernel(Machine.from_dict(machine_dict(["64MiB", "64MiB"])), seed=0)
+    rec = _Recorder()
+    k.remap_hooks.append(rec.hook)
+    k.accounting = rec
+    a = k.spawn("a")
+    d = a.mmap(1500 * PAGE, kind="anon", populate=True, policy="bind", nodes=[0])
+    a.munmap(d.start + 300 * PAGE, 700 * PAGE)                    # partial blocks on DRAM
+    a.mmap(4 * HPAGE, kind="anon", thp=True, populate=True, policy="bind", nodes=[1])
+    a.mmap(700 * PAGE, kind="anon", populate=True, policy="bind", nodes=[1])
+    b = k.spawn("b")
+    b.mmap(3 * HPAGE, kind="anon", thp=True, populate=True, policy="bind", nodes=[1])
+    b.mmap(400 * PAGE, kind="file", populate=True, policy="bind", nodes=[1])
+    lo, hi = k.pm.node_range(1)
+    flags = k.pm.flags[lo:hi]
+    from tierscan.mm.constants import PG_allocated, PG_lru, PG_tail
+    heads = np.flatnonzero(((flags & PG_lru) != 0) & ((flags & PG_tail) == 0) &
+                           ((flags & PG_allocated) != 0)) + lo
+    assert (k.pm.order[heads] == 9).sum() == 7
+    heads = np.random.default_rng(9).permutation(heads)
+    return k, rec, np.array_split(heads, -(-heads.size // 100))
+
+
+def test_migration_queue_is_one_batch_at_a_time():
+    """Batches queued and migrated together leave the state, counters, remap-hook calls and
+    charges of migrate_misplaced_folios_batch called for each in turn (order-0 pages filling
+    partly used blocks while THPs take whole ones), and while they wait node_free reads as
+    after each batch."""
+    from tierscan.mm.migrate import MigrationQueue, migrate_misplaced_folios_batch
+
+    k, rec, batches = _queue_kernel()
+    free_after = []
+    for b in batches:
+        assert migrate_misplaced_folios_batch(k, b, 0).all()
+        free_after.append(k.pm.node_free.copy())
+    seq, seq_calls = kernel_state(k), rec.calls
+
+    k, rec, batches = _queue_kernel()
+    q = MigrationQueue(k)
+    for b, free in zip(batches, free_after):
+        assert q.add(b, 0)
+        assert k.pm.node_free.tolist() == free.tolist()
+    assert rec.calls == []                                  # nothing migrated yet
+    oks = q.run()
+    assert [ok.size for ok in oks] == [b.size for b in batches] and all(ok.all() for ok in oks)
+    assert q.batches == [] and q.run() == []
+    queued = kernel_state(k)
+    assert seq.keys() == queued.keys()
+    for key in seq:
+        if isinstance(seq[key], dict):
+            assert seq[key] == queued[key], key
+        else:
+            assert np.array_equal(seq[key], queued[key]), key
+    # each kind in its order (hooks and charges touch separate state: the queue makes every
+    # hook call, then every charge)
+    for kind in ("remap", "migrated"):
+        assert [c for c in rec.calls if c[0] == kind] == [c for c in seq_calls if c[0] == kind]
+    assert sum(c[0] == "migrated" and c[1] == 9 for c in seq_calls) > 1   # THPs in batches
+    assert seq["vmstat"]["thp_migration_success"] == 7
+
+
+def test_migration_queue_refuses_what_would_not_be_the_same():
+    """No queueing of a batch for another target, one already on the target, or pages past
+    the target's MIN watermark; a refused batch changes nothing."""
+    from tierscan.mm.migrate import MigrationQueue
+    from tierscan.mm.physmem import WMARK_MIN
+
+    k, _, batches = _queue_kernel()
+    q = MigrationQueue(k)
+    assert q.add(batches[0], 0)
+    free = k.pm.node_free.copy()
+    assert not q.add(batches[1], 1)                         # another target
+    q2 = MigrationQueue(k)
+    assert not q2.add(batches[1], 1)                        # already there
+    assert k.pm.node_free.tolist() == free.tolist() and len(q.batches) == 1
+    k, _, batches = _queue_kernel()
+    small = np.concatenate(batches)
+    small = small[k.pm.order[small] == 0]
+    k.pm.node_free[0] = k.pm.watermarks[0, WMARK_MIN] + 150   # room for 150 pages
+    q = MigrationQueue(k)
+    assert q.add(small[:100], 0) and q.add(small[100:150], 0)
+    assert not q.add(small[150:151], 0) and len(q.batches) == 2
+
+
+def test_kmigrated_queue_gives_the_per_batch_results(monkeypatch):
+    """A kmigrated wake whose batches fill the DRAM node part way (admission refuses the
+    rest as unbalanced, and the last batches do not fit the queue) ends as with every batch
+    migrated at its flush: while batches wait, admission reads the free pages they took."""
+    from conftest import machine_dict
+    from test_promote import FakeEngine, at
+
+    from tierscan.mm import migrate
+    from tierscan.promote.pghot import PghotV3
+
+    runs = []
+    real_run = migrate.MigrationQueue.run
+
+    def counted_run(self):
+        runs.append(len(self.batches))
+        return real_run(self)
+
+    def run(queue: bool):
+        if queue:
+            monkeypatch.setattr(migrate.MigrationQueue, "run", counted_run)
+        else:
+            monkeypatch.setattr(migrate.MigrationQueue, "add", lambda self, h, nid: False)
+        k = Kernel(Machine.from_dict(machine_dict(["32MiB", "64MiB"])), seed=0, debug=True)
+        mm = k.spawn("p")
+        mm.mmap(2 * HPAGE, kind="anon", thp=True, populate=True, policy="bind", nodes=[1])
+        vma = mm.mmap(9000 * PAGE, kind="anon", populate=True, policy="bind", nodes=[1])
+        pfns = mm.translate(vma.start + np.arange(9000) * PAGE)
+        thps = mm.translate(mm.vmas[0].start + np.arange(2) * HPAGE)
+        e = PghotV3(k, batch=256)
+        for t in (1000, 1001, 1002):
+            e.record_access(np.concatenate([thps, pfns]), -1, "hintfault", at(k, t))
+        at(k, 1100)
+        fe = FakeEngine(k)
+        e.kmigrated[0].run(fe)
+        monkeypatch.undo()
+        st = kernel_state(k)
+        st["records"] = e.records.copy()
+        st["promoted"] = np.concatenate(e.promoted_pfns)
+        st["first"] = dict(e.first_report_ns)
+        st["cpu"] = fe.cpu_ns
+        return st
+
+    per_batch, queued = run(False), run(True)
+    for key in per_batch:
+        a, b = per_batch[key], queued[key]
+        assert (a == b if not isinstance(a, np.ndarray) else np.array_equal(a, b)), key
+    vm = per_batch["vmstat"]
+    assert 4000 < vm["pgpromote_success"] < 9000                 # DRAM filled part way
+    assert vm["pgmigrate_prepare_fail_unbalanced"] > 0
+    assert max(runs) >= 10                                        # batches did wait together

@@ -291,13 +291,13 @@ def test_kmigrated_batches_by_target_and_size():
         e.record_access(pfns, target, "hintfault", at(k, t))
     calls = []
     import tierscan.promote.pghot as pg
-    real = pg.migrate_misplaced_folios_batch
-    pg.migrate_misplaced_folios_batch = lambda kk, h, nid: calls.append((len(h), nid)) or \
-        real(kk, h, nid)
+    real = pg.PghotV3._flush        # the batches as flushed (migrated now or queued)
+    pg.PghotV3._flush = lambda self, q, h, nid, eng: calls.append((len(h), nid)) or \
+        real(self, q, h, nid, eng)
     try:
         kmigrated(e, 1100, nid=2)
     finally:
-        pg.migrate_misplaced_folios_batch = real
+        pg.PghotV3._flush = real
     assert calls == [(8, 0), (8, 0), (4, 0), (8, 1), (8, 1), (4, 1)]
     assert k.node_of(mm.translate(addrs)).tolist() == target.tolist()
 
@@ -324,13 +324,13 @@ def test_kmigrated_literal_batching_ignores_the_target_change(literal):
     target = np.where(np.arange(40) < 20, 0, 1)
     calls = []
     import tierscan.promote.pghot as pg
-    real = pg.migrate_misplaced_folios_batch
-    pg.migrate_misplaced_folios_batch = lambda kk, h, nid: calls.append((len(h), nid)) or \
-        real(kk, h, nid)
+    real = pg.PghotV3._flush        # the batches as flushed (migrated now or queued)
+    pg.PghotV3._flush = lambda self, q, h, nid, eng: calls.append((len(h), nid)) or \
+        real(self, q, h, nid, eng)
     try:
         e._promote(pfns[order], target[order], np.zeros(40, np.int64), FakeEngine(k))
     finally:
-        pg.migrate_misplaced_folios_batch = real
+        pg.PghotV3._flush = real
     got = k.node_of(mm.translate(addrs))[order].tolist()
     if literal:
         assert calls == [(8, 0), (8, 0), (8, 1), (8, 1), (8, 1)]

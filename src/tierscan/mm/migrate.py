@@ -20,8 +20,8 @@ from .constants import (
 )
 from .memcontrol import mem_cgroup_migrate
 from .pagetable import mk_pte
-from .physmem import WMARK_HIGH, WMARK_MIN
-from .rmap import rmap_walk
+from .physmem import BLOCK, WMARK_HIGH, WMARK_MIN
+from .rmap import Sites, rmap_walk
 from .vmstat import register_vmstat
 
 _COPIED = ("flags", "lru_gen_refs", "memcg", "mapcount", "mapping", "index", "content",
@@ -113,9 +113,16 @@ def remove_migration_bits(entries) -> np.ndarray:
     return np.where(hinted, (bits & ~_PAGE_PROTNONE) | _PAGE_PRESENT, bits)
 
 
-def move_folios(kernel, old, new) -> set:
+def move_folios(kernel, old, new, chunks=None):
     """Move folios ``old`` to the already allocated folios ``new`` of the same orders.
-    Returns the mms whose page tables changed (their TLBs need a shootdown)."""
+    Returns the mms whose page tables changed (their TLBs need a shootdown).
+
+    ``chunks`` (folio offsets into ``old``, from 0 to old.size) cut the folios into groups
+    that each stand for a move_folios() call of its own, made in order: the remap hooks hear
+    of each group separately (their sums are floating point, so one call over all would not
+    add up bit for bit) and the mms are returned as one set per group. Everything else a move
+    does is per folio or an integer count, so it is the same done at once (the caller keeps
+    to one target lruvec: lru_add numbers the list positions per lruvec)."""
     pm = kernel.pm
     kernel.lru_del(old)
     old_p, new_p = pm.folio_pfns(old), pm.folio_pfns(new)
@@ -123,10 +130,20 @@ def move_folios(kernel, old, new) -> set:
         arr = getattr(pm, name)
         arr[new_p] = arr[old_p]
     src_nid, dst_nid = kernel.node_of(old_p), int(kernel.node_of(new_p[:1])[0])
-    mms = set()
-    for s in rmap_walk(kernel, old_p):
-        _notify_remap(kernel, s, old_p, src_nid, dst_nid)
-        mms.add(s.mm)
+    sites = rmap_walk(kernel, old_p)
+    if chunks is None:
+        groups = [sites]
+    else:
+        page_at = np.r_[0, np.cumsum(pm.folio_nr_pages(old))][np.asarray(chunks)]
+        groups = [_sites_within(sites, a, b) for a, b in zip(page_at[:-1], page_at[1:])]
+    per_group = []
+    for group in groups:
+        mms = set()
+        for s in group:
+            _notify_remap(kernel, s, old_p, src_nid, dst_nid)
+            mms.add(s.mm)
+        per_group.append(mms)
+    for s in sites:
         table = s.mm.pt.pmd if s.pmd else s.mm.pt.pte
         target = new_p[s.pos] & ~np.int64(511) if s.pmd else new_p[s.pos]  # a PMD maps the head
         table[s.slots] = mk_pte(target, 0) | remove_migration_bits(table[s.slots])
@@ -137,7 +154,18 @@ def move_folios(kernel, old, new) -> set:
     kernel.free_pages(old)
     mem_cgroup_migrate(kernel, new)
     kernel.lru_add(new)
-    return mms
+    return per_group[0] if chunks is None else per_group
+
+
+def _sites_within(sites, lo: int, hi: int) -> list:
+    """The part of rmap_walk's ``sites`` for queried pfns [lo, hi), as rmap_walk of those
+    pfns alone lists them (same mms and order; ``pos`` stays an index into the whole query)."""
+    out = []
+    for s in sites:
+        keep = (s.pos >= lo) & (s.pos < hi)
+        if keep.any():
+            out.append(Sites(s.mm, s.pmd, s.slots[keep], s.pos[keep]))
+    return out
 
 
 # ---- misplaced-folio migration (NUMA balancing, pghot's kmigrated, kpromoted) ----------------
@@ -263,6 +291,133 @@ def migrate_misplaced_folios_batch(kernel, heads, target_nid: int,
     if failed:
         vm.count(MIGRATE_FAIL_TARGET_FULL, target_nid, failed)
     return ok
+
+
+class MigrationQueue:
+    """migrate_misplaced_folios_batch() calls to one target, queued while the caller goes on
+    deciding (kmigrated's walk flushes a batch every 512 folios) and done together by
+    ``run``, which costs about as much as one batch instead of one per batch. tierscan's own
+    (not a kernel structure); the results are bit for bit those of migrating each batch when
+    it was queued, because ``add`` takes only batches for which that holds:
+
+    - every allocation succeeds: the pages of all queued batches fit above the target's MIN
+      watermark (a batch's own allocation goes down to MIN), and THPs, which take whole free
+      blocks from the bottom of the node, cannot meet the order-0 pages, which take partly
+      used blocks and then whole blocks from the top (PhysMem.alloc). Taking n pages and
+      then m is then taking n + m in one go: the same pfns in the same order;
+    - the folios leave other nodes (the frees of one batch cannot feed the next one's
+      allocation) and all belong to one memcg (one target lruvec, whose list positions are
+      numbered in the order the folios are added, batch after batch);
+    - the remap hooks and the migration's charges, whose sums are floating point, are still
+      called once per batch and order, in the sequential order (move_folios' ``chunks``).
+
+    While batches are queued, ``pm.node_free`` shows their pages as migrated (taken on the
+    target, freed on their nodes): the free-page checks between batches (admission,
+    migrate_balanced_pgdat, wakeup_kswapd's balance test) read exactly what they would read
+    after each batch's migration. Nothing else those checks read is changed by a migration.
+    ``run`` must be called before anything else looks at the kernel.
+    """
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.batches: list[np.ndarray] = []
+        self.target = -1
+
+    def add(self, heads, target_nid: int) -> bool:
+        """Queue one batch for ``target_nid``; False (nothing queued) when the batch cannot
+        join the queue: the caller runs the queue and tries again, or migrates it itself."""
+        pm = self.kernel.pm
+        heads = np.asarray(heads, dtype=np.int64)
+        target_nid = int(target_nid)
+        if heads.size == 0 or (self.batches and target_nid != self.target):
+            return False
+        src = pm.node_of(heads)
+        memcg = pm.memcg[heads]
+        orders = pm.order[heads]
+        if (src == target_nid).any() or (src < 0).any() or (memcg != memcg[0]).any() or \
+                ((orders != 0) & (orders != HPAGE_PMD_ORDER)).any():
+            return False
+        if not self.batches:
+            self.target, self.memcg = target_nid, int(memcg[0])
+            self.room = pm.allowance(target_nid, WMARK_MIN)
+            self.whole = None
+            self.n0 = self.n9 = 0
+        elif int(memcg[0]) != self.memcg:
+            return False
+        n9 = int(np.count_nonzero(orders))
+        n0 = heads.size - n9
+        pages = n0 + (n9 << HPAGE_PMD_ORDER)
+        if pages > self.room:
+            return False
+        if self.n9 + n9:
+            if self.whole is None:   # nothing is allocated while batches wait: count once
+                lo, hi = pm.node_range(target_nid)
+                self.whole = int(np.count_nonzero(pm.block_free[lo // BLOCK:hi // BLOCK] ==
+                                                  BLOCK))
+            if self.n9 + n9 + -(-(self.n0 + n0) // BLOCK) > self.whole:
+                return False
+        self.room -= pages
+        self.n0 += n0
+        self.n9 += n9
+        self._show_moved(heads, src, +1)
+        self.batches.append(heads)
+        return True
+
+    def _show_moved(self, heads, src, sign: int) -> None:
+        pm = self.kernel.pm
+        nr = pm.folio_nr_pages(heads)
+        delta = np.bincount(src, weights=nr, minlength=pm.nr_nodes).astype(np.int64)
+        delta[self.target] -= int(nr.sum())
+        pm.node_free += sign * delta
+
+    def run(self) -> list[np.ndarray]:
+        """Migrate the queued batches (migrate_misplaced_folios_batch of each, in order) and
+        empty the queue. Returns each batch's success mask (all True: see ``add``)."""
+        batches, self.batches = self.batches, []
+        if not batches:
+            return []
+        k, target = self.kernel, self.target
+        pm = k.pm
+        heads = np.concatenate(batches)
+        src = pm.node_of(heads)
+        self._show_moved(heads, src, -1)
+        nr = pm.folio_nr_pages(heads)
+        src_tier = _tiers(k)[src]
+        pingpong = _recently_demoted(k, heads, target)
+        orders = pm.order[heads]
+        new = np.empty(heads.size, np.int64)
+        for order in unique(orders):
+            idx = np.flatnonzero(orders == order)
+            got, _ = _alloc_on(k, idx.size, int(order), target, WMARK_MIN)
+            if got.size != idx.size:   # add() rules this out
+                raise AssertionError("MigrationQueue: an allocation came short")
+            new[idx] = got
+        # move in the order the batches would have: batch by batch, each order by order
+        batch = np.repeat(np.arange(len(batches)), [b.size for b in batches])
+        seq = np.lexsort((orders, batch))
+        key = batch[seq] * 16 + orders[seq]
+        chunks = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1, heads.size]
+        mms = move_folios(k, heads[seq], new[seq], chunks)
+        if k.accounting is not None:
+            for i, (a, b) in enumerate(zip(chunks[:-1], chunks[1:])):
+                k.accounting.migrated(int(orders[seq[a]]), int(b - a), mms[i], 1,
+                                      src_nids=src[seq[a:b]], dst_nid=target)
+        vm = k.vmstat
+        for order in unique(orders):
+            n = int(np.count_nonzero(orders == order))
+            vm.count("pgmigrate_success", target, n << int(order))
+            vm.count("pgmigrate_fail", target, 0)
+            if order == HPAGE_PMD_ORDER:
+                vm.count("thp_migration_success", target, n)
+                vm.count("thp_migration_fail", target, 0)
+        if pingpong.any():
+            vm.count(PINGPONG, target, int(nr[pingpong].sum()))
+        vm.count("numa_pages_migrated", target, int(nr.sum()))
+        if _tiers(k)[target] == 0:
+            promoted = int(nr[src_tier > 0].sum())
+            if promoted:
+                vm.count("pgpromote_success", target, promoted)
+        return [np.ones(b.size, bool) for b in batches]
 
 
 def migrate_misplaced_folio(kernel, head: int, target_nid: int) -> bool:

@@ -29,7 +29,8 @@ from ..configcheck import is_int
 from ..jiffies import UINT_MASK, jiffies_to_clock_ns, jiffies_to_msecs
 from ..mm.constants import HZ, PAGE_SHIFT, PG_lru, PG_tail
 from ..mm.migrate import (
-    OK, count_prepare_failures, migrate_misplaced_folios_batch, misplaced_prepare_reasons,
+    OK, MigrationQueue, count_prepare_failures, migrate_misplaced_folios_batch,
+    misplaced_prepare_reasons,
 )
 from ..mm.physmem import WMARK_PROMO
 from ..mm.vmstat import register_vmstat
@@ -578,6 +579,7 @@ class PghotV3(PromotionEngine):
         ref_th = self.freq_window_ms
         pending: list[np.ndarray] = []
         pending_n, pending_nid = 0, -1
+        queue = MigrationQueue(k)     # the flushes, migrated together where that is exact
         pos = 0
         first_window = window = 2 * self.batch + 2     # room for a flush when most folios go
         while pos < n:
@@ -629,14 +631,15 @@ class PghotV3(PromotionEngine):
             if trigger >= 0:
                 # as posted, cur_nid is the trigger's target when the batch is flushed
                 nid = int(d[trigger]) if self.literal else pending_nid
-                self._flush(np.concatenate(pending), nid, engine)
+                self._flush(queue, np.concatenate(pending), nid, engine)
                 pending, pending_n, pending_nid = [h[[trigger]]], 1, int(d[trigger])
                 window = first_window
             else:                                   # mostly refused: look further ahead
                 window = min(2 * window, _MAX_WINDOW)
             pos += cut
         if pending_n:
-            self._flush(np.concatenate(pending), pending_nid, engine)
+            self._flush(queue, np.concatenate(pending), pending_nid, engine)
+        self._run_queue(queue, engine)
 
     def _commit(self, d, f, fe, lat_ok, rl_ok, cand_after, reasons, now_ms) -> None:
         """Apply the state changes and counts of the processed folios."""
@@ -662,11 +665,28 @@ class PghotV3(PromotionEngine):
         for dst in unique(d[failed]):
             count_prepare_failures(self.kernel, reasons[failed & (d == dst)], int(dst))
 
-    def _flush(self, heads, nid: int, engine) -> None:
-        """migrate_misplaced_folios_batch() of one batch; promotions are noted."""
+    def _flush(self, queue: MigrationQueue, heads, nid: int, engine) -> None:
+        """migrate_misplaced_folios_batch() of one batch: queued with the batches before it
+        when that gives the same results (MigrationQueue: the free-page checks that follow
+        see the batch as migrated), else after them on its own."""
+        if queue.add(heads, nid):
+            return
+        self._run_queue(queue, engine)
+        if queue.add(heads, nid):
+            return
+        self._promoted(heads, folio_identities(self.kernel, heads),
+                       migrate_misplaced_folios_batch(self.kernel, heads, nid), engine)
+
+    def _run_queue(self, queue: MigrationQueue, engine) -> None:
+        """Migrate the queued batches; promotions are noted."""
+        if not queue.batches:
+            return
+        heads = np.concatenate(queue.batches)
+        ids = folio_identities(self.kernel, heads)    # before the migration frees them
+        self._promoted(heads, ids, np.concatenate(queue.run()), engine)
+
+    def _promoted(self, heads, ids, ok, engine) -> None:
         k = self.kernel
-        ids = folio_identities(k, heads)
-        ok = migrate_misplaced_folios_batch(k, heads, nid)
         if ok.any():
             self.note_promoted(heads[ok], engine.now, ids[ok])
             old = heads[ok]
