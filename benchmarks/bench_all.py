@@ -28,6 +28,7 @@ BENCHES = [
     ("bench_memory.py", [], ["--size-gib", "1"]),
     ("bench_sample.py", [], ["--repeat", "2"]),
     ("bench_access.py", [], ["--quick"]),
+    ("bench_memsys.py", [], ["--scale", "0.125"]),
 ]
 
 

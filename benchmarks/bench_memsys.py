@@ -4,6 +4,7 @@ default) under latency_model = "idle" and "loaded", in one process, and the rati
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py --scale 0.125
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py --dram-channels 2 --cxl-devices 2
+    (--json PATH: also the figure for bench_all.py's table)
 
 The goal (issue 12): the loaded run takes no more than 10% longer per simulated tick (the
 two models simulate different run times, so whole-run CPU times are printed too). Also
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
+from _report import add_json_arg, row, write_rows
 
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.memsys.system import MemorySystem
@@ -51,6 +54,7 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--dram-channels", type=int, help="memory configuration (default: preset's)")
     ap.add_argument("--cxl-devices", type=int, help="memory configuration (default: preset's)")
+    add_json_arg(ap)
     args = ap.parse_args()
     memory = {"dram_channels": args.dram_channels, "cxl_devices": args.cxl_devices}
     idle_s, idle, _ = timed_run(args.mode, args.source, args.scale, "idle", memory)
@@ -65,8 +69,15 @@ def main() -> int:
           f"{loaded.memsys.solves} solves, {in_memsys:.2f} s in memsys "
           f"({in_memsys / max(tl, 1) * 1e6:.0f} us per tick)")
     # the loaded model changes the simulated run time, so compare CPU time per simulated tick
-    print(f"  loaded / idle CPU time per simulated tick: {(loaded_s / tl) / (idle_s / ti):.3f} "
+    per_tick = (loaded_s / tl) / (idle_s / ti)
+    print(f"  loaded / idle CPU time per simulated tick: {per_tick:.3f} "
           f"(goal <= 1.10); whole runs: {loaded_s / idle_s:.3f}")
+    write_rows(args.json, [row(
+        f"loaded latency model, Mode {args.mode} {args.source} (scale {args.scale:g})",
+        "<= 1.10 x idle per tick",
+        f"{loaded_s / tl * 1e3:.2f} vs {idle_s / ti * 1e3:.2f} ms CPU per tick; "
+        f"{in_memsys / max(tl, 1) * 1e6:.0f} us in memsys",
+        per_tick <= 1.10, f"x{per_tick:.3f} vs the idle model")])
     return 0
 
 
