@@ -292,8 +292,8 @@ def test_kmigrated_batches_by_target_and_size():
     calls = []
     import tierscan.promote.pghot as pg
     real = pg.PghotV3._flush        # the batches as flushed (migrated now or queued)
-    pg.PghotV3._flush = lambda self, q, h, nid, eng: calls.append((len(h), nid)) or \
-        real(self, q, h, nid, eng)
+    pg.PghotV3._flush = lambda self, h, nid, eng, q=None: calls.append((len(h), nid)) or \
+        real(self, h, nid, eng, q)
     try:
         kmigrated(e, 1100, nid=2)
     finally:
@@ -325,8 +325,8 @@ def test_kmigrated_literal_batching_ignores_the_target_change(literal):
     calls = []
     import tierscan.promote.pghot as pg
     real = pg.PghotV3._flush        # the batches as flushed (migrated now or queued)
-    pg.PghotV3._flush = lambda self, q, h, nid, eng: calls.append((len(h), nid)) or \
-        real(self, q, h, nid, eng)
+    pg.PghotV3._flush = lambda self, h, nid, eng, q=None: calls.append((len(h), nid)) or \
+        real(self, h, nid, eng, q)
     try:
         e._promote(pfns[order], target[order], np.zeros(40, np.int64), FakeEngine(k))
     finally:

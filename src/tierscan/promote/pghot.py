@@ -631,14 +631,14 @@ class PghotV3(PromotionEngine):
             if trigger >= 0:
                 # as posted, cur_nid is the trigger's target when the batch is flushed
                 nid = int(d[trigger]) if self.literal else pending_nid
-                self._flush(queue, np.concatenate(pending), nid, engine)
+                self._flush(np.concatenate(pending), nid, engine, queue)
                 pending, pending_n, pending_nid = [h[[trigger]]], 1, int(d[trigger])
                 window = first_window
             else:                                   # mostly refused: look further ahead
                 window = min(2 * window, _MAX_WINDOW)
             pos += cut
         if pending_n:
-            self._flush(queue, np.concatenate(pending), pending_nid, engine)
+            self._flush(np.concatenate(pending), pending_nid, engine, queue)
         self._run_queue(queue, engine)
 
     def _commit(self, d, f, fe, lat_ok, rl_ok, cand_after, reasons, now_ms) -> None:
@@ -665,15 +665,16 @@ class PghotV3(PromotionEngine):
         for dst in unique(d[failed]):
             count_prepare_failures(self.kernel, reasons[failed & (d == dst)], int(dst))
 
-    def _flush(self, queue: MigrationQueue, heads, nid: int, engine) -> None:
-        """migrate_misplaced_folios_batch() of one batch: queued with the batches before it
-        when that gives the same results (MigrationQueue: the free-page checks that follow
-        see the batch as migrated), else after them on its own."""
-        if queue.add(heads, nid):
-            return
-        self._run_queue(queue, engine)
-        if queue.add(heads, nid):
-            return
+    def _flush(self, heads, nid: int, engine, queue: MigrationQueue | None = None) -> None:
+        """migrate_misplaced_folios_batch() of one batch. With a ``queue``: queued with the
+        batches before it when that gives the same results (MigrationQueue: the free-page
+        checks that follow see the batch as migrated), else after them on its own."""
+        if queue is not None:
+            if queue.add(heads, nid):
+                return
+            self._run_queue(queue, engine)
+            if queue.add(heads, nid):
+                return
         self._promoted(heads, folio_identities(self.kernel, heads),
                        migrate_misplaced_folios_batch(self.kernel, heads, nid), engine)
 
