@@ -551,3 +551,22 @@ def test_vaddr_promotes_the_process_hot_pages():
     assert (nodes_of(k, g)[hot] == 0).mean() > 0.5
     assert (nodes_of(k, g)[~hot] == 1).mean() > 0.9
     assert d.promotions()[0].size > 0
+
+
+def test_vaddr_context_stops_when_its_process_exits():
+    """kdamond_need_stop(): a vaddr context whose target process is gone stops monitoring;
+    the other process's contexts go on."""
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    wl = make_workload("multi", {"processes": [
+        {"name": "a", "size": "16MiB", "dist": "uniform", "node": 1, "accesses": 2_000_000},
+        {"name": "b", "size": "16MiB", "dist": "uniform", "node": 1}]})
+    d = make_damon(k, {"ops": "vaddr", "demote": False})
+    e = Engine(k, wl, daemons=[d], duration_ns=2000 * MS, seed=0)
+    e.run()
+    a, b = e.groups
+    assert a.finished_ns is not None and b.finished_ns is None
+    ca, cb = d.contexts
+    assert ca.mm is a.mm and cb.mm is b.mm
+    per_interval = ca.nr_regions_history                 # one entry per aggregation
+    assert len(per_interval) < len(cb.nr_regions_history)
+    assert len(per_interval) <= a.finished_ns // d.effective_aggr_ns + 1

@@ -492,6 +492,7 @@ class DamonContext:
         self.nr_regions_history: list[int] = []
         self.sleep_until_ns = 0          # watermarks: deactivated, sleeping until then
         self.paused = False
+        self.va_groups: list = []        # vaddr: the target process's thread groups
 
     @property
     def nr_regions(self) -> int:
@@ -665,6 +666,7 @@ class DamonTiering(Detector):
             if mm.id in seen:
                 continue
             seen.add(mm.id)
+            of_mm = [h for h in groups if h.mm is mm]
             fast = nearest(mm.cpu_node, top)
             slow = nearest(fast, lower)
             if p.demote:
@@ -675,6 +677,8 @@ class DamonTiering(Detector):
             ctxs.append(DamonContext(k, slow, Scheme("migrate_hot", fast, p.hot_min_access_pct,
                                                      100.0, quota_sz, self.apply_ns, goal, wm),
                                      p, mm=mm))
+            for c in ctxs[-2 if p.demote else -1:]:
+                c.va_groups = of_mm
         return ctxs
 
     def _wmarks(self):
@@ -726,6 +730,8 @@ class DamonTiering(Detector):
             self._step(engine, ctx)
 
     def _step(self, engine, ctx: DamonContext) -> None:
+        if ctx.mm is not None and all(g.finished_ns is not None for g in ctx.va_groups):
+            return       # kdamond_need_stop(): the target process is gone (damon_va_target_valid)
         if not self._wait_activation(engine, ctx):
             return
         ctx.passed_sis += 1
