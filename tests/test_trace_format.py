@@ -13,14 +13,14 @@ from tierscan.trace.format import (Header, TraceFormatError, TraceReader, TraceW
 from tierscan.trace.ops import cut, info
 
 
-def write_trace(path, n=25_000, chunk=4_000, seed=0):
+def write_trace(path, n=25_000, chunk=4_000, seed=0, **writer):
     rng = np.random.default_rng(seed)
     pages = rng.integers(0x400, 0x400 + 300, n) + np.where(rng.random(n) < 0.2, 0x7f000, 0)
     writes = (rng.random(n) < 0.3).astype(np.uint8)
     threads = rng.integers(1, 4, n)
     clocks = np.cumsum(rng.integers(0, 50, n))
     h = Header(source="test", vmas=[[0x400000, 0x400000 + 300 * 4096, "heap"]])
-    with TraceWriter(path, h, chunk_records=chunk) as w:
+    with TraceWriter(path, h, chunk_records=chunk, **writer) as w:
         for i in range(0, n, 3_333):           # pieces that do not line up with chunks
             w.add(pages[i:i + 3_333], writes[i:i + 3_333], threads[i:i + 3_333],
                   clocks[i:i + 3_333])
@@ -52,6 +52,22 @@ def test_round_trip_and_summary(tmp_path):
     assert np.array_equal(s["writes"], np.bincount(np.searchsorted(u, pages), weights=writes,
                                                    minlength=u.size))
     assert not (tmp_path / "a.tsw.part").exists()
+
+
+def test_background_writer_writes_the_same_file(tmp_path):
+    """The recorder's writer (zstd level 1, chunks compressed in a second thread) writes the
+    bytes the same writer writes in one thread; a failure in the thread reaches the caller."""
+    write_trace(tmp_path / "fg.tsw", level=1)
+    write_trace(tmp_path / "bg.tsw", level=1, background=True)
+    assert (tmp_path / "bg.tsw").read_bytes() == (tmp_path / "fg.tsw").read_bytes()
+    w = TraceWriter(tmp_path / "x.tsw", Header(source="test"), chunk_records=10,
+                    background=True)
+    w.f.close()                               # the thread's next write fails
+    with pytest.raises(ValueError):
+        for _ in range(3):
+            w.add(np.arange(10), np.zeros(10), np.ones(10), np.arange(10))
+    w.abort()
+    assert not (tmp_path / "x.tsw.part").exists()
 
 
 def test_header_that_outgrows_its_room_is_rewritten(tmp_path):

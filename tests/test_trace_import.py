@@ -124,6 +124,55 @@ def test_damo_records(tmp_path):
         import_damo(src, tmp_path / "e.tsw")
 
 
+@pytest.mark.parametrize("doc,match", [
+    ({"records": [{"snapshots": [{"start_time": 0, "end_time": 1, "regions": [
+        {"start": 0, "end": 4096, "nr_accesses": 1}]}, 7]}]}, r"records\[0\].snapshots\[1\]"),
+    ([{"snapshots": 3}], r"records\[0\].*snapshots"),
+    ([{"x": 1}], r"records\[0\].*missing 'snapshots'"),
+    ([], "expected a list of damo records"),
+    ({"other": []}, "expected a list of damo records"),
+    ([{"snapshots": []}], "no snapshots"),
+])
+def test_damo_bad_records_name_the_record(tmp_path, doc, match):
+    src = tmp_path / "bad.json"
+    src.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=match):
+        import_damo(src, tmp_path / "bad.tsw")
+    assert not (tmp_path / "bad.tsw").exists()
+    src.write_text('[{"snapshots": [')                 # cut short
+    with pytest.raises(ConfigError, match="not JSON"):
+        import_damo(src, tmp_path / "bad.tsw")
+
+
+def test_damo_import_is_streamed_in_bounded_memory(tmp_path):
+    """An 18 MB record file (200 snapshots of 1,000 regions, {"records": [...]} form) imports
+    with a Python heap peak below half the file's size: one snapshot is held at a time
+    (json.load of the whole file holds the file and several times it in objects)."""
+    import tracemalloc
+
+    src = tmp_path / "big.json"
+    with open(src, "w") as f:
+        f.write('{"records": [{"kdamond_idx": 0, "snapshots": [')
+        for i in range(200):
+            regs = ",".join(f'{{"start": {0x10000 + j * 4096}, "end": {0x11000 + j * 4096}, '
+                            f'"nr_accesses": {{"samples": {(i * j) % 20}, "percent": 0}}, '
+                            f'"age": {j}}}' for j in range(1000))
+            f.write(("," if i else "") + f'{{"start_time": {i * 100_000_000}, "end_time": '
+                    f'{(i + 1) * 100_000_000}, "regions": [{regs}]}}')
+        f.write("]}]}")
+    size = src.stat().st_size
+    assert size > 15e6
+    tracemalloc.start()
+    n = import_damo(src, tmp_path / "big.tsw")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == 200_000
+    assert peak < size / 2, (peak, size)
+    with TraceReader(tmp_path / "big.tsw") as r:
+        assert r.header.duration == 20_000_000_000
+        assert sum(c["nr_accesses"].size for c in r.regions()) == 200_000
+
+
 def test_cli_import(tmp_path, capsys):
     src = tmp_path / "a.csv"
     src.write_text("4096,R\n8192,W\n")

@@ -13,10 +13,10 @@ model (the trace's ``extra.replay`` says so). Errors name the file and the line.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
+import ijson
 import numpy as np
 
 from ..errors import ConfigError
@@ -173,47 +173,96 @@ def import_perf(src, dst) -> int:
 def import_damo(src, dst) -> int:
     """damo's JSON records: a list of records (or {"records": [...]}), each with ``snapshots``,
     each with ``start_time``/``end_time`` (ns) and ``regions`` of ``start``, ``end`` and
-    ``nr_accesses`` (an integer, or damo's {"samples": N, ...})."""
+    ``nr_accesses`` (an integer, or damo's {"samples": N, ...}).
+
+    Streamed (ijson's parse events): one snapshot is held at a time and written as one region
+    chunk, so a record file of any size takes memory for its largest snapshot only."""
     where = os.fspath(src)
-    try:
-        with open(src, "rb") as f:
-            doc = json.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot open: {e.strerror}", where=where) from None
-    except ValueError as e:
-        raise ConfigError(f"not JSON: {e}", where=where) from None
-    records = doc.get("records") if isinstance(doc, dict) else doc
-    if not isinstance(records, list) or not records:
-        raise ConfigError("expected a list of damo records", where=where)
     h = Header(source="damo", kind="region", clock="ns",
                extra={"imported_from": where, "replay": "rate"})
-    with TraceWriter(dst, h) as w:
+    try:
+        f = open(src, "rb")
+    except OSError as e:
+        raise ConfigError(f"cannot open: {e.strerror}", where=where) from None
+    with f, TraceWriter(dst, h) as w:
         t0, t_end = None, 0
-        for ri, rec in enumerate(records):
-            snaps = rec.get("snapshots") if isinstance(rec, dict) else None
-            if not isinstance(snaps, list):
-                raise ConfigError("missing 'snapshots'", where=where, field=f"records[{ri}]")
-            for si, snap in enumerate(snaps):
-                path = f"records[{ri}].snapshots[{si}]"
-                try:
-                    st, en = int(snap["start_time"]), int(snap["end_time"])
-                    regs = snap["regions"]
-                    starts = np.array([int(r["start"]) for r in regs], np.uint64)
-                    ends = np.array([int(r["end"]) for r in regs], np.uint64)
-                    nr = np.array([int(r["nr_accesses"]["samples"]
-                                       if isinstance(r["nr_accesses"], dict)
-                                       else r["nr_accesses"]) for r in regs], np.uint32)
-                except (KeyError, TypeError, ValueError) as e:
-                    raise ConfigError(f"expected start_time, end_time and regions with start, "
-                                      f"end, nr_accesses ({type(e).__name__}: {e})",
-                                      where=where, field=path) from None
-                if (ends <= starts).any():
-                    raise ConfigError("a region ends before it starts", where=where, field=path)
+        try:
+            for path, snap in _damo_snapshots(f, where):
+                st, en, starts, ends, nr = _damo_snapshot(snap, where, path)
                 t0 = st if t0 is None else t0
                 t_end = max(t_end, en)
                 w.add_regions(np.full(starts.size, st - t0, np.int64), starts, ends, nr)
-        h.duration = t_end - (t0 or 0)
+        except ijson.JSONError as e:
+            raise ConfigError(f"not JSON: {e}", where=where) from None
+        if t0 is None:
+            raise ConfigError("the records hold no snapshots", where=where)
+        h.duration = t_end - t0
         return w.added
+
+
+def _damo_snapshots(f, where):
+    """Yield (path, snapshot dict) of every snapshot of every record, one at a time."""
+    events = ijson.parse(f)
+    first = next(events, None)
+    if first is None:
+        raise ConfigError("not JSON: the file is empty", where=where)
+    if first[1] == "start_array":
+        rec_prefix = "item"
+    elif first[1] == "start_map":
+        rec_prefix = "records.item"
+    else:
+        raise ConfigError("expected a list of damo records", where=where)
+    snap_prefix = rec_prefix + ".snapshots.item"
+    ri, si, has_snaps, builder = -1, -1, False, None
+    for prefix, event, value in events:
+        if builder is not None:                        # inside a snapshot: build it
+            if prefix == snap_prefix and event == "end_map":
+                yield f"records[{ri}].snapshots[{si}]", builder.value
+                builder = None
+            else:
+                builder.event(event, value)
+            continue
+        if prefix == rec_prefix:
+            if event == "start_map":
+                ri, si, has_snaps = ri + 1, -1, False
+            elif event == "end_map":
+                if not has_snaps:
+                    raise ConfigError("missing 'snapshots'", where=where,
+                                      field=f"records[{ri}]")
+            elif event != "map_key":                                      # a record that is not an object
+                raise ConfigError("missing 'snapshots'", where=where,
+                                  field=f"records[{ri + 1}]")
+        elif prefix == rec_prefix + ".snapshots" and event in ("start_array", "end_array"):
+            has_snaps = True
+        elif prefix == snap_prefix and event == "start_map":
+            si += 1
+            builder = ijson.ObjectBuilder()
+            builder.event(event, value)
+        elif prefix == snap_prefix:                    # a snapshot that is not an object
+            raise ConfigError("expected start_time, end_time and regions", where=where,
+                              field=f"records[{ri}].snapshots[{si + 1}]")
+        elif prefix == rec_prefix + ".snapshots" and event != "map_key":
+            raise ConfigError("missing 'snapshots'", where=where, field=f"records[{ri}]")
+    if ri < 0:
+        raise ConfigError("expected a list of damo records", where=where)
+
+
+def _damo_snapshot(snap, where, path):
+    """(start_time, end_time, region starts, ends, nr_accesses) of one snapshot, checked."""
+    try:
+        st, en = int(snap["start_time"]), int(snap["end_time"])
+        regs = snap["regions"]
+        starts = np.array([int(r["start"]) for r in regs], np.uint64)
+        ends = np.array([int(r["end"]) for r in regs], np.uint64)
+        nr = np.array([int(r["nr_accesses"]["samples"] if isinstance(r["nr_accesses"], dict)
+                           else r["nr_accesses"]) for r in regs], np.uint32)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"expected start_time, end_time and regions with start, "
+                          f"end, nr_accesses ({type(e).__name__}: {e})",
+                          where=where, field=path) from None
+    if (ends <= starts).any():
+        raise ConfigError("a region ends before it starts", where=where, field=path)
+    return st, en, starts, ends, nr
 
 
 IMPORTERS = {"lackey": import_lackey, "csv": import_csv, "perf": import_perf, "damo": import_damo}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import TierscanError
 from . import build
-from .format import Header, TraceWriter
+from .format import RECORD_ZSTD_LEVEL, Header, TraceWriter
 from .lackey import LackeyParser
 from .words import WordDecoder
 
@@ -114,7 +114,7 @@ def record(cmd: list[str], out: str, backend: str = "fast", notice=None,
     argv = [setarch, "-R", valgrind, "-q", *vg, *cmd]
     header = Header(source=f"valgrind-{backend}", command=list(cmd),
                     extra={"backend": backend})
-    writer = TraceWriter(out, header)
+    writer = TraceWriter(out, header, level=RECORD_ZSTD_LEVEL, background=True)
     t0 = time.perf_counter()
     try:
         proc = subprocess.Popen(argv, pass_fds=(w,), env=env, stdout=stdout, stderr=stderr)
@@ -129,13 +129,16 @@ def record(cmd: list[str], out: str, backend: str = "fast", notice=None,
             on_start(proc)
         _widen_pipe(r)
         # a buffered read of READ_BYTES blocks until that much arrived (or EOF): few, large
-        # pieces for the vectorised decoders instead of one per 64 KiB pipe buffer
+        # pieces for the vectorised decoders instead of one per 64 KiB pipe buffer, read into
+        # one reused buffer (the decoders copy what they keep)
+        buf = bytearray(READ_BYTES)
+        view = memoryview(buf)
         with os.fdopen(r, "rb", buffering=READ_BYTES) as pipe:
             while True:
-                data = pipe.read(READ_BYTES)
-                if not data:
+                got = pipe.readinto(buf)
+                if not got:
                     break
-                cols = feed(data)
+                cols = feed(view[:got])
                 accesses += cols[0].size
                 writer.add(*cols)
         if backend == "lackey":

@@ -70,7 +70,7 @@ class WordDecoder:
                                                        np.uint64(self.clock), pages, writes,
                                                        threads, clocks, vma_at)
         self.thread, self.clock = int(self.thread), int(self.clock)
-        self.tail = data[stop * 8:]
+        self.tail = bytes(data[stop * 8:])      # data may be a reused buffer
         for i in vma_at[:nv].tolist():
             self.vmas.append([int(w[i + 1]), int(w[i + 2]),
                               VMA_KIND_CODES.get(int(w[i] & _LOW60), "anon")])
