@@ -396,3 +396,13 @@ def test_heatmap_bad_input(counts, tier, match, tmp_path):
 def test_no_heatmap_data():
     assert hm.heatmap_data(synthetic()) is None
     assert "\n" not in hm.NO_HEATMAP
+
+
+def test_result_label_names_each_components_version():
+    """A run's label keeps the version it chose ('klruscand v1 (pghot v0)'), so runs of two
+    versions of one source are told apart in compare tables and plot legends."""
+    r = synthetic(detectors=("klruscand",), engine="pghot")
+    assert tables.result_label(r) == "klruscand (pghot)"
+    r.meta["config"]["detectors"][0]["version"] = "v1"
+    r.meta["config"]["engine"]["version"] = "v0"
+    assert tables.result_label(r) == "klruscand v1 (pghot v0)"

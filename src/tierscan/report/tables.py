@@ -238,11 +238,17 @@ def node_label(node: dict) -> str:
 
 def result_label(result: RunResult) -> str:
     """A short label for a run: its detectors ('klruscand+numab2'), with the promotion engine
-    in parentheses, or 'no detector'."""
+    in parentheses, or 'no detector'; a component's `version`, when set, follows its name
+    ('klruscand v1 (pghot v0)')."""
     cfg = result.meta["config"]
-    dets = "+".join(d["name"] for d in cfg.get("detectors") or []) or "no detector"
+    dets = "+".join(_named(d) for d in cfg.get("detectors") or []) or "no detector"
     engine = cfg.get("engine")
-    return f"{dets} ({engine['name']})" if engine else dets
+    return f"{dets} ({_named(engine)})" if engine else dets
+
+
+def _named(component: dict) -> str:
+    version = component.get("version")
+    return f"{component['name']} {version}" if version else component["name"]
 
 
 def unique_labels(items: Iterable[tuple[str, RunResult]]) -> dict[str, RunResult]:
