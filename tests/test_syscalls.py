@@ -143,7 +143,7 @@ def test_mbind_part_of_vma_splits_it(kernel, mm):
     mm.mbind(s + 3 * PAGE, 4 * PAGE, "bind", [1])
     assert [(v.start - s) // PAGE for v in mm.vmas] == [0, 3, 7]
     assert [(v.end - s) // PAGE for v in mm.vmas] == [3, 7, 10]
-    assert [v.policy.mode for v in mm.vmas] == ["local", "bind", "local"]
+    assert [v.policy.mode for v in mm.vmas] == ["default", "bind", "default"]
     assert mm.vmas[1].policy.nodes == (1,)
     mm.access(page_addrs(s, 10), True)
     assert kernel.node_of(mm.translate(page_addrs(s, 10))).tolist() == [0] * 3 + [1] * 4 + [0] * 3

@@ -444,7 +444,7 @@ def test_make_distribution():
 PGHOT_TABLE = {
     1: (8 * GiB, "anon", False, False, 0.5, "bind", (2,), None),
     2: (8 * GiB, "file", True, False, 0.0, "bind", (2,), None),
-    3: (64 * GiB, "anon", False, True, 0.5, "local", (), 2),
+    3: (64 * GiB, "anon", False, True, 0.5, "default", (), 2),
 }
 
 

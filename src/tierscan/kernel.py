@@ -51,7 +51,7 @@ class Kernel:
         self.pm = PhysMem(machine)
         self.vmstat = Vmstat(machine.nr_nodes)
         self.vmstat._state = self._fill_state_counters
-        self.sysfs = Sysfs()
+        self.sysfs = Sysfs(machine.nr_nodes)
         self.debugfs = Debugfs(self)
         self.memcgs = MemcgTree(enabled=memcg)
         self._lruvecs: dict[tuple[int, int], Lruvec] = {}

@@ -64,6 +64,7 @@ from ..mm.constants import (
     _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_SPECIAL,
 )
 from ..mm.lru_gen import folio_lru_gen, lru_gen_is_active
+from ..mm.mempolicy import get_vma_policy
 from ..mm.migrate import migrate_misplaced_folios_one_by_one
 from ..mm.pagetable import PageTable, pte_pfn
 from ..mm.process import VM_EXEC, VM_HUGETLB, VM_IO, VM_MIXEDMAP, VM_PFNMAP, VM_READ, VM_WRITE
@@ -251,7 +252,7 @@ class Kscand(Detector):
         f = vma.flags
         if f & (VM_IO | VM_PFNMAP | VM_HUGETLB | VM_MIXEDMAP):
             return True
-        if self.honor_mempolicy and vma.policy.mode != "local":
+        if self.honor_mempolicy and not get_vma_policy(vma).mof:
             return True
         if vma.file is not None and (f & (VM_READ | VM_WRITE)) == VM_READ:
             return True

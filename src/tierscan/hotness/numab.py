@@ -67,6 +67,7 @@ from ..arrays import unique
 from ..jiffies import UINT_MASK, jiffies_to_msecs, time_after, time_before
 from ..mm.constants import PAGE_SHIFT, PG_anon, PMD_SIZE
 from ..mm.memory import change_prot_numa
+from ..mm.mempolicy import get_vma_policy
 from ..mm.migrate import migrate_misplaced_folios_one_by_one
 from ..mm.physmem import WMARK_PROMO
 from ..mm.process import (
@@ -406,8 +407,8 @@ class NumaBalancing(Detector):
         f = vma.flags
         if f & (VM_IO | VM_PFNMAP | VM_HUGETLB | VM_MIXEDMAP):
             return True           # !vma_migratable(), hugetlb, MIXEDMAP
-        if self.honor_mempolicy and vma.policy.mode != "local":
-            return True           # !vma_policy_mof(): only the default policy migrates on fault
+        if self.honor_mempolicy and not get_vma_policy(vma).mof:
+            return True           # !vma_policy_mof(): the default policy or MPOL_F_NUMA_BALANCING
         if vma.file is not None and (f & (VM_READ | VM_WRITE)) == VM_READ:
             return True           # read-only file mapping (shared libraries)
         return not (f & (VM_READ | VM_WRITE | VM_EXEC))   # !vma_is_accessible()

@@ -174,7 +174,7 @@ def _start_on_lower_tier(engine, group) -> np.ndarray:
     for i, m in enumerate(group.spec.mappings[:len(group.range_base)]):
         if m.move_to is not None:
             nodes = [m.move_to]
-        elif m.nodes and m.policy != "local":
+        elif m.nodes and m.policy not in ("local", "default"):
             nodes = list(m.nodes)
         else:
             nodes = [group.spec.cpu_node]

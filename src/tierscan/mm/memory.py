@@ -86,13 +86,13 @@ def _fault_window(mm, vidx, cpu_nid, n: int) -> int:
     what the policies' nodes hold above MIN (at least FAULT_RECLAIM_BATCH), so that reclaim
     during the next round's faults takes pages the replay has already used, not ones it is
     about to use."""
-    from .mempolicy import policy_nodes
+    from .mempolicy import get_vma_policy, policy_nodes
     from .physmem import WMARK_MIN
 
     k = mm.kernel
     nodes = set()
     for vi in range(int(vidx.min()), int(vidx.max()) + 1):   # the VMAs the accesses span
-        nodes.update(policy_nodes(mm.vmas[vi].policy, k.machine.distance, cpu_nid))
+        nodes.update(policy_nodes(get_vma_policy(mm.vmas[vi]), k.machine.distance, cpu_nid))
     avail = sum(k.pm.allowance(nid, WMARK_MIN) for nid in nodes)
     return n if avail >= n else max(avail, FAULT_RECLAIM_BATCH)
 
@@ -122,12 +122,12 @@ def in_fault_batches(fault, mm, vma, slots, first_w, cpu_nid) -> None:
     one-by-one faults would see: all at once when the policy's nodes hold them above MIN;
     otherwise what they hold first, then FAULT_RECLAIM_BATCH at a time, so that the pages
     faulted earlier are on the LRU (and may be reclaimed) when a later fault reclaims."""
-    from .mempolicy import policy_nodes
+    from .mempolicy import get_vma_policy, policy_nodes
     from .physmem import WMARK_MIN
 
     k = mm.kernel
     n = slots.size
-    nodes = policy_nodes(vma.policy, k.machine.distance, cpu_nid)
+    nodes = policy_nodes(get_vma_policy(vma), k.machine.distance, cpu_nid)
     avail = sum(k.pm.allowance(nid, WMARK_MIN) for nid in dict.fromkeys(nodes))
     if n <= avail:
         fault(mm, vma, slots, first_w, cpu_nid)
@@ -204,14 +204,19 @@ def install_ptes(mm, slots, pfns, bits) -> None:
     pt.pte[slots] = mk_pte(pfns, 0) | np.asarray(bits, dtype=np.uint64)
 
 
-def new_folios(mm, vma, count: int, order: int, cpu_nid: int, strict: bool = True):
-    """Allocate folios under the VMA's policy (alloc_pages_mpol)."""
-    from .mempolicy import policy_nodes
-    from .page_alloc import alloc_pages
+def new_folios(mm, vma, slots, order: int, cpu_nid: int, strict: bool = True, ilx=None):
+    """Allocate one folio of 2^order pages for each of ``slots`` (the first page slot each
+    maps) under the VMA's policy, else the faulting task's (vma_alloc_folio ->
+    get_vma_policy -> alloc_pages_mpol). ``ilx`` overrides the interleave indices (a page
+    cache folio's is its file offset). Returns (heads, ok) as page_alloc.alloc_pages_mpol."""
+    from .mempolicy import INTERLEAVE_MODES, get_vma_policy, interleave_index
+    from .page_alloc import alloc_pages_mpol
 
-    k = mm.kernel
-    nodes = policy_nodes(vma.policy, k.machine.distance, cpu_nid)
-    return alloc_pages(k, count, order, nodes, cpu_nid, strict=strict)
+    pol = get_vma_policy(vma)
+    slots = np.asarray(slots, np.int64)
+    if pol.mode in INTERLEAVE_MODES and ilx is None:
+        ilx = interleave_index(vma, slots, order)
+    return alloc_pages_mpol(mm.kernel, pol, slots.size, order, cpu_nid, ilx, strict=strict)
 
 
 def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index, content=None,
@@ -249,7 +254,7 @@ def do_anonymous_faults(mm, vma, slots, first_w, cpu_nid) -> None:
         install_ptes(mm, reads, np.full(reads.size, k.zero_pfn), PTE_BASE | _PAGE_SPECIAL)
     writes = slots[first_w]
     if writes.size:
-        heads, _ = new_folios(mm, vma, writes.size, 0, cpu_nid)
+        heads, _ = new_folios(mm, vma, writes, 0, cpu_nid)
         add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, writes)
         mm.pt.content[writes] = k.pm.content[heads]
         k.pm.mapcount[heads] = 1
@@ -281,8 +286,8 @@ def do_huge_pmd_anonymous_faults(mm, vma, slots, first_w, cpu_nid):
         pt.pmd[upmd[zero]] = mk_pte(np.full(int(zero.sum()), k.huge_zero_pfn),
                                     PTE_BASE | _PAGE_PSE | _PAGE_SPECIAL)
     want = upmd[~zero]
-    heads, _ = new_folios(mm, vma, want.size, HPAGE_PMD_ORDER, cpu_nid, strict=False)
-    done = want[: heads.size]
+    heads, ok = new_folios(mm, vma, want << 9, HPAGE_PMD_ORDER, cpu_nid, strict=False)
+    done = want[ok]
     if heads.size:
         index = (done[:, None] * PTRS_PER_PTE + np.arange(HPAGE_PMD_NR)).ravel()
         add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, index)
@@ -315,7 +320,8 @@ def do_file_faults(mm, vma, slots, first_w, cpu_nid) -> None:
     if uncached.size:
         cached_pfns = f.pages[offs[cached]]
         with k.pm.pin(cached_pfns):      # the pages it maps stay while it allocates
-            heads, _ = new_folios(mm, vma, uncached.size, 0, cpu_nid)
+            # the page cache interleaves by file offset (as shmem_alloc_folio's ilx)
+            heads, _ = new_folios(mm, vma, uncached, 0, cpu_nid, ilx=uncached)
         fresh = f.content[uncached] == 0              # first read of this offset's data
         f.content[uncached[fresh]] = k.new_content_tags(int(fresh.sum()))
         add_new_folios(k, heads, mm.memcg.id, PG_swapbacked if f.shmem else 0, f.id, uncached,
@@ -372,7 +378,7 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
         if cow.size == 0:
             continue
         with k.pm.pin(old[old != k.zero_pfn]):   # do_wp_page holds the page it copies
-            heads, _ = new_folios(mm, vma, cow.size, 0, cpu_nid)
+            heads, _ = new_folios(mm, vma, cow, 0, cpu_nid)
         from_cache = old != k.zero_pfn
         # the copy holds the file page's data; a copy of the zero page is new data
         content = k.new_content_tags(cow.size)

@@ -137,3 +137,59 @@ def _count_alloc(kernel, heads, nids, preferred: int, local_nid: int, nr: int) -
             vm.count("numa_miss", nid, n)
             vm.count("numa_foreign", preferred, n)
         vm.count("numa_local" if nid == local_nid else "numa_other", nid, n)
+
+
+def alloc_pages_mpol(kernel, policy, count: int, order: int, local_nid: int, ilx=None,
+                     *, strict: bool = True):
+    """alloc_pages_mpol(): allocate ``count`` folios of 2^order pages under ``policy`` for a
+    task on ``local_nid``; ``ilx`` is each folio's interleave index (mempolicy.interleave_index),
+    needed by the interleave modes only. Returns (heads, ok): ``ok`` marks the requests that
+    got a folio and ``heads`` holds their folios in request order (with ``strict`` every one,
+    or OutOfMemory with nothing taken).
+
+    A policy with one node order (default, local, preferred, bind) is one alloc_pages() call.
+    Interleave and weighted interleave start each folio at its own node
+    (interleave_nid/weighted_interleave_nid, fallback along that node's zonelist, no mask) and
+    count numa_interleave where it landed there; the model allocates the folios of each
+    target node together, in the order the targets first appear (docs/fidelity.md: under a
+    shortage the fallbacks of different targets interleave differently from the kernel's
+    one-by-one faults). preferred-many tries its mask without direct reclaim, then anywhere
+    (alloc_pages_preferred_many)."""
+    from .mempolicy import INTERLEAVE_MODES, interleave_targets, policy_nodes, zonelist
+
+    distance = kernel.machine.distance
+    mode = policy.mode
+    if mode not in INTERLEAVE_MODES and mode != "preferred-many":
+        heads, _ = alloc_pages(kernel, count, order, policy_nodes(policy, distance, local_nid),
+                               local_nid, strict=strict)
+        return heads, np.arange(count) < heads.size
+    if mode == "preferred-many":
+        mask_order = [n for n in zonelist(distance, local_nid) if n in policy.nodes]
+        first, _ = alloc_pages(kernel, count, order, mask_order, local_nid, strict=False,
+                               direct_reclaim=False)
+        try:
+            rest, _ = alloc_pages(kernel, count - first.size, order,
+                                  zonelist(distance, local_nid), local_nid, strict=strict)
+        except OutOfMemory:
+            kernel.pm.free(first)
+            raise
+        heads = np.concatenate([first, rest])
+        return heads, np.arange(count) < heads.size
+    targets = interleave_targets(policy, ilx, kernel.sysfs)
+    out = np.full(count, -1, np.int64)
+    taken = []
+    try:
+        uniq, first_at = np.unique(targets, return_index=True)
+        for nid in uniq[np.argsort(first_at, kind="stable")]:
+            sel = np.flatnonzero(targets == nid)
+            heads, nids = alloc_pages(kernel, sel.size, order, zonelist(distance, int(nid)),
+                                      local_nid, strict=strict)
+            taken.append(heads)
+            out[sel[:heads.size]] = heads
+            kernel.vmstat.count("numa_interleave", int(nid), int((nids == nid).sum()))
+    except OutOfMemory:
+        for heads in taken:
+            kernel.pm.free(heads)
+        raise
+    ok = out >= 0
+    return out[ok], ok

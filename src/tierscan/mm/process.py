@@ -17,7 +17,12 @@ from .constants import (
     MMAP_BASE, PAGE_SHIFT, PAGE_SIZE, PG_anon, PMD_SIZE, PTRS_PER_PTE, _PAGE_ACCESSED,
 )
 from .memory import handle_accesses, split_huge_pmds, zap_slots
-from .mempolicy import MemPolicy, policy_nodes
+from contextlib import contextmanager
+
+from .mempolicy import (
+    DEFAULT_POLICY, INTERLEAVE_MODES, MemPolicy, interleave_index, interleave_targets,
+    policy_nodes,
+)
 from .mmu import find_vmas
 from .pagetable import PageTable
 
@@ -66,7 +71,7 @@ def _pos_int(value, field: str) -> int:
 class VMA:
     """vm_area_struct: [start, end) with its flags, backing file and memory policy."""
 
-    def __init__(self, mm, start, end, flags, file=None, pgoff=0, policy=MemPolicy()):
+    def __init__(self, mm, start, end, flags, file=None, pgoff=0, policy=DEFAULT_POLICY):
         self.mm, self.start, self.end, self.flags = mm, start, end, flags
         self.file, self.pgoff, self.policy = file, pgoff, policy
 
@@ -112,6 +117,9 @@ class MM:
     def __init__(self, kernel, mm_id: int, name: str, memcg, cpu_node: int):
         self.kernel, self.id, self.name, self.memcg = kernel, mm_id, name, memcg
         self.cpu_node = cpu_node
+        # the running task's policy (set_mempolicy); several thread groups of one mm each
+        # have their own and swap it in while they run (``as_task``)
+        self.task_policy = DEFAULT_POLICY
         self.pt = PageTable()
         self.vmas: list[VMA] = []
         self._starts = np.empty(0, np.uint64)
@@ -180,9 +188,12 @@ class MM:
 
     # ---- system calls ---------------------------------------------------------------------
     def mmap(self, length, kind="anon", *, shared=False, thp=False, populate=False,
-             policy="local", nodes=None, file=None, offset=0, prot="rw") -> VMA:
-        """mmap(2). ``kind`` is "anon" or "file"; a file mapping uses ``file`` (from
-        Kernel.open_file) or a new file of ``length`` bytes. ``thp`` is MADV_HUGEPAGE."""
+             policy=None, nodes=None, file=None, offset=0, prot="rw",
+             numa_balancing=False) -> VMA:
+        """mmap(2), then mbind(2) with ``policy``/``nodes``/``numa_balancing`` before any page
+        is touched (None: no VMA policy, the task's applies). ``kind`` is "anon" or "file"; a
+        file mapping uses ``file`` (from Kernel.open_file) or a new file of ``length`` bytes.
+        ``thp`` is MADV_HUGEPAGE."""
         k = self.kernel
         self._alive("mmap")
         length = _pos_int(length, "mmap.length")
@@ -192,7 +203,8 @@ class MM:
         if prot not in PROTS:
             raise ConfigError(f"unknown prot {prot!r} (expected one of: {', '.join(PROTS)})",
                               field="mmap.prot")
-        pol = MemPolicy.make(policy, nodes, k.machine.nr_nodes)
+        pol = MemPolicy.make(policy, nodes, k.machine.nr_nodes, numa_balancing,
+                             field="mmap.policy")
         if kind == "anon" and file is not None:
             raise ConfigError("an anonymous mapping takes no file", field="mmap.file")
         if offset % PAGE_SIZE or offset < 0:
@@ -294,21 +306,54 @@ class MM:
             self.munmap(v.start, v.end - v.start)
         self.kernel.remove_mm(self)
 
-    def mbind(self, addr, length, policy, nodes=None, *, move=False) -> None:
-        """mbind(2); ``move`` is MPOL_MF_MOVE: migrate this mm's exclusively mapped pages that
-        the new policy does not allow to its preferred node."""
+    def mbind(self, addr, length, policy, nodes=None, *, move=False,
+              numa_balancing=False) -> None:
+        """mbind(2): the VMA policy of the range, which overrides the task's (set_mempolicy);
+        "default" removes it. ``move`` is MPOL_MF_MOVE: migrate this mm's exclusively mapped
+        pages that the new policy does not allow to its preferred node (interleave: to each
+        page's interleave node). ``numa_balancing`` is MPOL_F_NUMA_BALANCING."""
         start, end = self._range(addr, length, "mbind")
-        pol = MemPolicy.make(policy, nodes, self.kernel.machine.nr_nodes)
-        for v in self._vmas_in(start, end, "mbind"):
+        pol = MemPolicy.make(policy, nodes, self.kernel.machine.nr_nodes, numa_balancing,
+                             field="mbind.policy")
+        vmas = self._vmas_in(start, end, "mbind")
+        for v in vmas:
             v.policy = pol
-        if move and pol.mode != "local":
-            addrs = np.arange(start, end, PAGE_SIZE, dtype=np.uint64)
-            pfns = self.translate(addrs)
-            nids = self.kernel.node_of(pfns)
-            bad = (pfns >= 0) & ~self.kernel.is_zero_pfn(pfns) & ~np.isin(nids, pol.nodes)
-            target = policy_nodes(pol, self.kernel.machine.distance, self.cpu_node)[0]
-            self._move(addrs[bad], np.full(int(bad.sum()), target))
+        if move and pol.nodes:
+            for v in vmas:
+                self._mbind_move(v, pol)
         self.kernel.after_op()
+
+    def _mbind_move(self, vma, pol) -> None:
+        """MPOL_MF_MOVE for one VMA: pages outside the policy's nodes go to its first node
+        (interleave: each page's interleave target)."""
+        addrs = np.arange(vma.start, vma.end, PAGE_SIZE, dtype=np.uint64)
+        pfns = self.translate(addrs)
+        nids = self.kernel.node_of(pfns)
+        bad = (pfns >= 0) & ~self.kernel.is_zero_pfn(pfns) & ~np.isin(nids, pol.nodes)
+        if pol.mode in INTERLEAVE_MODES:
+            slots = PageTable.slot(addrs[bad])
+            target = interleave_targets(pol, interleave_index(vma, slots), self.kernel.sysfs)
+        else:
+            target = np.full(int(bad.sum()), policy_nodes(
+                pol, self.kernel.machine.distance, self.cpu_node)[0])
+        self._move(addrs[bad], target)
+
+    def set_mempolicy(self, policy, nodes=None, *, numa_balancing=False) -> None:
+        """set_mempolicy(2) for the mm's running task: the policy its faults use in every VMA
+        without a policy of its own ("default" restores the system default)."""
+        self.task_policy = MemPolicy.make(policy, nodes, self.kernel.machine.nr_nodes,
+                                          numa_balancing, field="set_mempolicy.policy")
+
+    @contextmanager
+    def as_task(self, cpu_node: int, policy: MemPolicy):
+        """Run the body as a task of this mm on ``cpu_node`` with task policy ``policy`` (one
+        thread group of several sharing the mm: current->mempolicy and its CPU)."""
+        saved = self.cpu_node, self.task_policy
+        self.cpu_node, self.task_policy = cpu_node, policy
+        try:
+            yield self
+        finally:
+            self.cpu_node, self.task_policy = saved
 
     def madvise(self, addr, length, advice: str) -> None:
         """madvise(2) for MADV_HUGEPAGE/NOHUGEPAGE/SEQUENTIAL/RANDOM/NORMAL (flags only)."""

@@ -175,7 +175,7 @@ def do_swap_page(mm, vma, slots, first_w, cpu_nid) -> None:
     k = mm.kernel
     pm, sw, pt = k.pm, k.swap, mm.pt
     offs = pte_to_swp_offset(pt.pte[slots])
-    heads, _ = new_folios(mm, vma, slots.size, 0, cpu_nid)
+    heads, _ = new_folios(mm, vma, slots, 0, cpu_nid)
     from .memcontrol import mem_cgroup_charge
 
     mem_cgroup_charge(k, mm.memcg, heads)

@@ -68,24 +68,56 @@ KNOBS = {
 }
 
 
+# /sys/kernel/mm/mempolicy/weighted_interleave/nodeN (6.9+): one u8 weight per node, 1..255
+# (node_store() refuses 0); unset, weighted interleave uses 1 (no iw_table). Per-node keys, so
+# they are checked by pattern, and only written ones appear in as_dict().
+IW_PREFIX = "mempolicy/weighted_interleave/node"
+IW_DEFAULT = 1
+
+
+def _iw_node(key: str) -> int | None:
+    """N for a key mempolicy/weighted_interleave/nodeN, else None."""
+    if key.startswith(IW_PREFIX) and key[len(IW_PREFIX):].isdigit():
+        return int(key[len(IW_PREFIX):])
+    return None
+
+
 class Sysfs:
-    def __init__(self):
+    def __init__(self, nr_nodes: int | None = None):
         self._values = {k: default for k, (default, _) in KNOBS.items()}
         self._on_change: dict[str, list] = {}
+        self.nr_nodes = nr_nodes
+
+    def _known(self, key: str) -> bool:
+        nid = _iw_node(key)
+        if nid is None:
+            return key in KNOBS
+        return self.nr_nodes is None or nid < self.nr_nodes
+
+    def interleave_weight(self, nid: int) -> int:
+        """The weighted-interleave weight of node ``nid`` (mm/mempolicy.py)."""
+        return self._values.get(f"{IW_PREFIX}{int(nid)}", IW_DEFAULT)
 
     def on_change(self, key: str, fn) -> None:
         """Call ``fn(value)`` after every store to ``key`` (the sysctl's handler)."""
         self._on_change.setdefault(key, []).append(fn)
 
     def __getitem__(self, key: str):
+        if _iw_node(key) is not None and self._known(key):
+            return self._values.get(key, IW_DEFAULT)
         if key not in self._values:
             raise KeyError(f"unknown knob {key!r}")
         return self._values[key]
 
     def __setitem__(self, key: str, value) -> None:
-        if key not in KNOBS:
-            raise ConfigError(f"unknown knob (known: {', '.join(KNOBS)})", field=key)
-        self._values[key] = KNOBS[key][1](key, value)
+        if not self._known(key):
+            if _iw_node(key) is not None:
+                raise ConfigError(f"no node {_iw_node(key)} (the machine has nodes 0-"
+                                  f"{self.nr_nodes - 1})", field=key)
+            raise ConfigError(f"unknown knob (known: {', '.join(KNOBS)}, "
+                              f"{IW_PREFIX}N)", field=key)
+        check = _range(1, 255) if _iw_node(key) is not None else KNOBS[key][1]
+        self._values[key] = check(key, value)
         for fn in self._on_change.get(key, ()):
             fn(self._values[key])
 
@@ -106,7 +138,7 @@ class Sysfs:
         """echo TEXT > file: the kernel's parsing; OSError(EINVAL) on bad text."""
         from .debugfs import kstrtouint
 
-        if key not in KNOBS:
+        if not self._known(key):
             raise OSError(errno.ENOENT, f"{key}: {os.strerror(errno.ENOENT)}")
         if key == "lru_gen/enabled" and text[:1].lower() in ("y", "n"):
             value = 0x7 if text[:1].lower() == "y" else 0

@@ -396,7 +396,7 @@ def pghot_bench(params: dict, *, where: str, field: str) -> WorkloadSpec:
     if thp:
         # Mode 3: the THPs are first faulted in under the default (local) policy, i.e. on the
         # CPU's node, then move_pages() moves every page to the CXL node.
-        m = Mapping(size=size, kind=kind, shared=shared, thp=True, policy="local", nodes=(),
+        m = Mapping(size=size, kind=kind, shared=shared, thp=True, policy="default", nodes=(),
                     populate=True, move_to=cxl)
     else:
         # Modes 1-2: provisioned directly on the CXL node.

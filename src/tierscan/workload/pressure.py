@@ -76,7 +76,7 @@ def cold_filler(params: dict, *, where: str, field: str) -> WorkloadSpec:
     nodes = _nodes(r, None)
     p = _common(r, "cold-filler")
     total = filler + hot
-    policy = ("local", ()) if nodes is None else ("bind", tuple(nodes))
+    policy = ("default", ()) if nodes is None else ("bind", tuple(nodes))
     mappings = [Mapping(size=filler, thp=thp, policy=policy[0], nodes=policy[1], populate=True),
                 Mapping(size=hot, thp=thp, policy=policy[0], nodes=policy[1], populate=False)]
 
@@ -100,7 +100,7 @@ def wss_larger(params: dict, *, where: str, field: str) -> WorkloadSpec:
     thp = r.boolean("thp", False)
     populate = r.boolean("populate", False)
     p = _common(r, "wss-larger")
-    m = Mapping(size=size, thp=thp, policy="local", nodes=(), populate=populate)
+    m = Mapping(size=size, thp=thp, policy="default", nodes=(), populate=populate)
     ph = Phase(Zipf(alpha, True, 0), write_fraction=p["write_fraction"],
                duration_ns=p["duration"])
     return WorkloadSpec("wss-larger", (_process(p, [m], [ph]),), dict(r.out))
