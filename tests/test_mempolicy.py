@@ -267,14 +267,14 @@ def test_mpol_misplaced_cases():
     bind_nb = MemPolicy.make("bind", [0, 2], 4, numa_balancing=True)
     pm = MemPolicy.make("preferred-many", [1, 2], 4, numa_balancing=True)
     # the default policy (MOF|MORON): towards the faulting CPU's node
-    assert mpol_misplaced(default, cur, 0, DIST).tolist() == [-1, 0, 0, 0]
+    assert mpol_misplaced(default, cur, 0).tolist() == [-1, 0, 0, 0]
     # a policy without MOF never moves
-    assert mpol_misplaced(bind, cur, 0, DIST).tolist() == [-1, -1, -1, -1]
-    assert mpol_misplaced(MemPolicy.make("local", [], 4), cur, 0, DIST).tolist() == [-1] * 4
+    assert mpol_misplaced(bind, cur, 0).tolist() == [-1, -1, -1, -1]
+    assert mpol_misplaced(MemPolicy.make("local", [], 4), cur, 0).tolist() == [-1] * 4
     # MPOL_F_NUMA_BALANCING on bind: towards the CPU's node when it is in the mask
-    assert mpol_misplaced(bind_nb, cur, 0, DIST).tolist() == [-1, 0, 0, 0]
-    assert mpol_misplaced(bind_nb, cur, 1, DIST).tolist() == [-1, -1, -1, -1]
+    assert mpol_misplaced(bind_nb, cur, 0).tolist() == [-1, 0, 0, 0]
+    assert mpol_misplaced(bind_nb, cur, 1).tolist() == [-1, -1, -1, -1]
     # preferred-many: CPU node in the mask moves everything there; outside it, only folios
     # outside the mask move
-    assert mpol_misplaced(pm, cur, 1, DIST).tolist() == [1, -1, 1, 1]
-    assert mpol_misplaced(pm, cur, 0, DIST).tolist() == [-1, -1, -1, 0]
+    assert mpol_misplaced(pm, cur, 1).tolist() == [1, -1, 1, 1]
+    assert mpol_misplaced(pm, cur, 0).tolist() == [-1, -1, -1, 0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..mm.mempolicy import DEFAULT_POLICY
 from ..mm.pagetable import PageTable
 
 
@@ -34,6 +35,7 @@ class ThreadGroup:
         self.load_ns = np.asarray(machine.load_ns[spec.cpu_node], float)
         self.store_ns = np.asarray(machine.store_ns[spec.cpu_node], float)
         self.loaded_ns: np.ndarray | None = None   # set each tick by memsys (loaded model)
+        self.task_policy = DEFAULT_POLICY   # its threads' set_mempolicy (the engine sets it)
 
     @property
     def phase(self):

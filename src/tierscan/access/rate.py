@@ -150,7 +150,7 @@ class RateModel(AccessModel):
     def __init__(self, seed: int):
         self.rng = np.random.default_rng([seed, 0x5A7E])
         self.rates: dict[int, GroupRates] = {}
-        self.by_mm: dict[int, tuple] = {}
+        self.by_mm: dict[int, list[tuple]] = {}   # mm id -> [(group, rates)] of its groups
         self._heat_c: dict[int, float] = {}     # C at the last heat() call, per group
         self._served = None
         self._engine = None
@@ -162,7 +162,7 @@ class RateModel(AccessModel):
         self._served = np.zeros(k.machine.nr_nodes)
         for g in engine.groups:
             self.rates[g.gid] = GroupRates(g)
-            self.by_mm[g.mm.id] = (g, self.rates[g.gid])
+            self.by_mm.setdefault(g.mm.id, []).append((g, self.rates[g.gid]))
             self.on_phase(engine, g)
         k.access_source = self
         k.remap_hooks.append(self._on_remap)
@@ -201,30 +201,24 @@ class RateModel(AccessModel):
             self._arm_faults(group, r, group.slots[zero], store=True)
 
     def _leave_nodes(self, mm, page_slots, src_nids):
-        """Take the weight of these pages of ``mm`` off their nodes' masses. Returns (group,
-        rates, the positions that are the group's pages) or None for another mm."""
-        hit = self.by_mm.get(mm.id)
-        if hit is None:
-            return None
-        g, r = hit
-        idx = g.index_of(page_slots)
-        ok = idx >= 0
-        np.subtract.at(r.node_mass, np.asarray(src_nids)[ok], r.w[idx[ok]])
-        return g, r, idx, ok
+        """Take the weight of these pages of ``mm`` off their nodes' masses. Yields (group,
+        rates, the positions that are the group's pages, which are) for each thread group of
+        ``mm`` (none for an mm without one)."""
+        for g, r in self.by_mm.get(mm.id, ()):
+            idx = g.index_of(page_slots)
+            ok = idx >= 0
+            np.subtract.at(r.node_mass, np.asarray(src_nids)[ok], r.w[idx[ok]])
+            yield g, r, idx, ok
 
     def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
         """Pages of ``mm`` moved between nodes: move their weight in the node masses."""
-        left = self._leave_nodes(mm, page_slots, src_nids)
-        if left is not None:
-            _, r, idx, ok = left
+        for _, r, idx, ok in self._leave_nodes(mm, page_slots, src_nids):
             r.node_mass[dst_nid] += r.w[idx[ok]].sum()
 
     def _on_unmap(self, mm, page_slots, src_nids) -> None:
         """Pages of ``mm`` left memory (swapped out, or dropped from the page cache): take
         their weight off their nodes and draw when each is accessed again."""
-        left = self._leave_nodes(mm, page_slots, src_nids)
-        if left is not None:
-            g, r, _, ok = left
+        for g, r, _, ok in self._leave_nodes(mm, page_slots, src_nids):
             self._arm_faults(g, r, np.asarray(page_slots, np.int64)[ok])
 
     def _arm_faults(self, group, r, slots, store: bool = False) -> None:
@@ -324,28 +318,26 @@ class RateModel(AccessModel):
 
     # ---- lazy young bits (the kernel's access_source) ------------------------------------------
     def materialize_ptes(self, mm, slots) -> None:
-        hit = self.by_mm.get(mm.id)
-        if hit is None or len(slots) == 0:
+        if len(slots) == 0:
             return
-        g, r = hit
-        slots = np.asarray(slots, np.int64)
-        idx = g.index_of(slots)
-        ok = idx >= 0
-        if not ok.all():
-            slots, idx = slots[ok], idx[ok]
-        self._materialize(mm.pt.pte, slots, _PAGE_PRESENT | _PAGE_PROTNONE, idx, r.pages, r,
-                          self._c_now(g, r))
+        for g, r in self.by_mm.get(mm.id, ()):     # each group draws its own pages' bits
+            s = np.asarray(slots, np.int64)
+            idx = g.index_of(s)
+            ok = idx >= 0
+            if not ok.all():
+                s, idx = s[ok], idx[ok]
+            self._materialize(mm.pt.pte, s, _PAGE_PRESENT | _PAGE_PROTNONE, idx, r.pages, r,
+                              self._c_now(g, r))
 
     def materialize_pmds(self, mm, pmd_slots) -> None:
-        hit = self.by_mm.get(mm.id)
-        if hit is None or len(pmd_slots) == 0:
+        if len(pmd_slots) == 0:
             return
-        g, r = hit
-        pmd_slots = np.asarray(pmd_slots, np.int64)
-        i = r.pmd_index(pmd_slots)
-        ok = i >= 0
-        self._materialize(mm.pt.pmd, pmd_slots[ok], _ANY_BIT, i[ok], r.pmd, r,  # present:
-                          self._c_now(g, r))                                  # not empty
+        for g, r in self.by_mm.get(mm.id, ()):
+            p = np.asarray(pmd_slots, np.int64)
+            i = r.pmd_index(p)
+            ok = i >= 0
+            self._materialize(mm.pt.pmd, p[ok], _ANY_BIT, i[ok], r.pmd, r,  # present:
+                              self._c_now(g, r))                          # not empty
 
     def _c_now(self, group, r) -> float:
         """The group's access count "now". Inside a pass of a daemon whose work the workload
@@ -381,13 +373,12 @@ class RateModel(AccessModel):
         re-spends what is left of E at the new rate). ``slots`` are page slots, or PMD slots
         of THP leaves with ``pmd`` (whose rate is the sum of their pages' weights, as for
         their young bit)."""
-        hit = self.by_mm.get(mm.id)
-        if hit is None or len(slots) == 0:
+        if len(slots) == 0:
             return
-        g, r = hit
         slots = np.asarray(slots, np.int64)
-        idx = r.pmd_index(slots) if pmd else g.index_of(slots)
-        (r.pmd if pmd else r.pages).arm(idx[idx >= 0], r.C, self.rng)
+        for g, r in self.by_mm.get(mm.id, ()):
+            idx = r.pmd_index(slots) if pmd else g.index_of(slots)
+            (r.pmd if pmd else r.pages).arm(idx[idx >= 0], r.C, self.rng)
 
     def after_advance(self, engine, group) -> None:
         """Take the hint faults whose access came during the group's last advance, in the

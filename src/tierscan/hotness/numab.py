@@ -67,7 +67,7 @@ from ..arrays import unique
 from ..jiffies import UINT_MASK, jiffies_to_msecs, time_after, time_before
 from ..mm.constants import PAGE_SHIFT, PG_anon, PMD_SIZE
 from ..mm.memory import change_prot_numa
-from ..mm.mempolicy import get_vma_policy
+from ..mm.mempolicy import get_vma_policy, mpol_misplaced
 from ..mm.migrate import migrate_misplaced_folios_one_by_one
 from ..mm.physmem import WMARK_PROMO
 from ..mm.process import (
@@ -211,18 +211,40 @@ class VmaNumab:
 
 
 @dataclass
+class MmNuma:
+    """The mm_struct's NUMA-balancing fields, shared by every thread group of the mm, and the
+    VMAs' numab_state (per VMA, so per mm too)."""
+
+    numa_next_scan: int          # jiffies
+    numa_scan_offset: int = 0    # address
+    numa_scan_seq: int = 0
+    vmas: dict = field(default_factory=dict)
+    nr_threads: int = 0          # the threads of all its groups (vma_is_accessed's bound)
+
+
+def _mm_field(name: str):
+    """A TaskNuma attribute that is its mm's (MmNuma), read and written through."""
+    return property(lambda t: getattr(t.shared, name),
+                    lambda t, v: setattr(t.shared, name, v))
+
+
+@dataclass
 class TaskNuma:
-    """One thread group: its threads' node_stamp/numa_scan_period and the mm's scan state."""
+    """One thread group: its threads' node_stamp/numa_scan_period (task_struct fields) and,
+    through ``shared``, its mm's scan state (mm_struct fields; several groups of one mm share
+    it)."""
 
     group: object
     node_stamp: np.ndarray       # ns of runtime, per thread
     scan_period: np.ndarray      # ms, per thread
-    numa_next_scan: int          # jiffies
-    numa_scan_offset: int = 0    # address
-    numa_scan_seq: int = 0
+    shared: MmNuma
     placement_seq: int = 0       # p->numa_scan_seq: the sequence task_numa_placement last saw
-    vmas: dict = field(default_factory=dict)
     passes: int = 0
+
+    numa_next_scan = _mm_field("numa_next_scan")
+    numa_scan_offset = _mm_field("numa_scan_offset")
+    numa_scan_seq = _mm_field("numa_scan_seq")
+    vmas = _mm_field("vmas")
 
     @property
     def mm(self):
@@ -329,12 +351,20 @@ class NumaBalancing(Detector):
         self.state = PromotionState(k.machine.nr_nodes)
         self.access_time = FolioField(k, np.int64, self.time_mask)   # cpupid -1: all ones
         j = k.jiffies
+        shared: dict[int, MmNuma] = {}
         for g in engine.groups:
+            mmn = shared.get(g.mm.id)
+            if mmn is None:
+                mmn = shared[g.mm.id] = MmNuma(j + self.scan_delay_ms)   # mm->numa_next_scan
+            # a later group's threads are further clones of the process's main thread
+            stamps = self.init_numa_balancing(g.threads, self._rss(g.mm), mmn.nr_threads)
+            mmn.nr_threads += g.threads
             self.tasks.append(TaskNuma(
-                g, self.init_numa_balancing(g.threads, self._rss(g.mm)),
-                np.full(g.threads, self.scan_delay_ms, np.int64),  # p->numa_scan_period
-                j + self.scan_delay_ms))                           # mm->numa_next_scan
-        self.by_mm = {t.mm.id: t for t in self.tasks}
+                g, stamps, np.full(g.threads, self.scan_delay_ms, np.int64),  # numa_scan_period
+                mmn))
+        self.by_mm = {}                 # mm id -> its groups' TaskNuma
+        for t in self.tasks:
+            self.by_mm.setdefault(t.mm.id, []).append(t)
         k.numa_hint_fault_hook = self.hint_fault
 
     def run(self, engine) -> None:
@@ -343,7 +373,8 @@ class NumaBalancing(Detector):
                 continue                  # the task exited
             self.task_tick_numa(engine, t)
 
-    def init_numa_balancing(self, threads: int, rss_pages: int) -> np.ndarray:
+    def init_numa_balancing(self, threads: int, rss_pages: int,
+                            made_before: int = 0) -> np.ndarray:
         """The running threads' initial node_stamp (ns), per init_numa_balancing() (§3.2).
 
         The main thread (mm_users == 1) starts at 0. Each worker is a clone(CLONE_VM) of the
@@ -353,9 +384,13 @@ class NumaBalancing(Detector):
         a few microseconds; a 2021 patch (Miaohe Lin, "the unit of task_scan_max() is ms while
         ns is expected") multiplies it by NSEC_PER_MSEC. Whether it was merged is unverified;
         the fair.c copies read keep the mixed units, which this follows. Either way the stamp
-        is nonzero, which is what keeps a worker's period at scan_delay."""
-        first = 1 if self.main_thread_runs else 0
-        mm_users = 1 + np.arange(threads - first, dtype=np.int64)     # at each clone
+        is nonzero, which is what keeps a worker's period at scan_delay.
+
+        ``made_before`` threads of the mm exist already (earlier thread groups of the same
+        process): the main thread is among them, and every thread here is a clone."""
+        first = 1 if self.main_thread_runs and made_before == 0 else 0
+        mm_users = 1 + made_before - (1 if self.main_thread_runs and made_before else 0) + \
+            np.arange(threads - first, dtype=np.int64)               # at each clone
         delay = np.minimum(self.task_scan_max(rss_pages),              # ms read as ns [sic]
                            self.scan_delay_ms * mm_users * MS) + 2 * TICK_NSEC
         return np.concatenate([np.zeros(first, np.int64), delay]).astype(np.int64)
@@ -422,7 +457,7 @@ class NumaBalancing(Detector):
             return True
         if t.numa_scan_offset > vma.start:
             return True
-        return t.numa_scan_seq > st.prev_scan_seq + t.group.threads
+        return t.numa_scan_seq > st.prev_scan_seq + t.shared.nr_threads
 
     def _scan(self, t: TaskNuma, now: int) -> tuple[int, int]:
         """The VMA loop of task_numa_work(). Returns (entries made PROT_NONE, entries seen).
@@ -524,7 +559,7 @@ class NumaBalancing(Detector):
         if pfns.size == 0:
             return
         self.stats["faults"] += int(pfns.size)
-        t = self.by_mm.get(mm.id)
+        t = self._faulting_task(mm)
         if t is not None:
             self._set_access_pid_bits(t, pfns)
         heads = pm.folio_head(pfns)
@@ -532,6 +567,8 @@ class NumaBalancing(Detector):
         dst = int(cpu_nid)              # MOF default policy: the faulting CPU's node
         # the tiering branch: a slow-tier folio whose target is another node with memory
         misplaced = ~self.toptier[src] & (src != dst)
+        if self.honor_mempolicy and misplaced.any():
+            misplaced &= self._mpol_target(mm, pfns, src, dst) == dst
         heads = heads[misplaced]
         if heads.size == 0:
             return
@@ -543,6 +580,33 @@ class NumaBalancing(Detector):
             self.task_numa_fault(t)
         elif self.promote(heads, dst).size:
             self.task_numa_fault(t)
+
+    def _mpol_target(self, mm, pfns, src, dst: int) -> np.ndarray:
+        """mpol_misplaced() per faulting page under its VMA's policy (else the faulting
+        task's): the node it should go to, -1 where none (mm/mempolicy.py)."""
+        pm = self.kernel.pm
+        out = np.full(pfns.size, -1, np.int64)
+        mapping, index = pm.mapping[pfns], pm.index[pfns].astype(np.int64)
+        anon = (pm.flags[pfns] & PG_anon) != 0
+        for vma in mm.vmas:
+            if vma.file is None:
+                hit = anon & (mapping == mm.id) & (index >= vma.start_slot) & \
+                    (index < vma.end_slot)
+            else:
+                hit = ~anon & (mapping == vma.file.id) & (index >= vma.pgoff) & \
+                    (index < vma.pgoff + vma.nr_pages)
+            if hit.any():
+                out[hit] = mpol_misplaced(get_vma_policy(vma), src[hit], dst)
+        return out
+
+    def _faulting_task(self, mm) -> TaskNuma | None:
+        """The task of ``mm`` taking the fault: the thread group the engine is running (a
+        fault comes from its accesses), else the mm's first group."""
+        tasks = self.by_mm.get(mm.id)
+        if not tasks:
+            return None
+        cur = self.engine.accounting.current if self.engine is not None else None
+        return next((t for t in tasks if t.group is cur), tasks[0])
 
     def task_numa_fault(self, t: TaskNuma | None) -> None:
         """task_numa_fault() for faults whose ``mem_node`` is the toptier target: a promoted

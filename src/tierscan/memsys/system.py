@@ -93,7 +93,7 @@ class MemorySystem:
         self.cpu = getattr(self.machine, "cpu", None)
         self.page_walks = page_walks
         self.state = {g.gid: _GroupState(g) for g in engine.groups}
-        self.by_mm = {g.mm.id: g for g in engine.groups}
+        self.by_mm = engine.groups_of_mm          # mm id -> its thread groups
         n = self.machine.nr_nodes
         self.kernel_read = np.zeros(n)        # bytes the kernel moved since the last solve
         self.kernel_write = np.zeros(n)
@@ -115,17 +115,15 @@ class MemorySystem:
 
     # ---- inputs ---------------------------------------------------------------------------------
     def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
-        g = self.by_mm.get(mm.id)
-        if g is None:
-            return
-        s = self.state[g.gid]
-        if s.node_mass is None:
-            return
-        idx = g.index_of(page_slots)
-        ok = idx >= 0
-        np.subtract.at(s.node_mass, np.asarray(src_nids)[ok], s.w[idx[ok]])
-        s.node_mass[dst_nid] += s.w[idx[ok]].sum()
-        s.coef = None
+        for g in self.by_mm.get(mm.id, ()):
+            s = self.state[g.gid]
+            if s.node_mass is None:
+                continue
+            idx = g.index_of(page_slots)
+            ok = idx >= 0
+            np.subtract.at(s.node_mass, np.asarray(src_nids)[ok], s.w[idx[ok]])
+            s.node_mass[dst_nid] += s.w[idx[ok]].sum()
+            s.coef = None
 
     def kernel_traffic(self, src_nids, dst_nid: int, bytes_each: int) -> None:
         """Migration copies: each folio's bytes read from its node and written to dst_nid."""

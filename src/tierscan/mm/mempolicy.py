@@ -163,7 +163,7 @@ def interleave_targets(policy: MemPolicy, ilx, sysfs=None) -> np.ndarray:
     return nodes[np.searchsorted(cum, target, side="right")]
 
 
-def mpol_misplaced(policy: MemPolicy, cur_nid, this_nid: int, distance) -> np.ndarray:
+def mpol_misplaced(policy: MemPolicy, cur_nid, this_nid: int) -> np.ndarray:
     """mpol_misplaced() for folios on ``cur_nid`` faulting on a CPU of ``this_nid``: the node
     each should move to, or -1 (NUMA_NO_NODE) where it stays. Without MPOL_F_MOF nothing
     moves. With MORON (the default policy, MPOL_F_NUMA_BALANCING) the target is the CPU's

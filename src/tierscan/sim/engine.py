@@ -18,6 +18,7 @@ from ..access.rate import RateModel
 from ..errors import ConfigError
 from ..memsys.system import MemorySystem
 from ..mm.memcontrol import mem_cgroup_handle_over_high
+from ..mm.mempolicy import MemPolicy
 from .costs import CostModel
 
 MS = 1_000_000
@@ -107,8 +108,7 @@ class Accounting:
             ms.kernel_traffic(src_nids, dst_nid, 4096 << order)
         self.charge(count * (c.migrate_thp_ns if order else c.migrate_page_ns))
         for mm in mms:
-            g = self.engine.group_of_mm.get(mm.id)
-            if g is not None:
+            for g in self.engine.groups_of_mm.get(mm.id, ()):
                 g.stall_ns += flushes * c.tlb_shootdown_ns
 
 
@@ -144,7 +144,9 @@ class Engine:
         self.progress = progress
         self.accounting = Accounting(self)
         self.groups: list[ThreadGroup] = []
-        self.group_of_mm: dict[int, ThreadGroup] = {}
+        # the thread groups of each mm (several when a process's threads differ in CPU node,
+        # mappings or task policy: ProcessSpec.mm), in workload order
+        self.groups_of_mm: dict[int, list[ThreadGroup]] = {}
         self.series: dict[str, list] = {}
         self._next_sample = 0
         self._cycle_ns: dict[int, int] = {}   # start of each daemon's current cycle
@@ -159,20 +161,28 @@ class Engine:
     def _setup(self) -> None:
         k = self.kernel
         k.accounting = self.accounting
+        mms = {}
         for gid, spec in enumerate(self.workload.processes):
-            memcg = self._memcg(spec.memcg)
-            mm = k.spawn(spec.name, memcg=memcg, cpu_node=spec.cpu_node)
+            mm = mms.get(spec.mm_name)
+            if mm is None:      # the process's first thread group creates its address space
+                mm = mms[spec.mm_name] = k.spawn(spec.mm_name, memcg=self._memcg(spec.memcg),
+                                                 cpu_node=spec.cpu_node)
+            task_policy = MemPolicy.make(spec.task_policy, spec.task_nodes, k.machine.nr_nodes,
+                                         spec.task_numa_balancing, field="task_policy")
             vmas = []
-            for m in spec.mappings:
-                vma = mm.mmap(m.size, kind=m.kind, shared=m.shared, thp=m.thp,
-                              populate=m.populate, policy=m.policy, nodes=list(m.nodes))
-                if m.move_to is not None:
-                    mm.move_pages(np.arange(vma.start, vma.end, 1 << 21, dtype=np.uint64),
-                                  m.move_to)
-                vmas.append(vma)
+            with mm.as_task(spec.cpu_node, task_policy):   # its threads map and populate
+                for m in spec.mappings:
+                    vma = mm.mmap(m.size, kind=m.kind, shared=m.shared, thp=m.thp,
+                                  populate=m.populate, policy=m.policy, nodes=list(m.nodes),
+                                  numa_balancing=m.numa_balancing)
+                    if m.move_to is not None:
+                        mm.move_pages(np.arange(vma.start, vma.end, 1 << 21, dtype=np.uint64),
+                                      m.move_to)
+                    vmas.append(vma)
             g = ThreadGroup(gid, spec, mm, vmas, k.machine)
+            g.task_policy = task_policy
             self.groups.append(g)
-            self.group_of_mm[mm.id] = g
+            self.groups_of_mm.setdefault(mm.id, []).append(g)
         last = self.workload.processes and any(
             p.phases[-1].accesses is None and p.phases[-1].duration_ns is None
             for p in self.workload.processes)
@@ -259,7 +269,12 @@ class Engine:
         return self
 
     def _advance(self, g: ThreadGroup, dt: float) -> None:
-        """Run group ``g`` for ``dt`` ns of its threads' time, crossing phase boundaries."""
+        """Run group ``g`` for ``dt`` ns of its threads' time, crossing phase boundaries, as
+        its mm's running task (its CPU node and task policy)."""
+        with g.mm.as_task(g.spec.cpu_node, g.task_policy):
+            self._advance_task(g, dt)
+
+    def _advance_task(self, g: ThreadGroup, dt: float) -> None:
         self.accounting.current = g
         g.mm.lru_gen_bitmap = ~0  # its threads were scheduled: lru_gen_use_mm()
         left = float(dt)

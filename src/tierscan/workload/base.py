@@ -35,9 +35,10 @@ class Mapping:
     kind: str = "anon"
     shared: bool = False
     thp: bool = False
-    policy: str = "bind"
+    policy: str = "bind"             # its VMA policy (mbind); "default": the task's applies
     nodes: tuple[int, ...] = (0,)
     populate: bool = True
+    numa_balancing: bool = False     # MPOL_F_NUMA_BALANCING on the policy
     move_to: int | None = None  # move_pages() every page here after populating (pghot Mode 3)
 
 
@@ -65,6 +66,16 @@ class ProcessSpec:
     non_temporal: bool = False       # stores bypass the cache: no line read (write-allocate)
     pgtable_node: int | None = None  # where its page tables live; None: its CPU node (the
     #                                  default task policy); memsys/ charges page walks there
+    mm: str | None = None            # thread groups with the same ``mm`` are threads of one
+    #                                  process (one address space); None: its own process
+    task_policy: str = "default"     # set_mempolicy() of its threads (mode, nodes, flag)
+    task_nodes: tuple[int, ...] = ()
+    task_numa_balancing: bool = False
+
+    @property
+    def mm_name(self) -> str:
+        """The process (address space) this thread group belongs to."""
+        return self.name if self.mm is None else self.mm
 
 
 @dataclass(frozen=True)

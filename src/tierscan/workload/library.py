@@ -157,7 +157,13 @@ class _Reader:
 
 # Keys of one process (its placement and its single mapping), with their defaults.
 _PROCESS_KEYS = ("size", "threads", "node", "thp", "kind", "shared", "populate", "cpu_node",
-                 "memcg", "name", "mlp", "non_temporal", "page_tables")
+                 "memcg", "name", "mlp", "non_temporal", "page_tables", "policy", "nodes",
+                 "numa_balancing", "task_policy", "task_nodes", "task_numa_balancing")
+# Memory policies (mm/mempolicy.py). ``policy`` is the mapping's (mbind), ``task_policy`` its
+# threads' (set_mempolicy, as numactl sets it); "default" has none of its own.
+POLICY_MODES = ("default", "local", "preferred", "bind", "preferred-many", "interleave",
+                "weighted-interleave")
+_NEEDS_NODES = ("preferred", "bind", "preferred-many", "interleave", "weighted-interleave")
 # Where a process's page tables live (the kernel allocates them under the *task's* memory
 # policy, not the mapping's): "local" = its CPU node (default policy, e.g. mbind() on the
 # mapping); "membind" = the node its memory is bound to (a `numactl --membind` run).
@@ -183,7 +189,36 @@ def _read_process(r: _Reader, name: str, *, size=DEFAULT_SIZE, threads=1) -> dic
     r.number("mlp", 1.0, 0, math.inf, lo_open=True)
     r.boolean("non_temporal", False)
     r.choice("page_tables", "local", PAGE_TABLES)
+    _read_policy(r, "", [r.out["node"]], "bind")
+    _read_policy(r, "task_", None, "default")
     return r.out
+
+
+def _read_policy(r: _Reader, prefix: str, default_nodes, default_mode) -> None:
+    """``{prefix}policy``, ``{prefix}nodes`` and ``{prefix}numa_balancing``: a mode, its
+    nodes (the mapping's default to ``[node]``) and MPOL_F_NUMA_BALANCING, checked as
+    mpol_new()/sanitize_mpol_flags() would (node ids against the machine: at placement)."""
+    mode = r.choice(f"{prefix}policy", default_mode, POLICY_MODES)
+    key = f"{prefix}nodes"
+    if r.given(key):
+        raw = r.array(key, None)
+        for i, n in enumerate(raw):
+            r.c.int_at_least(n, f"{r.field(key)}[{i}]", 0)
+        nodes = [int(n) for n in raw]
+    else:
+        nodes = list(default_nodes) if default_nodes is not None and \
+            mode in ("bind", "preferred") else []
+    if mode in _NEEDS_NODES and not nodes:
+        r.fail(key, f"policy {mode!r} needs a non-empty list of nodes")
+    if mode in ("default", "local") and nodes:
+        r.fail(key, f"policy {mode!r} takes no nodes, got {nodes}")
+    if mode == "preferred" and len(nodes) != 1:
+        r.fail(key, f"policy 'preferred' takes exactly one node, got {nodes}")
+    r.out[key] = nodes
+    nb = r.boolean(f"{prefix}numa_balancing", False)
+    if nb and mode not in ("bind", "preferred-many"):
+        r.fail(f"{prefix}numa_balancing", f"MPOL_F_NUMA_BALANCING needs policy 'bind' or "
+                                          f"'preferred-many', not {mode!r}")
 
 
 def _read_dist(r: _Reader, dist: str):
@@ -242,13 +277,16 @@ def _read_phases(c: Checker, r: _Reader, key: str, default) -> tuple[tuple[Phase
     return phases, [res for _, res in read]
 
 
-def _process_spec(p: dict, phases) -> ProcessSpec:
+def _process_spec(p: dict, phases, mm: str | None = None) -> ProcessSpec:
     m = Mapping(size=p["size"], kind=p["kind"], shared=p["shared"], thp=p["thp"],
-                policy="bind", nodes=(p["node"],), populate=p["populate"])
+                policy=p["policy"], nodes=tuple(p["nodes"]), populate=p["populate"],
+                numa_balancing=p["numa_balancing"])
     return ProcessSpec(name=p["name"], threads=p["threads"], cpu_node=p["cpu_node"],
                        mappings=(m,), phases=tuple(phases), memcg=p["memcg"], mlp=p["mlp"],
                        non_temporal=p["non_temporal"],
-                       pgtable_node=p["node"] if p["page_tables"] == "membind" else None)
+                       pgtable_node=p["node"] if p["page_tables"] == "membind" else None,
+                       mm=mm, task_policy=p["task_policy"], task_nodes=tuple(p["task_nodes"]),
+                       task_numa_balancing=p["task_numa_balancing"])
 
 
 def _single(name: str, params, where: str, field: str, dist: str | None,
@@ -418,25 +456,28 @@ DEFAULT_PROCESSES = [
 @register_workload("multi")
 def multi(params: dict, *, where: str, field: str) -> WorkloadSpec:
     """Several processes (separate mms, possibly separate memcgs) running together. Each table
-    has the process keys plus either ``dist`` and its parameters (one phase) or ``phases``."""
+    has the process keys plus either ``dist`` and its parameters (one phase) or ``phases``,
+    and ``mm``: tables with the same ``mm`` are thread groups of one process (one address
+    space, one memcg), each with its own threads, CPU node, mapping and task policy."""
     c = Checker(where)
     r = _Reader(c, params, field, ("processes",))
     tables = r.array("processes", DEFAULT_PROCESSES)
     if not tables:
         r.fail("processes", "expected at least one process")
-    procs, resolved, names = [], [], set()
+    procs, resolved, names, mms = [], [], set(), {}
     for i, t in enumerate(tables):
         path = f"{r.field('processes')}[{i}]"
         if not isinstance(t, dict):
             c.fail(path, f"expected a table, got {describe_value(t)}")
         if t.get("phases") is not None:
-            pr = _Reader(c, t, path, _PROCESS_KEYS + ("phases",))
+            pr = _Reader(c, t, path, _PROCESS_KEYS + ("phases", "mm"))
             p = _read_process(pr, f"p{i}")
             ph, pres = _read_phases(c, pr, "phases", None)
             pr.out["phases"] = pres
         else:
             dist = _dist_name(c, t, path)
-            pr = _Reader(c, t, path, _PROCESS_KEYS + ("dist",) + _DIST_KEYS[dist] + _PHASE_KEYS)
+            pr = _Reader(c, t, path, _PROCESS_KEYS + ("dist", "mm") + _DIST_KEYS[dist] +
+                         _PHASE_KEYS)
             p = _read_process(pr, f"p{i}")
             pr.out["dist"] = dist
             d = _read_dist(pr, dist)
@@ -444,7 +485,13 @@ def multi(params: dict, *, where: str, field: str) -> WorkloadSpec:
         if p["name"] in names:
             c.fail(f"{path}.name", f"duplicate process name {p['name']!r}")
         names.add(p["name"])
-        procs.append(_process_spec(p, ph))
+        mm = pr.string("mm", p["name"]) if pr.given("mm") else pr._put("mm", None)
+        first = mms.setdefault(p["name"] if mm is None else mm, (i, p["memcg"]))
+        if first[1] != p["memcg"]:
+            c.fail(f"{path}.memcg", f"a thread group of mm {mm!r} in memcg {p['memcg']!r}, but "
+                                    f"processes[{first[0]}] of the same mm is in "
+                                    f"{first[1]!r} (one mm, one memcg)")
+        procs.append(_process_spec(p, ph, mm))
         resolved.append(dict(pr.out))
     return WorkloadSpec("multi", tuple(procs), {"processes": resolved})
 
