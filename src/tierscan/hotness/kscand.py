@@ -217,6 +217,8 @@ class Kscand(Detector):
         self.idle = FolioField(k, bool, False)      # PG_idle (page_idle flags)
         self.young = FolioField(k, bool, False)     # PG_young
         for g in engine.groups:                     # __kscand_enter() at fork/exec
+            if any(s.mm is g.mm for s in self.slots):
+                continue                            # one slot per mm, not per thread group
             self.slots.append(MmSlot(g, self.scan_period_ms, self.scan_size,
                                      k.jiffies + self.scan_delay_ms,
                                      target_node=self.target_node))
@@ -225,9 +227,9 @@ class Kscand(Detector):
         """kscand_do_scan(): up to mms_to_scan visits, one mm each, round robin. A visit to an
         mm that is not due moves on; an mm scanned in this cycle is not due again in it."""
         self.stats["cycles"] += 1
-        live = [s for s in self.slots if s.group.finished_ns is None]
+        live = [s for s in self.slots if not engine.mm_exited(s.mm)]
         if len(live) != len(self.slots):             # kscand_collect_mm_slot() at exit
-            gone = [s for s in self.slots if s.group.finished_ns is not None]
+            gone = [s for s in self.slots if engine.mm_exited(s.mm)]
             self.slots = live
             self.cursor = 0
             for s in gone:

@@ -476,20 +476,34 @@ def _with_default_node(workload: Component, machine: Machine) -> Component:
     ``node`` defaults to node 1 (the laptop's CXL node), which on other machines may be DRAM
     (zen5-cxl's second socket: DRAM compared with DRAM, nothing promoted). There the default
     follows the machine, written into the configuration (so the result file and its hash say
-    where the memory went); where node 1 is already the slow node nothing changes."""
+    where the memory went); where node 1 is already the slow node nothing changes. The same
+    holds for each process (thread group) of ``multi`` without a ``node``."""
     from tierscan.sim.precheck import default_slow_node
-    from tierscan.workload.library import DEFAULT_NODE, make_workload
+    from tierscan.workload.library import DEFAULT_NODE, DEFAULT_PROCESSES, make_workload
 
     node = default_slow_node(machine)
     if "node" in workload.params or node == DEFAULT_NODE:
         return workload
     params = {**thaw(workload.params), "node": node}
-    try:      # only workloads that take a top-level `node` (not pghot-bench, not multi)
+    try:      # workloads that take a top-level `node` (not pghot-bench, not multi)
         make_workload(workload.name, params, where=workload.where, field=workload.path)
     except ConfigError:
-        return workload
+        params = _with_default_process_nodes(thaw(workload.params), node, DEFAULT_PROCESSES)
+        try:  # multi: its processes' tables
+            make_workload(workload.name, params, where=workload.where, field=workload.path)
+        except ConfigError:
+            return workload
     return Component(name=workload.name, params=freeze(params), path=workload.path,
                      where=workload.where)
+
+
+def _with_default_process_nodes(params: dict, node: int, default_processes) -> dict:
+    """``params`` with ``node`` in each table of ``processes`` (the library's defaults when
+    absent) that does not set one; unchanged when ``processes`` is not a list of tables."""
+    procs = params.get("processes", default_processes)
+    if not isinstance(procs, list) or not all(isinstance(p, dict) for p in procs):
+        return params
+    return {**params, "processes": [p if "node" in p else {**p, "node": node} for p in procs]}
 
 
 def _component(c: Checker, raw, path: str) -> Component:

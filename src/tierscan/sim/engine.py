@@ -240,6 +240,10 @@ class Engine:
         cost = np.cumsum(np.where(nr > 1, c.migrate_thp_ns, c.migrate_page_ns))
         return max(1, int(np.searchsorted(cost, left, side="right")))
 
+    def mm_exited(self, mm) -> bool:
+        """Whether every thread group of ``mm`` has finished (the process has exited)."""
+        return all(g.finished_ns is not None for g in self.groups_of_mm.get(mm.id, ()))
+
     def done(self) -> bool:
         if self.duration_ns is not None and self.now >= self.duration_ns:
             return True

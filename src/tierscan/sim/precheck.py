@@ -87,10 +87,15 @@ def check_runnable(cfg) -> list[str]:
         if p.threads > machine.nr_cpus:
             warnings.append(f"{where}: {field_of(i, 'threads')}: {p.threads:,} threads on a "
                             f"machine with {machine.nr_cpus} CPUs: they time-share")
+        for n in p.task_nodes:
+            if n not in ids:
+                fail(field_of(i, "task_nodes"), f"no node {n} (the machine {machine.name!r} "
+                                                f"has nodes {', '.join(map(str, sorted(ids)))})")
         for m in p.mappings:
             for n in m.nodes:
                 if n not in ids:
-                    fail(field_of(i, "node"), f"no node {n} (the machine "
+                    fail(field_of(i, "node" if m.policy == "bind" and len(m.nodes) == 1
+                                  else "nodes"), f"no node {n} (the machine "
                                               f"{machine.name!r} has nodes "
                                               f"{', '.join(map(str, sorted(ids)))})")
             if m.size > TASK_SIZE:
