@@ -9,7 +9,8 @@ from conftest import PAGE, make_kernel, page_addrs
 from tierscan import ConfigError, OutOfMemory
 from tierscan.mm.constants import MMAP_BASE, PAGE_SHIFT
 from tierscan.mm.mempolicy import (
-    MemPolicy, interleave_targets, mpol_misplaced, policy_nodes, zonelist,
+    MemPolicy, interleave_targets, mpol_misplaced, policy_nodes, weighted_interleave_nid,
+    zonelist,
 )
 
 # Four nodes: 0 and 1 DRAM with CPUs, 2 and 3 CXL. From node 0 the order is 0, 2 (14), 1 (21),
@@ -278,3 +279,17 @@ def test_mpol_misplaced_cases():
     # outside the mask move
     assert mpol_misplaced(pm, cur, 1).tolist() == [1, -1, 1, 1]
     assert mpol_misplaced(pm, cur, 0).tolist() == [-1, -1, -1, 0]
+
+
+@pytest.mark.parametrize("weights", [(1, 1, 1), (3, 1, 2), (255, 1, 7), (1,)])
+def test_vectorised_targets_match_the_kernel_loop(weights):
+    """interleave_targets() against weighted_interleave_nid()'s loop, index by index."""
+    k = make_kernel(("16MiB",) * 4)
+    nodes = [3, 0, 2][:len(weights)]
+    for nid, w in zip(sorted(nodes), weights):
+        k.sysfs[f"mempolicy/weighted_interleave/node{nid}"] = w
+    for mode in ("interleave", "weighted-interleave"):
+        pol = MemPolicy.make(mode, nodes, 4)
+        ilx = np.random.default_rng(1).integers(0, 1 << 40, 2000)
+        ref = [weighted_interleave_nid(pol, int(i), k.sysfs) for i in ilx]
+        assert interleave_targets(pol, ilx, k.sysfs).tolist() == ref

@@ -152,6 +152,20 @@ def interleave_weights(policy: MemPolicy, sysfs=None) -> np.ndarray:
     return np.array([sysfs.interleave_weight(n) for n in policy.nodes], np.int64)
 
 
+def weighted_interleave_nid(policy: MemPolicy, ilx: int, sysfs=None) -> int:
+    """weighted_interleave_nid() (interleave_nid() with every weight 1) for one index, as the
+    kernel's loop: the reference ``interleave_targets`` is tested and benchmarked against."""
+    weights = [int(w) for w in interleave_weights(policy, sysfs)]
+    target = ilx % sum(weights)
+    i = 0
+    while target:
+        if target < weights[i]:
+            break
+        target -= weights[i]
+        i = (i + 1) % len(weights)          # next_node_in()
+    return policy.nodes[i]
+
+
 def interleave_targets(policy: MemPolicy, ilx, sysfs=None) -> np.ndarray:
     """interleave_nid() / weighted_interleave_nid() for an array of interleave indices: the
     node each page starts at (vectorised: ilx mod the weight total located in the cumulative
