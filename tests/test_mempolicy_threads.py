@@ -185,3 +185,18 @@ def test_hint_faults_promote_towards_the_faulting_threads_node():
     nodes = k.node_of(far.mm.translate(far.addrs))
     assert (nodes == 1).sum() > 0 and (nodes == 0).sum() == 0
     assert int(k.vmstat.node("pgpromote_success")[1]) == int((nodes == 1).sum())
+
+
+def test_multi_processes_default_to_the_machines_slow_node():
+    """The slow tier is the default memory node for every process of ``multi`` too (zen5-cxl:
+    node 2; node 1 there is the second DRAM socket). An explicit node is kept."""
+    cfg = config_from_dict({"machine": {"preset": "zen5-cxl"}, "duration": "1s",
+                            "workload": {"name": "multi", "processes": [
+                                {"name": "a", "dist": "uniform"},
+                                {"name": "b", "dist": "uniform", "node": 0}]}})
+    spec = make_workload("multi", dict(cfg.workload.params))
+    assert [p.mappings[0].nodes for p in spec.processes] == [(2,), (0,)]
+    default = config_from_dict({"machine": {"preset": "zen5-cxl"}, "duration": "1s",
+                                "workload": {"name": "multi"}})
+    spec = make_workload("multi", dict(default.workload.params))
+    assert {p.mappings[0].nodes for p in spec.processes} == {(2,)}
