@@ -9,7 +9,20 @@ calls ``unique`` instead.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
+
+@njit(cache=True, nogil=True, inline="always")
+def upper_bound(a, x, lo, hi):
+    """In compiled loops: the first index in [lo, hi) of sorted ``a`` whose entry is above
+    ``x`` (hi if none), as ``np.searchsorted(a[lo:hi], x, "right") + lo``."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def unique(a) -> np.ndarray:

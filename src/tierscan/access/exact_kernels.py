@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..arrays import upper_bound
+
 GUIDE_MAX = 1 << 22      # buckets at most (32 MiB of guide); more pages share buckets
 
 
@@ -47,12 +49,7 @@ def draw_pages(u, cdf, guide, scale, last, counts, out):
             lo -= 1
         while hi < n and cdf[hi] <= x:
             hi += 1
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if cdf[mid] <= x:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = upper_bound(cdf, x, lo, hi)
         if lo > last:
             lo = last
         out[i] = lo

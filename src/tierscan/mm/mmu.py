@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..arrays import upper_bound
 from .constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PSE, _PAGE_RW, PTE_PFN_MASK
 
 # Plain ints, wrapped in np.uint64() at each use: numba compiles numpy-scalar globals into slow
@@ -28,14 +29,7 @@ def find_vmas(addrs, starts, ends):
     n = starts.size
     for i in range(addrs.size):
         a = addrs[i]
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if starts[mid] <= a:
-                lo = mid + 1
-            else:
-                hi = mid
-        j = lo - 1
+        j = upper_bound(starts, a, 0, n) - 1
         out[i] = j if j >= 0 and a < ends[j] else -1
     return out
 
@@ -113,14 +107,7 @@ def replay_segments(pages, is_write, seg_ends, seg, page_addrs, page_slots, vm_s
             pg = pages[i]
             a = page_addrs[pg]
             if not (vm_starts[v] <= a and a < vm_ends[v]):    # another VMA than the last
-                lo, hi = 0, nvma
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if vm_starts[mid] <= a:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                v = lo - 1
+                v = upper_bound(vm_starts, a, 0, nvma) - 1
                 if v < 0 or a >= vm_ends[v]:
                     return sg
             pfn = _touch(page_slots[pg], is_write[i], pte, pmd)

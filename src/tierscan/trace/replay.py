@@ -26,6 +26,7 @@ import os
 import numpy as np
 from numba import njit
 
+from ..arrays import upper_bound
 from ..errors import ConfigError
 from ..memsys.llc import LINES_PER_PAGE, LineCache
 from ..units import parse_size
@@ -70,14 +71,9 @@ def _index_kernel(pages, start, length, base, out):
     for i in range(pages.size):
         p = pages[i]
         if not (start[r] <= p and p < start[r] + length[r]):
-            lo, hi = 0, n
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if start[mid] <= p:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            r = lo - 1 if lo > 0 else n - 1     # numpy's index -1 for a page below them all
+            r = upper_bound(start, p, 0, n) - 1
+            if r < 0:
+                r = n - 1                       # numpy's index -1 for a page below them all
         out[i] = base[r] + p - start[r]
 
 
