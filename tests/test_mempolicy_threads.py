@@ -200,3 +200,16 @@ def test_multi_processes_default_to_the_machines_slow_node():
                                 "workload": {"name": "multi"}})
     spec = make_workload("multi", dict(default.workload.params))
     assert {p.mappings[0].nodes for p in spec.processes} == {(2,)}
+
+
+def test_nothing_to_promote_warning_only_when_no_process_can_start_below_the_top_tier():
+    def warnings(processes):
+        cfg = config_from_dict({"machine": {"preset": "zen5-cxl"}, "duration": "1s",
+                                "detectors": [{"name": "numab2"}],
+                                "workload": {"name": "multi", "processes": processes}})
+        return check_runnable(cfg)
+    dram = {"name": "a", "mm": "app", "node": 0, "dist": "uniform"}
+    cxl = {"name": "b", "mm": "app", "node": 2, "dist": "uniform"}
+    assert warnings([dram, cxl]) == []
+    (w,) = warnings([dram])
+    assert "node: memory is bound to top-tier node(s) 0" in w and "nothing to promote" in w

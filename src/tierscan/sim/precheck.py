@@ -74,6 +74,7 @@ def check_runnable(cfg) -> list[str]:
 
     memory = sum(n.capacity for n in machine.nodes)
     top_tier = min(n.tier for n in machine.nodes)
+    top_bound, all_top = [], True
     for i, p in enumerate(spec.processes):
         if p.threads > PID_MAX_LIMIT:
             fail(field_of(i, "threads"), f"{p.threads:,} threads is more than Linux allows "
@@ -104,12 +105,18 @@ def check_runnable(cfg) -> list[str]:
             if m.populate and m.size > memory:
                 fail(field_of(i, "size"), f"{_size(m.size)} does not fit in the machine's "
                                           f"memory ({_size(memory)} on {len(ids)} nodes)")
-            if (cfg.detectors or cfg.engine) and m.nodes and \
-                    all(ids[n].tier == top_tier for n in m.nodes):
-                warnings.append(
-                    f"{where}: {field_of(i, 'node')}: memory is bound to top-tier node(s) "
-                    f"{', '.join(map(str, m.nodes))}: there is nothing to promote (the slow "
-                    f"tier of {machine.name!r} is node {default_slow_node(machine)})")
+            if m.nodes and all(ids[n].tier == top_tier for n in m.nodes):
+                top_bound.append((i, m.nodes))
+            else:
+                all_top = False
+    # only when no process has memory that can start below the top tier (a thread group on
+    # DRAM beside one on CXL is the point of thread-per-tier)
+    if (cfg.detectors or cfg.engine) and all_top and top_bound:
+        i, nodes = top_bound[0]
+        warnings.append(
+            f"{where}: {field_of(i, 'node')}: memory is bound to top-tier node(s) "
+            f"{', '.join(map(str, nodes))}: there is nothing to promote (the slow "
+            f"tier of {machine.name!r} is node {default_slow_node(machine)})")
     _check_plugin_names(cfg)
     return warnings
 
