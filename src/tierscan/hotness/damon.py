@@ -890,7 +890,10 @@ class DamonTiering(Detector):
         passed = int(nr_pages.sum()) * PAGE_SIZE
         if cand.size == 0:
             return 0, passed, 0
-        ok = migrate_folios(k, cand, s.target_nid, WMARK_MIN)
+        # __damon_pa_migrate_folio_list(): gfp (GFP_HIGHUSER_MOVABLE & ~__GFP_RECLAIM) |
+        # GFP_NOWAIT keeps __GFP_KSWAPD_RECLAIM, as demotion's: a failed allocation on a full
+        # target wakes its kswapd (no direct reclaim)
+        ok = migrate_folios(k, cand, s.target_nid, WMARK_MIN, wake_kswapd=True)
         moved = cand[ok]
         applied = int(nr_pages[ok].sum()) * PAGE_SIZE
         nr_applied = int(unique(cand_owner[ok]).size)
