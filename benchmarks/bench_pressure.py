@@ -7,6 +7,12 @@ simulated time. Target: under 2 minutes of wall time at --scale 1 (a benchmark, 
 same in proportion; the default 1/64 is what a 2-core shared machine finishes in minutes.
 Prints setup and run wall time, the simulated run, and the reclaim counters.
 
+The fast path's reclaim reads its lists through the per-list index (mm/lru_index.py). With
+``--reference-scale r`` (default 1/256) the same run at scale r is made twice in this process,
+with the index and with the whole-range reference (``PhysMem.lru_index = False``: every
+reclaim call scans the node's pfn range), checks that both give the same counters, and prints
+the ratio of their run times. ``--reference-scale 0`` skips it.
+
     PYTHONPATH=src python3 benchmarks/bench_pressure.py [--scale 0.015625] [--duration 60]
 """
 
@@ -27,9 +33,17 @@ COUNTERS = ("pgfault", "pgpromote_success", "pgdemote_kswapd", "pgdemote_direct"
             "kswapd_low_wmark_hit_quickly", "tierscan_promote_pingpong")
 
 
-def run(scale: float, duration_s: float) -> dict:
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run(scale: float, duration_s: float, reference: bool = False) -> dict:
     t0 = time.perf_counter()
+    c0 = _cpu_s()
     k = Kernel(Machine.preset("zen5-cxl").scaled(scale), seed=0)
+    if reference:
+        k.pm.lru_index = False       # every reclaim call scans the node's whole pfn range
     k.sysfs["numa/demotion_enabled"] = True
     gib = 1 << 30
     filler = int(200 * gib * scale) // (2 << 20) * (2 << 20)
@@ -40,23 +54,43 @@ def run(scale: float, duration_s: float) -> dict:
     t1 = time.perf_counter()
     e.run()
     t2 = time.perf_counter()
+    cpu_s = _cpu_s() - c0
     out = e.results()
-    return {"setup_s": t1 - t0, "run_s": t2 - t1, "filler": filler, "hot": hot,
+    return {"setup_s": t1 - t0, "run_s": t2 - t1, "cpu_s": cpu_s, "filler": filler, "hot": hot,
             "vm": {c: out["final"]["vmstat"].get(c, 0) for c in COUNTERS},
             "cpu": out["final"]["cpu_ns"],
             "hit": float(out["series"]["fast_tier_hit_ratio"][-1])}
+
+
+def compare(scale: float, duration_s: float) -> None:
+    """The same run with the LRU index and with the whole-range reference: same counters,
+    and the ratio of run (not setup) times."""
+    fast = run(scale, duration_s)
+    ref = run(scale, duration_s, reference=True)
+    if fast["vm"] != ref["vm"]:
+        raise SystemExit(f"index and reference disagree: {fast['vm']} vs {ref['vm']}")
+    print(f"reference: zen5-cxl x {scale:g}, {duration_s:g} s simulated: run {fast['run_s']:.2f} s "
+          f"with the LRU index, {ref['run_s']:.2f} s scanning whole pfn ranges "
+          f"(x{ref['run_s'] / fast['run_s']:.1f}); same counters "
+          f"(pgdemote_kswapd {fast['vm']['pgdemote_kswapd']:,})")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1 / 64)
     ap.add_argument("--duration", type=float, default=60.0, help="simulated seconds")
+    ap.add_argument("--reference-scale", type=float, default=1 / 256,
+                    help="scale of the index-vs-whole-range comparison (0: skip it)")
+    ap.add_argument("--reference-duration", type=float, default=10.0)
     args = ap.parse_args(argv)
+    if args.reference_scale > 0:
+        compare(args.reference_scale, args.reference_duration)
     r = run(args.scale, args.duration)
     print(f"bench_pressure: zen5-cxl x {args.scale:g}, filler {r['filler'] / 2**30:.2f} GiB, "
           f"hot {r['hot'] / 2**30:.3f} GiB, {args.duration:g} s simulated, numab2 + kswapd")
     print(f"  wall {r['setup_s'] + r['run_s']:.1f} s (setup {r['setup_s']:.1f} s, "
-          f"run {r['run_s']:.1f} s); fast-tier hit ratio at the end {r['hit']:.3f}")
+          f"run {r['run_s']:.1f} s), CPU {r['cpu_s']:.1f} s (setup and run); fast-tier hit ratio at "
+          f"the end {r['hit']:.3f}")
     print("  " + ", ".join(f"{k} {v:,}" for k, v in r["vm"].items()))
     print("  CPU: " + ", ".join(f"{k} {v / 1e6:,.1f} ms" for k, v in r["cpu"].items()))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

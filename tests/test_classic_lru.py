@@ -14,7 +14,7 @@ from tierscan.mm.classic_lru import (
     LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, folio_mark_accessed,
     inactive_is_low, lru_list_heads, lru_sizes, shrink_lruvec_classic,
 )
-from tierscan.mm.constants import PG_active, PG_referenced, _PAGE_ACCESSED
+from tierscan.mm.constants import PG_active, PG_referenced, PG_workingset, _PAGE_ACCESSED
 from tierscan.mm.evict import ScanControl
 from tierscan.mm.pagetable import PageTable
 from tierscan.mm.reclaim import shrink_node
@@ -230,3 +230,53 @@ def test_other_detectors_run_on_the_classic_lru(det):
             [det], None, duration="2s", machine=WSS_MACHINE,
             sysfs={"kernel/numa_balancing": 2, "lru_gen/enabled": CLASSIC})
     assert e.now == 2_000_000_000 and e.kernel.lruvec(e.kernel.root_memcg, 0).lrugen.nr_pages.sum() == 0
+
+
+# ---- classic refaults: the eviction counter (mm/workingset.c) ---------------------------------
+def test_classic_refault_is_activated_when_its_distance_fits_the_workingset():
+    """Evictions and activations age the lruvec (nonresident_age); the shadow keeps the age at
+    eviction. A page evicted long ago (distance 192 > the 64 active file pages) refaults onto
+    the inactive list; the last one evicted (distance 1) is activated."""
+    from tierscan.mm.workingset import nonresident_age
+
+    k = classic_kernel()
+    mm = k.spawn("a")
+    vma, a = file_pages(k, mm, 256)
+    make_old(mm, a)
+    hot = vma.file.pages[:64].copy()
+    folio_mark_accessed(k, hot)
+    folio_mark_accessed(k, hot)                          # 64 activations age the lruvec
+    lv = k.lruvec(k.root_memcg, 0)
+    assert nonresident_age(lv) == 64
+    shrink_lruvec_classic(lv, ScanControl(nr_to_reclaim=192, priority=0))
+    assert nonresident_age(lv) == 64 + 192 and (vma.file.pages[64:] < 0).all()
+    mm.access(a[64:65], False)                           # evicted first: distance 192
+    assert k.vmstat["workingset_refault_file"] == 1
+    assert k.vmstat["workingset_activate_file"] == 0
+    assert (k.pm.flags[vma.file.pages[64]] & PG_active) == 0
+    mm.access(a[255:256], False)                         # evicted last: distance 1
+    assert k.vmstat["workingset_refault_file"] == 2
+    assert k.vmstat["workingset_activate_file"] == 1
+    assert (k.pm.flags[vma.file.pages[255]] & PG_active) != 0
+    assert lru_sizes(lv)[LRU_ACTIVE_FILE] == 65 and nonresident_age(lv) == 64 + 192 + 1
+    k.check()
+
+
+def test_classic_refault_restores_the_workingset_flag():
+    """A folio deactivated by shrink_active_list carries PG_workingset; evicted and refaulted
+    within the distance it is activated with PG_workingset again (workingset_restore_file)."""
+    k = classic_kernel()
+    mm = k.spawn("a")
+    vma, a = file_pages(k, mm, 64)
+    make_old(mm, a)
+    pfns = vma.file.pages[:64].copy()
+    k.pm.flags[pfns] |= PG_workingset
+    other, b = file_pages(k, mm, 64)
+    folio_mark_accessed(k, other.file.pages)
+    folio_mark_accessed(k, other.file.pages)             # 64 active pages: the workingset
+    lv = k.lruvec(k.root_memcg, 0)
+    shrink_lruvec_classic(lv, ScanControl(nr_to_reclaim=64, priority=0))
+    assert (vma.file.pages < 0).all()
+    mm.access(a[63:64], False)
+    assert k.vmstat["workingset_restore_file"] == 1
+    assert (k.pm.flags[vma.file.pages[63]] & PG_workingset) != 0

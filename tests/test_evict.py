@@ -25,6 +25,7 @@ from tierscan.mm.evict import (
 from tierscan.mm.lru_gen import (
     folio_lru_gen, folio_lru_refs, lru_gen_add_folio, lru_gen_from_seq, lru_gen_inc_refs,
 )
+from tierscan.mm.lru_index import lru_index_note
 from tierscan.mm.pagetable import PageTable
 from tierscan.mm.physmem import WMARK_MIN
 
@@ -123,6 +124,7 @@ def test_oldest_means_list_order_not_pfn_order(kernel, mm):
     f, _, pfns = file_map(kernel, mm, 100)
     age(lv, 2)
     pm.lru_stamp[pfns] = pm.lru_stamp[pfns][::-1].copy()  # the last page is now the list tail
+    lru_index_note(pm, pfns)                                # new list positions: tell the index
     evict_folios(ULONG_MAX, lv, proactive(), 60)
     assert (f.pages[-64:] == -1).all() and (f.pages[:-64] == pfns[:-64]).all()
 

@@ -18,6 +18,7 @@ from .mm.filemap import File
 from .mm.kswapd import Kswapd, wakeup_kswapd
 from .mm.swap import SwapDevice
 from .mm.lru_gen import Lruvec, lru_gen_add_folio, lru_gen_del_folio
+from .mm.lru_index import lru_index_note
 from .mm.memcg import MemcgTree
 from .mm.memcontrol import mem_cgroup_uncharge
 from .mm.physmem import PhysMem
@@ -231,6 +232,7 @@ class Kernel:
             arr[pfns] = arr[head_of]
         pm.flags[pfns] &= ~(PG_head | PG_tail)
         pm.order[pfns] = 0
+        lru_index_note(pm, pfns)             # the pages join the lists at the head's place
         self.vmstat.count("thp_split_page", pm.node_of(heads), 1)
 
     def folio_mapped_shared(self, heads) -> np.ndarray:

@@ -51,6 +51,9 @@ def check_kernel(k) -> None:
     _check_lru(k, heads)
     _check_memcg_charges(k, heads)
     _check_content(k, user, heads)
+    index = getattr(pm, "lru_index", None)
+    if index:
+        index.check(_fail)
 
 
 def _check_allocator(pm, alloc) -> None:

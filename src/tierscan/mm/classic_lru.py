@@ -12,7 +12,7 @@ stops between lists once nr_to_reclaim is met (the kernel rescales the remaining
 instead); the anon/file cost balance uses the pages scanned but not reclaimed (lru_note_cost)
 without the refault cost; may_deactivate is decided per lruvec from inactive_is_low (no
 refault-driven deactivation); VM_EXEC file folios get no extra trip round the active list;
-no shadow entries (classic refaults are not detected).
+refaults use the eviction counter (mm/workingset.py classic_eviction / classic_refault).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from .constants import (
     PG_workingset, _PAGE_ACCESSED,
 )
 from .lru_gen import folio_type, lru_gen_add_folio, lru_gen_del_folio
+from .lru_index import classic_key, lru_index, lru_index_note
+from .workingset import workingset_age_nonresident
 from .vmstat import register_vmstat
 
 register_vmstat("pgrefill")
@@ -70,6 +72,7 @@ def lruvec_add_folio(lruvec, heads, tail: bool = False) -> None:
         return
     pm.flags[heads] |= PG_lru
     pm.lru_stamp[heads] = pm.next_stamps(heads.size, tail=tail)
+    lru_index_note(pm, heads)
     np.add.at(lru_sizes(lruvec), folio_lru_list(pm, heads), pm.folio_nr_pages(heads))
 
 
@@ -99,11 +102,15 @@ def isolate_lru_folios(nr_to_scan: int, lruvec, lru: int) -> tuple[np.ndarray, i
     """isolate_lru_folios(): take folios from the tail of list ``lru`` until ``nr_to_scan``
     pages were taken. Returns (heads, tail first; pages taken)."""
     pm = lruvec.kernel.pm
-    heads = lru_list_heads(lruvec, lru)
+    index = lru_index(pm)
+    if index is None:                    # the whole-range reference
+        heads = lru_list_heads(lruvec, lru)
+        key = pm.lru_stamp[heads].astype(np.int64) * (1 << 32) + heads
+        heads = heads[np.argsort(key, kind="stable")]
+    else:                                # a folio is >= 1 page: enough folios, tail first
+        heads = index.first(classic_key(lruvec, lru), max(int(nr_to_scan), 0))
     if heads.size == 0 or nr_to_scan <= 0:
         return np.empty(0, np.int64), 0
-    key = pm.lru_stamp[heads].astype(np.int64) * (1 << 32) + heads
-    heads = heads[np.argsort(key, kind="stable")]
     nr = pm.folio_nr_pages(heads)
     take = int(np.searchsorted(np.cumsum(nr), nr_to_scan, side="left")) + 1
     heads = heads[:take]
@@ -220,6 +227,18 @@ def folio_mark_accessed(kernel, heads) -> None:
         pm.flags[go] = (pm.flags[go] & ~PG_referenced) | PG_active
         kernel.lru_add(go)
         kernel.vmstat.count("pgactivate", pm.node_of(go), pm.folio_nr_pages(go))
+        workingset_activation(kernel, go)
+
+
+def workingset_activation(kernel, heads) -> None:
+    """workingset_activation() (mm/workingset.c): an activated folio ages its lruvec's
+    nonresident information (workingset_age_nonresident)."""
+    pm = kernel.pm
+    nr = pm.folio_nr_pages(heads)
+    key = pm.memcg[heads].astype(np.int64) * 1024 + pm.node_of(heads)
+    for kk in np.unique(key):
+        lv = kernel.lruvec(kernel.memcgs.by_id[int(kk) // 1024], int(kk) % 1024)
+        workingset_age_nonresident(lv, int(nr[key == kk].sum()))
 
 
 def move_folios_to_lru(lruvec, heads) -> None:
@@ -232,6 +251,9 @@ def move_folios_to_lru(lruvec, heads) -> None:
     lruvec_add_folio(lruvec, heads[~rotate])
     lruvec_add_folio(lruvec, heads[rotate], tail=True)
     pm.flags[heads[rotate]] &= ~PG_reclaim
+    active = heads[(pm.flags[heads] & PG_active) != 0]
+    if active.size:                      # activations age the nonresident information
+        workingset_age_nonresident(lruvec, int(pm.folio_nr_pages(active).sum()))
 
 
 def _suffix(sc) -> str:

@@ -47,6 +47,7 @@ from .migrate import migrate_folios
 from .pagetable import PageTable
 from .physmem import WMARK_MIN
 from .rmap import rmap_walk
+from .lru_index import lru_index, lru_index_note, mglru_key
 from .vmscan import evictable_min_seq, evictable_types, lruvec_folios, reset_ctrl_pos
 from .workingset import workingset_eviction
 
@@ -314,8 +315,10 @@ def sort_folio(lruvec, heads, sc: ScanControl, tier_idx: int) -> np.ndarray:
     to_head = (cases == SORT_PROMOTED) | prot | wb
     pm.list_gen[heads[to_head]] = (new_gen[to_head] + 1).astype(np.uint8)
     pm.lru_stamp[heads[to_head]] = pm.next_stamps(int(to_head.sum()), tail=False)
+    lru_index_note(pm, heads[to_head])
     pm.list_gen[heads[inel]] = (new_gen[inel] + 1).astype(np.uint8)
     pm.lru_stamp[heads[inel]] = pm.next_stamps(int(inel.sum()), tail=True)
+    lru_index_note(pm, heads[inel])
     return cases != SORT_NONE
 
 
@@ -370,16 +373,24 @@ def scan_folios(nr_to_scan: int, lruvec, sc: ScanControl, type_: int, tier_idx: 
     if remaining <= 0:
         return 0, empty  # no caller asks for nothing; the kernel's --remaining would wrap
     gen = lru_gen_from_seq(g.min_seq[type_])
-    on_gen = _gen_list(lruvec, type_, gen)
-    zones = pm.zone_of(on_gen)
+    index = lru_index(pm)
+    if index is None:                    # the whole-range reference
+        on_gen = _gen_list(lruvec, type_, gen)
+        zones = pm.zone_of(on_gen)
     scanned = sorted_ = isolated = skipped = 0
     out = []
     for i in range(MAX_NR_ZONES, 0, -1):
         zone = (sc.reclaim_idx + i) % MAX_NR_ZONES
-        in_zone = on_gen[zones == zone]
-        if in_zone.size == 0:
-            continue  # the loop body would not run; the stop test below already failed
-        cand = _list_from_tail(pm, in_zone, remaining)
+        if index is None:
+            in_zone = on_gen[zones == zone]
+            if in_zone.size == 0:
+                continue  # the loop body would not run; the stop test below already failed
+            cand = _list_from_tail(pm, in_zone, remaining)
+        else:                            # a node has one zone: its list is the node's
+            cand = index.first(mglru_key(lruvec, gen, type_), remaining) \
+                if zone == pm.node_zone[lruvec.nid] else np.empty(0, np.int64)
+            if cand.size == 0:
+                continue
         d = pm.folio_nr_pages(cand)
         cases, _, _ = _sort_cases(lruvec, cand, sc, tier_idx)
         is_sorted = cases != SORT_NONE
@@ -407,6 +418,7 @@ def scan_folios(nr_to_scan: int, lruvec, sc: ScanControl, type_: int, tier_idx: 
             # folio becomes the newest
             skip = cand[is_skip]
             pm.lru_stamp[skip] = pm.next_stamps(skip.size, tail=False)
+            lru_index_note(pm, skip)
             skipped += int(d[is_skip].sum())
         if not remaining or isolated >= MIN_LRU_BATCH:
             break
@@ -437,9 +449,15 @@ def try_to_inc_min_seq(lruvec, swappiness: int) -> bool:
     counters over for each type that moved."""
     pm = lruvec.kernel.pm
     g = lruvec.lrugen
-    heads = lruvec_folios(lruvec)
     populated = np.zeros((MAX_NR_GENS, 2), bool)
-    populated[pm.list_gen[heads].astype(np.int64) - 1, folio_type(pm, heads)] = True
+    index = lru_index(pm)
+    if index is None:                    # the whole-range reference
+        heads = lruvec_folios(lruvec)
+        populated[pm.list_gen[heads].astype(np.int64) - 1, folio_type(pm, heads)] = True
+    else:                                # list_empty() on each list
+        for gen in range(MAX_NR_GENS):
+            for t in range(2):
+                populated[gen, t] = not index.empty(mglru_key(lruvec, gen, t))
     min_seq = list(g.min_seq)
     for t in evictable_types(swappiness):
         while min_seq[t] + MIN_NR_GENS <= g.max_seq:
@@ -669,7 +687,8 @@ def shrink_folio_list(heads, lruvec, sc: ScanControl):
         swapped = np.zeros(anon.size, bool)
         if sc.may_swap and (sc.gfp_mask & __GFP_IO):
             sw = np.flatnonzero(is_anon)
-            swapped[sw] = swap_out_folios(kernel, lruvec, heads[anon[sw]])
+            swapped[sw] = swap_out_folios(kernel, lruvec, heads[anon[sw]],
+                                           target_memcg=sc.target_memcg)
             gone[anon[swapped]] = True
             reclaimed += int(nr[anon[swapped]].sum())
         activate[anon[~swapped]] = True              # add_to_swap() failed: activate_locked
@@ -682,7 +701,7 @@ def shrink_folio_list(heads, lruvec, sc: ScanControl):
             stat.nr_pageout += int(nr[files][dirty].sum())
         free = fh[~dirty]
         try_to_unmap(kernel, free)
-        shadows = workingset_eviction(lruvec, free)
+        shadows = workingset_eviction(lruvec, free, sc.target_memcg)
         __remove_mapping(kernel, free, shadows)
         kernel.free_pages(free)
         gone[files[~dirty]] = True

@@ -19,6 +19,7 @@ from .constants import (
     PG_active, PG_dirty, PG_lru, PG_reclaim, PG_referenced, PG_swapbacked,
     PG_swapcache, PG_unevictable, PG_workingset, PG_writeback,
 )
+from .lru_index import lru_index_note
 
 
 def lru_gen_from_seq(seq):
@@ -174,6 +175,7 @@ def lru_gen_add_folio(lruvec, heads, reclaiming: bool = False) -> None:
     lru_gen_update_size(lruvec, pm, heads, np.full(heads.size, -1), gens)
     pm.list_gen[heads] = (gens + 1).astype(np.uint8)
     pm.lru_stamp[heads] = pm.next_stamps(heads.size, tail=reclaiming)
+    lru_index_note(pm, heads)
 
 
 def lru_gen_del_folio(lruvec, heads, reclaiming: bool = False) -> None:

@@ -110,7 +110,7 @@ def _fits(nr: np.ndarray, free: int) -> np.ndarray:
     return np.cumsum(nr) <= free
 
 
-def swap_out_folios(kernel, lruvec, heads) -> np.ndarray:
+def swap_out_folios(kernel, lruvec, heads, target_memcg=None) -> np.ndarray:
     """add_to_swap() + try_to_unmap() + pageout() + __remove_mapping() for isolated anon
     folios of ``lruvec``: each page gets a swap slot holding its owner, content tag and the
     shadow entry of its eviction; every PTE mapping it becomes its swap entry; the folio is
@@ -128,7 +128,7 @@ def swap_out_folios(kernel, lruvec, heads) -> np.ndarray:
     sel = heads[ok]
     if sel.size == 0:
         return ok
-    shadows = np.repeat(workingset_eviction(lruvec, sel), nr[ok])
+    shadows = np.repeat(workingset_eviction(lruvec, sel, target_memcg), nr[ok])
     large = sel[pm.order[sel] > 0]
     if large.size:
         for s in rmap_walk(kernel, large):   # PMD mappings of the THPs: split them first

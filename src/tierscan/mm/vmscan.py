@@ -32,6 +32,7 @@ from .lru_gen import (
     folio_inc_gen, folio_lru_gen, folio_lru_refs, folio_type, lru_gen_from_seq,
     lru_hist_from_seq, lru_tier_from_refs,
 )
+from .lru_index import lru_index, lru_index_note, mglru_key
 from .pagetable import PageTable, pte_pfn
 from .walk_kernels import commit_young, scan_ranges
 
@@ -753,16 +754,21 @@ def inc_min_seq(lruvec, type_: int, swappiness: int) -> bool:
     exempt = (type_ == 1 and swappiness == SWAPPINESS_ANON_ONLY) or (type_ == 0 and not swappiness)
     if not exempt:
         old = lru_gen_from_seq(g.min_seq[type_])
-        heads = lruvec_folios(lruvec, (type_,))
-        heads = heads[pm.list_gen[heads] == old + 1]
-        # zone by zone, each list from its tail (oldest first)
-        order = np.lexsort((pm.lru_stamp[heads], pm.zone_of(heads)))
-        heads = heads[order]
+        index = lru_index(pm)
+        if index is None:                # the whole-range reference
+            heads = lruvec_folios(lruvec, (type_,))
+            heads = heads[pm.list_gen[heads] == old + 1]
+            # zone by zone, each list from its tail (oldest first)
+            order = np.lexsort((pm.lru_stamp[heads], pm.zone_of(heads)))
+            heads = heads[order]
+        else:                            # a node has one zone: the list, tail first
+            heads = index.all(mglru_key(lruvec, old, type_))
         refs = folio_lru_refs(pm, heads)
         ws = (pm.flags[heads] & PG_workingset) != 0
         new = folio_inc_gen(lruvec, heads, reclaiming=False)
         pm.list_gen[heads] = (new + 1).astype(np.uint8)
         pm.lru_stamp[heads] = pm.next_stamps(heads.size, tail=True)
+        lru_index_note(pm, heads)
         counted = (refs + ws) != (1 << 2) + 1
         tiers = lru_tier_from_refs(refs[counted], ws[counted])
         hist = lru_hist_from_seq(g.min_seq[type_])

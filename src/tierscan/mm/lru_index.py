@@ -1,0 +1,243 @@
+"""An index of the folios on each LRU list, so that reclaim costs what it takes, not the size
+of the node (issue 13; the kernel's lists are linked lists: list_add / list_add_tail /
+list_del are O(1), and taking N folios from a tail reads N folios).
+
+tierscan keeps list membership in per-pfn arrays (``PhysMem.list_gen`` + ``lru_stamp`` for the
+MGLRU generations, ``PG_lru``/``PG_active`` + ``lru_stamp`` for the classic lists). Reading a
+list from those arrays means scanning the node's whole pfn range, which at 200 GiB is most of
+a reclaim pass. This index records, per list, the (stamp, pfn) of every folio put on it, in
+list order, and answers "the first N folios from the tail", "every folio" and "is it empty"
+by reading only the entries it returns (plus the stale ones it drops on the way).
+
+How it stays right without hooks on removal: an entry is *valid* while the folio still has
+that list position — its ``lru_stamp`` equals the recorded stamp and its list key (memcg,
+node, generation list and type, or classic list) is the bucket's. Every other change (the
+folio isolated, freed, moved to another list, given a new position) invalidates the entry;
+invalid entries are dropped the first time a read meets them at the front of a chunk. Every
+place that gives a folio a list position calls ``lru_index_note(pm, heads)`` (a new stamp
+from ``PhysMem.next_stamps``, or a split THP's pages taking the head's position).
+
+Order: stamps from ``next_stamps(tail=False)`` grow above every earlier one, those from
+``tail=True`` fall below every earlier one, so a bucket is a sequence of sorted chunks in
+disjoint stamp ranges: tail chunks (newest prepended first) then head chunks. Within a
+stamp, by pfn (the pages of a split THP), as the whole-range reference sorts them.
+
+The index is built from the arrays the first time reclaim asks (one whole-range scan), then
+kept incrementally. ``PhysMem.lru_index = False`` disables it (the whole-range reference,
+used by benchmarks/bench_pressure.py and the equivalence tests).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import LRU_GEN_MASK, PG_active, PG_lru, PG_swapbacked, PG_unevictable
+
+# list codes inside a key: MGLRU list_gen (1..4) x type -> 2 * gen + type (2..9); classic
+# list lru (0..3) -> 16 + lru
+_CLASSIC = 16
+_LISTS = 32
+
+
+def list_code(pm, heads) -> np.ndarray:
+    """The list each folio sits on as a small code, -1 for none."""
+    lg = pm.list_gen[heads].astype(np.int64)
+    flags = pm.flags[heads]
+    file_ = (flags & PG_swapbacked) == 0
+    mglru = 2 * lg + file_
+    classic_on = ((flags & PG_lru) != 0) & (lg == 0) & ((flags & PG_unevictable) == 0) & \
+        ((pm.lru_gen_refs[heads] & LRU_GEN_MASK) == 0)
+    lru = 2 * file_ + ((flags & PG_active) != 0)          # LRU_FILE * file + LRU_ACTIVE
+    return np.where(lg > 0, mglru, np.where(classic_on, _CLASSIC + lru, -1))
+
+
+def bucket_key(pm, heads) -> np.ndarray:
+    """(memcg, node, list) of each folio as one int, -1 when on no list."""
+    code = list_code(pm, heads)
+    key = (pm.memcg[heads].astype(np.int64) * pm.nr_nodes + pm.node_of(heads)) * _LISTS + code
+    return np.where(code >= 0, key, -1)
+
+
+def mglru_key(lruvec, gen: int, type_: int) -> int:
+    pm = lruvec.kernel.pm
+    return (lruvec.memcg.id * pm.nr_nodes + lruvec.nid) * _LISTS + 2 * (gen + 1) + type_
+
+
+def classic_key(lruvec, lru: int) -> int:
+    pm = lruvec.kernel.pm
+    return (lruvec.memcg.id * pm.nr_nodes + lruvec.nid) * _LISTS + _CLASSIC + lru
+
+
+class _Chunk:
+    """Entries sorted by (stamp, pfn); ``lo`` skips the dropped front."""
+
+    __slots__ = ("stamps", "pfns", "lo")
+
+    def __init__(self, stamps, pfns):
+        order = np.lexsort((pfns, stamps))
+        self.stamps, self.pfns, self.lo = stamps[order], pfns[order], 0
+
+    def merge(self, stamps, pfns) -> None:
+        self.__init__(np.concatenate([self.stamps[self.lo:], stamps]),
+                      np.concatenate([self.pfns[self.lo:], pfns]))
+
+
+class _Bucket:
+    __slots__ = ("tails", "heads")
+
+    def __init__(self):
+        self.tails: list[_Chunk] = []     # prepended: the last one is the oldest
+        self.heads: list[_Chunk] = []     # appended: the last one is the newest
+
+    def chunks(self):
+        yield from reversed(self.tails)
+        yield from self.heads
+
+    def add(self, stamps, pfns) -> None:
+        """New entries: a new head chunk (stamps above all held), a new tail chunk (below all
+        held), or merged into the chunks whose ranges they fall in (a split THP's pages)."""
+        chunks = list(self.chunks())
+        if not chunks or stamps.min() > chunks[-1].stamps[-1]:
+            self.heads.append(_Chunk(stamps, pfns))
+            return
+        first = chunks[0]
+        if stamps.max() < first.stamps[first.lo]:
+            self.tails.append(_Chunk(stamps, pfns))
+            return
+        for c in chunks:
+            sel = (stamps >= c.stamps[c.lo]) & (stamps <= c.stamps[-1])
+            if sel.any():
+                c.merge(stamps[sel], pfns[sel])
+                stamps, pfns = stamps[~sel], pfns[~sel]
+                if stamps.size == 0:
+                    return
+        # what is left lies between chunks (their neighbours' entries were dropped): its own
+        # chunk, in place
+        where = sum(1 for c in chunks if c.stamps[-1] < stamps.min())
+        new = _Chunk(stamps, pfns)
+        nt = len(self.tails)
+        if where <= nt:
+            self.tails.insert(nt - where, new)
+        else:
+            self.heads.insert(where - nt, new)
+
+
+class LruIndex:
+    """Per-list (stamp, pfn) entries, in list order (see the module docstring)."""
+
+    def __init__(self, pm):
+        self.pm = pm
+        self.buckets: dict[int, _Bucket] = {}
+        self.note(np.flatnonzero((pm.list_gen != 0) | ((pm.flags & PG_lru) != 0)))
+
+    def note(self, heads) -> None:
+        """These folios were just given a list position: record it."""
+        pm = self.pm
+        heads = np.asarray(heads, dtype=np.int64)
+        if heads.size == 0:
+            return
+        keys = bucket_key(pm, heads)
+        on = keys >= 0
+        heads, keys = heads[on], keys[on]
+        if heads.size == 0:
+            return
+        stamps = pm.lru_stamp[heads].astype(np.int64)
+        if (keys == keys[0]).all():
+            self._bucket(int(keys[0])).add(stamps, heads)
+            return
+        order = np.argsort(keys, kind="stable")
+        keys, heads, stamps = keys[order], heads[order], stamps[order]
+        cut = np.flatnonzero(np.diff(keys)) + 1
+        for k, h, s in zip(np.split(keys, cut), np.split(heads, cut), np.split(stamps, cut)):
+            self._bucket(int(k[0])).add(s, h)
+
+    def _bucket(self, key: int) -> _Bucket:
+        b = self.buckets.get(key)
+        if b is None:
+            b = self.buckets[key] = _Bucket()
+        return b
+
+    def _valid(self, key: int, stamps, pfns) -> np.ndarray:
+        pm = self.pm
+        return (pm.lru_stamp[pfns] == stamps) & (bucket_key(pm, pfns) == key)
+
+    def first(self, key: int, count: int) -> np.ndarray:
+        """Up to ``count`` folios of the list from its tail (oldest first)."""
+        b = self.buckets.get(key)
+        out = []
+        need = int(count)
+        if b is None or need <= 0:
+            return np.empty(0, np.int64)
+        for c in list(b.chunks()):
+            pos = c.lo
+            n = c.stamps.size
+            window = max(need, 64)
+            while need > 0 and pos < n:
+                end = min(n, pos + window)
+                ok = self._valid(key, c.stamps[pos:end], c.pfns[pos:end])
+                if pos == c.lo:                    # drop the stale entries at the front
+                    lead = int(np.argmax(ok)) if ok.any() else ok.size
+                    c.lo += lead
+                got = c.pfns[pos:end][ok][:need]
+                out.append(got)
+                need -= got.size
+                pos = end
+                window *= 2
+            if need == 0:
+                break
+        self._prune(b)
+        return np.concatenate(out) if out else np.empty(0, np.int64)
+
+    def all(self, key: int) -> np.ndarray:
+        """Every folio on the list, tail first."""
+        b = self.buckets.get(key)
+        if b is None:
+            return np.empty(0, np.int64)
+        out = []
+        for c in b.chunks():
+            s, p = c.stamps[c.lo:], c.pfns[c.lo:]
+            ok = self._valid(key, s, p)
+            if not ok.all():                       # compact: the whole chunk was read anyway
+                c.stamps, c.pfns, c.lo = s[ok], p[ok], 0
+            out.append(c.pfns[c.lo:])
+        self._prune(b)
+        return np.concatenate(out) if out else np.empty(0, np.int64)
+
+    def empty(self, key: int) -> bool:
+        return self.first(key, 1).size == 0
+
+    @staticmethod
+    def _prune(b: _Bucket) -> None:
+        b.tails = [c for c in b.tails if c.lo < c.stamps.size]
+        b.heads = [c for c in b.heads if c.lo < c.stamps.size]
+
+    def check(self, fail) -> None:
+        """Every folio on a list is found, in order, by its bucket (Kernel.check())."""
+        pm = self.pm
+        heads = np.flatnonzero((pm.list_gen != 0) | ((pm.flags & PG_lru) != 0))
+        keys = bucket_key(pm, heads)
+        for key in np.unique(keys[keys >= 0]):
+            want = heads[keys == key]
+            want = want[np.lexsort((want, pm.lru_stamp[want]))]
+            got = self.all(int(key))
+            if not np.array_equal(got, want):
+                fail(f"LRU index: list {int(key)} indexes {got.size} folios in an order "
+                     f"other than the {want.size} on it", np.setxor1d(got, want))
+
+
+def lru_index(pm):
+    """The index of ``pm``'s lists, built on first use; None when disabled (the whole-range
+    reference) by ``pm.lru_index = False``."""
+    idx = getattr(pm, "lru_index", None)
+    if idx is False:
+        return None
+    if idx is None:
+        idx = pm.lru_index = LruIndex(pm)
+    return idx
+
+
+def lru_index_note(pm, heads) -> None:
+    """Record new list positions, if the index exists yet (it reads them all when built)."""
+    idx = getattr(pm, "lru_index", None)
+    if idx:
+        idx.note(heads)
