@@ -155,3 +155,41 @@ def test_memcgs_config_errors_name_the_field():
     cfg = config_from_dict({**base, "memcgs": [{"path": "/a", "max": "1MiB", "low": "max"}]},
                            "<t>")
     assert config_from_dict(cfg.resolved(), "<t>") == cfg
+
+
+# ---- proportional protection (mm/page_counter.c effective_protection, get_scan_count) ---------
+def test_overcommitted_protection_is_shared_in_proportion_to_protected_usage():
+    """/p (low 100) has two children each claiming low 100 and using 100 pages: together they
+    claim 200 of the 100 /p affords, so each gets 100 * 100 / 200 = 50 and is reclaimable at
+    once (before: each kept min(100, 100) and reclaim had to retry with memcg_low_reclaim)."""
+    from tierscan.mm.memcontrol import effective_protection
+
+    k = kernel("n")
+    p = k.memcg_create("p")
+    a, b = k.memcg_create("a", parent=p), k.memcg_create("b", parent=p)
+    p.memory_low = a.memory_low = b.memory_low = 100
+    va = fill_file(k.spawn("a", memcg=a), 100)
+    fill_file(k.spawn("b", memcg=b), 100)
+    assert effective_protection(k, p, "memory_low") == 100
+    assert effective_protection(k, a, "memory_low") == 50
+    assert effective_protection(k, a, "memory_low", target=p) == 100   # p's own reclaim
+    got = try_to_free_pages(k, [0], 0, 64)
+    assert got >= 64 and k.vmstat["memcg_low_events"] == 0
+    assert (va.file.pages[:100] < 0).any()
+
+
+def test_get_scan_count_scales_a_protected_memcgs_lists():
+    """A memcg using 100 pages with memory.low 50 is scanned 100 - 100 * 50 / 101 = 51 pages
+    of its 100 inactive file pages at priority 0, and the pass notes memcg_low_skipped."""
+    from tierscan.mm.classic_lru import LRU_INACTIVE_FILE, get_scan_count
+
+    k = kernel("n")
+    a = k.memcg_create("a")
+    fill_file(k.spawn("a", memcg=a), 100)
+    lv = k.lruvec(a, 0)
+    assert get_scan_count(lv, ScanControl(priority=0))[LRU_INACTIVE_FILE] == 100
+    a.memory_low = 50
+    sc = ScanControl(priority=0)
+    assert get_scan_count(lv, sc)[LRU_INACTIVE_FILE] == 51 and sc.memcg_low_skipped
+    sc = ScanControl(priority=0, memcg_low_reclaim=True)     # memory.min (0) then applies
+    assert get_scan_count(lv, sc)[LRU_INACTIVE_FILE] == 100

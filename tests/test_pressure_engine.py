@@ -228,3 +228,14 @@ def test_ping_pong_is_counted_when_demoted_pages_come_back():
     assert vm["pgdemote_kswapd"] > 0 and vm["pgpromote_success"] > 0
     assert 0 < vm["tierscan_promote_pingpong"] <= vm["pgpromote_success"]
     assert wss(0)["tierscan_promote_pingpong"] == 0   # nothing comes back that fast
+
+
+def test_accesses_before_anything_is_mapped_are_served_by_no_node():
+    """Bound to the CXL node and only storing (no zero page, which sits on node 0), the hot
+    set faults in during the run: no access is ever served by the CPU's DRAM node (before:
+    the accesses of the ticks before the first fault were counted there, as if the unmapped
+    pages were local)."""
+    e = run({"name": "cold-filler", "filler": "4MiB", "hot": "4MiB", "nodes": [1],
+             "write_fraction": 1.0}, duration="100ms")
+    served = np.asarray(e.results()["series"]["served"])
+    assert served[:, 1].sum() > 0 and served[:, 0].sum() == 0

@@ -270,7 +270,9 @@ class RateModel(AccessModel):
     # ---- time -----------------------------------------------------------------------------------
     def _mass_share(self, engine, group, r) -> np.ndarray:
         """Where the group's accesses are served: the weights of its mapped pages per node.
-        While nothing is mapped yet (every access faults first), the CPU's own node."""
+        While nothing is mapped yet (every access faults first), the CPU's own node for their
+        cost (a first touch allocates there by default); ``advance`` then counts them as
+        served by no node."""
         total = r.node_mass.sum()
         if total > 0:
             return r.node_mass / total
@@ -289,7 +291,10 @@ class RateModel(AccessModel):
         cost = self.ns_per_access(engine, group)
         a = min(budget_ns / cost, group.remaining_in_phase())
         r.C += a * group.threads
-        self._served += a * group.threads * self._mass_share(engine, group, r)
+        if r.node_mass.sum() > 0:
+            # while nothing is mapped every access is a first-touch fault: no node served it
+            # (the faults are charged as faults; the pages land where the allocator puts them)
+            self._served += a * group.threads * self._mass_share(engine, group, r)
         if r.unsampled and r.unsampled[-1][0] is r.phase:
             r.unsampled[-1][1] += a * group.threads
         else:

@@ -139,8 +139,12 @@ def get_scan_count(lruvec, sc) -> np.ndarray:
     no demotion target) or swappiness 0 with file pages: file only; priority 0 with
     swappiness: equal; otherwise anon and file in proportion to swappiness and 200 -
     swappiness, each weighted by (total_cost + 1) / (its cost + total_cost + 1). Each list
-    contributes size >> priority. memory.low/min protection is not applied here."""
-    from .evict import get_swappiness
+    contributes size >> priority, after a protected memcg's lists are scaled by its
+    effective memory.min/low (mem_cgroup_protection): size - size * protection / (usage + 1),
+    at least SWAP_CLUSTER_MAX; memory.low counts (and marks memcg_low_skipped) unless
+    sc.memcg_low_reclaim."""
+    from .evict import SWAP_CLUSTER_MAX, get_swappiness
+    from .memcontrol import mem_cgroup_protection, page_counter_read
 
     swappiness = get_swappiness(lruvec, sc)
     size = lru_sizes(lruvec)
@@ -156,9 +160,21 @@ def get_scan_count(lruvec, sc) -> np.ndarray:
     ap = swappiness * (total_cost + 1) // (lruvec.anon_cost + total_cost + 1)
     fp = (200 - swappiness) * (total_cost + 1) // (lruvec.file_cost + total_cost + 1)
     nr = np.zeros(NR_EVICTABLE_LRU, np.int64)
+    emin, elow = mem_cgroup_protection(lruvec.kernel, sc.target_memcg, lruvec.memcg)
+    protection = 0
+    if emin or elow:
+        if not sc.memcg_low_reclaim and elow > emin:
+            protection = elow
+            sc.memcg_low_skipped = True
+        else:
+            protection = emin
+        cgroup_size = max(page_counter_read(lruvec.kernel, lruvec.memcg), protection)
     for lru in range(NR_EVICTABLE_LRU):
         file = lru >= LRU_FILE
-        scan = int(size[lru]) >> sc.priority
+        scan = int(size[lru])
+        if emin or elow:                  # proportional protection
+            scan = max(scan - scan * protection // (cgroup_size + 1), SWAP_CLUSTER_MAX)
+        scan >>= sc.priority
         if balance == SCAN_FRACT:
             denom = ap + fp
             scan = -(-scan * (fp if file else ap) // denom) if denom else 0

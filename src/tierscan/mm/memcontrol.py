@@ -9,10 +9,17 @@ A charge that takes the memcg or an ancestor past ``memory.max`` reclaims from t
 ``memory.min``, and below ``memory.low`` until a pass found nothing else to reclaim
 (mem_cgroup_calculate_protection, mem_cgroup_below_min/low).
 
-Simplifications (docs/fidelity.md "memcg limits"): effective protection is min(own setting,
-parent's effective protection) without the kernel's proportional sharing of an
-overcommitted parent's protection among siblings, and get_scan_count does not scale scan
-counts by protection; no memory.high throttling penalty (only the reclaim); no swap limits.
+Effective protection is the kernel's (page_counter_calculate_protection / effective_protection
+in mm/page_counter.c): relative to the reclaim's target (the root for global reclaim), a child
+of the target gets its own setting; deeper, a memcg gets min(usage, setting), scaled down by
+parent_effective / siblings' protected usage when its siblings together claim more than the
+parent's effective protection. The classic get_scan_count scales each list's scan by
+1 - protection / (usage + 1) (mem_cgroup_protection).
+
+Simplifications (docs/fidelity.md "memcg limits"): effective values are computed when asked
+(the kernel caches them per reclaim pass, computed parents first); the memory_recursiveprot
+mount option (the unclaimed share of a parent's protection passed on) is off, as by default;
+no memory.high throttling penalty (only the reclaim); no swap limits.
 """
 
 from __future__ import annotations
@@ -174,17 +181,42 @@ def mem_cgroup_handle_over_high(kernel) -> None:
             _memcg_oom(kernel, m, 0, m)
 
 
-def effective_protection(kernel, memcg, attr: str) -> int:
-    """mem_cgroup_calculate_protection(), simplified: a memcg's effective memory.min/low is
-    its own setting capped by its parent's effective value (the root and its children use
-    their own setting)."""
-    value = getattr(memcg, attr)
+def _effective(usage, parent_usage, setting, parent_effective, siblings_protected) -> int:
+    """effective_protection() (mm/page_counter.c) without recursive_protection: the protected
+    usage min(usage, setting), shared out in proportion when the siblings' protected usage
+    exceeds what the parent's effective protection affords."""
+    protected = min(usage, setting)
+    if siblings_protected > parent_effective:
+        return protected * parent_effective // siblings_protected
+    return protected
+
+
+def effective_protection(kernel, memcg, attr: str, target=None) -> int:
+    """page_counter_calculate_protection() for memory.min (``attr`` = "memory_min": emin) or
+    memory.low ("memory_low": elow) relative to the reclaim ``target`` (None: the root). The
+    target and memcgs outside its subtree are not protected; the target's children get their
+    own setting; deeper memcgs share their parent's effective value with their siblings
+    (children_{min,low}_usage = the sum of min(usage, setting) over the parent's children)."""
+    root = target or kernel.root_memcg
+    if memcg is root or memcg.parent is None:
+        return 0
+    usage = page_counter_read(kernel, memcg)
+    if not usage:
+        return 0                                 # the kernel leaves it stale: nothing to take
     parent = memcg.parent
-    if parent is None:
-        return 0                                   # the root is never protected
-    if parent.parent is None:
-        return value
-    return min(value, effective_protection(kernel, parent, attr))
+    if parent is root:
+        return getattr(memcg, attr)
+    siblings = sum(min(page_counter_read(kernel, c), getattr(c, attr)) for c in parent.children)
+    return _effective(usage, page_counter_read(kernel, parent), getattr(memcg, attr),
+                      effective_protection(kernel, parent, attr, target), siblings)
+
+
+def mem_cgroup_protection(kernel, target, memcg) -> tuple[int, int]:
+    """mem_cgroup_protection(): (emin, elow), or (0, 0) for the root and the reclaim target."""
+    if memcg is target or memcg.parent is None:
+        return 0, 0
+    return (effective_protection(kernel, memcg, "memory_min", target),
+            effective_protection(kernel, memcg, "memory_low", target))
 
 
 def mem_cgroup_below_min(kernel, target, memcg) -> bool:
@@ -192,14 +224,16 @@ def mem_cgroup_below_min(kernel, target, memcg) -> bool:
     reclaim itself is never protected)."""
     if memcg is target or memcg.parent is None:
         return False
-    return page_counter_read(kernel, memcg) <= effective_protection(kernel, memcg, "memory_min")
+    return page_counter_read(kernel, memcg) <= \
+        effective_protection(kernel, memcg, "memory_min", target)
 
 
 def mem_cgroup_below_low(kernel, target, memcg) -> bool:
     """mem_cgroup_below_low(): usage at or below the effective memory.low."""
     if memcg is target or memcg.parent is None:
         return False
-    return page_counter_read(kernel, memcg) <= effective_protection(kernel, memcg, "memory_low")
+    return page_counter_read(kernel, memcg) <= \
+        effective_protection(kernel, memcg, "memory_low", target)
 
 
 def memcg_skip_for_protection(kernel, sc, memcg) -> bool:
