@@ -239,3 +239,13 @@ def test_accesses_before_anything_is_mapped_are_served_by_no_node():
              "write_fraction": 1.0}, duration="100ms")
     served = np.asarray(e.results()["series"]["served"])
     assert served[:, 1].sum() > 0 and served[:, 0].sum() == 0
+
+
+def test_cold_filler_hot_first_maps_the_hot_set_below_the_filler():
+    e = run({"name": "cold-filler", "filler": "8MiB", "hot": "4MiB", "hot_first": True},
+            duration="20ms")
+    g = e.groups[0]
+    w = e.model.rates[g.gid].w
+    hot = g.addrs[w > 0]
+    assert hot.size == 1024 and hot.max() < g.addrs[w == 0].min()
+    assert make_workload("cold-filler", {"hot_first": True}).params["hot_first"] is True

@@ -6,7 +6,9 @@
   policy the filler fills the CPU's node, so the hot set lands wherever memory is left and the
   detectors, promotion and kswapd's demotion decide where it ends up. With ``window`` smaller
   than ``hot`` only a window of the hot mapping is hot; with ``shift_every`` it moves by
-  ``window`` ``shifts`` times ("phase change: the hot set moves").
+  ``window`` ``shifts`` times ("phase change: the hot set moves"). With ``hot_first`` the hot
+  mapping is mapped below the filler, so an address-order scanner (NUMA balancing's 256 MB
+  per scan period) reaches it before walking the whole filler.
 - ``wss-larger``: one mapping larger than the fast tier, faulted in during the run, zipf over
   it: the working set cannot all be in DRAM.
 - ``bind-spill``: one populated mapping bound over every node in ``nodes`` (fast and slow
@@ -62,7 +64,7 @@ def cold_filler(params: dict, *, where: str, field: str) -> WorkloadSpec:
     """Cold filler written first, then a hot set faulted in during the run."""
     c = Checker(where)
     r = _Reader(c, params, field, _COMMON + ("filler", "hot", "thp", "window", "shift_every",
-                                             "shifts", "nodes"))
+                                             "shifts", "nodes", "hot_first"))
     filler = r.size("filler", "768MiB")
     hot = r.size("hot", "128MiB")
     if filler <= 0 or hot <= 0:
@@ -74,14 +76,18 @@ def cold_filler(params: dict, *, where: str, field: str) -> WorkloadSpec:
     every = r.opt_duration("shift_every")
     shifts = r.integer("shifts", 4, 1)
     nodes = _nodes(r, None)
+    hot_first = r.boolean("hot_first", False)
     p = _common(r, "cold-filler")
     total = filler + hot
     policy = ("default", ()) if nodes is None else ("bind", tuple(nodes))
     mappings = [Mapping(size=filler, thp=thp, policy=policy[0], nodes=policy[1], populate=True),
                 Mapping(size=hot, thp=thp, policy=policy[0], nodes=policy[1], populate=False)]
+    hot_at = 0 if hot_first else filler          # where the hot mapping's bytes start
+    if hot_first:
+        mappings.reverse()
 
     def phase(k: int, last: bool) -> Phase:
-        start = filler + (k * window) % hot
+        start = hot_at + (k * window) % hot
         return Phase(HotSet(window / total, 1.0, start / total), write_fraction=p["write_fraction"],
                      duration_ns=p["duration"] if last else every)
 
