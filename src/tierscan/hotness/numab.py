@@ -78,6 +78,9 @@ from ..promote.base import HINT_FAULT, adjusted_threshold
 from ..sim.engine import MS
 from ..sim.plugins import register_detector
 from .base import Detector
+from .numab_classic import (
+    NUMA_BALANCING_MEMORY_TIERING, NUMA_BALANCING_NORMAL, ClassicBalancing,
+)
 
 # debugfs /sys/kernel/debug/sched/numa_balancing/ and sysctl defaults (§3.1)
 SCAN_PERIOD_MIN_MS = 1000
@@ -101,6 +104,8 @@ SCAN_COST = ("daemon", "task")
 # against hot_threshold_ms; "rate-limit" adds the 1-s candidate rate limit; "auto-threshold"
 # adds the 60-s threshold adjustment (upstream since 6.0, the default).
 TIERING_STEPS = ("base", "hot-selection", "rate-limit", "auto-threshold")
+# kernel.numa_balancing: 1 = NORMAL (classic, numab_classic.py), 2 = MEMORY_TIERING, 3 = both
+NUMA_BALANCING_MODES = (1, 2, 3)
 
 register_vmstat("pgpromote_candidate_nrl")
 
@@ -266,8 +271,14 @@ class NumaBalancing(Detector):
                  promote_rate_limit_mbps: int = PROMOTE_RATE_LIMIT_MBPS,
                  access_time_bits: int = ACCESS_TIME_BITS, tick_ms: float = 10.0,
                  scan_cost: str = "daemon", honor_mempolicy: bool = False,
-                 main_thread_runs: bool = False, tiering_step: str = "auto-threshold"):
+                 main_thread_runs: bool = False, tiering_step: str = "auto-threshold",
+                 mode: int = 2):
         super().__init__(promoter)
+        if mode not in NUMA_BALANCING_MODES:
+            raise ValueError(f"mode must be one of {NUMA_BALANCING_MODES}, got {mode!r}")
+        if pghot and not mode & NUMA_BALANCING_MEMORY_TIERING:
+            raise ValueError("NUMA balancing reports to pghot only in tiering mode (2 or 3)")
+        self.mode = int(mode)       # kernel.numa_balancing
         if pghot and promoter is None:
             raise ValueError("numab2-pghot reports to a promotion engine; none was given")
         if scan_cost not in SCAN_COST:
@@ -284,7 +295,7 @@ class NumaBalancing(Detector):
             if int(v) != v or int(v) < lo:
                 raise ValueError(f"{key} must be an integer >= {lo}, got {v}")
         self.pghot = bool(pghot)
-        self.name = "numab2-pghot" if self.pghot else "numab2"
+        self.name = f"numab{self.mode}" + ("-pghot" if self.pghot else "")
         self.costs = costs
         self.scan_period_min_ms, self.scan_period_max_ms = int(scan_period_min_ms), \
             int(scan_period_max_ms)
@@ -299,6 +310,7 @@ class NumaBalancing(Detector):
         self.main_thread_runs = bool(main_thread_runs)
         self.kernel = None
         self.engine = None
+        self.classic = None         # numab_classic.ClassicBalancing in modes 1 and 3
         self.tasks: list[TaskNuma] = []
         self.promoted_pfns: list[np.ndarray] = []   # pfns before migration
         self.promoted_ns: list[np.ndarray] = []
@@ -345,8 +357,8 @@ class NumaBalancing(Detector):
         if k.numa_hint_fault_hook is not None:
             raise ValueError("another NUMA-balancing detector already handles hint faults")
         self.kernel, self.engine = k, engine
-        if not k.sysfs["kernel/numa_balancing"]:   # sysctl kernel.numa_balancing = 2
-            k.sysfs["kernel/numa_balancing"] = 2
+        if not k.sysfs["kernel/numa_balancing"]:   # sysctl kernel.numa_balancing = mode
+            k.sysfs["kernel/numa_balancing"] = self.mode
         self.toptier = toptier_mask(k)
         self.state = PromotionState(k.machine.nr_nodes)
         self.access_time = FolioField(k, np.int64, self.time_mask)   # cpupid -1: all ones
@@ -365,6 +377,8 @@ class NumaBalancing(Detector):
         self.by_mm = {}                 # mm id -> its groups' TaskNuma
         for t in self.tasks:
             self.by_mm.setdefault(t.mm.id, []).append(t)
+        if self.mode & NUMA_BALANCING_NORMAL:
+            self.classic = ClassicBalancing(self)
         k.numa_hint_fault_hook = self.hint_fault
 
     def run(self, engine) -> None:
@@ -505,7 +519,8 @@ class NumaBalancing(Detector):
                     start = max(start, vma.start)
                     end = min(-(-(start + (pages << PAGE_SHIFT)) // PMD_SIZE) * PMD_SIZE,
                               vma.end)
-                    res = change_prot_numa(vma, start, end, skip_toptier=True)
+                    res = change_prot_numa(vma, start, end, skip_toptier=not (
+                        self.mode & NUMA_BALANCING_NORMAL))
                     self._stamp(res.heads, now)
                     updated += res.nr_updated - res.nr_huge * 511   # entries, a THP is one
                     scanned += res.nr_scanned
@@ -543,8 +558,9 @@ class NumaBalancing(Detector):
         t.numa_scan_offset = 0
 
     def _stamp(self, heads, now_ms: int) -> None:
-        """folio_xchg_access_time() at marking, for slow-tier folios (folio_use_access_time)."""
-        if heads.size == 0:
+        """folio_xchg_access_time() at marking, for slow-tier folios (folio_use_access_time:
+        only with the tiering bit)."""
+        if heads.size == 0 or not self.mode & NUMA_BALANCING_MEMORY_TIERING:
             return
         slow = ~self.toptier[self.kernel.pm.node_of(heads)]
         self.access_time.set(heads[slow], now_ms & self.time_mask)
@@ -563,6 +579,15 @@ class NumaBalancing(Detector):
         if t is not None:
             self._set_access_pid_bits(t, pfns)
         heads = pm.folio_head(pfns)
+        if self.classic is not None:                # modes 1 and 3 (numab_classic.py)
+            _, first = np.unique(heads, return_index=True)  # a folio faults once per batch
+            first = np.sort(first)
+            allowed = None
+            if self.honor_mempolicy:                # the policy's target must be this node
+                allowed = self._mpol_target(mm, pfns[first], pm.node_of(heads[first]),
+                                            int(cpu_nid)) == int(cpu_nid)
+            self.classic.hint_fault(t, heads[first], int(cpu_nid), allowed)
+            return
         src = pm.node_of(heads)
         dst = int(cpu_nid)              # MOF default policy: the faulting CPU's node
         # the tiering branch: a slow-tier folio whose target is another node with memory
@@ -775,15 +800,28 @@ def _params(component) -> dict:
     return out
 
 
-@register_detector("numab2")
-def make_numab2(component, kernel, costs, promoter):
-    return [NumaBalancing(None, costs=costs, **_params(component))]
+def _check_sysctl(component, kernel, mode: int) -> None:
+    """The run's own ``[sysfs] "kernel/numa_balancing"``, if set, must be the source's mode."""
+    set_to = int(kernel.sysfs["kernel/numa_balancing"])
+    if set_to and set_to != mode:
+        component.fail("name", f"{component.name} runs kernel.numa_balancing = {mode}, but "
+                               f"[sysfs] \"kernel/numa_balancing\" = {set_to}: use "
+                               f"numab{set_to} or drop the sysfs value")
 
 
-@register_detector("numab2-pghot")
-def make_numab2_pghot(component, kernel, costs, promoter):
-    params = _params(component)
-    if promoter is None:
-        component.fail("", "numab2-pghot reports hint faults to a promotion engine: add an "
-                           "[engine] (e.g. pghot-v3)")
-    return [NumaBalancing(promoter, pghot=True, costs=costs, **params)]
+def _make(mode: int, pghot: bool):
+    def make(component, kernel, costs, promoter):
+        params = _params(component)
+        _check_sysctl(component, kernel, mode)
+        if not pghot:
+            return [NumaBalancing(None, costs=costs, mode=mode, **params)]
+        if promoter is None:
+            component.fail("", f"{component.name} reports hint faults to a promotion engine: "
+                               "add an [engine] (e.g. pghot-v3)")
+        return [NumaBalancing(promoter, pghot=True, costs=costs, mode=mode, **params)]
+    return make
+
+
+# kernel.numa_balancing = 1 (classic), 2 (tiering), 3 (both); -pghot: tiering faults to pghot
+for _mode, _pghot in ((1, False), (2, False), (2, True), (3, False), (3, True)):
+    register_detector(f"numab{_mode}" + ("-pghot" if _pghot else ""))(_make(_mode, _pghot))

@@ -237,9 +237,17 @@ def count_prepare_failures(kernel, reasons, target_nid: int) -> None:
     for code, name in _REASON_COUNTER.items():
         if counts[code]:
             vm.count(name, target_nid, int(counts[code]))
-    if counts[UNBALANCED]:
+    if counts[UNBALANCED] and not _normal_only(kernel):
         # the kernel wakes kswapd on the target's highest managed zone (in tiering mode)
         kernel.wakeup_kswapd(target_nid)
+
+
+def _normal_only(kernel) -> bool:
+    """kernel.numa_balancing = 1 (NORMAL without MEMORY_TIERING): migrate_misplaced_folio_prepare
+    returns -EAGAIN on an unbalanced target without waking kswapd, and migrate_misplaced_folio
+    counts no pgpromote_success. Mode 0 keeps the model's tiering behaviour (kscand, kpromoted
+    and pghot runs compare promotions by that counter; unverified for pghot's kernels)."""
+    return int(kernel.sysfs["kernel/numa_balancing"]) == 1
 
 
 def migrate_misplaced_folio_prepare(kernel, heads, target_nid: int, vma=None) -> np.ndarray:
@@ -283,7 +291,7 @@ def migrate_misplaced_folios_batch(kernel, heads, target_nid: int,
     moved = int(nr[ok].sum())
     if moved:
         vm.count("numa_pages_migrated", target_nid, moved)
-        if _tiers(kernel)[target_nid] == 0:
+        if _tiers(kernel)[target_nid] == 0 and not _normal_only(kernel):
             promoted = int(nr[ok & (src_tier > 0)].sum())
             if promoted:
                 vm.count("pgpromote_success", target_nid, promoted)
