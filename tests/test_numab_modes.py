@@ -322,3 +322,26 @@ def test_scan_period_shortens_for_shared_remote_faults():
     assert d.classic.task(t).locality.tolist() == [101, 0, 0]   # remote, local, failed
     touch(k, g, 200, 1, ms=3010, cpu=0)                  # the placement
     assert (t.scan_period == 8000 - 7 * 800).all()
+
+
+# ---- kscand beside NUMA balancing (brief item 3) --------------------------------------------
+def test_kscand_beside_numab2_takes_the_headroom_first():
+    """examples/kscand-abench-numab2.toml scaled: kscand's first scan fills DRAM to its HIGH
+    watermark before NUMAB2's first hint faults, so every NUMAB2 candidate fails prepare's
+    balance test (not a defect: migrate_balanced_pgdat). Delaying kscand reverses the race."""
+    from tierscan.sim.config import load_config
+    from tierscan.mm.physmem import WMARK_HIGH
+
+    base = ['duration="1200ms"', "machine.scale=0.0625", 'workload.size="96MiB"']
+    out = {}
+    for extra in ([], ["detectors[1].scan_delay_ms=3000"]):
+        e = build_engine(load_config("examples/kscand-abench-numab2.toml", base + extra))
+        e.run()
+        numab = e.daemons[0]
+        k = e.kernel
+        mig = next(d for d in e.daemons if d.name == "kscand-migrate")
+        assert k.pm.node_free[0] <= k.pm.watermarks[0, WMARK_HIGH] + 1    # DRAM is full
+        out[bool(extra)] = (numab.stats["promoted"], mig.stats["migrated"],
+                            numab.stats["not_migrated"] == numab.stats["candidates"] > 0)
+    assert out[False] == (0, out[False][1], True) and out[False][1] > 0
+    assert out[True][0] > 0 and out[True][1] == 0
