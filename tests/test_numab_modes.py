@@ -291,6 +291,17 @@ def test_a_conflicting_sysctl_is_a_one_line_error():
     assert e.daemons[0].mode == 3
 
 
+def test_numab1_refuses_tiering_knobs():
+    d = {"machine": {"preset": "laptop", "scale": 0.0625},
+         "workload": {"name": "uniform", "size": "8MiB"}, "duration": "1s",
+         "detectors": [{"name": "numab1", "tiering_step": "base"}]}
+    with pytest.raises(ConfigError) as ei:
+        build_engine(config_from_dict(d))
+    assert "tiering_step" in str(ei.value) and "\n" not in str(ei.value)
+    d["detectors"][0]["name"] = "numab3"
+    assert build_engine(config_from_dict(d)).daemons[0].step == 0
+
+
 def test_pghot_needs_the_tiering_bit():
     with pytest.raises(ValueError):
         NumaBalancing(SimpleNamespace(), pghot=True, mode=1)

@@ -48,6 +48,8 @@ NUMAB = {"scan_delay_ms": 20, "scan_period_min_ms": 20, "scan_size_mb": 16}
 DETECTORS = {
     "klruscand": ({"interval_ms": 20}, "pghot-v3", ()),
     "numab2": (NUMAB, None, ("numa_hint_faults",)),
+    "numab1": (NUMAB, None, ("numa_hint_faults",)),      # classic: second fault migrates
+    "numab3": (NUMAB, None, ("numa_hint_faults",)),      # both (DRAM pages marked too)
     # freq_threshold 0: promote on the first report, so the 100-ms hot sets qualify
     "numab2-pghot": (NUMAB, {"name": "pghot-v3", "freq_threshold": 0}, ("numa_hint_faults",)),
     # kscand's first visit finds every populated page young and promotes it at 20 ms, so its

@@ -17,11 +17,11 @@ examples:
 
 A workload that runs until stopped (zipf, uniform, hotset without accesses) needs --duration.
 
-Sources: klruscand, ibs and numab2-pghot report into the promotion engine (--engine, default
-pghot-v3); numab2 (upstream), kscand, damon and oracle promote by themselves; none (alias
-numab0) runs without any."""
+Sources: klruscand, ibs, numab2-pghot and numab3-pghot report into the promotion engine
+(--engine, default pghot-v3); numab1, numab2 (upstream), numab3, kscand, damon and oracle
+promote by themselves; none (alias numab0) runs without any."""
 
-SELF_PROMOTING = {"numab2", "kscand", "damon", "oracle"}
+SELF_PROMOTING = {"numab1", "numab2", "numab3", "kscand", "damon", "oracle"}
 NONE = {"none", "numab0"}
 
 

@@ -809,10 +809,18 @@ def _check_sysctl(component, kernel, mode: int) -> None:
                                f"numab{set_to} or drop the sysfs value")
 
 
+# the tiering branch's admission knobs: mode 1 has no tiering branch, so they would do nothing
+TIERING_ONLY = ("tiering_step", "hot_threshold_ms", "promote_rate_limit_mbps")
+
+
 def _make(mode: int, pghot: bool):
     def make(component, kernel, costs, promoter):
         params = _params(component)
         _check_sysctl(component, kernel, mode)
+        unused = [key for key in TIERING_ONLY if key in component.params]
+        if not mode & NUMA_BALANCING_MEMORY_TIERING and unused:
+            component.fail(unused[0], f"{component.name} (kernel.numa_balancing = 1) has no "
+                                      "tiering branch; use numab2 or numab3 for this knob")
         if not pghot:
             return [NumaBalancing(None, costs=costs, mode=mode, **params)]
         if promoter is None:
