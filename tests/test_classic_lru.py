@@ -280,3 +280,33 @@ def test_classic_refault_restores_the_workingset_flag():
     mm.access(a[63:64], False)
     assert k.vmstat["workingset_restore_file"] == 1
     assert (k.pm.flags[vma.file.pages[63]] & PG_workingset) != 0
+
+
+def test_classic_swap_in_is_a_refault_with_the_eviction_counter():
+    """Anon pages swapped out under the classic LRU leave eviction-counter shadows in their
+    swap slots; touching one again counts workingset_refault_anon (before: no shadow, no
+    refault). It is not activated: its distance (at least its own page) exceeds the
+    workingset size for an anon refault (active + inactive file, and with free swap the
+    active anon list), which is 0 here: nothing was ever activated."""
+    from test_pressure import is_swap_pte, make_kernel, room
+
+    from tierscan.mm.physmem import WMARK_MIN
+    from tierscan.mm.swap import pte_to_swp_offset
+    from tierscan.mm.workingset import workingset_size
+
+    k = make_kernel(("16MiB", "16MiB"))
+    k.sysfs.write("lru_gen/enabled", "n")
+    k.swapon(4096 * PAGE)
+    mm = k.spawn("p")
+    n = room(k, 0, WMARK_MIN) + 200
+    vma = mm.mmap(n * PAGE, policy="bind", nodes=[0])
+    mm.access(page_addrs(vma.start, n), True)             # the overflow swaps some out
+    swapped = np.flatnonzero(is_swap_pte(mm.pt.pte[vma.start_slot:vma.end_slot]))
+    assert swapped.size >= 200 and k.vmstat["workingset_refault_anon"] == 0
+    offs = pte_to_swp_offset(mm.pt.pte[vma.start_slot + swapped])
+    assert (k.swap.shadow[offs] != 0).all()
+    assert workingset_size(k, k.root_memcg, 0, file=False) == 0
+    mm.access(page_addrs(vma.start, 1, int(swapped[-1])), False)
+    assert k.vmstat["pswpin"] == 1 and k.vmstat["workingset_refault_anon"] == 1
+    assert k.vmstat["workingset_activate_anon"] == 0
+    k.check()
