@@ -48,3 +48,12 @@ def test_unreadable_file_is_one_line_error(tmp_path, capsys):
     assert main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(bad) in err
+
+
+def test_summary_row_counts_over_every_mode():
+    r = run({"numab0": 1.0, "numab2": 0.89, "numab2-pghot": 0.93, "klruscand": 0.963 * 2,
+             "ibs": 0.892}, holds=(True, True, False, True))
+    r["modes"]["2"] = r["modes"]["1"]
+    r["orderings"] += [{"mode": 2, "ordering": "x", "holds": True}]
+    last = tables([r]).strip().splitlines()[-1]
+    assert last == "| preset (dram8-cxl1) | 1, 2 | 6/8 | 4/5 | +100% |"
