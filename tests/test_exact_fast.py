@@ -96,7 +96,13 @@ RUNS = {
 
 
 @pytest.mark.parametrize("name", list(RUNS))
-def test_fast_path_gives_the_reference_results_bit_for_bit(name, tmp_path, monkeypatch):
+@pytest.mark.parametrize("direct", [True, False])
+def test_fast_path_gives_the_reference_results_bit_for_bit(name, direct, tmp_path,
+                                                           monkeypatch):
+    """direct=False: the compiled pass refused (a read-only VMA, a memcg over memory.high):
+    every thread through MM.access inside the fast path."""
+    if not direct:
+        monkeypatch.setattr(ExactModel, "_direct_ok", lambda self, k, g: False)
     calls = {}
     real = ExactModel._advance_fast
 

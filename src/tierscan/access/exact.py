@@ -115,7 +115,7 @@ class ExactModel(AccessModel):
         total, t = 0.0, 0
         direct = self._direct_ok(k, group)
         while t < T:
-            stop = T
+            stop = t                             # not direct: thread t through MM.access
             if direct:
                 mm.lru_gen_bitmap = ~0           # the mm ran: lru_gen_use_mm()
                 stop = replay_segments(pages, writes, ends, t, group.addrs, group.slots,
