@@ -52,6 +52,10 @@ def test_round_trip_and_summary(tmp_path):
     assert np.array_equal(s["writes"], np.bincount(np.searchsorted(u, pages), weights=writes,
                                                    minlength=u.size))
     assert not (tmp_path / "a.tsw.part").exists()
+    with TraceReader(p) as r:                  # replay's read: pages without the clock
+        cols = list(r.accesses(clock=False))
+    assert "clock" not in cols[0]
+    assert np.array_equal(np.concatenate([c["page"] for c in cols]), pages)
 
 
 def test_background_writer_writes_the_same_file(tmp_path):

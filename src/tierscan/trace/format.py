@@ -442,8 +442,9 @@ class TraceReader:
     def __exit__(self, *exc):
         self.close()
 
-    def chunks(self, decode: bool = True, kinds=None):
-        """Yield every chunk in file order; with ``decode=False`` only check checksums."""
+    def chunks(self, decode: bool = True, kinds=None, clock: bool = True):
+        """Yield every chunk in file order; with ``decode=False`` only check checksums; with
+        ``clock=False`` access chunks come without their clock column (not summed)."""
         self.f.seek(self.data_start)
         last_page = last_clock = 0
         off = self.data_start
@@ -478,8 +479,12 @@ class TraceReader:
                 if kind == KIND_ACCESS:
                     cols = dict(cols)
                     cols["page"] = last_page + np.cumsum(cols["page"])
-                    cols["clock"] = last_clock + np.cumsum(cols["clock"])
-                    last_page, last_clock = int(cols["page"][-1]), int(cols["clock"][-1])
+                    last_page = int(cols["page"][-1])
+                    if clock:
+                        cols["clock"] = last_clock + np.cumsum(cols["clock"])
+                        last_clock = int(cols["clock"][-1])
+                    else:
+                        del cols["clock"]
             if kinds is None or kind in kinds:
                 yield Chunk(kind, off, n, cols)
             off += _CHUNK_HEAD.size + comp_len
@@ -499,9 +504,10 @@ class TraceReader:
             return c.columns
         return None
 
-    def accesses(self):
-        """Yield the access chunks' decoded columns, in order."""
-        for c in self.chunks(kinds=(KIND_ACCESS,)):
+    def accesses(self, clock: bool = True):
+        """Yield the access chunks' decoded columns, in order (``clock=False``: without the
+        clock, which replay does not use: one cumulative sum less per chunk)."""
+        for c in self.chunks(kinds=(KIND_ACCESS,), clock=clock):
             yield c.columns
 
     def regions(self):

@@ -158,7 +158,7 @@ class TraceSource:
     def _chunks(self):
         while self.loop < self.loops:
             with TraceReader(self.path) as r:
-                for c in r.accesses():
+                for c in r.accesses(clock=False):
                     yield self.layout.index(c["page"]), (c["flags"] & 1).view(bool)
             self.loop += 1
 
