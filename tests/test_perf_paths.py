@@ -148,6 +148,16 @@ def kernel_state(k):
     return state
 
 
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two kernel_state()s (plus any extra entries) are equal, entry by entry."""
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            assert np.array_equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
 def test_populate_in_pieces_is_populate_at_once(monkeypatch):
     """MAP_POPULATE by POPULATE_CHUNK pieces leaves the state faulting everything at once does:
     anon, THP, file and shared mappings, an unaligned start, and a node that fills up (the
@@ -168,12 +178,7 @@ def test_populate_in_pieces_is_populate_at_once(monkeypatch):
     whole = build()
     monkeypatch.setattr(process, "POPULATE_CHUNK", 2 * HPAGE)
     pieces = build()
-    assert whole.keys() == pieces.keys()
-    for key in whole:
-        if isinstance(whole[key], dict):
-            assert whole[key] == pieces[key], key
-        else:
-            assert np.array_equal(whole[key], pieces[key]), key
+    assert_same_state(whole, pieces)
     assert whole["kswapd"][0]                  # node 0 did fill up
 
 
@@ -335,13 +340,7 @@ def test_migration_queue_is_one_batch_at_a_time():
     oks = q.run()
     assert [ok.size for ok in oks] == [b.size for b in batches] and all(ok.all() for ok in oks)
     assert q.batches == [] and q.run() == []
-    queued = kernel_state(k)
-    assert seq.keys() == queued.keys()
-    for key in seq:
-        if isinstance(seq[key], dict):
-            assert seq[key] == queued[key], key
-        else:
-            assert np.array_equal(seq[key], queued[key]), key
+    assert_same_state(seq, kernel_state(k))
     # each kind in its order (hooks and charges touch separate state: the queue makes every
     # hook call, then every charge)
     for kind in ("remap", "migrated"):
@@ -416,9 +415,7 @@ def test_kmigrated_queue_gives_the_per_batch_results(monkeypatch):
         return st
 
     per_batch, queued = run(False), run(True)
-    for key in per_batch:
-        a, b = per_batch[key], queued[key]
-        assert (a == b if not isinstance(a, np.ndarray) else np.array_equal(a, b)), key
+    assert_same_state(per_batch, queued)
     vm = per_batch["vmstat"]
     assert 4000 < vm["pgpromote_success"] < 9000                 # DRAM filled part way
     assert vm["pgmigrate_prepare_fail_unbalanced"] > 0
