@@ -29,6 +29,7 @@ BENCHES = [
     ("bench_sample.py", [], ["--repeat", "2"]),
     ("bench_access.py", [], ["--quick"]),
     ("bench_memsys.py", [], ["--scale", "0.125"]),
+    ("bench_kmigrated.py", [], ["--scale", "0.05"]),
 ]
 
 
