@@ -111,6 +111,13 @@ class AccessModel:
 
 HEAT_BINS = 64
 
+
+def compute_ns(engine, group) -> float:
+    """CPU time a thread of ``group`` spends between two accesses: the cost model's
+    ``compute_ns_per_access`` plus its phase's own ``compute_ns`` (a benchmark's delay)."""
+    ph = group.phase
+    return engine.costs.compute_ns_per_access + (0.0 if ph is None else ph.compute_ns)
+
 # the vmstat counters whose growth during an access batch the batch's threads pay for
 FAULT_COUNTERS = ("pgfault", "pgmajfault", "numa_hint_faults", "pswpin")
 

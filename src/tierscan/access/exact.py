@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..mm.mmu import replay_segments
-from .base import AccessModel, fault_cost_ns, fault_counts, page_bins
+from .base import AccessModel, compute_ns, fault_cost_ns, fault_counts, page_bins
 from .exact_kernels import draw_pages, guide_table
 
 # The tabulated distributions' inverse-CDF ``sample`` (workload/distributions.py, a layer above:
@@ -54,7 +54,7 @@ class ExactModel(AccessModel):
         nodes = engine.kernel.node_of(group.mm.translate(group.addrs))
         lat = group.latency_per_node()
         per_page = np.where(nodes >= 0, lat[np.maximum(nodes, 0)], lat.max())
-        self.cost[group.gid] = engine.costs.compute_ns_per_access + float(w @ per_page)
+        self.cost[group.gid] = compute_ns(engine, group) + float(w @ per_page)
 
     def advance(self, engine, group, budget_ns: float) -> tuple[float, float]:
         ph = group.phase
@@ -67,6 +67,7 @@ class ExactModel(AccessModel):
         k = engine.kernel
         lat = group.latency_per_node()
         c = engine.costs
+        think = compute_ns(engine, group)
         total, chunks, chunk_writes = 0.0, [], []
         for t in range(group.threads):
             rng = self.rngs[(group.gid, t)]
@@ -79,7 +80,7 @@ class ExactModel(AccessModel):
             ms = getattr(engine, "memsys", None)       # the loaded model's LLC filter
             mem = None if ms is None else ms.exact_ns(engine, group, t, addrs)
             mem = float(served @ lat) if mem is None else mem
-            total += mem + n * c.compute_ns_per_access + fault_cost_ns(k, c, before)
+            total += mem + n * think + fault_cost_ns(k, c, before)
             self._served += served
             chunks.append(addrs)
             chunk_writes.append(writes)
@@ -111,7 +112,7 @@ class ExactModel(AccessModel):
         mm = group.mm
         ends = np.arange(1, T + 1, dtype=np.int64) * n
         counts = np.zeros((T, 1, k.machine.nr_nodes), np.int64)
-        compute = n * c.compute_ns_per_access
+        compute = n * compute_ns(engine, group)
         total, t = 0.0, 0
         direct = self._direct_ok(k, group)
         while t < T:

@@ -39,7 +39,7 @@ import numpy as np
 from ..arrays import unique
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from ..mm.pagetable import PageTable
-from .base import HEAT_BINS, AccessModel, page_bins
+from .base import HEAT_BINS, AccessModel, compute_ns, page_bins
 from .rate_kernels import materialize_kernel
 
 _ANY_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
@@ -283,7 +283,7 @@ class RateModel(AccessModel):
     def ns_per_access(self, engine, group) -> float:
         r = self.rates[group.gid]
         mass = self._mass_share(engine, group, r)
-        return engine.costs.compute_ns_per_access + float(mass @ group.latency_per_node())
+        return compute_ns(engine, group) + float(mass @ group.latency_per_node())
 
     def advance(self, engine, group, budget_ns: float) -> tuple[float, float]:
         """Accesses per thread in ``budget_ns``; work does not depend on how many."""

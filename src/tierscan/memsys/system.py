@@ -165,7 +165,7 @@ class MemorySystem:
             if tau is None:
                 s = self.state[g.gid]
                 f = s.node_mass / max(s.node_mass.sum(), 1e-300)
-                tau = engine.costs.compute_ns_per_access + \
+                tau = engine.costs.compute_ns_per_access + g.phase.compute_ns + \
                     float(f @ self.machine.load_ns[cpu_node]) / g.spec.mlp
             rate.append(g.threads / tau)
         total = sum(rate)
@@ -186,7 +186,8 @@ class MemorySystem:
         pt = cpu if pt is None else pt
         kw = dict(h=s.h, walks=s.walks, h_pt=s.h_pt, pt_node=pt, llc_hit_ns=c.llc_hit_ns,
                   walk_ns=c.walk_ns)
-        coef = group_coefficients(f, ph.write_fraction, spec.mlp, c.compute_ns_per_access,
+        coef = group_coefficients(f, ph.write_fraction, spec.mlp,
+                                  c.compute_ns_per_access + ph.compute_ns,
                                   self.machine.load_ns[cpu], self.machine.store_ns[cpu],
                                   non_temporal=getattr(spec, "non_temporal", False), **kw)
         return f, kw, coef
@@ -194,7 +195,8 @@ class MemorySystem:
     # ---- the tick -------------------------------------------------------------------------------
     def tick(self, engine, dt_ns: float) -> None:
         """Solve this tick's loop and give every running group its loaded time per access."""
-        running = [g for g in engine.groups if g.finished_ns is None and g.phase is not None]
+        running = [g for g in engine.groups if g.finished_ns is None and g.phase is not None
+                   and not g.phase.idle]        # a sleeping group loads no device
         bg_r = self.kernel_read / dt_ns        # bytes per ns = GB/s
         bg_w = self.kernel_write / dt_ns
         self.kernel_read[:] = 0.0

@@ -290,7 +290,10 @@ class Engine:
             budget = left
             if ph.duration_ns is not None:
                 budget = min(budget, g.phase_start_ns + ph.duration_ns - (self.now + dt - left))
-            a, used = self.model.advance(self, g, budget) if budget > 0 else (0.0, 0.0)
+            if ph.idle:       # its threads sleep: the time passes, nothing is accessed
+                a, used = 0.0, max(budget, 0.0)
+            else:
+                a, used = self.model.advance(self, g, budget) if budget > 0 else (0.0, 0.0)
             g.done += a
             g.total += a
             left -= used

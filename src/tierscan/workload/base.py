@@ -46,12 +46,19 @@ class Mapping:
 class Phase:
     """A stretch of the run with one access pattern. It ends when every thread has done
     ``accesses`` accesses (if set) or after ``duration_ns`` (if set), whichever comes first;
-    the last phase may have neither and then runs until the experiment's duration."""
+    the last phase may have neither and then runs until the experiment's duration. An ``idle``
+    phase keeps the previous phase's distribution (so lazily drawn rates do not change) and
+    makes no access for its duration."""
 
     distribution: Distribution
     write_fraction: float = 0.0
     accesses: int | None = None      # per thread
     duration_ns: int | None = None
+    compute_ns: float = 0.0          # the phase's own CPU time between two accesses of a
+    #                                  thread (a benchmark's delay loop), on top of the cost
+    #                                  model's compute_ns_per_access
+    idle: bool = False               # the threads sleep: time passes and nothing is accessed
+    #                                  (a pause between passes); needs duration_ns
 
 
 @dataclass(frozen=True)
