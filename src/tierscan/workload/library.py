@@ -22,7 +22,7 @@ from ..configcheck import Checker, is_int
 from ..errors import ConfigError
 from ..units import describe_value, parse_duration_ns, parse_size
 from .base import Mapping, Phase, ProcessSpec, WorkloadSpec
-from .distributions import DISTRIBUTIONS, HotSet, Uniform, Zipf
+from .distributions import DISTRIBUTIONS, Gauss, HotSet, Uniform, Zipf
 
 __all__ = ["WORKLOADS", "register_workload", "make_workload", "make_distribution",
            "PGHOT_BENCH_MODES", "PGHOT_ACCESSES_PER_THREAD"]
@@ -170,7 +170,8 @@ _NEEDS_NODES = ("preferred", "bind", "preferred-many", "interleave", "weighted-i
 PAGE_TABLES = ("local", "membind")
 _PHASE_KEYS = ("write_fraction", "accesses", "duration")
 _DIST_KEYS = {"uniform": (), "zipf": ("alpha", "scatter", "seed"),
-              "hotset": ("hot_fraction", "hot_share", "offset", "seed")}
+              "hotset": ("hot_fraction", "hot_share", "offset", "seed"),
+              "gauss": ("mean", "stdev", "seed")}
 DEFAULT_SIZE = "512MiB"   # fits the laptop preset's 2 GiB CXL node and its 1 GiB DRAM node
 DEFAULT_NODE = 1          # the laptop preset's CXL node (on zen5-cxl, the CXL node is 2)
 
@@ -233,6 +234,10 @@ def _read_dist(r: _Reader, dist: str):
                       r.number("hot_share", 0.9, 0, 1),
                       r.number("offset", 0.0, 0, 1, hi_open=True),
                       r.integer("seed", 0, 0))
+    if dist == "gauss":
+        return Gauss(r.number("mean", 0.5, 0, 1), r.number("stdev", 0.1, 0, math.inf,
+                                                             lo_open=True),
+                     r.integer("seed", 0, 0))
     raise AssertionError(dist)  # pragma: no cover - callers check the name
 
 
@@ -497,3 +502,4 @@ def multi(params: dict, *, where: str, field: str) -> WorkloadSpec:
 
 
 from . import pressure  # noqa: E402,F401  (registers cold-filler, wss-larger, bind-spill)
+from . import pmbench, abench, kvstore  # noqa: E402,F401  (published benchmarks, issue 11 §4)
