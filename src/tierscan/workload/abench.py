@@ -19,12 +19,13 @@ import math
 
 from ..configcheck import Checker
 from ..units import parse_duration_ns
-from .base import Mapping, Phase, ProcessSpec, WorkloadSpec
+from .base import Mapping, Phase, WorkloadSpec
 from .distributions import Uniform
-from .library import PAGE_SIZE, _Reader, register_workload
+from .library import (PAGE_SIZE, PLACEMENT_KEYS, _placed_process, _Reader, _read_placement,
+                      register_workload)
 
-_KEYS = ("size", "iterations", "delay", "touches_per_page", "write_fraction", "threads", "node",
-         "cpu_node", "memcg", "name", "mlp", "thp", "populate")
+_KEYS = ("size", "iterations", "delay", "touches_per_page", "write_fraction", "threads",
+         "populate") + PLACEMENT_KEYS
 
 
 def pass_accesses(size: int, touches_per_page: float, threads: int) -> int:
@@ -43,22 +44,14 @@ def abench(params: dict, *, where: str, field: str) -> WorkloadSpec:
         r.t["delay"], where=where, field=r.field("delay"), allow_zero=True)   # ESTIMATE: 1 s
     touches = r.number("touches_per_page", 64, 0, math.inf, lo_open=True)
     wf = r.number("write_fraction", 0.0, 0, 1)
-    threads = r.integer("threads", 1, 1)
-    node = r.integer("node", 1, 0)
-    cpu_node = r.integer("cpu_node", 0, 0)
-    memcg = r.memcg("memcg")
-    name = r.string("name", "abench")
-    mlp = r.number("mlp", 1.0, 0, math.inf, lo_open=True)
-    thp = r.boolean("thp", False)
+    p = _read_placement(r, "abench")
     populate = r.boolean("populate", True)
-    n = pass_accesses(size, touches, threads)
+    n = pass_accesses(size, touches, p["threads"])
     sweep = Uniform()
     phases = []
     for i in range(iterations):
         if i and delay:
             phases.append(Phase(sweep, write_fraction=wf, duration_ns=delay, idle=True))
         phases.append(Phase(sweep, write_fraction=wf, accesses=n))
-    m = Mapping(size=size, thp=thp, policy="bind", nodes=(node,), populate=populate)
-    proc = ProcessSpec(name=name, threads=threads, cpu_node=cpu_node, mappings=(m,),
-                       phases=tuple(phases), memcg=memcg, mlp=mlp)
-    return WorkloadSpec("abench", (proc,), dict(r.out))
+    m = Mapping(size=size, thp=p["thp"], policy="bind", nodes=(p["node"],), populate=populate)
+    return WorkloadSpec("abench", (_placed_process(p, [m], phases),), dict(r.out))

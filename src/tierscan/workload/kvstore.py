@@ -31,9 +31,10 @@ import numpy as np
 
 from ..configcheck import Checker
 from ..units import describe_value
-from .base import Mapping, Phase, ProcessSpec, WorkloadSpec
+from .base import Mapping, Phase, WorkloadSpec
 from .distributions import Weights
-from .library import PAGE_SIZE, _Reader, register_workload
+from .library import (PAGE_SIZE, PLACEMENT_KEYS, _placed_process, _Reader, _read_placement,
+                      register_workload)
 from .ycsb import REQUEST_DISTRIBUTIONS, fnvhash64, key_probabilities
 
 __all__ = ["CORE_WORKLOADS", "KVLayout", "kv_page_weights"]
@@ -104,8 +105,8 @@ def accesses_per_operation(layout: KVLayout, dist: str, rmw: float) -> tuple[flo
 
 
 _KEYS = ("records", "record_size", "workload", "read", "update", "rmw", "request_distribution",
-         "load_factor", "bucket_bytes", "seed", "operations", "duration", "threads", "node",
-         "cpu_node", "memcg", "name", "mlp", "thp")
+         "load_factor", "bucket_bytes", "seed", "operations", "duration",
+         "threads") + PLACEMENT_KEYS
 
 
 def _mix(r: _Reader) -> tuple[float, float, float]:
@@ -143,13 +144,8 @@ def kvstore(params: dict, *, where: str, field: str) -> WorkloadSpec:
     seed = r.integer("seed", 0, 0)
     operations = r.opt_integer("operations", 1)
     duration = r.opt_duration("duration")
-    threads = r.integer("threads", 1, 1)
-    node = r.integer("node", 1, 0)
-    cpu_node = r.integer("cpu_node", 0, 0)
-    memcg = r.memcg("memcg")
-    name = r.string("name", "kvstore")
-    mlp = r.number("mlp", 1.0, 0, math.inf, lo_open=True)
-    thp = r.boolean("thp", False)
+    p = _read_placement(r, "kvstore")
+    threads, thp = p["threads"], p["thp"]
 
     layout = KVLayout(records, record_size, load_factor, bucket_bytes, seed)
     per_op, value_pages = accesses_per_operation(layout, dist, rmw)
@@ -161,13 +157,11 @@ def kvstore(params: dict, *, where: str, field: str) -> WorkloadSpec:
     accesses = None if operations is None else max(1, math.ceil(operations * per_op / threads))
     unit = (2 << 20) if thp else PAGE_SIZE
     mappings = tuple(Mapping(size=-(-pages * PAGE_SIZE // unit) * unit, thp=thp, policy="bind",
-                             nodes=(node,), populate=True)
+                             nodes=(p["node"],), populate=True)
                      for pages in (layout.index_pages, layout.value_pages))
     if thp and any(m.size != p * PAGE_SIZE for m, p in
                    zip(mappings, (layout.index_pages, layout.value_pages))):
         r.fail("thp", "the index and the records must each be a whole number of 2 MiB pages "
                       "with thp (choose records, record_size and bucket_bytes to match)")
-    proc = ProcessSpec(name=name, threads=threads, cpu_node=cpu_node, mappings=mappings,
-                       phases=(Phase(weights, write_fraction=wf, accesses=accesses,
-                                     duration_ns=duration),), memcg=memcg, mlp=mlp)
-    return WorkloadSpec("kvstore", (proc,), dict(r.out))
+    phase = Phase(weights, write_fraction=wf, accesses=accesses, duration_ns=duration)
+    return WorkloadSpec("kvstore", (_placed_process(p, mappings, [phase]),), dict(r.out))

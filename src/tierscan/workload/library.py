@@ -222,6 +222,26 @@ def _read_policy(r: _Reader, prefix: str, default_nodes, default_mode) -> None:
                                           f"'preferred-many', not {mode!r}")
 
 
+# The keys that place one process of a benchmark workload (pmbench, abench, kvstore).
+PLACEMENT_KEYS = ("node", "cpu_node", "memcg", "name", "mlp", "thp")
+
+
+def _read_placement(r: _Reader, name: str, threads_key: str = "threads") -> dict:
+    """Read the threads and PLACEMENT_KEYS (as the process keys, same defaults)."""
+    return {"threads": r.integer(threads_key, 1, 1), "node": r.integer("node", DEFAULT_NODE, 0),
+            "cpu_node": r.integer("cpu_node", 0, 0), "memcg": r.memcg("memcg"),
+            "name": r.string("name", name),
+            "mlp": r.number("mlp", 1.0, 0, math.inf, lo_open=True),
+            "thp": r.boolean("thp", False)}
+
+
+def _placed_process(p: dict, mappings, phases) -> ProcessSpec:
+    """One process from _read_placement's table, its mappings and phases."""
+    return ProcessSpec(name=p["name"], threads=p["threads"], cpu_node=p["cpu_node"],
+                       mappings=tuple(mappings), phases=tuple(phases), memcg=p["memcg"],
+                       mlp=p["mlp"])
+
+
 def _read_dist(r: _Reader, dist: str):
     """Read the parameters of ``dist`` from ``r`` and build it."""
     if dist == "uniform":

@@ -29,9 +29,10 @@ import numpy as np
 
 from ..configcheck import Checker
 from ..units import describe_value
-from .base import Mapping, Phase, ProcessSpec, WorkloadSpec
+from .base import Mapping, Phase, WorkloadSpec
 from .distributions import Weights, normal_interval
-from .library import PAGE_SIZE, _Reader, register_workload
+from .library import (PAGE_SIZE, PLACEMENT_KEYS, _placed_process, _Reader, _read_placement,
+                      register_workload)
 
 __all__ = ["pmbench_normal", "pmbench_normal_ih", "write_fraction_of_ratio", "delay_ns",
            "PATTERNS"]
@@ -146,7 +147,7 @@ def _warmup(pattern: str, set_pages: int) -> int:
 
 
 _KEYS = ("mapsize", "setsize", "pattern", "shape", "ratio", "delay", "tsc_ghz", "jobs", "cold",
-         "initialize", "duration", "node", "cpu_node", "memcg", "name", "mlp", "thp")
+         "initialize", "duration") + PLACEMENT_KEYS
 
 
 @register_workload("pmbench")
@@ -171,16 +172,10 @@ def pmbench(params: dict, *, where: str, field: str) -> WorkloadSpec:
     r.out["ratio"] = ratio
     delay = r.integer("delay", 0, 0)
     tsc_ghz = r.number("tsc_ghz", TSC_GHZ_DEFAULT, 0, math.inf, lo_open=True)
-    threads = r.integer("jobs", 1, 1)
     cold = r.boolean("cold", False)
     initialize = r.boolean("initialize", False)
     duration = r.opt_duration("duration")
-    node = r.integer("node", 1, 0)
-    cpu_node = r.integer("cpu_node", 0, 0)
-    memcg = r.memcg("memcg")
-    name = r.string("name", "pmbench")
-    mlp = r.number("mlp", 1.0, 0, math.inf, lo_open=True)
-    thp = r.boolean("thp", False)
+    p = _read_placement(r, "pmbench", threads_key="jobs")
 
     set_pages = setsize // PAGE_SIZE
     dist = {"uniform": partial(pmbench_uniform, set_pages),
@@ -192,8 +187,7 @@ def pmbench(params: dict, *, where: str, field: str) -> WorkloadSpec:
         phases.append(Phase(dist, write_fraction=wf, accesses=_warmup(pattern, set_pages)))
     phases.append(Phase(dist, write_fraction=wf, duration_ns=duration,
                         compute_ns=delay_ns(delay, tsc_ghz)))
-    m = Mapping(size=mapsize, thp=thp, policy="bind", nodes=(node,), populate=initialize)
-    proc = ProcessSpec(name=name, threads=threads, cpu_node=cpu_node, mappings=(m,),
-                       phases=tuple(phases), memcg=memcg, mlp=mlp)
-    return WorkloadSpec("pmbench", (proc,), dict(r.out))
+    m = Mapping(size=mapsize, thp=p["thp"], policy="bind", nodes=(p["node"],),
+                populate=initialize)
+    return WorkloadSpec("pmbench", (_placed_process(p, [m], phases),), dict(r.out))
 
