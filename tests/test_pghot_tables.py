@@ -57,3 +57,17 @@ def test_summary_row_counts_over_every_mode():
     r["orderings"] += [{"mode": 2, "ordering": "x", "holds": True}]
     last = tables([r]).strip().splitlines()[-1]
     assert last == "| preset (dram8-cxl1) | 1, 2 | 6/8 | 4/5 | +100% |"
+
+
+def test_documented_tables_are_the_shipped_runs(capsys):
+    """docs/reproductions.md's loaded-model tables are what the documented command prints from
+    the shipped JSON (docs/data/pghot-v3/*.json, in the shell's sorted glob order)."""
+    import glob
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = sorted(glob.glob(os.path.join(root, "docs", "data", "pghot-v3", "*.json")))
+    assert len(files) >= 12
+    assert main(files) == 0
+    printed = capsys.readouterr().out.strip()
+    with open(os.path.join(root, "docs", "reproductions.md"), encoding="utf-8") as fh:
+        assert printed in fh.read()
