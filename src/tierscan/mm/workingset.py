@@ -146,16 +146,21 @@ def _recent_in_order(eviction, nr, file, age, sizes, ages_it, mask):
     return out
 
 
+def _shadowed(heads, shadows):
+    """The folios that replace an evicted page (a non-zero shadow entry), with their shadows."""
+    heads = np.asarray(heads, np.int64)
+    shadows = np.asarray(shadows, np.int64)
+    has = shadows != 0
+    return heads[has], shadows[has]
+
+
 def classic_refault(kernel, heads, shadows) -> None:
     """workingset_refault()'s classic branch for freshly allocated folios (not yet on a
     list) replacing evicted pages with these shadows (0 = none), in fault order."""
     from .classic_lru import lru_note_cost
 
     pm = kernel.pm
-    heads = np.asarray(heads, np.int64)
-    shadows = np.asarray(shadows, np.int64)
-    has = shadows != 0
-    heads, shadows = heads[has], shadows[has]
+    heads, shadows = _shadowed(heads, shadows)
     if heads.size == 0:
         return
     memcg_ids, nids, evictions, ws = unpack_shadow(shadows)
@@ -206,10 +211,7 @@ def lru_gen_refault(kernel, heads, shadows) -> None:
     replace evicted pages with these shadow entries (0 = none). Counted on the folio's
     lruvec; a shadow from another lruvec (memcg or node) counts nothing."""
     pm = kernel.pm
-    heads = np.asarray(heads, np.int64)
-    shadows = np.asarray(shadows, np.int64)
-    has = shadows != 0
-    heads, shadows = heads[has], shadows[has]
+    heads, shadows = _shadowed(heads, shadows)
     if heads.size == 0:
         return
     memcg_ids, nids, tokens, ws = unpack_shadow(shadows)
