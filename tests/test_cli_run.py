@@ -467,10 +467,13 @@ def test_sweep_interrupted_keeps_finished_runs(write, tmp_path):
     out = tmp_path / "out"
     short = load_config(str(tmp_path / "exp.toml"), ["duration=10ms"]).config_hash()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TIERSCAN_DEBUG="0")
+    # preexec_fn: a foreground program starts with SIGINT at its default; a suite launched in
+    # the background (`make test &`) ignores SIGINT, which the child would inherit.
     proc = subprocess.Popen([sys.executable, "-m", "tierscan.cli.main", "sweep", sweep,
                              "--jobs", "2", "--out", str(out)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (out / f"{short}.json").exists():

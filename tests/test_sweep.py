@@ -122,10 +122,14 @@ class Cluster:
 
 
 def _sweep_proc(files, out, *extra):
+    """The sweep as a foreground program: SIGINT at its default (a suite launched in the
+    background ignores SIGINT, which the child would otherwise inherit and Ctrl-C would not
+    reach it)."""
     return subprocess.Popen([sys.executable, "-m", "tierscan.cli.main", "sweep",
                              str(files / "s.toml"), "--out", str(out), *extra],
                             env=_env(), text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait(proc, until, what):
