@@ -3,7 +3,7 @@
 numpy 2's ``np.unique`` finds distinct values with a hash table when it returns nothing but the
 values. For the integer keys this model groups by (pfns, identities, node ids; up to millions
 of them) that is 5 to 50 times slower than sorting (benchmarks/bench_sample.py), so the model
-calls ``unique`` instead.
+calls ``unique`` instead, and ``unique_inverse`` where it also needs each value's group.
 """
 
 from __future__ import annotations
@@ -38,3 +38,28 @@ def unique(a) -> np.ndarray:
     keep[0] = True
     np.not_equal(s[1:], s[:-1], out=keep[1:])
     return s[keep]
+
+
+# unique_inverse counts into a table instead of sorting when the keys span at most this many
+# values per key (or _DENSE_MIN in all): the table costs O(span), the sort O(n log n)
+_DENSE_PER_KEY = 4
+_DENSE_MIN = 1 << 16
+
+
+def unique_inverse(a) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, return_inverse=True)`` for a 1-D array: the sorted distinct values and
+    each entry's index among them. Integer keys of a narrow range (page-table lines, binned
+    rates) are ranked through a presence table in linear time; the result is the same
+    arrays np.unique returns (values in a's dtype, indices as intp)."""
+    a = np.asarray(a)
+    if a.ndim == 1 and a.size and a.dtype.kind in "iu" and a.dtype.itemsize <= 8 and \
+            not (a.dtype.kind == "u" and a.dtype.itemsize == 8):
+        lo, hi = int(a.min()), int(a.max())
+        span = hi - lo + 1
+        if span <= max(_DENSE_PER_KEY * a.size, _DENSE_MIN):
+            off = a.astype(np.intp) - lo
+            present = np.zeros(span, dtype=bool)
+            present[off] = True
+            rank = np.cumsum(present, dtype=np.intp) - 1
+            return (np.flatnonzero(present) + lo).astype(a.dtype), rank[off]
+    return np.unique(a, return_inverse=True)

@@ -41,16 +41,17 @@ def shared_llc_hits(streams, llc_bytes: int) -> list[tuple[float, float, float]]
     for share, w, lr in streams:
         r, n = compress(share * np.asarray(w, float) / LINES_PER_PAGE,
                         np.full(len(w), float(LINES_PER_PAGE)))
-        rates += [r, share * compress(lr)[0]]
-        counts += [n, compress(lr)[1]]
+        lr_r, lr_n = compress(lr)
+        rates += [r, share * lr_r]
+        counts += [n, lr_n]
     t = characteristic_time(np.concatenate(rates), np.concatenate(counts), llc_bytes / LINE)
     out = []
     for share, w, lr in streams:
         w, lr = np.asarray(w, float), np.asarray(lr, float)
-        h = float(w @ hit_probability(share * w / LINES_PER_PAGE, t)) / max(w.sum(), 1e-300)
-        h_pt = float(lr @ hit_probability(share * lr, t)) / lr.sum() if lr.sum() > 0 else 1.0
-        occ = LINES_PER_PAGE * float(hit_probability(share * w / LINES_PER_PAGE, t).sum()) + \
-            float(hit_probability(share * lr, t).sum())
+        hit_w, hit_lr = hit_probability(share * w / LINES_PER_PAGE, t), hit_probability(share * lr, t)
+        h = float(w @ hit_w) / max(w.sum(), 1e-300)
+        h_pt = float(lr @ hit_lr) / lr.sum() if lr.sum() > 0 else 1.0
+        occ = LINES_PER_PAGE * float(hit_w.sum()) + float(hit_lr.sum())
         out.append((h, h_pt, occ))
     return out
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import unique_inverse
+
 _BINS_PER_E = 256     # rates within a factor e^(1/256) share one representative (compress)
 
 
@@ -24,7 +26,7 @@ def compress(rates, counts=None):
     if rates.size == 0:
         return rates, counts
     key = np.round(np.log(rates) * _BINS_PER_E).astype(np.int64)
-    uniq, inv = np.unique(key, return_inverse=True)
+    uniq, inv = unique_inverse(key)
     n = np.bincount(inv, weights=counts, minlength=uniq.size)
     mass = np.bincount(inv, weights=counts * rates, minlength=uniq.size)
     return mass / n, n

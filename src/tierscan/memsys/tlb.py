@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arrays import unique_inverse
 from .lru import characteristic_time, compress, hit_probability
 
 ENTRIES_PER_LINE = 8             # 64-byte line / 8-byte page-table entry
@@ -56,12 +57,12 @@ def translation(w, slots, huge, tlb_4k, tlb_2m) -> Translation:
         line[small] = slots[small] // ENTRIES_PER_LINE
     if huge.any():
         pmd = slots[huge] >> 9
-        uniq, inv = np.unique(pmd, return_inverse=True)
+        uniq, inv = unique_inverse(pmd)
         pmd_w = np.bincount(inv, weights=w[huge], minlength=uniq.size)
         miss[huge] = _miss(pmd_w, max(tlb_2m))[inv]
         # PMD-entry lines live in another table: a distinct (negative) id space
         line[huge] = -1 - pmd // ENTRIES_PER_LINE
     walk = w * miss
-    _, inv = np.unique(line, return_inverse=True)
+    _, inv = unique_inverse(line)
     line_rates = np.bincount(inv, weights=walk)
     return Translation(float(walk.sum()), line_rates, miss)
