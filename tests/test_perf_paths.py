@@ -7,15 +7,16 @@ from conftest import HPAGE, PAGE
 from tierscan import Kernel, Machine
 
 
-def mixed_kernel() -> Kernel:
-    """A kernel with anon order-0 and THP memory, file pages and a freed range on both nodes."""
+def mixed_kernel(with_mm: bool = False):
+    """A kernel with anon order-0 and THP memory, file pages and a freed range on both nodes
+    (and its mm, with ``with_mm``)."""
     k = Kernel(Machine.preset("laptop"), seed=0)
     mm = k.spawn("p")
     a = mm.mmap(64 * HPAGE, kind="anon", thp=True, populate=True, policy="bind", nodes=[1])
     mm.mmap(3000 * PAGE, kind="anon", populate=True, policy="bind", nodes=[0])
     mm.mmap(700 * PAGE, kind="file", populate=True, policy="bind", nodes=[1])
     mm.munmap(a.start + 5 * HPAGE, 3 * HPAGE + 17 * PAGE)
-    return k
+    return (k, mm) if with_mm else k
 
 
 def test_node_pages_matches_reading_every_pfn():
@@ -25,6 +26,27 @@ def test_node_pages_matches_reading_every_pfn():
     for key in ref:
         assert fast[key].tolist() == ref[key].tolist(), key
     assert fast["anon_thp"][1] > 0 and fast["file"][1] > 0 and fast["anon"][0] > 0
+
+
+def test_translate_kernel_matches_numpy_reference():
+    """MM.translate's compiled pass gives translate_reference's pfns: THP leaves, PTEs, NUMA
+    hint (PROT_NONE) entries of both sizes, unmapped holes, addresses outside any VMA."""
+    from tierscan.mm.memory import change_prot_numa
+
+    _, mm = mixed_kernel(with_mm=True)
+    for vma in list(mm.vmas)[:2]:
+        change_prot_numa(vma, vma.start, vma.start + (vma.end - vma.start) // 2,
+                         skip_toptier=False)
+    lo, hi = int(mm._starts.min()), int(mm._ends.max())
+    rng = np.random.default_rng(6)
+    addrs = np.concatenate([np.arange(lo - 4 * PAGE, hi + 4 * PAGE, PAGE),
+                            rng.integers(lo, hi, 5000)]).astype(np.uint64)
+    fast, ref = mm.translate(addrs), mm.translate_reference(addrs)
+    assert fast.tolist() == ref.tolist()
+    assert (ref >= 0).sum() > 3000 and (ref < 0).sum() > 3 * HPAGE // PAGE
+    huge = mm.pt.pmd_is_leaf(mm.pt.slot(addrs[ref >= 0]) >> 9)
+    assert huge.any() and (~huge).any()
+    assert mm.pt.pmd[mm.pt.pmd != 0].size and (mm.pt.pte & np.uint64(1 << 8)).any()
 
 
 def test_lookup_matches_dict_get():

@@ -13,12 +13,16 @@ import numpy as np
 from numba import njit
 
 from ..arrays import upper_bound
-from .constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PSE, _PAGE_RW, PTE_PFN_MASK
+from .constants import (
+    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW, MMAP_BASE,
+    PAGE_SHIFT, PTE_PFN_MASK,
+)
 
 # Plain ints, wrapped in np.uint64() at each use: numba compiles numpy-scalar globals into slow
 # code, and mixing int64 with uint64 entries would promote to float.
 _A, _D, _P = int(_PAGE_ACCESSED), int(_PAGE_DIRTY), int(_PAGE_PRESENT)
 _RW, _PSE = int(_PAGE_RW), int(_PAGE_PSE)
+_MAPPED = int(_PAGE_PRESENT | _PAGE_PROTNONE)   # pte_present(): a NUMA hint entry counts
 _PFN = int(PTE_PFN_MASK)
 
 
@@ -31,6 +35,31 @@ def find_vmas(addrs, starts, ends):
         a = addrs[i]
         j = upper_bound(starts, a, 0, n) - 1
         out[i] = j if j >= 0 and a < ends[j] else -1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def translate_addrs(addrs, starts, ends, pte, pmd):
+    """The pfn mapped at each address, -1 where no VMA holds it or nothing is mapped: one pass
+    of find_vmas + PageTable.translate_slots (their numpy form is MM.translate_reference)."""
+    out = np.empty(addrs.size, np.int64)
+    n = starts.size
+    for i in range(addrs.size):
+        a = addrs[i]
+        j = upper_bound(starts, a, 0, n) - 1
+        out[i] = -1
+        if j < 0 or a >= ends[j]:
+            continue
+        s = np.int64((a - np.uint64(MMAP_BASE)) >> np.uint64(PAGE_SHIFT))
+        if s >= pte.size:       # no table yet (mmap grows them first): nothing mapped
+            continue
+        e = pmd[s >> 9]
+        if (e & np.uint64(_PSE)) and (e & np.uint64(_MAPPED)):
+            out[i] = np.int64((e & np.uint64(_PFN)) >> np.uint64(PAGE_SHIFT)) + (s & 511)
+            continue
+        t = pte[s]
+        if t & np.uint64(_MAPPED):
+            out[i] = np.int64((t & np.uint64(_PFN)) >> np.uint64(PAGE_SHIFT))
     return out
 
 

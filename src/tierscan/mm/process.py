@@ -23,7 +23,7 @@ from .mempolicy import (
     DEFAULT_POLICY, INTERLEAVE_MODES, MemPolicy, interleave_index, interleave_targets,
     policy_nodes,
 )
-from .mmu import find_vmas
+from .mmu import find_vmas, translate_addrs
 from .pagetable import PageTable
 
 # vm_flags bits, with the kernel's values (include/linux/mm.h).
@@ -455,7 +455,13 @@ class MM:
 
     def translate(self, addrs) -> np.ndarray:
         """The pfn mapped at each address; -1 where nothing is mapped. The zero page is a real
-        reserved pfn (Kernel.zero_pfn), as in the kernel."""
+        reserved pfn (Kernel.zero_pfn), as in the kernel. One compiled pass
+        (mmu.translate_addrs); translate_reference is its numpy form."""
+        addrs = np.ascontiguousarray(np.atleast_1d(np.asarray(addrs, dtype=np.uint64)))
+        return translate_addrs(addrs, self._starts, self._ends, self.pt.pte, self.pt.pmd)
+
+    def translate_reference(self, addrs) -> np.ndarray:
+        """MM.translate in numpy: find_vma_index, then PageTable.translate_slots."""
         addrs = np.atleast_1d(np.asarray(addrs, dtype=np.uint64))
         pfns = np.full(addrs.size, -1, dtype=np.int64)
         inside = self.find_vma_index(addrs) >= 0
