@@ -458,3 +458,45 @@ def test_kmigrated_queue_gives_the_per_batch_results(monkeypatch):
     assert 4000 < vm["pgpromote_success"] < 9000                 # DRAM filled part way
     assert vm["pgmigrate_prepare_fail_unbalanced"] > 0
     assert max(runs) >= 10                                        # batches did wait together
+
+
+def test_kmigrated_reads_ready_records_only_as_far_as_its_walk_goes():
+    """kmigrated reads the READY records from where its walk resumes, in growing chunks, up
+    to the first folio its CPU cannot afford (_walk_ready): the walk's stop and the records
+    it consumes are those of reading every READY record of the node (the reference), for
+    THPs, base pages and pages off the LRU, budgets from none to unbounded."""
+    from types import SimpleNamespace
+
+    from tierscan.mm.constants import PG_allocated, PG_lru
+    from tierscan.promote.pghot import PghotV3
+    from tierscan.sim.costs import CostModel
+
+    k = mixed_kernel()
+    e = PghotV3(k, literal=True)
+    p0, p1 = k.pm.node_range(1)
+    rng = np.random.default_rng(3)
+    used = np.arange(p0, p1)[(k.pm.flags[p0:p1] & PG_allocated) != 0]
+    off_lru = rng.choice(used, 50, replace=False)
+    k.pm.flags[off_lru] &= ~np.uint16(PG_lru)
+    costs = CostModel()
+    seen_stops = set()
+    for trial in range(60):
+        e.records[:] = 0
+        pick = rng.choice(used, int(rng.integers(1, 3000)), replace=False)
+        idx = e.lower.index(pick, k.node_of(pick))
+        e.records[idx] = np.uint64(1 << 63)
+        e._block_ready[:] = False
+        e._block_ready[idx // 512] = True
+        start = int(rng.choice([p0, int(rng.integers(p0, p1))]))
+        left = float(rng.choice([0.0, 1e3, 1e5, 1e6, 1e7, np.inf]) * rng.random())
+        engine = SimpleNamespace(cpu_left_ns=lambda: left, costs=costs)
+        i_ref, h_ref = e._walk_ready_reference(1, start)
+        stop_ref = e._walk_stop(start, p1, h_ref, engine)
+        i, h = e._walk_ready(1, start, p1, engine)
+        stop = e._walk_stop(start, p1, h, engine)
+        assert stop == stop_ref, trial
+        assert i.size <= i_ref.size
+        assert h.tolist() == h_ref[:h.size].tolist() and i.tolist() == i_ref[:i.size].tolist()
+        assert h[h < stop].tolist() == h_ref[h_ref < stop_ref].tolist(), trial
+        seen_stops.add(stop == p1)
+    assert seen_stops == {True, False}       # walks that finished and walks that yielded

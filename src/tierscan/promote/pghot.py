@@ -441,19 +441,8 @@ class PghotV3(PromotionEngine):
                 return False
             self.activate[nid] = False
             start = p0
-        lo, hi = self.lower.span(nid)
-        blocks = lo // _BLOCK + np.flatnonzero(self._block_ready[lo // _BLOCK:hi // _BLOCK])
         view = self._rec64.reshape(-1, _BLOCK)
-        r, c = np.nonzero(view[blocks] < 0)
-        idx = blocks[r] * _BLOCK + c                      # READY records, in pfn order
-        pfns = self.lower.pfn(idx, nid)
-        ahead = pfns >= start
-        idx, pfns = idx[ahead], pfns[ahead]
-        flags = pm.flags[pfns]
-        # the walk lands on heads and base pages only (it steps over THP tails), and skips
-        # folios that are not on an LRU before looking at the record
-        visit = ((flags & PG_tail) == 0) & ((flags & PG_lru) != 0)
-        idx, heads = idx[visit], pfns[visit]
+        idx, heads = self._walk_ready(nid, start, p1, engine)
         stop = self._walk_stop(start, p1, heads, engine)
         if stop < p1:
             self.walk_pos[nid] = stop
@@ -468,6 +457,59 @@ class PghotV3(PromotionEngine):
             self._block_ready[touched] = (view[touched] < 0).any(axis=1)
             self._kmigrated_records(nid, idx, heads, words, engine)
         return stop < p1
+
+    def _ready_in(self, nid: int, start: int, blocks) -> tuple[np.ndarray, np.ndarray]:
+        """(record indexes, head pfns) of the READY records in ``blocks`` (record block
+        numbers, ascending) that the walk from pfn ``start`` lands on, in pfn order."""
+        r, c = np.nonzero(self._rec64.reshape(-1, _BLOCK)[blocks] < 0)
+        idx = blocks[r] * _BLOCK + c
+        pfns = self.lower.pfn(idx, nid)
+        ahead = pfns >= start
+        idx, pfns = idx[ahead], pfns[ahead]
+        flags = self.kernel.pm.flags[pfns]
+        # the walk lands on heads and base pages only (it steps over THP tails), and skips
+        # folios that are not on an LRU before looking at the record
+        visit = ((flags & PG_tail) == 0) & ((flags & PG_lru) != 0)
+        return idx[visit], pfns[visit]
+
+    def _walk_ready(self, nid: int, start: int, p1: int, engine):
+        """The READY records a walk of [start, p1) meets, as far as ``_walk_stop`` needs
+        them: (record indexes, head pfns), in pfn order. The blocks flagged as holding READY
+        records are read from ``start`` on in growing chunks, and reading ends at the first
+        folio the walk cannot afford (its ``need`` > ``cpu_left_ns()``, as _walk_stop prices
+        it): _walk_stop's stop depends only on the folios up to that one (need grows along
+        the walk, so ``total`` exceeds the budget too), and the walk never passes it. A
+        resumed walk used to read every READY record of the node on each wake
+        (``_walk_ready_reference``; the same result, tests/test_perf_paths.py)."""
+        lo, hi = self.lower.span(nid)
+        first = (lo + start - int(self.lower.node_start[nid])) // _BLOCK
+        blocks = first + np.flatnonzero(self._block_ready[first:hi // _BLOCK])
+        left = engine.cpu_left_ns()
+        c = engine.costs
+        step_ns = self.walk_step_ns * self._walk_steps(start, p1) / max(p1 - start, 1)
+        idx, heads = [], []
+        pos, chunk = 0, 16
+        while pos < blocks.size:
+            i, h = self._ready_in(nid, start, blocks[pos:pos + chunk])
+            idx.append(i)
+            heads.append(h)
+            pos += chunk
+            chunk *= 2
+            if h.size and np.isfinite(left):
+                got = np.concatenate(heads)
+                mig = np.cumsum(np.where(self.kernel.pm.folio_nr_pages(got) > 1,
+                                         c.migrate_thp_ns, c.migrate_page_ns))
+                if step_ns * (got[-1] + 1 - start) + mig[-1] > left:
+                    break                 # an unaffordable folio: the stop is decided
+        if not idx:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(idx), np.concatenate(heads)
+
+    def _walk_ready_reference(self, nid: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every READY record of the node from ``start`` on (the reference of _walk_ready)."""
+        lo, hi = self.lower.span(nid)
+        blocks = lo // _BLOCK + np.flatnonzero(self._block_ready[lo // _BLOCK:hi // _BLOCK])
+        return self._ready_in(nid, start, blocks)
 
     def _walk_steps(self, start: int, stop: int) -> int:
         """Steps of the pfn walk over [start, stop): one per base page, one per THP. A THP is

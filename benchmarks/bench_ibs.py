@@ -1,0 +1,88 @@
+"""The IBS run's fast paths (issue 15): one pghot-v3 reproduction run (Mode 1 IBS by default)
+with every fast path below swapped for the reference kept beside it, and the same run with
+the fast paths, in one process, CPU seconds (time.process_time). The two result files
+(without their timing block) must be byte-identical; exit 1 if not.
+
+Fast paths (each with its reference):
+- kmigrated's READY scan: ``PghotV3._walk_ready`` reads the READY records from where the walk
+  resumes, only as far as the walk's CPU reaches (reference: every READY record of the node on
+  every wake, ``_walk_ready_reference``).
+
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_ibs.py [--source ibs]
+        [--scale 0.25] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+
+from _report import add_json_arg, cpu_s, row, write_rows
+
+from tierscan.experiments.pghot_v3 import SOURCES, config
+from tierscan.promote.pghot import PghotV3
+from tierscan.sim.config import config_from_dict
+from tierscan.sim.run import run_experiment
+
+
+def _walk_ready_reference(self, nid, start, p1, engine):
+    return self._walk_ready_reference(nid, start)
+
+
+# (owner, attribute, the reference to put in its place)
+REFERENCES = [
+    (PghotV3, "_walk_ready", _walk_ready_reference),
+]
+
+
+@contextlib.contextmanager
+def references():
+    """Every fast path above replaced by its reference for the duration."""
+    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in REFERENCES]
+    try:
+        for owner, name, ref in REFERENCES:
+            setattr(owner, name, ref)
+        yield
+    finally:
+        for owner, name, fast in saved:
+            setattr(owner, name, fast)
+
+
+def timed(cfg: dict, reference: bool) -> tuple[float, str]:
+    """(CPU s, result JSON without timing) of one run."""
+    with references() if reference else contextlib.nullcontext():
+        t = cpu_s()
+        res = run_experiment(config_from_dict(cfg))
+        spent = cpu_s() - t
+    out = io.StringIO()
+    res.save(out, include_timing=False)
+    return spent, out.getvalue()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", default="ibs",
+                    choices=[s for s in SOURCES if s not in ("numab0", "numab2")])
+    ap.add_argument("--mode", type=int, choices=(1, 2, 3), default=1)
+    ap.add_argument("--scale", type=float, default=0.25)
+    add_json_arg(ap)
+    args = ap.parse_args(argv)
+    cfg = config(args.mode, args.source, scale=args.scale)   # the fit (an engine of its own)
+    timed(config(args.mode, args.source, scale=0.01), reference=False)   # compiled kernels
+    ref_s, ref = timed(cfg, reference=True)
+    fast_s, fast = timed(cfg, reference=False)
+    same = ref == fast
+    what = f"Mode {args.mode} {args.source}, scale {args.scale:g}"
+    print(f"{what}: references {ref_s:.2f} s CPU, fast paths {fast_s:.2f} s CPU "
+          f"(x{ref_s / fast_s:.2f}); results {'identical' if same else 'DIFFERENT'}")
+    write_rows(args.json, [row(
+        f"IBS run's fast paths, {what}", "-",
+        f"{fast_s:.1f} s CPU ({'same result' if same else 'RESULT DIFFERS'})", None,
+        f"x{ref_s / fast_s:.2f} vs the references")])
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
