@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arrays import unique
+from ..arrays import unique_inverse
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from ..mm.pagetable import PageTable
 from .base import HEAT_BINS, AccessModel, compute_ns, page_bins
@@ -119,8 +119,8 @@ class GroupRates:
     """Per-page and per-PMD state of one thread group."""
 
     def __init__(self, group):
-        self.pmds = unique(group.slots >> 9)
-        self.page_pmd = np.searchsorted(self.pmds, group.slots >> 9)
+        # the PMDs the group's pages lie in, and each page's among them (searchsorted's index)
+        self.pmds, self.page_pmd = unique_inverse(group.slots >> 9)
         self.pages = Hazards(group.n_pages)
         self.pmd = Hazards(self.pmds.size)
         self.C = 0.0                    # accesses issued by the group so far (all threads)
