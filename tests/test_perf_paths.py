@@ -49,6 +49,19 @@ def test_translate_kernel_matches_numpy_reference():
     assert mm.pt.pmd[mm.pt.pmd != 0].size and (mm.pt.pte & np.uint64(1 << 8)).any()
 
 
+def test_the_fit_engine_stops_after_the_first_solve_with_the_same_solution():
+    """build_engine(solve_only=True) (the pghot fit's engine) solves what a full set-up does,
+    and skips the rest of the set-up (no access model attached)."""
+    from tierscan.experiments.pghot_v3 import config
+    from tierscan.sim.config import config_from_dict
+    from tierscan.sim.run import build_engine
+
+    cfg = config_from_dict(config(1, "numab0", scale=0.005))
+    full, fit = build_engine(cfg), build_engine(cfg, solve_only=True)
+    assert fit.memsys.solution.tau.tolist() == full.memsys.solution.tau.tolist()
+    assert full.kernel.access_source is full.model and fit.kernel.access_source is None
+
+
 def test_lookup_matches_dict_get():
     from tierscan.sim.promotion_metrics import lookup
 

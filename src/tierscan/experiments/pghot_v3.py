@@ -118,7 +118,7 @@ def _loaded_ns_per_access(machine: Machine, mode: int, scale: float, page_tables
 
     d = {"name": "fit", "machine": machine.to_dict(), "latency_model": "loaded",
          "workload": _workload(mode, scale, 1, True, page_tables)}
-    return float(build_engine(config_from_dict(d)).memsys.solution.tau[0])
+    return float(build_engine(config_from_dict(d), solve_only=True).memsys.solution.tau[0])
 
 
 def fit_accesses_per_thread(machine: Machine, mode: int = 1, *, latency_model: str = "idle",

@@ -117,7 +117,7 @@ class Engine:
                  costs: CostModel | None = None, tick_ns: int = 10 * MS,
                  sample_ns: int = 100 * MS, duration_ns: int | None = None, daemons=(),
                  seed: int = 0, progress=None, latency_model: str = "idle",
-                 kswapd: bool = True, flusher: bool = True):
+                 kswapd: bool = True, flusher: bool = True, solve_only: bool = False):
         if access_model not in ("rate", "exact"):
             raise ConfigError(f"unknown access model {access_model!r} (expected 'rate' or "
                               "'exact')", field="access_model")
@@ -151,14 +151,17 @@ class Engine:
         self._next_sample = 0
         self._cycle_ns: dict[int, int] = {}   # start of each daemon's current cycle
         self._vm_last: dict[str, int] = {}
-        self._setup()
+        self._setup(solve_only)
 
     def all_daemons(self) -> list:
         """The configured daemons (detectors, promotion engines), then the kernel's threads."""
         return self.daemons + self.kthreads
 
     # ---- setup --------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def _setup(self, solve_only: bool = False) -> None:
+        """Map and populate the workload, solve the loaded model once, attach the access model
+        and start the daemons. ``solve_only`` stops after the solve: an engine that is only
+        asked for its first solution (the pghot fit) and is never run."""
         k = self.kernel
         k.accounting = self.accounting
         mms = {}
@@ -192,6 +195,8 @@ class Engine:
         if self.latency_model == "loaded" and MemorySystem.applies(k.machine):
             self.memsys = MemorySystem(self)
             self.memsys.tick(self, self.tick_ns)   # the exact model sizes its first chunk now
+        if solve_only:
+            return
         self.model.attach(self)
         self._bin_tiers = BinTiers(k, self.groups[0]) if self.groups else None
         self.vmstat_setup = k.vmstat.as_dict()  # what populating and placing memory counted

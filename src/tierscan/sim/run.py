@@ -14,7 +14,9 @@ from .engine import Engine
 from .results import RunResult
 
 
-def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
+def build_engine(cfg: ExperimentConfig, progress=None, *, solve_only: bool = False) -> Engine:
+    """The configured machine, workload and daemons, set up and ready to run; with
+    ``solve_only`` set up only as far as the loaded model's first solve (Engine)."""
     kernel = Kernel(cfg.machine, seed=cfg.seed, faithful_quirks=cfg.faithful_quirks)
     for key, value in cfg.sysfs.items():
         try:
@@ -39,7 +41,7 @@ def build_engine(cfg: ExperimentConfig, progress=None) -> Engine:
     return Engine(kernel, workload, access_model=cfg.access_model, costs=costs,
                   latency_model=cfg.latency_model,
                   tick_ns=cfg.tick_ns, sample_ns=cfg.sample_ns, duration_ns=cfg.duration_ns,
-                  daemons=daemons, seed=cfg.seed, progress=progress)
+                  daemons=daemons, seed=cfg.seed, progress=progress, solve_only=solve_only)
 
 
 def _apply_memcg_limits(kernel, cfg: ExperimentConfig) -> None:
