@@ -65,7 +65,7 @@ class Scenario:
 
     def scan(self):
         """One full scan with a batched v2 callback that copies the pfns into a preallocated
-        batch big enough for every PTE, so it never fills (the fast path never falls back).
+        batch big enough for every PTE, so it never fills (the walk never stops mid-range).
         Returns the pfns reported, in order."""
         buf, n = self.buf, 0
 

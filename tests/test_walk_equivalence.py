@@ -8,9 +8,9 @@ observable state must be identical: page tables, per-pfn folio state, every lruv
 and mm-walk state (Bloom filters, stats, list position), the callback logs with their flush
 markers, the return values and the walk structs (mglru-spec §5, §6).
 
-The fast path only takes over when it can commit a whole ``walk_pmd_range`` call; when the
-callback asks to stop mid-range it replays the callback's answers through the sequential walk.
-Both paths are exercised here: small callback batches force the fallback, large ones the commit.
+The fast path commits a whole ``walk_pmd_range`` call, or, when the callback asks to stop
+mid-range, the exact prefix the sequential walk gets through before it returns -EAGAIN.
+Both are exercised here: small callback batches stop mid-range, large ones commit everything.
 """
 
 from __future__ import annotations
@@ -381,29 +381,28 @@ def build(k, sc):
     k.sysfs["transparent_hugepage/enabled"] = "never"
 
 
-class count_fallbacks:
-    """Counts the ranges the fast path handed to the sequential walk (vmscan_fast.Replay)."""
+class count_stops:
+    """Counts the ranges the fast path committed only in part because the callback asked the
+    walk to stop inside them (vmscan_fast._stop)."""
 
     def __enter__(self):
-        self.n, self.real = 0, vmscan_fast.Replay
-        outer = self
+        self.n, self.real = 0, vmscan_fast._stop
 
-        class Counting(self.real):
-            def __init__(self, *a, **kw):
-                outer.n += 1
-                super().__init__(*a, **kw)
+        def counting(*a, **kw):
+            self.n += 1
+            return self.real(*a, **kw)
 
-        vmscan_fast.Replay = Counting
+        vmscan_fast._stop = counting
         return self
 
     def __exit__(self, *exc):
-        vmscan_fast.Replay = self.real
+        vmscan_fast._stop = self.real
 
 
 def run_scenario(sc):
-    with count_fallbacks() as fb:
+    with count_stops() as stops:
         _run_scenario(sc)
-    event("fast path fell back" if fb.n else "fast path never fell back")
+    event("fast path stopped mid-range" if stops.n else "fast path never stopped mid-range")
 
 
 def _run_scenario(sc):
@@ -424,9 +423,9 @@ def _run_scenario(sc):
 
 
 @pytest.fixture
-def fallbacks():
-    with count_fallbacks() as fb:
-        yield fb
+def stops():
+    with count_stops() as counter:
+        yield counter
 
 
 # ---- the property -----------------------------------------------------------------------------
@@ -471,12 +470,13 @@ def scan_both(fast, seq, cap, contract="v2", batched=False, nid=1):
 @pytest.mark.parametrize("quirks", [True, False])
 @pytest.mark.parametrize("contract", ["v1", "v2"])
 @pytest.mark.parametrize("batched", [False, True])
-def test_fallback_mid_range_matches_sequential(fallbacks, quirks, contract, batched):
-    """A callback that fills in the middle of a walk_pmd_range range makes the fast path fall
-    back (Replay); the log, flush markers and state must equal the sequential walk's."""
+def test_stop_mid_range_matches_sequential(stops, quirks, contract, batched):
+    """A callback that fills in the middle of a walk_pmd_range range makes the fast path commit
+    only the prefix before the stop; the log, flush markers and state must equal the
+    sequential walk's."""
     fast, seq = dense_pair(quirks)
     rf, rs = scan_both(fast, seq, cap=300, contract=contract, batched=batched)
-    assert fallbacks.n > 0
+    assert stops.n > 0
     assert rf.log == rs.log
     assert rf.log.index(FLUSH) == 300  # one full batch before the first flush
     if not quirks:
@@ -491,10 +491,10 @@ def test_fallback_mid_range_matches_sequential(fallbacks, quirks, contract, batc
         assert rf.log.count(FLUSH) == -(-len(pfns) // 300)  # 4 fills, then the last round
 
 
-def test_no_fallback_with_a_large_batch(fallbacks):
+def test_no_stop_with_a_large_batch(stops):
     fast, seq = dense_pair()
     rf, rs = scan_both(fast, seq, cap=100000, batched=True)
-    assert fallbacks.n == 0
+    assert stops.n == 0
     assert rf.log == rs.log and rf.log[-1] == FLUSH
     assert len(set(rf.log)) - 1 == len(rf.log) - rf.log.count(FLUSH)  # each pfn once
 
@@ -573,7 +573,7 @@ def one_page_then_thp(mm):
 
 @pytest.mark.parametrize("layout", [two_one_page_vmas, one_page_then_thp])
 @pytest.mark.parametrize("batched", [False, True])
-def test_v1_refusal_at_delivery_start_quirks_off(fallbacks, layout, batched):
+def test_v1_refusal_at_delivery_start_quirks_off(stops, layout, batched):
     """Found by the property above (its first falsifying example, two one-page VMAs): with
     faithful_quirks=False a v1 callback with a batch of 1 stores the first pfn and refuses the
     second, which is the first pfn of the next PTE table (or THP). The fast path's replay used
@@ -585,7 +585,7 @@ def test_v1_refusal_at_delivery_start_quirks_off(fallbacks, layout, batched):
     for k in (fast, seq):
         layout(k.spawn("p"))
     rf, rs = scan_both(fast, seq, cap=1, contract="v1", batched=batched)
-    assert fallbacks.n > 0
+    assert stops.n > 0
     assert rf.log.count(FLUSH) == 2 and len(rf.log) == 4  # nothing lost with quirks off
 
 

@@ -9,8 +9,8 @@ VMAs. Return codes, resume addresses (``next_addr``) and the quirks Q1â€“Q7 of Â
 (docs/fidelity.md) follow the posted code; ``Kernel(faithful_quirks=False)`` switches each
 quirk off.
 
-A walk that cannot stop early (no callback, or a callback that is never full) takes a vectorised
-path over a whole ``walk_pmd_range`` range at once (vmscan_fast.py); it produces the same state,
+Every walk takes a vectorised path over a whole ``walk_pmd_range`` range at once
+(vmscan_fast.py), also when the callback stops it mid-range; it produces the same state,
 statistics and callback sequence as this sequential code, which stays the reference.
 """
 

@@ -1,75 +1,120 @@
 """walk_pmd_range over a whole range at once: the walk's fast path.
 
 The sequential walk (vmscan.walk_pmd_range) loops over PMD entries in Python. This module
-computes the same walk for every PMD entry of a ``walk_pmd_range`` call in a few numpy passes:
+computes the same walk for every PMD entry of a ``walk_pmd_range`` call in a few numpy passes
+and compiled loops:
 
 1. plan (read-only): follow the control flow at VMA granularity (the get_next_vma restarts and
    the PTE-level continuations into later VMAs of the same table), classify every PMD entry
-   (none, THP leaf, non-leaf young, Bloom filter), and list the PTE slots to visit;
+   ("visit": none, THP leaf, non-leaf young, Bloom filter), and list the PTE slots to visit;
 2. find the young entries and the exact order the callback would see them in: PTE pfns as
-   their table is walked, THPs when their walk_pmd_range_locked batch is processed;
-3. deliver them; if the callback asks to stop, nothing has changed yet, so the sequential walk
-   runs instead with a replay of the callback's answers (the callback is not called twice);
-4. otherwise commit: clear the A bits, update folio gens, mm_stats, Bloom filters, args.vma.
+   their table is walked, THPs when their walk_pmd_range_locked batch is processed
+   (walk_kernels.pmd_batches);
+3. deliver them all in one call (the callback's answer does not depend on how the sequence is
+   cut into calls: vmscan.Deliver);
+4. commit the state the sequential walk has when it stops: everything, or, when the callback
+   asked to stop, exactly the prefix the sequential walk gets through before returning -EAGAIN
+   (``_stop``): the consumed young entries cleared, the non-leaf bits of the batches processed
+   so far, the per-table counts and Bloom filter of the tables finished, the interrupted
+   table's nr_total/nr_young, mm_stats, next_addr (the Q1/Q2/Q7/Q8 paths as in vmscan.py).
 
 It returns None when it does not apply (lock-failure injection), and the walk's error code
-otherwise. Tests check it against the sequential walk state for state.
+otherwise. Tests check it against the sequential walk state for state, stops included
+(tests/test_walk_equivalence*.py).
 """
 
 from __future__ import annotations
 
+import errno
+from dataclasses import dataclass
+
 import numpy as np
 
 from .constants import (
-    MIN_LRU_BATCH, MM_LEAF_TOTAL, MM_LEAF_YOUNG, MM_NONLEAF_ADDED, MM_NONLEAF_FOUND, PAGE_SIZE,
-    PMD_SIZE, _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_SPECIAL,
+    MM_LEAF_TOTAL, MM_LEAF_YOUNG, MM_NONLEAF_ADDED, MM_NONLEAF_FOUND, PAGE_SIZE, PMD_SIZE,
+    ULONG_MAX, _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_SPECIAL,
 )
 from .lru_gen import lru_gen_from_seq
 from .pagetable import PageTable, pte_pfn
+from .walk_kernels import pmd_batches
+
+NONE, THP, WALKED, SKIPPED = 0, 1, 2, 3       # a visit's kind
 
 
-class Replay:
-    """Answers the sequential walk's deliveries from a decision already taken on the whole
-    sequence: the first ``consumed`` pfns pass, and the delivery holding pfn ``anchor`` (the
-    one the callback stopped on) stops."""
+@dataclass
+class Plan:
+    """The PMD entries a walk_pmd_range call visits ("visits", in walk order) and the PTE slot
+    ranges [lo, hi) it walks, each belonging to one visit (a table's continuation pieces into
+    later VMAs follow its main piece)."""
 
-    def __init__(self, seq: np.ndarray, consumed: int, anchor: int):
-        self.seq, self.consumed, self.anchor, self.pos = seq, consumed, anchor, 0
+    pmd: np.ndarray          # PMD slot of each visit
+    kind: np.ndarray         # NONE, THP, WALKED or SKIPPED
+    addr: np.ndarray         # the walk's ``addr`` at the visit (the piece start for its first)
+    nxt: np.ndarray          # the end of the visit's range in walk_pmd_range (``next``)
+    lo: np.ndarray           # PTE slot ranges, walk order
+    hi: np.ndarray
+    range_visit: np.ndarray  # visit of each range
+    batched: np.ndarray      # visits entering walk_pmd_range_locked, walk order
+    batched_last: np.ndarray  # the last visit of each batched visit's piece (flush point)
 
-    def __call__(self, pfns: np.ndarray) -> tuple[int, bool]:
-        n, pos = pfns.size, self.pos
-        if n == 0:
-            return 0, False
-        if not np.array_equal(self.seq[pos:pos + n], pfns):
-            raise AssertionError("fast and sequential walks disagree on the delivery order")
-        if pos + n <= self.anchor:
-            self.pos += n
-            return n, False
-        self.pos = self.consumed
-        return self.consumed - pos, True
+
+@dataclass
+class Young:
+    """What the walk finds young, in delivery order: PTE items (slot, pfn, folio head, range)
+    and THP items (their batch member index), merged into ``pfns``; ``order`` maps a
+    delivery index to an item (< number of PTE items: a PTE item; else a THP item), None when
+    the sequence is the PTE items alone."""
+
+    slots: np.ndarray
+    pfns_pte: np.ndarray
+    heads: np.ndarray
+    rng: np.ndarray          # range of each PTE item
+    per_range: np.ndarray    # PTE items per range
+    m_visit: np.ndarray      # batch members, processing order (pmd_batches)
+    m_key: np.ndarray
+    m_rank: np.ndarray
+    m_group: np.ndarray
+    m_off: np.ndarray
+    g_first: np.ndarray      # batches: first visit, bitmap, key, whether a trigger ended it
+    g_bitmap: np.ndarray
+    g_key: np.ndarray
+    g_trigger: np.ndarray
+    thp: np.ndarray          # member index of each delivered THP, delivery order
+    thp_heads: np.ndarray
+    pfns: np.ndarray         # the delivery sequence
+    order: np.ndarray | None
 
 
 def walk_pmd_range_fast(args, start: int, end: int):
+    walk = args.walk
+    if walk.trylock is not None:
+        return None
+    plan = _plan(args, start, end)
+    y = _young(args, plan)
+    if walk.accessed_cb is not None and y.pfns.size:
+        consumed, stop = walk.accessed_cb(y.pfns)
+        if stop:
+            return _stop(args, plan, y, consumed, walk.accessed_cb.anchor)
+    nv, nr = plan.pmd.size, plan.lo.size
+    _commit(args, plan, y, y.slots.size, y.thp.size, _member_is_nonleaf(plan, y), nv, nr)
+    return 0
+
+
+# ---- 1. plan ---------------------------------------------------------------------------------
+def _plan(args, start: int, end: int) -> Plan:
     from .vmscan import (
-        PMD_MASK, PUD_MASK, SUITABLE_N, clear_young, ended_before_last_slot, get_next_vma,
-        get_pfn_folio_mask, pmd_item, should_clear_pmd_young, test_bloom_filter,
-        update_bloom_filter, walk_pmd_range, young_ptes,
+        PMD_MASK, PUD_MASK, ended_before_last_slot, get_next_vma, pmd_item,
+        should_clear_pmd_young, test_bloom_filter,
     )
 
     walk, mm = args.walk, args.mm
-    if walk.trylock is not None:
-        return None
     kernel, lruvec, pt = mm.kernel, walk.lruvec, mm.pt
     st = lruvec.mm_state
-    vma_at_entry = args.vma
     nonleaf_mode = not walk.force_scan and should_clear_pmd_young(kernel)
     lo, hi = kernel.pm.node_range(lruvec.nid)
-
-    # ---- 1. plan -----------------------------------------------------------------------------
-    visit_pmd, visit_kind = [], []          # kind: 0 none, 1 THP, 2 PTE table walked, 3 skipped
-    pte_lo, pte_hi, pte_visit = [], [], []  # PTE slot ranges and the visit they belong to
-    piece_last_visit = []
-    batched_visits = []                     # visits entering walk_pmd_range_locked, per piece
+    visit_pmd, visit_kind, visit_addr, visit_nxt = [], [], [], []
+    pte_lo, pte_hi, pte_visit = [], [], []
+    batched, batched_last = [], []
     base = 0                                # visits planned so far
     s, e = start, end
     while True:
@@ -83,7 +128,7 @@ def walk_pmd_range_fast(args, start: int, end: int):
         young = (ent & _PAGE_ACCESSED) != 0
         pfn = pte_pfn(ent)
         thp = present & huge & ~special
-        thp_valid = thp & young & (pfn >= lo) & (pfn < hi)
+        thp_valid = thp & young & (pfn >= lo) & (pfn < hi)        # get_pmd_pfn() != -1
         table = present & ~huge
         nl_young = table & young if nonleaf_mode else np.zeros(pmds.size, bool)
         reach_bloom = table & (young if nonleaf_mode else True)
@@ -91,21 +136,25 @@ def walk_pmd_range_fast(args, start: int, end: int):
         if not walk.force_scan and reach_bloom.any():
             bloom[reach_bloom] = test_bloom_filter(st, walk.seq, pmd_item(mm, pmds[reach_bloom]))
         walked = reach_bloom & bloom
-        kind = np.where(~present | (huge & special), 0, np.where(thp, 1, np.where(walked, 2, 3)))
+        kind = np.where(~present | (huge & special), NONE,
+                        np.where(thp, THP, np.where(walked, WALKED, SKIPPED)))
         visit_pmd.append(pmds)
         visit_kind.append(kind)
+        # addr / next of walk_pmd_range's loop: PMD boundaries, clipped to [s, e)
+        bounds = PageTable.addr(np.arange(p0, p1 + 1, dtype=np.int64) << 9)
+        bounds[0], bounds[-1] = s, min(int(bounds[-1]), e)
+        visit_addr.append(bounds[:-1].astype(object))
+        visit_nxt.append(bounds[1:].astype(object))
         # PTE ranges of the walked tables: whole tables, clipped to [s, e) at the ends
         w = np.flatnonzero(walked)
         if w.size:
-            a = np.maximum(pmds[w] << 9, PageTable.slot(s))
-            b = np.minimum((pmds[w] + 1) << 9, PageTable.slot(e))
-            pte_lo.append(a)
-            pte_hi.append(b)
+            pte_lo.append(np.maximum(pmds[w] << 9, PageTable.slot(s)))
+            pte_hi.append(np.minimum((pmds[w] + 1) << 9, PageTable.slot(e)))
             pte_visit.append(base + w)
-        last_walked = walked[-1]
-        batched_visits.append(base + np.flatnonzero(thp_valid | nl_young))
-        piece_last_visit.append(base + pmds.size - 1)
-        if last_walked and (e & ~PMD_MASK):
+        bv = base + np.flatnonzero(thp_valid | nl_young)
+        batched.append(bv)
+        batched_last.append(np.full(bv.size, base + pmds.size - 1))
+        if walked[-1] and (e & ~PMD_MASK):
             # walk_pte_range's continuation into later VMAs of the same PTE table
             cont_end = e
             while True:
@@ -123,107 +172,187 @@ def walk_pmd_range_fast(args, start: int, end: int):
         found, s, e = get_next_vma(PUD_MASK, PMD_SIZE, args, e)
         if not found:
             break
+    empty = np.empty(0, np.int64)
+    cat = (lambda xs: np.concatenate(xs).astype(np.int64) if xs else empty)
+    return Plan(cat(visit_pmd), cat(visit_kind), np.concatenate(visit_addr),
+                np.concatenate(visit_nxt), cat(pte_lo), cat(pte_hi), cat(pte_visit),
+                cat(batched), cat(batched_last))
 
-    visit_pmd = np.concatenate(visit_pmd)
-    visit_kind = np.concatenate(visit_kind)
-    nvisit = visit_pmd.size
 
-    # ---- 2. young entries and delivery order --------------------------------------------------
-    # ranges are already in walk order: a table's continuation pieces follow its main piece
-    if pte_lo:
-        lo_a, hi_a = np.concatenate(pte_lo), np.concatenate(pte_hi)
-        range_visit = np.concatenate(pte_visit)
+# ---- 2. young entries and delivery order ------------------------------------------------------
+def _young(args, plan: Plan) -> Young:
+    from .vmscan import get_pfn_folio_mask, young_ptes
+
+    walk, mm = args.walk, args.mm
+    kernel, lruvec, pt = mm.kernel, walk.lruvec, mm.pt
+    if kernel.access_source is not None and plan.lo.size:
+        kernel.materialize_ptes(mm, _slots_of(plan, plan.lo.size))
+    slots, pfns, heads, rng, per_range = young_ptes(kernel, lruvec, pt, plan.lo, plan.hi)
+
+    m_visit, m_key, m_rank, m_group, m_off, g_first, g_bitmap, g_key, g_trigger = pmd_batches(
+        plan.batched, plan.batched_last, plan.pmd)
+    thp = np.flatnonzero(plan.kind[m_visit] == THP)
+    thp_pfn = pte_pfn(pt.pmd[plan.pmd[m_visit[thp]]]) if thp.size else np.empty(0, np.int64)
+    ok, thp_heads = get_pfn_folio_mask(kernel, lruvec, thp_pfn)
+    thp, thp_pfn, thp_heads = thp[ok], thp_pfn[ok], thp_heads[ok]
+    order = None
+    if thp.size:
+        # PTE items of visit v sort at (2v+1, position); THP items at (their batch's key, rank)
+        key1 = np.concatenate([2 * plan.range_visit[rng] + 1, m_key[thp]])
+        key2 = np.concatenate([np.arange(pfns.size), m_rank[thp]])
+        order = np.lexsort((key2, key1))
+        all_pfns = np.concatenate([pfns, thp_pfn])[order]
     else:
-        lo_a = hi_a = range_visit = np.empty(0, np.int64)
-    if kernel.access_source is not None and lo_a.size:
-        lens = hi_a - lo_a
-        kernel.materialize_ptes(mm, np.repeat(lo_a - np.cumsum(lens) + lens, lens)
-                                + np.arange(int(lens.sum())))
-    cslots, cpfns, cheads, crange, _ = young_ptes(kernel, lruvec, pt, lo_a, hi_a)
-    cvisit = range_visit[crange]
+        all_pfns = pfns
+    return Young(slots, pfns, heads, rng, per_range, m_visit, m_key, m_rank, m_group, m_off,
+                 g_first, g_bitmap, g_key, g_trigger, thp, thp_heads, all_pfns, order)
 
-    thp_visits, thp_rank_key = _thp_delivery(batched_visits, visit_pmd, visit_kind,
-                                             piece_last_visit)
-    thp_pfn = pte_pfn(pt.pmd[visit_pmd[thp_visits]]) if thp_visits.size else np.empty(0, np.int64)
-    thp_ok, thp_heads = get_pfn_folio_mask(kernel, lruvec, thp_pfn)
-    thp_visits, thp_rank_key = thp_visits[thp_ok], thp_rank_key[thp_ok]
-    thp_pfn, thp_heads = thp_pfn[thp_ok], thp_heads[thp_ok]
 
-    # sort key: PTE pfns of visit v at (2v+1, position); THP groups at (2v or 2v+2, rank)
-    if thp_pfn.size:
-        key1 = np.concatenate([2 * cvisit + 1, thp_rank_key[:, 0]])
-        key2 = np.concatenate([np.arange(cpfns.size), thp_rank_key[:, 1]])
-        all_pfns = np.concatenate([cpfns, thp_pfn])[np.lexsort((key2, key1))]
-    else:
-        all_pfns = cpfns
+def _slots_of(plan: Plan, nranges: int) -> np.ndarray:
+    """Every PTE slot of the first ``nranges`` ranges, in walk order."""
+    lo, hi = plan.lo[:nranges], plan.hi[:nranges]
+    lens = hi - lo
+    return np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
 
-    # ---- 3. deliver --------------------------------------------------------------------------
-    if walk.accessed_cb is not None and all_pfns.size:
-        consumed, stop = walk.accessed_cb(all_pfns)
-        if stop:
-            deliver = walk.accessed_cb
-            args.vma = vma_at_entry
-            walk.accessed_cb = Replay(all_pfns, consumed, deliver.anchor)
-            try:
-                return walk_pmd_range(args, start, end, fast=False)
-            finally:
-                walk.accessed_cb = deliver
 
-    # ---- 4. commit ---------------------------------------------------------------------------
+def _member_is_nonleaf(plan: Plan, y: Young) -> np.ndarray:
+    """Batch members whose non-leaf young bit walk_pmd_range_locked clears when it processes
+    them (the batch holds only THP leaves and, in non-leaf mode, young non-leaf entries)."""
+    return plan.kind[y.m_visit] != THP
+
+
+# ---- 4. commit -------------------------------------------------------------------------------
+def _commit(args, plan: Plan, y: Young, n_pte: int, n_thp: int, nl: np.ndarray, nv: int,
+            nr: int) -> None:
+    """Commit the walk's effects up to a point: the first ``n_pte`` PTE items and ``n_thp``
+    THP items cleared and their folios updated, the non-leaf bits of batch members ``nl``
+    (a mask) cleared, and visits [0, nv) (ranges [0, nr)) counted as done: mm_stats, and the
+    finished tables' Bloom filter entries and NONLEAF stats."""
+    from .vmscan import SUITABLE_N, clear_young, pmd_item, update_bloom_filter
+
+    walk, mm = args.walk, args.mm
+    kernel, lruvec, pt = mm.kernel, walk.lruvec, mm.pt
     gen = lru_gen_from_seq(lruvec.lrugen.max_seq)
-    nr_ptes = int((hi_a - lo_a).sum())
     stats = walk.mm_stats
-    stats[MM_LEAF_TOTAL] += int((visit_kind <= 1).sum()) + nr_ptes
-    stats[MM_LEAF_YOUNG] += cslots.size + thp_pfn.size
+    lens = plan.hi[:nr] - plan.lo[:nr]
+    nr_ptes = int(lens.sum())
+    stats[MM_LEAF_TOTAL] += int((plan.kind[:nv] <= THP).sum()) + nr_ptes
+    stats[MM_LEAF_YOUNG] += n_pte + n_thp
     walk.round_ptes += nr_ptes
-    clear_young(kernel, walk, pt.pte, cslots, cheads, crange, gen)
-    clear_young(kernel, walk, pt.pmd, visit_pmd[thp_visits], thp_heads,
-                np.arange(thp_heads.size), gen)
-    nl = np.concatenate(batched_visits)
-    nl = nl[visit_kind[nl] != 1]
-    pt.pmd[visit_pmd[nl]] &= ~_PAGE_ACCESSED
+    clear_young(kernel, walk, pt.pte, y.slots[:n_pte], y.heads[:n_pte], y.rng[:n_pte], gen)
+    thp = y.thp[:n_thp]
+    clear_young(kernel, walk, pt.pmd, plan.pmd[y.m_visit[thp]], y.thp_heads[:n_thp],
+                np.arange(thp.size), gen)
+    pt.pmd[plan.pmd[y.m_visit[nl]]] &= ~_PAGE_ACCESSED
 
-    walked = np.flatnonzero(visit_kind == 2)
+    walked = np.flatnonzero(plan.kind[:nv] == WALKED)
     if walked.size:
-        total = np.bincount(range_visit, weights=hi_a - lo_a, minlength=nvisit)[walked]
-        young = np.bincount(cvisit, minlength=nvisit)[walked]
+        rv = plan.range_visit[:nr]
+        total = np.bincount(rv, weights=lens, minlength=nv)[walked].astype(np.int64)
+        young = np.bincount(rv, weights=y.per_range[:nr], minlength=nv)[walked].astype(np.int64)
         total[0] += walk.nr_total_pte
         young[0] += walk.nr_young_pte
         walk.nr_total_pte = walk.nr_young_pte = 0
         suitable = young * SUITABLE_N >= total
         stats[MM_NONLEAF_FOUND] += walked.size
         stats[MM_NONLEAF_ADDED] += int(suitable.sum())
-        update_bloom_filter(st, walk.seq + 1, pmd_item(mm, visit_pmd[walked[suitable]]))
-    return 0
+        update_bloom_filter(lruvec.mm_state, walk.seq + 1,
+                            pmd_item(mm, plan.pmd[walked[suitable]]))
 
 
-def _thp_delivery(batched_visits, visit_pmd, visit_kind, piece_last_visit):
-    """Which THP visits are delivered, and when: walk_pmd_range_locked() keeps a batch from
-    ``first`` up to offset 64; an entry further away triggers processing (that entry, then
-    first, then the bitmap in order) before its own table is walked; the rest is processed
-    at the end of the piece. Returns (visits, keys) with keys (key1, rank) as in the caller."""
-    out_v, out_k = [], []
-    for bv, last in zip(batched_visits, piece_last_visit):
-        first = -1
-        group: list[int] = []
-        for v in bv.tolist():
-            if first == -1:
-                first, group = v, [v]
-                continue
-            off = int(visit_pmd[v] - visit_pmd[first])
-            if off <= MIN_LRU_BATCH:
-                group.append(v)
-                continue
-            for rank, g in enumerate([v] + group):
-                if visit_kind[g] == 1:
-                    out_v.append(g)
-                    out_k.append((2 * v, rank))
-            first, group = -1, []
-        for rank, g in enumerate(group):
-            if visit_kind[g] == 1:
-                out_v.append(g)
-                out_k.append((2 * last + 2, rank))
-    if not out_v:
-        return np.empty(0, np.int64), np.empty((0, 2), np.int64)
-    return np.array(out_v, np.int64), np.array(out_k, np.int64)
+def _stop(args, plan: Plan, y: Young, consumed: int, anchor: int) -> int:
+    """The callback stopped on delivery ``anchor`` having consumed the first ``consumed``:
+    commit what the sequential walk does before it returns -EAGAIN, and set next_addr.
 
+    A PTE anchor (visit v, range r): walk_pte_range stops inside v's table after the consumed
+    entries; batches processed before v's table are done, the one still open is not. A THP
+    anchor: walk_pmd_range_locked stops inside the processing of its batch (at the trigger
+    visit, or at the end of the piece); members processed before the anchor are done."""
+    walk, mm = args.walk, args.mm
+    kernel = mm.kernel
+    npte = y.slots.size
+    if y.order is None:
+        n_pte, item = consumed, anchor
+    else:
+        n_pte = int((y.order[:consumed] < npte).sum())
+        item = int(y.order[anchor])
+    n_thp = consumed - n_pte
+    key = y.m_key
+    if item < npte:                                  # ---- a PTE anchor
+        r = int(y.rng[item])
+        v = int(plan.range_visit[r])
+        nl = _member_is_nonleaf(plan, y) & (key <= 2 * v)
+        _advance_draws(kernel, mm, plan, v + 1, r + 1)
+        _commit(args, plan, y, n_pte, n_thp, nl, v, r)
+        _stop_in_table(args, plan, y, n_pte, item, v, r)
+        return -errno.EAGAIN
+    # ---- a THP anchor: member t of batch g, processed at key K
+    from .vmscan import PmdBatch, _thp_resume_addr
+
+    t = int(y.thp[item - npte])
+    g = int(y.m_group[t])
+    K, rank = int(key[t]), int(y.m_rank[t])
+    trigger = bool(y.g_trigger[g])
+    v_full = K // 2                                  # visits before the trigger / the piece end
+    nl = _member_is_nonleaf(plan, y) & ((key < K) | ((key == K) & (y.m_rank < rank)))
+    if trigger and plan.kind[v_full] != THP and not kernel.faithful_quirks:
+        nl &= ~((key == K) & (y.m_rank == 0))       # Q8 off: the trigger stays young
+    nr = int(np.searchsorted(plan.range_visit, v_full))
+    _advance_draws(kernel, mm, plan, v_full + 1 if trigger else v_full, nr)
+    _commit(args, plan, y, n_pte, n_thp, nl, v_full, nr)
+    if trigger and plan.kind[v_full] == THP:
+        walk.mm_stats[MM_LEAF_TOTAL] += 1            # counted before walk_pmd_range_locked
+    first = int(y.g_first[g])
+    batch = PmdBatch(int(plan.addr[first]), int(y.g_bitmap[g]))
+    i = int(y.m_off[t])
+    walk.next_addr = _thp_resume_addr(kernel, batch, i, int(plan.addr[int(y.m_visit[t])]),
+                                      int(anchor < consumed))
+    return -errno.EAGAIN
+
+
+def _stop_in_table(args, plan: Plan, y: Young, n_pte: int, anchor: int, v: int, r: int):
+    """walk_pte_range() stopped in range ``r`` of visit ``v``'s table, then walk_pmd_range():
+    the early return (the table's counts kept for the resumed walk), or the table counted
+    (unless Q7 is off), next_addr moved back to the pending batch's first entry (Q1)."""
+    from .vmscan import SUITABLE_N, pmd_item, update_bloom_filter
+
+    walk, mm = args.walk, args.mm
+    kernel = mm.kernel
+    item0 = np.concatenate([[0], np.cumsum(y.per_range)])     # first PTE item of each range
+    r0 = int(np.searchsorted(plan.range_visit, v))             # v's first range
+    in_r = n_pte - int(item0[r])                               # consumed in range r
+    visited = (int(y.slots[n_pte - 1]) + 1 if in_r else int(y.slots[anchor])) - int(plan.lo[r])
+    total = walk.nr_total_pte + int((plan.hi[r0:r] - plan.lo[r0:r]).sum()) + visited
+    young = walk.nr_young_pte + n_pte - int(item0[r0])
+    walk.mm_stats[MM_LEAF_TOTAL] += visited
+    walk.round_ptes += visited
+    walk.next_addr = (PageTable.addr(int(y.slots[n_pte - 1])) + PAGE_SIZE if in_r
+                      else PageTable.addr(int(y.slots[anchor])))
+    # the batch still open at v (first visited at or before v, processed after v's table)
+    open_ = np.flatnonzero((y.g_first <= v) & (y.g_key // 2 > v))
+    first = int(plan.addr[int(y.g_first[open_[0]])]) if open_.size else -1
+    if walk.next_addr < int(plan.nxt[v]) and first == -1:
+        walk.nr_total_pte, walk.nr_young_pte = total, young
+        return
+    walk.nr_total_pte = walk.nr_young_pte = 0
+    if kernel.faithful_quirks:                     # Q7 off: decided by the re-walk instead
+        walk.mm_stats[MM_NONLEAF_FOUND] += 1
+        if young * SUITABLE_N >= total:
+            walk.mm_stats[MM_NONLEAF_ADDED] += 1
+            update_bloom_filter(walk.lruvec.mm_state, walk.seq + 1,
+                                pmd_item(mm, int(plan.pmd[v])))
+    if first != -1 or kernel.faithful_quirks:
+        walk.next_addr = first & ULONG_MAX         # Q1: -1 becomes ULONG_MAX
+
+
+def _advance_draws(kernel, mm, plan: Plan, nv: int, nr: int) -> None:
+    """The sequential walk materializes each PMD entry and each PTE piece as it reaches them;
+    the fast path materialized the whole range up front, so those later draws find nothing
+    owed (zero hazard) and change no bit, but they take uniforms from the access model's
+    generator. Take the same number (visits [0, nv), ranges [0, nr)), so the stream after a
+    stop is the one the sequential walk leaves."""
+    if kernel.access_source is None:
+        return
+    kernel.materialize_pmds(mm, plan.pmd[:nv])
+    if nr:
+        kernel.materialize_ptes(mm, _slots_of(plan, nr))

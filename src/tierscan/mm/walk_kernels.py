@@ -5,6 +5,8 @@ finds the entries whose A bit the walk would clear (get_pte_pfn, get_pfn_folio).
 ``commit_young`` is the write half: test-and-clear those A bits and run walk_update_folio() in
 walk order, one update per run of entries mapping the same folio (the kernel's ``last``),
 which is an ordered state machine and so a compiled loop (DESIGN §4).
+``pmd_batches`` is walk_pmd_range_locked()'s batching of PMD entries (§5.7), also an ordered
+state machine; ``pmd_batches_reference`` is the same in plain Python, for the tests.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from .constants import (
-    LRU_GEN_MASK, LRU_REFS_MASK, PG_anon, PG_dirty, PG_referenced, PG_swapbacked, PG_swapcache,
+    MIN_LRU_BATCH, LRU_GEN_MASK, LRU_REFS_MASK, PG_anon, PG_dirty, PG_referenced, PG_swapbacked, PG_swapcache,
     PG_workingset, PTE_PFN_MASK, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE,
     _PAGE_SPECIAL,
 )
@@ -105,3 +107,95 @@ def commit_young(table, slots, heads, pieces, gen, flags, lru_gen_refs, order, z
         if i < n:
             last, last_piece, dirty = heads[i], pieces[i], bool(e & np.uint64(_D))
     return moved
+
+
+@njit(cache=True, nogil=True)
+def pmd_batches(bv, bv_last, visit_pmd):
+    """walk_pmd_range_locked()'s batches over the PMD visits ``bv`` that enter it, in walk
+    order (``bv_last``: the last visit of each one's walk_pmd_range piece, where the batch is
+    flushed; ``visit_pmd``: the PMD slot of every visit). A batch keeps ``first`` and a bitmap
+    of the entries up to MIN_LRU_BATCH PMDs after it; an entry further away (the trigger) is
+    processed first, then ``first``, then the bitmap in order, and the batch empties; what is
+    left at the piece's end is processed there.
+
+    Returns per member in processing order: visit, key, rank, batch, offset from ``first``
+    (the caller orders deliveries by (key, rank): a batch processed at the trigger visit t has
+    key 2t, before t's own table at 2t+1; at the end of a piece whose last visit is L, 2L+2);
+    and per batch: first visit, bitmap, key, whether a trigger ended it."""
+    n = bv.size
+    m_visit = np.empty(n, np.int64)
+    m_key = np.empty(n, np.int64)
+    m_rank = np.empty(n, np.int64)
+    m_group = np.empty(n, np.int64)
+    m_off = np.empty(n, np.int64)
+    g_first = np.empty(n, np.int64)
+    g_bitmap = np.zeros(n, np.uint64)
+    g_key = np.empty(n, np.int64)
+    g_trigger = np.zeros(n, np.bool_)
+    k = 0
+    ng = 0
+    i = 0
+    while i < n:
+        first, last = bv[i], bv_last[i]
+        j = i + 1
+        bitmap = np.uint64(0)
+        while (j < n and bv_last[j] == last
+               and visit_pmd[bv[j]] - visit_pmd[first] <= MIN_LRU_BATCH):
+            bitmap |= np.uint64(1) << np.uint64(visit_pmd[bv[j]] - visit_pmd[first] - 1)
+            j += 1
+        rank = 0
+        nxt = j
+        key = 2 * last + 2
+        if j < n and bv_last[j] == last:             # the trigger, processed first
+            t = bv[j]
+            key = 2 * t
+            g_trigger[ng] = True
+            m_visit[k], m_key[k], m_rank[k], m_group[k] = t, key, 0, ng
+            m_off[k] = visit_pmd[t] - visit_pmd[first]
+            k += 1
+            rank = 1
+            nxt = j + 1
+        for q in range(i, j):
+            m_visit[k], m_key[k], m_rank[k], m_group[k] = bv[q], key, rank, ng
+            m_off[k] = visit_pmd[bv[q]] - visit_pmd[first]
+            k += 1
+            rank += 1
+        g_first[ng], g_bitmap[ng], g_key[ng] = first, bitmap, key
+        ng += 1
+        i = nxt
+    return (m_visit, m_key, m_rank, m_group, m_off, g_first[:ng], g_bitmap[:ng], g_key[:ng],
+            g_trigger[:ng])
+
+
+def pmd_batches_reference(bv, bv_last, visit_pmd):
+    """pmd_batches() written as walk_pmd_range_locked() is: one entry at a time, a batch of
+    ``first`` and a bitmap, processed on overflow (trigger first) or at the piece's end."""
+    members, groups = [], []
+    first, bitmap, group, last = -1, 0, [], None
+
+    def process(key, trigger):
+        for rank, v in enumerate(([trigger] if trigger is not None else []) + group):
+            members.append((v, key, rank, len(groups), int(visit_pmd[v] - visit_pmd[first])))
+        groups.append((first, bitmap, key, trigger is not None))
+
+    for v, piece_last in zip(np.asarray(bv).tolist(), np.asarray(bv_last).tolist()):
+        if first != -1 and piece_last != last:         # the previous piece ended: flush
+            process(2 * last + 2, None)
+            first = -1
+        last = piece_last
+        if first == -1:
+            first, bitmap, group = v, 0, [v]
+            continue
+        off = int(visit_pmd[v] - visit_pmd[first])
+        if off <= MIN_LRU_BATCH:
+            bitmap |= 1 << (off - 1)
+            group.append(v)
+            continue
+        process(2 * v, v)
+        first = -1
+    if first != -1:
+        process(2 * last + 2, None)
+    m = np.array(members, np.int64).reshape(-1, 5)
+    g = np.array([(f, 0, k, t) for f, _, k, t in groups], np.int64).reshape(-1, 4)
+    return (m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4], g[:, 0],
+            np.array([b for _, b, _, _ in groups], np.uint64), g[:, 2], g[:, 3].astype(bool))
