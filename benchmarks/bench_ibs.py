@@ -7,6 +7,8 @@ Fast paths (each with its reference):
 - kmigrated's READY scan: ``PghotV3._walk_ready`` reads the READY records from where the walk
   resumes, only as far as the walk's CPU reaches (reference: every READY record of the node on
   every wake, ``_walk_ready_reference``).
+- the rate model's sampled pages: ``RateModel._draw`` through a guide table (reference: the
+  distribution's own inverse-CDF ``sample``, a binary search over the CDF per draw).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_ibs.py [--source ibs]
         [--scale 0.25] [--json PATH]
@@ -21,6 +23,7 @@ import sys
 
 from _report import add_json_arg, cpu_s, row, write_rows
 
+from tierscan.access.rate import RateModel
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.promote.pghot import PghotV3
 from tierscan.sim.config import config_from_dict
@@ -34,6 +37,7 @@ def _walk_ready_reference(self, nid, start, p1, engine):
 # (owner, attribute, the reference to put in its place)
 REFERENCES = [
     (PghotV3, "_walk_ready", _walk_ready_reference),
+    (RateModel, "_draw", RateModel._draw_reference),
 ]
 
 

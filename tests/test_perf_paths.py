@@ -513,3 +513,26 @@ def test_kmigrated_reads_ready_records_only_as_far_as_its_walk_goes():
         assert h[h < stop].tolist() == h_ref[h_ref < stop_ref].tolist(), trial
         seen_stops.add(stop == p1)
     assert seen_stops == {True, False}       # walks that finished and walks that yielded
+
+
+def test_rate_model_sample_draws_are_the_distributions_own():
+    """The rate model draws sampled pages through a guide table (RateModel._draw): the same
+    pages, from the same uniforms, as the distribution's own inverse-CDF ``sample`` (large
+    draws over large CDFs take its sorted-search path), and the generator is left in the same
+    state; a distribution with a sampler of its own is called as is."""
+    from tierscan.access.rate import RateModel
+    from tierscan.workload.distributions import HotSet, Uniform, Weights, Zipf
+
+    class Odd(Uniform):
+        def sample(self, n, count, rng):
+            return np.full(count, n - 1, np.int64) - rng.integers(0, 2, count)
+
+    tail_zero = Weights("tail", {}, lambda n: np.r_[np.ones(n - n // 4), np.zeros(n // 4)])
+    for dist in (Uniform(), Zipf(0.99), HotSet(0.1, 0.9, offset=0.95), tail_zero, Odd()):
+        for n, count in ((1, 10), (2097, 5000), (1 << 17, 3000), (1 << 17, 1)):
+            fast, ref = RateModel(7), RateModel(7)
+            a = [fast._draw(dist, n, count) for _ in range(3)]
+            b = [ref._draw_reference(dist, n, count) for _ in range(3)]
+            for x, y in zip(a, b):
+                assert x.dtype == np.int64 and np.array_equal(x, y), (dist, n, count)
+            assert fast.rng.random() == ref.rng.random()

@@ -15,11 +15,7 @@ import numpy as np
 
 from ..mm.mmu import replay_segments
 from .base import AccessModel, compute_ns, fault_cost_ns, fault_counts, page_bins
-from .exact_kernels import draw_pages, guide_table
-
-# The tabulated distributions' inverse-CDF ``sample`` (workload/distributions.py, a layer above:
-# named, not imported), which ``draw_pages`` reproduces; any other sampler is called as is.
-INVERSE_CDF_SAMPLE = "_Tabulated.sample"
+from .exact_kernels import GuideTables, draw_pages
 NO_CLASSES = np.empty(0, np.uint8)
 
 
@@ -34,7 +30,7 @@ class ExactModel(AccessModel):
         self.last: dict[int, np.ndarray] = {}
         self.last_writes: dict[int, np.ndarray] = {}
         self._heat: dict[int, np.ndarray] = {}   # accesses per page since the last heat()
-        self._guides: dict = {}                  # (distribution, n) -> its guide table
+        self._guides = GuideTables()
         self._served = None
 
     def attach(self, engine) -> None:
@@ -162,21 +158,13 @@ class ExactModel(AccessModel):
     def _draw(self, dist, group, n: int, rng) -> np.ndarray:
         """``dist.sample(group.n_pages, n, rng)``, through a guide table (exact_kernels.py)
         when the distribution samples as the tabulated ones do; counts the heat."""
-        if getattr(type(dist).sample, "__qualname__", "") != INVERSE_CDF_SAMPLE:
+        t = self._guides.get(dist, group.n_pages)
+        if t is None:
             pages = dist.sample(group.n_pages, n, rng)
             self._count_heat(group, pages)
             return pages
-        key = (id(dist), group.n_pages)
-        g = self._guides.get(key)
-        if g is None:
-            cdf = dist.cdf(group.n_pages)
-            last = int(np.flatnonzero(dist.weights(group.n_pages))[-1])
-            g = self._guides[key] = (dist, cdf, *guide_table(cdf), last)
-        _, cdf, guide, scale, last = g
-        u = rng.random(n)
-        u *= cdf[-1]
         out = np.empty(n, np.int64)
-        draw_pages(u, cdf, guide, scale, last, self._heat_counts(group), out)
+        draw_pages(GuideTables.uniforms(t, n, rng), *t, self._heat_counts(group), out)
         return out
 
     def _heat_counts(self, group) -> np.ndarray:

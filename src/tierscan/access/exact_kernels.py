@@ -8,6 +8,8 @@ time). ``draw_pages`` returns the same index for the same ``u`` through a guide 
 searches only its bucket (one or two entries for K = n). The bucket's bounds are checked
 against the CDF itself before the search and widened if float rounding put ``u`` in the
 neighbouring bucket, so the result is exactly searchsorted's (tests compare them).
+``GuideTables`` keeps the tables; the rate model draws IBS's sampled pages through it too
+(``draw_index``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from numba import njit
 from ..arrays import upper_bound
 
 GUIDE_MAX = 1 << 22      # buckets at most (32 MiB of guide); more pages share buckets
+# The tabulated distributions' inverse-CDF ``sample`` (workload/distributions.py, a layer above:
+# named, not imported), which the guide-table draws reproduce; any other sampler is called as is.
+INVERSE_CDF_SAMPLE = "_Tabulated.sample"
 
 
 def guide_table(cdf: np.ndarray) -> tuple[np.ndarray, float]:
@@ -31,26 +36,78 @@ def guide_table(cdf: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 @njit(cache=True, nogil=True)
-def draw_pages(u, cdf, guide, scale, last, counts, out):
-    """out[i] = min(searchsorted(cdf, u[i], "right"), last); counts[out[i]] += 1."""
+def _locate(x, cdf, guide, scale, last):
+    """min(searchsorted(cdf, x, "right"), last), searching only x's bucket of the guide."""
     n = cdf.size
     k = guide.size - 1
+    j = int(x * scale)
+    if j >= k:
+        j = k - 1
+    elif j < 0:
+        j = 0
+    lo = guide[j]
+    hi = guide[j + 1]
+    # the answer is the number of entries <= x: make sure it lies in [lo, hi]
+    while lo > 0 and cdf[lo - 1] > x:
+        lo -= 1
+    while hi < n and cdf[hi] <= x:
+        hi += 1
+    lo = upper_bound(cdf, x, lo, hi)
+    if lo > last:
+        lo = last
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def draw_pages(u, cdf, guide, scale, last, counts, out):
+    """out[i] = min(searchsorted(cdf, u[i], "right"), last); counts[out[i]] += 1."""
     for i in range(u.size):
-        x = u[i]
-        j = int(x * scale)
-        if j >= k:
-            j = k - 1
-        elif j < 0:
-            j = 0
-        lo = guide[j]
-        hi = guide[j + 1]
-        # the answer is the number of entries <= x: make sure it lies in [lo, hi]
-        while lo > 0 and cdf[lo - 1] > x:
-            lo -= 1
-        while hi < n and cdf[hi] <= x:
-            hi += 1
-        lo = upper_bound(cdf, x, lo, hi)
-        if lo > last:
-            lo = last
+        lo = _locate(u[i], cdf, guide, scale, last)
         out[i] = lo
         counts[lo] += 1
+
+
+@njit(cache=True, nogil=True)
+def draw_index(u, cdf, guide, scale, last, out):
+    """out[i] = min(searchsorted(cdf, u[i], "right"), last) (draw_pages without counting)."""
+    for i in range(u.size):
+        out[i] = _locate(u[i], cdf, guide, scale, last)
+
+
+class GuideTables:
+    """The guide table of each (tabulated distribution, page count) drawn from, made at its
+    first draw and kept (the distribution objects are kept too, so an id is never reused).
+    ``draw`` is ``dist.sample(n, count, rng)`` bit for bit: the same uniforms from ``rng``,
+    the same pages. A distribution whose ``sample`` is not the tabulated inverse CDF
+    returns None from ``get``."""
+
+    def __init__(self):
+        self._tables: dict = {}
+
+    def get(self, dist, n: int):
+        """(cdf, guide, scale, last) of ``dist`` over ``n`` pages, or None."""
+        if getattr(type(dist).sample, "__qualname__", "") != INVERSE_CDF_SAMPLE:
+            return None
+        key = (id(dist), n)
+        t = self._tables.get(key)
+        if t is None:
+            cdf = dist.cdf(n)
+            last = int(np.flatnonzero(dist.weights(n))[-1])
+            t = self._tables[key] = (dist, cdf, *guide_table(cdf), last)
+        return t[1:]
+
+    @staticmethod
+    def uniforms(table, count: int, rng) -> np.ndarray:
+        """The uniforms of ``count`` draws, scaled as the tabulated ``sample`` scales them."""
+        u = rng.random(count)
+        u *= table[0][-1]
+        return u
+
+    def draw(self, dist, n: int, count: int, rng) -> np.ndarray:
+        """``dist.sample(n, count, rng)``: through the guide table where there is one."""
+        t = self.get(dist, n)
+        if t is None:
+            return dist.sample(n, count, rng)
+        out = np.empty(count, np.int64)
+        draw_index(self.uniforms(t, count, rng), *t, out)
+        return out

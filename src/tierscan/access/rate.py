@@ -40,6 +40,7 @@ from ..arrays import unique_inverse
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from ..mm.pagetable import PageTable
 from .base import HEAT_BINS, AccessModel, compute_ns, page_bins
+from .exact_kernels import GuideTables
 from .rate_kernels import materialize_kernel
 
 _ANY_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
@@ -154,6 +155,7 @@ class RateModel(AccessModel):
         self._heat_c: dict[int, float] = {}     # C at the last heat() call, per group
         self._served = None
         self._engine = None
+        self._guides = GuideTables()
 
     # ---- setup --------------------------------------------------------------------------------
     def attach(self, engine) -> None:
@@ -442,7 +444,17 @@ class RateModel(AccessModel):
             if loads_only:
                 a *= 1.0 - ph.write_fraction
             n = self.rng.poisson(a * per_access)
-            pages.append(ph.distribution.sample(group.n_pages, int(n), self.rng))
+            pages.append(self._draw(ph.distribution, group.n_pages, int(n)))
         if not pages:
             return np.empty(0, np.int64)
         return group.mm.translate(group.addrs[np.concatenate(pages)])
+
+    def _draw(self, dist, n_pages: int, count: int) -> np.ndarray:
+        """``dist.sample(n_pages, count, self.rng)`` (the reference, ``_draw_reference``), bit
+        for bit: the tabulated distributions through a guide table kept per distribution
+        (exact_kernels.GuideTables), O(1) a draw instead of a binary search over a CDF of
+        n_pages entries that misses the cache at every level."""
+        return self._guides.draw(dist, n_pages, count, self.rng)
+
+    def _draw_reference(self, dist, n_pages: int, count: int) -> np.ndarray:
+        return dist.sample(n_pages, count, self.rng)
