@@ -9,12 +9,20 @@ from tierscan.memsys.lru import characteristic_time, compress, hit_probability
 from tierscan.memsys.tlb import translation
 
 
-def test_numba_filter_matches_its_reference():
+@pytest.mark.parametrize("sets", [64, 48])              # a power of two (masked) or not
+def test_numba_filter_matches_its_reference(sets):
+    """The recency-ordered kernel against the time-stamp LRU reference: the same hits over
+    several calls (state carried), the same lines held; by pages and offsets too."""
     rng = np.random.default_rng(1)
-    lines = rng.zipf(1.3, 20000) % 5000
-    a, b = LineCache(64 * 64 * 4, ways=4), LineCache(64 * 64 * 4, ways=4)
-    assert np.array_equal(a.access(lines), b.reference_access(lines))
-    assert np.array_equal(a.tags, b.tags) and np.array_equal(a.stamp, b.stamp)
+    a, b = LineCache(64 * sets * 4, ways=4), LineCache(64 * sets * 4, ways=4)
+    c = LineCache(64 * sets * 4, ways=4)
+    for _ in range(3):
+        lines = rng.zipf(1.3, 20000) % 5000
+        hits = a.access(lines)
+        assert 0 < hits.sum() < hits.size
+        assert np.array_equal(hits, b.reference_access(lines))
+        assert np.array_equal(c.access_pages(lines // 64, (lines % 64).astype(np.uint8)), hits)
+    assert a.contents() == b.reference_contents() == c.contents()
 
 
 @pytest.mark.parametrize("weights", ["uniform", "zipf"])

@@ -52,10 +52,11 @@ def test_round_trip_and_summary(tmp_path):
     assert np.array_equal(s["writes"], np.bincount(np.searchsorted(u, pages), weights=writes,
                                                    minlength=u.size))
     assert not (tmp_path / "a.tsw.part").exists()
-    with TraceReader(p) as r:                  # replay's read: pages without the clock
-        cols = list(r.accesses(clock=False))
-    assert "clock" not in cols[0]
-    assert np.array_equal(np.concatenate([c["page"] for c in cols]), pages)
+    with TraceReader(p) as r:                  # replay's read: deltas and flags only
+        parts = [(d.copy(), f.copy()) for d, f in r.page_deltas()]
+    assert len(parts) > 1                      # one buffer reused across chunks
+    assert np.array_equal(np.cumsum(np.concatenate([d for d, _ in parts])), pages)
+    assert np.array_equal(np.concatenate([f for _, f in parts]), writes)
 
 
 def test_background_writer_writes_the_same_file(tmp_path):
@@ -132,14 +133,30 @@ def _damage(p, how):
     return expect
 
 
+def test_record_count_that_does_not_match_the_payload_is_an_error(tmp_path):
+    """The chunk header's record count is outside the checksum: both readers check it against
+    the payload's length (replay's partial decompression too)."""
+    p = tmp_path / "n.tsw"
+    write_trace(p)
+    raw = bytearray(p.read_bytes())
+    first_chunk = 16 + struct.unpack("<I", raw[12:16])[0] + 4
+    n = struct.unpack_from("<Q", raw, first_chunk + 8)[0]
+    struct.pack_into("<Q", raw, first_chunk + 8, n - 1)
+    p.write_bytes(bytes(raw))
+    for read in (read_all, lambda p: [d.sum() for d, _ in TraceReader(p).page_deltas()]):
+        with pytest.raises(TraceFormatError, match=f"offset {first_chunk}: chunk length"):
+            read(p)
+
+
 @pytest.mark.parametrize("how", ["truncated", "flipped", "magic", "version"])
 def test_damaged_file_gives_one_line_with_file_and_offset(tmp_path, capsys, how):
     p = tmp_path / "bad.tsw"
     write_trace(p)
     expect = _damage(p, how)
-    with pytest.raises(TraceFormatError) as e:
-        read_all(p)
-    assert str(p) in str(e.value) and "offset" in str(e.value) and expect in str(e.value)
+    for read in (read_all, lambda p: [d.sum() for d, _ in TraceReader(p).page_deltas()]):
+        with pytest.raises(TraceFormatError) as e:
+            read(p)
+        assert str(p) in str(e.value) and "offset" in str(e.value) and expect in str(e.value)
     assert main(["trace", "info", str(p)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(p) in err and expect in err

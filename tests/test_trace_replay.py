@@ -169,3 +169,42 @@ def test_layout_index_kernel_matches_its_reference(tmp_path):
     idx = layout.index(pages)
     assert idx.min() >= 0 and idx.max() < layout.n_pages
     assert np.unique(idx).size == np.unique(pages).size     # one index per distinct page
+
+
+def test_line_offsets_kernel_matches_its_reference():
+    from tierscan.trace.replay import line_offsets, line_offsets_reference
+
+    a = line_offsets(1_000_003, 200_000, 0x7357)
+    assert np.array_equal(a, line_offsets_reference(1_000_003, 200_000, 0x7357))
+    counts = np.bincount(a, minlength=64)
+    assert counts.min() > 0.9 * a.size / 64 and counts.max() < 1.1 * a.size / 64   # uniform
+
+
+def test_llc_outcome_of_an_access_does_not_depend_on_batching(tmp_path):
+    """The line an access references is a function of its position in the trace, so the
+    stream's pages, writes and LLC hits are the same whatever sizes the engine takes it in."""
+    p = tmp_path / "t.tsw"
+    write_access_trace(p)
+    runs = []
+    for sizes in ([1_000] * 70, [7, 23_456, 3, 9_000, 40_000]):
+        src = engine_for(p, "exact", llc_size="64KiB", llc_ways=4).workload.processes[0] \
+            .phases[0].distribution.source
+        got = [src.take(k)[:3] for k in sizes]
+        runs.append([np.concatenate([g[i] for g in got]) for i in range(3)])
+        assert runs[-1][0].size == 60_000
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+    assert 0 < runs[0][2].sum() < runs[0][2].size
+
+
+def test_layout_index_of_deltas_matches_index(tmp_path):
+    from tierscan.trace.replay import Layout
+
+    lay = Layout([10, 100, 5000], [20, 50, 7], ["anon", "heap", "file"])
+    rng = np.random.default_rng(4)
+    pages = np.concatenate([rng.integers(10, 30, 500), rng.integers(100, 150, 500),
+                            rng.integers(5000, 5007, 500)])
+    rng.shuffle(pages)
+    idx, last = lay.index_deltas(np.diff(pages, prepend=7), 7)
+    assert last == pages[-1]
+    assert np.array_equal(idx, lay.index_reference(pages))

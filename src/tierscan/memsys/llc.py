@@ -79,61 +79,99 @@ WAYS = 16
 class LineCache:
     """A set-associative LRU cache of 64-byte lines (``ways`` per set), for the exact model's
     address stream. ``access(lines)`` returns the hit mask and updates the cache in order.
-    The numba kernel and ``reference_access`` (plain Python, for tests) give the same masks."""
+
+    The kernel keeps each set's row in recency order (most recent first): a hit moves its line
+    to the front, a miss shifts the row and drops the last (least recent) line. A set then
+    holds its ``ways`` most recently used distinct lines, which is what LRU with per-way time
+    stamps holds, so the hits are the same; one row of tags is the whole state (no stamps to
+    read and compare), and a hot line is found in the first way. ``reference_access`` is the
+    stamp form, in plain Python on its own state (for tests: the two give the same masks)."""
 
     def __init__(self, llc_bytes: int, ways: int = WAYS):
         self.size = int(llc_bytes)
         self.sets = max(1, int(llc_bytes) // LINE // ways)
         self.ways = ways
-        self.tags = np.full((self.sets, ways), -1, np.int64)
-        self.stamp = np.zeros((self.sets, ways), np.int64)
-        self.clock = 0
+        self.tags = np.full((self.sets, ways), -1, np.int64)     # recency order, -1 empty
+        self._mask = self.sets - 1 if self.sets & (self.sets - 1) == 0 else -1
+        self._ref = None                                         # the reference's state
 
     def access(self, lines) -> np.ndarray:
         lines = np.ascontiguousarray(lines, np.int64)
-        hit = np.zeros(lines.size, np.bool_)
-        self.clock = _lru_kernel(lines, self.tags, self.stamp, self.clock, hit)
+        hit = np.empty(lines.size, np.bool_)
+        _mru_kernel(lines, self.tags, self._mask, hit)
+        return hit
+
+    def access_pages(self, pages, offsets) -> np.ndarray:
+        """``access(pages * LINES_PER_PAGE + offsets)`` without building the line array: line
+        ``offsets[i]`` (0..63) of page ``pages[i]``."""
+        pages = np.ascontiguousarray(pages, np.int64)
+        hit = np.empty(pages.size, np.bool_)
+        _mru_pages_kernel(pages, np.ascontiguousarray(offsets, np.uint8), self.tags,
+                          self._mask, hit)
         return hit
 
     def reference_access(self, lines) -> np.ndarray:
-        """The same cache, one line at a time in Python (the kernel's reference)."""
+        """The same cache as LRU with time stamps, one line at a time in Python, on its own
+        state (the kernel's reference)."""
+        if self._ref is None:
+            self._ref = (np.full((self.sets, self.ways), -1, np.int64),
+                         np.zeros((self.sets, self.ways), np.int64), [0])
+        tags, stamp, clock = self._ref
         hit = np.zeros(len(lines), bool)
         for i, line in enumerate(int(x) for x in lines):
             s = line % self.sets
-            self.clock += 1
-            row = self.tags[s]
-            found = np.flatnonzero(row == line)
+            clock[0] += 1
+            found = np.flatnonzero(tags[s] == line)
             if found.size:
                 hit[i] = True
-                self.stamp[s, found[0]] = self.clock
+                stamp[s, found[0]] = clock[0]
             else:
-                victim = int(np.argmin(self.stamp[s]))
-                row[victim] = line
-                self.stamp[s, victim] = self.clock
+                victim = int(np.argmin(stamp[s]))
+                tags[s, victim] = line
+                stamp[s, victim] = clock[0]
         return hit
 
+    def contents(self) -> list[set]:
+        """The lines each set holds (kernel state), for tests."""
+        return [set(r[r >= 0].tolist()) for r in self.tags]
 
-def _lru_kernel_py(lines, tags, stamp, clock, hit):
-    ways = tags.shape[1]
-    sets = tags.shape[0]
+    def reference_contents(self) -> list[set]:
+        tags = self._ref[0] if self._ref is not None else np.full((self.sets, 1), -1)
+        return [set(r[r >= 0].tolist()) for r in tags]
+
+
+# inherently sequential: numba (DESIGN §4); the reference is LineCache.reference_access
+@njit(cache=True, nogil=True, inline="always")
+def _touch(row, line, ways) -> bool:
+    """Look ``line`` up in one set's recency-ordered row and make it the most recent."""
+    if row[0] == line:
+        return True
+    w = 1
+    while w < ways and row[w] != line:
+        w += 1
+    found = w < ways
+    if not found:
+        w = ways - 1                  # the least recent line leaves
+    while w > 0:
+        row[w] = row[w - 1]
+        w -= 1
+    row[0] = line
+    return found
+
+
+@njit(cache=True, nogil=True)
+def _mru_kernel(lines, tags, mask, hit):
+    sets, ways = tags.shape
     for i in range(lines.size):
         line = lines[i]
-        s = line % sets
-        clock += 1
-        victim, oldest, found = 0, stamp[s, 0], -1
-        for w in range(ways):
-            if tags[s, w] == line:
-                found = w
-                break
-            if stamp[s, w] < oldest:
-                oldest, victim = stamp[s, w], w
-        if found >= 0:
-            hit[i] = True
-            stamp[s, found] = clock
-        else:
-            tags[s, victim] = line
-            stamp[s, victim] = clock
-    return clock
+        s = line & mask if mask >= 0 else line % sets
+        hit[i] = _touch(tags[s], line, ways)
 
 
-_lru_kernel = njit(cache=True)(_lru_kernel_py)   # inherently sequential: numba (DESIGN §4)
+@njit(cache=True, nogil=True)
+def _mru_pages_kernel(pages, offsets, tags, mask, hit):
+    sets, ways = tags.shape
+    for i in range(pages.size):
+        line = pages[i] * LINES_PER_PAGE + offsets[i]
+        s = line & mask if mask >= 0 else line % sets
+        hit[i] = _touch(tags[s], line, ways)

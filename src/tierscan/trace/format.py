@@ -56,6 +56,8 @@ SUMMARY_COLUMNS = (("page", np.int64), ("accesses", np.uint64), ("writes", np.ui
 COLUMNS = {KIND_ACCESS: ACCESS_COLUMNS, KIND_REGION: REGION_COLUMNS,
            KIND_SUMMARY: SUMMARY_COLUMNS}
 FLAG_WRITE = 1
+_ACCESS_RECORD = sum(np.dtype(dt).itemsize for _, dt in ACCESS_COLUMNS)   # 19 bytes
+_ACCESS_PREFIX = 9                 # page delta + flags: the columns replay reads
 
 
 class TraceFormatError(TierscanError):
@@ -442,11 +444,11 @@ class TraceReader:
     def __exit__(self, *exc):
         self.close()
 
-    def chunks(self, decode: bool = True, kinds=None, clock: bool = True):
-        """Yield every chunk in file order; with ``decode=False`` only check checksums; with
-        ``clock=False`` access chunks come without their clock column (not summed)."""
+    def _payloads(self):
+        """Yield (kind, offset, records, raw length, compressed payload) of every chunk in file
+        order, each checked (header, length, checksum); stops at the end chunk, raises at the
+        first damage (a file without its end chunk is truncated)."""
         self.f.seek(self.data_start)
-        last_page = last_clock = 0
         off = self.data_start
         while True:
             head = self.f.read(_CHUNK_HEAD.size)
@@ -464,6 +466,13 @@ class TraceReader:
             if zlib.crc32(payload) != crc:
                 raise TraceFormatError(self.path, off, f"{KIND_NAMES[kind]} chunk checksum "
                                                        "mismatch (damaged data)")
+            yield kind, off, n, raw_len, payload
+            off += _CHUNK_HEAD.size + comp_len
+
+    def chunks(self, decode: bool = True, kinds=None):
+        """Yield every chunk in file order; with ``decode=False`` only check checksums."""
+        last_page = last_clock = 0
+        for kind, off, n, raw_len, payload in self._payloads():
             cols = None
             # access chunks are delta-coded across chunks: decode them whenever any is wanted
             want = kinds is None or kind in kinds
@@ -480,14 +489,40 @@ class TraceReader:
                     cols = dict(cols)
                     cols["page"] = last_page + np.cumsum(cols["page"])
                     last_page = int(cols["page"][-1])
-                    if clock:
-                        cols["clock"] = last_clock + np.cumsum(cols["clock"])
-                        last_clock = int(cols["clock"][-1])
-                    else:
-                        del cols["clock"]
+                    cols["clock"] = last_clock + np.cumsum(cols["clock"])
+                    last_clock = int(cols["clock"][-1])
             if kinds is None or kind in kinds:
                 yield Chunk(kind, off, n, cols)
-            off += _CHUNK_HEAD.size + comp_len
+
+    def page_deltas(self):
+        """Yield each access chunk's (page deltas, flags) as stored (deltas chain across
+        chunks from page 0), for replay: only those two leading columns are decompressed, into
+        one reused buffer, so the arrays are valid until the next chunk is read."""
+        width = _ACCESS_PREFIX
+        buf = bytearray(0)
+        for kind, off, n, raw_len, payload in self._payloads():
+            if kind != KIND_ACCESS:
+                continue
+            need = width * n
+            if raw_len != _ACCESS_RECORD * n:
+                raise TraceFormatError(self.path, off, "chunk length does not match its "
+                                                       "record count")
+            if len(buf) < need:
+                buf = bytearray(need)
+            view, got = memoryview(buf)[:need], 0
+            try:
+                with self._dctx.stream_reader(payload, read_across_frames=False) as rd:
+                    while got < need:
+                        k = rd.readinto(view[got:])
+                        if not k:
+                            break
+                        got += k
+            except zstandard.ZstdError as e:
+                raise TraceFormatError(self.path, off, f"cannot decompress: {e}") from None
+            if got < need:
+                raise TraceFormatError(self.path, off, "chunk length does not match its "
+                                                       "record count")
+            yield np.frombuffer(buf, np.int64, n), np.frombuffer(buf, np.uint8, n, 8 * n)
 
     def verify(self) -> dict:
         """Check every chunk's checksum (no decompression); return records per kind."""
@@ -504,10 +539,9 @@ class TraceReader:
             return c.columns
         return None
 
-    def accesses(self, clock: bool = True):
-        """Yield the access chunks' decoded columns, in order (``clock=False``: without the
-        clock, which replay does not use: one cumulative sum less per chunk)."""
-        for c in self.chunks(kinds=(KIND_ACCESS,), clock=clock):
+    def accesses(self):
+        """Yield the access chunks' decoded columns, in order (replay reads ``page_deltas``)."""
+        for c in self.chunks(kinds=(KIND_ACCESS,)):
             yield c.columns
 
     def regions(self):

@@ -53,8 +53,17 @@ class Layout:
 
     def index(self, pages: np.ndarray) -> np.ndarray:
         out = np.empty(pages.size, np.int64)
-        _index_kernel(np.ascontiguousarray(pages, np.int64), self.start, self.len, self.base, out)
+        _index_kernel(np.ascontiguousarray(pages, np.int64), 0, False, self.start, self.len,
+                      self.base, out)
         return out
+
+    def index_deltas(self, deltas: np.ndarray, last: int) -> tuple[np.ndarray, int]:
+        """``index`` of the pages ``last + cumsum(deltas)`` (a trace chunk as stored), in the
+        same pass; also returns the last page."""
+        out = np.empty(deltas.size, np.int64)
+        last = _index_kernel(np.ascontiguousarray(deltas, np.int64), last, True, self.start,
+                             self.len, self.base, out)
+        return out, int(last)
 
     def index_reference(self, pages: np.ndarray) -> np.ndarray:
         """``index`` in numpy (the kernel's reference, for tests)."""
@@ -63,18 +72,21 @@ class Layout:
 
 
 @njit(cache=True, nogil=True)
-def _index_kernel(pages, start, length, base, out):
+def _index_kernel(pages, last, deltas, start, length, base, out):
     """Layout.index: the range of the previous page is tried first (a trace stays in one
-    mapping for long runs), else a binary search, as searchsorted(..., "right") - 1."""
+    mapping for long runs), else a binary search, as searchsorted(..., "right") - 1. With
+    ``deltas`` the input is page deltas from ``last`` (summed here); returns the last page."""
     n = start.size
     r = 0
+    p = last
     for i in range(pages.size):
-        p = pages[i]
+        p = p + pages[i] if deltas else pages[i]
         if not (start[r] <= p and p < start[r] + length[r]):
             r = upper_bound(start, p, 0, n) - 1
             if r < 0:
                 r = n - 1                       # numpy's index -1 for a page below them all
         out[i] = base[r] + p - start[r]
+    return p
 
 
 def _ranges_of(pages: np.ndarray, vmas, shift: int):
@@ -139,9 +151,10 @@ class TraceSource:
     """The access stream of a trace, read chunk by chunk, looped, with each access's LLC
     outcome: the memory-timing layer's set-associative LRU line cache (memsys/llc.py). A trace
     is page-granular, so each access references a line of its page drawn uniformly (as the
-    exact model's LLC does, memsys/system.py) from a fixed stream (LINE_SEED): a replay is
-    deterministic. Lines are indexed by the replaying process's page index (virtual), not by
-    pfn, so a migration does not move a page's lines to other sets."""
+    exact model's LLC does, memsys/system.py): the line of the trace's i-th access is a hash of
+    i (``line_offsets``), so a replay is deterministic and an access's line does not depend on
+    how the engine batches the stream. Lines are indexed by the replaying process's page index
+    (virtual), not by pfn, so a migration does not move a page's lines to other sets."""
 
     LINE_SEED = 0x7357
 
@@ -150,44 +163,86 @@ class TraceSource:
         self._it = None
         self._buf_idx = np.empty(0, np.int64)
         self._buf_w = np.empty(0, bool)
-        self._lines = np.random.default_rng(self.LINE_SEED)
         self.loop = 0
         self.consumed = 0
         self.misses = 0
 
     def _chunks(self):
         while self.loop < self.loops:
+            last = 0
             with TraceReader(self.path) as r:
-                for c in r.accesses(clock=False):
-                    yield self.layout.index(c["page"]), (c["flags"] & 1).view(bool)
+                for deltas, flags in r.page_deltas():      # views of a reused buffer
+                    idx, last = self.layout.index_deltas(deltas, last)
+                    yield idx, (flags & 1).view(bool)
             self.loop += 1
 
     def take(self, count: int):
         """The next ``count`` accesses as (page indices, writes, LLC hits), and how many
-        trace accesses were consumed so far (fewer than asked only at the end)."""
+        trace accesses were consumed so far (fewer than asked only at the end). Views of the
+        current chunk; only a batch that spans two chunks is copied."""
         if self._it is None:
             self._it = self._chunks()
-        parts_i, parts_w, have = [self._buf_idx], [self._buf_w], self._buf_idx.size
+        parts_i, parts_w, have = [], [], 0
         while have < count:
-            nxt = next(self._it, None)
-            if nxt is None:
-                break
-            parts_i.append(nxt[0])
-            parts_w.append(nxt[1])
-            have += nxt[0].size
-        if len(parts_i) > 1:
-            self._buf_idx, self._buf_w = np.concatenate(parts_i), np.concatenate(parts_w)
-        idx, w = self._buf_idx[:count], self._buf_w[:count]
-        self._buf_idx, self._buf_w = self._buf_idx[count:], self._buf_w[count:]
+            if self._buf_idx.size == 0:
+                nxt = next(self._it, None)
+                if nxt is None:
+                    break
+                self._buf_idx, self._buf_w = nxt
+            k = min(count - have, self._buf_idx.size)
+            parts_i.append(self._buf_idx[:k])
+            parts_w.append(self._buf_w[:k])
+            self._buf_idx, self._buf_w = self._buf_idx[k:], self._buf_w[k:]
+            have += k
+        if len(parts_i) == 1:
+            idx, w = parts_i[0], parts_w[0]
+        else:
+            idx = np.concatenate(parts_i) if parts_i else np.empty(0, np.int64)
+            w = np.concatenate(parts_w) if parts_w else np.empty(0, bool)
+        first = self.consumed
         self.consumed += idx.size
         if self.llc is None:
             hit = np.zeros(idx.size, bool)
         else:
-            line = idx * LINES_PER_PAGE
-            line += self._lines.integers(0, LINES_PER_PAGE, idx.size, dtype=np.uint8)
-            hit = self.llc.access(line)
+            hit = self.llc.access_pages(idx, line_offsets(first, idx.size, self.LINE_SEED))
         self.misses += int(idx.size - np.count_nonzero(hit))
         return idx, w, hit, int(self.consumed)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def line_offsets(first: int, n: int, seed: int) -> np.ndarray:
+    """The line (0..63) referenced by trace accesses first .. first+n-1: the top 6 bits of
+    SplitMix64's output for position seed + i, i.e. a uniform draw that depends on the
+    access's position only."""
+    out = np.empty(n, np.uint8)
+    _line_offsets_kernel(np.uint64(seed + first), out)
+    return out
+
+
+def line_offsets_reference(first: int, n: int, seed: int) -> np.ndarray:
+    """``line_offsets`` in numpy (the kernel's reference, for tests)."""
+    with np.errstate(over="ignore"):
+        z = (np.uint64(seed + first) + np.arange(n, dtype=np.uint64) + np.uint64(1)) * _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(58)).astype(np.uint8)
+
+
+@njit(cache=True, nogil=True)
+def _line_offsets_kernel(base, out):
+    one, s30, s27, s31, s58 = np.uint64(1), np.uint64(30), np.uint64(27), np.uint64(31), \
+        np.uint64(58)
+    for i in range(out.size):
+        z = (base + np.uint64(i) + one) * _GOLDEN
+        z = (z ^ (z >> s30)) * _MIX1
+        z = (z ^ (z >> s27)) * _MIX2
+        z ^= z >> s31
+        out[i] = np.uint8(z >> s58)
 
 
 def _access_windows(r: TraceReader, layout: Layout, windows: int, by_time: bool):
