@@ -24,9 +24,11 @@ PYTEST_JOBS   ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_JOBS) $(PYTEST_SELECT)
 
-# every benchmark, one table of figure, goal, measured, ratio (benchmarks/README.md)
+# every benchmark, one table of figure, goal, measured, ratio (benchmarks/README.md);
+# `make bench BENCH_ARGS=--quick` measures every figure at a smaller scale (~5 min of CPU)
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_all.py
+	$(BIN)/python benchmarks/bench_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
