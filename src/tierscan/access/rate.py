@@ -190,6 +190,11 @@ class RateModel(AccessModel):
         r.pmd.change_rates(np.bincount(r.page_pmd, weights=w, minlength=r.pmds.size), r.C,
                            wf_old, wf, rng)
         r.write_fraction, r.phase, r.bin_w = wf, ph, None
+        if ph is None:      # the group is done: no page has weight, no first access will come
+            r.node_mass = np.zeros(engine.kernel.machine.nr_nodes)
+            r.miss_slots, r.miss_at, r.miss_write = np.empty(0, np.int64), np.empty(0), \
+                np.empty(0, bool)
+            return
         pfns = group.mm.translate(group.addrs)
         nodes = engine.kernel.node_of(pfns)
         r.node_mass = np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0),
