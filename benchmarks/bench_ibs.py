@@ -9,6 +9,10 @@ Fast paths (each with its reference):
   every wake, ``_walk_ready_reference``).
 - the rate model's sampled pages: ``RateModel._draw`` through a guide table (reference: the
   distribution's own inverse-CDF ``sample``, a binary search over the CDF per draw).
+- the IBS rings: ``Ibs._push`` as one compiled pass over the samples in time order
+  (reference: ``_push_sorted``, a lexsort by ring, window and time).
+- pghot's first-report times: ``FirstReports.seen`` as one compiled pass in report order
+  (reference: ``seen_reference``, np.unique of the fresh records and of their jiffies).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_ibs.py [--source ibs]
         [--scale 0.25] [--json PATH]
@@ -25,7 +29,8 @@ from _report import add_json_arg, cpu_s, row, write_rows
 
 from tierscan.access.rate import RateModel
 from tierscan.experiments.pghot_v3 import SOURCES, config
-from tierscan.promote.pghot import PghotV3
+from tierscan.hotness.ibs import Ibs
+from tierscan.promote.pghot import FirstReports, PghotV3
 from tierscan.sim.config import config_from_dict
 from tierscan.sim.run import run_experiment
 
@@ -38,6 +43,8 @@ def _walk_ready_reference(self, nid, start, p1, engine):
 REFERENCES = [
     (PghotV3, "_walk_ready", _walk_ready_reference),
     (RateModel, "_draw", RateModel._draw_reference),
+    (Ibs, "_push", Ibs._push_sorted),
+    (FirstReports, "seen", FirstReports.seen_reference),
 ]
 
 

@@ -265,23 +265,28 @@ class _LoopRings:
 
 
 def test_ibs_ring_push_matches_the_loop():
-    """The vectorised ring fill keeps the samples the per-run loop kept, call after call,
-    with windows that straddle calls and rings that overflow."""
+    """The ring fill (the compiled pass for samples in time order, the sorting form for
+    others, and the sorting form alone) keeps the samples the per-run loop kept, call after
+    call, with windows that straddle calls and rings that overflow."""
     from tierscan.hotness.ibs import Ibs
 
-    ibs = Ibs(ring_size=5, drain_ms=10.0)
+    ibs, by_sort = Ibs(ring_size=5, drain_ms=10.0), Ibs(ring_size=5, drain_ms=10.0)
     ref = _LoopRings(5, ibs.drain_ns)
     rng = np.random.default_rng(7)
     start, dropped = 0, 0
-    for call in range(40):
+    for call in range(60):
         n = int(rng.integers(0, 60))
         gid = int(rng.integers(0, 2))
         threads = 6 if gid == 0 else 9
         t = start + np.sort(rng.integers(0, 7_000_000, n))     # 7 ms ticks, 10 ms windows
         thread = rng.integers(0, threads, n)
+        if call % 5 == 4:                                       # not in time order
+            perm = rng.permutation(n)
+            t, thread = t[perm], thread[perm]
         pfns = np.arange(n)
         a, b = ibs._push(gid, thread, pfns, t), ref.push(gid, thread, pfns, t)
         assert a.tolist() == b.tolist(), call
+        assert by_sort._push_sorted(gid, thread, pfns, t).tolist() == b.tolist(), call
         dropped += int((~b).sum())
         start += 7_000_000
     assert dropped > 0                                          # some rings did fill
@@ -536,3 +541,29 @@ def test_rate_model_sample_draws_are_the_distributions_own():
             for x, y in zip(a, b):
                 assert x.dtype == np.int64 and np.array_equal(x, y), (dist, n, count)
             assert fast.rng.random() == ref.rng.random()
+
+
+def test_first_reports_compiled_pass_is_the_sorting_reference():
+    """pghot's first-report times with one jiffies value per report (IBS's drained
+    windows): the compiled in-order pass sets what the sorting reference sets, for repeated
+    records, records reported before, ascending windows and unordered ones."""
+    from tierscan.jiffies import INITIAL_JIFFIES
+    from tierscan.promote.pghot import FirstReports
+
+    rng = np.random.default_rng(5)
+    fast, ref = FirstReports(5000), FirstReports(5000)
+    j = INITIAL_JIFFIES
+    for call in range(80):
+        n = int(rng.integers(1, 400))
+        idx = rng.integers(0, 5000, n)
+        nows = j + np.sort(rng.integers(0, 10, n))
+        if call % 4 == 3:
+            nows = rng.permutation(nows)
+        fast.seen(idx, nows)
+        ref.seen_reference(idx, nows)
+        assert np.array_equal(fast.ns1, ref.ns1), call
+        if call % 10 == 9:                       # promoted pfns are forgotten
+            gone = rng.integers(0, 5000, 300)
+            fast.ns1[gone] = ref.ns1[gone] = 0
+        j += 10
+    assert (fast.ns1 > 0).sum() > 2000

@@ -49,6 +49,7 @@ Counters (registered with vmstat): ``hwhint_nr_events``, ``hwhint_dram_accesses`
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ..jiffies import clock_to_jiffies
 from ..mm.constants import PG_lru
@@ -174,7 +175,21 @@ class Ibs(Detector):
 
     def _push(self, gid: int, thread, pfns, t) -> np.ndarray:
         """Put samples into their rings; a ring keeps at most ring_size per drain window.
-        Returns the mask of samples that found a slot."""
+        Returns the mask of samples that found a slot. Samples in time order (as ``run``
+        gives them) go through one compiled pass in that order (``ring_push``); others
+        through the sorting form (``_push_sorted``, also its reference in the tests)."""
+        n = pfns.size
+        if n == 0 or (n > 1 and (t[1:] < t[:-1]).any()):
+            return self._push_sorted(gid, thread, pfns, t)
+        kept = np.zeros(n, bool)
+        ring_window, ring_fill = self._rings(gid, int(thread.max()) + 1)
+        ring_push(np.ascontiguousarray(thread, np.int64), t // self.drain_ns, ring_window,
+                  ring_fill, self.ring_size, kept)
+        return kept
+
+    def _push_sorted(self, gid: int, thread, pfns, t) -> np.ndarray:
+        """_push for samples in any order: sorted by (ring, window, time), one run per
+        (ring, window)."""
         n = pfns.size
         kept = np.zeros(n, bool)
         if n == 0:
@@ -231,6 +246,20 @@ class Ibs(Detector):
         cuts = np.flatnonzero(np.diff(jiffies)) + 1
         for s, e in zip(np.r_[0, cuts], np.r_[cuts, dp.size]):
             self.promoter.record_access(dp[s:e], dn[s:e], HW_HINTS, int(jiffies[s]))
+
+
+@njit(cache=True, nogil=True)
+def ring_push(thread, window, ring_window, ring_fill, ring_size, kept):
+    """The NMI handler's ring push for samples in time order: a sample of a drain window
+    newer than its ring's starts the ring empty; it is kept while the ring has room."""
+    for i in range(thread.size):
+        r = thread[i]
+        if ring_window[r] != window[i]:
+            ring_window[r] = window[i]
+            ring_fill[r] = 0
+        if ring_fill[r] < ring_size:
+            kept[i] = True
+            ring_fill[r] += 1
 
 
 def _params(component) -> dict:

@@ -236,13 +236,22 @@ class FirstReports:
         report order): a record's first report sets its time."""
         if self.ns1 is None:
             self.ns1 = np.zeros(self.size, dtype=np.int64)
-        fresh = self.ns1[idx] == 0
         if np.ndim(now_jiffies) == 0:
+            fresh = self.ns1[idx] == 0
             self.ns1[idx[fresh]] = jiffies_to_clock_ns(now_jiffies) + 1
             return
+        times, which = _distinct(np.asarray(now_jiffies, np.int64))   # a window: ~10 jiffies
+        ns = np.array([jiffies_to_clock_ns(j) for j in times.tolist()], dtype=np.int64)
+        _first_reports(self.ns1, np.ascontiguousarray(idx, np.int64), ns[which] + 1)
+
+    def seen_reference(self, idx, now_jiffies) -> None:
+        """``seen`` by sorting (the reference of its compiled pass)."""
+        if self.ns1 is None:
+            self.ns1 = np.zeros(self.size, dtype=np.int64)
+        fresh = self.ns1[idx] == 0
         first_idx, first = np.unique(idx[fresh], return_index=True)   # first report of each
-        times, which = np.unique(np.asarray(now_jiffies, np.int64)[fresh][first],
-                                 return_inverse=True)                  # a window: ~10 jiffies
+        nows = np.broadcast_to(np.asarray(now_jiffies, np.int64), np.shape(idx))
+        times, which = np.unique(nows[fresh][first], return_inverse=True)
         ns = np.array([jiffies_to_clock_ns(j) for j in times.tolist()], dtype=np.int64)
         self.ns1[first_idx] = ns[which] + 1
 
@@ -255,6 +264,23 @@ class FirstReports:
         has = t > 0
         engine.first_report_ns.update(zip(pfns[has].tolist(), (t[has] - 1).tolist()))
         self.ns1[idx] = 0
+
+
+def _distinct(a):
+    """``np.unique(a, return_inverse=True)``; for ascending ``a`` (a drained window's jiffies)
+    from its steps, without sorting."""
+    if a.size and (a[1:] >= a[:-1]).all():
+        step = np.r_[True, a[1:] != a[:-1]]
+        return a[step], np.cumsum(step) - 1
+    return np.unique(a, return_inverse=True)
+
+
+@njit(cache=True, nogil=True)
+def _first_reports(ns1, idx, ns_plus1):
+    """Reports in order: a record's first report (ns1 still 0) sets its time."""
+    for i in range(idx.size):
+        if ns1[idx[i]] == 0:
+            ns1[idx[i]] = ns_plus1[i]
 
 
 def count_per_node(vm, name: str, nodes, nr_nodes: int) -> None:
