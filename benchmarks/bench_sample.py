@@ -1,6 +1,7 @@
 """Inverse-CDF page sampling (workload/distributions.py), distinct values of integer keys
-(arrays.unique) and per-node page counts (Kernel.node_pages), each against the simple form it
-replaced, in one process.
+(arrays.unique), per-node page counts (Kernel.node_pages) and a run's per-phase set-up
+(MM.translate, memsys's TLB and LLC solution), each against the simple form it replaced, in
+one process.
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_sample.py
 
@@ -91,7 +92,8 @@ def main(argv=None) -> int:
                     f"x{t_ref / t_fast:.1f} vs np.unique"))
 
     # The pghot v3 machine with Mode 2's 8 GiB file mapping on the CXL node.
-    k = build_engine(config_from_dict(config(2, "numab0"))).kernel
+    e = build_engine(config_from_dict(config(2, "numab0")))
+    k = e.kernel
     t_fast, fast = best_of(k.node_pages, args.repeat)
     t_ref, ref = best_of(lambda: reference_node_pages(k), args.repeat)
     same = all(np.array_equal(fast[key], ref[key]) for key in ref)
@@ -102,8 +104,56 @@ def main(argv=None) -> int:
     rows.append(row("per-node page counts on zen5-cxl (Kernel.node_pages, 12 a run)", "-",
                     f"{t_fast * 1e3:.1f} ms", None if same else False,
                     f"x{t_ref / t_fast:.0f} vs every pfn by searchsorted"))
+    ok &= phase_setup(e, args.repeat, rows)
     write_rows(args.json, rows)
     return 0 if ok else 1
+
+
+def _np_unique_inverse(a):
+    return np.unique(a, return_inverse=True)
+
+
+def phase_setup(e, repeat: int, rows: list) -> bool:
+    """What a phase change costs a group of 2 Mi pages (the rate model's and memsys's set-up):
+    the pfn of every page (compiled MM.translate against its numpy form) and memsys's TLB and
+    shared-LLC solution (distinct keys by unique_inverse's presence table against np.unique's
+    sort)."""
+    from tierscan.memsys import llc, lru, tlb
+
+    g = e.groups[0]
+    t_fast, fast = best_of(lambda: g.mm.translate(g.addrs), repeat)
+    t_ref, ref = best_of(lambda: g.mm.translate_reference(g.addrs), repeat)
+    same = np.array_equal(fast, ref)
+    print(f"translate {g.n_pages:,} addresses: compiled {t_fast * 1e3:.1f} ms  numpy "
+          f"{t_ref * 1e3:.1f} ms  x{t_ref / t_fast:.1f}  {'same' if same else 'DIFFERENT'}")
+    rows.append(row(f"pfns of a group's {g.n_pages:,} pages (MM.translate, per phase)", "-",
+                    f"{t_fast * 1e3:.1f} ms", None if same else False,
+                    f"x{t_ref / t_fast:.1f} vs translate_reference (numpy)"))
+
+    cpu = e.kernel.machine.cpu
+    w = np.asarray(g.phase.distribution.weights(g.n_pages), float)
+    huge = g.mm.pt.pmd_is_leaf(g.slots >> 9)
+
+    def solve():
+        tr = tlb.translation(w, g.slots, huge, cpu.tlb_4k, cpu.tlb_2m)
+        hits = llc.shared_llc_hits([(1.0, w, tr.line_rates)], cpu.llc_bytes)
+        return tr.walks, tr.line_rates, tr.page_miss, hits
+
+    t_fast, fast = best_of(solve, repeat)
+    saved = lru.unique_inverse, tlb.unique_inverse
+    lru.unique_inverse = tlb.unique_inverse = _np_unique_inverse
+    try:
+        t_ref, ref = best_of(solve, repeat)
+    finally:
+        lru.unique_inverse, tlb.unique_inverse = saved
+    same = fast[0] == ref[0] and fast[3] == ref[3] and all(
+        np.array_equal(a, b) for a, b in zip(fast[1:3], ref[1:3]))
+    print(f"memsys TLB + LLC solution of a phase: {t_fast * 1e3:.0f} ms  with np.unique "
+          f"{t_ref * 1e3:.0f} ms  x{t_ref / t_fast:.2f}  {'same' if same else 'DIFFERENT'}")
+    rows.append(row(f"memsys TLB + shared-LLC solution of a phase ({g.n_pages:,} pages)", "-",
+                    f"{t_fast * 1e3:.0f} ms", None if same else False,
+                    f"x{t_ref / t_fast:.2f} vs np.unique(return_inverse)"))
+    return bool(same)
 
 
 if __name__ == "__main__":

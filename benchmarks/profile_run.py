@@ -4,7 +4,7 @@ other users of a shared machine do not show up), of `tierscan reproduce pghot-v3
 most time of their own (docs/performance.md).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/profile_run.py --mode 1 [--scale S]
-        [--source klruscand] [--top 25] [-o mode1.prof]
+        [--source klruscand] [--top 25] [-o mode1.prof] [--warm]
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ def main(argv=None) -> int:
     ap.add_argument("--source", choices=SOURCES, help="one source only (default: all five)")
     ap.add_argument("--top", type=int, default=25, help="rows of the table (default 25)")
     ap.add_argument("-o", "--out", help="also save the profile (pstats format)")
+    ap.add_argument("--warm", action="store_true",
+                    help="make the configuration's fit (and so numba's start) before profiling: "
+                         "the profile of a run that is not the first of its process")
     args = ap.parse_args(argv)
+    if args.warm:
+        t = time.process_time()
+        config(args.mode, args.source or "numab0", scale=args.scale)
+        print(f"(before profiling: the fit and numba's start, {time.process_time() - t:.1f} s "
+              f"CPU)")
     prof = cProfile.Profile(time.process_time)
     t = time.process_time()
     prof.enable()
