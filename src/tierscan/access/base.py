@@ -147,9 +147,13 @@ class BinTiers:
 
     def __init__(self, kernel, group, bins: int = HEAT_BINS):
         self.group, self.top = group, np.asarray(kernel.machine.toptier_nodes)
+        # whether each node is top tier, indexed by node id; the extra last entry (False)
+        # answers for -1 (not mapped): np.isin(nids, top) by one gather
+        self.is_top = np.zeros(kernel.machine.nr_nodes + 1, bool)
+        self.is_top[self.top.astype(np.int64)] = True
         self.bins = page_bins(group, bins)
         self.size = np.maximum(np.bincount(self.bins, minlength=bins), 1)
-        fast = np.isin(kernel.node_of(group.mm.translate(group.addrs)), self.top)
+        fast = self.is_top[kernel.node_of(group.mm.translate(group.addrs))]
         self.fast = np.bincount(self.bins, weights=fast, minlength=bins)
         kernel.remap_hooks.append(self._on_remap)
 
@@ -158,7 +162,7 @@ class BinTiers:
             return
         idx = self.group.index_of(page_slots)
         ok = idx >= 0
-        delta = float(dst_nid in self.top) - np.isin(np.asarray(src_nids)[ok], self.top)
+        delta = float(dst_nid in self.top) - self.is_top[np.asarray(src_nids)[ok]]
         np.add.at(self.fast, self.bins[idx[ok]], delta)
 
     def tier_of_bin(self) -> np.ndarray:
