@@ -71,7 +71,7 @@ def test_folio_update_gen_numpy_and_walk_kernel_agree():
     pm.flags[:], pm.lru_gen_refs[:] = flags0, refs0
     nr = np.zeros((4, 2, 4), np.int64)
     table = np.full(heads.size, np.uint64(0x20))
-    moved = commit_young(table, np.arange(heads.size), heads, np.arange(heads.size), gen,
+    moved = commit_young(table, np.arange(heads.size), heads, np.arange(1, heads.size + 1), gen,
                          pm.flags, pm.lru_gen_refs, pm.order, int(pm.node_zone[1]), nr)
     assert (pm.flags == flags1).all() and (pm.lru_gen_refs == refs1).all()
     assert moved == int(((old >= 0) & (old != gen)).sum())

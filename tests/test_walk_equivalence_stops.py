@@ -58,7 +58,7 @@ class PathLog:
         item = anchor if y.order is None else int(y.order[anchor])
         out = set()
         if item < npte:
-            r = int(y.rng[item])
+            r = int(np.searchsorted(y.ends, item, "right"))
             v = int(plan.range_visit[r])
             out.add("pte: early return, counts kept" if walk.nr_total_pte else
                     "pte: table counted")
@@ -68,7 +68,7 @@ class PathLog:
                 out.add("pte: continuation piece (later VMA)")
             if consumed == anchor + 1 and int(y.slots[item]) + 1 == int(plan.hi[r]):
                 out.add("pte: last PTE of the table")
-            if consumed == anchor and (item == 0 or int(y.rng[item - 1]) != r):
+            if consumed == anchor and (r == 0 or item == int(y.ends[r - 1])):
                 out.add("pte: v1 refusal at a piece start")
             return out
         t = int(y.thp[item - npte])

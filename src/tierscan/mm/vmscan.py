@@ -332,24 +332,31 @@ def get_pfn_folio_mask(kernel, lruvec, pfns):
     return ok, heads
 
 
-def young_ptes(kernel, lruvec, pt, lo, hi):
+def young_ptes(kernel, lruvec, pt, lo, hi, out=None):
     """get_pte_pfn() and get_pfn_folio() over PTE slot ranges [lo[r], hi[r]): the entries whose
     A bit the walk would clear (present, young, not special or the zero page, on the lruvec's
-    node, a folio of its memcg on an LRU). Returns (slots, pfns, heads, range, per-range count)."""
+    node, a folio of its memcg on an LRU). Returns (slots, pfns, per-range count); ``out``:
+    two int64 buffers with room for every slot to write them into (else fresh ones)."""
     pm = kernel.pm
     node_lo, node_hi = pm.node_range(lruvec.nid)
-    return scan_ranges(np.asarray(lo, np.int64), np.asarray(hi, np.int64), pt.pte, pm.order,
-                       pm.lru_gen_refs, pm.memcg, node_lo, node_hi, lruvec.memcg.id,
-                       kernel.zero_pfn)
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    if out is None:
+        total = int((hi - lo).sum())
+        out = (np.empty(total, np.int64), np.empty(total, np.int64))
+    per_range = np.empty(lo.size, np.int64)
+    k = scan_ranges(lo, hi, pt.pte, pm.order, pm.lru_gen_refs, pm.memcg, node_lo, node_hi,
+                    lruvec.memcg.id, kernel.zero_pfn, out[0], out[1], per_range)
+    return out[0][:k], out[1][:k], per_range
 
 
-def clear_young(kernel, walk, table, slots, heads, pieces, gen: int) -> None:
-    """Test-and-clear the A bits and walk_update_folio() each run of one folio (§5.9)."""
+def clear_young(kernel, walk, table, slots, pfns, piece_ends, gen: int) -> None:
+    """Test-and-clear the A bits and walk_update_folio() each run of one folio within one
+    piece (piece p ends before entry piece_ends[p]) (§5.9)."""
     pm = kernel.pm
     zone = int(pm.node_zone[walk.lruvec.nid])
-    walk.batched += commit_young(table, np.asarray(slots, np.int64), np.asarray(heads, np.int64),
-                                 np.asarray(pieces, np.int64), gen, pm.flags, pm.lru_gen_refs,
-                                 pm.order, zone, walk.nr_pages)
+    walk.batched += commit_young(table, np.asarray(slots, np.int64), np.asarray(pfns, np.int64),
+                                 np.asarray(piece_ends, np.int64), gen, pm.flags,
+                                 pm.lru_gen_refs, pm.order, zone, walk.nr_pages)
 
 
 def suitable_to_scan(total: int, young: int) -> bool:
@@ -428,7 +435,7 @@ def walk_pte_range(args: MmWalkArgs, start: int, end: int, pmd_slot: int):
     while True:
         s0, s1 = PageTable.slot(start), PageTable.slot(end)
         kernel.materialize_ptes(mm, np.arange(s0, s1))
-        cand, pfns, heads, _, _ = young_ptes(kernel, lruvec, pt, [s0], [s1])
+        cand, pfns, _ = young_ptes(kernel, lruvec, pt, [s0], [s1])
         consumed, stop = (walk.accessed_cb(pfns) if walk.accessed_cb is not None
                           else (cand.size, False))
         if stop:
@@ -440,8 +447,7 @@ def walk_pte_range(args: MmWalkArgs, start: int, end: int, pmd_slot: int):
         walk.mm_stats[MM_LEAF_TOTAL] += visited
         walk.nr_young_pte += consumed
         walk.mm_stats[MM_LEAF_YOUNG] += consumed
-        clear_young(kernel, walk, pt.pte, cand[:consumed], heads[:consumed],
-                    np.zeros(consumed, np.int64), gen)
+        clear_young(kernel, walk, pt.pte, cand[:consumed], pfns[:consumed], [consumed], gen)
         if stop:
             walk.next_addr = (PageTable.addr(int(cand[consumed - 1])) + PAGE_SIZE
                               if consumed else PageTable.addr(int(cand[0])))
@@ -513,13 +519,13 @@ def walk_pmd_range_locked(args: MmWalkArgs, addr: int, batch: PmdBatch) -> int:
                             trigger = slot
                 else:
                     pfn = get_pmd_pfn(kernel, lruvec, entry)
-                    ok, heads = get_pfn_folio_mask(kernel, lruvec, np.array([pfn]))
+                    ok, _ = get_pfn_folio_mask(kernel, lruvec, np.array([pfn]))
                     if pfn != -1 and ok[0]:
                         consumed, stop = (walk.accessed_cb(np.array([pfn]))
                                           if walk.accessed_cb is not None else (1, False))
                         if consumed:
                             walk.mm_stats[MM_LEAF_YOUNG] += 1
-                            clear_young(kernel, walk, pt.pmd, [slot], heads, [0], gen)
+                            clear_young(kernel, walk, pt.pmd, [slot], [pfn], [1], gen)
                         if stop:
                             walk.next_addr = _thp_resume_addr(kernel, batch, i, a, consumed)
                             err = -errno.EAGAIN

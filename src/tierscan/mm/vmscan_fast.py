@@ -26,6 +26,7 @@ otherwise. Tests check it against the sequential walk state for state, stops inc
 from __future__ import annotations
 
 import errno
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,16 +61,15 @@ class Plan:
 
 @dataclass
 class Young:
-    """What the walk finds young, in delivery order: PTE items (slot, pfn, folio head, range)
-    and THP items (their batch member index), merged into ``pfns``; ``order`` maps a
-    delivery index to an item (< number of PTE items: a PTE item; else a THP item), None when
-    the sequence is the PTE items alone."""
+    """What the walk finds young, in delivery order: PTE items (slot, pfn; those of range r
+    are items [ends[r-1], ends[r])) and THP items (their batch member index), merged into
+    ``pfns``; ``order`` maps a delivery index to an item (< number of PTE items: a PTE item;
+    else a THP item), None when the sequence is the PTE items alone."""
 
     slots: np.ndarray
     pfns_pte: np.ndarray
-    heads: np.ndarray
-    rng: np.ndarray          # range of each PTE item
     per_range: np.ndarray    # PTE items per range
+    ends: np.ndarray         # cumsum(per_range)
     m_visit: np.ndarray      # batch members, processing order (pmd_batches)
     m_key: np.ndarray
     m_rank: np.ndarray
@@ -80,7 +80,7 @@ class Young:
     g_key: np.ndarray
     g_trigger: np.ndarray
     thp: np.ndarray          # member index of each delivered THP, delivery order
-    thp_heads: np.ndarray
+    thp_pfns: np.ndarray
     pfns: np.ndarray         # the delivery sequence
     order: np.ndarray | None
 
@@ -90,14 +90,43 @@ def walk_pmd_range_fast(args, start: int, end: int):
     if walk.trylock is not None:
         return None
     plan = _plan(args, start, end)
-    y = _young(args, plan)
-    if walk.accessed_cb is not None and y.pfns.size:
-        consumed, stop = walk.accessed_cb(y.pfns)
-        if stop:
-            return _stop(args, plan, y, consumed, walk.accessed_cb.anchor)
-    nv, nr = plan.pmd.size, plan.lo.size
-    _commit(args, plan, y, y.slots.size, y.thp.size, _member_is_nonleaf(plan, y), nv, nr)
+    with _SCRATCH.use(int((plan.hi - plan.lo).sum())) as out:
+        y = _young(args, plan, out)
+        if walk.accessed_cb is not None and y.pfns.size:
+            consumed, stop = walk.accessed_cb(y.pfns)
+            if stop:
+                return _stop(args, plan, y, consumed, walk.accessed_cb.anchor)
+        nv, nr = plan.pmd.size, plan.lo.size
+        _commit(args, plan, y, y.slots.size, y.thp.size, _member_is_nonleaf(plan, y), nv, nr)
     return 0
+
+
+class Scratch:
+    """The young-PTE scan's output buffers (slots, pfns), kept across calls: a dense range
+    writes one entry per PTE slot, and on fresh pages the page faults cost more than the scan
+    itself. The pfns the callback gets are a read-only view, valid during the call (callbacks
+    copy what they keep, as klruscand's batch does). A walk started from inside a callback
+    (none does today) gets fresh buffers."""
+
+    def __init__(self):
+        self.bufs = (np.empty(0, np.int64), np.empty(0, np.int64))
+        self.busy = False
+
+    @contextmanager
+    def use(self, n: int):
+        if self.busy:
+            yield (np.empty(n, np.int64), np.empty(n, np.int64))
+            return
+        if self.bufs[0].size < n:
+            self.bufs = (np.empty(n, np.int64), np.empty(n, np.int64))
+        self.busy = True
+        try:
+            yield self.bufs
+        finally:
+            self.busy = False
+
+
+_SCRATCH = Scratch()
 
 
 # ---- 1. plan ---------------------------------------------------------------------------------
@@ -180,37 +209,41 @@ def _plan(args, start: int, end: int) -> Plan:
 
 
 # ---- 2. young entries and delivery order ------------------------------------------------------
-def _young(args, plan: Plan) -> Young:
+def _young(args, plan: Plan, out) -> Young:
     from .vmscan import get_pfn_folio_mask, young_ptes
 
     walk, mm = args.walk, args.mm
     kernel, lruvec, pt = mm.kernel, walk.lruvec, mm.pt
     if kernel.access_source is not None and plan.lo.size:
         kernel.materialize_ptes(mm, _slots_of(plan, plan.lo.size))
-    slots, pfns, heads, rng, per_range = young_ptes(kernel, lruvec, pt, plan.lo, plan.hi)
+    slots, pfns, per_range = young_ptes(kernel, lruvec, pt, plan.lo, plan.hi, out)
+    ends = np.cumsum(per_range)
 
     m_visit, m_key, m_rank, m_group, m_off, g_first, g_bitmap, g_key, g_trigger = pmd_batches(
         plan.batched, plan.batched_last, plan.pmd)
     thp = np.flatnonzero(plan.kind[m_visit] == THP)
     thp_pfn = pte_pfn(pt.pmd[plan.pmd[m_visit[thp]]]) if thp.size else np.empty(0, np.int64)
-    ok, thp_heads = get_pfn_folio_mask(kernel, lruvec, thp_pfn)
-    thp, thp_pfn, thp_heads = thp[ok], thp_pfn[ok], thp_heads[ok]
+    ok, _ = get_pfn_folio_mask(kernel, lruvec, thp_pfn)
+    thp, thp_pfn = thp[ok], thp_pfn[ok]
     order = None
     if thp.size:
         # PTE items of visit v sort at (2v+1, position); THP items at (their batch's key, rank)
-        key1 = np.concatenate([2 * plan.range_visit[rng] + 1, m_key[thp]])
+        key1 = np.concatenate([2 * np.repeat(plan.range_visit, per_range) + 1, m_key[thp]])
         key2 = np.concatenate([np.arange(pfns.size), m_rank[thp]])
         order = np.lexsort((key2, key1))
         all_pfns = np.concatenate([pfns, thp_pfn])[order]
     else:
-        all_pfns = pfns
-    return Young(slots, pfns, heads, rng, per_range, m_visit, m_key, m_rank, m_group, m_off,
-                 g_first, g_bitmap, g_key, g_trigger, thp, thp_heads, all_pfns, order)
+        all_pfns = pfns.view()
+        all_pfns.flags.writeable = False
+    return Young(slots, pfns, per_range, ends, m_visit, m_key, m_rank, m_group, m_off,
+                 g_first, g_bitmap, g_key, g_trigger, thp, thp_pfn, all_pfns, order)
 
 
 def _slots_of(plan: Plan, nranges: int) -> np.ndarray:
     """Every PTE slot of the first ``nranges`` ranges, in walk order."""
     lo, hi = plan.lo[:nranges], plan.hi[:nranges]
+    if (lo[1:] == hi[:-1]).all():              # back to back (whole tables, one VMA)
+        return np.arange(lo[0], hi[-1])
     lens = hi - lo
     return np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
 
@@ -239,10 +272,10 @@ def _commit(args, plan: Plan, y: Young, n_pte: int, n_thp: int, nl: np.ndarray, 
     stats[MM_LEAF_TOTAL] += int((plan.kind[:nv] <= THP).sum()) + nr_ptes
     stats[MM_LEAF_YOUNG] += n_pte + n_thp
     walk.round_ptes += nr_ptes
-    clear_young(kernel, walk, pt.pte, y.slots[:n_pte], y.heads[:n_pte], y.rng[:n_pte], gen)
+    clear_young(kernel, walk, pt.pte, y.slots[:n_pte], y.pfns_pte[:n_pte], y.ends, gen)
     thp = y.thp[:n_thp]
-    clear_young(kernel, walk, pt.pmd, plan.pmd[y.m_visit[thp]], y.thp_heads[:n_thp],
-                np.arange(thp.size), gen)
+    clear_young(kernel, walk, pt.pmd, plan.pmd[y.m_visit[thp]], y.thp_pfns[:n_thp],
+                np.arange(1, thp.size + 1), gen)
     pt.pmd[plan.pmd[y.m_visit[nl]]] &= ~_PAGE_ACCESSED
 
     walked = np.flatnonzero(plan.kind[:nv] == WALKED)
@@ -279,7 +312,7 @@ def _stop(args, plan: Plan, y: Young, consumed: int, anchor: int) -> int:
     n_thp = consumed - n_pte
     key = y.m_key
     if item < npte:                                  # ---- a PTE anchor
-        r = int(y.rng[item])
+        r = int(np.searchsorted(y.ends, item, "right"))
         v = int(plan.range_visit[r])
         nl = _member_is_nonleaf(plan, y) & (key <= 2 * v)
         _advance_draws(kernel, mm, plan, v + 1, r + 1)
@@ -318,7 +351,7 @@ def _stop_in_table(args, plan: Plan, y: Young, n_pte: int, anchor: int, v: int, 
 
     walk, mm = args.walk, args.mm
     kernel = mm.kernel
-    item0 = np.concatenate([[0], np.cumsum(y.per_range)])     # first PTE item of each range
+    item0 = np.concatenate([[0], y.ends])                      # first PTE item of each range
     r0 = int(np.searchsorted(plan.range_visit, v))             # v's first range
     in_r = n_pte - int(item0[r])                               # consumed in range r
     visited = (int(y.slots[n_pte - 1]) + 1 if in_r else int(y.slots[anchor])) - int(plan.lo[r])

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from .constants import (
-    MIN_LRU_BATCH, LRU_GEN_MASK, LRU_REFS_MASK, PG_anon, PG_dirty, PG_referenced, PG_swapbacked, PG_swapcache,
+    MAX_NR_GENS, MIN_LRU_BATCH, LRU_GEN_MASK, LRU_REFS_MASK, PG_anon, PG_dirty, PG_referenced, PG_swapbacked, PG_swapcache,
     PG_workingset, PTE_PFN_MASK, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE,
     _PAGE_SPECIAL,
 )
@@ -33,21 +33,15 @@ _SWAPCACHE, _SWAPBACKED = int(PG_swapcache), int(PG_swapbacked)
 
 
 @njit(cache=True, nogil=True)
-def scan_ranges(lo, hi, pte, order, lru_gen_refs, memcg, node_lo, node_hi, memcg_id, zero_pfn):
-    """Young, eligible PTEs of the slot ranges [lo[r], hi[r]) in order.
-
-    Returns (slots, pfns, heads, range index) of each, and the count per range.
-    """
-    total = 0
-    for r in range(lo.size):
-        total += hi[r] - lo[r]
-    out_slot = np.empty(total, np.int64)
-    out_pfn = np.empty(total, np.int64)
-    out_head = np.empty(total, np.int64)
-    out_range = np.empty(total, np.int64)
-    per_range = np.zeros(lo.size, np.int64)
+def scan_ranges(lo, hi, pte, order, lru_gen_refs, memcg, node_lo, node_hi, memcg_id, zero_pfn,
+                out_slot, out_pfn, per_range):
+    """Young, eligible PTEs of the slot ranges [lo[r], hi[r]) in order: their slots and pfns
+    written to ``out_slot``/``out_pfn`` (room for every slot of the ranges), their count per
+    range to ``per_range``. Returns how many. (The caller's buffers: a dense walk writes one
+    entry per slot, and fresh pages would cost more than the scan.)"""
     k = 0
     for r in range(lo.size):
+        k0 = k
         for s in range(lo[r], hi[r]):
             e = pte[s]
             if (not (e & np.uint64(_PRESENT)) or not (e & np.uint64(_A))
@@ -59,27 +53,40 @@ def scan_ranges(lo, hi, pte, order, lru_gen_refs, memcg, node_lo, node_hi, memcg
             head = pfn & ~((np.int64(1) << np.int64(order[pfn])) - 1)
             if (np.int64(lru_gen_refs[head]) & _GEN) == 0 or np.int64(memcg[head]) != memcg_id:
                 continue
-            out_slot[k], out_pfn[k], out_head[k], out_range[k] = s, pfn, head, r
-            per_range[r] += 1
+            out_slot[k] = s
+            out_pfn[k] = pfn
             k += 1
-    return out_slot[:k], out_pfn[:k], out_head[:k], out_range[:k], per_range
+        per_range[r] = k - k0
+    return k
 
 
 @njit(cache=True, nogil=True)
-def commit_young(table, slots, heads, pieces, gen, flags, lru_gen_refs, order, zone,
+def commit_young(table, slots, pfns, piece_ends, gen, flags, lru_gen_refs, order, zone,
                  walk_nr_pages):
     """Clear the A bit of ``table[slots]`` and walk_update_folio() each run of entries of one
-    folio within one piece once, dirty if any of its entries was (§5.9). Returns how many
-    folios changed gen (walk->batched). The update is written inline: a numba helper call
-    costs more than the update itself."""
+    folio within one piece once, dirty if any of its entries was (§5.9). ``pfns`` are the
+    entries' pfns (the folio head is found here); piece p ends before entry piece_ends[p].
+    Returns how many folios changed gen (walk->batched). The update is written inline: a
+    numba helper call costs more than the update itself; the nr_pages deltas are summed in a
+    local array first (a store and reload of walk_nr_pages per folio cost half the loop)."""
     moved = 0
     n = slots.size
     last, last_piece, dirty = np.int64(-1), np.int64(-1), False
+    leaving = np.zeros(2 * MAX_NR_GENS, np.int64)     # pages leaving (old gen, type)
+    p = 0
+    next_end = piece_ends[0] if piece_ends.size else n
+    e = np.uint64(0)
+    head = np.int64(-1)
     for i in range(n + 1):
         if i < n:
+            while i >= next_end:
+                p += 1
+                next_end = piece_ends[p] if p < piece_ends.size else n
             e = table[slots[i]]
             table[slots[i]] = e & ~np.uint64(_A)
-            if heads[i] == last and pieces[i] == last_piece:
+            pfn = pfns[i]
+            head = pfn & ~((np.int64(1) << np.int64(order[pfn])) - 1)
+            if head == last and p == last_piece:
                 dirty = dirty or bool(e & np.uint64(_D))
                 continue
         if last >= 0:
@@ -100,12 +107,14 @@ def commit_young(table, slots, heads, pieces, gen, flags, lru_gen_refs, order, z
                 flags[last] = (f & ~_REF) | _WS
                 if old != gen:  # update_batch_size()
                     t = 0 if f & _SWAPBACKED else 1
-                    nr = np.int64(1) << np.int64(order[last])
-                    walk_nr_pages[old, t, zone] -= nr
-                    walk_nr_pages[gen, t, zone] += nr
+                    leaving[2 * old + t] += np.int64(1) << np.int64(order[last])
                     moved += 1
         if i < n:
-            last, last_piece, dirty = heads[i], pieces[i], bool(e & np.uint64(_D))
+            last, last_piece, dirty = head, np.int64(p), bool(e & np.uint64(_D))
+    for q in range(2 * MAX_NR_GENS):
+        if leaving[q]:
+            walk_nr_pages[q // 2, q % 2, zone] -= leaving[q]
+            walk_nr_pages[gen, q % 2, zone] += leaving[q]
     return moved
 
 
