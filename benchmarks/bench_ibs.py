@@ -11,8 +11,11 @@ Fast paths (each with its reference):
   distribution's own inverse-CDF ``sample``, a binary search over the CDF per draw).
 - the IBS rings: ``Ibs._push`` as one compiled pass over the samples in time order
   (reference: ``_push_sorted``, a lexsort by ring, window and time).
+- the IBS handler's filter chain: ``Ibs._filter`` as one compiled pass (reference:
+  ``_filter_reference``, its numpy form).
 - pghot's first-report times: ``FirstReports.seen`` as one compiled pass in report order
-  (reference: ``seen_reference``, np.unique of the fresh records and of their jiffies).
+  with each report's ns computed at once (reference: ``seen_reference``, np.unique of the
+  fresh records and of their jiffies).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_ibs.py [--source ibs]
         [--scale 0.25] [--json PATH]
@@ -44,6 +47,7 @@ REFERENCES = [
     (PghotV3, "_walk_ready", _walk_ready_reference),
     (RateModel, "_draw", RateModel._draw_reference),
     (Ibs, "_push", Ibs._push_sorted),
+    (Ibs, "_filter", Ibs._filter_reference),
     (FirstReports, "seen", FirstReports.seen_reference),
 ]
 

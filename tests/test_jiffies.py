@@ -2,6 +2,7 @@
 (unsigned long)(unsigned int)(-300*HZ), and every comparison survives the wrap."""
 
 import numpy as np
+import pytest
 
 from tierscan import Kernel, Machine
 from tierscan.hotness.numab import NumaBalancing, PromotionState
@@ -25,6 +26,14 @@ def test_jiffies_start_at_initial_jiffies():
     # the low 32 bits, and every unsigned-int ms count, wrap five minutes after boot
     assert jiffies_to_msecs(clock_to_jiffies(300_000 * MS - MS)) == 2**32 - 1
     assert jiffies_to_msecs(clock_to_jiffies(300_000 * MS)) == 0
+
+
+def test_jiffies_to_clock_ns_of_an_array_is_the_scalar_form_per_value():
+    j = INITIAL_JIFFIES + np.array([0, 1, 7, 1500, 10**9], np.int64)
+    assert jiffies_to_clock_ns(j).tolist() == [jiffies_to_clock_ns(int(x)) for x in j]
+    with pytest.raises(ValueError):            # before boot: wraps past int64
+        jiffies_to_clock_ns(np.array([INITIAL_JIFFIES - 3, INITIAL_JIFFIES], np.int64))
+    assert jiffies_to_clock_ns(np.empty(0, np.int64)).size == 0
 
 
 def test_time_after_is_wrap_safe():

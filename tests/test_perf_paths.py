@@ -567,3 +567,27 @@ def test_first_reports_compiled_pass_is_the_sorting_reference():
             fast.ns1[gone] = ref.ns1[gone] = 0
         j += 10
     assert (fast.ns1 > 0).sum() > 2000
+
+
+def test_ibs_handler_filter_is_its_numpy_form():
+    """The IBS handler's filter chain as one compiled pass keeps and counts the samples its
+    numpy form does: unmapped pfns, the zero pages, THP tails (their head's LRU flag), free
+    and off-LRU pages, DRAM and CXL nodes, with and without drop_toptier."""
+    from tierscan.hotness.ibs import Ibs
+    from tierscan.mm.constants import PG_lru
+
+    k = mixed_kernel()
+    rng = np.random.default_rng(11)
+    used = np.flatnonzero(k.pm.flags & PG_lru)
+    k.pm.flags[rng.choice(used, 300, replace=False)] &= ~np.uint16(PG_lru)
+    pfns = np.concatenate([rng.integers(-1, k.pm.nr_pfns, 20_000), [-1, k.zero_pfn],
+                           k.huge_zero_pfn + np.arange(0, 520, 7), rng.choice(used, 5000)])
+    tier = np.array([n.tier for n in k.machine.nodes])
+    seen = set()
+    for drop in (False, True):
+        ibs = Ibs(drop_toptier=drop)
+        fast = ibs._filter(k, pfns, tier, 0)
+        ref = ibs._filter_reference(k, pfns, tier, 0)
+        assert np.array_equal(fast[0], ref[0]) and fast[1:] == ref[1:], drop
+        seen.add(ref[1:])
+    assert all(min(counts) > 0 for counts in seen)

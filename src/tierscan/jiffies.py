@@ -28,8 +28,15 @@ def clock_to_jiffies(clock_ns, initial: int = INITIAL_JIFFIES):
     return (initial + int(clock_ns) * HZ // NSEC_PER_SEC) & ULONG_MASK
 
 
-def jiffies_to_clock_ns(j: int, initial: int = INITIAL_JIFFIES) -> int:
-    """The uptime (ns) at which jiffies reached ``j``: for results, which record ns."""
+def jiffies_to_clock_ns(j, initial: int = INITIAL_JIFFIES):
+    """The uptime (ns) at which jiffies reached ``j``: for results, which record ns. An int64
+    array of jiffies at or after ``initial`` (every jiffies of a run) gives an int64 array;
+    earlier ones (a wrapped uptime) do not fit one."""
+    if isinstance(j, np.ndarray):
+        d = j.astype(np.int64) - initial
+        if d.size and (d.min() < 0 or d.max() >= (1 << 63) // NSEC_PER_SEC):
+            raise ValueError("jiffies before boot (or after 292 years) as an int64 array")
+        return d * NSEC_PER_SEC // HZ
     return ((int(j) - initial) & ULONG_MASK) * NSEC_PER_SEC // HZ
 
 

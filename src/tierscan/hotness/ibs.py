@@ -51,8 +51,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..arrays import upper_bound
 from ..jiffies import clock_to_jiffies
-from ..mm.constants import PG_lru
+from ..mm.constants import HPAGE_PMD_NR, PG_lru
 from ..mm.vmstat import register_vmstat
 from ..promote.base import HW_HINTS
 from ..sim.engine import MS
@@ -147,22 +148,13 @@ class Ibs(Detector):
             # time order of the samples inside the tick (the exact model gives them in order)
             t = tick_start + np.sort(self.rng.integers(0, dt, n))
             thread = self.rng.integers(0, g.threads, n)
-            # the handler's filter chain: a mapped page whose folio is on an LRU
-            ok = pfns >= 0
-            ok[ok] = ~k.is_zero_pfn(pfns[ok])
-            heads = k.pm.folio_head(pfns[ok])
-            on_lru = (k.pm.flags[heads] & PG_lru) != 0       # folio_test_lru()
-            ok[np.flatnonzero(ok)[~on_lru]] = False
-            non_lru = n - int(ok.sum())
+            ok, non_lru, n_top, n_lower = self._filter(k, pfns, tier, top)
             vm.count("hwhint_non_lru", cpu, non_lru)
             self.stats["non_lru"] += non_lru
-            nodes = k.node_of(pfns[ok])
-            is_top = tier[nodes] == top
-            vm.count("hwhint_dram_accesses", cpu, int(is_top.sum()))
-            vm.count("hwhint_cxl_accesses", cpu, int((~is_top).sum()))
+            vm.count("hwhint_dram_accesses", cpu, n_top)
+            vm.count("hwhint_cxl_accesses", cpu, n_lower)
             if self.drop_toptier:
-                self.stats["toptier_dropped"] += int(is_top.sum())
-                ok[np.flatnonzero(ok)[is_top]] = False
+                self.stats["toptier_dropped"] += n_top
             pfns, t, thread = pfns[ok], t[ok], thread[ok]
             kept = self._push(g.gid, thread, pfns, t)
             vm.count("hwhint_useful_samples", cpu, int(kept.sum()))
@@ -172,6 +164,31 @@ class Ibs(Detector):
             nid = 0 if self.nid_quirk else cpu
             self._queue(pfns[kept], np.full(int(kept.sum()), nid, np.int64), t[kept])
         self._drain(engine.now)
+
+    def _filter(self, k, pfns, tier, top) -> tuple[np.ndarray, int, int, int]:
+        """The handler's filter chain: a mapped page (not the zero page) whose folio is on an
+        LRU; top-tier samples dropped too with ``drop_toptier``. Returns (the samples kept,
+        how many failed the chain, how many passed it on a top-tier node, and on another).
+        One compiled pass (``handler_filter``); ``_filter_reference`` is its numpy form."""
+        ok = np.zeros(pfns.size, bool)
+        counts = np.zeros(3, np.int64)
+        pm = k.pm
+        handler_filter(pfns, k.zero_pfn, k.huge_zero_pfn, HPAGE_PMD_NR, pm.order, pm.flags,
+                       PG_lru, pm.node_start, pm.nr_pfns, tier, top, self.drop_toptier, ok,
+                       counts)
+        return ok, int(counts[0]), int(counts[1]), int(counts[2])
+
+    def _filter_reference(self, k, pfns, tier, top) -> tuple[np.ndarray, int, int, int]:
+        ok = pfns >= 0
+        ok[ok] = ~k.is_zero_pfn(pfns[ok])
+        heads = k.pm.folio_head(pfns[ok])
+        on_lru = (k.pm.flags[heads] & PG_lru) != 0       # folio_test_lru()
+        ok[np.flatnonzero(ok)[~on_lru]] = False
+        non_lru = pfns.size - int(ok.sum())
+        is_top = tier[k.node_of(pfns[ok])] == top
+        if self.drop_toptier:
+            ok[np.flatnonzero(ok)[is_top]] = False
+        return ok, non_lru, int(is_top.sum()), int((~is_top).sum())
 
     def _push(self, gid: int, thread, pfns, t) -> np.ndarray:
         """Put samples into their rings; a ring keeps at most ring_size per drain window.
@@ -246,6 +263,33 @@ class Ibs(Detector):
         cuts = np.flatnonzero(np.diff(jiffies)) + 1
         for s, e in zip(np.r_[0, cuts], np.r_[cuts, dp.size]):
             self.promoter.record_access(dp[s:e], dn[s:e], HW_HINTS, int(jiffies[s]))
+
+
+@njit(cache=True, nogil=True)
+def handler_filter(pfns, zero_pfn, huge_zero_pfn, huge_nr, order, flags, lru, node_start,
+                   nr_pfns, tier, top, drop_toptier, ok, counts):
+    """Ibs._filter per sample: ok[i] for a sample that passes; counts[0] += one that fails
+    the chain (unmapped, the zero page, folio not on an LRU), counts[1] / counts[2] += one
+    that passes on a node of the top tier / of another (node_of's -1 for a pfn past the
+    last node reads the last node's tier, as the numpy form's tier[-1] does)."""
+    for i in range(pfns.size):
+        p = pfns[i]
+        if p < 0 or p == zero_pfn or (p >= huge_zero_pfn and p < huge_zero_pfn + huge_nr):
+            counts[0] += 1
+            continue
+        head = p & ~((np.int64(1) << np.int64(order[p])) - 1)       # compound_head()
+        if (flags[head] & lru) == 0:                                 # folio_test_lru()
+            counts[0] += 1
+            continue
+        nid = upper_bound(node_start, p, 0, node_start.size) - 1
+        if p >= nr_pfns:
+            nid = -1
+        if tier[nid] == top:
+            counts[1] += 1
+            ok[i] = not drop_toptier
+        else:
+            counts[2] += 1
+            ok[i] = True
 
 
 @njit(cache=True, nogil=True)

@@ -240,9 +240,8 @@ class FirstReports:
             fresh = self.ns1[idx] == 0
             self.ns1[idx[fresh]] = jiffies_to_clock_ns(now_jiffies) + 1
             return
-        times, which = _distinct(np.asarray(now_jiffies, np.int64))   # a window: ~10 jiffies
-        ns = np.array([jiffies_to_clock_ns(j) for j in times.tolist()], dtype=np.int64)
-        _first_reports(self.ns1, np.ascontiguousarray(idx, np.int64), ns[which] + 1)
+        ns = jiffies_to_clock_ns(np.asarray(now_jiffies, np.int64))
+        _first_reports(self.ns1, np.ascontiguousarray(idx, np.int64), ns + 1)
 
     def seen_reference(self, idx, now_jiffies) -> None:
         """``seen`` by sorting (the reference of its compiled pass)."""
@@ -264,15 +263,6 @@ class FirstReports:
         has = t > 0
         engine.first_report_ns.update(zip(pfns[has].tolist(), (t[has] - 1).tolist()))
         self.ns1[idx] = 0
-
-
-def _distinct(a):
-    """``np.unique(a, return_inverse=True)``; for ascending ``a`` (a drained window's jiffies)
-    from its steps, without sorting."""
-    if a.size and (a[1:] >= a[:-1]).all():
-        step = np.r_[True, a[1:] != a[:-1]]
-        return a[step], np.cumsum(step) - 1
-    return np.unique(a, return_inverse=True)
 
 
 @njit(cache=True, nogil=True)
