@@ -10,7 +10,8 @@ import pytest
 from tierscan.cli.main import main
 from tierscan.errors import ConfigError
 from tierscan.trace.format import TraceReader
-from tierscan.trace.importers import import_csv, import_damo, import_lackey, import_perf
+from tierscan.trace.importers import (import_csv, import_damo, import_lackey, import_perf,
+                                      perf_samples, perf_samples_reference)
 from tierscan.trace.lackey import LackeyParser
 
 
@@ -99,9 +100,35 @@ def test_perf_script_samples(tmp_path):
     assert c["flags"].tolist() == [0, 1, 0]
     assert c["clock"].tolist() == [0, 250_000, 1_000_000]
     assert h.extra["replay"] == "rate" and h.threads == 2
-    src.write_text("garbage line\n")
-    with pytest.raises(ConfigError, match="line 1"):
-        import_perf(src, tmp_path / "q.tsw")
+    for bad, line in (("garbage line\n", 1), ("# c\n 1 2.5: ev: 10\n 1 2: ev: 10\n", 3),
+                      (" 1 2.5: 7 ev: zz\n", 1), (" 1 2.5: ev:\n", 1), (" 1 2.5: ev 10\n", 1)):
+        src.write_text(bad)
+        for parse in (perf_samples, perf_samples_reference):
+            with pytest.raises(ConfigError, match=f"line {line}"):
+                parse(bad.encode(), 1, "f")
+        with pytest.raises(ConfigError, match=f"line {line}"):
+            import_perf(src, tmp_path / "q.tsw")
+
+
+def test_perf_parser_matches_the_per_line_regex():
+    """The vectorised perf parser against a regular expression per line, on generated samples
+    with and without the period column, blank and comment lines, odd spacing and event case."""
+    rng = np.random.default_rng(2)
+    lines = []
+    for i in range(3_000):
+        ev = ["cpu/mem-loads,ldlat=30/P:", "cpu/mem-stores/P:", "MEM-STORES:", "ibs_op//:"][i % 4]
+        period = f"{rng.integers(1, 99999)} " if rng.random() < 0.5 else ""
+        frac = str(rng.integers(0, 10**9)).zfill(9)[:int(rng.integers(1, 10))]
+        lines.append(f"{' ' * int(rng.integers(0, 4))}{rng.integers(1, 99999)}\t "
+                     f"{rng.integers(0, 99999)}.{frac}:   {period}{ev} "
+                     f"{int(rng.integers(0, 1 << 47)):x}")
+        if i % 500 == 0:
+            lines += ["", "# a comment line", "   "]
+    data = ("\n".join(lines) + "\n").encode()
+    got, want = perf_samples(data, 1, "f"), perf_samples_reference(data, 1, "f")
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert 0 < got[3].sum() < got[3].size
 
 
 def test_damo_records(tmp_path):

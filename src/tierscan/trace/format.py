@@ -144,9 +144,10 @@ class PageCounter:
                                            pages, flags, start)
             start = done
             if start < pages.size:
-                self._grow()
+                self.grow()
 
-    def _grow(self) -> None:
+    def grow(self) -> None:
+        """Double the table (it is kept at most half full)."""
         keep = self.keys != _EMPTY
         keys, acc, wr = self.keys[keep], self.acc[keep], self.wr[keep]
         self.__init__(self.keys.size * 2)
@@ -167,16 +168,23 @@ _EMPTY = -(1 << 63)               # an empty slot (no page number is this)
 _FIB = -7046029254386353131     # 0x9E3779B97F4A7C15 as int64 (Fibonacci hashing; int64 math wraps)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _probe(keys, p):
+    """The slot of page p in the open-addressing table: its own, or the empty one to take."""
+    mask = keys.size - 1
+    h = (p * _FIB) & mask
+    while keys[h] != p and keys[h] != _EMPTY:
+        h = (h + 1) & mask
+    return h
+
+
 @numba.njit(cache=True, nogil=True)
 def _count_pages(keys, acc, wr, used, pages, flags, start):
     """Count pages[start:]; stops (returning where) when the table passes half full."""
-    mask = keys.size - 1
     limit = keys.size // 2
     for i in range(start, pages.size):
         p = pages[i]
-        h = (p * _FIB) & mask
-        while keys[h] != p and keys[h] != _EMPTY:
-            h = (h + 1) & mask
+        h = _probe(keys, p)
         if keys[h] == _EMPTY:
             if used >= limit:
                 return i, used
@@ -204,14 +212,9 @@ def _mark(values, seen):
 
 @numba.njit(cache=True)
 def _slots(keys, wanted):
-    mask = keys.size - 1
     out = np.empty(wanted.size, np.int64)
     for i in range(wanted.size):
-        p = wanted[i]
-        h = (p * _FIB) & mask
-        while keys[h] != p:
-            h = (h + 1) & mask
-        out[i] = h
+        out[i] = _probe(keys, wanted[i])
     return out
 
 
@@ -234,8 +237,8 @@ class TraceWriter:
         self._buffered = 0
         self._last_page = 0
         self._last_clock = 0
-        self._counter = PageCounter()
-        self._thread_seen = np.zeros(65536, bool)
+        self.counter = PageCounter()               # distinct pages (the summary chunk)
+        self.thread_seen = np.zeros(65536, bool)
         self.records = 0                          # records in the chunks written so far
         self.added = 0                            # access or region records added
         self._cctx = zstandard.ZstdCompressor(level=level)
@@ -291,6 +294,22 @@ class TraceWriter:
         if len(self._buf) == 1 and self._buffered >= self.chunk_records // 2:
             self._flush_access(self._buffered)   # a large piece is a chunk as it is (no copy)
 
+    def add_encoded(self, pdelta, flags, threads, cdelta, last_page: int, last_clock: int):
+        """Append one chunk of accesses already encoded as stored (page and clock deltas from
+        this writer's last page and clock) and already counted into ``counter`` and
+        ``thread_seen``: the recorder's one-pass decoder (words.py). The arrays must stay
+        unchanged until the next ``add_encoded`` or ``close`` returns (a background writer
+        may still be compressing them until then)."""
+        if self._buffered:
+            self._flush_access(self._buffered)
+        n = len(pdelta)
+        if n == 0:
+            return
+        self._write_chunk(KIND_ACCESS, {"page": pdelta, "flags": flags, "thread": threads,
+                                        "clock": cdelta}, n)
+        self._last_page, self._last_clock = int(last_page), int(last_clock)
+        self.added += n
+
     def _flush_access(self, n: int) -> None:
         cols = self._buf[0] if len(self._buf) == 1 else \
             {k: np.concatenate([b[k] for b in self._buf]) for k in self._buf[0]}
@@ -307,8 +326,8 @@ class TraceWriter:
 
     def _count(self, cols) -> None:
         """Fold a chunk into the distinct-page summary (sized by the footprint, not the trace)."""
-        self._counter.add(cols["page"], cols["flags"])
-        _mark(np.ascontiguousarray(cols["thread"], np.uint16), self._thread_seen)
+        self.counter.add(cols["page"], cols["flags"])
+        _mark(np.ascontiguousarray(cols["thread"], np.uint16), self.thread_seen)
 
     # -- region records ----------------------------------------------------------------------
     def add_regions(self, time_ns, start, end, nr_accesses) -> None:
@@ -350,11 +369,11 @@ class TraceWriter:
         if self._buffered:
             self._flush_access(self._buffered)
         if self.header.kind == "access":
-            pages, acc, wr = self._counter.summary()
+            pages, acc, wr = self.counter.summary()
             self.distinct_pages = pages.size
             self._write_chunk(KIND_SUMMARY, {"page": pages, "accesses": acc, "writes": wr},
                               pages.size)
-            self.header.threads = max(1, int(self._thread_seen.sum()))
+            self.header.threads = max(1, int(self.thread_seen.sum()))
         self._stop_pool()
         self.f.write(_CHUNK_HEAD.pack(CHUNK_MAGIC, KIND_END, 0, 0, 0, 0))
         if self.header.kind == "access" and not self.header.duration:

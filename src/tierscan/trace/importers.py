@@ -133,38 +133,113 @@ def _split_fields(buf, starts, stops, where, lines):
 _PERF_LINE = re.compile(rb"^\s*(\d+)\s+(\d+)\.(\d+):\s+\d*\s*([^\s:]+):\s+([0-9a-fA-F]+)")
 
 
+def perf_samples_reference(data: bytes, first: int, where: str):
+    """``perf_samples`` with a regular expression per line (its reference, for tests and
+    benchmarks/bench_trace.py)."""
+    tid, t, addr, wr = [], [], [], []
+    for i, line in enumerate(data.splitlines()):
+        if not line.strip() or line.lstrip().startswith(b"#"):
+            continue
+        m = _PERF_LINE.match(line)
+        if m is None:
+            raise ConfigError(f"line {first + i}: not a 'perf script -F tid,time,addr,event' "
+                              f"sample: {line[:60].decode(errors='replace')!r}", where=where)
+        tid.append(int(m.group(1)))
+        t.append(int(m.group(2)) * 1_000_000_000 + int(m.group(3)[:9].ljust(9, b"0")))
+        addr.append(int(m.group(5), 16))
+        wr.append(b"store" in m.group(4).lower())
+    return (np.array(tid, np.int64), np.array(t, np.int64), np.array(addr, np.uint64),
+            np.array(wr, np.uint8))
+
+
+_SPACE = np.zeros(256, bool)
+_SPACE[[9, 10, 11, 12, 13, 32]] = True
+_STORE = np.frombuffer(b"store", np.uint8)
+
+
+def perf_samples(data: bytes, first: int, where: str):
+    """Parse complete `perf script -F tid,time,addr,event` lines (``first``: the number of the
+    first one) with numpy over the whole piece: (tids, times ns, addresses, writes).
+
+    A line is the tokens TID SECONDS.FRACTION: [PERIOD] EVENT: ADDR (anything after the address
+    is ignored): every token's start and end come from one whitespace mask, the k-th token of a
+    line is its first token's index + k, and each field is parsed as a column of numbers. An
+    event whose name contains "store" (any case) is a write. A line that is none of this is a
+    ConfigError naming it, as the reference's regular expression would."""
+    buf = np.frombuffer(data, np.uint8)
+    sp = _SPACE[buf]
+    tok_s = np.flatnonzero(~sp & np.concatenate([[True], sp[:-1]]))
+    tok_e = np.flatnonzero(~sp & np.concatenate([sp[1:], [True]])) + 1
+    nl = np.flatnonzero(buf == 10)
+    line_of = np.searchsorted(nl, tok_s)                 # each token's line (0-based)
+    first_tok = np.searchsorted(line_of, np.arange(nl.size))
+    ntok = np.diff(np.append(first_tok, tok_s.size))
+    comment = (ntok > 0) & (buf[tok_s[np.minimum(first_tok, max(tok_s.size - 1, 0))]]
+                            == ord("#")) if tok_s.size else np.zeros(nl.size, bool)
+    rec = np.flatnonzero((ntok > 0) & ~comment)
+    ft, nt = first_tok[rec], ntok[rec]
+    lines = first + rec
+
+    def fail(bad):
+        i = int(np.argmax(bad))
+        ln = rec[i]
+        start = nl[ln - 1] + 1 if ln else 0
+        text = bytes(buf[start:nl[ln]][:60]).decode(errors="replace")
+        raise ConfigError(f"line {int(lines[i])}: not a 'perf script -F tid,time,addr,event' "
+                          f"sample: {text!r}", where=where)
+
+    if (nt < 4).any():
+        fail(nt < 4)
+    colon = lambda k: buf[tok_e[k] - 1] == ord(":")
+    has_period = ~colon(ft + 2)
+    ev = ft + 2 + has_period
+    bad = (has_period & (nt < 5)) | ~colon(ft + 1) | ~colon(np.minimum(ev, tok_s.size - 1)) | \
+        (tok_e[np.minimum(ev, tok_s.size - 1)] - tok_s[np.minimum(ev, tok_s.size - 1)] < 2)
+    if bad.any():
+        fail(bad)
+    ts, te = tok_s[ft + 1], tok_e[ft + 1] - 1           # SECONDS.FRACTION without the colon
+    dots = np.flatnonzero(buf == ord("."))
+    dot = dots[np.minimum(np.searchsorted(dots, ts), max(dots.size - 1, 0))] if dots.size \
+        else te
+    bad = (dot <= ts) | (dot + 1 >= te) if dots.size else np.ones(ts.size, bool)
+    if bad.any():
+        fail(bad)
+    tid = parse_numbers(buf, tok_s[ft], tok_e[ft], where, lines, "thread id")
+    sec = parse_numbers(buf, ts, dot, where, lines, "time")
+    digits = np.minimum(te - dot - 1, 9)
+    frac = parse_numbers(buf, dot + 1, dot + 1 + digits, where, lines, "time")
+    if has_period.any():
+        parse_numbers(buf, tok_s[ft + 2][has_period], tok_e[ft + 2][has_period], where,
+                      lines[has_period], "period")
+    addr = parse_numbers(buf, tok_s[ev + 1], tok_e[ev + 1], where, lines, "address",
+                         base16=True)
+    ns = frac * (np.uint64(10) ** (9 - digits).astype(np.uint64))
+    low = np.frombuffer(data.lower(), np.uint8)
+    occ = np.flatnonzero(low[:max(low.size - 4, 0)] == _STORE[0])
+    for k in range(1, _STORE.size):
+        occ = occ[low[occ + k] == _STORE[k]]
+    nxt = np.searchsorted(occ, tok_s[ev])
+    writes = (nxt < occ.size) & (occ[np.minimum(nxt, max(occ.size - 1, 0))] + 5 <= tok_e[ev]) \
+        if occ.size else np.zeros(rec.size, bool)
+    return (tid.astype(np.int64), (sec * np.uint64(1_000_000_000) + ns).astype(np.int64), addr,
+            writes.astype(np.uint8))
+
+
 def import_perf(src, dst) -> int:
-    """`perf script -F tid,time,addr,event` lines: TID SECONDS.FRACTION: [PERIOD] EVENT: ADDR.
-    Samples are sparse (a sampled fraction of the accesses), so a regular expression per line
-    is affordable here."""
+    """`perf script -F tid,time,addr,event` lines: TID SECONDS.FRACTION: [PERIOD] EVENT: ADDR,
+    parsed a piece at a time by ``perf_samples``."""
     where = os.fspath(src)
     h = Header(source="perf-mem", clock="ns",
                extra={"imported_from": where, "replay": "rate", "sampled": True})
     t_first = None
     with TraceWriter(dst, h) as w:
         for first, data in _lines(src):
-            tid, t, addr, wr = [], [], [], []
-            for i, line in enumerate(data.splitlines()):
-                if not line.strip() or line.lstrip().startswith(b"#"):
-                    continue
-                m = _PERF_LINE.match(line)
-                if m is None:
-                    raise ConfigError(f"line {first + i}: not a 'perf script -F tid,time,addr,"
-                                      f"event' sample: {line[:60].decode(errors='replace')!r}",
-                                      where=where)
-                frac = m.group(3)[:9].ljust(9, b"0")
-                tid.append(int(m.group(1)))
-                t.append(int(m.group(2)) * 1_000_000_000 + int(frac))
-                addr.append(int(m.group(5), 16))
-                wr.append(b"store" in m.group(4).lower())
-            if not t:
+            tid, t, addr, wr = perf_samples(data, first, where)
+            if not t.size:
                 continue
-            t = np.array(t, np.int64)
             if t_first is None:
                 t_first = int(t[0])
-            # thread ids become 1..T in order of appearance (the trace's own numbering)
-            w.add(np.array(addr, np.uint64) >> np.uint64(12), np.array(wr, np.uint8),
-                  np.array(tid, np.int64) % 65536, t - t_first)
+            w.add(addr >> np.uint64(12), wr, tid % 65536, t - t_first)
         if not w.added:
             raise ConfigError("no samples", where=where)
         return w.added

@@ -18,24 +18,34 @@ for _i, _c in enumerate(b"0123456789abcdef"):
 for _i, _c in enumerate(b"ABCDEF"):
     _HEX[_c] = 10 + _i
 _MAX_DIGITS = 16
+# place values of digit k from the right (uint64, wrapping as the sums do)
+_PLACE10 = np.array([10 ** k % 2 ** 64 for k in range(_MAX_DIGITS + 3)], np.uint64)
+_PLACE16 = np.array([16 ** k % 2 ** 64 for k in range(_MAX_DIGITS + 3)], np.uint64)
 
 
-def parse_numbers(buf, starts, stops, where, lines, what) -> np.ndarray:
-    """Unsigned numbers in ``buf[starts:stops]``, decimal or 0x-hex, parsed column-wise; a bad
-    one is a ConfigError naming the line."""
+def parse_numbers(buf, starts, stops, where, lines, what, base16: bool = False) -> np.ndarray:
+    """Unsigned numbers in ``buf[starts:stops]``, decimal or 0x-hex (``base16``: hex without
+    the 0x), parsed column-wise; a bad one is a ConfigError naming the line."""
     from ..errors import ConfigError
-    hexa = (stops - starts > 2) & (buf[np.minimum(starts + 1, buf.size - 1)] | 0x20 == ord("x")) \
-        & (buf[starts] == ord("0"))
-    s = np.where(hexa, starts + 2, starts)
+    if base16:
+        hexa = np.ones(starts.size, bool)
+        s = starts
+    else:
+        hexa = (stops - starts > 2) & (buf[np.minimum(starts + 1, buf.size - 1)] | 0x20 ==
+                                       ord("x")) & (buf[starts] == ord("0"))
+        s = np.where(hexa, starts + 2, starts)
     width = stops - s
     bad = (width <= 0) | (width > _MAX_DIGITS + 3)
-    out = np.zeros(s.size, np.uint64)
-    for k in range(int(width.max(initial=0))):
-        has = width > k
-        dig = _HEX[buf[np.where(has, stops - 1 - k, 0)]]
-        bad |= has & ((dig < 0) | (~hexa & (dig > 9)))
-        base = np.where(hexa, np.uint64(16), np.uint64(10)) ** np.uint64(k)
-        out += np.where(has, np.maximum(dig, 0), 0).astype(np.uint64) * base
+    k = np.arange(min(int(width.max(initial=0)), _MAX_DIGITS + 3))
+    has = width[:, None] > k                      # digit k from the right of each number
+    dig = _HEX[buf[np.where(has, stops[:, None] - 1 - k, 0)]]
+    bad |= (has & ((dig < 0) | (~hexa[:, None] & (dig > 9)))).any(1)
+    if hexa.all() or not hexa.any():              # one base: one row of place values
+        place = (_PLACE16 if hexa.all() else _PLACE10)[k]
+    else:
+        place = np.where(hexa[:, None], _PLACE16[k], _PLACE10[k])
+    out = (np.where(has, np.maximum(dig, 0), 0).astype(np.uint64) * place).sum(
+        1, dtype=np.uint64)
     if bad.any():
         i = int(np.argmax(bad))
         raise ConfigError(f"line {int(lines[i])}: expected a decimal or 0x-hex {what}, got "

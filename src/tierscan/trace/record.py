@@ -102,19 +102,23 @@ def record(cmd: list[str], out: str, backend: str = "fast", notice=None,
         # (and so the same stack addresses).
         env["VALGRIND_LIB"] = str(libdir)
     r, w = os.pipe()
+    header = Header(source=f"valgrind-{backend}", command=list(cmd),
+                    extra={"backend": backend})
+    writer = TraceWriter(out, header, level=RECORD_ZSTD_LEVEL, background=True)
     if backend == "fast":
         vg = [f"--tool={build.TOOL}", f"--tsw-fd={w}"]
-        decoder = WordDecoder()
-        feed = decoder.feed
+        decoder = WordDecoder(writer)
+        feed = decoder.feed                       # decodes, counts and hands chunks to writer
     else:
         vg = ["--tool=lackey", "--trace-mem=yes", f"--log-fd={w}"]
         parser = LackeyParser()
         decoder = None
-        feed = parser.feed
+
+        def feed(piece):
+            cols = parser.feed(piece)
+            writer.add(*cols)
+            return cols[0].size
     argv = [setarch, "-R", valgrind, "-q", *vg, *cmd]
-    header = Header(source=f"valgrind-{backend}", command=list(cmd),
-                    extra={"backend": backend})
-    writer = TraceWriter(out, header, level=RECORD_ZSTD_LEVEL, background=True)
     t0 = time.perf_counter()
     try:
         proc = subprocess.Popen(argv, pass_fds=(w,), env=env, stdout=stdout, stderr=stderr)
@@ -138,9 +142,7 @@ def record(cmd: list[str], out: str, backend: str = "fast", notice=None,
                 got = pipe.readinto(buf)
                 if not got:
                     break
-                cols = feed(view[:got])
-                accesses += cols[0].size
-                writer.add(*cols)
+                accesses += feed(view[:got])
         if backend == "lackey":
             cols = parser.feed(b"", final=True)
             accesses += cols[0].size
