@@ -6,13 +6,15 @@ the fast paths, in one process, CPU seconds (time.process_time). The two result 
 Fast paths (each with its reference):
 - kmigrated's READY scan: ``PghotV3._walk_ready`` reads the READY records from where the walk
   resumes, only as far as the walk's CPU reaches (reference: every READY record of the node on
-  every wake, ``_walk_ready_reference``).
+  every wake, ``_walk_ready_reference``; the walk's CPU per pfn is still computed once).
 - the rate model's sampled pages: ``RateModel._draw`` through a guide table (reference: the
   distribution's own inverse-CDF ``sample``, a binary search over the CDF per draw).
 - the IBS rings: ``Ibs._push`` as one compiled pass over the samples in time order
   (reference: ``_push_sorted``, a lexsort by ring, window and time).
 - the IBS handler's filter chain: ``Ibs._filter`` as one compiled pass (reference:
   ``_filter_reference``, its numpy form).
+- pghot's report filter: ``lower_tier_lru_heads`` as one compiled pass (reference:
+  ``lower_tier_lru_heads_reference``, its numpy form).
 - pghot's first-report times: ``FirstReports.seen`` as one compiled pass in report order
   with each report's ns computed at once (reference: ``seen_reference``, np.unique of the
   fresh records and of their jiffies).
@@ -33,12 +35,13 @@ from _report import add_json_arg, cpu_s, row, write_rows
 from tierscan.access.rate import RateModel
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.hotness.ibs import Ibs
+from tierscan.promote import pghot
 from tierscan.promote.pghot import FirstReports, PghotV3
 from tierscan.sim.config import config_from_dict
 from tierscan.sim.run import run_experiment
 
 
-def _walk_ready_reference(self, nid, start, p1, engine):
+def _walk_ready_reference(self, nid, start, p1, engine, step_ns=None):
     return self._walk_ready_reference(nid, start)
 
 
@@ -49,6 +52,7 @@ REFERENCES = [
     (Ibs, "_push", Ibs._push_sorted),
     (Ibs, "_filter", Ibs._filter_reference),
     (FirstReports, "seen", FirstReports.seen_reference),
+    (pghot, "lower_tier_lru_heads", pghot.lower_tier_lru_heads_reference),
 ]
 
 

@@ -591,3 +591,25 @@ def test_ibs_handler_filter_is_its_numpy_form():
         assert np.array_equal(fast[0], ref[0]) and fast[1:] == ref[1:], drop
         seen.add(ref[1:])
     assert all(min(counts) > 0 for counts in seen)
+
+
+def test_lower_tier_lru_heads_compiled_pass_is_its_numpy_form():
+    """pghot's report filter (pfn valid, on a lower tier, folio on an LRU; heads of THP
+    tails) as one compiled pass: the same mask, heads and nodes as its numpy form."""
+    from tierscan.mm.constants import PG_lru
+    from tierscan.promote.pghot import (
+        LowerTierPfns, lower_tier_lru_heads, lower_tier_lru_heads_reference,
+    )
+
+    k = mixed_kernel()
+    rng = np.random.default_rng(12)
+    used = np.flatnonzero(k.pm.flags & PG_lru)
+    k.pm.flags[rng.choice(used, 300, replace=False)] &= ~np.uint16(PG_lru)
+    pfns = np.concatenate([rng.integers(-3, k.pm.nr_pfns + 5, 20_000), rng.choice(used, 5000),
+                           [k.pm.nr_pfns, -1]])
+    lower = LowerTierPfns(k)
+    fast = lower_tier_lru_heads(k, lower, pfns)
+    ref = lower_tier_lru_heads_reference(k, lower, pfns)
+    for a, b in zip(fast, ref):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert 0 < ref[0].sum() < pfns.size and (ref[1] != pfns[ref[0]]).any()   # THP tails

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..arrays import unique
+from ..arrays import unique, upper_bound
 from ..configcheck import is_int
 from ..jiffies import UINT_MASK, jiffies_to_clock_ns, jiffies_to_msecs
 from ..mm.constants import HZ, PAGE_SHIFT, PG_lru, PG_tail
@@ -208,7 +208,41 @@ def start_report(engine, pfns, nid, src: str, counter: str):
 
 def lower_tier_lru_heads(kernel, lower: LowerTierPfns, pfns):
     """Which reports pass "pfn valid, not on a top-tier node, folio on an LRU" (§1.2 filters
-    4-5); returns (mask over pfns, head pfns of the passing ones, their nodes)."""
+    4-5); returns (mask over pfns, head pfns of the passing ones, their nodes). One compiled
+    pass (``_lower_lru_heads``); the numpy form is ``lower_tier_lru_heads_reference``."""
+    pm = kernel.pm
+    pfns = np.ascontiguousarray(pfns, np.int64)
+    keep = np.zeros(pfns.size, bool)
+    heads, nodes = np.empty(pfns.size, np.int64), np.empty(pfns.size, np.int64)
+    n = _lower_lru_heads(pfns, pm.node_start, pm.nr_pfns, lower.is_lower, pm.order, pm.flags,
+                         PG_lru, keep, heads, nodes)
+    return keep, heads[:n], nodes[:n]
+
+
+@njit(cache=True, nogil=True)
+def _lower_lru_heads(pfns, node_start, nr_pfns, is_lower, order, flags, lru, keep, heads,
+                     nodes):
+    """lower_tier_lru_heads per report; returns how many passed (heads[:n], nodes[:n])."""
+    n = 0
+    for i in range(pfns.size):
+        p = pfns[i]
+        if p < 0 or p >= nr_pfns:
+            continue
+        nid = upper_bound(node_start, p, 0, node_start.size) - 1
+        if not is_lower[nid]:
+            continue
+        head = p & ~((np.int64(1) << np.int64(order[p])) - 1)       # compound_head()
+        if (flags[head] & lru) == 0:
+            continue
+        keep[i] = True
+        heads[n] = head
+        nodes[n] = nid
+        n += 1
+    return n
+
+
+def lower_tier_lru_heads_reference(kernel, lower: LowerTierPfns, pfns):
+    """lower_tier_lru_heads as numpy passes (the reference of its compiled pass)."""
     pm = kernel.pm
     node = pm.node_of(pfns)
     keep = node >= 0
@@ -458,8 +492,9 @@ class PghotV3(PromotionEngine):
             self.activate[nid] = False
             start = p0
         view = self._rec64.reshape(-1, _BLOCK)
-        idx, heads = self._walk_ready(nid, start, p1, engine)
-        stop = self._walk_stop(start, p1, heads, engine)
+        step_ns = self._step_ns(start, p1)
+        idx, heads = self._walk_ready(nid, start, p1, engine, step_ns)
+        stop = self._walk_stop(start, p1, heads, engine, step_ns)
         if stop < p1:
             self.walk_pos[nid] = stop
             keep = heads < stop
@@ -488,7 +523,7 @@ class PghotV3(PromotionEngine):
         visit = ((flags & PG_tail) == 0) & ((flags & PG_lru) != 0)
         return idx[visit], pfns[visit]
 
-    def _walk_ready(self, nid: int, start: int, p1: int, engine):
+    def _walk_ready(self, nid: int, start: int, p1: int, engine, step_ns=None):
         """The READY records a walk of [start, p1) meets, as far as ``_walk_stop`` needs
         them: (record indexes, head pfns), in pfn order. The blocks flagged as holding READY
         records are read from ``start`` on in growing chunks, and reading ends at the first
@@ -496,15 +531,23 @@ class PghotV3(PromotionEngine):
         it): _walk_stop's stop depends only on the folios up to that one (need grows along
         the walk, so ``total`` exceeds the budget too), and the walk never passes it. A
         resumed walk used to read every READY record of the node on each wake
-        (``_walk_ready_reference``; the same result, tests/test_perf_paths.py)."""
+        (``_walk_ready_reference``; the same result, tests/test_perf_paths.py). The first
+        chunk ends one block past the walk's reach without migrations (no folio there is
+        affordable); that only sizes the reads, the test above decides where they end."""
         lo, hi = self.lower.span(nid)
-        first = (lo + start - int(self.lower.node_start[nid])) // _BLOCK
+        p0 = int(self.lower.node_start[nid])
+        first = (lo + start - p0) // _BLOCK
         blocks = first + np.flatnonzero(self._block_ready[first:hi // _BLOCK])
         left = engine.cpu_left_ns()
         c = engine.costs
-        step_ns = self.walk_step_ns * self._walk_steps(start, p1) / max(p1 - start, 1)
+        if step_ns is None:
+            step_ns = self._step_ns(start, p1)
+        chunk = 16
+        if np.isfinite(left) and step_ns > 0:
+            reach = start + left / step_ns
+            chunk = 1 + int(np.searchsorted(blocks * _BLOCK - lo + p0, reach))
         idx, heads = [], []
-        pos, chunk = 0, 16
+        pos = 0
         while pos < blocks.size:
             i, h = self._ready_in(nid, start, blocks[pos:pos + chunk])
             idx.append(i)
@@ -535,13 +578,18 @@ class PghotV3(PromotionEngine):
         thps = np.count_nonzero(self.kernel.pm.order[first:stop:_BLOCK])
         return (stop - start) - thps * 511
 
-    def _walk_stop(self, start: int, p1: int, heads, engine) -> int:
+    def _step_ns(self, start: int, p1: int) -> float:
+        """CPU time of the walk per pfn over [start, p1) (THPs are one step)."""
+        return self.walk_step_ns * self._walk_steps(start, p1) / max(p1 - start, 1)
+
+    def _walk_stop(self, start: int, p1: int, heads, engine, step_ns=None) -> int:
         """Where this wake-up's walk must stop for its CPU time (walk steps, and the
         migration of the READY folios it passes, priced as the cost model prices them) to
         fit ``engine.cpu_left_ns()``: p1 if the whole rest fits; else just past the last
         READY folio that fits, and at least one folio or one step further than ``start``."""
         left = engine.cpu_left_ns()
-        step_ns = self.walk_step_ns * self._walk_steps(start, p1) / max(p1 - start, 1)
+        if step_ns is None:                          # (kmigrated_do_work computes it once)
+            step_ns = self._step_ns(start, p1)
         c = engine.costs
         mig = np.cumsum(np.where(self.kernel.pm.folio_nr_pages(heads) > 1,
                                  c.migrate_thp_ns, c.migrate_page_ns))
