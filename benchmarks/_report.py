@@ -41,3 +41,35 @@ def vm_status(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     raise KeyError(field)
+
+
+def timed_run(cfg: dict) -> tuple[float, str]:
+    """(CPU s, result file without its timing block) of one run of a configuration dict."""
+    import io
+
+    from tierscan.sim.config import config_from_dict
+    from tierscan.sim.run import run_experiment
+
+    t = cpu_s()
+    res = run_experiment(config_from_dict(cfg))
+    spent = cpu_s() - t
+    out = io.StringIO()
+    res.save(out, include_timing=False)
+    return spent, out.getvalue()
+
+
+def report_same_run(json_path: str | None, figure: str, what: str, ref: tuple[float, str],
+                    fast: tuple[float, str], ref_name: str, fast_name: str,
+                    versus: str) -> int:
+    """Print and write (``--json``) a run timed with a reference path and with the fast one
+    (``timed_run``'s pairs); exit status 1 unless their results are byte-identical."""
+    (ref_s, ref_out), (fast_s, fast_out) = ref, fast
+    same = ref_out == fast_out
+    print(f"{what}: {ref_name} {ref_s:.2f} s CPU, {fast_name} {fast_s:.2f} s CPU "
+          f"(x{ref_s / fast_s:.2f}); results {'identical' if same else 'DIFFERENT'}")
+    write_rows(json_path, [row(
+        f"{figure}, {what}", "-",
+        f"{fast_s:.1f} s CPU ({'same result' if same else 'RESULT DIFFERS'})", None,
+        f"x{ref_s / fast_s:.2f} vs {versus}")])
+    return 0 if same else 1
+

@@ -32,6 +32,7 @@ BENCHES = [
     ("bench_access.py", [], ["--quick"]),
     ("bench_memsys.py", [], ["--scale", "0.125"]),
     ("bench_kmigrated.py", [], ["--scale", "0.05"]),
+    ("bench_ibs.py", [], ["--scale", "0.05"]),
 ]
 
 

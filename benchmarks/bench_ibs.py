@@ -27,18 +27,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import sys
 
-from _report import add_json_arg, cpu_s, row, write_rows
+from _report import add_json_arg, report_same_run, timed_run
 
 from tierscan.access.rate import RateModel
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.hotness.ibs import Ibs
 from tierscan.promote import pghot
 from tierscan.promote.pghot import FirstReports, PghotV3
-from tierscan.sim.config import config_from_dict
-from tierscan.sim.run import run_experiment
 
 
 def _walk_ready_reference(self, nid, start, p1, engine, step_ns=None):
@@ -72,12 +69,7 @@ def references():
 def timed(cfg: dict, reference: bool) -> tuple[float, str]:
     """(CPU s, result JSON without timing) of one run."""
     with references() if reference else contextlib.nullcontext():
-        t = cpu_s()
-        res = run_experiment(config_from_dict(cfg))
-        spent = cpu_s() - t
-    out = io.StringIO()
-    res.save(out, include_timing=False)
-    return spent, out.getvalue()
+        return timed_run(cfg)
 
 
 def main(argv=None) -> int:
@@ -90,17 +82,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = config(args.mode, args.source, scale=args.scale)   # the fit (an engine of its own)
     timed(config(args.mode, args.source, scale=0.01), reference=False)   # compiled kernels
-    ref_s, ref = timed(cfg, reference=True)
-    fast_s, fast = timed(cfg, reference=False)
-    same = ref == fast
-    what = f"Mode {args.mode} {args.source}, scale {args.scale:g}"
-    print(f"{what}: references {ref_s:.2f} s CPU, fast paths {fast_s:.2f} s CPU "
-          f"(x{ref_s / fast_s:.2f}); results {'identical' if same else 'DIFFERENT'}")
-    write_rows(args.json, [row(
-        f"IBS run's fast paths, {what}", "-",
-        f"{fast_s:.1f} s CPU ({'same result' if same else 'RESULT DIFFERS'})", None,
-        f"x{ref_s / fast_s:.2f} vs the references")])
-    return 0 if same else 1
+    ref, fast = timed(cfg, reference=True), timed(cfg, reference=False)
+    return report_same_run(args.json, "IBS run's fast paths",
+                           f"Mode {args.mode} {args.source}, scale {args.scale:g}", ref, fast,
+                           "references", "fast paths", "the references")
 
 
 if __name__ == "__main__":

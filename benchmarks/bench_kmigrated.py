@@ -10,15 +10,12 @@ result files (without their timing block) must be byte-identical; exit 1 if not.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 
-from _report import add_json_arg, cpu_s, row, write_rows
+from _report import add_json_arg, report_same_run, timed_run
 
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.mm import migrate
-from tierscan.sim.config import config_from_dict
-from tierscan.sim.run import run_experiment
 
 
 def timed(cfg: dict, queue: bool) -> tuple[float, str]:
@@ -27,14 +24,9 @@ def timed(cfg: dict, queue: bool) -> tuple[float, str]:
     if not queue:
         migrate.MigrationQueue.add = lambda self, heads, nid: False
     try:
-        t = cpu_s()
-        res = run_experiment(config_from_dict(cfg))
-        spent = cpu_s() - t
+        return timed_run(cfg)
     finally:
         migrate.MigrationQueue.add = real
-    out = io.StringIO()
-    res.save(out, include_timing=False)
-    return spent, out.getvalue()
 
 
 def main(argv=None) -> int:
@@ -46,17 +38,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = config(1, args.source, scale=args.scale)   # the fit (an engine of its own) first
     timed(config(1, args.source, scale=0.01), queue=True)   # compiled kernels loaded once
-    ref_s, ref = timed(cfg, queue=False)
-    fast_s, fast = timed(cfg, queue=True)
-    same = ref == fast
-    print(f"Mode 1 {args.source}, scale {args.scale:g}: per batch {ref_s:.2f} s CPU, queued "
-          f"{fast_s:.2f} s CPU (x{ref_s / fast_s:.2f}); results "
-          f"{'identical' if same else 'DIFFERENT'}")
-    write_rows(args.json, [row(
-        f"kmigrated batches queued, Mode 1 {args.source} (scale {args.scale:g})", "-",
-        f"{fast_s:.1f} s CPU ({'same result' if same else 'RESULT DIFFERS'})", None,
-        f"x{ref_s / fast_s:.2f} vs one migration per batch")])
-    return 0 if same else 1
+    ref, fast = timed(cfg, queue=False), timed(cfg, queue=True)
+    return report_same_run(args.json, "kmigrated batches queued",
+                           f"Mode 1 {args.source} (scale {args.scale:g})", ref, fast,
+                           "per batch", "queued", "one migration per batch")
 
 
 if __name__ == "__main__":
