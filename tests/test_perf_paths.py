@@ -62,6 +62,41 @@ def test_the_fit_engine_stops_after_the_first_solve_with_the_same_solution():
     assert full.kernel.access_source is full.model and fit.kernel.access_source is None
 
 
+def _compress_reference(rates, counts=None):
+    """memsys.lru.compress before this round: counts as an array, masked copies, np.unique."""
+    rates = np.asarray(rates, float)
+    counts = np.ones(rates.size) if counts is None else np.asarray(counts, float)
+    keep = (rates > 0) & (counts > 0)
+    rates, counts = rates[keep], counts[keep]
+    if rates.size == 0:
+        return rates, counts
+    key = np.round(np.log(rates) * 256).astype(np.int64)
+    uniq, inv = np.unique(key, return_inverse=True)
+    n = np.bincount(inv, weights=counts, minlength=uniq.size)
+    mass = np.bincount(inv, weights=counts * rates, minlength=uniq.size)
+    return mass / n, n
+
+
+def test_compress_matches_the_former_form():
+    """Che's rate bins: per-item counts, none, and a scalar count (a power of two, or not)
+    give the former arrays bit for bit, zero and NaN rates dropped."""
+    from tierscan.memsys.lru import compress
+
+    rng = np.random.default_rng(7)
+    w = rng.zipf(1.3, 50_000).astype(float)
+    w /= w.sum()
+    w[::97] = 0.0
+    w[5] = np.nan
+    cnt = rng.integers(0, 5, w.size).astype(float)
+    for counts, full in ((None, None), (cnt, cnt), (64.0, np.full(w.size, 64.0)),
+                         (3.0, np.full(w.size, 3.0)), (0.0, np.zeros(w.size))):
+        for rates in (w, w[:0], np.full(10, 2.5e-9)):
+            got = compress(rates, counts if np.ndim(counts) == 0 else counts[:rates.size])
+            ref = _compress_reference(rates, None if full is None else full[:rates.size])
+            for a, b in zip(got, ref):
+                assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
 def test_lookup_matches_dict_get():
     from tierscan.sim.promotion_metrics import lookup
 

@@ -39,8 +39,7 @@ def shared_llc_hits(streams, llc_bytes: int) -> list[tuple[float, float, float]]
     cache it occupies)."""
     rates, counts = [], []
     for share, w, lr in streams:
-        r, n = compress(share * np.asarray(w, float) / LINES_PER_PAGE,
-                        np.full(len(w), float(LINES_PER_PAGE)))
+        r, n = compress(share * np.asarray(w, float) / LINES_PER_PAGE, float(LINES_PER_PAGE))
         lr_r, lr_n = compress(lr)
         rates += [r, share * lr_r]
         counts += [n, lr_n]

@@ -9,6 +9,8 @@ Used for the TLB (items: pages, capacity: entries) and the LLC (items: 64-byte l
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..arrays import unique_inverse
@@ -18,18 +20,40 @@ _BINS_PER_E = 256     # rates within a factor e^(1/256) share one representative
 
 def compress(rates, counts=None):
     """(rates, multiplicities) with equal rates, and nearly equal ones (0.4%), merged:
-    an LRU model of millions of pages then costs a few thousand exponentials."""
+    an LRU model of millions of pages then costs a few thousand exponentials. ``counts``: the
+    items each rate stands for (one each by default; a scalar that is a power of two, such as
+    a page's 64 lines, stands for every rate alike)."""
     rates = np.asarray(rates, float)
-    counts = np.ones(rates.size) if counts is None else np.asarray(counts, float)
-    keep = (rates > 0) & (counts > 0)
-    rates, counts = rates[keep], counts[keep]
+    if counts is not None and np.ndim(counts) == 0 and not _power_of_two(float(counts)):
+        counts = np.full(rates.size, float(counts))
+    per_item = counts is not None and np.ndim(counts) > 0
+    keep = rates > 0
+    if per_item:
+        counts = np.asarray(counts, float)
+        keep &= counts > 0
+    elif counts is not None and not counts > 0:
+        keep[:] = False
+    if not keep.all():
+        rates = rates[keep]
+        counts = counts[keep] if per_item else counts
     if rates.size == 0:
-        return rates, counts
+        return rates, np.zeros(0)
     key = np.round(np.log(rates) * _BINS_PER_E).astype(np.int64)
     uniq, inv = unique_inverse(key)
-    n = np.bincount(inv, weights=counts, minlength=uniq.size)
-    mass = np.bincount(inv, weights=counts * rates, minlength=uniq.size)
+    if per_item:
+        n = np.bincount(inv, weights=counts, minlength=uniq.size)
+        mass = np.bincount(inv, weights=counts * rates, minlength=uniq.size)
+    else:
+        # the same sums as with an array of counts: adding c, a power of two (1 by default),
+        # k times is exactly k·c, and c·r is exact, so the bins' sums are the same floats
+        c = 1.0 if counts is None else float(counts)
+        n = np.bincount(inv, minlength=uniq.size) * c
+        mass = np.bincount(inv, weights=rates if c == 1.0 else c * rates, minlength=uniq.size)
     return mass / n, n
+
+
+def _power_of_two(c: float) -> bool:
+    return c > 0 and math.frexp(c)[0] == 0.5
 
 
 def characteristic_time(rates, counts, capacity: float) -> float:

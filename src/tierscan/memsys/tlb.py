@@ -52,7 +52,10 @@ def translation(w, slots, huge, tlb_4k, tlb_2m) -> Translation:
     miss = np.zeros(w.size)
     line = np.zeros(w.size, np.int64)
     small = ~huge
-    if small.any():
+    if small.all():             # no THP: the same arrays without the masked copies
+        miss = _miss(w, max(tlb_4k))
+        line = slots // ENTRIES_PER_LINE
+    elif small.any():
         miss[small] = _miss(w[small], max(tlb_4k))
         line[small] = slots[small] // ENTRIES_PER_LINE
     if huge.any():
