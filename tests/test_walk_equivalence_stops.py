@@ -7,7 +7,9 @@ continuation piece in a later VMA, a v1 refusal at the start of a piece, a THP a
 trigger or at the piece's end, after a non-leaf trigger (Q8), counts carried into the resumed
 call). The scans below stop at every position of layouts built to reach each path; every scan
 is compared state for state with the sequential walk (tests/test_walk_equivalence.py), and the
-test fails if some path was never taken. ``pmd_batches`` (the compiled batching) is checked
+test fails if some path was never taken. A counting stand-in for the access model checks that
+after a stop the fast path asks for the draws the sequential walk would have made (the random
+stream of runs with the rate model). ``pmd_batches`` (the compiled batching) is checked
 against its plain-Python reference.
 """
 
@@ -155,3 +157,56 @@ def test_pmd_batches_kernel_matches_reference(pieces):
     got, ref = pmd_batches(*args), pmd_batches_reference(*args)
     for a, b in zip(got, ref):
         assert np.array_equal(a, b), (got, ref)
+
+
+class DrawCounter:
+    """A stand-in access model that sets no bit and counts the entries walks ask it to
+    materialize (the rate model takes two uniforms per entry, owed or not)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def materialize_ptes(self, mm, slots):
+        self.n += len(slots)
+
+    def materialize_pmds(self, mm, pmd_slots):
+        self.n += len(pmd_slots)
+
+
+@pytest.mark.parametrize("quirks", [True, False])
+def test_draws_after_a_stop_are_the_sequential_walks(monkeypatch, quirks):
+    """The fast path materializes its whole range up front, then, at a stop, the entries the
+    sequential walk would have materialized up to the stop (``_advance_draws``): so apart from
+    the up-front draws of ranges that stopped, which the fast path always made, it asks for
+    exactly the draws of the sequential walk, and the access model's generator is where the
+    sequential walk would leave it. Stops in PTE tables and in THP batches."""
+    upfront = {"stopped": 0, "thps": 0}
+    real_stop, real_fast = vmscan_fast._stop, vmscan_fast.walk_pmd_range_fast
+    at_entry = [0]
+
+    def drawn(args):
+        src = args.mm.kernel.access_source
+        return src.n if src is not None else 0
+
+    def fast(args, start, end):
+        at_entry[0] = drawn(args)
+        return real_fast(args, start, end)
+
+    def stop(args, plan, y, consumed, anchor):
+        upfront["stopped"] += drawn(args) - at_entry[0]
+        item = anchor if y.order is None else int(y.order[anchor])
+        upfront["thps"] += item >= y.slots.size
+        return real_stop(args, plan, y, consumed, anchor)
+
+    monkeypatch.setattr(vmscan_fast, "_stop", stop)
+    monkeypatch.setattr(vmscan_fast, "walk_pmd_range_fast", fast)
+    for build in (dense_pair, batches_pair):
+        for caps in (0x7, 0x3):
+            fast_k, seq_k = build(quirks, caps)
+            fast_k.access_source, seq_k.access_source = DrawCounter(), DrawCounter()
+            for cap in (1, 3, 64):
+                scan_both(fast_k, seq_k, cap=cap)
+                reaccess(fast_k, seq_k)
+            assert fast_k.access_source.n - upfront["stopped"] == seq_k.access_source.n
+            upfront["stopped"] = 0
+    assert upfront["thps"] > 0
