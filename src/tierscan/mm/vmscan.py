@@ -372,7 +372,8 @@ class Deliver:
     cleared and were walked past; ``stop`` asks the walk to stop right after them. ``anchor``
     is then the index of the pfn on which the callback said stop (the last consumed one, or a
     v1 refusal that is not consumed when quirks are off). The per-pfn and batched forms give
-    the same answers for the same callback behaviour.
+    the same answers for the same callback behaviour. A batched callback may get a read-only
+    view of the walk's buffer (vmscan_fast.Scratch): copy what you keep after the call.
 
     - v1 per-pfn ``cb(pfn) -> int``: non-zero means "no space"; the refused pfn's A bit is
       already clear and it is lost (as posted) unless quirks are off, when it is left young and

@@ -86,6 +86,9 @@ class Young:
 
 
 def walk_pmd_range_fast(args, start: int, end: int):
+    """walk_pmd_range() (mglru-spec §5.6-§5.8) over [start, end) and the VMAs it continues
+    into, in one go: the same state, stats, deliveries and return code as vmscan's sequential
+    walk_pmd_range, stops included. None when it does not apply (lock-failure injection)."""
     walk = args.walk
     if walk.trylock is not None:
         return None
