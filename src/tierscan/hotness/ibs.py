@@ -78,7 +78,8 @@ class Ibs(Detector):
 
     def __init__(self, promoter=None, *, sample_period: int = DEFAULT_SAMPLE_PERIOD,
                  ops_per_access: float = DEFAULT_OPS_PER_ACCESS,
-                 ring_size: int = DEFAULT_RING_SIZE, drain_ms: float = DEFAULT_DRAIN_MS, nid_quirk: bool = True,
+                 ring_size: int = DEFAULT_RING_SIZE, drain_ms: float = DEFAULT_DRAIN_MS,
+                 nid_quirk: bool = True,
                  drop_toptier: bool = False, sample_stores: bool = False, seed: int = 0,
                  costs=None):
         super().__init__(promoter)

@@ -532,8 +532,9 @@ class PghotV3(PromotionEngine):
         the walk, so ``total`` exceeds the budget too), and the walk never passes it. A
         resumed walk used to read every READY record of the node on each wake
         (``_walk_ready_reference``; the same result, tests/test_perf_paths.py). The first
-        chunk ends one block past the walk's reach without migrations (no folio there is
-        affordable); that only sizes the reads, the test above decides where they end."""
+        chunk is 16 blocks, or fewer if the walk's reach without migrations ends sooner (no
+        folio past it is affordable): one block past it. That only sizes the reads; the test
+        above decides where they end."""
         lo, hi = self.lower.span(nid)
         p0 = int(self.lower.node_start[nid])
         first = (lo + start - p0) // _BLOCK
@@ -545,7 +546,7 @@ class PghotV3(PromotionEngine):
         chunk = 16
         if np.isfinite(left) and step_ns > 0:
             reach = start + left / step_ns
-            chunk = 1 + int(np.searchsorted(blocks * _BLOCK - lo + p0, reach))
+            chunk = min(chunk, 1 + int(np.searchsorted(blocks * _BLOCK - lo + p0, reach)))
         idx, heads = [], []
         pos = 0
         while pos < blocks.size:
