@@ -129,7 +129,10 @@ class PageCounter:
     """Accesses and writes per distinct page, in an open-addressing hash table (numba): one
     pass per chunk, no sort, memory sized by the footprint."""
 
-    def __init__(self, capacity: int = 1 << 16):
+    # Starts small: the table grows when half full, and a table a few times the footprint
+    # stays in cache (the recorder probes it once per access: 9.6-11 vs 12.1 ns per access
+    # decoded with 1 << 16 slots on a 2,391-page CPython recording).
+    def __init__(self, capacity: int = 1 << 12):
         self.keys = np.full(capacity, _EMPTY, np.int64)
         self.acc = np.zeros(capacity, np.uint64)
         self.wr = np.zeros(capacity, np.uint64)
