@@ -40,6 +40,7 @@ from numba import njit
 from ..arrays import unique
 from ..mm.constants import PAGE_SIZE, PG_idle, PG_lru, _PAGE_ACCESSED
 from ..mm.migrate import migrate_folios
+from ..mm.page_idle import folio_set_young, install_page_young
 from ..mm.physmem import WMARK_MIN
 from ..mm.rmap import rmap_walk
 from ..mm.vmstat import register_vmstat
@@ -47,6 +48,7 @@ from ..sim.config import Component
 from ..sim.costs import CostModel
 from ..sim.plugins import register_detector
 from .base import Detector
+from .numab import FolioField
 
 US = 1_000
 MS = 1_000_000
@@ -318,11 +320,15 @@ def damon_folio_young(kernel, pfns: np.ndarray) -> np.ndarray:
 
 def damon_folio_mkold(kernel, pfns: np.ndarray) -> None:
     """damon_folio_mkold() (mm/damon/ops-common.c): clear the young bit of every mapping
-    (damon_ptep_mkold / damon_pmdp_mkold) and set PG_idle on the folio, mapped or not.
-    (The folio_set_young() that hands a cleared bit to reclaim is not modelled: no PG_young.)"""
+    (damon_ptep_mkold / damon_pmdp_mkold) and set PG_idle on the folio, mapped or not; a
+    folio whose young bit was cleared gets PG_young (folio_set_young), which reclaim's
+    folio_referenced() counts (mm/page_idle.py)."""
     pfns = np.asarray(pfns, np.int64)
-    rmap_young(kernel, pfns, clear=True)
+    young = rmap_young(kernel, pfns, clear=True)
     pm = kernel.pm
+    if young.any():
+        install_page_young(kernel, lambda: FolioField(kernel, bool, False))
+        folio_set_young(kernel, unique(pm.folio_head(pfns[young])))
     pm.flags[pm.folio_head(pfns)] |= PG_idle
 
 

@@ -66,6 +66,7 @@ from ..mm.constants import (
 from ..mm.lru_gen import folio_lru_gen, lru_gen_is_active
 from ..mm.mempolicy import get_vma_policy
 from ..mm.migrate import migrate_misplaced_folios_one_by_one
+from ..mm.page_idle import folio_set_young, install_page_young
 from ..mm.pagetable import PageTable, pte_pfn
 from ..mm.process import VM_EXEC, VM_HUGETLB, VM_IO, VM_MIXEDMAP, VM_PFNMAP, VM_READ, VM_WRITE
 from ..mm.vmstat import register_vmstat
@@ -215,7 +216,8 @@ class Kscand(Detector):
                              f"(toptier: {list(k.machine.toptier_nodes)})")
         self.toptier = toptier_mask(k)
         self.idle = FolioField(k, bool, False)      # PG_idle (page_idle flags)
-        self.young = FolioField(k, bool, False)     # PG_young
+        # PG_young is the kernel's (mm/page_idle.py): reclaim's folio_referenced() takes it
+        install_page_young(k, lambda: FolioField(k, bool, False))
         for g in engine.groups:                     # __kscand_enter() at fork/exec
             if any(s.mm is g.mm for s in self.slots):
                 continue                            # one slot per mm, not per thread group
@@ -374,7 +376,7 @@ class Kscand(Detector):
         clear = visited & pte_young if v2 else visited & valid & pte_young
         nid = pm.node_of(heads)
         idle_before = self.idle.get(heads)
-        young_before = self.young.get(heads)
+        young_before = k.page_young.get(heads)
         young_now = young_before | clear
         if v2:
             idle_now = idle_before & ~clear
@@ -389,13 +391,13 @@ class Kscand(Detector):
             acc = tested & lru & ~idle_now & ~idle_before & \
                 (young_now | ((flags & PG_referenced) != 0))
             set_idle = visited & valid
-        # write the folio flags back (young is sticky: nothing here clears it)
+        # write the folio flags back (young stays until reclaim's folio_referenced takes it)
         upd = clear | set_idle
         if upd.any():
             # V2 sets idle last; V3 sets it before clearing the refs, which may clear it again
             new_idle = np.where(set_idle, True, idle_now) if v2 else idle_now
             self.idle.set(heads[upd], new_idle[upd])
-            self.young.set(heads[clear], True)
+            folio_set_young(k, heads[clear])
         # clear the A bits the walk found set
         cp, cs = clear & is_pmd, clear & ~is_pmd
         pt.pmd[eslot[cp] >> 9] &= ~_PAGE_ACCESSED

@@ -191,17 +191,25 @@ def folio_referenced_ptes(kernel, heads) -> np.ndarray:
     (ptep_clear_flush_young); VMAs without recency are skipped as in evict.folio_referenced."""
     from .evict import _folio_sites, _vma_has_recency
     from .constants import PG_idle
+    from .page_idle import folio_test_clear_young
 
     heads = np.asarray(heads, dtype=np.int64)
     count = np.zeros(heads.size, np.int64)
+    mapped = np.zeros(heads.size, bool)
     for s, table, owner in _folio_sites(kernel, heads):
         keep = _vma_has_recency(s.mm, s.slots << 9 if s.pmd else s.slots)
         slots, owner = s.slots[keep], owner[keep]
+        mapped[owner] = True
         (kernel.materialize_pmds if s.pmd else kernel.materialize_ptes)(s.mm, np.unique(slots))
         young = (table[slots] & _PAGE_ACCESSED) != 0
         table[slots[young]] &= ~_PAGE_ACCESSED
         np.add.at(count, owner[young], 1)
     kernel.pm.flags[heads[count > 0]] &= ~PG_idle
+    # folio_referenced_one(): PG_young makes the mapping it is found on referenced (counted
+    # once per mapping, so a folio whose young PTE already counted gains nothing; with several
+    # mappings the flag is taken by the first one walked, approximated here as any)
+    young = np.flatnonzero(mapped)[folio_test_clear_young(kernel, heads[mapped])]
+    count[young] = np.maximum(count[young], 1)
     return count
 
 

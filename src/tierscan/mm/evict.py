@@ -44,6 +44,7 @@ from .lru_gen import (
     lru_tier_from_refs,
 )
 from .migrate import migrate_folios
+from .page_idle import folio_test_clear_young
 from .pagetable import PageTable
 from .physmem import WMARK_MIN
 from .rmap import rmap_walk
@@ -508,14 +509,19 @@ def folio_referenced(kernel, heads) -> np.ndarray:
     (lru_gen_look_around's neighbour scan is not modelled.)"""
     heads = np.asarray(heads, dtype=np.int64)
     ref = np.zeros(heads.size, bool)
+    mapped = np.zeros(heads.size, bool)
     for s, table, owner in _folio_sites(kernel, heads):
         keep = _vma_has_recency(s.mm, s.slots << 9 if s.pmd else s.slots)
         slots, owner = s.slots[keep], owner[keep]
+        mapped[owner] = True
         (kernel.materialize_pmds if s.pmd else kernel.materialize_ptes)(s.mm, unique(slots))
         young = (table[slots] & _PAGE_ACCESSED) != 0
         table[slots[young]] &= ~_PAGE_ACCESSED
         ref[owner[young]] = True
     kernel.pm.flags[heads[ref]] &= ~PG_idle   # folio_referenced_one(): referenced, not idle
+    # ... then `if (folio_test_clear_young(folio)) referenced++`: an access a page-idle user
+    # (DAMON, kscand) took off the A bit still counts (mm/page_idle.py)
+    ref[mapped] |= folio_test_clear_young(kernel, heads[mapped])
     return ref
 
 

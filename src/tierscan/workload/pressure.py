@@ -26,7 +26,8 @@ from .distributions import HotSet, Zipf
 from .library import _Reader, register_workload
 from ..configcheck import Checker
 
-_COMMON = ("threads", "cpu_node", "memcg", "name", "mlp", "write_fraction", "duration")
+_COMMON = ("threads", "cpu_node", "memcg", "name", "mlp", "write_fraction", "duration",
+           "compute_ns")
 
 
 def _common(r: _Reader, name: str) -> dict:
@@ -37,6 +38,9 @@ def _common(r: _Reader, name: str) -> dict:
     r.number("mlp", 1.0, 0, float("inf"), lo_open=True)
     r.number("write_fraction", 0.5, 0, 1)
     r.opt_duration("duration")
+    # CPU time between two accesses (Phase.compute_ns); a scaled-down scenario uses it to give
+    # each page the access rate it has at full scale (docs/reproductions.md, "Pressure")
+    r.number("compute_ns", 0.0, 0, float("inf"))
     return r.out
 
 
@@ -89,7 +93,7 @@ def cold_filler(params: dict, *, where: str, field: str) -> WorkloadSpec:
     def phase(k: int, last: bool) -> Phase:
         start = hot_at + (k * window) % hot
         return Phase(HotSet(window / total, 1.0, start / total), write_fraction=p["write_fraction"],
-                     duration_ns=p["duration"] if last else every)
+                     duration_ns=p["duration"] if last else every, compute_ns=p["compute_ns"])
 
     n = 0 if every is None else shifts
     phases = [phase(k, k == n) for k in range(n + 1)]
@@ -108,7 +112,7 @@ def wss_larger(params: dict, *, where: str, field: str) -> WorkloadSpec:
     p = _common(r, "wss-larger")
     m = Mapping(size=size, thp=thp, policy="default", nodes=(), populate=populate)
     ph = Phase(Zipf(alpha, True, 0), write_fraction=p["write_fraction"],
-               duration_ns=p["duration"])
+               duration_ns=p["duration"], compute_ns=p["compute_ns"])
     return WorkloadSpec("wss-larger", (_process(p, [m], [ph]),), dict(r.out))
 
 
@@ -123,6 +127,6 @@ def bind_spill(params: dict, *, where: str, field: str) -> WorkloadSpec:
     p = _common(r, "bind-spill")
     m = Mapping(size=size, policy="bind", nodes=tuple(nodes), populate=True)
     ph = Phase(Zipf(alpha, True, 0), write_fraction=p["write_fraction"],
-               duration_ns=p["duration"])
+               duration_ns=p["duration"], compute_ns=p["compute_ns"])
     return WorkloadSpec("bind-spill", (_process(p, [m], [ph]),), dict(r.out))
 
