@@ -227,3 +227,33 @@ def test_dropped_file_page_refaults_with_its_data_and_is_counted():
     assert k.vmstat["workingset_refault_file"] == gone.size
     assert (f.content == tags).all()
     assert (k.pm.content[f.pages[gone]] == tags[gone]).all()
+
+
+def test_page_idle_users_hand_the_young_bits_they_clear_to_reclaim():
+    """damon_ptep_mkold() (mm/damon/ops-common.c) sets PG_young when it clears a young A bit,
+    and folio_referenced_one() (mm/rmap.c) ends with `if (folio_test_clear_young(folio))
+    referenced++`: an access DAMON (or kscand's page-idle scan) took off the PTE still keeps
+    the folio from reclaim, once. Before PG_young was modelled, reclaim found such folios
+    unreferenced and kswapd demoted hot pages as readily as cold ones. The flag follows the
+    folio through migration (folio_migrate_flags), and the classic LRU's count sees it too."""
+    from tierscan import Kernel, Machine
+    from tierscan.hotness.damon import damon_folio_mkold, rmap_young
+    from tierscan.mm.classic_lru import folio_referenced_ptes
+    from tierscan.mm.evict import folio_referenced
+    from tierscan.mm.migrate import migrate_folios
+
+    k = Kernel(Machine.preset("laptop"), seed=0, debug=True)
+    mm = k.spawn("t")
+    vma = mm.mmap(3 * 4096, populate=True)
+    addrs = vma.start + 4096 * np.arange(3, dtype=np.uint64)
+    pfns = mm.translate(addrs)
+    rmap_young(k, pfns, clear=True)                  # aged by someone else: no PG_young
+    mm.access(addrs[:2], False)                      # pages 0 and 1 young, page 2 not
+    damon_folio_mkold(k, pfns)
+    assert not mm.young(addrs).any()                 # DAMON took every A bit
+    assert migrate_folios(k, pfns[1:2], 1).all()     # page 1 moves to CXL with its PG_young
+    pfns = mm.translate(addrs)
+    assert folio_referenced(k, pfns[:1]).tolist() == [True]
+    assert folio_referenced_ptes(k, pfns[1:]).tolist() == [1, 0]
+    assert folio_referenced(k, pfns).tolist() == [False, False, False]   # taken once
+    k.check()
