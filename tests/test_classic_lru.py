@@ -310,3 +310,32 @@ def test_classic_swap_in_is_a_refault_with_the_eviction_counter():
     assert k.vmstat["pswpin"] == 1 and k.vmstat["workingset_refault_anon"] == 1
     assert k.vmstat["workingset_activate_anon"] == 0
     k.check()
+
+
+def test_refaults_let_reclaim_deactivate_the_active_list():
+    """prepare_scan_control(): when the target lruvec's WORKINGSET_ACTIVATE_* moved since the
+    last snapshot_refaults() (a new workingset is forming), reclaim may deactivate the active
+    list even though the inactive list is not low; without refaults it leaves it alone, and
+    the snapshot at the end of the run (do_try_to_free_pages) makes it one-shot."""
+    from tierscan.mm.reclaim import try_to_free_pages
+    from tierscan.mm.workingset import count_workingset_activate
+
+    k = classic_kernel()
+    mm = k.spawn("a")
+    vma, a = file_pages(k, mm, 512)
+    make_old(mm, a)
+    hot = vma.file.pages[:64].copy()
+    folio_mark_accessed(k, hot)
+    folio_mark_accessed(k, hot)                            # 64 active, 448 inactive
+    lv = k.lruvec(k.root_memcg, 0)
+    assert not inactive_is_low(lv, LRU_INACTIVE_FILE)
+    try_to_free_pages(k, [0], 0, 32)
+    assert k.vmstat["pgdeactivate"] == 0                   # no refaults: active left alone
+    count_workingset_activate(lv, 1, 3)                    # three file refaults activated
+    assert k.vmstat["workingset_activate_file"] == 3
+    try_to_free_pages(k, [0], 0, 32)
+    moved = k.vmstat["pgdeactivate"]
+    assert moved > 0                                       # stale active pages deactivated
+    try_to_free_pages(k, [0], 0, 32)
+    assert k.vmstat["pgdeactivate"] == moved               # snapshot taken: no new refaults
+    k.check()

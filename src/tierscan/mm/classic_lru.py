@@ -10,8 +10,9 @@ Simplifications (docs/fidelity.md "Classic LRU"): shrink_lruvec() scans each lis
 get_scan_count() share in one batch per list instead of interleaved 32-folio rounds, and
 stops between lists once nr_to_reclaim is met (the kernel rescales the remaining counts
 instead); the anon/file cost balance uses the pages scanned but not reclaimed (lru_note_cost)
-without the refault cost; may_deactivate is decided per lruvec from inactive_is_low (no
-refault-driven deactivation); VM_EXEC file folios get no extra trip round the active list;
+without the refault cost; may_deactivate is the target's refaults since the last
+snapshot_refaults (prepare_scan_control) or'd with inactive_is_low of each lruvec (the kernel
+asks the target's); VM_EXEC file folios get no extra trip round the active list;
 refaults use the eviction counter (mm/workingset.py classic_eviction / classic_refault).
 """
 
@@ -347,6 +348,8 @@ def shrink_list(lru: int, nr_to_scan: int, lruvec, sc, may_deactivate: int) -> i
     if lru & LRU_ACTIVE:
         if may_deactivate & (1 << (lru >= LRU_FILE)):
             shrink_active_list(nr_to_scan, lruvec, sc, lru)
+        else:
+            sc.skipped_deactivate = True
         return 0
     return shrink_inactive_list(nr_to_scan, lruvec, sc, lru)
 
@@ -359,7 +362,7 @@ def shrink_lruvec_classic(lruvec, sc) -> None:
     from .reclaim import root_reclaim
 
     nr = get_scan_count(lruvec, sc)
-    may_deactivate = 0
+    may_deactivate = sc.may_deactivate          # refaults on the target (prepare_scan_control)
     if inactive_is_low(lruvec, LRU_INACTIVE_ANON):
         may_deactivate |= 1
     if inactive_is_low(lruvec, LRU_INACTIVE_FILE):
@@ -373,6 +376,26 @@ def shrink_lruvec_classic(lruvec, sc) -> None:
     if _can_age_anon_pages(lruvec, sc) and inactive_is_low(lruvec, LRU_INACTIVE_ANON):
         shrink_active_list(SWAP_CLUSTER_MAX, lruvec, sc, LRU_ACTIVE_ANON)
     lruvec.kernel.after_op()
+
+
+def prepare_scan_control(kernel, nid: int, sc) -> None:
+    """prepare_scan_control(), its deactivation part: an active list may be deactivated when
+    the target lruvec's WORKINGSET_ACTIVATE_<type> moved since the last snapshot_refaults()
+    (refaults mean a new workingset is forming: drop stale active pages quickly), or always
+    with force_deactivate. The kernel also sets the bit when the target's inactive list is
+    low; the model judges that per lruvec in shrink_lruvec_classic (docs/fidelity.md)."""
+    target = kernel.lruvec(sc.target_memcg or kernel.root_memcg, nid)
+    sc.may_deactivate = 0
+    for file in (0, 1):
+        if sc.force_deactivate or target.workingset_activate[file] != target.refaults[file]:
+            sc.may_deactivate |= 1 << file
+
+
+def snapshot_refaults(kernel, target_memcg, nid: int) -> None:
+    """snapshot_refaults(): remember the target lruvec's WORKINGSET_ACTIVATE_* at the end of
+    a reclaim run (balance_pgdat, do_try_to_free_pages)."""
+    target = kernel.lruvec(target_memcg or kernel.root_memcg, nid)
+    target.refaults = list(target.workingset_activate)
 
 
 # ---- switching between MGLRU and the classic lists (lru_gen_change_state) --------------------

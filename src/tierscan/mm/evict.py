@@ -100,6 +100,12 @@ class ScanControl:
     target_memcg: object = None     # sc->target_mem_cgroup; None = root (global) reclaim
     memcg_low_reclaim: bool = False  # reclaim memcgs below memory.low too (mm/memcontrol.py)
     memcg_low_skipped: bool = False  # a memcg was skipped for memory.low
+    # classic LRU (prepare_scan_control): the types whose active list may be deactivated
+    # because the target saw refaults (bit 0 anon, bit 1 file); force_deactivate allows both,
+    # skipped_deactivate records an active list left alone (do_try_to_free_pages retries)
+    may_deactivate: int = 0
+    force_deactivate: bool = False
+    skipped_deactivate: bool = False
     nr: ScanNr = field(default_factory=ScanNr)
 
 

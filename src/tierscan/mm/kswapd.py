@@ -104,6 +104,9 @@ def balance_pgdat(kernel, nid: int, order: int = 0) -> int:
             sc.priority -= 1
         if sc.priority < 1:
             break
+    from .classic_lru import snapshot_refaults
+
+    snapshot_refaults(kernel, None, nid)
     k = kernel.kswapd[nid]
     if sc.nr_reclaimed == 0:
         k.failures += 1

@@ -69,6 +69,10 @@ class Lruvec:
 
     def __init__(self, kernel, memcg, nid: int):
         self.kernel, self.memcg, self.nid = kernel, memcg, nid
+        # classic LRU: lruvec_page_state(WORKINGSET_ACTIVATE_ANON/FILE), hierarchical, and
+        # its snapshot target_lruvec->refaults[] (prepare_scan_control / snapshot_refaults)
+        self.workingset_activate = [0, 0]
+        self.refaults = [0, 0]
         self.lrugen = LruGenFolio(timestamps=[kernel.jiffies] * MAX_NR_GENS)
         self.mm_state = LruGenMmState()
 

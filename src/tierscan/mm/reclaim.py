@@ -193,6 +193,9 @@ def shrink_node(kernel, nid: int, sc: ScanControl) -> None:
     if lru_gen_enabled(kernel) and root_reclaim(sc):
         lru_gen_shrink_node(kernel, nid, sc)
         return
+    from .classic_lru import prepare_scan_control
+
+    prepare_scan_control(kernel, nid, sc)
     shrink_node_memcgs(kernel, nid, sc)
 
 
@@ -219,17 +222,30 @@ def try_to_free_pages(kernel, nodes, order: int, nr_to_reclaim: int) -> int:
 
 def do_try_to_free_pages(kernel, nodes, sc: ScanControl) -> int:
     """do_try_to_free_pages(): shrink_zones (shrink_node on each node once, in order) from
-    sc.priority down to 0 until nr_to_reclaim pages were reclaimed; if nothing was reclaimed
-    because memory.low protected it, once more reclaiming protected memcgs too
+    sc.priority down to 0 until nr_to_reclaim pages were reclaimed, then snapshot_refaults();
+    if nothing was reclaimed, once more with force_deactivate when a classic active list was
+    left alone (skipped_deactivate), else once more reclaiming memcgs memory.low protected
     (memcg_low_reclaim). Returns sc.nr_reclaimed."""
+    from .classic_lru import snapshot_refaults
+
+    nodes = list(dict.fromkeys(nodes))
+    initial_priority = sc.priority
     while True:
         while sc.priority >= 0:
             sc.nr_scanned = 0
-            for nid in dict.fromkeys(nodes):
+            for nid in nodes:
                 shrink_node(kernel, nid, sc)
             if sc.nr_reclaimed >= sc.nr_to_reclaim:
-                return sc.nr_reclaimed
+                break
             sc.priority -= 1
-        if sc.nr_reclaimed or not sc.memcg_low_skipped or sc.memcg_low_reclaim:
+        for nid in nodes:
+            snapshot_refaults(kernel, sc.target_memcg, nid)
+        if sc.nr_reclaimed:
             return sc.nr_reclaimed
-        sc.priority, sc.memcg_low_reclaim, sc.memcg_low_skipped = DEF_PRIORITY, True, False
+        if sc.skipped_deactivate:     # nothing reclaimed with an active list left alone
+            sc.priority, sc.force_deactivate, sc.skipped_deactivate = initial_priority, True, False
+        elif sc.memcg_low_skipped and not sc.memcg_low_reclaim:   # untapped memory.low
+            sc.priority, sc.force_deactivate = initial_priority, False
+            sc.memcg_low_reclaim, sc.memcg_low_skipped = True, False
+        else:
+            return 0

@@ -200,7 +200,7 @@ def classic_refault(kernel, heads, shadows) -> None:
         for tt in (0, 1):
             mt = t == tt
             if mt.any():
-                vm.count(f"workingset_activate_{names[tt]}", lv.nid, int(n[mt].sum()))
+                count_workingset_activate(lv, tt, int(n[mt].sum()))
             if (mt & w).any():
                 vm.count(f"workingset_restore_{names[tt]}", lv.nid, int(n[mt & w].sum()))
                 lru_note_cost(lv, bool(tt), int(n[mt & w].sum()))   # lru_note_cost_refault
@@ -243,7 +243,7 @@ def lru_gen_refault(kernel, heads, shadows) -> None:
         for tt in (0, 1):
             m = t == tt
             if m.any():  # lru_gen_in_fault(): every refault here is a fault
-                vm.count(f"workingset_activate_{names[tt]}", lruvec.nid, int(n[m].sum()))
+                count_workingset_activate(lruvec, tt, int(n[m].sum()))
                 if w[m].any():
                     vm.count(f"workingset_restore_{names[tt]}", lruvec.nid, int(n[m][w[m]].sum()))
         pm.flags[h[w]] |= PG_workingset
@@ -260,3 +260,15 @@ def workingset_refault(kernel, heads, shadows) -> None:
         lru_gen_refault(kernel, heads, shadows)
     else:
         classic_refault(kernel, heads, shadows)
+
+
+def count_workingset_activate(lruvec, file: int, n: int) -> None:
+    """mod_lruvec_state(lruvec, WORKINGSET_ACTIVATE_BASE + type, n): the node's vmstat, and
+    the lruvec's hierarchical state on this node for the memcg and every ancestor (what
+    prepare_scan_control() compares with the snapshot to decide on deactivation)."""
+    k = lruvec.kernel
+    k.vmstat.count(f"workingset_activate_{'file' if file else 'anon'}", lruvec.nid, n)
+    memcg = lruvec.memcg
+    while memcg is not None:
+        k.lruvec(memcg, lruvec.nid).workingset_activate[file] += n
+        memcg = memcg.parent
