@@ -68,6 +68,9 @@ def classic_key(lruvec, lru: int) -> int:
     return (lruvec.memcg.id * pm.nr_nodes + lruvec.nid) * _LISTS + _CLASSIC + lru
 
 
+_JOIN = 8192     # entries up to which a small batch joins the end chunk instead of its own
+
+
 class _Chunk:
     """Entries sorted by (stamp, pfn); ``lo`` skips the dropped front."""
 
@@ -80,6 +83,20 @@ class _Chunk:
     def merge(self, stamps, pfns) -> None:
         self.__init__(np.concatenate([self.stamps[self.lo:], stamps]),
                       np.concatenate([self.pfns[self.lo:], pfns]))
+
+    def live(self) -> int:
+        return self.stamps.size - self.lo
+
+    def join(self, other: "_Chunk", after: bool) -> None:
+        """Take ``other``'s entries, all of them newer (``after``) or older than this chunk's:
+        concatenation keeps the (stamp, pfn) order without a sort."""
+        parts = [(self.stamps[self.lo:], self.pfns[self.lo:]), (other.stamps[other.lo:],
+                                                                other.pfns[other.lo:])]
+        if not after:
+            parts.reverse()
+        self.stamps = np.concatenate([parts[0][0], parts[1][0]])
+        self.pfns = np.concatenate([parts[0][1], parts[1][1]])
+        self.lo = 0
 
 
 class _Bucket:
@@ -95,15 +112,27 @@ class _Bucket:
 
     def add(self, stamps, pfns) -> None:
         """New entries: a new head chunk (stamps above all held), a new tail chunk (below all
-        held), or merged into the chunks whose ranges they fall in (a split THP's pages)."""
+        held), or merged into the chunks whose ranges they fall in (a split THP's pages).
+        Small batches at either end join the end chunk while it is under _JOIN entries:
+        many small chunks made every add and every read walk them all (a 200-GiB run added
+        one chunk per 64-folio demotion batch)."""
+        newest = self.heads[-1] if self.heads else (self.tails[0] if self.tails else None)
+        if newest is None or stamps.min() > newest.stamps[-1]:
+            new = _Chunk(stamps, pfns)
+            if self.heads and newest.live() + new.live() <= _JOIN:
+                newest.join(new, after=True)
+            else:
+                self.heads.append(new)
+            return
+        oldest = self.tails[-1] if self.tails else self.heads[0]
+        if stamps.max() < oldest.stamps[oldest.lo]:
+            new = _Chunk(stamps, pfns)
+            if self.tails and oldest.live() + new.live() <= _JOIN:
+                oldest.join(new, after=False)
+            else:
+                self.tails.append(new)
+            return
         chunks = list(self.chunks())
-        if not chunks or stamps.min() > chunks[-1].stamps[-1]:
-            self.heads.append(_Chunk(stamps, pfns))
-            return
-        first = chunks[0]
-        if stamps.max() < first.stamps[first.lo]:
-            self.tails.append(_Chunk(stamps, pfns))
-            return
         for c in chunks:
             sel = (stamps >= c.stamps[c.lo]) & (stamps <= c.stamps[-1])
             if sel.any():
