@@ -40,6 +40,19 @@ def make_old(mm, a):
     mm.pt.pte[PageTable.slot(a)] &= ~_PAGE_ACCESSED
 
 
+def old_file_pages_first_64_active(n):
+    """A classic kernel with n file pages, young bits cleared, the first 64 activated (two
+    folio_mark_accessed each). Returns (kernel, mm, vma, addresses, node 0's root lruvec)."""
+    k = classic_kernel()
+    mm = k.spawn("a")
+    vma, a = file_pages(k, mm, n)
+    make_old(mm, a)
+    hot = vma.file.pages[:64].copy()
+    folio_mark_accessed(k, hot)
+    folio_mark_accessed(k, hot)
+    return k, mm, vma, a, k.lruvec(k.root_memcg, 0)
+
+
 def test_new_faulted_folios_start_on_the_inactive_list():
     k = classic_kernel()
     mm = k.spawn("a")
@@ -239,14 +252,7 @@ def test_classic_refault_is_activated_when_its_distance_fits_the_workingset():
     the inactive list; the last one evicted (distance 1) is activated."""
     from tierscan.mm.workingset import nonresident_age
 
-    k = classic_kernel()
-    mm = k.spawn("a")
-    vma, a = file_pages(k, mm, 256)
-    make_old(mm, a)
-    hot = vma.file.pages[:64].copy()
-    folio_mark_accessed(k, hot)
-    folio_mark_accessed(k, hot)                          # 64 activations age the lruvec
-    lv = k.lruvec(k.root_memcg, 0)
+    k, mm, vma, a, lv = old_file_pages_first_64_active(256)     # 64 activations age the lruvec
     assert nonresident_age(lv) == 64
     shrink_lruvec_classic(lv, ScanControl(nr_to_reclaim=192, priority=0))
     assert nonresident_age(lv) == 64 + 192 and (vma.file.pages[64:] < 0).all()
@@ -320,14 +326,7 @@ def test_refaults_let_reclaim_deactivate_the_active_list():
     from tierscan.mm.reclaim import try_to_free_pages
     from tierscan.mm.workingset import count_workingset_activate
 
-    k = classic_kernel()
-    mm = k.spawn("a")
-    vma, a = file_pages(k, mm, 512)
-    make_old(mm, a)
-    hot = vma.file.pages[:64].copy()
-    folio_mark_accessed(k, hot)
-    folio_mark_accessed(k, hot)                            # 64 active, 448 inactive
-    lv = k.lruvec(k.root_memcg, 0)
+    k, _, _, _, lv = old_file_pages_first_64_active(512)     # 64 active, 448 inactive
     assert not inactive_is_low(lv, LRU_INACTIVE_FILE)
     try_to_free_pages(k, [0], 0, 32)
     assert k.vmstat["pgdeactivate"] == 0                   # no refaults: active left alone
