@@ -1,6 +1,7 @@
 """Throughput of the MGLRU page-table walk: lru_gen_scan_lruvec on the vectorised fast path,
 on the sequential per-PMD reference (kernel.fast_walk = False), and a per-PTE pure-Python
-reference walk, over 8 GiB of populated anon memory (2,097,152 PTEs).
+reference walk, over 8 GiB of populated anon memory (2,097,152 PTEs); and the dense case with
+a callback that fills every 131,072 pfns (klruscand's batch), fast vs sequential.
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_walk.py [--quick]
 
@@ -33,6 +34,7 @@ CXL_NODE = 1
 TARGET = 50e6            # PTEs/s the fast path should reach on the dense (100% young) case
 GOAL = 100e6             # issue 15's goal for the same figure
 REF_FRACTION = 16        # the per-PTE reference is timed on 1/16 of the VMA and scaled
+KLRUSCAND_BATCH = 2 << 16  # klruscand's default batch (hotness/klruscand.py)
 MACHINE = BENCH_14G
 
 # Python-int copies of the bits, so the per-PTE reference never computes on numpy scalars.
@@ -63,19 +65,29 @@ class Scenario:
     def npte(self) -> int:
         return int(self.addrs.size)
 
-    def scan(self):
+    def scan(self, cap: int | None = None):
         """One full scan with a batched v2 callback that copies the pfns into a preallocated
-        batch big enough for every PTE, so it never fills (the walk never stops mid-range).
-        Returns the pfns reported, in order."""
-        buf, n = self.buf, 0
+        buffer with room for every PTE. Without ``cap`` it never fills (the walk never stops
+        mid-range); with ``cap`` it says "full" after every ``cap`` pfns as klruscand's batch
+        does, and flush_cb empties it, so the walk stops and resumes. Returns the pfns
+        reported, in order."""
+        buf, n, room = self.buf, 0, cap
 
         def cb(pfns):
-            nonlocal n
-            buf[n:n + pfns.size] = pfns
-            n += pfns.size
-            return pfns.size, False
+            nonlocal n, room
+            take = pfns.size if cap is None else min(room, pfns.size)
+            buf[n:n + take] = pfns[:take]
+            n += take
+            if cap is None:
+                return take, False
+            room -= take
+            return take, room == 0
 
-        lru_gen_scan_lruvec(self.lv, self.lv.lrugen.max_seq, cb, lambda: None, contract="v2",
+        def flush():
+            nonlocal room
+            room = cap
+
+        lru_gen_scan_lruvec(self.lv, self.lv.lrugen.max_seq, cb, flush, contract="v2",
                             batched=True)
         return buf[:n]
 
@@ -210,6 +222,24 @@ def verify(sc: Scenario, name: str) -> str | None:
     return None
 
 
+def verify_stops(sc: Scenario, name: str, cap: int) -> str | None:
+    """Fast path and sequential walk with a callback that fills every ``cap`` pfns: same pfns
+    in the same order, same page tables, folio flags/gens and nr_pages."""
+    out = []
+    for fast in (True, False):
+        sc.restore(name)
+        sc.k.fast_walk = fast
+        pfns = sc.scan(cap).copy()
+        out.append((pfns, sc.mm.pt.pte.copy(), sc.mm.pt.pmd.copy(), sc.k.pm.flags.copy(),
+                    sc.k.pm.lru_gen_refs.copy(), sc.lv.lrugen.nr_pages.copy()))
+    sc.k.fast_walk = True
+    for what, a, b in zip(("pfns", "PTEs", "PMDs", "folio flags", "lru_gen_refs", "nr_pages"),
+                          *out):
+        if a.shape != b.shape or not np.array_equal(a, b):
+            return f"{what} differ"
+    return None
+
+
 def best_of(sc: Scenario, name: str, fn, runs: int) -> float:
     """Best CPU time (time.process_time) of ``runs`` timed calls after one warm-up, each from
     the saved state."""
@@ -289,6 +319,27 @@ def main(argv=None) -> int:
             ok &= met
             print(f"  target >= {TARGET / 1e6:.0f} M PTEs/s dense: "
                   f"{'met' if met else 'NOT MET'} ({rate / 1e6:.1f} M PTEs/s)")
+    # klruscand's batch (2^17 pfns) fills every 131,072 young PTEs: the walk stops inside a
+    # walk_pmd_range range, commits the prefix, and resumes after a flush (a quarter of the
+    # VMA when that is smaller, so that a small run stops too)
+    label, cap = "100% young", min(KLRUSCAND_BATCH, sc.npte // 4)
+    err = verify_stops(sc, label, cap)
+    print(f"\nverify {label}, callback full every {cap:,} pfns: fast path vs sequential walk "
+          f"(pfns in order, page tables, folio flags/gens, nr_pages): "
+          f"{'ok' if err is None else 'FAILED: ' + err}")
+    if err:
+        return 1
+    n = sc.npte
+    t_fast = best_of(sc, label, lambda: sc.scan(cap), args.runs)
+    sc.k.fast_walk = False
+    t_seq = best_of(sc, label, lambda: sc.scan(cap), args.runs)
+    sc.k.fast_walk = True
+    print(f"  fast path {t_fast * 1e3:.1f} ms  {n / t_fast / 1e6:.2f} M PTEs/s; sequential "
+          f"{t_seq * 1e3:.1f} ms  {n / t_seq / 1e6:.2f} M PTEs/s; fast / sequential = "
+          f"{t_seq / t_fast:.1f}x")
+    rows.append(row(f"MGLRU walk, {label} PTEs, batch full every {cap:,} ({size / 2**30:g} GiB, "
+                    "bench_walk)", "-", f"{n / t_fast / 1e6:.1f} M PTE/s", None,
+                    f"x{t_seq / t_fast:.1f} vs sequential walk"))
     write_rows(args.json, rows)
     return 0
 
