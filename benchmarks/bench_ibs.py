@@ -20,19 +20,25 @@ Fast paths (each with its reference):
   fresh records and of their jiffies).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_ibs.py [--source ibs]
-        [--scale 0.25] [--json PATH]
+        [--scale 0.25] [--json PATH] [--breakdown]
+
+``--breakdown`` runs only the fast paths, once, and prints the CPU seconds spent in each of
+the run's main steps (each function's own calls, callees included; nested rows overlap), a
+profile without cProfile's per-call overhead.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import sys
 
-from _report import add_json_arg, report_same_run, timed_run
+from _report import add_json_arg, cpu_s, report_same_run, timed_run
 
 from tierscan.access.rate import RateModel
 from tierscan.experiments.pghot_v3 import SOURCES, config
+from tierscan.memsys.system import MemorySystem
 from tierscan.hotness.ibs import Ibs
 from tierscan.promote import pghot
 from tierscan.promote.pghot import FirstReports, PghotV3
@@ -66,6 +72,35 @@ def references():
             setattr(owner, name, fast)
 
 
+# the steps --breakdown times: (owner, method)
+STEPS = [(Ibs, "run"), (RateModel, "sample"), (RateModel, "_draw"), (Ibs, "_filter"),
+         (Ibs, "_push"), (Ibs, "_drain"), (PghotV3, "record_access"), (FirstReports, "seen"),
+         (PghotV3, "kmigrated_do_work"), (PghotV3, "_walk_ready"), (PghotV3, "_promote"),
+         (PghotV3, "_run_queue"), (MemorySystem, "tick"), (RateModel, "after_advance")]
+
+
+@contextlib.contextmanager
+def breakdown(spent: collections.Counter):
+    """CPU seconds of each STEPS method (callees included) added to ``spent``."""
+    def timing(name, f):
+        def timed_call(*a, **kw):
+            t = cpu_s()
+            try:
+                return f(*a, **kw)
+            finally:
+                spent[name] += cpu_s() - t
+        return timed_call
+
+    saved = [(owner, name, owner.__dict__[name]) for owner, name in STEPS]
+    try:
+        for owner, name, f in saved:
+            setattr(owner, name, timing(f"{owner.__name__}.{name}", f))
+        yield
+    finally:
+        for owner, name, f in saved:
+            setattr(owner, name, f)
+
+
 def timed(cfg: dict, reference: bool) -> tuple[float, str]:
     """(CPU s, result JSON without timing) of one run."""
     with references() if reference else contextlib.nullcontext():
@@ -78,10 +113,20 @@ def main(argv=None) -> int:
                     choices=[s for s in SOURCES if s not in ("numab0", "numab2")])
     ap.add_argument("--mode", type=int, choices=(1, 2, 3), default=1)
     ap.add_argument("--scale", type=float, default=0.25)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="time the fast run's main steps instead of comparing")
     add_json_arg(ap)
     args = ap.parse_args(argv)
     cfg = config(args.mode, args.source, scale=args.scale)   # the fit (an engine of its own)
     timed(config(args.mode, args.source, scale=0.01), reference=False)   # compiled kernels
+    if args.breakdown:
+        spent = collections.Counter()
+        with breakdown(spent):
+            total, _ = timed(cfg, reference=False)
+        print(f"Mode {args.mode} {args.source}, scale {args.scale:g}: {total:.2f} s CPU")
+        for name, s in spent.most_common():
+            print(f"  {name:28s} {s:7.2f} s")
+        return 0
     ref, fast = timed(cfg, reference=True), timed(cfg, reference=False)
     return report_same_run(args.json, "IBS run's fast paths",
                            f"Mode {args.mode} {args.source}, scale {args.scale:g}", ref, fast,
