@@ -35,7 +35,7 @@ def guide_table(cdf: np.ndarray) -> tuple[np.ndarray, float]:
     return guide, scale
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _locate(x, cdf, guide, scale, last):
     """min(searchsorted(cdf, x, "right"), last), searching only x's bucket of the guide."""
     n = cdf.size

@@ -504,7 +504,7 @@ class PghotV3(PromotionEngine):
         if idx.size:
             words = self.records[idx]
             self.records[idx] = 0                         # test-and-clear READY, zero the rest
-            touched = np.unique(idx // _BLOCK)
+            touched = unique(idx // _BLOCK)
             self._block_ready[touched] = (view[touched] < 0).any(axis=1)
             self._kmigrated_records(nid, idx, heads, words, engine)
         return stop < p1
