@@ -307,6 +307,20 @@ def _first_reports(ns1, idx, ns_plus1):
             ns1[idx[i]] = ns_plus1[i]
 
 
+@njit(cache=True, nogil=True)
+def _ready_words(rec, blocks, block, out):
+    """The indexes of the READY words (bit 63: negative in the int64 view) of ``blocks`` of
+    ``block`` words each, in order, into ``out``; returns how many."""
+    n = 0
+    for b in blocks:
+        base = b * block
+        for j in range(block):
+            if rec[base + j] < 0:
+                out[n] = base + j
+                n += 1
+    return n
+
+
 def count_per_node(vm, name: str, nodes, nr_nodes: int) -> None:
     counts = np.bincount(np.asarray(nodes, dtype=np.int64), minlength=nr_nodes)
     for n in np.flatnonzero(counts):
@@ -511,9 +525,20 @@ class PghotV3(PromotionEngine):
 
     def _ready_in(self, nid: int, start: int, blocks) -> tuple[np.ndarray, np.ndarray]:
         """(record indexes, head pfns) of the READY records in ``blocks`` (record block
-        numbers, ascending) that the walk from pfn ``start`` lands on, in pfn order."""
+        numbers, ascending) that the walk from pfn ``start`` lands on, in pfn order. The
+        blocks are read in place by one compiled pass (``_ready_words``)."""
+        out = np.empty(blocks.size * _BLOCK, np.int64)
+        idx = out[:_ready_words(self._rec64, np.ascontiguousarray(blocks, np.int64), _BLOCK,
+                                out)]
+        return self._landed_on(nid, start, idx)
+
+    def _ready_in_reference(self, nid: int, start: int, blocks):
+        """_ready_in by numpy: a copy of the blocks, compared, np.nonzero."""
         r, c = np.nonzero(self._rec64.reshape(-1, _BLOCK)[blocks] < 0)
-        idx = blocks[r] * _BLOCK + c
+        return self._landed_on(nid, start, blocks[r] * _BLOCK + c)
+
+    def _landed_on(self, nid: int, start: int, idx):
+        """The READY records ``idx`` (ascending) the walk from pfn ``start`` lands on."""
         pfns = self.lower.pfn(idx, nid)
         ahead = pfns >= start
         idx, pfns = idx[ahead], pfns[ahead]
@@ -569,7 +594,7 @@ class PghotV3(PromotionEngine):
         """Every READY record of the node from ``start`` on (the reference of _walk_ready)."""
         lo, hi = self.lower.span(nid)
         blocks = lo // _BLOCK + np.flatnonzero(self._block_ready[lo // _BLOCK:hi // _BLOCK])
-        return self._ready_in(nid, start, blocks)
+        return self._ready_in_reference(nid, start, blocks)
 
     def _walk_steps(self, start: int, stop: int) -> int:
         """Steps of the pfn walk over [start, stop): one per base page, one per THP. A THP is
