@@ -599,13 +599,13 @@ def demote_folio_list(kernel, heads, nid: int) -> np.ndarray:
     allocation)."""
     heads = np.asarray(heads, dtype=np.int64)
     ok = np.zeros(heads.size, bool)
-    kernel.pm.demoted_ns[heads] = kernel.clock_ns + 1   # moves with the folio (ping-pong)
+    kernel.pm.demoted_ms[heads] = kernel.clock_ns // 1_000_000 + 1   # moves with the folio
     for target in demotion_nodes(kernel, nid):
         todo = np.flatnonzero(~ok)
         if todo.size == 0:
             break
         ok[todo] = migrate_folios(kernel, heads[todo], target, WMARK_MIN, wake_kswapd=True)
-    kernel.pm.demoted_ns[heads[~ok]] = 0
+    kernel.pm.demoted_ms[heads[~ok]] = 0
     return ok
 
 

@@ -25,10 +25,13 @@ from .rmap import Sites, rmap_walk
 from .vmstat import register_vmstat
 
 _COPIED = ("flags", "lru_gen_refs", "memcg", "mapcount", "mapping", "index", "content",
-           "demoted_ns")
+           "demoted_ms")
 
 # tierscan's own counter (not the kernel's): pages promoted (moved from a lower tier to a top
 # tier) within Kernel.pingpong_window_ns of their demotion: promotion/demotion ping-pong.
+# Demotion times are kept in whole milliseconds (PhysMem.demoted_ms), so the window is judged
+# to 1 ms: a promotion counts when the milliseconds elapsed since the demotion's millisecond are
+# within the window.
 PINGPONG = "tierscan_promote_pingpong"
 register_vmstat(PINGPONG)
 
@@ -91,8 +94,9 @@ def _recently_demoted(kernel, heads, target_nid: int) -> np.ndarray:
     tiers = _tiers(kernel)
     if tiers[target_nid] != 0 or heads.size == 0:
         return np.zeros(heads.size, bool)
-    stamp = pm.demoted_ns[heads]
-    return (stamp > 0) & (kernel.clock_ns - (stamp - 1) <= kernel.pingpong_window_ns) & \
+    stamp = pm.demoted_ms[heads].astype(np.int64)
+    elapsed_ms = kernel.clock_ns // 1_000_000 - (stamp - 1)
+    return (stamp > 0) & (elapsed_ms * 1_000_000 <= kernel.pingpong_window_ns) & \
         (tiers[np.maximum(pm.node_of(heads), 0)] > 0)
 
 

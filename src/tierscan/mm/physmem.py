@@ -65,7 +65,9 @@ class PhysMem:
         self.mapping = np.zeros(n, dtype=np.int32)       # owning mm id (anon) or file id
         self.index = np.zeros(n, dtype=np.uint32)        # page slot in the mm (anon) or file offset
         self.content = np.zeros(n, dtype=np.uint32)      # content tag: the data the page holds
-        self.demoted_ns = np.zeros(n, dtype=np.int64)    # tierscan: 1 + time of its demotion
+        # tierscan: 1 + the millisecond of its last demotion (ping-pong); 4 bytes, not an
+        # int64 of ns, to keep the per-pfn state small (uint32 ms lasts 49 days)
+        self.demoted_ms = np.zeros(n, dtype=np.uint32)
         self.block_free = np.full(n // BLOCK, BLOCK, dtype=np.int16)
         self.node_free = np.array(nr_pages, dtype=np.int64)
         self.node_present = np.array(nr_pages, dtype=np.int64)
@@ -193,7 +195,7 @@ class PhysMem:
         self.block_free[blocks] += per_block.astype(self.block_free.dtype)
         for arr in (self.flags, self.lru_gen_refs, self.list_gen, self.lru_stamp, self.order,
                     self.memcg, self.mapcount, self.mapping, self.index, self.content,
-                    self.demoted_ns):
+                    self.demoted_ms):
             arr[pfns] = 0
 
     def reserve(self, heads: np.ndarray, order: int) -> None:
