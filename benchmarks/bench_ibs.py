@@ -75,7 +75,8 @@ def references():
 # the steps --breakdown times: (owner, method)
 STEPS = [(Ibs, "run"), (RateModel, "sample"), (RateModel, "_draw"), (Ibs, "_filter"),
          (Ibs, "_push"), (Ibs, "_drain"), (PghotV3, "record_access"), (FirstReports, "seen"),
-         (PghotV3, "kmigrated_do_work"), (PghotV3, "_walk_ready"), (PghotV3, "_promote"),
+         (PghotV3, "kmigrated_do_work"), (PghotV3, "_walk_ready"), (PghotV3, "_ready_in"),
+         (PghotV3, "_promote"),
          (PghotV3, "_run_queue"), (MemorySystem, "tick"), (RateModel, "after_advance")]
 
 
