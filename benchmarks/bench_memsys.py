@@ -6,10 +6,14 @@ default) under latency_model = "idle" and "loaded", in one process, and the rati
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_memsys.py --dram-channels 2 --cxl-devices 2
     (--json PATH: also the figure for bench_all.py's table)
 
-The goal (issue 12): the loaded run takes no more than 10% longer per simulated tick (the
-two models simulate different run times, so whole-run CPU times are printed too). Also
-reported: how many closed-loop solves the loaded run made and the time spent in memsys. Exits 1 when the
-machine has no curves (the two runs would be the same model).
+The goal (issues 12 and 15): the memory-timing model adds at most 10% to a run's CPU time. The
+figure is the CPU time spent inside the model during the loaded run (its per-tick solve, the
+migration-traffic and remap inputs it is fed) over the rest of that run. Whole-run and
+per-simulated-tick ratios are printed too but are not the model's cost: the two latency models
+simulate different runs (with loaded latencies the run ends at a different time, so it has a
+different number of ticks doing a different amount of the same promotion work each). Also
+reported: how many closed-loop solves the loaded run made. Exits 1 when the machine has no
+curves (the two runs would be the same model).
 """
 
 from __future__ import annotations
@@ -34,14 +38,19 @@ def timed_run(mode, source, scale, latency_model, memory=None):
                                  memory=memory))
     e = build_engine(cfg)
     spent = [0.0]
-    if e.memsys is not None:
-        tick = e.memsys.tick
 
-        def counted(engine, dt):
+    def counted(fn):
+        def timed(*args):
             t = time.process_time()
-            tick(engine, dt)
+            fn(*args)
             spent[0] += time.process_time() - t
-        e.memsys.tick = counted
+        return timed
+    ms = e.memsys
+    if ms is not None:
+        ms.tick = counted(ms.tick)
+        ms.kernel_traffic = counted(ms.kernel_traffic)
+        hooks = e.kernel.remap_hooks
+        hooks[hooks.index(ms._on_remap)] = counted(ms._on_remap)
     t = time.process_time()
     e.run()
     return time.process_time() - t, e, spent[0]
@@ -68,16 +77,18 @@ def main() -> int:
     print(f"  loaded : {loaded_s:7.2f} s CPU, {tl} ticks ({loaded_s / tl * 1e3:.2f} ms per tick); "
           f"{loaded.memsys.solves} solves, {in_memsys:.2f} s in memsys "
           f"({in_memsys / max(tl, 1) * 1e6:.0f} us per tick)")
-    # the loaded model changes the simulated run time, so compare CPU time per simulated tick
+    share = in_memsys / max(loaded_s - in_memsys, 1e-9)
     per_tick = (loaded_s / tl) / (idle_s / ti)
-    print(f"  loaded / idle CPU time per simulated tick: {per_tick:.3f} "
-          f"(goal <= 1.10); whole runs: {loaded_s / idle_s:.3f}")
+    print(f"  CPU in the memory-timing model / the rest of the loaded run: {share:.3f} "
+          f"(goal <= 0.10)")
+    print(f"  (not the model's cost, different simulated runs: whole runs loaded/idle "
+          f"{loaded_s / idle_s:.3f}, per simulated tick {per_tick:.3f})")
     write_rows(args.json, [row(
-        f"loaded latency model, Mode {args.mode} {args.source} (scale {args.scale:g})",
-        "<= 1.10 x idle per tick",
-        f"{loaded_s / tl * 1e3:.2f} vs {idle_s / ti * 1e3:.2f} ms CPU per tick; "
-        f"{in_memsys / max(tl, 1) * 1e6:.0f} us in memsys",
-        per_tick <= 1.10, f"x{per_tick:.3f} vs the idle model")])
+        f"memory-timing model's own CPU, Mode {args.mode} {args.source} (scale {args.scale:g})",
+        "<= 10% of the run",
+        f"{in_memsys:.2f} s of {loaded_s:.2f} s CPU ({in_memsys / max(tl, 1) * 1e6:.0f} us per "
+        f"tick); whole runs loaded/idle x{loaded_s / idle_s:.2f}",
+        share <= 0.10, f"+{share:.1%} over the rest of the run")])
     return 0
 
 
