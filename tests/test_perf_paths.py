@@ -2,6 +2,7 @@
 reference's exact result."""
 
 import numpy as np
+import pytest
 from conftest import HPAGE, PAGE
 
 from tierscan import Kernel, Machine
@@ -648,3 +649,79 @@ def test_lower_tier_lru_heads_compiled_pass_is_its_numpy_form():
     for a, b in zip(fast, ref):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     assert 0 < ref[0].sum() < pfns.size and (ref[1] != pfns[ref[0]]).any()   # THP tails
+
+
+def _kmigrated_wake(monkeypatch, fast: bool, machine, targets_of, literal=False, **params):
+    """The state after one kmigrated wake over 9,000 CXL pages (two THPs first, every fifth
+    page-cache page dirty) with the admission windows in their fast
+    form or in the reference form (PghotV3.fast_admission)."""
+    from conftest import machine_dict
+    from test_promote import FakeEngine, at
+
+    from tierscan.mm.constants import PG_dirty
+    from tierscan.promote.pghot import PghotV3
+
+    monkeypatch.setattr(PghotV3, "fast_admission", fast)
+    k = Kernel(Machine.from_dict(machine_dict(**machine)), seed=0)   # isolated folios: no checks
+    cxl = len(machine["capacities"]) - 1
+    mm = k.spawn("p")
+    mm.mmap(2 * HPAGE, kind="anon", thp=True, populate=True, policy="bind", nodes=[cxl])
+    anon = mm.mmap(7200 * PAGE, kind="anon", populate=True, policy="bind", nodes=[cxl])
+    file = mm.mmap(1800 * PAGE, kind="file", shared=True, populate=True, policy="bind",
+                   nodes=[cxl])                        # page cache
+    pfns = np.concatenate([mm.translate(anon.start + np.arange(7200) * PAGE),
+                           mm.translate(file.start + np.arange(1800) * PAGE)])
+    k.pm.flags[pfns[7200::5]] |= PG_dirty
+    thps = mm.translate(mm.vmas[0].start + np.arange(2) * HPAGE)
+    pages = np.concatenate([thps, pfns])
+    e = PghotV3(k, literal=literal, **params)
+    for t in (1000, 1001, 1002):
+        e.record_access(pages, targets_of(pages), "hintfault", at(k, t))
+    at(k, 1100)
+    fe = FakeEngine(k)
+    e.kmigrated[0].run(fe)
+    st = kernel_state(k)
+    st["records"] = e.records.copy()
+    st["promoted"] = np.concatenate(e.promoted_pfns or [np.zeros(0, np.int64)])
+    st["cpu"] = fe.cpu_ns
+    st["success_by_node"] = k.vmstat.node("pgpromote_success")
+    for name in ("nbp_threshold", "nbp_th_start", "nbp_th_nr_cand", "nbp_rl_start",
+                 "nbp_rl_nr_cand"):
+        st[name] = getattr(e, name).copy()
+    return st
+
+
+@pytest.mark.parametrize("case", ["one DRAM node", "two DRAM nodes", "two, literal",
+                                  "rate limit"])
+def test_kmigrated_fast_admission_is_the_reference(monkeypatch, case):
+    """kmigrated's admission windows with the wake's prepare refusals computed once and the
+    single-destination steps (PghotV3.fast_admission) end a wake as the reference form, which
+    selects each destination's folios and judges prepare per window: one destination that
+    fills up part way (unbalanced refusals), two destinations interleaved (target changes cut
+    batches; as posted they do not), and a rate limit that refuses part of the candidates."""
+    one = {"capacities": ["32MiB", "64MiB"]}
+    two = {"capacities": ["24MiB", "16MiB", "64MiB"], "cpus": [[0], [1], []],
+           "kinds": ["dram", "dram", "cxl"]}
+    # as posted, admission passes only through the free-space shortcut (quirk (b))
+    roomy = dict(two, capacities=["1200MiB", "1200MiB", "64MiB"])
+    alternate = lambda p: (p // 700) % 2                        # noqa: E731
+    machine, targets, kw = {
+        "one DRAM node": (one, lambda p: -1, {"batch": 256}),
+        "two DRAM nodes": (two, alternate, {"batch": 200}),
+        "two, literal": (roomy, alternate, {"batch": 200, "literal": True}),
+        "rate limit": (one, lambda p: -1, {"rate_limit_MBps": 12}),
+    }[case]
+    ref = _kmigrated_wake(monkeypatch, False, machine, targets, **kw)
+    fast = _kmigrated_wake(monkeypatch, True, machine, targets, **kw)
+    assert_same_state(ref, fast)
+    vm = ref["vmstat"]
+    assert vm["pgpromote_success"] > 1000
+    assert vm["pgmigrate_prepare_fail_dirty_file"] > 0
+    if case == "rate limit":
+        assert vm["pghot_kmigrated_refused_ratelimit"] > 0
+    elif case == "two, literal":
+        assert vm["pgpromote_candidate_nrl"] > 1000
+    else:
+        assert vm["pgmigrate_prepare_fail_unbalanced"] > 0
+    if case == "two DRAM nodes":
+        assert (ref["success_by_node"][:2] > 0).all()

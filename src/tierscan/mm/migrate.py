@@ -203,7 +203,7 @@ def migrate_balanced_pgdat(kernel, target_nid: int, nr_pages) -> np.ndarray:
     return free > int(pm.watermarks[target_nid, WMARK_HIGH]) + np.asarray(nr_pages, np.int64)
 
 
-def _static_reasons(kernel, heads, vma) -> np.ndarray:
+def static_prepare_reasons(kernel, heads, vma=None) -> np.ndarray:
     """The refusals of migrate_misplaced_folio_prepare() that do not depend on the target's
     free pages: EXEC_SHARED, DIRTY_FILE (checked before the balance test) and ISOLATED
     (folio_isolate_lru fails: the folio is not on an LRU; checked after it)."""
@@ -225,10 +225,17 @@ def misplaced_prepare_reasons(kernel, heads, target_nid: int, vma=None) -> np.nd
     """Outcome code (OK, EXEC_SHARED, DIRTY_FILE, UNBALANCED, ISOLATED) of
     migrate_misplaced_folio_prepare() for each folio, all against the target's current free
     pages (prepare itself allocates nothing), without counting or waking kswapd."""
-    reason = _static_reasons(kernel, heads, vma)
+    return prepare_reasons_of(kernel, static_prepare_reasons(kernel, heads, vma),
+                              kernel.pm.folio_nr_pages(heads), target_nid)
+
+
+def prepare_reasons_of(kernel, static, nr_pages, target_nid: int) -> np.ndarray:
+    """misplaced_prepare_reasons() of folios whose target-independent refusals
+    (static_prepare_reasons, which a caller may compute once for many windows: they read
+    only the folios' flags) and sizes are given, against the target's current free pages."""
+    reason = static.copy()
     early = (reason == EXEC_SHARED) | (reason == DIRTY_FILE)
-    unbalanced = ~early & ~migrate_balanced_pgdat(kernel, target_nid,
-                                                  kernel.pm.folio_nr_pages(heads))
+    unbalanced = ~early & ~migrate_balanced_pgdat(kernel, target_nid, nr_pages)
     reason[unbalanced] = UNBALANCED
     return reason
 
@@ -460,7 +467,8 @@ def migrate_misplaced_folios_one_by_one(kernel, heads, target_nid: int, vma=None
     pending = np.arange(n)
     while pending.size:
         sub = heads[pending]
-        reasons = _greedy_prepare(_static_reasons(kernel, sub, vma), pm.folio_nr_pages(sub),
+        reasons = _greedy_prepare(static_prepare_reasons(kernel, sub, vma),
+                                  pm.folio_nr_pages(sub),
                                   int(pm.node_free[target_nid]),
                                   int(pm.watermarks[target_nid, WMARK_HIGH]))
         go = np.flatnonzero(reasons == OK)

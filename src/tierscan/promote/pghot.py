@@ -30,7 +30,7 @@ from ..jiffies import UINT_MASK, jiffies_to_clock_ns, jiffies_to_msecs
 from ..mm.constants import HZ, PAGE_SHIFT, PG_lru, PG_tail
 from ..mm.migrate import (
     OK, MigrationQueue, count_prepare_failures, migrate_misplaced_folios_batch,
-    misplaced_prepare_reasons,
+    misplaced_prepare_reasons, prepare_reasons_of, static_prepare_reasons,
 )
 from ..mm.physmem import WMARK_PROMO
 from ..mm.vmstat import register_vmstat
@@ -374,6 +374,25 @@ def _pghot_update(rec, idx, nids, nows, window, threshold, literal, hint, defaul
         out[i] = h < 0
 
 
+class _Destinations:
+    """The destination nodes of one kmigrated wake's folios, for the per-destination steps of
+    each admission window. When every folio of the wake goes to one node (the usual case:
+    one top-tier node) a step takes the window's mask as it is, without a unique() and a
+    comparison per step; otherwise, and always in the reference form (``fast=False``),
+    each destination's folios are selected from the window."""
+
+    def __init__(self, targets, fast: bool = True):
+        self.only = -1
+        if fast and targets.size and targets.min() == targets.max():
+            self.only = int(targets[0])
+
+    def each(self, d, mask) -> list[tuple[int, np.ndarray]]:
+        """(destination, mask of its folios) for each destination among d[mask], ascending."""
+        if self.only >= 0:
+            return [(self.only, mask)] if mask.any() else []
+        return [(int(dst), mask & (d == dst)) for dst in unique(d[mask])]
+
+
 class Kmigrated(Daemon):
     """kmigrated<N>: the per-lower-tier-node promotion thread of pghot v3 (§1.4)."""
 
@@ -393,6 +412,9 @@ class PghotV3(PromotionEngine):
     literal (false), default_node (0)."""
 
     name = "pghot-v3"
+    # admission windows with the wake's prepare refusals computed once and single-destination
+    # steps (_Destinations); False: the reference form (per window and per destination)
+    fast_admission = True
     per_report_jiffies = True   # record_access takes one jiffies value per report
     period_ns = 100 * MS     # nothing to do on its own: the kmigrated daemons do the work
 
@@ -712,6 +734,11 @@ class PghotV3(PromotionEngine):
         pending: list[np.ndarray] = []
         pending_n, pending_nid = 0, -1
         queue = MigrationQueue(k)     # the flushes, migrated together where that is exact
+        fast = self.fast_admission
+        dests = _Destinations(targets, fast)
+        # the refusals that read only flags: no flush changes the flags of a folio still to
+        # come (a migration touches its own folios and the new ones on the target)
+        static = static_prepare_reasons(k, heads) if fast else None
         pos = 0
         first_window = window = 2 * self.batch + 2     # room for a flush when most folios go
         while pos < n:
@@ -719,15 +746,15 @@ class PghotV3(PromotionEngine):
             h, d, f, lt = heads[pos:end], targets[pos:end], nr[pos:end], lat[pos:end]
             m = end - pos
             fe = self.free_space_enough()[d]
-            for dst in unique(d[~fe]):
-                self.adjust_threshold(int(dst), rate_limit, ref_th, now_ms)
+            for dst, _ in dests.each(d, ~fe):
+                self.adjust_threshold(dst, rate_limit, ref_th, now_ms)
             th = np.where(self.nbp_threshold > 0, self.nbp_threshold, ref_th)[d]
             lat_ok = ~fe & (lt < th)
             rl_ok = np.zeros(m, bool)
             cand_after = np.zeros(m, np.int64)
             cand_now = vm.node("pgpromote_candidate")
-            for dst in unique(d[lat_ok]):
-                sel = np.flatnonzero(lat_ok & (d == dst))
+            for dst, of_dst in dests.each(d, lat_ok):
+                sel = np.flatnonzero(of_dst)
                 cum = int(cand_now[dst]) + np.cumsum(f[sel])
                 if (now_ms - int(self.nbp_rl_start[dst])) & UINT_MASK > MSEC_PER_SEC:
                     snap = cum[0]            # a new 1-s window opens at the first candidate
@@ -737,9 +764,11 @@ class PghotV3(PromotionEngine):
                 cand_after[sel] = cum
             admitted = fe | (lat_ok & rl_ok)
             reasons = np.full(m, -1, np.int8)
-            for dst in unique(d[admitted]):
-                sel = admitted & (d == dst)
-                reasons[sel] = misplaced_prepare_reasons(k, h[sel], int(dst))
+            for dst, sel in dests.each(d, admitted):
+                if fast:
+                    reasons[sel] = prepare_reasons_of(k, static[pos:end][sel], f[sel], dst)
+                else:
+                    reasons[sel] = misplaced_prepare_reasons(k, h[sel], dst)
             go = np.flatnonzero(reasons == OK)
             cut, trigger = m, -1
             if go.size:
@@ -759,7 +788,7 @@ class PghotV3(PromotionEngine):
                     pending_n += joined.size
                     pending_nid = int(d[joined[-1]]) if self.literal else bnid
             self._commit(d[:cut], f[:cut], fe[:cut], lat_ok[:cut], rl_ok[:cut],
-                         cand_after[:cut], reasons[:cut], now_ms)
+                         cand_after[:cut], reasons[:cut], now_ms, dests)
             if trigger >= 0:
                 # as posted, cur_nid is the trigger's target when the batch is flushed
                 nid = int(d[trigger]) if self.literal else pending_nid
@@ -773,17 +802,18 @@ class PghotV3(PromotionEngine):
             self._flush(np.concatenate(pending), pending_nid, engine, queue)
         self._run_queue(queue, engine)
 
-    def _commit(self, d, f, fe, lat_ok, rl_ok, cand_after, reasons, now_ms) -> None:
+    def _commit(self, d, f, fe, lat_ok, rl_ok, cand_after, reasons, now_ms,
+                dests: _Destinations) -> None:
         """Apply the state changes and counts of the processed folios."""
         vm = self.kernel.vmstat
         n_nodes = self.kernel.machine.nr_nodes
-        if fe.any():   # the free-space shortcut: workload changed, reset the threshold
-            self.nbp_threshold[unique(d[fe])] = 0
-            for dst in unique(d[fe]):
-                vm.count("pgpromote_candidate_nrl", int(dst), int(f[fe & (d == dst)].sum()))
-        for dst in unique(d[lat_ok]):
-            sel = np.flatnonzero(lat_ok & (d == dst))
-            vm.count("pgpromote_candidate", int(dst), int(f[sel].sum()))
+        for dst, of_dst in dests.each(d, fe):
+            # the free-space shortcut: workload changed, reset the threshold
+            self.nbp_threshold[dst] = 0
+            vm.count("pgpromote_candidate_nrl", dst, int(f[of_dst].sum()))
+        for dst, of_dst in dests.each(d, lat_ok):
+            sel = np.flatnonzero(of_dst)
+            vm.count("pgpromote_candidate", dst, int(f[sel].sum()))
             if (now_ms - int(self.nbp_rl_start[dst])) & UINT_MASK > MSEC_PER_SEC:
                 self.nbp_rl_start[dst] = now_ms
                 self.nbp_rl_nr_cand[dst] = cand_after[sel[0]]
@@ -793,9 +823,8 @@ class PghotV3(PromotionEngine):
             count_per_node(vm, "pghot_kmigrated_refused_latency", d[refused_lat], n_nodes)
         if refused_rl.any():
             count_per_node(vm, "pghot_kmigrated_refused_ratelimit", d[refused_rl], n_nodes)
-        failed = reasons > OK
-        for dst in unique(d[failed]):
-            count_prepare_failures(self.kernel, reasons[failed & (d == dst)], int(dst))
+        for dst, failed in dests.each(d, reasons > OK):
+            count_prepare_failures(self.kernel, reasons[failed], dst)
 
     def _flush(self, heads, nid: int, engine, queue: MigrationQueue | None = None) -> None:
         """migrate_misplaced_folios_batch() of one batch. With a ``queue``: queued with the
