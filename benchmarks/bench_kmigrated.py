@@ -4,12 +4,13 @@ result files (without their timing block) must be byte-identical; exit 1 if not.
 
 References (``--reference``): ``per-batch`` (the default) migrates every batch at its flush
 (``MigrationQueue.add`` refuses everything) against the queue that migrates a wake's batches
-together; ``admission`` evaluates the admission windows in their reference form
-(``PghotV3.fast_admission = False``: prepare judged per window, each destination selected)
-against the fast one, both with the queue.
+together; ``wake`` runs kmigrated's wake in its reference forms (``PghotV3.fast_wake =
+False``: admission windows judging prepare per window and selecting each destination, the
+walk's THP blocks read twice; ``migrate.split_sites_reference``: the queued batches' rmap
+sites masked once per batch) against the fast ones, both with the queue.
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_kmigrated.py [--source ibs]
-        [--scale 0.25] [--reference admission] [--json PATH]
+        [--scale 0.25] [--reference wake] [--json PATH]
 """
 
 from __future__ import annotations
@@ -27,23 +28,23 @@ from tierscan.promote.pghot import PghotV3
 REFERENCES = {
     "per-batch": ("kmigrated batches queued", "per batch", "queued",
                   "one migration per batch"),
-    "admission": ("kmigrated admission windows", "reference", "fast",
-                  "admission per window and destination"),
+    "wake": ("kmigrated wake", "reference", "fast", "the reference forms of the wake"),
 }
 
 
 def timed(cfg: dict, reference: str | None) -> tuple[float, str]:
     """(CPU s, result JSON without timing) of one run, with ``reference``'s form (None: the
     fast paths)."""
-    real_add, real_fast = migrate.MigrationQueue.add, PghotV3.fast_admission
+    real = migrate.MigrationQueue.add, PghotV3.fast_wake, migrate.split_sites
     if reference == "per-batch":
         migrate.MigrationQueue.add = lambda self, heads, nid: False
-    elif reference == "admission":
-        PghotV3.fast_admission = False
+    elif reference == "wake":
+        PghotV3.fast_wake = False
+        migrate.split_sites = migrate.split_sites_reference
     try:
         return timed_run(cfg)
     finally:
-        migrate.MigrationQueue.add, PghotV3.fast_admission = real_add, real_fast
+        migrate.MigrationQueue.add, PghotV3.fast_wake, migrate.split_sites = real
 
 
 def main(argv=None) -> int:

@@ -654,14 +654,18 @@ def test_lower_tier_lru_heads_compiled_pass_is_its_numpy_form():
 def _kmigrated_wake(monkeypatch, fast: bool, machine, targets_of, literal=False, **params):
     """The state after one kmigrated wake over 9,000 CXL pages (two THPs first, every fifth
     page-cache page dirty) with the admission windows in their fast
-    form or in the reference form (PghotV3.fast_admission)."""
+    form or in the reference forms (PghotV3.fast_wake, migrate.split_sites_reference)."""
     from conftest import machine_dict
     from test_promote import FakeEngine, at
 
     from tierscan.mm.constants import PG_dirty
     from tierscan.promote.pghot import PghotV3
 
-    monkeypatch.setattr(PghotV3, "fast_admission", fast)
+    from tierscan.mm import migrate
+
+    monkeypatch.setattr(PghotV3, "fast_wake", fast)
+    if not fast:
+        monkeypatch.setattr(migrate, "split_sites", migrate.split_sites_reference)
     k = Kernel(Machine.from_dict(machine_dict(**machine)), seed=0)   # isolated folios: no checks
     cxl = len(machine["capacities"]) - 1
     mm = k.spawn("p")
@@ -693,9 +697,9 @@ def _kmigrated_wake(monkeypatch, fast: bool, machine, targets_of, literal=False,
 
 @pytest.mark.parametrize("case", ["one DRAM node", "two DRAM nodes", "two, literal",
                                   "rate limit"])
-def test_kmigrated_fast_admission_is_the_reference(monkeypatch, case):
+def test_kmigrated_fast_wake_is_the_reference(monkeypatch, case):
     """kmigrated's admission windows with the wake's prepare refusals computed once and the
-    single-destination steps (PghotV3.fast_admission) end a wake as the reference form, which
+    single-destination steps (PghotV3.fast_wake) end a wake as the reference form, which
     selects each destination's folios and judges prepare per window: one destination that
     fills up part way (unbalanced refusals), two destinations interleaved (target changes cut
     batches; as posted they do not), and a rate limit that refuses part of the candidates."""
@@ -725,3 +729,54 @@ def test_kmigrated_fast_admission_is_the_reference(monkeypatch, case):
         assert vm["pgmigrate_prepare_fail_unbalanced"] > 0
     if case == "two DRAM nodes":
         assert (ref["success_by_node"][:2] > 0).all()
+
+
+def test_split_sites_is_the_per_chunk_mask():
+    """move_folios' chunks of rmap sites by searchsorted are the reference's per-chunk masks:
+    sites of anon, THP and file pages queried in a shuffled order, chunks that some
+    sites miss, and a site whose pos is not ascending (split by the reference)."""
+    from tierscan.mm.constants import PG_lru, PG_tail
+    from tierscan.mm.migrate import split_sites, split_sites_reference
+    from tierscan.mm.rmap import Sites, rmap_walk
+
+    k = mixed_kernel()
+    pm = k.pm
+    heads = np.flatnonzero((pm.flags & PG_lru) != 0)
+    heads = heads[(pm.flags[heads] & PG_tail) == 0]
+    rng = np.random.default_rng(3)
+    heads = rng.permutation(heads)[:3000]
+    pfns = pm.folio_pfns(heads)
+    sites = rmap_walk(k, pfns)
+    assert len(sites) >= 2 and any(s.pmd for s in sites)
+    s0 = sites[0]
+    sites.append(Sites(s0.mm, s0.pmd, s0.slots[::-1].copy(), s0.pos[::-1].copy()))
+    for page_at in (np.array([0, pfns.size]), np.array([0, 1, 700, 700, 2100, pfns.size]),
+                    np.r_[0, np.sort(rng.choice(pfns.size, 40, replace=False)), pfns.size]):
+        fast, ref = split_sites(sites, page_at), split_sites_reference(sites, page_at)
+        assert len(fast) == len(ref) == page_at.size - 1
+        for a, b in zip(fast, ref):
+            assert [(x.mm, x.pmd) for x in a] == [(x.mm, x.pmd) for x in b]
+            for x, y in zip(a, b):
+                assert np.array_equal(x.slots, y.slots) and np.array_equal(x.pos, y.pos)
+
+
+def test_walk_steps_read_once_are_the_reference():
+    """kmigrated's walk steps over [start, stop) from one read of the block heads (_WalkSteps)
+    are _walk_steps' for starts inside and between THPs and every kind of stop."""
+    from conftest import machine_dict
+
+    from tierscan.promote.pghot import PghotV3, _WalkSteps
+
+    k = Kernel(Machine.from_dict(machine_dict(["32MiB", "64MiB"])), seed=0)
+    mm = k.spawn("p")
+    mm.mmap(3 * HPAGE + 5 * PAGE, kind="anon", populate=True, policy="bind", nodes=[1])
+    mm.mmap(9 * HPAGE, kind="anon", thp=True, populate=True, policy="bind", nodes=[1])
+    mm.mmap(700 * PAGE, kind="anon", populate=True, policy="bind", nodes=[1])
+    e = PghotV3(k)
+    p0, p1 = k.pm.node_range(1)
+    assert np.count_nonzero(k.pm.order[p0:p1]) >= 9
+    rng = np.random.default_rng(0)
+    for start in [p0, p0 + 1, p0 + 512, p0 + 1800, *rng.integers(p0, p1, 20).tolist()]:
+        steps = _WalkSteps(k.pm, start, p1)
+        for stop in [start, start + 1, p1, *rng.integers(start, p1 + 1, 30).tolist()]:
+            assert steps.upto(stop) == e._walk_steps(start, stop)

@@ -139,7 +139,7 @@ def move_folios(kernel, old, new, chunks=None):
         groups = [sites]
     else:
         page_at = np.r_[0, np.cumsum(pm.folio_nr_pages(old))][np.asarray(chunks)]
-        groups = [_sites_within(sites, a, b) for a, b in zip(page_at[:-1], page_at[1:])]
+        groups = split_sites(sites, page_at)
     per_group = []
     for group in groups:
         mms = set()
@@ -159,6 +159,30 @@ def move_folios(kernel, old, new, chunks=None):
     mem_cgroup_migrate(kernel, new)
     kernel.lru_add(new)
     return per_group[0] if chunks is None else per_group
+
+
+def split_sites(sites, page_at) -> list[list]:
+    """``_sites_within`` of each chunk [page_at[i], page_at[i + 1]) of the queried pfns, all
+    at once: rmap_walk lists each site's ``pos`` ascending, so a chunk is a slice of it found
+    by one searchsorted per site (the reference masks every site once per chunk). A site
+    whose ``pos`` is not ascending is split by the reference."""
+    page_at = np.asarray(page_at, np.int64)
+    out: list[list] = [[] for _ in range(page_at.size - 1)]
+    for s in sites:
+        if s.pos.size > 1 and (s.pos[1:] <= s.pos[:-1]).any():
+            parts = [_sites_within([s], a, b) for a, b in zip(page_at[:-1], page_at[1:])]
+        else:
+            cut = np.searchsorted(s.pos, page_at)
+            parts = [[Sites(s.mm, s.pmd, s.slots[a:b], s.pos[a:b])] if b > a else []
+                     for a, b in zip(cut[:-1].tolist(), cut[1:].tolist())]
+        for group, part in zip(out, parts):
+            group.extend(part)
+    return out
+
+
+def split_sites_reference(sites, page_at) -> list[list]:
+    """``split_sites`` by masking every site once per chunk (``_sites_within``)."""
+    return [_sites_within(sites, a, b) for a, b in zip(page_at[:-1], page_at[1:])]
 
 
 def _sites_within(sites, lo: int, hi: int) -> list:

@@ -393,6 +393,21 @@ class _Destinations:
         return [(int(dst), mask & (d == dst)) for dst in unique(d[mask])]
 
 
+class _WalkSteps:
+    """PghotV3._walk_steps(start, stop) for every stop up to ``p1`` of one wake from one read
+    of the block heads' orders (the reference reads them for each stop: twice a wake, over
+    the whole rest of the node)."""
+
+    def __init__(self, pm, start: int, p1: int):
+        self.start = start
+        first = -(-start // _BLOCK) * _BLOCK
+        self.thps = first + _BLOCK * np.flatnonzero(pm.order[first:p1:_BLOCK])
+
+    def upto(self, stop: int) -> int:
+        """Walk steps over [start, stop): one per base page, one per THP."""
+        return (stop - self.start) - int(np.searchsorted(self.thps, stop)) * 511
+
+
 class Kmigrated(Daemon):
     """kmigrated<N>: the per-lower-tier-node promotion thread of pghot v3 (§1.4)."""
 
@@ -412,9 +427,10 @@ class PghotV3(PromotionEngine):
     literal (false), default_node (0)."""
 
     name = "pghot-v3"
-    # admission windows with the wake's prepare refusals computed once and single-destination
-    # steps (_Destinations); False: the reference form (per window and per destination)
-    fast_admission = True
+    # kmigrated's wake: admission windows with the wake's prepare refusals computed once and
+    # single-destination steps (_Destinations), the walk's THP blocks read once
+    # (_WalkSteps); False: the reference forms (per window and destination, _walk_steps)
+    fast_wake = True
     per_report_jiffies = True   # record_access takes one jiffies value per report
     period_ns = 100 * MS     # nothing to do on its own: the kmigrated daemons do the work
 
@@ -528,7 +544,8 @@ class PghotV3(PromotionEngine):
             self.activate[nid] = False
             start = p0
         view = self._rec64.reshape(-1, _BLOCK)
-        step_ns = self._step_ns(start, p1)
+        steps = _WalkSteps(pm, start, p1) if self.fast_wake else None
+        step_ns = self._step_ns(start, p1, steps)
         idx, heads = self._walk_ready(nid, start, p1, engine, step_ns)
         stop = self._walk_stop(start, p1, heads, engine, step_ns)
         if stop < p1:
@@ -536,7 +553,8 @@ class PghotV3(PromotionEngine):
             keep = heads < stop
             idx, heads = idx[keep], heads[keep]
         # the walk's cost: one step per base page, one per THP (it steps by folio size)
-        engine.charge(self._walk_steps(start, stop) * self.walk_step_ns)
+        engine.charge((steps.upto(stop) if steps else self._walk_steps(start, stop)) *
+                      self.walk_step_ns)
         if idx.size:
             words = self.records[idx]
             self.records[idx] = 0                         # test-and-clear READY, zero the rest
@@ -626,9 +644,10 @@ class PghotV3(PromotionEngine):
         thps = np.count_nonzero(self.kernel.pm.order[first:stop:_BLOCK])
         return (stop - start) - thps * 511
 
-    def _step_ns(self, start: int, p1: int) -> float:
+    def _step_ns(self, start: int, p1: int, steps: "_WalkSteps | None" = None) -> float:
         """CPU time of the walk per pfn over [start, p1) (THPs are one step)."""
-        return self.walk_step_ns * self._walk_steps(start, p1) / max(p1 - start, 1)
+        n = steps.upto(p1) if steps is not None else self._walk_steps(start, p1)
+        return self.walk_step_ns * n / max(p1 - start, 1)
 
     def _walk_stop(self, start: int, p1: int, heads, engine, step_ns=None) -> int:
         """Where this wake-up's walk must stop for its CPU time (walk steps, and the
@@ -734,7 +753,7 @@ class PghotV3(PromotionEngine):
         pending: list[np.ndarray] = []
         pending_n, pending_nid = 0, -1
         queue = MigrationQueue(k)     # the flushes, migrated together where that is exact
-        fast = self.fast_admission
+        fast = self.fast_wake
         dests = _Destinations(targets, fast)
         # the refusals that read only flags: no flush changes the flags of a folio still to
         # come (a migration touches its own folios and the new ones on the target)
@@ -806,7 +825,6 @@ class PghotV3(PromotionEngine):
                 dests: _Destinations) -> None:
         """Apply the state changes and counts of the processed folios."""
         vm = self.kernel.vmstat
-        n_nodes = self.kernel.machine.nr_nodes
         for dst, of_dst in dests.each(d, fe):
             # the free-space shortcut: workload changed, reset the threshold
             self.nbp_threshold[dst] = 0
@@ -817,12 +835,10 @@ class PghotV3(PromotionEngine):
             if (now_ms - int(self.nbp_rl_start[dst])) & UINT_MASK > MSEC_PER_SEC:
                 self.nbp_rl_start[dst] = now_ms
                 self.nbp_rl_nr_cand[dst] = cand_after[sel[0]]
-        refused_lat = ~fe & ~lat_ok
-        refused_rl = lat_ok & ~rl_ok
-        if refused_lat.any():
-            count_per_node(vm, "pghot_kmigrated_refused_latency", d[refused_lat], n_nodes)
-        if refused_rl.any():
-            count_per_node(vm, "pghot_kmigrated_refused_ratelimit", d[refused_rl], n_nodes)
+        for dst, of_dst in dests.each(d, ~fe & ~lat_ok):
+            vm.count("pghot_kmigrated_refused_latency", dst, int(np.count_nonzero(of_dst)))
+        for dst, of_dst in dests.each(d, lat_ok & ~rl_ok):
+            vm.count("pghot_kmigrated_refused_ratelimit", dst, int(np.count_nonzero(of_dst)))
         for dst, failed in dests.each(d, reasons > OK):
             count_prepare_failures(self.kernel, reasons[failed], dst)
 
