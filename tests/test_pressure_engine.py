@@ -72,7 +72,9 @@ def test_swap_in_a_run_brings_pages_back_with_refaults():
     vm = e.kernel.vmstat
     assert vm["pswpout"] > 0 and vm["pswpin"] > 0
     assert vm["workingset_refault_anon"] > 0
-    assert vm["pgmajfault"] >= vm["pswpin"]
+    # every page read is a fault's own page or one read ahead with it (swap cache, mm/swap.py)
+    nr_major = e.kernel.swap.nr_major
+    assert vm["pgmajfault"] >= nr_major > 0 and vm["pswpin"] == nr_major + vm["swap_ra"]
 
 
 def test_swap_config_is_checked():

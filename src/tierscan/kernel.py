@@ -16,7 +16,7 @@ from .mm.classic_lru import lru_gen_change_state, lru_gen_enabled, lruvec_add_fo
 from .mm.constants import LRU_GEN_CORE
 from .mm.filemap import File
 from .mm.kswapd import Kswapd, wakeup_kswapd
-from .mm.swap import SwapDevice
+from .mm.swap import SwapDevice, swap_cache_release
 from .mm.lru_gen import Lruvec, lru_gen_add_folio, lru_gen_del_folio
 from .mm.lru_index import lru_index_note
 from .mm.memcg import MemcgTree
@@ -195,6 +195,7 @@ class Kernel:
         """Return folios to the allocator (they must be off the LRU and unmapped)."""
         heads = np.asarray(heads, dtype=np.int64)
         if heads.size:
+            swap_cache_release(self, heads)
             self.vmstat.count("pgfree", self.pm.node_of(heads), self.pm.folio_nr_pages(heads))
             mem_cgroup_uncharge(self, heads)
             self.pm.free(heads)

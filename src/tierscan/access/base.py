@@ -123,16 +123,17 @@ FAULT_COUNTERS = ("pgfault", "pgmajfault", "numa_hint_faults", "pswpin")
 
 
 def fault_counts(kernel) -> list[int]:
-    return [kernel.vmstat[name] for name in FAULT_COUNTERS]
+    return [kernel.vmstat[name] for name in FAULT_COUNTERS] + [kernel.swap.nr_major]
 
 
 def fault_cost_ns(kernel, costs, before: list[int]) -> float:
     """What the faults counted since ``before`` (fault_counts) cost the faulting threads:
     every fault fault_ns; a major fault major_fault_ns more, except a swap-in, which waits
-    the swap device's read_ns instead; a NUMA hint fault hint_fault_ns."""
-    d = [kernel.vmstat[name] - b for name, b in zip(FAULT_COUNTERS, before)]
-    return (d[0] * costs.fault_ns + (d[1] - d[3]) * costs.major_fault_ns
-            + d[3] * kernel.swap.read_ns + d[2] * costs.hint_fault_ns)
+    the swap device's read_ns instead (once per fault that read: the readahead pages come in
+    the same I/O); a NUMA hint fault hint_fault_ns."""
+    d = [now - b for now, b in zip(fault_counts(kernel), before)]
+    return (d[0] * costs.fault_ns + (d[1] - d[4]) * costs.major_fault_ns
+            + d[4] * kernel.swap.read_ns + d[2] * costs.hint_fault_ns)
 
 
 def page_bins(group, bins: int = HEAT_BINS) -> np.ndarray:

@@ -14,7 +14,11 @@
   tag the program's data there has (PageTable.content), a page-cache page its file offset's
   tag, and every swap entry points at a used slot owned by that mm and slot holding that tag
   (so migration, swap-out and swap-in keep the data); used swap slots are exactly the ones
-  PTEs point at.
+  PTEs or swap-cache folios point at;
+- the swap cache: each cached slot's folio is an order-0 anon folio with PG_swapcache whose
+  folio->swap is that slot, with the slot's owner, index and content tag; it is unmapped while
+  the owner's PTE holds the swap entry, else that PTE maps it; no other folio has
+  PG_swapcache.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from ..arrays import unique
 from ..errors import InvariantError
 from .constants import (
     HPAGE_PMD_NR, HPAGE_PMD_ORDER, MAX_NR_GENS, MAX_NR_ZONES, PG_active, PG_allocated, PG_anon,
-    PG_head, PG_lru, PG_reserved, PG_tail, PG_unevictable, PTRS_PER_PTE, _PAGE_SPECIAL,
+    PG_head, PG_lru, PG_reserved, PG_swapcache, PG_tail, PG_unevictable, PTRS_PER_PTE,
+    _PAGE_SPECIAL,
 )
 from .lru_gen import folio_lru_gen, folio_type
 from .pagetable import pte_pfn, pte_present
@@ -143,8 +148,9 @@ def _check_mappings(k, user) -> None:
     if heads.size:
         total = np.add.reduceat(expected[pm.folio_pfns(heads)],
                                 np.concatenate([[0], np.cumsum(nr)[:-1]]))
-        if (total == 0).any():
-            _fail("an anon folio with no mapping was not freed", heads[total == 0])
+        lost = (total == 0) & ((pm.flags[heads] & PG_swapcache) == 0)  # read ahead: kept
+        if lost.any():
+            _fail("an anon folio with no mapping was not freed", heads[lost])
 
 
 def _check_identity(k, mm, owner, slots, pfns) -> None:
@@ -286,10 +292,48 @@ def _check_content(k, user, heads) -> None:
         if referenced[offs].any():
             _fail(f"mm {mm.id}: two swap entries share a slot", slots)
         referenced[offs] = True
-    if (sw.used & ~referenced).any():
-        _fail("a used swap slot no PTE points at (leaked)", np.flatnonzero(sw.used & ~referenced))
+    _check_swap_cache(k, user, referenced)
+    leaked = sw.used & ~referenced & (sw.cache < 0)
+    if leaked.any():
+        _fail("a used swap slot no PTE or swap-cache folio points at (leaked)",
+              np.flatnonzero(leaked))
     if sw.nr_free() != int((~sw.used).sum()):
         _fail("the swap area's free count disagrees with its slots")
+
+
+def _check_swap_cache(k, user, swap_entry) -> None:
+    """The swap cache (mm/swap.py) against the folios and the page tables; ``swap_entry``
+    marks the slots a swap PTE points at."""
+    from .pagetable import pte_pfn, pte_present
+
+    pm, sw = k.pm, k.swap
+    offs = np.flatnonzero(sw.cache >= 0)
+    flagged = np.flatnonzero(user & ((pm.flags & PG_swapcache) != 0))
+    if offs.size == 0 and flagged.size == 0:
+        return
+    pfns = sw.cache[offs]
+    if (~sw.used[offs]).any():
+        _fail("a free swap slot has a swap-cache folio", offs[~sw.used[offs]])
+    if (~user[pfns]).any() or (pm.order[pfns] != 0).any() or \
+            ((pm.flags[pfns] & (PG_swapcache | PG_anon)) != (PG_swapcache | PG_anon)).any():
+        _fail("a swap-cache slot points at a page that is not an order-0 anon swap-cache "
+              "folio", pfns)
+    if (sw.slot_of[pfns] != offs).any() or flagged.size != offs.size:
+        _fail("folio->swap and the swap cache disagree", flagged)
+    if ((pm.mapping[pfns] != sw.owner[offs]) | (pm.index[pfns] != sw.index[offs])).any():
+        _fail("a swap-cache folio is not the page its slot belongs to", pfns)
+    if (pm.content[pfns] != sw.content[offs]).any():
+        _fail("a swap-cache folio does not hold its slot's data", pfns)
+    for mid in np.unique(sw.owner[offs]).tolist():
+        sel = sw.owner[offs] == mid
+        pte = k.mms[mid].pt.pte[sw.index[offs[sel]]]
+        unmapped = swap_entry[offs[sel]]
+        if (pm.mapcount[pfns[sel]][unmapped] != 0).any():
+            _fail("a swap-cache folio is mapped while its PTE holds the swap entry",
+                  pfns[sel][unmapped])
+        mapped = ~unmapped
+        if (~pte_present(pte[mapped]) | (pte_pfn(pte[mapped]) != pfns[sel][mapped])).any():
+            _fail("a swapped-in swap-cache folio is not mapped at its slot", pfns[sel][mapped])
 
 
 def _check_classic_lru(k, heads) -> None:

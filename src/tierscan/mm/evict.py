@@ -12,8 +12,9 @@ What the model leaves out or simplifies (docs/fidelity.md carries these):
 - Demotion (do_demote_pass) takes anon and file folios alike; folios it cannot place go on to
   normal reclaim (anon to swap when there is swap space, file dropped), except in proactive
   reclaim, where they are kept, as in the kernel.
-- Swap has no swap cache (mm/swap.py): an anon folio is written out and freed in one step; a
-  THP is split first (the THP_SWAP path is not modelled). Shmem folios are never swapped.
+- Swap (mm/swap.py): an anon folio joins the swap cache, is written (unless it was already
+  there and clean) and freed in one pass; a THP is split first (no THP_SWAP). Shmem folios
+  are never swapped.
 - Writeback is instantaneous: a dirty file folio that reaches ``shrink_folio_list`` is cleaned
   (``folio_mkclean``) and kept with PG_reclaim; there is no flusher, so a folio dirty in its flags
   is only ever sorted (``sort_folio`` case 6) and stays dirty.

@@ -22,7 +22,7 @@ from .constants import (
 from .classic_lru import lru_gen_enabled
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
-from .swap import is_swap_pte, pte_to_swp_offset
+from .swap import free_swap_and_cache, is_swap_pte, pte_to_swp_offset
 
 # x86's vm_page_prot carries _PAGE_ACCESSED, so a freshly faulted entry is young (unverified).
 PTE_BASE = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
@@ -452,7 +452,7 @@ def zap_slots(mm, start_slot: int, end_slot: int) -> np.ndarray:
     lost.append(pfns)
     swapped = is_swap_pte(ptes)
     if swapped.any():                 # zap_nonpresent_ptes(): free_swap_and_cache()
-        k.swap.free(pte_to_swp_offset(ptes[swapped]))
+        free_swap_and_cache(k, pte_to_swp_offset(ptes[swapped]))
     pt.pte[start_slot:end_slot] = 0
     pt.content[start_slot:end_slot] = 0   # the program's data there is gone
     return np.concatenate(lost) if lost else np.empty(0, np.int64)

@@ -22,6 +22,7 @@ from .memcontrol import mem_cgroup_migrate
 from .pagetable import mk_pte
 from .physmem import BLOCK, WMARK_HIGH, WMARK_MIN
 from .rmap import Sites, rmap_walk
+from .swap import swap_cache_migrate
 from .vmstat import register_vmstat
 
 _COPIED = ("flags", "lru_gen_refs", "memcg", "mapcount", "mapping", "index", "content",
@@ -155,6 +156,7 @@ def move_folios(kernel, old, new, chunks=None):
     for fid in unique(pm.mapping[cached]):
         sel = cached[pm.mapping[cached] == fid]
         kernel.files[int(fid)].pages[pm.index[sel].astype(np.int64)] = sel
+    swap_cache_migrate(kernel, old, new)
     kernel.free_pages(old)
     mem_cgroup_migrate(kernel, new)
     kernel.lru_add(new)

@@ -58,6 +58,9 @@ KNOBS = {
     "lru_gen/min_ttl_ms": (0, _uint),
     "numa/demotion_enabled": (False, _one_of(False, True)),
     "vm/swappiness": (60, _range(0, 200)),
+    # mm/swap.c page_cluster: swap readahead reads up to 2^page-cluster slots (default 3;
+    # the sysctl's range is 0..page_cluster_max = 31)
+    "vm/page-cluster": (3, _range(0, 31)),
     # mm/page_alloc.c: watermark_scale_factor 1..3000 (default 10); watermark_boost_factor
     # (default 15000) has no effect in the model (mm/kswapd.py: no watermark boosting)
     "vm/watermark_scale_factor": (10, _range(1, 3000)),
