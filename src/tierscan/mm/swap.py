@@ -79,7 +79,7 @@ class SwapDevice:
         self.shadow = np.zeros(n, np.int64)     # workingset shadow entry (0: none)
         self.cache = np.full(n, -1, np.int64)   # the swap cache: pfn of the slot's folio
         self.readahead = np.zeros(n, bool)      # PG_readahead of that folio (read ahead)
-        self.slot_of = np.full(0, -1, np.int64)  # folio->swap of each pfn (-1: none), sized
+        self.slot_of = np.full(0, -1, np.int32)  # folio->swap of each pfn (-1: none), sized
         #                                          by the first add_to_swap_cache
         # swap-ins that read from the device: the faulting thread waits read_ns for each
         # (readahead pages come in the same I/O; a tierscan count, not a vmstat one)
@@ -131,7 +131,8 @@ def add_to_swap_cache(kernel, pfns, offs) -> None:
     folio->swap)."""
     sw, pm = kernel.swap, kernel.pm
     if sw.slot_of.size < pm.nr_pfns:
-        sw.slot_of = np.concatenate([sw.slot_of, np.full(pm.nr_pfns - sw.slot_of.size, -1)])
+        sw.slot_of = np.concatenate([sw.slot_of, np.full(pm.nr_pfns - sw.slot_of.size, -1,
+                                                         np.int32)])
     pm.flags[pfns] |= PG_swapcache
     sw.cache[offs] = pfns
     sw.slot_of[pfns] = offs
