@@ -167,7 +167,33 @@ def lru_gen_folio_seq(lruvec, pm, heads, reclaiming: bool) -> np.ndarray:
 
 def lru_gen_add_folio(lruvec, heads, reclaiming: bool = False) -> None:
     """lru_gen_add_folio() (§3.1) with folio_set_lru(): join gen(seq) at the head, or the tail
-    when reclaiming; clears PG_active. Unevictable folios stay off the generational lists."""
+    when reclaiming; clears PG_active. Unevictable folios stay off the generational lists.
+    One compiled pass (lru_add_kernel); ``heads`` must be distinct. The numpy form is
+    lru_gen_add_folio_reference (REFERENCE = True selects it, for the equivalence tests)."""
+    if REFERENCE:
+        lru_gen_add_folio_reference(lruvec, heads, reclaiming)
+        return
+    from .lru_add_kernel import add_folios_gen
+
+    pm = lruvec.kernel.pm
+    heads = np.asarray(heads, dtype=np.int64)
+    g = lruvec.lrugen
+    kept = np.empty_like(heads)
+    n = add_folios_gen(heads, pm.flags, pm.lru_gen_refs, pm.list_gen, pm.order, pm.node_start,
+                       pm.node_zone, int(g.max_seq), int(g.min_seq[0]), int(g.min_seq[1]),
+                       bool(reclaiming), g.nr_pages, kept)
+    if n == 0:
+        return
+    heads = kept[:n]
+    pm.lru_stamp[heads] = pm.next_stamps(n, tail=reclaiming)
+    lru_index_note(pm, heads)
+
+
+REFERENCE = False   # True: lru_gen_add_folio runs the numpy form below
+
+
+def lru_gen_add_folio_reference(lruvec, heads, reclaiming: bool = False) -> None:
+    """lru_gen_add_folio() in numpy, the reference of the compiled pass (same results)."""
     pm = lruvec.kernel.pm
     heads = np.asarray(heads, dtype=np.int64)
     heads = heads[(pm.flags[heads] & PG_unevictable) == 0]

@@ -1,0 +1,114 @@
+"""The populate fault path's compiled passes against their numpy references (issue 15, fixed
+cost): the same pfns, LRU gens/order/stamps, page-table entries, counters and content tags on
+random layouts (anon, file, shmem, THP, policies, memcgs, three nodes, a node filling up and
+reclaim re-adding folios)."""
+
+import numpy as np
+import pytest
+from conftest import PAGE, make_kernel, page_addrs, snapshot
+
+from tierscan.errors import OutOfMemory
+from tierscan.mm import lru_gen
+from tierscan.mm.constants import (
+    MAX_NR_GENS, PG_active, PG_dirty, PG_reclaim, PG_swapbacked, PG_swapcache, PG_unevictable,
+    PG_workingset, PG_writeback,
+)
+
+
+def state(k) -> dict:
+    """snapshot() plus the content tags (of pfns and of the page tables) and the stamps."""
+    snap = snapshot(k)
+    snap["content"] = k.pm.content.copy()
+    for mid, mm in k.mms.items():
+        snap[f"mm{mid}.content"] = mm.pt.content.copy()
+    snap["stamps"] = (k.pm._stamp_head, k.pm._stamp_tail)
+    return snap
+
+
+def assert_equal_states(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        x, y = a[key], b[key]
+        if isinstance(x, np.ndarray):
+            assert np.array_equal(x, y), key
+        elif isinstance(x, tuple):
+            assert len(x) == len(y), key
+            for u, v in zip(x, y):
+                assert np.array_equal(u, v) if isinstance(u, np.ndarray) else u == v, key
+        else:
+            assert x == y, key
+
+
+def layout(seed: int, mglru: bool) -> dict:
+    """A random set of populated mappings on a three-node machine, under memcgs; the first
+    node fills up (default policy falls back), a memcg's limit makes reclaim re-add folios."""
+    rng = np.random.default_rng(seed)
+    k = make_kernel(("24MiB", "16MiB", "16MiB"))
+    if not mglru:
+        k.sysfs["lru_gen/enabled"] = 0
+    mms = [k.spawn("p"), k.spawn("q", memcg=k.memcg_create("a"))]
+    for _ in range(int(rng.integers(4, 8))):
+        mm = mms[int(rng.integers(2))]
+        kind = ["anon", "file", "shmem", "thp"][int(rng.integers(4))]
+        pages = int(rng.integers(1, 4)) * 512 + int(rng.integers(0, 300))
+        policy = [None, "bind", "interleave", "preferred"][int(rng.integers(4))]
+        nodes = None if policy is None else sorted(
+            rng.choice(3, size=int(rng.integers(1, 4)), replace=False).tolist())
+        if policy == "preferred":
+            nodes = nodes[:1]
+        try:
+            mm.mmap(pages * PAGE, "file" if kind == "file" else "anon", shared=kind == "shmem",
+                    thp=kind == "thp", populate=True, policy=policy, nodes=nodes)
+        except OutOfMemory:
+            pass                              # deterministic too: the state after it counts
+    # a memcg at its memory.max: its file faults reclaim its own folios, which re-adds some
+    limited = k.memcg_create("b")
+    limited.memory_max = 256
+    mm = k.spawn("r", memcg=limited)
+    vma = mm.mmap(700 * PAGE, kind="file")
+    for i in range(0, 700, 100):
+        mm.access(page_addrs(vma.start, 100, i), False)
+    return state(k)
+
+
+@pytest.mark.parametrize("mglru", [True, False])
+@pytest.mark.parametrize("seed", range(6))
+def test_populate_with_the_compiled_lru_add_matches_the_numpy_form(monkeypatch, seed, mglru):
+    fast = layout(seed, mglru)
+    monkeypatch.setattr(lru_gen, "REFERENCE", True)
+    assert_equal_states(layout(seed, mglru), fast)
+
+
+@pytest.mark.parametrize("reclaiming", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_add_folios_gen_matches_lru_gen_add_folio_reference(monkeypatch, seed, reclaiming):
+    """Every flag combination lru_gen_folio_seq reads, both types, a min_seq floor above the
+    computed seq, THP heads, several nodes/zones, unevictable folios skipped."""
+    def run(reference: bool):
+        monkeypatch.setattr(lru_gen, "REFERENCE", reference)
+        k = make_kernel(("16MiB", "16MiB", "16MiB"))
+        pm = k.pm
+        r = np.random.default_rng(seed)
+        heads = np.concatenate([pm.alloc(nid, 300) for nid in range(3)]
+                               + [pm.alloc(1, 3, 9)])
+        bits = [PG_active, PG_workingset, PG_swapbacked, PG_swapcache, PG_reclaim, PG_dirty,
+                PG_writeback, PG_unevictable]
+        for b, p in zip(bits, [.4, .3, .5, .2, .3, .3, .2, .05]):
+            pm.flags[heads[r.random(heads.size) < p]] |= b
+        r.shuffle(heads)
+        for nid in range(3):
+            lv = k.lruvec(k.root_memcg, nid)
+            lv.lrugen.max_seq = int(r.integers(3, 9))
+            lv.lrugen.min_seq = [lv.lrugen.max_seq - int(r.integers(0, MAX_NR_GENS)),
+                                 lv.lrugen.max_seq - int(r.integers(0, MAX_NR_GENS))]
+            sel = heads[pm.node_of(heads) == nid]
+            lru_gen.lru_gen_add_folio(lv, sel, reclaiming=reclaiming)
+        return {"flags": pm.flags.copy(), "refs": pm.lru_gen_refs.copy(),
+                "list_gen": pm.list_gen.copy(), "stamp": pm.lru_stamp.copy(),
+                **{f"nr{n}": k.lruvec(k.root_memcg, n).lrugen.nr_pages.copy()
+                   for n in range(3)}}
+
+    a, b = run(True), run(False)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    assert a["list_gen"].any() and (a["nr0"] > 0).sum() > 1
