@@ -112,3 +112,47 @@ def test_add_folios_gen_matches_lru_gen_add_folio_reference(monkeypatch, seed, r
     for key in a:
         assert np.array_equal(a[key], b[key]), key
     assert a["list_gen"].any() and (a["nr0"] > 0).sum() > 1
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fault_kernels_classify_as_the_numpy_masks(seed):
+    """Random PMD/PTE tables mixing none, present (RW or not), PROT_NONE, swap, THP leaves
+    (present, PROT_NONE, the huge zero page) and PTE tables; random accesses."""
+    from tierscan.mm.fault_kernels import (
+        any_numa_hint, any_swap_entry, any_write_protect, missing_index,
+    )
+    from tierscan.mm.constants import (
+        _PAGE_PRESENT as P, _PAGE_PROTNONE as PN, _PAGE_PSE as PSE, _PAGE_RW as RW,
+    )
+    from tierscan.mm.pagetable import PageTable, pte_pfn
+    from tierscan.mm.swap import is_swap_pte
+
+    rng = np.random.default_rng(seed)
+    hz = 512
+    npmd = 16
+    pfn = (rng.integers(1, 1 << 20, npmd * 512).astype(np.uint64) << np.uint64(12))
+    kinds = [np.uint64(0), P, P | RW, PN, np.uint64(0x4000)]    # none/ro/rw/hint/swap
+    pte = np.array([pfn[i] | kinds[j] if j else np.uint64(0)
+                    for i, j in enumerate(rng.integers(0, 5, npmd * 512))], np.uint64)
+    pmd_kinds = [np.uint64(0), P | RW, P | PSE | RW, PN | PSE,
+                 (np.uint64(hz) << np.uint64(12)) | P | PSE]
+    pmd = np.array([pmd_kinds[j] | (np.uint64(7) << np.uint64(12) if j in (2, 3) else 0)
+                    for j in rng.integers(0, 5, npmd)], np.uint64)
+    pt = PageTable.__new__(PageTable)
+    pt.pte, pt.pmd = pte, pmd
+    for n in (0, 1, 5, 300):
+        for dense in (False, True):
+            slots = rng.integers(0, npmd * 512, n)
+            if dense:       # mostly one kind, so the answers are not always True
+                slots = np.flatnonzero(pte == 0)[:n]
+            w = rng.random(n) < .5
+            leaf = pt.pmd_is_leaf(slots >> 9)
+            e = pte[slots]
+            hint = (~leaf & ((e & (P | PN)) == PN)) | (leaf & ((pmd[slots >> 9] & P) == 0))
+            assert any_numa_hint(slots, pte, pmd) == hint.any()
+            assert any_swap_entry(slots, pte, pmd) == (~leaf & is_swap_pte(e)).any()
+            assert np.array_equal(missing_index(slots, pte, pmd),
+                                  np.flatnonzero(~leaf & (e == 0)))
+            wp = w & ((leaf & (pte_pfn(pmd[slots >> 9]) == hz))
+                      | (~leaf & ((e & P) != 0) & ((e & RW) == 0)))
+            assert any_write_protect(slots, w, pte, pmd, hz) == wp.any()

@@ -20,6 +20,7 @@ from .constants import (
     _PAGE_SPECIAL, _PAGE_USER,
 )
 from .classic_lru import lru_gen_enabled
+from .fault_kernels import any_numa_hint, any_swap_entry, any_write_protect, missing_index
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
 from .swap import free_swap_and_cache, is_swap_pte, pte_to_swp_offset
@@ -41,6 +42,9 @@ def first_by_slot(slots: np.ndarray, is_write: np.ndarray):
 
 def groups_in_order(keys: np.ndarray):
     """Yield (key, mask) for each distinct key, in order of the key's first appearance."""
+    if keys.size and keys[0] == keys[-1] and (keys == keys[0]).all():
+        yield int(keys[0]), np.ones(keys.size, bool)        # one VMA (MAP_POPULATE's case)
+        return
     uniq, first = np.unique(keys, return_index=True)
     for key in uniq[np.argsort(first, kind="stable")]:
         yield int(key), keys == key
@@ -104,6 +108,8 @@ def do_swap_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
     from .swap import do_swap_page, is_swap_pte
 
     pt = mm.pt
+    if not any_swap_entry(slots, pt.pte, pt.pmd):    # the mask below, in one pass
+        return np.empty(0, np.int64)
     sw = ~pt.pmd_is_leaf(slots >> 9) & is_swap_pte(pt.pte[slots])
     if not sw.any():
         return np.empty(0, np.int64)
@@ -141,6 +147,8 @@ def in_fault_batches(fault, mm, vma, slots, first_w, cpu_nid) -> None:
 def do_numa_hint_faults(mm, slots, is_write, cpu_nid) -> None:
     """do_numa_page()/do_huge_pmd_numa_page(): restore the entry, then let NUMA balancing act."""
     pt, k = mm.pt, mm.kernel
+    if not any_numa_hint(slots, pt.pte, pt.pmd):     # the masks below, in one pass
+        return
     pmd_slots = slots >> 9
     leaf = pt.pmd_is_leaf(pmd_slots)
     hint_pte = ~leaf & ((pt.pte[slots] & (_PAGE_PRESENT | _PAGE_PROTNONE)) == _PAGE_PROTNONE)
@@ -175,9 +183,9 @@ def do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
     """Fault in every slot with no mapping. Returns the slots whose first access was a store
     (their fault already handled the write, so phase 3 does not count a second fault)."""
     pt = mm.pt
-    pmd_slots = slots >> 9
-    missing = ~pt.pmd_is_leaf(pmd_slots) & (pt.pte[slots] == 0)
-    if not missing.any():
+    # np.flatnonzero(~pt.pmd_is_leaf(slots >> 9) & (pt.pte[slots] == 0)), in one pass
+    missing = missing_index(slots, pt.pte, pt.pmd)
+    if missing.size == 0:
         return np.empty(0, np.int64)
     uslots, first, first_w, _ = first_by_slot(slots[missing], is_write[missing])
     uvidx = vidx[missing][first]
@@ -344,8 +352,9 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
     """do_wp_page(): stores to read-only entries. The zero page and private file pages are
     copied to new anon pages; shared file pages become writable and dirty."""
     pt, k = mm.pt, mm.kernel
-    if not is_write.any():
-        return
+    if not is_write.any() or not any_write_protect(slots, is_write, pt.pte, pt.pmd,
+                                                   k.huge_zero_pfn):
+        return                  # (any_write_protect: huge_zero.any() or ro.any() below)
     wslots, wvidx = slots[is_write], vidx[is_write]
     pmds = wslots >> 9
     leaf = pt.pmd_is_leaf(pmds)

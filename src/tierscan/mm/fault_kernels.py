@@ -1,0 +1,87 @@
+"""Which accesses of a fault round need which fault, as compiled passes (mm/memory.py's phases).
+
+Each phase of handle_accesses first classifies every access of the round (up to a whole
+1 GiB MAP_POPULATE piece, 262,144 accesses) by its PMD and PTE entries; in numpy that is
+half a dozen gathers and masks per phase, mostly to find that nothing needs that phase. These
+loops read the entries once, without temporaries. They classify exactly as the numpy masks
+beside them in memory.py (pmd_is_leaf, is_swap_pte, pte_present); tests/test_populate_paths.py
+checks them against those masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .constants import _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW, PTE_PFN_MASK
+
+# plain ints (numba compiles numpy-scalar globals into slow code, as mmu.py)
+_P, _PN, _PSE, _RW, _PFN = (int(_PAGE_PRESENT), int(_PAGE_PROTNONE), int(_PAGE_PSE),
+                            int(_PAGE_RW), int(PTE_PFN_MASK))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _leaf(e):
+    """PageTable.pmd_is_leaf for one PMD entry."""
+    return (e & np.uint64(_PSE)) != 0 and (e & np.uint64(_P | _PN)) != 0
+
+
+@njit(cache=True, nogil=True)
+def any_numa_hint(slots, pte, pmd):
+    """Does any slot sit under a NUMA hint entry (a PROT_NONE PTE, or a non-present THP
+    leaf)? do_numa_hint_faults' hint_pte | hint_pmd."""
+    for i in range(slots.size):
+        s = slots[i]
+        e = pmd[s >> 9]
+        if _leaf(e):
+            if (e & np.uint64(_P)) == 0:
+                return True
+        elif (pte[s] & np.uint64(_P | _PN)) == np.uint64(_PN):
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def any_swap_entry(slots, pte, pmd):
+    """Does any slot outside a THP leaf hold a swap entry (is_swap_pte)?"""
+    for i in range(slots.size):
+        s = slots[i]
+        if not _leaf(pmd[s >> 9]):
+            e = pte[s]
+            if e != 0 and (e & np.uint64(_P | _PN)) == 0:
+                return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def missing_index(slots, pte, pmd):
+    """Indices of the accesses to slots with no mapping: not under a THP leaf, PTE none
+    (np.flatnonzero of do_first_touch_faults' ``missing``)."""
+    out = np.empty(slots.size, np.int64)
+    n = 0
+    for i in range(slots.size):
+        s = slots[i]
+        if not _leaf(pmd[s >> 9]) and pte[s] == 0:
+            out[n] = i
+            n += 1
+    return out[:n]
+
+
+@njit(cache=True, nogil=True)
+def any_write_protect(slots, is_write, pte, pmd, huge_zero_pfn):
+    """Does any store hit the huge zero page or a present read-only PTE (outside a THP
+    leaf)? Only then has do_write_faults work to do."""
+    hz = np.uint64(huge_zero_pfn)
+    for i in range(slots.size):
+        if not is_write[i]:
+            continue
+        s = slots[i]
+        e = pmd[s >> 9]
+        if _leaf(e):
+            if ((e & np.uint64(_PFN)) >> np.uint64(12)) == hz:
+                return True
+        else:
+            p = pte[s]
+            if (p & np.uint64(_P)) != 0 and (p & np.uint64(_RW)) == 0:
+                return True
+    return False
