@@ -1,7 +1,8 @@
 """Where the fixed cost of a run goes, step by step: CPU seconds of each set-up step of the
 fixed-cost run (bench_run.py: Mode 1 NUMAB0 at full scale, 1,000 accesses a thread), after a
 first run has loaded the fit and numba. Each step is timed by wrapping its function, so the
-figures nest (``build_engine`` holds the others but ``engine.run``).
+figures nest (``build_engine`` holds the others but ``engine.run``; the indented populate rows
+are parts of the row above them).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/setup_steps.py [--runs 2]
 """
@@ -16,6 +17,9 @@ import time
 from bench_run import fixed_cost_config
 
 import tierscan.access.rate as rate
+import tierscan.kernel as kernel
+import tierscan.mm.memory as memory
+import tierscan.mm.physmem as physmem
 import tierscan.memsys.system as system
 import tierscan.mm.process as process
 import tierscan.mm.vmstat as vmstat
@@ -25,6 +29,11 @@ from tierscan.sim.config import config_from_dict
 
 STEPS = [(run, "build_engine", "build_engine (all of the set-up)"),
          (process.MM, "mmap", "mmap + populate 8 GiB"),
+         (memory, "do_first_touch_faults", "  populate: first-touch faults"),
+         (memory, "add_new_folios", "    folio set-up (incl. LRU insertion)"),
+         (kernel.Kernel, "lru_add", "      LRU insertion (lru_add)"),
+         (physmem.PhysMem, "alloc", "    allocation (PhysMem.alloc)"),
+         (memory, "install_ptes", "    page-table writes (install_ptes)"),
          (system.MemorySystem, "tick", "memsys tick (first solve: TLB, LLC)"),
          (rate.RateModel, "attach", "rate model attach (one on_phase)"),
          (rate.RateModel, "on_phase", "rate model on_phase (every call)"),

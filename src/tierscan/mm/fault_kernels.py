@@ -85,3 +85,21 @@ def any_write_protect(slots, is_write, pte, pmd, huge_zero_pfn):
             if (p & np.uint64(_P)) != 0 and (p & np.uint64(_RW)) == 0:
                 return True
     return False
+
+
+@njit(cache=True, nogil=True)
+def set_up_folios(pfns, heads, flags, memcg, mapping, index, content, page_flags, memcg_id,
+                  mapping_id, page_index, tags, head_flags):
+    """add_new_folios' per-page fields in one pass: OR ``page_flags`` into every pfn, set its
+    memcg, mapping, index (``page_index``, truncated to the array's type as numpy's astype)
+    and content tag, then OR ``head_flags`` into each head."""
+    for i in range(pfns.size):
+        p = pfns[i]
+        flags[p] |= page_flags
+        memcg[p] = memcg_id
+        mapping[p] = mapping_id
+        index[p] = page_index[i]
+        content[p] = tags[i]
+    if head_flags:
+        for i in range(heads.size):
+            flags[heads[i]] |= head_flags

@@ -20,7 +20,9 @@ from .constants import (
     _PAGE_SPECIAL, _PAGE_USER,
 )
 from .classic_lru import lru_gen_enabled
-from .fault_kernels import any_numa_hint, any_swap_entry, any_write_protect, missing_index
+from .fault_kernels import (
+    any_numa_hint, any_swap_entry, any_write_protect, missing_index, set_up_folios,
+)
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
 from .swap import free_swap_and_cache, is_swap_pte, pte_to_swp_offset
@@ -242,16 +244,38 @@ def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index, content=
     pm = k.pm
     mem_cgroup_charge(k, k.memcgs.by_id[int(memcg_id)], heads)
     pfns = pm.folio_pfns(heads)
+    tags = k.new_content_tags(pfns.size) if content is None else content
+    # lru_gen_in_fault() sets PG_active (the classic LRU adds inactive); after the refault
+    active = PG_active if lru_gen_enabled(k) else np.uint16(0)
+    if ADD_FOLIOS_COMPILED:
+        # one pass for what add_new_folios_reference_fields does
+        index = np.asarray(index)
+        set_up_folios(pfns, heads, pm.flags, pm.memcg, pm.mapping, pm.index, pm.content,
+                      np.uint16(flags), np.uint16(memcg_id), np.int32(mapping),
+                      np.broadcast_to(index.astype(np.int64, copy=False), pfns.shape),
+                      np.broadcast_to(np.asarray(tags, np.uint32), pfns.shape),
+                      np.uint16(0 if shadows is not None else active))
+    else:
+        add_new_folios_reference_fields(pm, pfns, heads, flags, memcg_id, mapping, index, tags,
+                                        0 if shadows is not None else active)
+    if shadows is not None:
+        workingset_refault(k, heads, shadows)
+        pm.flags[heads] |= active
+    k.lru_add(heads)
+
+
+ADD_FOLIOS_COMPILED = True   # False: the numpy form below (the equivalence tests)
+
+
+def add_new_folios_reference_fields(pm, pfns, heads, flags, memcg_id, mapping, index, tags,
+                                    head_flags) -> None:
+    """The numpy form of fault_kernels.set_up_folios."""
     pm.flags[pfns] |= np.uint16(flags)
     pm.memcg[pfns] = memcg_id
     pm.mapping[pfns] = mapping
     pm.index[pfns] = np.asarray(index, dtype=np.uint32)
-    pm.content[pfns] = k.new_content_tags(pfns.size) if content is None else content
-    if shadows is not None:
-        workingset_refault(k, heads, shadows)
-    if lru_gen_enabled(k):
-        pm.flags[heads] |= PG_active    # lru_gen_in_fault(); the classic LRU adds inactive
-    k.lru_add(heads)
+    pm.content[pfns] = tags
+    pm.flags[heads] |= np.uint16(head_flags)
 
 
 def do_anonymous_faults(mm, vma, slots, first_w, cpu_nid) -> None:
