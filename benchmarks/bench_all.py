@@ -32,6 +32,7 @@ BENCHES = [
     ("bench_access.py", [], ["--quick"]),
     ("bench_memsys.py", [], ["--scale", "0.125"]),
     ("bench_kmigrated.py", [], ["--scale", "0.05"]),
+    ("bench_kmigrated.py", ["--reference", "wake"], ["--scale", "0.05", "--reference", "wake"]),
     ("bench_ibs.py", [], ["--scale", "0.05"]),
 ]
 
@@ -53,20 +54,25 @@ def main(argv=None) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent / "src"),
                                                       env.get("PYTHONPATH")]))
     rows, failed = [], []
+    logs: set[str] = set()
     for script, full, quick in BENCHES:
         if args.only and script not in args.only:
             continue
+        log_name = f"{script[:-3]}.log"
+        if log_name in logs:                        # a script run twice keeps both logs
+            log_name = f"{script[:-3]}-{len(logs)}.log"
+        logs.add(log_name)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "rows.json"
             cmd = [sys.executable, str(HERE / script), *(quick if args.quick else full),
                    "--json", str(out)]
             t = time.perf_counter()
             console.print(f"[dim]running {script} ...[/dim]")
-            with open(log_dir / (script[:-3] + ".log"), "w") as log:
+            with open(log_dir / log_name, "w") as log:
                 rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     cwd=HERE.parent).returncode
             console.print(f"[dim]  {script}: exit {rc}, {time.perf_counter() - t:.0f} s wall, "
-                          f"log in {log_dir / (script[:-3] + '.log')}[/dim]")
+                          f"log in {log_dir / log_name}[/dim]")
             if rc != 0:
                 failed.append(script)
             if out.exists():

@@ -47,6 +47,12 @@ def timed(cfg: dict, reference: str | None) -> tuple[float, str]:
         migrate.MigrationQueue.add, PghotV3.fast_wake, migrate.split_sites = real
 
 
+def _mean(a: tuple[float, str], b: tuple[float, str]) -> tuple[float, str]:
+    """Mean CPU of two runs of one form and their result (text that matches no result file
+    when the two differ, so the report says DIFFERENT)."""
+    return (a[0] + b[0]) / 2, a[1] if a[1] == b[1] else "the two runs of one form differ"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", default="numab2-pghot",
@@ -59,11 +65,9 @@ def main(argv=None) -> int:
     timed(config(1, args.source, scale=0.01), None)   # compiled kernels loaded once
     # reference, fast, fast, reference: a run is cheaper the later it comes in a process
     # (measured: 3.95, 3.42 s for the same form first and third), so each form gets one
+    # early and one late run, and its figure is their mean
     runs = [timed(cfg, form) for form in (args.reference, None, None, args.reference)]
-    # early and one late run; each figure is the sum of its two (a form whose two runs
-    # differ gets a result text that matches nothing, so the report says DIFFERENT)
-    ref = (runs[0][0] + runs[3][0], runs[0][1] if runs[0][1] == runs[3][1] else "ref differs")
-    fast = (runs[1][0] + runs[2][0], runs[1][1] if runs[1][1] == runs[2][1] else "fast differs")
+    ref, fast = _mean(runs[0], runs[3]), _mean(runs[1], runs[2])
     figure, ref_name, fast_name, versus = REFERENCES[args.reference]
     return report_same_run(args.json, figure, f"Mode 1 {args.source} (scale {args.scale:g})",
                            ref, fast, ref_name, fast_name, versus)
