@@ -47,12 +47,40 @@ _ANY_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _NO_WHAZ = np.empty(0)
 
 
+def skip_uniforms(rng, n: int) -> None:
+    """Leave ``rng`` where ``rng.random(n)`` would: a PCG64 (default_rng's) is advanced n
+    steps (one 64-bit output per double) in O(log n); but ``advance`` also drops the half of
+    a 64-bit output kept for the next 32-bit draw, so with one kept, and for other bit
+    generators, the n doubles are drawn and thrown away."""
+    if n <= 0:
+        return
+    bg = rng.bit_generator
+    if type(bg) is np.random.PCG64 and not bg.state["has_uint32"]:
+        bg.advance(n)
+    else:
+        rng.random(n)
+
+
+def pages_in_ranges(group, lo, hi) -> int:
+    """How many of the PTE slots in the ranges [lo, hi) are ``group``'s pages: what
+    ``(group.index_of(slots) >= 0).sum()`` counts over those slots, without listing them (the
+    group's mappings are disjoint VMAs)."""
+    a = np.maximum(lo[:, None], group.range_start[None, :])
+    b = np.minimum(hi[:, None], group.range_end[None, :])
+    return int(np.maximum(b - a, 0).sum())
+
+
 class Hazards:
     """The lazy-draw state of one kind of entry (a group's pages, or its PMDs): rate per
     access of the group ``w``, the C of each entry's reference point ``c_ref``, the hazard
     banked from earlier phases ``haz``, and the pending hint faults (entry index and the C at
     which the access comes). ``whaz`` is the write hazard, kept only once a phase change has
-    changed the write fraction (until then it is ``haz`` times that fraction)."""
+    changed the write fraction (until then it is ``haz`` times that fraction).
+
+    ``settled`` = (lo, hi, c): entries lo..hi-1 have their reference point at c and no banked
+    hazard (c_ref == c, haz == whaz == 0), as a draw at c leaves them; so a draw of them at c
+    again (Λ = 0) changes nothing but the uniforms it takes. Every writer of c_ref/haz/whaz
+    keeps it true or drops it (``_unsettle``)."""
 
     def __init__(self, n: int):
         self.w = np.zeros(n)
@@ -61,6 +89,35 @@ class Hazards:
         self.whaz = None
         self.hint_idx = np.empty(0, np.int64)
         self.hint_at = np.empty(0)
+        self.settled = None
+
+    def _unsettle(self, C: float) -> None:
+        """Reference points are about to move to C (hazard reset or banked): ``settled``
+        stays true only if they were at C already."""
+        if self.settled is not None and self.settled[2] != C:
+            self.settled = None
+
+    def settled_prefix(self, i, C: float) -> int:
+        """How many leading entries of ``i`` a draw at C leaves unchanged (``settled``)."""
+        st = self.settled
+        if st is None or st[2] != C or i.size == 0 or not st[0] <= i[0] < st[1]:
+            return 0
+        inside = (i >= st[0]) & (i < st[1])
+        return i.size if inside.all() else int(np.argmin(inside))
+
+    def settle(self, i, C: float) -> None:
+        """Entries ``i`` were just drawn at C (after ``_unsettle(C)``, so what ``settled``
+        says still holds): extend it by them when they are one run of consecutive indices
+        that joins it, or start it afresh from them when they do not join it."""
+        if i.size == 0:
+            return
+        lo, hi = int(i[0]), int(i[-1]) + 1
+        if hi - lo != i.size or (i.size > 1 and not (np.diff(i) == 1).all()):
+            return                                   # not one run: keep what holds
+        st = self.settled
+        if st is not None and st[2] == C and lo <= st[1] and st[0] <= hi:
+            lo, hi = min(lo, st[0]), max(hi, st[1])
+        self.settled = (lo, hi, C)
 
     def hazard(self, i, C: float, write_fraction: float):
         """(Λ, write part of Λ) of entries ``i`` since their reference point."""
@@ -72,6 +129,7 @@ class Hazards:
 
     def referenced(self, i, C: float) -> None:
         """Entries ``i`` were just looked at or accessed: their hazard restarts at C."""
+        self._unsettle(C)
         self.haz[i] = 0.0
         if self.whaz is not None:
             self.whaz[i] = 0.0
@@ -81,6 +139,7 @@ class Hazards:
         """A phase change at C: bank the hazard of the old rates, re-spend the remaining
         hazard of pending hint faults at the new rates (not with ``rng=None``: the group has
         finished, no access will come), then take ``w_new``."""
+        self._unsettle(C)
         fresh = self.w * (C - self.c_ref)
         if self.whaz is not None:
             self.whaz += fresh * wf_old
@@ -372,11 +431,42 @@ class RateModel(AccessModel):
         reference point: P(young) = 1 - exp(-Λ); given young, dirty with P(a write among
         them) = (1 - exp(-Λ_w)) / (1 - exp(-Λ)), Λ_w the hazard of the writes. One compiled
         loop (rate_kernels.py, beside its numpy reference); the uniforms come from the
-        model's generator as before."""
-        u = self.rng.random((2, slots.size))
+        model's generator as before: (2, n), the first row for the young bits.
+
+        Leading entries drawn at this C already (``Hazards.settled``: the walk resumed after
+        a stop draws again from where it stopped) would change nothing: their uniforms are
+        skipped, not drawn, and the kernel runs on the rest."""
+        c_now, n = float(c_now), slots.size
+        p = hz.settled_prefix(i, c_now)
+        if p:
+            skip_uniforms(self.rng, p)
+            u0 = self.rng.random(n - p)
+            skip_uniforms(self.rng, p)
+            u = np.stack([u0, self.rng.random(n - p)])
+            slots, i = slots[p:], i[p:]
+        else:
+            u = self.rng.random((2, n))
+        hz._unsettle(c_now)
         materialize_kernel(table, slots, np.uint64(present_mask), i, hz.haz,
                            _NO_WHAZ if hz.whaz is None else hz.whaz, hz.c_ref, hz.w,
-                           float(c_now), float(r.write_fraction), u)
+                           c_now, float(r.write_fraction), u)
+        hz.settle(i, c_now)
+
+    def skip_draws(self, mm, pmd_slots, lo, hi) -> None:
+        """Take from the generator the uniforms that ``materialize_pmds(mm, pmd_slots)`` and
+        then ``materialize_ptes`` of the PTE slot ranges [lo, hi) would take, without drawing:
+        for callers whose entries were all materialized at this same C already (the walk's
+        fast path after a stop: zero hazard, so P(young) = 0, no bit is set and no reference
+        point moves). Two uniforms per entry of each group, as ``_materialize`` takes them."""
+        n = 0
+        p = np.asarray(pmd_slots, np.int64)
+        lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+        for g, r in self.by_mm.get(mm.id, ()):
+            if p.size:
+                n += int((r.pmd_index(p) >= 0).sum())
+            if lo.size:
+                n += pages_in_ranges(g, lo, hi)
+        skip_uniforms(self.rng, 2 * n)
 
     # ---- NUMA hint faults ---------------------------------------------------------------------
     def arm_hint_faults(self, mm, slots, pmd: bool = False) -> None:

@@ -386,8 +386,14 @@ def _advance_draws(kernel, mm, plan: Plan, nv: int, nr: int) -> None:
     the fast path materialized the whole range up front, so those later draws find nothing
     owed (zero hazard) and change no bit, but they take uniforms from the access model's
     generator. Take the same number (visits [0, nv), ranges [0, nr)), so the stream after a
-    stop is the one the sequential walk leaves."""
-    if kernel.access_source is None:
+    stop is the one the sequential walk leaves: by the model's ``skip_draws`` (the uniforms
+    without the draws) where it has one, else by materializing again."""
+    src = kernel.access_source
+    if src is None:
+        return
+    skip = getattr(src, "skip_draws", None)
+    if skip is not None:
+        skip(mm, plan.pmd[:nv], plan.lo[:nr], plan.hi[:nr])
         return
     kernel.materialize_pmds(mm, plan.pmd[:nv])
     if nr:
