@@ -4,7 +4,12 @@ first run has loaded the fit and numba. Each step is timed by wrapping its funct
 figures nest (``build_engine`` holds the others but ``engine.run``; the indented populate rows
 are parts of the row above them).
 
-    cd /work/main && PYTHONPATH=src python3 benchmarks/setup_steps.py [--runs 2]
+    cd /work/main && PYTHONPATH=src python3 benchmarks/setup_steps.py [--runs 2] [--reference]
+
+``--reference`` times each run twice in the same process, with the fault path's compiled
+passes and with their numpy forms (mm/memory.COMPILED, mm/lru_gen.REFERENCE off/on), and
+prints the ratio of the populate rows (the results of the two are the same:
+tests/test_populate_paths.py).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import tierscan.kernel as kernel
 import tierscan.mm.memory as memory
 import tierscan.mm.physmem as physmem
 import tierscan.memsys.system as system
+import tierscan.mm.lru_gen as lru_gen
 import tierscan.mm.process as process
 import tierscan.mm.vmstat as vmstat
 import tierscan.sim.engine as engine
@@ -59,20 +65,33 @@ def timed(owner, name: str, label: str, acc: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=2, help="timed runs (default 2)")
+    ap.add_argument("--reference", action="store_true",
+                    help="also time each run with the fault path's numpy forms; print ratios")
     args = ap.parse_args(argv)
     acc: dict[str, float] = {}
     for owner, name, label in STEPS:
         timed(owner, name, label, acc)
     cfg = config_from_dict(fixed_cost_config(1.0))
     run.run_experiment(cfg)                       # the fit, numba's start
+    forms = [False, True] if args.reference else [False]
     for i in range(args.runs):
-        acc.clear()
-        t = time.process_time()
-        run.run_experiment(cfg)
-        total = time.process_time() - t
-        print(f"run {i + 1}: {total:.2f} s CPU")
+        steps = {}
+        for reference in forms:
+            memory.COMPILED, lru_gen.REFERENCE = not reference, reference
+            acc.clear()
+            t = time.process_time()
+            run.run_experiment(cfg)
+            steps[reference] = dict(acc, total=time.process_time() - t)
+        memory.COMPILED, lru_gen.REFERENCE = True, False
+        print(f"run {i + 1}: {steps[False]['total']:.2f} s CPU"
+              + (f" (numpy forms: {steps[True]['total']:.2f})" if args.reference else ""))
         for _, _, label in STEPS:
-            print(f"  {label:40s} {acc.get(label, 0.0):6.3f}")
+            row = f"  {label:40s} {steps[False].get(label, 0.0):6.3f}"
+            if args.reference:
+                ref = steps[True].get(label, 0.0)
+                ratio = ref / max(steps[False].get(label, 0.0), 1e-9)
+                row += f"   numpy forms {ref:6.3f}  x{ratio:.2f}"
+            print(row)
     return 0
 
 

@@ -76,7 +76,7 @@ def layout(seed: int, mglru: bool) -> dict:
 def test_populate_with_the_compiled_passes_matches_the_numpy_forms(monkeypatch, seed, mglru):
     fast = layout(seed, mglru)
     monkeypatch.setattr(lru_gen, "REFERENCE", True)
-    monkeypatch.setattr(memory, "ADD_FOLIOS_COMPILED", False)
+    monkeypatch.setattr(memory, "COMPILED", False)
     assert_equal_states(layout(seed, mglru), fast)
 
 

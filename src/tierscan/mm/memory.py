@@ -110,7 +110,7 @@ def do_swap_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
     from .swap import do_swap_page, is_swap_pte
 
     pt = mm.pt
-    if not any_swap_entry(slots, pt.pte, pt.pmd):    # the mask below, in one pass
+    if COMPILED and not any_swap_entry(slots, pt.pte, pt.pmd):  # the mask below, one pass
         return np.empty(0, np.int64)
     sw = ~pt.pmd_is_leaf(slots >> 9) & is_swap_pte(pt.pte[slots])
     if not sw.any():
@@ -149,7 +149,7 @@ def in_fault_batches(fault, mm, vma, slots, first_w, cpu_nid) -> None:
 def do_numa_hint_faults(mm, slots, is_write, cpu_nid) -> None:
     """do_numa_page()/do_huge_pmd_numa_page(): restore the entry, then let NUMA balancing act."""
     pt, k = mm.pt, mm.kernel
-    if not any_numa_hint(slots, pt.pte, pt.pmd):     # the masks below, in one pass
+    if COMPILED and not any_numa_hint(slots, pt.pte, pt.pmd):   # the masks below, one pass
         return
     pmd_slots = slots >> 9
     leaf = pt.pmd_is_leaf(pmd_slots)
@@ -185,8 +185,10 @@ def do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
     """Fault in every slot with no mapping. Returns the slots whose first access was a store
     (their fault already handled the write, so phase 3 does not count a second fault)."""
     pt = mm.pt
-    # np.flatnonzero(~pt.pmd_is_leaf(slots >> 9) & (pt.pte[slots] == 0)), in one pass
-    missing = missing_index(slots, pt.pte, pt.pmd)
+    if COMPILED:        # the numpy form below, in one pass
+        missing = missing_index(slots, pt.pte, pt.pmd)
+    else:
+        missing = np.flatnonzero(~pt.pmd_is_leaf(slots >> 9) & (pt.pte[slots] == 0))
     if missing.size == 0:
         return np.empty(0, np.int64)
     uslots, first, first_w, _ = first_by_slot(slots[missing], is_write[missing])
@@ -247,7 +249,7 @@ def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index, content=
     tags = k.new_content_tags(pfns.size) if content is None else content
     # lru_gen_in_fault() sets PG_active (the classic LRU adds inactive); after the refault
     active = PG_active if lru_gen_enabled(k) else np.uint16(0)
-    if ADD_FOLIOS_COMPILED:
+    if COMPILED:
         # one pass for what add_new_folios_reference_fields does
         index = np.asarray(index)
         set_up_folios(pfns, heads, pm.flags, pm.memcg, pm.mapping, pm.index, pm.content,
@@ -264,7 +266,9 @@ def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index, content=
     k.lru_add(heads)
 
 
-ADD_FOLIOS_COMPILED = True   # False: the numpy form below (the equivalence tests)
+# False: the fault path's numpy forms instead of its compiled passes (fault_kernels): the
+# equivalence tests and benchmarks/setup_steps.py --reference
+COMPILED = True
 
 
 def add_new_folios_reference_fields(pm, pfns, heads, flags, memcg_id, mapping, index, tags,
@@ -376,8 +380,8 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
     """do_wp_page(): stores to read-only entries. The zero page and private file pages are
     copied to new anon pages; shared file pages become writable and dirty."""
     pt, k = mm.pt, mm.kernel
-    if not is_write.any() or not any_write_protect(slots, is_write, pt.pte, pt.pmd,
-                                                   k.huge_zero_pfn):
+    if not is_write.any() or COMPILED and not any_write_protect(
+            slots, is_write, pt.pte, pt.pmd, k.huge_zero_pfn):
         return                  # (any_write_protect: huge_zero.any() or ro.any() below)
     wslots, wvidx = slots[is_write], vidx[is_write]
     pmds = wslots >> 9
