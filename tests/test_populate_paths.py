@@ -5,7 +5,7 @@ reclaim re-adding folios)."""
 
 import numpy as np
 import pytest
-from conftest import PAGE, make_kernel, page_addrs, snapshot
+from conftest import PAGE, assert_same, make_kernel, page_addrs, snapshot
 
 from tierscan.errors import OutOfMemory
 from tierscan.mm import lru_gen, memory
@@ -23,20 +23,6 @@ def state(k) -> dict:
         snap[f"mm{mid}.content"] = mm.pt.content.copy()
     snap["stamps"] = (k.pm._stamp_head, k.pm._stamp_tail)
     return snap
-
-
-def assert_equal_states(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        x, y = a[key], b[key]
-        if isinstance(x, np.ndarray):
-            assert np.array_equal(x, y), key
-        elif isinstance(x, tuple):
-            assert len(x) == len(y), key
-            for u, v in zip(x, y):
-                assert np.array_equal(u, v) if isinstance(u, np.ndarray) else u == v, key
-        else:
-            assert x == y, key
 
 
 def layout(seed: int, mglru: bool) -> dict:
@@ -77,7 +63,7 @@ def test_populate_with_the_compiled_passes_matches_the_numpy_forms(monkeypatch, 
     fast = layout(seed, mglru)
     monkeypatch.setattr(lru_gen, "REFERENCE", True)
     monkeypatch.setattr(memory, "COMPILED", False)
-    assert_equal_states(layout(seed, mglru), fast)
+    assert_same(layout(seed, mglru), fast)
 
 
 @pytest.mark.parametrize("reclaiming", [False, True])
