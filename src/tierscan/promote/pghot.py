@@ -483,6 +483,8 @@ class PghotV3(PromotionEngine):
             raise ValueError(f"unknown hotness source {src!r} (expected one of: "
                              f"{', '.join(SOURCES)})")
         k = self.kernel
+        if np.ndim(nid) == 0 and np.ndim(now_jiffies) == 0:
+            return self._record_one(pfns, int(nid), src, now_jiffies)
         vm, n_nodes = k.vmstat, k.machine.nr_nodes
         pfns, nids = normalize_report(k, pfns, nid)
         if pfns.size == 0:
@@ -500,12 +502,41 @@ class PghotV3(PromotionEngine):
         keep, heads, nodes = lower_tier_lru_heads(k, self.lower, pfns)
         if heads.size == 0:
             return 0
+        return self._update(heads, nodes, nids[keep], nows[keep],
+                            nows[keep] if np.ndim(now_jiffies) else now_jiffies, src)
+
+    def _record_one(self, pfns, nid: int, src: str, now_jiffies) -> int:
+        """record_access() with one nid and one time for every report (klruscand's batches,
+        NUMA hint faults): the same filters, counters and updates without the per-report
+        nid, time and node arrays the general form builds before the lower-tier filter."""
+        k = self.kernel
+        pfns = np.asarray(pfns, dtype=np.int64).ravel()
+        nid = -1 if nid < 0 else nid                 # normalize_report's NUMA_NO_NODE
+        if self.literal and src == HW_HINTS:
+            nid = 0                                  # quirk (c)
+        if pfns.size == 0 or nid >= PGHOT_NID_MAX:   # filter 2, before any counting
+            return 0
+        where = nid if 0 <= nid < k.machine.nr_nodes else self.default_node
+        k.vmstat.count("pghot_recorded_accesses", where, pfns.size)
+        if src not in self.sources:                  # filter 3
+            return 0
+        k.vmstat.count(_SOURCE_COUNTER[src], where, pfns.size)
+        _, heads, nodes = lower_tier_lru_heads(k, self.lower, pfns)
+        if heads.size == 0:
+            return 0
+        now = np.asarray(now_jiffies, dtype=np.int64)
+        return self._update(heads, nodes, np.full(heads.size, nid, np.int64),
+                            np.full(heads.size, now, np.int64), now_jiffies, src)
+
+    def _update(self, heads, nodes, nids, nows, seen_at, src: str) -> int:
+        """The records' part of record_access(): first reports (at ``seen_at``, one time or
+        one per report), the CAS loop body per report in order, READY blocks and kmigrated
+        activation. Returns how many records were updated."""
         idx = self.lower.index(heads, nodes)
-        nows = nows[keep]
-        self._first.seen(idx, nows if np.ndim(now_jiffies) else now_jiffies)
+        self._first.seen(idx, seen_at)
         ready = np.zeros(idx.size, dtype=np.bool_)
         nid_mask, freq_mask, time_mask = self.masks
-        _pghot_update(self._rec64, idx, nids[keep], np.ascontiguousarray(nows),
+        _pghot_update(self._rec64, idx, nids, np.ascontiguousarray(nows),
                       self.freq_window_ms * HZ // MSEC_PER_SEC, self.freq_threshold,
                       self.literal, src == HINT_FAULT, self.default_node,
                       nid_mask, freq_mask, time_mask, PGHOT_FREQ_MAX, ready)

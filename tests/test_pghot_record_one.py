@@ -1,0 +1,71 @@
+"""pghot v3 record_access with one nid and one time for the whole call (klruscand's batches,
+NUMA hint faults: ``PghotV3._record_one``) against the general form given the same values as
+per-report arrays: the same return value, records, first reports, READY blocks, kmigrated
+activation and vmstat counters, through every filter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import PAGE, page_addrs
+
+from tierscan import Kernel, Machine
+from tierscan.promote.pghot import PghotV3
+from tierscan.sim.engine import MS
+
+
+def _kernel():
+    k = Kernel(Machine.preset("laptop"), seed=0, debug=True)
+    cxl = k.spawn("c").mmap(300 * PAGE, populate=True, policy="bind", nodes=[1])
+    thp = k.spawn("t").mmap(1024 * PAGE, thp=True, populate=True, policy="bind", nodes=[1])
+    dram = k.spawn("d").mmap(64 * PAGE, populate=True, policy="bind", nodes=[0])
+    pfns = [v.mm.translate(page_addrs(v.start, n)) for v, n in ((cxl, 300), (thp, 1024),
+                                                               (dram, 64))]
+    lo, hi = k.pm.node_range(1)
+    free = lo + np.flatnonzero(k.pm.flags[lo:hi] == 0)[:20]        # not on an LRU
+    return k, np.concatenate(pfns + [free, [-1, k.pm.nr_pfns + 5]])
+
+
+def _state(e):
+    k = e.kernel
+    vm = {n: k.vmstat.node(n).tolist() for n in ("pghot_recorded_accesses",
+                                                 "pghot_recorded_pgtscans",
+                                                 "pghot_recorded_hintfaults",
+                                                 "pghot_recorded_hwhints")}
+    ns1 = None if e._first.ns1 is None else e._first.ns1.copy()
+    return e.records.copy(), ns1, e._block_ready.copy(), e.activate.copy(), vm
+
+
+@pytest.mark.parametrize("literal", [False, True])
+@pytest.mark.parametrize("sources", [None, ["pgtscan", "hintfault"]])
+def test_one_nid_one_time_is_the_general_form(literal, sources):
+    params = {"literal": literal, "freq_threshold": 2}
+    if sources is not None:
+        params["sources"] = sources
+    runs = []
+    for as_arrays in (False, True):
+        k, pool = _kernel()
+        e = PghotV3(k, **params)
+        rng = np.random.default_rng(3)
+        got = []
+        for step in range(60):
+            k.clock_ns = (10 + 40 * step) * MS
+            pfns = rng.choice(pool, int(rng.integers(0, 400)))        # repeats included
+            nid = int(rng.choice([-1, -7, 0, 1, 2, 5, 1023, 1024, 4000]))
+            src = str(rng.choice(["pgtscan", "hintfault", "hwhints"]))
+            now = k.jiffies
+            if as_arrays:
+                got.append(e.record_access(pfns, np.full(pfns.size, nid), src,
+                                           np.full(pfns.size, now)))
+            else:
+                got.append(e.record_access(pfns, nid, src, now))
+        runs.append((got, _state(e)))
+    (got_one, st_one), (got_arr, st_arr) = runs
+    assert got_one == got_arr
+    assert sum(got_one) > 1000                           # records were updated ...
+    assert st_one[2].any() and st_one[3].any()           # ... some became READY
+    for a, b in zip(st_one, st_arr):
+        if isinstance(a, dict):
+            assert a == b
+        else:
+            assert (a is None and b is None) or np.array_equal(a, b)
