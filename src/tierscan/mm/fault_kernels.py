@@ -103,3 +103,22 @@ def set_up_folios(pfns, heads, flags, memcg, mapping, index, content, page_flags
     if head_flags:
         for i in range(heads.size):
             flags[heads[i]] |= head_flags
+
+
+@njit(cache=True, nogil=True)
+def set_ptes(slots, pfns, bits, pte, pmd, pmd_table):
+    """install_ptes' entries in one pass: a PMD entry that is none becomes ``pmd_table``
+    (pmd_populate), then each slot's PTE maps its pfn with its ``bits`` (pfn_pte, set_pte_at;
+    a slot given twice keeps the last, as numpy's assignment). Returns the PMD slots it
+    populated, for their upper tables."""
+    new = np.empty(slots.size, np.int64)
+    n = 0
+    for i in range(slots.size):
+        p = slots[i] >> 9
+        if pmd[p] == 0:
+            pmd[p] = pmd_table
+            new[n] = p
+            n += 1
+    for i in range(slots.size):
+        pte[slots[i]] = (np.uint64(pfns[i]) << np.uint64(12)) | bits[i]
+    return new[:n]

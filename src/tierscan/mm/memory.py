@@ -21,7 +21,7 @@ from .constants import (
 )
 from .classic_lru import lru_gen_enabled
 from .fault_kernels import (
-    any_numa_hint, any_swap_entry, any_write_protect, missing_index, set_up_folios,
+    any_numa_hint, any_swap_entry, any_write_protect, missing_index, set_ptes, set_up_folios,
 )
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
@@ -209,6 +209,13 @@ def do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
 def install_ptes(mm, slots, pfns, bits) -> None:
     """set_pte_at() for new mappings, allocating the PTE tables (pmd_populate) they need."""
     pt = mm.pt
+    if COMPILED:        # the numpy form below, in one pass
+        slots = np.asarray(slots, np.int64)
+        pt.alloc_upper_tables(set_ptes(
+            slots, np.broadcast_to(np.asarray(pfns, np.int64), slots.shape),
+            np.broadcast_to(np.asarray(bits, np.uint64), slots.shape), pt.pte, pt.pmd,
+            np.uint64(PMD_TABLE)))
+        return
     pmd_slots = unique(slots >> 9)
     empty = pmd_slots[pt.pmd[pmd_slots] == 0]
     pt.alloc_upper_tables(empty)
