@@ -102,8 +102,12 @@ def test_a_read_fault_frees_the_slot_when_swap_is_more_than_half_full():
 
 
 # ---- swap readahead ----------------------------------------------------------------------------
-@pytest.mark.parametrize("cluster", [0, 1, 3, 4])
-def test_a_sequential_reread_takes_one_major_fault_per_window(cluster):
+# swapin_nr_pages() opens the window as the stream proves itself: slot 0 reads 1 page (no
+# hits, not next to prev_offset 0), slots 1 and 2 read 2 (adjacent), slot 3 is a hit, slot 4
+# reads 4 (hits + 2 rounded up), then 8 ... up to 2^page-cluster, so 256 pages take
+# 256 (page-cluster 0), 3 + 126 (1), 4 + 31 (3: ~1/8) and 5 + 15 (4) major faults.
+@pytest.mark.parametrize("cluster,majors", [(0, 256), (1, 129), (3, 35), (4, 20)])
+def test_a_sequential_reread_takes_one_major_fault_per_window(cluster, majors):
     k = swap_kernel()
     k.sysfs["vm/page-cluster"] = cluster
     mm, vma = anon(k, 256)
@@ -111,11 +115,26 @@ def test_a_sequential_reread_takes_one_major_fault_per_window(cluster):
     assert (slot_of_page(mm, vma, range(256)) == np.arange(256)).all()
     before = k.vmstat["pgmajfault"]
     mm.access(page_addrs(vma.start, 256), False)
-    majors = k.vmstat["pgmajfault"] - before
-    assert majors == 256 >> cluster                       # 1/8 of them at the default 3
+    assert k.vmstat["pgmajfault"] - before == majors
     assert k.vmstat["pswpin"] == 256 and k.vmstat["swap_ra"] == 256 - majors
     assert k.vmstat["swap_ra_hit"] == 256 - majors
     assert k.vmstat["pgfault"] - 256 == 256                # the first touches, then these
+
+
+def test_random_swap_ins_shrink_the_window_by_halves_to_one_page():
+    """The hits of a stream open the next miss's window wherever it is; then, without hits
+    and away from the previous miss, __swapin_nr_pages() gives 1 page, but never less than
+    half the previous window."""
+    k = swap_kernel()
+    mm, vma = anon(k, 512)
+    swap_out(k, mm, vma, range(512))
+    mm.access(page_addrs(vma.start, 40), False)          # a stream: the window reaches 8
+    ra = k.vmstat["swap_ra"]
+    for n, page in enumerate([100, 200, 300, 400, 480]):
+        mm.access(page_addrs(vma.start, 1, page), False)
+        got = k.vmstat["swap_ra"] - ra
+        ra = k.vmstat["swap_ra"]
+        assert got == [7, 3, 1, 0, 0][n]   # windows 8 (the stream's 7 hits), 4, 2, 1, 1
 
 
 def test_readahead_neighbours_stay_unmapped_in_the_swap_cache():
@@ -123,19 +142,22 @@ def test_readahead_neighbours_stay_unmapped_in_the_swap_cache():
     mm, vma = anon(k, 64)
     tags = mm.pt.content[vma.start_slot:vma.end_slot].copy()
     swap_out(k, mm, vma, range(64))
-    mm.access(page_addrs(vma.start, 1, 13), False)       # slot 13: window 8..15 (13 & ~7)
-    assert k.vmstat["pgmajfault"] - 0 >= 1 and k.vmstat["swap_ra"] == 7
+    mm.access(page_addrs(vma.start, 16), False)          # a stream: the window reaches 8
+    ra, majors = k.vmstat["swap_ra"], k.vmstat["pgmajfault"]
+    mm.access(page_addrs(vma.start, 1, 21), False)       # slot 21: window 16..23 (21 & ~7)
+    assert k.vmstat["pgmajfault"] == majors + 1 and k.vmstat["swap_ra"] == ra + 7
     cache = k.swap.cache
-    assert (cache[8:16] >= 0).all() and (cache[:8] < 0).all() and (cache[16:64] < 0).all()
-    pfns = cache[8:16]
+    assert (cache[16:24] >= 0).all() and (cache[24:64] < 0).all()
+    pfns = cache[16:24]
     assert (k.pm.flags[pfns] & PG_swapcache).all() and (k.pm.flags[pfns] & PG_lru).all()
     assert k.pm.mapcount[pfns].tolist() == [0, 0, 0, 0, 0, 1, 0, 0]
-    still = np.r_[8:13, 14:16]
+    still = np.r_[16:21, 22:24]
     assert is_swap_pte(mm.pt.pte[vma.start_slot + still]).all()
-    assert (k.pm.content[pfns] == tags[8:16]).all()       # the neighbours hold their data
-    assert k.swap.readahead[still].all() and not k.swap.readahead[13]
-    mm.access(page_addrs(vma.start, 2, 14), False)       # two hits: minor faults
-    assert k.vmstat["pgmajfault"] == 1 and k.vmstat["swap_ra_hit"] == 2
+    assert (k.pm.content[pfns] == tags[16:24]).all()      # the neighbours hold their data
+    assert k.swap.readahead[still].all() and not k.swap.readahead[21]
+    hits = k.vmstat["swap_ra_hit"]
+    mm.access(page_addrs(vma.start, 2, 22), False)       # two hits: minor faults
+    assert k.vmstat["pgmajfault"] == majors + 1 and k.vmstat["swap_ra_hit"] == hits + 2
 
 
 def test_the_readahead_window_stops_at_the_end_of_the_area_and_skips_free_slots():
@@ -146,19 +168,24 @@ def test_the_readahead_window_stops_at_the_end_of_the_area_and_skips_free_slots(
     mm.access(page_addrs(vma.start, 1, 9), True)         # slot 9 read alone, then freed (store)
     assert k.vmstat["swap_ra"] == 0 and not k.swap.used[9]
     k.sysfs["vm/page-cluster"] = 3
-    mm.access(page_addrs(vma.start, 1, 10), False)       # window 8..15, cut at 11, without 9
-    assert k.vmstat["swap_ra"] == 2 and (k.swap.cache[[8, 11]] >= 0).all()
+    mm.access(page_addrs(vma.start, 8), False)           # slots 0..7: the window opens to 4
+    ra = k.vmstat["swap_ra"]
+    mm.access(page_addrs(vma.start, 1, 10), False)       # 3 hits: window 8..15, cut at 11
+    assert k.vmstat["swap_ra"] == ra + 2 and (k.swap.cache[[8, 11]] >= 0).all()
+    assert k.swap.cache[9] < 0
 
 
 def test_munmap_frees_read_ahead_folios_and_their_slots():
     k = swap_kernel()
     mm, vma = anon(k, 64)
     swap_out(k, mm, vma, range(64))
-    mm.access(page_addrs(vma.start, 1, 3), False)
+    mm.access(page_addrs(vma.start, 9), False)           # slot 8 reads 8..15 ahead
+    cached = int((k.swap.cache >= 0).sum())
+    assert cached == 16
     free_before = int(k.pm.node_free.sum())
     mm.munmap(vma.start, 64 * PAGE)
     assert k.swap.nr_free() == k.swap.nr_slots and (k.swap.cache < 0).all()
-    assert int(k.pm.node_free.sum()) == free_before + 8
+    assert int(k.pm.node_free.sum()) == free_before + cached
 
 
 def test_the_content_tag_survives_swap_out_readahead_migration_and_the_fault():
@@ -167,18 +194,20 @@ def test_the_content_tag_survives_swap_out_readahead_migration_and_the_fault():
     tags = mm.pt.content[vma.start_slot:vma.end_slot].copy()
     swap_out(k, mm, vma, range(32))
     assert (k.swap.content[:32] == tags).all()
-    mm.access(page_addrs(vma.start, 1, 0), False)        # reads slots 0..7
-    ra = k.swap.cache[1:8].copy()
-    assert (k.pm.node_of(ra) == 0).all()
+    mm.access(page_addrs(vma.start, 9), False)           # slot 8 reads 8..15 ahead
+    ra = k.swap.cache[9:16].copy()
+    assert (k.pm.node_of(ra) == 0).all() and (k.pm.mapcount[ra] == 0).all()
     assert migrate_folios(k, ra, 1).all()                 # demote the unmapped neighbours
     k.check()
-    moved = k.swap.cache[1:8]
-    assert (k.pm.node_of(moved) == 1).all() and (k.pm.content[moved] == tags[1:8]).all()
-    mm.access(page_addrs(vma.start, 7, 1), False)        # hits: mapped from node 1
-    pfns = mm.translate(page_addrs(vma.start, 7, 1))
-    assert (pfns == moved).all() and (k.pm.content[pfns] == tags[1:8]).all()
-    assert k.vmstat["pgmajfault"] == 1 and k.vmstat["swap_ra_hit"] == 7
-    swap_out(k, mm, vma, range(8))                       # clean: dropped, not written
+    moved = k.swap.cache[9:16]
+    assert (k.pm.node_of(moved) == 1).all() and (k.pm.content[moved] == tags[9:16]).all()
+    majors, hits = k.vmstat["pgmajfault"], k.vmstat["swap_ra_hit"]
+    mm.access(page_addrs(vma.start, 7, 9), False)        # hits: mapped from node 1
+    pfns = mm.translate(page_addrs(vma.start, 7, 9))
+    assert (pfns == moved).all() and (k.pm.content[pfns] == tags[9:16]).all()
+    assert k.vmstat["pgmajfault"] == majors and k.vmstat["swap_ra_hit"] == hits + 7
+    swap_out(k, mm, vma, range(16))                      # clean: dropped, not written
+    assert k.vmstat["pswpout"] == 32
     mm.access(page_addrs(vma.start, 32), False)
     assert (k.pm.content[mm.translate(page_addrs(vma.start, 32))] == tags).all()
 
@@ -193,38 +222,38 @@ def test_the_page_cluster_sysctl_is_checked():
 # ---- Kernel.check() on the swap cache ----------------------------------------------------------
 @pytest.fixture
 def cached():
-    """A kernel with slots 0..7 in the swap cache, slot 3's folio mapped."""
+    """A kernel with slots 0..15 in the swap cache, 0..8 mapped, 9..15 read ahead."""
     k = swap_kernel()
     mm, vma = anon(k, 16)
     swap_out(k, mm, vma, range(16))
-    mm.access(page_addrs(vma.start, 1, 3), False)
+    mm.access(page_addrs(vma.start, 9), False)
     return k, mm, vma
 
 
 def test_check_finds_a_cached_folio_without_pg_swapcache(cached):
     k, _, _ = cached
-    k.pm.flags[k.swap.cache[5]] &= ~PG_swapcache      # now an unmapped anon folio: a leak
+    k.pm.flags[k.swap.cache[12]] &= ~PG_swapcache      # now an unmapped anon folio: a leak
     with pytest.raises(InvariantError, match="swap-cache|no mapping"):
         k.check()
 
 
 def test_check_finds_a_cached_folio_that_lost_its_data(cached):
     k, _, _ = cached
-    k.pm.content[k.swap.cache[5]] += 1
+    k.pm.content[k.swap.cache[12]] += 1
     with pytest.raises(InvariantError, match="data"):
         k.check()
 
 
 def test_check_finds_a_cached_folio_mapped_behind_its_swap_entry(cached):
     k, _, _ = cached
-    k.pm.mapcount[k.swap.cache[5]] = 1
+    k.pm.mapcount[k.swap.cache[12]] = 1
     with pytest.raises(InvariantError):
         k.check()
 
 
 def test_check_finds_a_slot_dropped_from_the_cache_without_its_folio(cached):
     k, _, _ = cached
-    k.swap.cache[5] = -1
+    k.swap.cache[12] = -1
     with pytest.raises(InvariantError, match="folio->swap|swap-cache"):
         k.check()
 
@@ -289,3 +318,25 @@ def test_generated_swap_sequences_keep_the_data_and_the_invariants(ops, exit_at_
         mm.exit()
         k.check()
         assert k.swap.nr_free() == k.swap.nr_slots and (k.swap.cache < 0).all()
+
+
+# ---- the compiled window plan against its reference ----------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), cluster=st.integers(0, 5), nr_slots=st.integers(1, 300))
+def test_plan_windows_matches_its_reference(data, cluster, nr_slots):
+    from tierscan.mm.swap_state import plan_windows, plan_windows_reference
+
+    n = data.draw(st.integers(0, min(nr_slots, 60)))
+    offs = np.array(data.draw(st.permutations(range(nr_slots)))[:n], np.int64)
+    if data.draw(st.booleans()):
+        offs = np.sort(offs)                                  # streams as well as scatter
+    cached = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool)
+    ra = cached & np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool)
+    state = np.array([data.draw(st.integers(0, nr_slots)), data.draw(st.sampled_from(
+        [0, 1, 2, 4, 8, 16, 32])), data.draw(st.integers(0, 9))], np.int64)
+    ref_state = state.copy()
+    got = plan_windows(offs, cached, ra, nr_slots, 1 << cluster, state)
+    want = plan_windows_reference(offs, cached, ra, nr_slots, 1 << cluster, ref_state)
+    for a, b in zip(got, want):
+        assert a.tolist() == b.tolist()
+    assert state.tolist() == ref_state.tolist()

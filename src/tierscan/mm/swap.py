@@ -13,9 +13,10 @@ exist: ``SwapDevice.cache[offset]`` is that folio's pfn (-1: none) and ``SwapDev
 its folio->swap, with PG_swapcache on the folio. Swap-out adds the folio (add_to_swap), writes
 it (pageout) and frees it once unmapped (__remove_mapping); a folio still in the cache and clean
 is freed without a write. Swap-in (do_swap_page) finds a cached folio (a minor fault) or reads
-the slot and, with ``vm/page-cluster`` > 0, its aligned neighbours (swap_cluster_readahead)
-into the cache. The slot is freed by folio_free_swap (a write fault, or swap more than half
-full: should_try_to_free_swap), by zap (free_swap_and_cache), or when its folio is freed
+the slot and, with ``vm/page-cluster`` > 0, the used slots of its aligned window
+(swap_cluster_readahead, sized by swapin_nr_pages: mm/swap_state.py) into the cache. The
+slot is freed by folio_free_swap (a write fault, or swap more than half full:
+should_try_to_free_swap), by zap (free_swap_and_cache), or when its folio is freed
 while mapped (the model's unmap; the kernel leaves that to reclaim).
 
 Device costs (estimates, docs/cost-model.md): ``read_ns`` is what a thread waits in a major
@@ -29,6 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .constants import PAGE_SIZE, PG_swapcache, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
+from .swap_state import plan_windows
 from .vmstat import register_vmstat
 
 register_vmstat("swap_ra", "swap_ra_hit")      # mm/swap_state.c SWAP_RA, SWAP_RA_HIT
@@ -84,6 +86,8 @@ class SwapDevice:
         # swap-ins that read from the device: the faulting thread waits read_ns for each
         # (readahead pages come in the same I/O; a tierscan count, not a vmstat one)
         self.nr_major = 0
+        # swapin_nr_pages()'s globals: prev_offset, last_readahead_pages, swapin_readahead_hits
+        self.ra_state = np.zeros(3, np.int64)
         self._cursor = 0
         self._free = n
 
@@ -278,34 +282,21 @@ def page_cluster(kernel) -> int:
     return int(kernel.sysfs["vm/page-cluster"])
 
 
-def readahead_windows(sw, offs, cluster: int):
-    """swap_cluster_readahead()'s window of each faulting offset: mask = 2^cluster - 1,
-    [offset & ~mask, offset | mask], cut at the end of the area. Returns (start, end)
-    inclusive. The kernel also skips offset 0 (the swap header, not a slot in the model) and
-    sizes the window by swapin_nr_pages() (readahead hits so far, docs/fidelity.md); the
-    model always reads the full 2^cluster window."""
-    mask = (1 << cluster) - 1
-    return offs & ~np.int64(mask), np.minimum(offs | np.int64(mask), sw.nr_slots - 1)
-
-
 def swap_read_plan(sw, offs, cluster: int):
     """Which faults read from the device and which slots they read, for ``offs`` faulting in
-    this order: a fault whose slot is in the swap cache is a hit; the first uncached fault in
-    a window reads every used, uncached slot of it (its own and the readahead neighbours),
-    so later faults in that window hit. Returns (major fault mask, slots read, the slot of
-    the fault each read belongs to)."""
-    miss = sw.cache[offs] < 0
-    start, end = readahead_windows(sw, offs, cluster)
-    idx = np.flatnonzero(miss)
-    _, first = np.unique(start[idx], return_index=True)
-    major = np.zeros(offs.size, bool)
-    major[idx[first]] = True
-    m = np.flatnonzero(major)
-    width = end[m] - start[m] + 1
-    read = np.repeat(start[m], width) + (np.arange(int(width.sum())) -
-                                         np.repeat(np.cumsum(width) - width, width))
-    owner = np.repeat(offs[m], width)
-    keep = sw.used[read] & (sw.cache[read] < 0)
+    this order: a fault whose slot is in the swap cache is a hit; a miss reads every used,
+    uncached slot of its window (swap_cluster_readahead: 2^cluster slots at most, sized by
+    swapin_nr_pages, mm/swap_state.py), so later faults in it hit. Returns (major fault mask,
+    slots read, the slot of the fault each read belongs to)."""
+    major, start, end = plan_windows(offs, sw.cache[offs] >= 0, sw.readahead[offs],
+                                     sw.nr_slots, 1 << cluster, sw.ra_state)
+    width = end - start + 1
+    read = np.repeat(start, width) + (np.arange(int(width.sum())) -
+                                      np.repeat(np.cumsum(width) - width, width))
+    owner = np.repeat(offs[major], width)
+    first = np.zeros(read.size, bool)        # a slot two windows share is read by the first
+    first[np.unique(read, return_index=True)[1]] = True
+    keep = first & sw.used[read] & (sw.cache[read] < 0)
     return major, read[keep], owner[keep]
 
 
@@ -313,8 +304,9 @@ def do_swap_page(mm, vma, slots, first_w, cpu_nid) -> None:
     """do_swap_page() for swap PTEs of one VMA, in first-access order.
 
     swap_cache_get_folio() first: a cached folio is mapped without I/O (a minor fault; a
-    read-ahead one counts swap_ra_hit). Otherwise swapin_readahead() ->
-    swap_cluster_readahead(): the slot and its aligned neighbours in use are read into new
+    read-ahead one counts swap_ra_hit and swapin_readahead_hits). Otherwise swapin_readahead()
+    -> swap_cluster_readahead(): the slot and the other used slots of its aligned window
+    (swapin_nr_pages: up to 2^vm.page-cluster, mm/swap_state.py) are read into new
     folios (pswpin each; swap_ra for the neighbours, which stay unmapped in the cache with
     PG_readahead), allocated under the faulting VMA's policy with the faulting address's
     interleave index, charged to the owner's memcg; each hands its shadow to
