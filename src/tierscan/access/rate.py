@@ -511,7 +511,9 @@ class RateModel(AccessModel):
         if fault.size == 0:
             return
         writes = self.rng.random(fault.size) < r.write_fraction
-        do_numa_hint_faults(group.mm, fault, writes, group.spec.cpu_node)
+        # one fault per entry: take_due pops each pending entry once, a PTE fault's slot is
+        # under no THP, and a THP faults at its first slot
+        do_numa_hint_faults(group.mm, fault, writes, group.spec.cpu_node, distinct=True)
         ps, pw = fault[~is_pmd], writes[~is_pmd]
         pt.pte[ps] |= _PAGE_ACCESSED
         pt.pte[ps[pw]] |= _PAGE_DIRTY

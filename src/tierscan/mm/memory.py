@@ -146,8 +146,10 @@ def in_fault_batches(fault, mm, vma, slots, first_w, cpu_nid) -> None:
 
 
 # ---- phase 1: NUMA hint faults -----------------------------------------------------------------
-def do_numa_hint_faults(mm, slots, is_write, cpu_nid) -> None:
-    """do_numa_page()/do_huge_pmd_numa_page(): restore the entry, then let NUMA balancing act."""
+def do_numa_hint_faults(mm, slots, is_write, cpu_nid, distinct: bool = False) -> None:
+    """do_numa_page()/do_huge_pmd_numa_page(): restore the entry, then let NUMA balancing act.
+    ``distinct``: the caller gives each slot (and each THP's first slot) at most once (the
+    rate model's due faults), so the per-slot dedupe would return them as given."""
     pt, k = mm.pt, mm.kernel
     if COMPILED and not any_numa_hint(slots, pt.pte, pt.pmd):   # the masks below, one pass
         return
@@ -157,8 +159,12 @@ def do_numa_hint_faults(mm, slots, is_write, cpu_nid) -> None:
     hint_pmd = leaf & ((pt.pmd[pmd_slots] & _PAGE_PRESENT) == 0)
     if not (hint_pte.any() or hint_pmd.any()):
         return
-    s, first, _, anyw = first_by_slot(slots[hint_pte], is_write[hint_pte])
-    m, mfirst, _, manyw = first_by_slot(pmd_slots[hint_pmd], is_write[hint_pmd])
+    if distinct:
+        s, anyw = slots[hint_pte], is_write[hint_pte].astype(bool)
+        m, manyw = pmd_slots[hint_pmd], is_write[hint_pmd].astype(bool)
+    else:
+        s, _, _, anyw = first_by_slot(slots[hint_pte], is_write[hint_pte])
+        m, _, _, manyw = first_by_slot(pmd_slots[hint_pmd], is_write[hint_pmd])
     pt.pte[s] = (pt.pte[s] & ~_PAGE_PROTNONE) | _PAGE_PRESENT
     heads = do_huge_pmd_numa_page(mm, m)
     pfns = np.concatenate([pte_pfn(pt.pte[s]), heads])
