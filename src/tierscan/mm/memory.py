@@ -43,9 +43,11 @@ def first_by_slot(slots: np.ndarray, is_write: np.ndarray):
 
 
 def groups_in_order(keys: np.ndarray):
-    """Yield (key, mask) for each distinct key, in order of the key's first appearance."""
+    """Yield (key, selection) for each distinct key, in order of the key's first appearance:
+    a mask, or slice(None) when every key is the same (one VMA: MAP_POPULATE's case, no sort
+    and no copies)."""
     if keys.size and keys[0] == keys[-1] and (keys == keys[0]).all():
-        yield int(keys[0]), np.ones(keys.size, bool)        # one VMA (MAP_POPULATE's case)
+        yield int(keys[0]), slice(None)
         return
     uniq, first = np.unique(keys, return_index=True)
     for key in uniq[np.argsort(first, kind="stable")]:

@@ -126,8 +126,11 @@ def _count_alloc(kernel, heads, nids, preferred: int, local_nid: int, nr: int) -
     if heads.size == 0:
         return
     vm, pm = kernel.vmstat, kernel.pm
-    for nid in unique(nids):
-        n = int((nids == nid).sum())
+    if nids[0] == nids[-1] and (nids == nids[0]).all():   # one node (no sort needed)
+        per_node = [(int(nids[0]), nids.size)]
+    else:
+        per_node = [(nid, int((nids == nid).sum())) for nid in unique(nids)]
+    for nid, n in per_node:
         zone = ZONE_NAMES[pm.node_zone[nid]].lower()
         vm.count(f"pgalloc_{zone}", nid, n * nr)
         # numa_* count allocations, pgalloc_* count pages (zone_statistics vs PGALLOC)
