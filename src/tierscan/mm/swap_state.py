@@ -23,6 +23,7 @@ PREV_OFFSET, LAST_RA_PAGES, RA_HITS = 0, 1, 2
 
 @njit(cache=True, nogil=True)
 def _swapin_nr_pages_c(prev_offset, offset, hits, max_pages, prev_win):
+    """__swapin_nr_pages() (mm/swap_state.c); ``.py_func`` is the plain-Python form."""
     pages = hits + 2
     if pages == 2:
         if offset != prev_offset + 1 and offset != prev_offset - 1:
@@ -38,20 +39,6 @@ def _swapin_nr_pages_c(prev_offset, offset, hits, max_pages, prev_win):
     if pages < last_ra:
         pages = last_ra
     return pages
-
-
-def swapin_nr_pages_reference(prev_offset, offset, hits, max_pages, prev_win) -> int:
-    """__swapin_nr_pages() (mm/swap_state.c), in plain Python."""
-    pages = hits + 2
-    if pages == 2:
-        if offset != prev_offset + 1 and offset != prev_offset - 1:
-            pages = 1
-    else:
-        roundup = 4
-        while roundup < pages:
-            roundup <<= 1
-        pages = roundup
-    return max(min(pages, max_pages), prev_win // 2)
 
 
 @njit(cache=True, nogil=True)
@@ -113,8 +100,8 @@ def plan_windows_reference(offs, cached, readahead, nr_slots, max_pages, state):
         pages = 1
         if max_pages > 1:
             hits, state[RA_HITS] = int(state[RA_HITS]), 0
-            pages = swapin_nr_pages_reference(int(state[PREV_OFFSET]), off, hits, max_pages,
-                                              int(state[LAST_RA_PAGES]))
+            pages = _swapin_nr_pages_c.py_func(int(state[PREV_OFFSET]), off, hits, max_pages,
+                                               int(state[LAST_RA_PAGES]))
             if hits == 0:
                 state[PREV_OFFSET] = off
             state[LAST_RA_PAGES] = pages
