@@ -509,3 +509,30 @@ def test_eviction_leaves_no_young_bit_and_counts_consistent(kernel, mm):
     assert vmscan.evictable_min_seq(g.min_seq, 60) > 2
     assert kernel.vmstat["pgsteal_direct"] == 300
     kernel.check()
+
+
+def test_get_tier_idx_reads_the_counters_read_ctrl_pos_reads(kernel):
+    """get_tier_idx's one-pass sums (_tier_ctrl_sums) are read_ctrl_pos's, tier by tier, for
+    both types and both history slots, and it picks the tier the read_ctrl_pos loop picks."""
+    from tierscan.mm.constants import MAX_NR_TIERS
+    from tierscan.mm.evict import _tier_ctrl_sums, positive_ctrl_err, read_ctrl_pos
+
+    lv = lv_of(kernel, 0)
+    g = lv.lrugen
+    rng = np.random.default_rng(1)
+    picked = set()
+    for trial in range(60):
+        for arr in (g.avg_refaulted, g.avg_total, g.refaulted, g.protected, g.evicted):
+            arr[...] = rng.integers(0, 400, arr.shape)
+        g.min_seq = [trial % 3, (trial + 1) % 3]
+        for t in (0, 1):
+            refaulted, total = _tier_ctrl_sums(lv, t)
+            for tier in range(MAX_NR_TIERS):
+                pos = read_ctrl_pos(lv, t, tier, 3)
+                assert (refaulted[tier], total[tier]) == (pos.refaulted, pos.total)
+            sp, tier = read_ctrl_pos(lv, t, 0, 2), 1
+            while tier < MAX_NR_TIERS and positive_ctrl_err(sp, read_ctrl_pos(lv, t, tier, 3)):
+                tier += 1
+            assert get_tier_idx(lv, t) == tier - 1
+            picked.add(tier - 1)
+    assert len(picked) > 1                   # the draws reach more than one outcome

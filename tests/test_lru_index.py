@@ -64,3 +64,29 @@ def test_evicting_a_batch_reads_a_batch_not_the_node():
     assert k.vmstat["pgdemote_direct"] + k.vmstat["pgsteal_direct"] > 0
     assert 0 < sum(reads) < 1_000, (sum(reads), on_node)   # 64 + the empty-list probes
     k.check()
+
+
+@pytest.mark.parametrize("lru", [0x7, CLASSIC], ids=["mglru", "classic"])
+def test_the_one_entry_check_agrees_with_the_array_check(lru):
+    """LruIndex._valid_one (empty()'s scalar fast path) gives _valid's answer for every pfn of
+    a machine under reclaim: with its own list key, a neighbouring key and a wrong stamp."""
+    from tierscan.mm.lru_index import bucket_key
+
+    e = _run(False, lru, {"name": "numab2"})
+    pm = e.kernel.pm
+    idx = lru_index(pm)
+    pfns = np.arange(pm.nr_pfns, dtype=np.int64)
+    keys = bucket_key(pm, pfns)
+    on = np.flatnonzero(keys >= 0)
+    rng = np.random.default_rng(0)
+    sample = np.concatenate([on[rng.choice(on.size, 300, replace=False)],
+                             rng.choice(pm.nr_pfns, 300, replace=False)])
+    stamps = pm.lru_stamp[sample].astype(np.int64)
+    seen = 0
+    for key in {int(k) for k in keys[on]}:
+        for st in (stamps, stamps + 1):
+            want = idx._valid(key, st, sample)
+            got = [idx._valid_one(key, int(s), int(p)) for s, p in zip(st, sample)]
+            assert got == want.tolist(), key
+            seen += int(want.sum())
+    assert seen > 100                    # the sample holds valid entries, not only refusals

@@ -194,6 +194,17 @@ def read_ctrl_pos(lruvec, type_: int, tier: int, gain: int) -> CtrlPos:
     return CtrlPos(int(refaulted), int(total), int(gain))
 
 
+def _tier_ctrl_sums(lruvec, type_: int) -> tuple[list[int], list[int]]:
+    """read_ctrl_pos()'s refaulted and total of every tier of ``type_`` at once, as Python
+    ints (the same integer sums; get_tier_idx reads all four tiers on every scan, and four
+    read_ctrl_pos calls were ~20 small numpy sums)."""
+    g = lruvec.lrugen
+    hist = lru_hist_from_seq(g.min_seq[type_])
+    refaulted = g.avg_refaulted[type_] + g.refaulted[hist, type_]
+    total = g.avg_total[type_] + g.protected[hist, type_] + g.evicted[hist, type_]
+    return refaulted.tolist(), total.tolist()
+
+
 def positive_ctrl_err(sp: CtrlPos, pv: CtrlPos) -> bool:
     """positive_ctrl_err() (§7.3): the PV has few refaults, or a refault rate no higher than
     the SP's (with the gains)."""
@@ -205,10 +216,11 @@ def positive_ctrl_err(sp: CtrlPos, pv: CtrlPos) -> bool:
 def get_tier_idx(lruvec, type_: int) -> int:
     """get_tier_idx() (§7.3): the highest tier whose refault rate stays within 3/2 of tier 0's;
     tiers above it are protected. With every counter at 0 this is 3: nothing is protected."""
-    sp = read_ctrl_pos(lruvec, type_, 0, 2)
+    refaulted, total = _tier_ctrl_sums(lruvec, type_)
+    sp = CtrlPos(refaulted[0], total[0], 2)
     tier = 1
     while tier < MAX_NR_TIERS:
-        pv = read_ctrl_pos(lruvec, type_, tier, 3)
+        pv = CtrlPos(refaulted[tier], total[tier], 3)
         if not positive_ctrl_err(sp, pv):
             break
         tier += 1
@@ -281,18 +293,21 @@ def _isolatable(pm, heads, sc: ScanControl) -> np.ndarray:
 
 
 # ---- sort_folio / isolate_folio / scan_folios -----------------------------------------------
-def sort_folio(lruvec, heads, sc: ScanControl, tier_idx: int) -> np.ndarray:
+def sort_folio(lruvec, heads, sc: ScanControl, tier_idx: int, cases=None) -> np.ndarray:
     """sort_folio() (§7.5) on folios taken, in this order, from the tail of gen(min_seq)'s
     list. The cases, tried in order: unevictable → off the generational lists; promoted (flag
     gen != gen(min_seq)) → head of its flag gen's list; protected (tier > tier_idx, or
     saturated) → folio_inc_gen, head of min_seq+1, pages added to protected[] unless
     saturated; ineligible zone → folio_inc_gen, tail; writeback or dirty file →
-    folio_inc_gen(reclaiming), head. Returns which folios were sorted (kept)."""
+    folio_inc_gen(reclaiming), head. Returns which folios were sorted (kept).
+    ``cases``: _sort_cases() of these folios when the caller has it (scan_folios computed it
+    on the same unchanged state to find its cut-off)."""
     kernel = lruvec.kernel
     pm = kernel.pm
     g = lruvec.lrugen
     heads = np.asarray(heads, dtype=np.int64)
-    cases, tiers, saturated = _sort_cases(lruvec, heads, sc, tier_idx)
+    cases, tiers, saturated = _sort_cases(lruvec, heads, sc, tier_idx) if cases is None \
+        else cases
     nr = pm.folio_nr_pages(heads)
     types = folio_type(pm, heads)
     new_gen = folio_lru_gen(pm, heads)  # case 2 keeps its flag gen
@@ -400,7 +415,7 @@ def scan_folios(nr_to_scan: int, lruvec, sc: ScanControl, type_: int, tier_idx: 
             if cand.size == 0:
                 continue
         d = pm.folio_nr_pages(cand)
-        cases, _, _ = _sort_cases(lruvec, cand, sc, tier_idx)
+        cases, tiers, saturated = _sort_cases(lruvec, cand, sc, tier_idx)
         is_sorted = cases != SORT_NONE
         is_iso = ~is_sorted & _isolatable(pm, cand, sc)
         is_skip = ~is_sorted & ~is_iso
@@ -415,7 +430,10 @@ def scan_folios(nr_to_scan: int, lruvec, sc: ScanControl, type_: int, tier_idx: 
         is_sorted, is_iso, is_skip = is_sorted[:take], is_iso[:take], is_skip[:take]
         scanned += int(d.sum())
         remaining -= take
-        sort_folio(lruvec, cand[is_sorted], sc, tier_idx)
+        if is_sorted.any():
+            sort_folio(lruvec, cand[is_sorted], sc, tier_idx,
+                       (cases[:take][is_sorted], tiers[:take][is_sorted],
+                        saturated[:take][is_sorted]))
         sorted_ += int(d[is_sorted].sum())
         iso = cand[is_iso]
         isolate_folio(lruvec, iso, sc)

@@ -158,8 +158,10 @@ class PhysMem:
         if order != 0:
             raise ValueError(f"unsupported allocation order {order}")
         partial = np.flatnonzero((bf > 0) & (bf < BLOCK))
-        whole = np.flatnonzero(bf == BLOCK)[::-1]
-        # every listed block has a free page, so the first ``count`` blocks are enough
+        # every listed block has a free page, so the first ``count`` blocks are enough; the
+        # whole free blocks are listed only when the partial ones fall short (a demotion
+        # batch of 64 nearly never needs them, and listing them reads the node's blocks)
+        whole = np.flatnonzero(bf == BLOCK)[::-1] if partial.size < count else partial[:0]
         order_blocks = np.concatenate([partial[:count], whole[:max(count - partial.size, 0)]])
         if order_blocks.size == 0:
             return np.empty(0, dtype=np.int64)
