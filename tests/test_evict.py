@@ -536,3 +536,28 @@ def test_get_tier_idx_reads_the_counters_read_ctrl_pos_reads(kernel):
             assert get_tier_idx(lv, t) == tier - 1
             picked.add(tier - 1)
     assert len(picked) > 1                   # the draws reach more than one outcome
+
+
+def test_scan_reads_past_a_long_run_of_sorted_folios_as_the_reference_does():
+    """scan_folios reads the list tail in growing windows (128, 512, ... folios): 600 saturated
+    folios at the tail are sorted and the 64 behind them isolated, exactly as the whole-range
+    reference (which reads MAX_LRU_BATCH candidates at once) does."""
+    out = []
+    for reference in (False, True):
+        k = Kernel(Machine.preset("laptop"), seed=0, debug=True)
+        if reference:
+            k.pm.lru_index = False
+        mm = k.spawn("bench")
+        lv = lv_of(k, 0)
+        f, _, pfns = file_map(k, mm, 800)
+        age(lv, 2)
+        sat = pfns[:600]
+        _inc_refs(k.pm, sat, 4)
+        k.pm.flags[sat] |= PG_workingset                 # refs 4 + workingset: saturated
+        evict_folios(ULONG_MAX, lv, proactive(), 60)
+        out.append((f.pages.copy(), k.pm.list_gen.copy(), k.pm.lru_stamp.copy(),
+                    k.vmstat["pgscan_direct"], k.vmstat["pgsteal_direct"]))
+        assert (f.pages[600:664] == -1).all() and (f.pages[:600] == sat).all()
+        assert (f.pages[664:] == pfns[664:]).all()
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)

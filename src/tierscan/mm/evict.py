@@ -377,6 +377,9 @@ def _list_from_tail(pm, heads: np.ndarray, count: int) -> np.ndarray:
     return heads[np.argsort(key, kind="stable")]
 
 
+_SCAN_WINDOW = 2 * MIN_LRU_BATCH   # scan_folios' first read of a list's tail
+
+
 def scan_folios(nr_to_scan: int, lruvec, sc: ScanControl, type_: int, tier_idx: int):
     """scan_folios() (§7.4): take up to min(nr_to_scan, MAX_LRU_BATCH) folios from the tail of
     gen(min_seq[type])'s lists, zone by zone from reclaim_idx down and round; each is sorted,
@@ -410,21 +413,37 @@ def scan_folios(nr_to_scan: int, lruvec, sc: ScanControl, type_: int, tier_idx: 
                 continue  # the loop body would not run; the stop test below already failed
             cand = _list_from_tail(pm, in_zone, remaining)
         else:                            # a node has one zone: its list is the node's
-            cand = index.first(mglru_key(lruvec, gen, type_), remaining) \
-                if zone == pm.node_zone[lruvec.nid] else np.empty(0, np.int64)
-            if cand.size == 0:
+            if zone != pm.node_zone[lruvec.nid]:
                 continue
-        d = pm.folio_nr_pages(cand)
-        cases, tiers, saturated = _sort_cases(lruvec, cand, sc, tier_idx)
-        is_sorted = cases != SORT_NONE
-        is_iso = ~is_sorted & _isolatable(pm, cand, sc)
-        is_skip = ~is_sorted & ~is_iso
-        # the sequential stop rule, evaluated after each folio
-        iso_cum = isolated + np.cumsum(d * is_iso)
-        skip_cum = np.cumsum(d * is_skip)
-        stop = np.maximum(iso_cum, skip_cum) >= MIN_LRU_BATCH
-        stop[-1] |= cand.size == remaining
-        hit = np.flatnonzero(stop)
+            cand = None
+        # The candidates are read from the tail in growing windows, not all ``remaining``
+        # (up to MAX_LRU_BATCH = 4096) at once: the stop rule usually ends the zone after
+        # ~64 folios, and reading, checking and sorting 4096 list entries per call was most
+        # of an eviction's cost. A window is re-read whole when it did not reach the stop
+        # and the list may hold more: nothing changes state in between, so the first
+        # ``take`` folios and their cases are the ones the full read gives.
+        window = min(remaining, _SCAN_WINDOW)
+        while True:
+            if index is not None:
+                cand = index.first(mglru_key(lruvec, gen, type_), window)
+                if cand.size == 0:
+                    break
+            d = pm.folio_nr_pages(cand)
+            cases, tiers, saturated = _sort_cases(lruvec, cand, sc, tier_idx)
+            is_sorted = cases != SORT_NONE
+            is_iso = ~is_sorted & _isolatable(pm, cand, sc)
+            is_skip = ~is_sorted & ~is_iso
+            # the sequential stop rule, evaluated after each folio
+            iso_cum = isolated + np.cumsum(d * is_iso)
+            skip_cum = np.cumsum(d * is_skip)
+            stop = np.maximum(iso_cum, skip_cum) >= MIN_LRU_BATCH
+            stop[-1] |= cand.size == remaining
+            hit = np.flatnonzero(stop)
+            if hit.size or cand.size < window or window >= remaining or index is None:
+                break
+            window = min(remaining, window * 4)
+        if cand.size == 0:
+            continue
         take = int(hit[0]) + 1 if hit.size else cand.size
         cand, d = cand[:take], d[:take]
         is_sorted, is_iso, is_skip = is_sorted[:take], is_iso[:take], is_skip[:take]
