@@ -287,9 +287,12 @@ class RateModel(AccessModel):
         for g, r, _, ok in self._leave_nodes(mm, page_slots, src_nids):
             self._arm_faults(g, r, np.asarray(page_slots, np.int64)[ok])
 
-    def _arm_faults(self, group, r, slots, store: bool = False) -> None:
+    def _arm_faults(self, group, r, slots, store: bool = False, pending: bool = True) -> None:
         """Draw the access (or, with ``store``, the store) that will fault each page: E/w
-        accesses of the group from now, E ~ Exp(1); pages of weight 0 never fault."""
+        accesses of the group from now, E ~ Exp(1); pages of weight 0 never fault.
+        ``pending=False``: the caller knows none of ``slots`` has a draw pending, so the
+        search of the pending list for them (np.isin over up to millions of entries at a
+        200-GiB scale, on every re-arm) is skipped; a debug kernel still checks it."""
         if slots.size == 0:
             return
         idx = group.index_of(slots)
@@ -297,7 +300,12 @@ class RateModel(AccessModel):
         live = rate > 0
         slots, rate = slots[live], rate[live]
         at = r.C + self.rng.exponential(size=slots.size) / rate
-        keep = ~np.isin(r.miss_slots, slots)
+        if pending:
+            keep = ~np.isin(r.miss_slots, slots)
+        else:
+            keep = slice(None)
+            if group.mm.kernel.debug and np.isin(r.miss_slots, slots).any():
+                raise AssertionError("rate model: a page re-armed with a draw pending")
         r.miss_slots = np.concatenate([r.miss_slots[keep], slots])
         r.miss_at = np.concatenate([r.miss_at[keep], at])
         r.miss_write = np.concatenate([r.miss_write[keep], np.full(slots.size, store)])
@@ -331,7 +339,9 @@ class RateModel(AccessModel):
         r.pages.referenced(idx, r.C)
         zero = k.is_zero_pfn(pfns) & ((r.write_fraction or 0.0) > 0)
         if zero.any():                    # a read mapped the zero page: its store is to come
-            self._arm_faults(group, r, slots[zero], store=True)
+            # these slots were taken off the pending list above, and the fault path re-arms
+            # only pages it unmaps (reclaim), never one it leaves on the zero page
+            self._arm_faults(group, r, slots[zero], store=True, pending=False)
 
     # ---- time -----------------------------------------------------------------------------------
     def _mass_share(self, engine, group, r) -> np.ndarray:
