@@ -270,3 +270,41 @@ def test_rate_model_hint_faults_are_distinct(monkeypatch, source):
         runs.append((_state(e.kernel.access_source.rng), repr(e.results())))
     assert calls[0] > 1000                           # faults taken
     assert runs[0] == runs[1]
+
+
+def test_any_due_is_the_scan_of_every_pending_fault():
+    """Hazards.any_due (a lower bound of the pending faults' C skips the scan) answers as
+    ``(hint_at <= C).any()`` through arming (w = 0: never; E = 0 with w = 0: NaN), re-arming,
+    phase changes and taking the due ones."""
+    from tierscan.access.rate import Hazards
+
+    class ZeroFirst:                        # an Exp(1) source whose first draw is exactly 0
+        def __init__(self, rng):
+            self.rng, self.first = rng, True
+
+        def exponential(self, size):
+            e = self.rng.exponential(size=size)
+            if self.first and size:
+                e[0], self.first = 0.0, False
+            return e
+
+    rng = np.random.default_rng(4)
+    hz = Hazards(500)
+    hz.w = rng.random(500) * (rng.random(500) < 0.8)        # some rates 0
+    C, answers = 0.0, []
+    for step in range(400):
+        op = rng.integers(0, 4)
+        if op == 0:
+            i = np.unique(rng.integers(0, 500, rng.integers(0, 40)))
+            hz.arm(i, C, ZeroFirst(rng) if step % 50 == 0 else rng)
+        elif op == 1:
+            C += float(rng.random() * 20)
+        elif op == 2 and rng.random() < 0.2:
+            hz.change_rates(rng.random(500) * (rng.random(500) < 0.8), C, 0.3, 0.3, rng)
+        elif op == 3 and rng.random() < 0.5:
+            hz.take_due(C)
+        probe = C + float(rng.choice([0.0, rng.random() * 30]))
+        want = bool((hz.hint_at <= probe).any())
+        assert hz.any_due(probe) == want, step
+        answers.append(want)
+    assert any(answers) and not all(answers)
