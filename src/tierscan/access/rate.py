@@ -70,11 +70,6 @@ def pages_in_ranges(group, lo, hi) -> int:
     return int(np.maximum(b - a, 0).sum())
 
 
-def _lowest(at) -> float:
-    """The earliest C of ``at`` (NaN entries, which never come, ignored); inf if none."""
-    return float(np.fmin.reduce(at, initial=np.inf))
-
-
 class Hazards:
     """The lazy-draw state of one kind of entry (a group's pages, or its PMDs): rate per
     access of the group ``w``, the C of each entry's reference point ``c_ref``, the hazard
@@ -94,7 +89,6 @@ class Hazards:
         self.whaz = None
         self.hint_idx = np.empty(0, np.int64)
         self.hint_at = np.empty(0)
-        self.hint_lo = np.inf          # no pending fault comes before this C (a lower bound)
         self.settled = None
 
     def _unsettle(self, C: float) -> None:
@@ -162,7 +156,6 @@ class Hazards:
             left[~spent] = rng.exponential(size=int((~spent).sum()))
             with np.errstate(divide="ignore"):
                 self.hint_at[ahead] = C + left / w_new[i]
-            self.hint_lo = _lowest(self.hint_at)
         self.w = w_new
 
     def arm(self, i, C: float, rng) -> None:
@@ -173,19 +166,12 @@ class Hazards:
         keep = ~np.isin(self.hint_idx, i)
         self.hint_idx = np.concatenate([self.hint_idx[keep], i])
         self.hint_at = np.concatenate([self.hint_at[keep], at])
-        self.hint_lo = min(self.hint_lo, _lowest(at))
-
-    def any_due(self, C: float) -> bool:
-        """``(hint_at <= C).any()``, without reading the pending faults while C is below
-        ``hint_lo`` (every writer of hint_at keeps it a lower bound)."""
-        return self.hint_lo <= C and bool((self.hint_at <= C).any())
 
     def take_due(self, C: float):
         """Pop the pending hint faults whose access has come: (entry indices, their C)."""
         due = self.hint_at <= C
         out = self.hint_idx[due], self.hint_at[due]
         self.hint_idx, self.hint_at = self.hint_idx[~due], self.hint_at[~due]
-        self.hint_lo = _lowest(self.hint_at)
         return out
 
 
@@ -515,7 +501,7 @@ class RateModel(AccessModel):
 
         r = self.rates[group.gid]
         self._take_faults(engine, group, r)
-        if not (r.pages.any_due(r.C) or r.pmd.any_due(r.C)):
+        if not ((r.pages.hint_at <= r.C).any() or (r.pmd.hint_at <= r.C).any()):
             return
         pt = group.mm.pt
         pidx, p_at = r.pages.take_due(r.C)
