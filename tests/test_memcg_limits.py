@@ -4,7 +4,7 @@ memory.stat in the kernel's format."""
 
 import numpy as np
 import pytest
-from conftest import PAGE, page_addrs
+from conftest import PAGE, make_kernel, page_addrs
 
 from tierscan.errors import OutOfMemory
 from tierscan.kernel import Kernel
@@ -193,3 +193,26 @@ def test_get_scan_count_scales_a_protected_memcgs_lists():
     assert get_scan_count(lv, sc)[LRU_INACTIVE_FILE] == 51 and sc.memcg_low_skipped
     sc = ScanControl(priority=0, memcg_low_reclaim=True)     # memory.min (0) then applies
     assert get_scan_count(lv, sc)[LRU_INACTIVE_FILE] == 100
+
+
+@pytest.mark.parametrize("mglru", [True, False])
+def test_a_fault_keeps_the_page_it_maps_or_copies_while_its_charge_reclaims(mglru):
+    """Stores to a private file mapping in a memcg at memory.max: each batch reads the file
+    pages in (phase 2) and copies them (wp_page_copy, phase 3); charging the new pages
+    reclaims the memcg, which must not free a page the fault is about to map or copy (the
+    kernel holds a reference across the charge). Before: the charge ran after the pin ended,
+    reclaim freed a page being copied and the copy decremented a free pfn's mapcount
+    ("a free pfn carries folio state"); the classic LRU also ignored the pin."""
+    k = make_kernel(("24MiB", "16MiB"))
+    if not mglru:
+        k.sysfs["lru_gen/enabled"] = 0
+    limited = k.memcg_create("b")
+    limited.memory_max = 256
+    mm = k.spawn("r", memcg=limited)
+    vma = mm.mmap(700 * PAGE, kind="file")
+    for i in (0, 100):
+        mm.access(page_addrs(vma.start, 100, i), True)     # Kernel.check() after each op
+    assert page_counter_read(k, limited) <= 256
+    assert mm.rss()["anon"] == 200                          # every store has its own copy
+    with pytest.raises(OutOfMemory, match="memory.max"):     # 300 anon pages cannot fit
+        mm.access(page_addrs(vma.start, 100, 200), True)

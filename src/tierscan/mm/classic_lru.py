@@ -101,7 +101,9 @@ def lru_list_heads(lruvec, lru: int) -> np.ndarray:
 
 def isolate_lru_folios(nr_to_scan: int, lruvec, lru: int) -> tuple[np.ndarray, int]:
     """isolate_lru_folios(): take folios from the tail of list ``lru`` until ``nr_to_scan``
-    pages were taken. Returns (heads, tail first; pages taken)."""
+    pages were taken. Returns (heads, tail first; pages taken). Folios a fault holds
+    (PhysMem.pinned) are passed over, as MGLRU's isolate_folio does in the model (evict.py
+    _isolatable): the kernel would isolate them and fail to free them at __remove_mapping."""
     pm = lruvec.kernel.pm
     index = lru_index(pm)
     if index is None:                    # the whole-range reference
@@ -109,7 +111,9 @@ def isolate_lru_folios(nr_to_scan: int, lruvec, lru: int) -> tuple[np.ndarray, i
         key = pm.lru_stamp[heads].astype(np.int64) * (1 << 32) + heads
         heads = heads[np.argsort(key, kind="stable")]
     else:                                # a folio is >= 1 page: enough folios, tail first
-        heads = index.first(classic_key(lruvec, lru), max(int(nr_to_scan), 0))
+        heads = index.first(classic_key(lruvec, lru), max(int(nr_to_scan), 0) + pm.pinned.size)
+    if pm.pinned.size:
+        heads = heads[~np.isin(heads, pm.pinned)]
     if heads.size == 0 or nr_to_scan <= 0:
         return np.empty(0, np.int64), 0
     nr = pm.folio_nr_pages(heads)

@@ -370,13 +370,15 @@ def do_file_faults(mm, vma, slots, first_w, cpu_nid) -> None:
     uncached = uoffs[miss][np.argsort(ufirst[miss], kind="stable")]  # first-access order
     if uncached.size:
         cached_pfns = f.pages[offs[cached]]
-        with k.pm.pin(cached_pfns):      # the pages it maps stay while it allocates
+        # the pages it maps stay while it allocates and charges the new ones (the charge may
+        # reclaim the memcg: an unpinned cached page could be freed before it is mapped)
+        with k.pm.pin(cached_pfns):
             # the page cache interleaves by file offset (as shmem_alloc_folio's ilx)
             heads, _ = new_folios(mm, vma, uncached, 0, cpu_nid, ilx=uncached)
-        fresh = f.content[uncached] == 0              # first read of this offset's data
-        f.content[uncached[fresh]] = k.new_content_tags(int(fresh.sum()))
-        add_new_folios(k, heads, mm.memcg.id, PG_swapbacked if f.shmem else 0, f.id, uncached,
-                       content=f.content[uncached], shadows=f.shadow[uncached])
+            fresh = f.content[uncached] == 0              # first read of this offset's data
+            f.content[uncached[fresh]] = k.new_content_tags(int(fresh.sum()))
+            add_new_folios(k, heads, mm.memcg.id, PG_swapbacked if f.shmem else 0, f.id,
+                           uncached, content=f.content[uncached], shadows=f.shadow[uncached])
         f.shadow[uncached] = 0
         f.pages[uncached] = heads
         if not f.shmem:
@@ -429,13 +431,15 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
         cow, old = s[~reuse], old[~reuse]
         if cow.size == 0:
             continue
-        with k.pm.pin(old[old != k.zero_pfn]):   # do_wp_page holds the page it copies
-            heads, _ = new_folios(mm, vma, cow, 0, cpu_nid)
         from_cache = old != k.zero_pfn
-        # the copy holds the file page's data; a copy of the zero page is new data
-        content = k.new_content_tags(cow.size)
-        content[from_cache] = k.pm.content[old[from_cache]]
-        add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, cow, content)
+        # wp_page_copy() holds the page it copies until the copy is charged and mapped: the
+        # charge may reclaim the memcg, which must not free the page being copied
+        with k.pm.pin(old[from_cache]):
+            heads, _ = new_folios(mm, vma, cow, 0, cpu_nid)
+            # the copy holds the file page's data; a copy of the zero page is new data
+            content = k.new_content_tags(cow.size)
+            content[from_cache] = k.pm.content[old[from_cache]]
+            add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, cow, content)
         pt.content[cow] = content
         k.pm.mapcount[heads] = 1
         np.subtract.at(k.pm.mapcount, old[from_cache], 1)
