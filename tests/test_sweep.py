@@ -280,3 +280,23 @@ def test_report_sweep_bad_input(pool_dir, extra, needle, capsys):
 def test_report_directory_without_summary(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a sweep output directory" in capsys.readouterr().err
+
+
+def test_pool_workers_take_the_sweeps_sim_limit_as_it_is_now(tmp_path, monkeypatch):
+    """The pool's forkserver keeps the environment it started with: a sweep run after another
+    one with $TIERSCAN_SIM_LIMIT set (the docs-examples test does that in-process) ran with the
+    old cap (100 ms runs where the config says 200 ms) until workers took the current value."""
+    (tmp_path / "exp.toml").write_text(EXP)
+    (tmp_path / "s.toml").write_text('base = "exp.toml"\n[grid]\nseed = [0, 1]\n')
+
+    def sim_times(env_limit, out):
+        if env_limit is None:
+            monkeypatch.delenv("TIERSCAN_SIM_LIMIT", raising=False)
+        else:
+            monkeypatch.setenv("TIERSCAN_SIM_LIMIT", env_limit)
+        assert main(["sweep", str(tmp_path / "s.toml"), "--jobs", "2", "--out",
+                     str(tmp_path / out), "-q"]) == 0
+        return sorted(pd.read_parquet(tmp_path / out / "summary.parquet")["sim_time_ns"])
+
+    assert sim_times("100ms", "capped") == [100_000_000] * 2
+    assert sim_times(None, "full") == [200_000_000] * 2

@@ -13,9 +13,11 @@ reason (Dask's KilledWorker). Run errors never reach Dask: ``run_point`` returns
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from tierscan.errors import ConfigError
+from tierscan.sim.run import SIM_LIMIT_ENV
 from tierscan.sweep.runner import run_point
 
 CLUSTER_EXTRA = "pip install 'tierscan[cluster]'"
@@ -38,12 +40,18 @@ def _mp_context():
     return multiprocessing.get_context("spawn")
 
 
-def _worker_init() -> None:
+def _worker_init(sim_limit: str | None) -> None:
     """Workers ignore Ctrl-C: the sweep process handles it and stops them (an idle worker
-    interrupted in its queue would otherwise print a traceback)."""
+    interrupted in its queue would otherwise print a traceback). They also take the sweep's
+    $TIERSCAN_SIM_LIMIT as it is now: a forkserver keeps the environment it started with, so
+    a later sweep in the same process would otherwise run with an earlier one's cap."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sim_limit is None:
+        os.environ.pop(SIM_LIMIT_ENV, None)
+    else:
+        os.environ[SIM_LIMIT_ENV] = sim_limit
 
 
 class PoolBackend:
@@ -69,7 +77,8 @@ class PoolBackend:
                 on_done(i, run_point(task))
             return
         pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(tasks)),
-                                   mp_context=_mp_context(), initializer=_worker_init)
+                                   mp_context=_mp_context(), initializer=_worker_init,
+                                   initargs=(os.environ.get(SIM_LIMIT_ENV),))
         try:
             futures = {pool.submit(run_point, task): i for i, task in enumerate(tasks)}
             for fut in as_completed(futures):
