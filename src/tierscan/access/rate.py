@@ -41,7 +41,7 @@ from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PRO
 from ..mm.pagetable import PageTable
 from .base import HEAT_BINS, AccessModel, compute_ns, page_bins
 from .exact_kernels import GuideTables
-from .rate_kernels import materialize_kernel
+from .rate_kernels import materialize_kernel, materialize_runs_kernel as materialize_runs
 
 _ANY_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _NO_WHAZ = np.empty(0)
@@ -61,13 +61,36 @@ def skip_uniforms(rng, n: int) -> None:
         rng.random(n)
 
 
-def pages_in_ranges(group, lo, hi) -> int:
-    """How many of the PTE slots in the ranges [lo, hi) are ``group``'s pages: what
-    ``(group.index_of(slots) >= 0).sum()`` counts over those slots, without listing them (the
-    group's mappings are disjoint VMAs)."""
+def runs_in_ranges(group, lo, hi):
+    """``group``'s pages among the PTE slots of the ranges [lo[r], hi[r]), in that order, as
+    runs: run k is the slots s0[k] .. s0[k] + ln[k] - 1, entries i0[k] .. i0[k] + ln[k] - 1 of
+    the group (what ``group.index_of`` gives the listed slots, without listing them: the
+    group's mappings are disjoint VMAs in address order). Returns (s0, i0, ln), ln > 0."""
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
     a = np.maximum(lo[:, None], group.range_start[None, :])
     b = np.minimum(hi[:, None], group.range_end[None, :])
-    return int(np.maximum(b - a, 0).sum())
+    r, g = np.nonzero(b > a)                 # row-major: by range, then by address
+    s0 = a[r, g]
+    return s0, group.range_base[g] + s0 - group.range_start[g], b[r, g] - s0
+
+
+def pages_in_ranges(group, lo, hi) -> int:
+    """How many of the PTE slots in the ranges [lo, hi) are ``group``'s pages: what
+    ``(group.index_of(slots) >= 0).sum()`` counts over those slots, without listing them."""
+    return int(runs_in_ranges(group, lo, hi)[2].sum())
+
+
+def drop_leading(s0, i0, ln, p: int):
+    """The runs without their first ``p`` entries."""
+    ends = np.cumsum(ln)
+    k = int(np.searchsorted(ends, p, "right"))          # the first run not wholly dropped
+    cut = p - (int(ends[k - 1]) if k else 0)
+    s0, i0, ln = s0[k:].copy(), i0[k:].copy(), ln[k:].copy()
+    if ln.size:
+        s0[0] += cut
+        i0[0] += cut
+        ln[0] -= cut
+    return s0, i0, ln
 
 
 class Hazards:
@@ -105,6 +128,16 @@ class Hazards:
         inside = (i >= st[0]) & (i < st[1])
         return i.size if inside.all() else int(np.argmin(inside))
 
+    def settled_prefix_runs(self, i0, ln, C: float) -> int:
+        """settled_prefix() of the entries given as runs (i0[k] .. i0[k] + ln[k] - 1)."""
+        st = self.settled
+        if st is None or st[2] != C or ln.size == 0:
+            return 0
+        inside = np.where((i0 >= st[0]) & (i0 < st[1]), np.minimum(st[1] - i0, ln), 0)
+        whole = inside == ln
+        k = ln.size if whole.all() else int(np.argmin(whole))
+        return int(inside[:k + 1].sum())
+
     def settle(self, i, C: float) -> None:
         """Entries ``i`` were just drawn at C (after ``_unsettle(C)``, so what ``settled``
         says still holds): extend it by them when they are one run of consecutive indices
@@ -114,6 +147,14 @@ class Hazards:
         lo, hi = int(i[0]), int(i[-1]) + 1
         if hi - lo != i.size or (i.size > 1 and not (np.diff(i) == 1).all()):
             return                                   # not one run: keep what holds
+        self._settle_run(lo, hi, C)
+
+    def settle_runs(self, i0, ln, C: float) -> None:
+        """settle() of the entries given as runs (ln > 0)."""
+        if ln.size and (i0[1:] == i0[:-1] + ln[:-1]).all():
+            self._settle_run(int(i0[0]), int(i0[-1] + ln[-1]), C)
+
+    def _settle_run(self, lo: int, hi: int, C: float) -> None:
         st = self.settled
         if st is not None and st[2] == C and lo <= st[1] and st[0] <= hi:
             lo, hi = min(lo, st[0]), max(hi, st[1])
@@ -448,19 +489,44 @@ class RateModel(AccessModel):
         skipped, not drawn, and the kernel runs on the rest."""
         c_now, n = float(c_now), slots.size
         p = hz.settled_prefix(i, c_now)
-        if p:
-            skip_uniforms(self.rng, p)
-            u0 = self.rng.random(n - p)
-            skip_uniforms(self.rng, p)
-            u = np.stack([u0, self.rng.random(n - p)])
-            slots, i = slots[p:], i[p:]
-        else:
-            u = self.rng.random((2, n))
+        u = self._uniforms(n, p)
+        slots, i = slots[p:], i[p:]
         hz._unsettle(c_now)
         materialize_kernel(table, slots, np.uint64(present_mask), i, hz.haz,
                            _NO_WHAZ if hz.whaz is None else hz.whaz, hz.c_ref, hz.w,
                            c_now, float(r.write_fraction), u)
         hz.settle(i, c_now)
+
+    def materialize_pte_ranges(self, mm, lo, hi) -> None:
+        """materialize_ptes(mm, every slot of the disjoint ranges [lo[r], hi[r]) in order):
+        the same draws from the same uniforms, the slots given as ranges (the walk's fast
+        path asks for up to a PUD of PTEs at once: no slot list, no index lookup, one pass)."""
+        lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+        if not (hi - lo).sum():                    # materialize_ptes() of no slots
+            return
+        for g, r in self.by_mm.get(mm.id, ()):
+            s0, i0, ln = runs_in_ranges(g, lo, hi)
+            hz, c_now = r.pages, float(self._c_now(g, r))
+            p = hz.settled_prefix_runs(i0, ln, c_now)
+            u = self._uniforms(int(ln.sum()), p)
+            if p:
+                s0, i0, ln = drop_leading(s0, i0, ln, p)
+            hz._unsettle(c_now)
+            materialize_runs(mm.pt.pte, s0, i0, ln, np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE),
+                             hz.haz, _NO_WHAZ if hz.whaz is None else hz.whaz, hz.c_ref, hz.w,
+                             c_now, float(r.write_fraction), u)
+            hz.settle_runs(i0, ln, c_now)
+
+    def _uniforms(self, n: int, p: int) -> np.ndarray:
+        """The (2, n - p) uniforms of a draw of n entries whose first p are settled: the
+        draw's (2, n) layout from the generator (row 0 the young bits), the settled entries'
+        columns taken without drawing (skip p, draw n - p, skip p, draw n - p)."""
+        if not p:
+            return self.rng.random((2, n))
+        skip_uniforms(self.rng, p)
+        u0 = self.rng.random(n - p)
+        skip_uniforms(self.rng, p)
+        return np.stack([u0, self.rng.random(n - p)])
 
     def skip_draws(self, mm, pmd_slots, lo, hi) -> None:
         """Take from the generator the uniforms that ``materialize_pmds(mm, pmd_slots)`` and

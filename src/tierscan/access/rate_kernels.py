@@ -75,3 +75,45 @@ def materialize_kernel(table, slots, present_mask, i, haz, whaz, c_ref, w, C, wr
         if whaz.size:
             whaz[i[k]] = 0.0
         c_ref[i[k]] = C
+
+
+def materialize_runs_reference(table, s0, i0, ln, present_mask, haz, whaz, c_ref, w, C,
+                               write_fraction, u):
+    """materialize_reference() of the entries given as runs: run r is the slots s0[r] ..
+    s0[r] + ln[r] - 1 with the entries i0[r] .. i0[r] + ln[r] - 1 (a walk's PTE ranges)."""
+    starts = np.cumsum(ln) - ln
+    k = np.arange(int(ln.sum())) - np.repeat(starts, ln)
+    materialize_reference(table, np.repeat(s0, ln) + k, present_mask, np.repeat(i0, ln) + k,
+                          haz, whaz, c_ref, w, C, write_fraction, u)
+
+
+@njit(cache=True, nogil=True)
+def materialize_runs_kernel(table, s0, i0, ln, present_mask, haz, whaz, c_ref, w, C,
+                            write_fraction, u):
+    """materialize_runs_reference() in one pass: the same arithmetic in the same order. One
+    pass is numpy's read-then-write because runs give each slot and entry once (disjoint
+    ranges of slots, and a slot is one entry)."""
+    k = 0
+    for r in range(s0.size):
+        for q in range(ln[r]):
+            s, j = s0[r] + q, i0[r] + q
+            e = table[s]
+            if (e & present_mask) != 0 and (e & np.uint64(_A)) == 0:
+                fresh = w[j] * (C - c_ref[j])
+                lam = haz[j] + fresh
+                if whaz.size == 0:
+                    wlam = lam * write_fraction
+                else:
+                    wlam = whaz[j] + fresh * write_fraction
+                p_young = -math.expm1(-lam)
+                if u[0, k] < p_young:
+                    p_dirty = -math.expm1(-wlam) / p_young if p_young > 0 else 0.0
+                    if u[1, k] < p_dirty:
+                        table[s] = e | np.uint64(_A | _D)
+                    else:
+                        table[s] = e | np.uint64(_A)
+            haz[j] = 0.0
+            if whaz.size:
+                whaz[j] = 0.0
+            c_ref[j] = C
+            k += 1

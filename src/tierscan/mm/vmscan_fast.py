@@ -218,7 +218,7 @@ def _young(args, plan: Plan, out) -> Young:
     walk, mm = args.walk, args.mm
     kernel, lruvec, pt = mm.kernel, walk.lruvec, mm.pt
     if kernel.access_source is not None and plan.lo.size:
-        kernel.materialize_ptes(mm, _slots_of(plan, plan.lo.size))
+        _materialize_ranges(kernel, mm, plan.lo, plan.hi)
     slots, pfns, per_range = young_ptes(kernel, lruvec, pt, plan.lo, plan.hi, out)
     ends = np.cumsum(per_range)
 
@@ -242,9 +242,19 @@ def _young(args, plan: Plan, out) -> Young:
                  g_first, g_bitmap, g_key, g_trigger, thp, thp_pfn, all_pfns, order)
 
 
-def _slots_of(plan: Plan, nranges: int) -> np.ndarray:
-    """Every PTE slot of the first ``nranges`` ranges, in walk order."""
-    lo, hi = plan.lo[:nranges], plan.hi[:nranges]
+def _materialize_ranges(kernel, mm, lo, hi) -> None:
+    """kernel.materialize_ptes() of every PTE slot of the ranges, in walk order: by the access
+    model's ``materialize_pte_ranges`` (the same draws, without the slot list) where it has
+    one."""
+    by_ranges = getattr(kernel.access_source, "materialize_pte_ranges", None)
+    if by_ranges is not None:
+        by_ranges(mm, lo, hi)
+    else:
+        kernel.materialize_ptes(mm, _slots_of(lo, hi))
+
+
+def _slots_of(lo, hi) -> np.ndarray:
+    """Every PTE slot of the ranges [lo[r], hi[r]), in walk order."""
     if (lo[1:] == hi[:-1]).all():              # back to back (whole tables, one VMA)
         return np.arange(lo[0], hi[-1])
     lens = hi - lo
@@ -397,4 +407,4 @@ def _advance_draws(kernel, mm, plan: Plan, nv: int, nr: int) -> None:
         return
     kernel.materialize_pmds(mm, plan.pmd[:nv])
     if nr:
-        kernel.materialize_ptes(mm, _slots_of(plan, nr))
+        kernel.materialize_ptes(mm, _slots_of(plan.lo[:nr], plan.hi[:nr]))

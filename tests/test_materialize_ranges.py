@@ -1,0 +1,170 @@
+"""The rate model's young-bit draw of PTE slot ranges (``materialize_pte_ranges``, the walk's
+fast path) against the draw of the listed slots (``materialize_ptes``): the same tables,
+hazards, settled runs and generator state, bit for bit; and its compiled one-pass kernel
+against the numpy reference."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from test_skip_draws import _engine, _random_ops, _same, _snapshot, _state
+
+from tierscan.access.base import ThreadGroup
+from tierscan.access.rate import drop_leading, runs_in_ranges
+from tierscan.access.rate_kernels import materialize_runs_kernel, materialize_runs_reference
+from tierscan.mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
+
+
+def _group(starts, sizes):
+    starts, sizes = np.asarray(starts, np.int64), np.asarray(sizes, np.int64)
+    return types.SimpleNamespace(range_start=starts, range_end=starts + sizes,
+                                 range_base=np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+
+
+def _expand(s0, i0, ln):
+    k = np.arange(int(ln.sum())) - np.repeat(np.cumsum(ln) - ln, ln)
+    return np.repeat(s0, ln) + k, np.repeat(i0, ln) + k
+
+
+def _ranges(rng, n_max, top, width):
+    """Disjoint ranges in walk order (ascending, as a walk's PTE ranges are)."""
+    ends = np.sort(rng.choice(top, 2 * int(rng.integers(0, n_max + 1)), replace=False))
+    return ends[0::2].astype(np.int64), np.minimum(ends[1::2], ends[0::2] + width)
+
+
+def test_runs_are_what_index_of_finds():
+    """A group of several VMAs; ranges inside, across and outside them: the runs list the
+    group's slots of the ranges in order with their index_of positions."""
+    rng = np.random.default_rng(1)
+    g = _group([100, 700, 5000, 9000], [300, 1000, 1, 512])
+    for _ in range(300):
+        lo, hi = _ranges(rng, 6, 10_000, 2500)
+        slots = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)] + [np.empty(0, int)])
+        idx = ThreadGroup.index_of(g, slots)
+        s0, i0, ln = runs_in_ranges(g, lo, hi)
+        assert (ln > 0).all()
+        s, i = _expand(s0, i0, ln)
+        assert np.array_equal(s, slots[idx >= 0]) and np.array_equal(i, idx[idx >= 0])
+        for p in (0, 1, int(ln.sum()) // 2, int(ln.sum())):
+            if p <= ln.sum():
+                d = drop_leading(s0, i0, ln, p)
+                assert (d[2] > 0).all()
+                assert all(np.array_equal(a, b[p:]) for a, b in zip(_expand(*d), (s, i)))
+
+
+def test_runs_kernel_matches_numpy_reference():
+    """The one-pass compiled draw over runs gives the numpy form's table, hazards and
+    reference points bit for bit (present or not, A set or clear, write hazard kept or not)."""
+    rng = np.random.default_rng(5)
+    n, m = 6000, 600
+    bits = rng.choice(np.array([0, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PRESENT | _PAGE_ACCESSED,
+                                _PAGE_PRESENT | _PAGE_DIRTY], np.uint64), n)
+    table0 = (rng.integers(1, 1 << 30, n).astype(np.uint64) << np.uint64(12)) | bits
+    g = _group([0, 1500, 4000], [1000, 2000, 1900])
+    lo = np.array([50, 900, 1400, 3000, 3990, 5500], np.int64)
+    hi = np.array([600, 1200, 2100, 3999, 4700, 5600], np.int64)
+    s0, i0, ln = runs_in_ranges(g, lo, hi)
+    assert ln.size == 6
+    k = int(ln.sum())
+    haz0, c0, w = rng.random(m * 8) * 2, rng.random(m * 8) * 50, rng.random(m * 8) * 0.05
+    u = rng.random((2, k))
+    mask = np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE)
+    for whaz0 in (np.empty(0), rng.random(m * 8) * 0.5):
+        out = []
+        for fn in (materialize_runs_reference, materialize_runs_kernel):
+            table, haz, whaz, c_ref = table0.copy(), haz0.copy(), whaz0.copy(), c0.copy()
+            fn(table, s0, i0, ln, mask, haz, whaz, c_ref, w, 60.0, 0.3, u)
+            out.append((table, haz, whaz, c_ref))
+        for a, b in zip(*out):
+            assert np.array_equal(a, b)
+        t1 = out[0][0]
+        assert (t1 & _PAGE_DIRTY != table0 & _PAGE_DIRTY).sum() > 10    # some became dirty
+        assert (t1 != table0).sum() > 100                                # bits were set
+
+
+@pytest.fixture(scope="module")
+def twin_models():
+    return [_engine().run().kernel.access_source for _ in range(2)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ranges_draw_as_the_listed_slots_do(twin_models, seed, monkeypatch):
+    """Random call sequences (C moving forth and back, references, phase changes, A bits
+    cleared) on two models in the same state: one materializes PTEs as ranges (several per
+    call, some beyond the group), the other as the listed slots. Same tables, hazards,
+    settled runs and generator state after each call; settled prefixes were skipped."""
+    from tierscan.access import rate
+
+    skipped = [0]
+    real = rate.Hazards.settled_prefix_runs
+
+    def counting(self, i0, ln, C):
+        p = real(self, i0, ln, C)
+        skipped[0] += p
+        return p
+
+    monkeypatch.setattr(rate.Hazards, "settled_prefix_runs", counting)
+    calls = []
+    for model, by_ranges in zip(twin_models, (True, False)):
+        real_ptes = model.materialize_ptes
+
+        def ptes(mm, slots, model=model, by_ranges=by_ranges, real_ptes=real_ptes):
+            # _random_ops asks for one run [a, b): cut it into back-to-back ranges (a
+            # walk's whole tables) or ranges with gaps, the same slots either way
+            a, b = (int(slots[0]), int(slots[-1]) + 1) if len(slots) else (0, 0)
+            pick = np.random.default_rng(abs(a * 7 + b))
+            cuts = np.sort(pick.integers(a, b + 1, 6))
+            if pick.random() < 0.5:
+                lo, hi = np.array([a, *cuts]), np.array([*cuts, b])
+            else:
+                lo, hi = np.array([a, *cuts[1::2]]), np.array([*cuts[0::2], b])
+            if by_ranges:
+                model.materialize_pte_ranges(mm, lo, hi)
+            else:
+                real_ptes(mm, np.concatenate([np.arange(x, y) for x, y in zip(lo, hi)]))
+            g, r = next(iter(model.by_mm.values()))[0]
+            calls.append((by_ranges, _state(model.rng), r.pages.settled))
+
+        model.materialize_ptes = ptes
+        try:
+            list(_random_ops(model, seed, n_ops=200))
+        finally:
+            del model.materialize_ptes
+    half = len(calls) // 2
+    assert half > 50
+    assert [c[1:] for c in calls[:half]] == [c[1:] for c in calls[half:]]
+    g0, g1 = (next(iter(mo.by_mm.values()))[0][0] for mo in twin_models)
+    assert _same(_snapshot(twin_models[0], g0.mm), _snapshot(twin_models[1], g1.mm))
+    assert skipped[0] > 1000
+
+
+def test_settled_prefix_and_settle_of_runs_are_those_of_the_listed_entries():
+    """Random runs (ascending or not, the first outside the settled run and a later one
+    inside it, ...) and settled runs: the same prefix and the same settled run after."""
+    from tierscan.access.rate import Hazards
+
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(3000):
+        k = int(rng.integers(1, 5))
+        i0 = rng.integers(0, 400, k)
+        if rng.random() < 0.5:
+            i0 = np.sort(i0)
+        ln = rng.integers(1, 120, k)
+        if rng.random() < 0.3:                      # back to back
+            i0 = int(i0[0]) + np.cumsum(ln) - ln
+        i = _expand(i0, i0, ln)[1]
+        a, b = Hazards(1), Hazards(1)
+        lo = int(rng.integers(0, 400))
+        st = (lo, lo + int(rng.integers(1, 300)), 2.0)
+        a.settled = b.settled = st
+        C = float(rng.choice([2.0, 3.0]))
+        p = a.settled_prefix(i, C)
+        assert b.settled_prefix_runs(i0, ln, C) == p
+        hits += 0 < p < i.size
+        a.settle(i, C)
+        b.settle_runs(i0, ln, C)
+        assert a.settled == b.settled
+    assert hits > 100
