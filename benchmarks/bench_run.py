@@ -2,7 +2,7 @@
 node): the fixed cost of one run, memory across runs in one process, the MGLRU walk inside
 a real klruscand run, Mode 1's five sources (and the peak RSS across them) and --mode all.
 CPU seconds of this process (time.process_time), because on a shared machine wall time
-mostly measures the others.
+mostly measures the others; --mode all, which runs on a process pool, also its wall time.
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_run.py [--quick] [--json PATH]
 
@@ -17,6 +17,7 @@ _CPU0 = time.process_time()     # before the imports: the import cost is part of
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 from _report import add_json_arg, cpu_s, row, vm_status, write_rows  # noqa: E402
@@ -29,6 +30,7 @@ from tierscan.experiments.pghot_v3 import SOURCES, config, reproduce  # noqa: E4
 from tierscan.hotness.klruscand import Klruscand  # noqa: E402
 from tierscan.sim.config import config_from_dict  # noqa: E402
 from tierscan.sim.run import build_engine, run_experiment  # noqa: E402
+from tierscan.sweep.pool import usable_cores  # noqa: E402
 
 IMPORT_CPU = time.process_time() - _CPU0
 GiB = 1 << 30
@@ -111,11 +113,20 @@ def mode1(scale: float) -> tuple[dict[str, float], list[int]]:
     return out, hwm
 
 
-def mode_all(scale: float) -> float:
-    """CPU s of `reproduce pghot-v3 --mode all` (Modes 1-3, five sources each, one process)."""
-    t = cpu_s()
-    reproduce((1, 2, 3), scale=scale)
-    return cpu_s() - t
+def mode_all(scale: float, jobs: int) -> tuple[float, float]:
+    """Wall s of `reproduce pghot-v3 --mode all --jobs JOBS` (Modes 1-3, five sources each,
+    on JOBS worker processes) and its CPU s: this process's (the configurations and the fit)
+    plus every worker's own CPU when its last run ended (a worker's clock starts at its fork
+    from the pool's forkserver, which has imported tierscan once: that import is not in it)."""
+    workers: dict[int, float] = {}
+
+    def seen(mode, source, run, info):
+        if info["pid"] != os.getpid():
+            workers[info["pid"]] = max(workers.get(info["pid"], 0.0), info["process_cpu_s"])
+
+    t, w = cpu_s(), time.perf_counter()
+    reproduce((1, 2, 3), scale=scale, jobs=jobs, progress=seen)
+    return time.perf_counter() - w, cpu_s() - t + sum(workers.values())
 
 
 def main(argv=None) -> int:
@@ -124,6 +135,9 @@ def main(argv=None) -> int:
                     help="Mode 1 and the walk at 1/20 scale (the fixed cost stays full scale)")
     ap.add_argument("--no-mode-all", action="store_true",
                     help="leave out --mode all (at full scale ~3x Mode 1)")
+    ap.add_argument("--jobs", type=int, default=usable_cores(),
+                    help="worker processes of --mode all (default: the usable CPUs, "
+                         f"{usable_cores()})")
     ap.add_argument("--walk-seconds", type=int, default=5,
                     help="simulated seconds of the klruscand run (default 5: 10 passes)")
     add_json_arg(ap)
@@ -174,11 +188,15 @@ def main(argv=None) -> int:
                     ", ".join(f"{h[1] / GiB:.2f}" for h in hwm) + " GiB; peak VmHWM " +
                     f"{hwm[-1][0] / GiB:.2f} GiB)", kept < 0.1))
     if not args.no_mode_all:
-        t = mode_all(scale)
-        print(f"reproduce pghot-v3 --mode all (scale {scale:g}): {t:.1f} s CPU")
-        rows.append(row(f"reproduce pghot-v3 --mode all (scale {scale:g})",
-                        "<= 60 s" if scale == 1 else "(goal at scale 1)", f"{t:.1f} s CPU",
-                        t <= 60 if scale == 1 else None))
+        # the one wall-time figure: the goal is the parallel run's wall time on 2 cores (the
+        # machine's load counts, so the row says the jobs and the CPU behind it)
+        wall, cpu = mode_all(scale, args.jobs)
+        print(f"reproduce pghot-v3 --mode all --jobs {args.jobs} (scale {scale:g}): "
+              f"{wall:.1f} s wall, {cpu:.1f} s CPU in all processes")
+        rows.append(row(f"reproduce pghot-v3 --mode all --jobs {args.jobs} (scale {scale:g})",
+                        "<= 60 s" if scale == 1 else "(goal at scale 1)",
+                        f"{wall:.1f} s wall ({cpu:.1f} s CPU in all processes)",
+                        wall <= 60 if scale == 1 else None))
     write_rows(args.json, rows)
     return 0 if same else 1
 

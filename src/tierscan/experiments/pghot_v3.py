@@ -17,6 +17,9 @@ Mode 3, whose published run is 3.7 times shorter, on the published time scale.
 
 from __future__ import annotations
 
+import os
+import time
+
 from ..machine import Machine
 from ..sim.config import config_from_dict
 from ..sim.run import run_experiment
@@ -184,41 +187,89 @@ def migrated(result, mode: int) -> int:
     return int(result.final["vmstat"][name] - result.final["vmstat_setup"][name])
 
 
+# Rough CPU s of each run at full scale, set-up included; only their order matters: the
+# parallel form starts the longest runs first, so the workers' last runs are short and they end
+# together. Mode 1: a cProfiled `--mode 1` at 379225e (numab0's includes the fit); Modes 2-3:
+# estimates from their engine totals in docs/performance.md (37.1 and 48.4 s) until measured.
+RUN_COST_S = {
+    1: {"numab0": 7, "numab2": 7, "numab2-pghot": 12, "klruscand": 15, "ibs": 34},
+    2: {"numab0": 4, "numab2": 8, "numab2-pghot": 11, "klruscand": 14, "ibs": 22},
+    3: {"numab0": 9, "numab2": 12, "numab2-pghot": 13, "klruscand": 15, "ibs": 24},
+}
+
+
+def run_one(mode: int, d: dict, keep: bool = False, progress=None) -> dict:
+    """One run of the reproduction from its configuration dict: what ``reproduce`` needs of
+    it (runtime_us, migrated), what it cost ("wall_s" and "cpu_s" of the run, set-up
+    included; "pid" and "process_cpu_s", the CPU its process has used so far, which a
+    parallel run's total needs) and, with ``keep``, the full result. A parallel
+    reproduction's workers run this; the configuration and the fit were built in the parent."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = run_experiment(config_from_dict(d), progress=progress)
+    cpu = time.process_time()
+    return {"runtime_us": res.final["runtime_ns"] / 1000, "migrated": migrated(res, mode),
+            "wall_s": time.perf_counter() - t0, "cpu_s": cpu - c0, "pid": os.getpid(),
+            "process_cpu_s": cpu, "result": res if keep else None}
+
+
+def _run_in_worker(item: tuple) -> dict:
+    return run_one(*item)
+
+
 def reproduce(modes=(1, 2, 3), *, scale: float = 1.0, runs: int = 1, seed: int = 0,
               access_model: str = "rate", fit: str = "mode1", progress=None, save=None,
               run_progress=None, latency_model: str = "loaded", memory: dict | None = None,
-              page_tables: str = "local") -> dict:
+              page_tables: str = "local", jobs: int = 1) -> dict:
     """Run every (mode, source) ``runs`` times and return the issue's JSON shape:
     {"modes": {"1": {"numab0": {runtime_us, ratio_to_numab0, promoted, published}, ...}}}.
     ``save(result, mode, source, run)``, if given, receives every run's full result;
-    ``run_progress(mode, source, run)``, if given, makes the engine's progress callable for a
-    run (closed after it)."""
+    ``progress(mode, source, run, info)`` is called as each run ends (``info``: run_one's
+    value without the result); ``run_progress(mode, source, run)``, if given, makes the
+    engine's progress callable for a run (closed after it; only with ``jobs == 1``). ``jobs > 1`` runs them on that many worker processes (the sweep's
+    pool), longest first; the configurations and the fit are built here, so the table and
+    the saved results are the serial ones, run for run."""
     out = {"modes": {}, "meta": {"machine": MACHINE, "scale": scale, "runs": runs,
                                  "access_model": access_model, "seed": seed, "fit": fit,
                                  "latency_model": latency_model, "memory": memory,
                                  "page_tables": page_tables}}
+    keys = [(mode, source, r) for mode in modes for source in SOURCES for r in range(runs)]
+    # every configuration is built (and checked) before any run starts; the fit is cached
+    cfgs = {(mode, source, r): config(mode, source, scale=scale, seed=seed + r,
+                                      access_model=access_model, fit=fit,
+                                      latency_model=latency_model, memory=memory,
+                                      page_tables=page_tables)
+            for mode, source, r in keys}
+    done = {}
+
+    def finished(key, value):
+        result = value.pop("result")
+        if save is not None:
+            save(result, *key)
+        done[key] = value
+        if progress is not None:
+            progress(*key, value)
+
+    if jobs > 1 and len(keys) > 1:
+        from ..sweep.pool import run_pool
+
+        order = sorted(keys, key=lambda k: -RUN_COST_S[k[0]][k[1]])
+        run_pool(_run_in_worker, [(k[0], cfgs[k], save is not None) for k in order], jobs,
+                 lambda i, value: finished(order[i], value))
+    else:
+        for key in keys:
+            bar = run_progress(*key) if run_progress is not None else None
+            try:
+                value = run_one(key[0], cfgs[key], save is not None, progress=bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            finished(key, value)
     for mode in modes:
         row = {}
         for source in SOURCES:
-            times, counts = [], []
-            for r in range(runs):
-                cfg = config_from_dict(config(mode, source, scale=scale, seed=seed + r,
-                                              access_model=access_model, fit=fit,
-                                              latency_model=latency_model, memory=memory,
-                                              page_tables=page_tables))
-                bar = run_progress(mode, source, r) if run_progress is not None else None
-                try:
-                    res = run_experiment(cfg, progress=bar)
-                finally:
-                    if bar is not None:
-                        bar.close()
-                if save is not None:
-                    save(res, mode, source, r)
-                times.append(res.final["runtime_ns"] / 1000)
-                counts.append(migrated(res, mode))
-                if progress is not None:
-                    progress(mode, source, r)
-            row[source] = {"runtime_us": sum(times) / runs, "promoted": round(sum(counts) / runs)}
+            cells = [done[(mode, source, r)] for r in range(runs)]
+            row[source] = {"runtime_us": sum(c["runtime_us"] for c in cells) / runs,
+                           "promoted": round(sum(c["migrated"] for c in cells) / runs)}
         base = row["numab0"]["runtime_us"]
         for source, cell in row.items():
             cell["ratio_to_numab0"] = cell["runtime_us"] / base

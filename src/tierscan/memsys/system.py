@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import memo
 from .devices import devices_of
 from .llc import LINE, LINES_PER_PAGE, LineCache, shared_llc_hits
 from .solve import solve
-from .tlb import no_translation, translation
+from .tlb import Translation, no_translation, translation
 
 
 def group_coefficients(f, write_fraction, mlp, compute_ns, load0, store0, *, h=0.0, walks=0.0,
@@ -79,8 +80,18 @@ class _GroupState:
         self.h, self.walks, self.h_pt = 0.0, 0.0, 1.0
         self.coef = None
         self.tr = None            # its Translation (tlb.py) in this phase
+        self.w_key = None         # content keys (memo.py) of w and of tr in this phase
+        self.tr_key = None
         self.llc_lines = 0.0      # LLC lines it occupies (the shared Che solution)
         self.version = 0          # bumped whenever coef is recomputed (the solve's cache key)
+
+
+def _kept(tr: Translation) -> Translation:
+    """What the memo keeps of a phase's Translation: its walks and page-table line rates
+    (read-only, shared by every run that hits), without the per-page miss probabilities,
+    which the model does not read (0.1 GiB at 16 Mi pages)."""
+    tr.line_rates.setflags(write=False)
+    return Translation(tr.walks, tr.line_rates, None)
 
 
 class MemorySystem:
@@ -104,6 +115,7 @@ class MemorySystem:
         self.parts: dict[int, tuple] = {}     # gid -> time_parts of this tick (exact model)
         self.caches: dict[int, LineCache] = {}  # gid -> its part of the LLC (exact model)
         self._line_rngs: dict[tuple, np.random.Generator] = {}
+        self._slots_key: dict[int, bytes] = {}  # gid -> content key of its page slots
         self.seed = getattr(engine, "seed", 0)
         k.remap_hooks.append(self._on_remap)
 
@@ -145,10 +157,20 @@ class MemorySystem:
         s.tr = None
         if self.cpu is None or ph is None:
             return
-        s.tr = no_translation(g.n_pages)
+        s.w_key = memo.digest(s.w)
         if self.page_walks:
             huge = g.mm.pt.pmd_is_leaf(g.slots >> 9)
-            s.tr = translation(s.w, g.slots, huge, self.cpu.tlb_4k, self.cpu.tlb_2m)
+            slots_key = self._slots_key.get(g.gid)
+            if slots_key is None:
+                slots_key = self._slots_key[g.gid] = memo.digest(g.slots)
+            tlb_4k, tlb_2m = self.cpu.tlb_4k, self.cpu.tlb_2m
+            s.tr_key = ("tlb", memo.digest(s.w_key, slots_key, huge, tuple(tlb_4k),
+                                           tuple(tlb_2m)))
+            s.tr = memo.cached(s.tr_key, lambda: _kept(translation(s.w, g.slots, huge, tlb_4k,
+                                                                    tlb_2m)))
+        else:
+            s.tr_key = ("none", g.n_pages)
+            s.tr = no_translation(g.n_pages)
         s.walks = s.tr.walks
 
     def _share_llc(self, engine, cpu_node: int, running) -> None:
@@ -169,9 +191,13 @@ class MemorySystem:
                     float(f @ self.machine.load_ns[cpu_node]) / g.spec.mlp
             rate.append(g.threads / tau)
         total = sum(rate)
-        streams = [(r / total, self.state[g.gid].w, self.state[g.gid].tr.line_rates)
-                   for r, g in zip(rate, groups)]
-        for g, (h, h_pt, occ) in zip(groups, shared_llc_hits(streams, self.cpu.llc_bytes)):
+        states = [self.state[g.gid] for g in groups]
+        streams = [(r / total, s.w, s.tr.line_rates) for r, s in zip(rate, states)]
+        llc = self.cpu.llc_bytes
+        key = ("llc", llc, tuple((share, s.w_key, s.tr_key) for (share, _, _), s in
+                                 zip(streams, states)))
+        hits = memo.cached(key, lambda: tuple(shared_llc_hits(streams, llc)))
+        for g, (h, h_pt, occ) in zip(groups, hits):
             s = self.state[g.gid]
             s.llc_lines = occ
             if (s.h, s.h_pt) != (h, h_pt):

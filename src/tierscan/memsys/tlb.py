@@ -30,7 +30,8 @@ ENTRIES_PER_LINE = 8             # 64-byte line / 8-byte page-table entry
 class Translation:
     walks: float                 # page walks per access (the group's TLB miss ratio)
     line_rates: np.ndarray       # walk references per access to each page-table line
-    page_miss: np.ndarray        # TLB miss probability of an access to each page
+    page_miss: np.ndarray | None  # TLB miss probability of an access to each page (None in
+                                  # memsys's memo, memo.py: the model does not read it)
 
 
 def no_translation(n: int) -> Translation:

@@ -44,6 +44,7 @@ from .lru_gen import (
     lru_gen_del_folio, lru_gen_folio_seq, lru_gen_from_seq, lru_gen_set_refs, lru_hist_from_seq,
     lru_tier_from_refs,
 )
+from .evict_kernels import isolate_taken, scan_window
 from .migrate import migrate_folios
 from .page_idle import folio_test_clear_young
 from .pagetable import PageTable
@@ -292,6 +293,63 @@ def _isolatable(pm, heads, sc: ScanControl) -> np.ndarray:
     return ~constrained & ((flags & PG_lru) != 0)
 
 
+# ---- the per-folio passes of a scan: compiled (evict_kernels.py) or numpy --------------------
+COMPILED = True   # False: scan_folios runs the numpy forms below (the reference of the kernels)
+
+
+def _scan_window(lruvec, cand, sc: ScanControl, tier_idx: int, isolated: int, remaining: int):
+    """scan_folios()'s look at a window of list-tail candidates, without side effects: each
+    folio's sort_folio() case, tier and saturation, whether isolate_folio() would take it,
+    and where the zone's sequential stop rule ends it (64 pages isolated, counting the
+    ``isolated`` before this zone, or 64 skipped in this zone; or the last of ``remaining``
+    candidates). Returns (cases, tiers, saturated, isolatable, stop) where ``stop`` is the
+    number of folios taken, or -1 when the window holds no stop; the arrays are valid up to
+    the stop (all of them when there is none)."""
+    pm = lruvec.kernel.pm
+    if not COMPILED:
+        return _scan_window_reference(lruvec, cand, sc, tier_idx, isolated, remaining)
+    n = cand.size
+    cases, tiers = np.empty(n, np.int64), np.empty(n, np.int64)
+    saturated, iso = np.empty(n, bool), np.empty(n, bool)
+    g = lruvec.lrugen
+    pinned = np.sort(pm.pinned) if pm.pinned.size else pm.pinned
+    stop = scan_window(cand, pm.flags, pm.lru_gen_refs, pm.order, pm.node_start, pm.node_zone,
+                       int(lru_gen_from_seq(g.min_seq[0])), int(lru_gen_from_seq(g.min_seq[1])),
+                       int(tier_idx), int(sc.reclaim_idx), bool(sc.gfp_mask & __GFP_IO),
+                       pinned.astype(np.int64), int(isolated), int(remaining),
+                       cases, tiers, saturated, iso)
+    return cases, tiers, saturated, iso, int(stop)
+
+
+def _scan_window_reference(lruvec, cand, sc: ScanControl, tier_idx: int, isolated: int,
+                           remaining: int):
+    """_scan_window() in numpy (whole-window arrays and cumulative sums)."""
+    pm = lruvec.kernel.pm
+    d = pm.folio_nr_pages(cand)
+    cases, tiers, saturated = _sort_cases(lruvec, cand, sc, tier_idx)
+    is_sorted = cases != SORT_NONE
+    is_iso = ~is_sorted & _isolatable(pm, cand, sc)
+    is_skip = ~is_sorted & ~is_iso
+    # the sequential stop rule, evaluated after each folio
+    iso_cum = isolated + np.cumsum(d * is_iso)
+    skip_cum = np.cumsum(d * is_skip)
+    stop = np.maximum(iso_cum, skip_cum) >= MIN_LRU_BATCH
+    stop[-1] |= cand.size == remaining
+    hit = np.flatnonzero(stop)
+    return cases, tiers, saturated, is_iso, int(hit[0]) + 1 if hit.size else -1
+
+
+def _isolate_taken(lruvec, heads, sc: ScanControl) -> None:
+    """isolate_folio() of folios _scan_window found isolatable (the refusals are not checked
+    again)."""
+    if not COMPILED:
+        isolate_folio(lruvec, heads, sc)
+        return
+    pm = lruvec.kernel.pm
+    isolate_taken(np.asarray(heads, np.int64), pm.flags, pm.lru_gen_refs, pm.list_gen,
+                  pm.lru_stamp, pm.order, pm.node_start, pm.node_zone, lruvec.lrugen.nr_pages)
+
+
 # ---- sort_folio / isolate_folio / scan_folios -----------------------------------------------
 def sort_folio(lruvec, heads, sc: ScanControl, tier_idx: int, cases=None) -> np.ndarray:
     """sort_folio() (§7.5) on folios taken, in this order, from the tail of gen(min_seq)'s
@@ -428,34 +486,27 @@ def scan_folios(nr_to_scan: int, lruvec, sc: ScanControl, type_: int, tier_idx: 
                 cand = index.first(mglru_key(lruvec, gen, type_), window)
                 if cand.size == 0:
                     break
-            d = pm.folio_nr_pages(cand)
-            cases, tiers, saturated = _sort_cases(lruvec, cand, sc, tier_idx)
-            is_sorted = cases != SORT_NONE
-            is_iso = ~is_sorted & _isolatable(pm, cand, sc)
-            is_skip = ~is_sorted & ~is_iso
-            # the sequential stop rule, evaluated after each folio
-            iso_cum = isolated + np.cumsum(d * is_iso)
-            skip_cum = np.cumsum(d * is_skip)
-            stop = np.maximum(iso_cum, skip_cum) >= MIN_LRU_BATCH
-            stop[-1] |= cand.size == remaining
-            hit = np.flatnonzero(stop)
-            if hit.size or cand.size < window or window >= remaining or index is None:
+            cases, tiers, saturated, is_iso, stop_at = _scan_window(
+                lruvec, cand, sc, tier_idx, isolated, remaining)
+            if stop_at >= 0 or cand.size < window or window >= remaining or index is None:
                 break
             window = min(remaining, window * 4)
         if cand.size == 0:
             continue
-        take = int(hit[0]) + 1 if hit.size else cand.size
-        cand, d = cand[:take], d[:take]
-        is_sorted, is_iso, is_skip = is_sorted[:take], is_iso[:take], is_skip[:take]
+        take = stop_at if stop_at >= 0 else cand.size
+        cand, d = cand[:take], pm.folio_nr_pages(cand[:take])
+        cases, tiers, saturated, is_iso = cases[:take], tiers[:take], saturated[:take], \
+            is_iso[:take]
+        is_sorted = cases != SORT_NONE
+        is_skip = ~is_sorted & ~is_iso
         scanned += int(d.sum())
         remaining -= take
         if is_sorted.any():
             sort_folio(lruvec, cand[is_sorted], sc, tier_idx,
-                       (cases[:take][is_sorted], tiers[:take][is_sorted],
-                        saturated[:take][is_sorted]))
+                       (cases[is_sorted], tiers[is_sorted], saturated[is_sorted]))
         sorted_ += int(d[is_sorted].sum())
         iso = cand[is_iso]
-        isolate_folio(lruvec, iso, sc)
+        _isolate_taken(lruvec, iso, sc)
         out.append(iso)
         isolated += int(d[is_iso].sum())
         if is_skip.any():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 from ..errors import ConfigError
 from ..kernel import Kernel
@@ -89,20 +90,28 @@ def limited(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def run_experiment(cfg: ExperimentConfig, progress=None, command=None) -> RunResult:
-    result = _run(cfg, progress, command)
+    alive: list = []
+    result = _run(cfg, progress, command, alive)
     # A finished run's object graph is cyclic (the kernel, its mms, lruvecs and the engine's
     # daemons point at one another), so reference counting alone does not free it and the
-    # next run of a sweep or reproduction would be built beside it: collect it now.
-    gc.collect()
+    # next run of a sweep or reproduction would be built beside it: collect it now. A short
+    # run's graph is still in the young generations, whose collection does not traverse the
+    # ~10^5 objects of the imports (a full one costs ~0.05 s CPU); a long run's has been
+    # moved to the oldest by the collector, and then the engine or kernel is still alive
+    # after the young collection and a full one follows.
+    gc.collect(1)
+    if any(ref() is not None for ref in alive):
+        gc.collect()
     return result
 
 
-def _run(cfg: ExperimentConfig, progress, command) -> RunResult:
+def _run(cfg: ExperimentConfig, progress, command, alive: list) -> RunResult:
     from ..hotness.oracle import oracle_hot_set, start_free_above_high
     from .promotion_metrics import promotion_summary
 
     cfg = limited(cfg)
     engine = build_engine(cfg, progress).run()
+    alive += [weakref.ref(engine), weakref.ref(engine.kernel)]
     out = engine.results()
     if cfg.memcgs:   # memory.stat of every memcg below the root (tierscan vmstat --memcg)
         from ..mm.memcontrol import memory_stat

@@ -13,11 +13,9 @@ reason (Dask's KilledWorker). Run errors never reach Dask: ``run_point`` returns
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from tierscan.errors import ConfigError
-from tierscan.sim.run import SIM_LIMIT_ENV
+from tierscan.sweep.pool import run_pool
 from tierscan.sweep.runner import run_point
 
 CLUSTER_EXTRA = "pip install 'tierscan[cluster]'"
@@ -25,33 +23,6 @@ CLUSTER_EXTRA = "pip install 'tierscan[cluster]'"
 
 def failed(message: str) -> dict:
     return {"ok": False, "exit_code": 1, "wall_s": 0.0, "metrics": None, "message": message}
-
-
-def _mp_context():
-    import multiprocessing
-
-    # forkserver: workers fork from a clean server process (no threads of ours, such as the
-    # progress bar's), with tierscan already imported once.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["tierscan.sweep.runner", "tierscan.cli.run",
-                                    "tierscan.sim.run"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def _worker_init(sim_limit: str | None) -> None:
-    """Workers ignore Ctrl-C: the sweep process handles it and stops them (an idle worker
-    interrupted in its queue would otherwise print a traceback). They also take the sweep's
-    $TIERSCAN_SIM_LIMIT as it is now: a forkserver keeps the environment it started with, so
-    a later sweep in the same process would otherwise run with an earlier one's cap."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sim_limit is None:
-        os.environ.pop(SIM_LIMIT_ENV, None)
-    else:
-        os.environ[SIM_LIMIT_ENV] = sim_limit
 
 
 class PoolBackend:
@@ -76,25 +47,8 @@ class PoolBackend:
             for i, task in enumerate(tasks):
                 on_done(i, run_point(task))
             return
-        pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(tasks)),
-                                   mp_context=_mp_context(), initializer=_worker_init,
-                                   initargs=(os.environ.get(SIM_LIMIT_ENV),))
-        try:
-            futures = {pool.submit(run_point, task): i for i, task in enumerate(tasks)}
-            for fut in as_completed(futures):
-                try:
-                    outcome = fut.result()
-                except Exception as e:  # noqa: BLE001 - e.g. a worker killed (BrokenProcessPool)
-                    outcome = failed(f"worker failed: {type(e).__name__}: {e}")
-                on_done(futures[fut], outcome)
-        except BaseException:
-            # Ctrl-C (or a bug): stop now. Runs in progress are lost (a result is all or
-            # nothing); every finished one is already saved.
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+        run_pool(run_point, tasks, self.jobs, on_done,
+                 on_error=lambda i, e: failed(f"worker failed: {type(e).__name__}: {e}"))
 
 
 def parse_scheduler(text: str) -> str:
