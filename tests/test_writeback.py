@@ -115,3 +115,23 @@ def test_engine_flusher_cleans_and_stores_redirty():
     assert k.vmstat["nr_written"] > 0
     assert k.vmstat["nr_dirtied"] > 64             # 64 pages, dirtied again after writeback
     assert k.vmstat["balance_dirty_pages_pauses"] == 0
+
+
+def test_flusher_pass_with_nothing_dirty_counts_no_pages(kernel, mm, monkeypatch):
+    """The background check needs the dirty limits (a count over every allocated page) only
+    when something is dirty: a background threshold is never below 0. A pass with nothing
+    dirty must not count pages; one with dirty pages still does (and writes back)."""
+    import tierscan.mm.page_writeback as pw
+
+    calls = []
+    real = pw.global_dirty_limits
+    monkeypatch.setattr(pw, "global_dirty_limits", lambda k: calls.append(1) or real(k))
+    kernel.clock_ns += 10_000 * MS
+    assert wb_workfn(kernel) == 0
+    assert calls == []
+    kernel.sysfs["vm/dirty_background_ratio"] = 1
+    n = real(kernel)[0] + 64
+    _dirty_shared_file(kernel, mm, n)
+    calls.clear()
+    assert wb_workfn(kernel) == n
+    assert calls

@@ -181,7 +181,10 @@ def wb_workfn(kernel) -> int:
         n = writeback_inodes(kernel, old)
         written += n
         wb.nr_dirty -= n
-    bg, _ = global_dirty_limits(kernel)
+    # wb_check_background_flush(): only while more is dirty than the background threshold,
+    # which is never below 0; with nothing dirty the limits (a count over every allocated
+    # page, 0.2 s with 64 GiB of THPs) are not computed, as they could not be passed
+    bg = global_dirty_limits(kernel)[0] if wb.nr_dirty > 0 else 0
     if wb.nr_dirty > bg:
         for f in sorted((f for f in files if f.dirtied_when is not None),
                         key=lambda f: (f.dirtied_when, f.id)):

@@ -14,7 +14,8 @@ import numpy as np
 from ..arrays import unique
 from ..errors import ConfigError, OutOfMemory, SegmentationFault
 from .constants import (
-    MMAP_BASE, PAGE_SHIFT, PAGE_SIZE, PG_anon, PMD_SIZE, PTRS_PER_PTE, _PAGE_ACCESSED,
+    HPAGE_PMD_NR, MMAP_BASE, PAGE_SHIFT, PAGE_SIZE, PG_anon, PMD_SIZE, PTRS_PER_PTE,
+    _PAGE_ACCESSED,
 )
 from .memory import handle_accesses, split_huge_pmds, zap_slots
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from .mempolicy import (
     DEFAULT_POLICY, INTERLEAVE_MODES, MemPolicy, interleave_index, interleave_targets,
     policy_nodes,
 )
-from .mmu import find_vmas, translate_addrs
+from .mmu import find_vmas, rss_slots, translate_addrs
 from .pagetable import PageTable
 
 # vm_flags bits, with the kernel's values (include/linux/mm.h).
@@ -483,7 +484,21 @@ class MM:
         return out
 
     def rss(self) -> dict[str, int]:
-        """Resident pages of this mm by kind (anon and file), like /proc/PID/status."""
+        """Resident pages of this mm by kind (anon and file), like /proc/PID/status. One
+        compiled pass per VMA (mmu.rss_slots); rss_reference is its numpy form."""
+        k, pt = self.kernel, self.pt
+        out = {"anon": 0, "file": 0}
+        anon_bit = np.asarray(PG_anon, k.pm.flags.dtype)
+        for v in self.vmas:
+            anon, other = rss_slots(int(v.start_slot), int(v.end_slot), pt.pte, pt.pmd,
+                                    k.pm.flags, anon_bit, int(k.zero_pfn),
+                                    int(k.huge_zero_pfn), HPAGE_PMD_NR)
+            out["anon"] += int(anon)
+            out["file"] += int(other)
+        return out
+
+    def rss_reference(self) -> dict[str, int]:
+        """MM.rss in numpy: every slot of every VMA translated, then counted."""
         k = self.kernel
         out = {"anon": 0, "file": 0}
         for v in self.vmas:
