@@ -69,14 +69,17 @@ def test_evicting_a_batch_reads_a_batch_not_the_node():
 @pytest.mark.parametrize("lru", [0x7, CLASSIC], ids=["mglru", "classic"])
 def test_the_one_entry_check_agrees_with_the_array_check(lru):
     """LruIndex._valid_one (empty()'s scalar fast path) gives _valid's answer for every pfn of
-    a machine under reclaim: with its own list key, a neighbouring key and a wrong stamp."""
-    from tierscan.mm.lru_index import bucket_key
+    a machine under reclaim: with its own list key, a neighbouring key and a wrong stamp; and
+    bucket_key's compiled pass gives the numpy form's key for every pfn."""
+    from tierscan.mm.lru_index import bucket_key, bucket_key_reference
 
     e = _run(False, lru, {"name": "numab2"})
     pm = e.kernel.pm
     idx = lru_index(pm)
     pfns = np.arange(pm.nr_pfns, dtype=np.int64)
     keys = bucket_key(pm, pfns)
+    # the compiled keys are the numpy form's, for every pfn (on a list or not)
+    assert np.array_equal(keys, bucket_key_reference(pm, pfns))
     on = np.flatnonzero(keys >= 0)
     rng = np.random.default_rng(0)
     sample = np.concatenate([on[rng.choice(on.size, 300, replace=False)],

@@ -30,7 +30,9 @@ used by benchmarks/bench_pressure.py and the equivalence tests).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
+from ..arrays import upper_bound
 from .constants import LRU_GEN_MASK, PG_active, PG_lru, PG_swapbacked, PG_unevictable
 
 # list codes inside a key: MGLRU list_gen (1..4) x type -> 2 * gen + type (2..9); classic
@@ -52,7 +54,43 @@ def list_code(pm, heads) -> np.ndarray:
 
 
 def bucket_key(pm, heads) -> np.ndarray:
-    """(memcg, node, list) of each folio as one int, -1 when on no list."""
+    """(memcg, node, list) of each folio as one int, -1 when on no list. One compiled pass
+    (_bucket_keys): every list read validates its entries with this, and the numpy form
+    (bucket_key_reference, the same keys) was a dozen array calls on ~64 entries each time."""
+    heads = np.asarray(heads, dtype=np.int64)
+    out = np.empty(heads.size, np.int64)
+    _bucket_keys(heads, pm.list_gen, pm.flags, pm.lru_gen_refs, pm.memcg, pm.node_start,
+                 pm.nr_nodes, out)
+    return out
+
+
+_SB, _LRU_BIT, _UNEV = int(PG_swapbacked), int(PG_lru), int(PG_unevictable)
+_ACT, _GENMASK = int(PG_active), int(LRU_GEN_MASK)
+
+
+@njit(cache=True, nogil=True)
+def _bucket_keys(heads, list_gen, flags, gen_refs, memcg, node_start, nr_nodes, out):
+    """bucket_key_reference() of each head pfn, into ``out`` (list_code's rules)."""
+    for i in range(heads.size):
+        h = heads[i]
+        lg = int(list_gen[h])
+        f = int(flags[h])
+        file_ = 1 if (f & _SB) == 0 else 0
+        if lg > 0:
+            code = 2 * lg + file_
+        elif (f & _LRU_BIT) and not (f & _UNEV) and not (int(gen_refs[h]) & _GENMASK):
+            code = _CLASSIC + 2 * file_ + (1 if f & _ACT else 0)
+        else:
+            out[i] = -1
+            continue
+        nid = upper_bound(node_start, h, 0, node_start.size) - 1      # PhysMem.node_of
+        if h >= node_start[node_start.size - 1]:
+            nid = -1
+        out[i] = (int(memcg[h]) * nr_nodes + nid) * _LISTS + code
+
+
+def bucket_key_reference(pm, heads) -> np.ndarray:
+    """bucket_key() in numpy."""
     code = list_code(pm, heads)
     key = (pm.memcg[heads].astype(np.int64) * pm.nr_nodes + pm.node_of(heads)) * _LISTS + code
     return np.where(code >= 0, key, -1)

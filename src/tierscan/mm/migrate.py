@@ -16,7 +16,8 @@ from numba import njit
 
 from ..arrays import unique
 from .constants import (
-    HPAGE_PMD_ORDER, PG_anon, PG_dirty, PG_lru, PG_swapbacked, _PAGE_PRESENT, _PAGE_PROTNONE,
+    HPAGE_PMD_ORDER, LRU_GEN_MASK, PG_anon, PG_dirty, PG_lru, PG_swapbacked, _PAGE_PRESENT,
+    _PAGE_PROTNONE,
 )
 from .memcontrol import mem_cgroup_migrate
 from .pagetable import mk_pte
@@ -129,7 +130,10 @@ def move_folios(kernel, old, new, chunks=None):
     does is per folio or an integer count, so it is the same done at once (the caller keeps
     to one target lruvec: lru_add numbers the list positions per lruvec)."""
     pm = kernel.pm
-    kernel.lru_del(old)
+    # off the LRU (a demotion's folios were isolated: on no list, nothing to do); either
+    # LRU's del only touches folios on its lists (an MGLRU gen, or PG_lru)
+    if ((pm.flags[old] & PG_lru) | (pm.lru_gen_refs[old] & LRU_GEN_MASK)).any():
+        kernel.lru_del(old)
     old_p, new_p = pm.folio_pfns(old), pm.folio_pfns(new)
     for name in _COPIED:
         arr = getattr(pm, name)
