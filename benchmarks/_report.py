@@ -58,6 +58,13 @@ def timed_run(cfg: dict) -> tuple[float, str]:
     return spent, out.getvalue()
 
 
+def mean_of(a: tuple[float, str], b: tuple[float, str]) -> tuple[float, str]:
+    """Mean CPU of two ``timed_run`` runs of one form, and their result (a text that matches
+    no result file when the two differ, so the report says DIFFERENT). Benchmarks that run
+    each form early and late in one process (a later run is cheaper) report these means."""
+    return (a[0] + b[0]) / 2, a[1] if a[1] == b[1] else "the two runs of one form differ"
+
+
 def report_same_run(json_path: str | None, figure: str, what: str, ref: tuple[float, str],
                     fast: tuple[float, str], ref_name: str, fast_name: str,
                     versus: str) -> int:

@@ -18,9 +18,16 @@ Fast paths (each with its reference):
 - pghot's first-report times: ``FirstReports.seen`` as one compiled pass in report order
   with each report's ns computed at once (reference: ``seen_reference``, np.unique of the
   fresh records and of their jiffies).
+- the prefetches of the per-sample passes (``tierscan.prefetch``: the guide-table draw, the
+  pages' addresses, the handler's filter, pghot's filter, record update and first reports);
+  the references run with ``prefetch.ahead = 0``.
+
+``--compare prefetch`` times the prefetches alone: the fast paths with ``prefetch.ahead = 0``
+against the same with the default distance, in the order off, on, on, off (a later run in a
+process is cheaper), each figure the mean of its two runs.
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_ibs.py [--source ibs]
-        [--scale 0.25] [--json PATH] [--breakdown]
+        [--scale 0.25] [--json PATH] [--breakdown] [--compare prefetch]
 
 ``--breakdown`` runs only the fast paths, once, and prints the CPU seconds spent in each of
 the run's main steps (each function's own calls, callees included; nested rows overlap), a
@@ -34,8 +41,9 @@ import collections
 import contextlib
 import sys
 
-from _report import add_json_arg, cpu_s, report_same_run, timed_run
+from _report import add_json_arg, cpu_s, mean_of, report_same_run, timed_run
 
+from tierscan import prefetch
 from tierscan.access.rate import RateModel
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.memsys.system import MemorySystem
@@ -60,14 +68,19 @@ REFERENCES = [
 
 
 @contextlib.contextmanager
-def references():
-    """Every fast path above replaced by its reference for the duration."""
-    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in REFERENCES]
+def references(prefetch_only: bool = False):
+    """Every fast path above replaced by its reference for the duration (with
+    ``prefetch_only``, only the prefetches turned off)."""
+    refs = [] if prefetch_only else REFERENCES
+    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in refs]
+    ahead = prefetch.ahead
     try:
-        for owner, name, ref in REFERENCES:
+        for owner, name, ref in refs:
             setattr(owner, name, ref)
+        prefetch.ahead = 0
         yield
     finally:
+        prefetch.ahead = ahead
         for owner, name, fast in saved:
             setattr(owner, name, fast)
 
@@ -102,9 +115,9 @@ def breakdown(spent: collections.Counter):
             setattr(owner, name, f)
 
 
-def timed(cfg: dict, reference: bool) -> tuple[float, str]:
+def timed(cfg: dict, reference: bool, prefetch_only: bool = False) -> tuple[float, str]:
     """(CPU s, result JSON without timing) of one run."""
-    with references() if reference else contextlib.nullcontext():
+    with references(prefetch_only) if reference else contextlib.nullcontext():
         return timed_run(cfg)
 
 
@@ -116,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, default=0.25)
     ap.add_argument("--breakdown", action="store_true",
                     help="time the fast run's main steps instead of comparing")
+    ap.add_argument("--compare", choices=("references", "prefetch"), default="references",
+                    help="against every reference (default) or the prefetches off only")
     add_json_arg(ap)
     args = ap.parse_args(argv)
     cfg = config(args.mode, args.source, scale=args.scale)   # the fit (an engine of its own)
@@ -128,6 +143,12 @@ def main(argv=None) -> int:
         for name, s in spent.most_common():
             print(f"  {name:28s} {s:7.2f} s")
         return 0
+    if args.compare == "prefetch":
+        runs = [timed(cfg, ref, prefetch_only=True) for ref in (True, False, False, True)]
+        return report_same_run(args.json, "IBS run's prefetches",
+                               f"Mode {args.mode} {args.source}, scale {args.scale:g}",
+                               mean_of(runs[0], runs[3]), mean_of(runs[1], runs[2]),
+                               "no prefetch", "prefetches", "no prefetch")
     ref, fast = timed(cfg, reference=True), timed(cfg, reference=False)
     return report_same_run(args.json, "IBS run's fast paths",
                            f"Mode {args.mode} {args.source}, scale {args.scale:g}", ref, fast,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _report import add_json_arg, report_same_run, timed_run
+from _report import add_json_arg, mean_of, report_same_run, timed_run
 
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.mm import migrate
@@ -47,12 +47,6 @@ def timed(cfg: dict, reference: str | None) -> tuple[float, str]:
         migrate.MigrationQueue.add, PghotV3.fast_wake, migrate.split_sites = real
 
 
-def _mean(a: tuple[float, str], b: tuple[float, str]) -> tuple[float, str]:
-    """Mean CPU of two runs of one form and their result (text that matches no result file
-    when the two differ, so the report says DIFFERENT)."""
-    return (a[0] + b[0]) / 2, a[1] if a[1] == b[1] else "the two runs of one form differ"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", default="numab2-pghot",
@@ -67,7 +61,7 @@ def main(argv=None) -> int:
     # (measured: 3.95, 3.42 s for the same form first and third), so each form gets one
     # early and one late run, and its figure is their mean
     runs = [timed(cfg, form) for form in (args.reference, None, None, args.reference)]
-    ref, fast = _mean(runs[0], runs[3]), _mean(runs[1], runs[2])
+    ref, fast = mean_of(runs[0], runs[3]), mean_of(runs[1], runs[2])
     figure, ref_name, fast_name, versus = REFERENCES[args.reference]
     return report_same_run(args.json, figure, f"Mode 1 {args.source} (scale {args.scale:g})",
                            ref, fast, ref_name, fast_name, versus)

@@ -8,6 +8,19 @@ from conftest import HPAGE, PAGE
 from tierscan import Kernel, Machine
 
 
+# prefetch distances the prefetching passes are checked at (tierscan.prefetch.ahead): off,
+# the smallest, the default, and more than any call's length
+AHEADS = [0, 1, 16, 1 << 20]
+
+
+@pytest.fixture(params=AHEADS)
+def ahead(request, monkeypatch):
+    from tierscan import prefetch
+
+    monkeypatch.setattr(prefetch, "ahead", request.param)
+    return request.param
+
+
 def mixed_kernel(with_mm: bool = False):
     """A kernel with anon order-0 and THP memory, file pages and a freed range on both nodes
     (and its mm, with ``with_mm``)."""
@@ -556,7 +569,7 @@ def test_kmigrated_reads_ready_records_only_as_far_as_its_walk_goes():
     assert seen_stops == {True, False}       # walks that finished and walks that yielded
 
 
-def test_rate_model_sample_draws_are_the_distributions_own():
+def test_rate_model_sample_draws_are_the_distributions_own(ahead):
     """The rate model draws sampled pages through a guide table (RateModel._draw): the same
     pages, from the same uniforms, as the distribution's own inverse-CDF ``sample`` (large
     draws over large CDFs take its sorted-search path), and the generator is left in the same
@@ -579,7 +592,7 @@ def test_rate_model_sample_draws_are_the_distributions_own():
             assert fast.rng.random() == ref.rng.random()
 
 
-def test_first_reports_compiled_pass_is_the_sorting_reference():
+def test_first_reports_compiled_pass_is_the_sorting_reference(ahead):
     """pghot's first-report times with one jiffies value per report (IBS's drained
     windows): the compiled in-order pass sets what the sorting reference sets, for repeated
     records, records reported before, ascending windows and unordered ones."""
@@ -605,7 +618,7 @@ def test_first_reports_compiled_pass_is_the_sorting_reference():
     assert (fast.ns1 > 0).sum() > 2000
 
 
-def test_ibs_handler_filter_is_its_numpy_form():
+def test_ibs_handler_filter_is_its_numpy_form(ahead):
     """The IBS handler's filter chain as one compiled pass keeps and counts the samples its
     numpy form does: unmapped pfns, the zero pages, THP tails (their head's LRU flag), free
     and off-LRU pages, DRAM and CXL nodes, with and without drop_toptier."""
@@ -629,7 +642,7 @@ def test_ibs_handler_filter_is_its_numpy_form():
     assert all(min(counts) > 0 for counts in seen)
 
 
-def test_lower_tier_lru_heads_compiled_pass_is_its_numpy_form():
+def test_lower_tier_lru_heads_compiled_pass_is_its_numpy_form(ahead):
     """pghot's report filter (pfn valid, on a lower tier, folio on an LRU; heads of THP
     tails) as one compiled pass: the same mask, heads and nodes as its numpy form."""
     from tierscan.mm.constants import PG_lru

@@ -18,6 +18,8 @@ import numpy as np
 from numba import njit
 
 from ..arrays import upper_bound
+from .. import prefetch as pf
+from ..prefetch import prefetch
 
 GUIDE_MAX = 1 << 22      # buckets at most (32 MiB of guide); more pages share buckets
 # The tabulated distributions' inverse-CDF ``sample`` (workload/distributions.py, a layer above:
@@ -36,15 +38,22 @@ def guide_table(cdf: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _locate(x, cdf, guide, scale, last):
-    """min(searchsorted(cdf, x, "right"), last), searching only x's bucket of the guide."""
-    n = cdf.size
-    k = guide.size - 1
+def _bucket(x, scale, k):
+    """The guide bucket of x (clipped to the k buckets)."""
     j = int(x * scale)
     if j >= k:
         j = k - 1
     elif j < 0:
         j = 0
+    return j
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _locate(x, cdf, guide, scale, last):
+    """min(searchsorted(cdf, x, "right"), last), searching only x's bucket of the guide."""
+    n = cdf.size
+    k = guide.size - 1
+    j = _bucket(x, scale, k)
     lo = guide[j]
     hi = guide[j + 1]
     # the answer is the number of entries <= x: make sure it lies in [lo, hi]
@@ -68,9 +77,22 @@ def draw_pages(u, cdf, guide, scale, last, counts, out):
 
 
 @njit(cache=True, nogil=True)
-def draw_index(u, cdf, guide, scale, last, out):
-    """out[i] = min(searchsorted(cdf, u[i], "right"), last) (draw_pages without counting)."""
-    for i in range(u.size):
+def draw_index(u, cdf, guide, scale, last, out, ahead):
+    """out[i] = min(searchsorted(cdf, u[i], "right"), last) (draw_pages without counting).
+    With ``ahead`` > 0, draw i + ahead's guide bucket and draw i + ahead/2's CDF entry are
+    prefetched (tierscan.prefetch), so the draws' cache misses overlap."""
+    n = u.size
+    k = guide.size - 1
+    half = ahead // 2
+    for i in range(min(ahead, n)):
+        prefetch(guide, _bucket(u[i], scale, k))
+    for i in range(min(half, n)):
+        prefetch(cdf, guide[_bucket(u[i], scale, k)])
+    for i in range(n):
+        if ahead and i + ahead < n:
+            prefetch(guide, _bucket(u[i + ahead], scale, k))
+        if half and i + half < n:
+            prefetch(cdf, guide[_bucket(u[i + half], scale, k)])
         out[i] = _locate(u[i], cdf, guide, scale, last)
 
 
@@ -109,5 +131,5 @@ class GuideTables:
         if t is None:
             return dist.sample(n, count, rng)
         out = np.empty(count, np.int64)
-        draw_index(self.uniforms(t, count, rng), *t, out)
+        draw_index(self.uniforms(t, count, rng), *t, out, pf.ahead)
         return out

@@ -39,6 +39,7 @@ import numpy as np
 from ..arrays import unique_inverse
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from ..mm.pagetable import PageTable
+from ..prefetch import take
 from .base import HEAT_BINS, AccessModel, compute_ns, page_bins
 from .exact_kernels import GuideTables
 from .rate_kernels import materialize_kernel, materialize_runs_kernel as materialize_runs
@@ -620,7 +621,9 @@ class RateModel(AccessModel):
             pages.append(self._draw(ph.distribution, group.n_pages, int(n)))
         if not pages:
             return np.empty(0, np.int64)
-        return group.mm.translate(group.addrs[np.concatenate(pages)])
+        # the pages' addresses gathered with prefetches (a random read of a table of 8 bytes a
+        # page per sample: group.addrs[idx], the same values)
+        return group.mm.translate(take(group.addrs, np.concatenate(pages)))
 
     def _draw(self, dist, n_pages: int, count: int) -> np.ndarray:
         """``dist.sample(n_pages, count, self.rng)`` (the reference, ``_draw_reference``), bit

@@ -51,10 +51,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .. import prefetch as pf
 from ..arrays import upper_bound
 from ..jiffies import clock_to_jiffies
 from ..mm.constants import HPAGE_PMD_NR, PG_lru
 from ..mm.vmstat import register_vmstat
+from ..prefetch import prefetch_folio
 from ..promote.base import HW_HINTS
 from ..sim.engine import MS
 from ..sim.plugins import register_detector
@@ -176,7 +178,7 @@ class Ibs(Detector):
         pm = k.pm
         handler_filter(pfns, k.zero_pfn, k.huge_zero_pfn, HPAGE_PMD_NR, pm.order, pm.flags,
                        PG_lru, pm.node_start, pm.nr_pfns, tier, top, self.drop_toptier, ok,
-                       counts)
+                       counts, pf.ahead)
         return ok, int(counts[0]), int(counts[1]), int(counts[2])
 
     def _filter_reference(self, k, pfns, tier, top) -> tuple[np.ndarray, int, int, int]:
@@ -268,12 +270,18 @@ class Ibs(Detector):
 
 @njit(cache=True, nogil=True)
 def handler_filter(pfns, zero_pfn, huge_zero_pfn, huge_nr, order, flags, lru, node_start,
-                   nr_pfns, tier, top, drop_toptier, ok, counts):
+                   nr_pfns, tier, top, drop_toptier, ok, counts, ahead):
     """Ibs._filter per sample: ok[i] for a sample that passes; counts[0] += one that fails
     the chain (unmapped, the zero page, folio not on an LRU), counts[1] / counts[2] += one
     that passes on a node of the top tier / of another (node_of's -1 for a pfn past the
-    last node reads the last node's tier, as the numpy form's tier[-1] does)."""
-    for i in range(pfns.size):
+    last node reads the last node's tier, as the numpy form's tier[-1] does). With
+    ``ahead`` > 0, sample i + ahead's order and sample i + ahead/2's head flags are
+    prefetched (tierscan.prefetch)."""
+    n = pfns.size
+    half = ahead // 2
+    for i in range(n):
+        if ahead:
+            prefetch_folio(pfns, i + ahead, i + half, order, flags)
         p = pfns[i]
         if p < 0 or p == zero_pfn or (p >= huge_zero_pfn and p < huge_zero_pfn + huge_nr):
             counts[0] += 1

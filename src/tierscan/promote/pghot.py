@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .. import prefetch as pf
 from ..arrays import unique, upper_bound
 from ..configcheck import is_int
 from ..jiffies import UINT_MASK, jiffies_to_clock_ns, jiffies_to_msecs
@@ -34,6 +35,7 @@ from ..mm.migrate import (
 )
 from ..mm.physmem import WMARK_PROMO
 from ..mm.vmstat import register_vmstat
+from ..prefetch import prefetch, prefetch_folio
 from ..sim.config import Component
 from ..sim.engine import MS, Daemon
 from ..sim.plugins import register_engine
@@ -215,16 +217,20 @@ def lower_tier_lru_heads(kernel, lower: LowerTierPfns, pfns):
     keep = np.zeros(pfns.size, bool)
     heads, nodes = np.empty(pfns.size, np.int64), np.empty(pfns.size, np.int64)
     n = _lower_lru_heads(pfns, pm.node_start, pm.nr_pfns, lower.is_lower, pm.order, pm.flags,
-                         PG_lru, keep, heads, nodes)
+                         PG_lru, keep, heads, nodes, pf.ahead)
     return keep, heads[:n], nodes[:n]
 
 
 @njit(cache=True, nogil=True)
 def _lower_lru_heads(pfns, node_start, nr_pfns, is_lower, order, flags, lru, keep, heads,
-                     nodes):
-    """lower_tier_lru_heads per report; returns how many passed (heads[:n], nodes[:n])."""
+                     nodes, ahead):
+    """lower_tier_lru_heads per report; returns how many passed (heads[:n], nodes[:n]).
+    With ``ahead`` > 0 the folio reads of later reports are prefetched (prefetch_folio)."""
     n = 0
+    half = ahead // 2
     for i in range(pfns.size):
+        if ahead:
+            prefetch_folio(pfns, i + ahead, i + half, order, flags)
         p = pfns[i]
         if p < 0 or p >= nr_pfns:
             continue
@@ -275,7 +281,7 @@ class FirstReports:
             self.ns1[idx[fresh]] = jiffies_to_clock_ns(now_jiffies) + 1
             return
         ns = jiffies_to_clock_ns(np.asarray(now_jiffies, np.int64))
-        _first_reports(self.ns1, np.ascontiguousarray(idx, np.int64), ns + 1)
+        _first_reports(self.ns1, np.ascontiguousarray(idx, np.int64), ns + 1, pf.ahead)
 
     def seen_reference(self, idx, now_jiffies) -> None:
         """``seen`` by sorting (the reference of its compiled pass)."""
@@ -300,9 +306,12 @@ class FirstReports:
 
 
 @njit(cache=True, nogil=True)
-def _first_reports(ns1, idx, ns_plus1):
-    """Reports in order: a record's first report (ns1 still 0) sets its time."""
+def _first_reports(ns1, idx, ns_plus1, ahead):
+    """Reports in order: a record's first report (ns1 still 0) sets its time. With
+    ``ahead`` > 0, report i + ahead's entry is prefetched."""
     for i in range(idx.size):
+        if ahead and i + ahead < idx.size:
+            prefetch(ns1, idx[i + ahead])
         if ns1[idx[i]] == 0:
             ns1[idx[i]] = ns_plus1[i]
 
@@ -333,10 +342,12 @@ _READY = -(1 << PGHOT_MIGRATE_READY)   # bit 63 in the int64 view of the records
 
 @njit(cache=True, nogil=True)
 def _pghot_update(rec, idx, nids, nows, window, threshold, literal, hint, default_node,
-                  nid_mask, freq_mask, time_mask, freq_max, out):
+                  nid_mask, freq_mask, time_mask, freq_max, out, ahead):
     """Apply one report per i, in order, to rec[idx[i]] (int64 view of the uint64 words), at
-    jiffies nows[i]."""
+    jiffies nows[i]. With ``ahead`` > 0, report i + ahead's record is prefetched."""
     for i in range(idx.size):
+        if ahead and i + ahead < idx.size:
+            prefetch(rec, idx[i + ahead])
         t = nows[i] & time_mask
         j = idx[i]
         h = rec[j]
@@ -539,7 +550,7 @@ class PghotV3(PromotionEngine):
         _pghot_update(self._rec64, idx, nids, np.ascontiguousarray(nows),
                       self.freq_window_ms * HZ // MSEC_PER_SEC, self.freq_threshold,
                       self.literal, src == HINT_FAULT, self.default_node,
-                      nid_mask, freq_mask, time_mask, PGHOT_FREQ_MAX, ready)
+                      nid_mask, freq_mask, time_mask, PGHOT_FREQ_MAX, ready, pf.ahead)
         if ready.any():
             self._block_ready[idx[ready] // _BLOCK] = True
             self.activate[unique(nodes[ready])] = True
