@@ -54,11 +54,14 @@ def test_runs_are_what_index_of_finds():
                 assert all(np.array_equal(a, b[p:]) for a, b in zip(_expand(*d), (s, i)))
 
 
-def test_runs_kernel_matches_numpy_reference():
+@pytest.mark.parametrize("repeats", [False, True])
+def test_runs_kernel_matches_numpy_reference(repeats):
     """The one-pass compiled draw over runs gives the numpy form's table, hazards and
-    reference points bit for bit (present or not, A set or clear, write hazard kept or not)."""
+    reference points bit for bit (present or not, A set or clear, write hazard kept or not);
+    with ``repeats``, hazards drawn from a few values, so that neighbours share Λ (whose
+    P(young) the kernel reuses) and some share Λ but not the write hazard."""
     rng = np.random.default_rng(5)
-    n, m = 6000, 600
+    n, m = 6000, 4900                                 # slots, the group's entries
     bits = rng.choice(np.array([0, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PRESENT | _PAGE_ACCESSED,
                                 _PAGE_PRESENT | _PAGE_DIRTY], np.uint64), n)
     table0 = (rng.integers(1, 1 << 30, n).astype(np.uint64) << np.uint64(12)) | bits
@@ -68,10 +71,18 @@ def test_runs_kernel_matches_numpy_reference():
     s0, i0, ln = runs_in_ranges(g, lo, hi)
     assert ln.size == 6
     k = int(ln.sum())
-    haz0, c0, w = rng.random(m * 8) * 2, rng.random(m * 8) * 50, rng.random(m * 8) * 0.05
+
+    def values(scale, few):
+        if not repeats:
+            return rng.random(m) * scale
+        return np.repeat(rng.random(few) * scale, -(-m // few))[:m]
+
+    haz0, c0, w = values(2, 7), values(50, 40), values(0.05, 8)
+    if repeats:
+        w[:m // 2] = 0.0         # Λ = haz: Λ changes where the write hazard does not
     u = rng.random((2, k))
     mask = np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE)
-    for whaz0 in (np.empty(0), rng.random(m * 8) * 0.5):
+    for whaz0 in (np.empty(0), values(0.5, 3), values(0.5, 300)):
         out = []
         for fn in (materialize_runs_reference, materialize_runs_kernel):
             table, haz, whaz, c_ref = table0.copy(), haz0.copy(), whaz0.copy(), c0.copy()
