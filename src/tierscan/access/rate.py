@@ -251,6 +251,7 @@ class RateModel(AccessModel):
 
     def __init__(self, seed: int):
         self.rng = np.random.default_rng([seed, 0x5A7E])
+        self._ubuf = np.empty(0)                # _uniforms' buffer
         self.rates: dict[int, GroupRates] = {}
         self.by_mm: dict[int, list[tuple]] = {}   # mm id -> [(group, rates)] of its groups
         self._heat_c: dict[int, float] = {}     # C at the last heat() call, per group
@@ -521,13 +522,21 @@ class RateModel(AccessModel):
     def _uniforms(self, n: int, p: int) -> np.ndarray:
         """The (2, n - p) uniforms of a draw of n entries whose first p are settled: the
         draw's (2, n) layout from the generator (row 0 the young bits), the settled entries'
-        columns taken without drawing (skip p, draw n - p, skip p, draw n - p)."""
+        columns taken without drawing (skip p, draw n - p, skip p, draw n - p). Drawn into a
+        buffer kept across calls (valid until the next call): a walk's PUD range is 4 MiB of
+        them, and fresh pages cost about as much as drawing."""
+        m = n - p
+        if self._ubuf.size < 2 * m:
+            self._ubuf = np.empty(2 * m)
+        u = self._ubuf[:2 * m].reshape(2, m)
         if not p:
-            return self.rng.random((2, n))
+            self.rng.random(out=u)                   # = rng.random((2, n))
+            return u
         skip_uniforms(self.rng, p)
-        u0 = self.rng.random(n - p)
+        self.rng.random(out=u[0])
         skip_uniforms(self.rng, p)
-        return np.stack([u0, self.rng.random(n - p)])
+        self.rng.random(out=u[1])
+        return u
 
     def skip_draws(self, mm, pmd_slots, lo, hi) -> None:
         """Take from the generator the uniforms that ``materialize_pmds(mm, pmd_slots)`` and
