@@ -136,7 +136,15 @@ def demotion_nodes(kernel, nid: int) -> list[int]:
     """The nodes a demotion from ``nid`` may allocate on (mm/memory-tiers.c, unverified): the
     preferred target first, i.e. the nearest node (by distance, then id) of the next lower
     tier, then every other node of any lower tier, nearest to that target first. Empty when
-    ``nid`` is in the lowest tier."""
+    ``nid`` is in the lowest tier. Kept per kernel: the tiers, distances and which nodes
+    have memory are fixed for a kernel's life (no hotplug), and every eviction asks."""
+    cache = kernel.__dict__.setdefault("_demotion_nodes", {})
+    if nid not in cache:
+        cache[nid] = _demotion_nodes(kernel, nid)
+    return list(cache[nid])
+
+
+def _demotion_nodes(kernel, nid: int) -> list[int]:
     nodes = kernel.machine.nodes
     dist = kernel.machine.distance
     mine = nodes[nid].tier
@@ -545,19 +553,23 @@ def try_to_inc_min_seq(lruvec, swappiness: int) -> bool:
     counters over for each type that moved."""
     pm = lruvec.kernel.pm
     g = lruvec.lrugen
-    populated = np.zeros((MAX_NR_GENS, 2), bool)
     index = lru_index(pm)
     if index is None:                    # the whole-range reference
+        populated = np.zeros((MAX_NR_GENS, 2), bool)
         heads = lruvec_folios(lruvec)
         populated[pm.list_gen[heads].astype(np.int64) - 1, folio_type(pm, heads)] = True
-    else:                                # list_empty() on each list
-        for gen in range(MAX_NR_GENS):
-            for t in range(2):
-                populated[gen, t] = not index.empty(mglru_key(lruvec, gen, t))
+
+        def nonempty(gen, t):
+            return populated[gen, t]
+    else:
+        # list_empty() of the lists the loop below reaches only (the kernel's loop asks no
+        # other; asking all eight was most of this function's cost)
+        def nonempty(gen, t):
+            return not index.empty(mglru_key(lruvec, gen, t))
     min_seq = list(g.min_seq)
     for t in evictable_types(swappiness):
         while min_seq[t] + MIN_NR_GENS <= g.max_seq:
-            if populated[lru_gen_from_seq(min_seq[t]), t]:
+            if nonempty(lru_gen_from_seq(min_seq[t]), t):
                 break
             min_seq[t] += 1
     if swappiness and swappiness <= MAX_SWAPPINESS:
@@ -809,10 +821,10 @@ def shrink_folio_list(heads, lruvec, sc: ScanControl):
         reclaimed += int(nr[files][~dirty].sum())
 
     act = np.flatnonzero(activate & ~gone)
-    pm.flags[heads[act]] |= PG_active
-    for t in (0, 1):
-        stat.nr_activate[t] += int(nr[act][types[act] == t].sum())
     if act.size:
+        pm.flags[heads[act]] |= PG_active
+        for t in (0, 1):
+            stat.nr_activate[t] += int(nr[act][types[act] == t].sum())
         vm.count("pgactivate", lruvec.nid, int(nr[act].sum()))
     return reclaimed, heads[~gone], stat
 
@@ -837,6 +849,9 @@ def evict_folios(nr_to_scan: int, lruvec, sc: ScanControl, swappiness: int) -> i
         reclaimed, heads, stat = shrink_folio_list(heads, lruvec, sc)
         sc.nr.unqueued_dirty += stat.nr_unqueued_dirty
         sc.nr_reclaimed += reclaimed
+        if heads.size == 0:          # all reclaimed or demoted: nothing to put back
+            _count_evicted(kernel, lruvec, stat, reclaimed, suffix)
+            break
         flags = pm.flags[heads]
         unevictable = (flags & PG_unevictable) != 0
         clean = np.zeros(heads.size, bool)
@@ -852,14 +867,19 @@ def evict_folios(nr_to_scan: int, lruvec, sc: ScanControl, swappiness: int) -> i
         unev = heads[unevictable]
         pm.flags[unev] = (pm.flags[unev] & ~PG_active) | PG_lru
         lru_gen_add_folio(lruvec, rest)  # move_folios_to_lru()
-        if stat.nr_demoted:
-            kernel.vmstat.count(f"pgdemote_{suffix}", lruvec.nid, stat.nr_demoted)
-        if reclaimed:
-            kernel.vmstat.count(f"pgsteal_{suffix}", lruvec.nid, reclaimed)
+        _count_evicted(kernel, lruvec, stat, reclaimed, suffix)
         heads = heads[clean]
         skip_retry = True
     kernel.after_op()
     return scanned
+
+
+def _count_evicted(kernel, lruvec, stat: ReclaimStat, reclaimed: int, suffix: str) -> None:
+    """evict_folios()'s pgdemote_* and pgsteal_* of one shrink_folio_list pass."""
+    if stat.nr_demoted:
+        kernel.vmstat.count(f"pgdemote_{suffix}", lruvec.nid, stat.nr_demoted)
+    if reclaimed:
+        kernel.vmstat.count(f"pgsteal_{suffix}", lruvec.nid, reclaimed)
 
 
 def run_eviction(lruvec, seq: int, sc: ScanControl, swappiness: int,
