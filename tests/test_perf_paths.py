@@ -42,7 +42,7 @@ def test_node_pages_matches_reading_every_pfn():
     assert fast["anon_thp"][1] > 0 and fast["file"][1] > 0 and fast["anon"][0] > 0
 
 
-def test_translate_kernel_matches_numpy_reference():
+def test_translate_kernel_matches_numpy_reference(ahead):
     """MM.translate's compiled pass gives translate_reference's pfns: THP leaves, PTEs, NUMA
     hint (PROT_NONE) entries of both sizes, unmapped holes, addresses outside any VMA."""
     from tierscan.mm.memory import change_prot_numa
@@ -54,7 +54,7 @@ def test_translate_kernel_matches_numpy_reference():
     lo, hi = int(mm._starts.min()), int(mm._ends.max())
     rng = np.random.default_rng(6)
     addrs = np.concatenate([np.arange(lo - 4 * PAGE, hi + 4 * PAGE, PAGE),
-                            rng.integers(lo, hi, 5000)]).astype(np.uint64)
+                            rng.integers(lo, hi, 5000), [0, PAGE, 1 << 62]]).astype(np.uint64)
     fast, ref = mm.translate(addrs), mm.translate_reference(addrs)
     assert fast.tolist() == ref.tolist()
     assert (ref >= 0).sum() > 3000 and (ref < 0).sum() > 3 * HPAGE // PAGE
@@ -785,9 +785,14 @@ def test_walk_steps_read_once_are_the_reference():
     mm.mmap(3 * HPAGE + 5 * PAGE, kind="anon", populate=True, policy="bind", nodes=[1])
     mm.mmap(9 * HPAGE, kind="anon", thp=True, populate=True, policy="bind", nodes=[1])
     mm.mmap(700 * PAGE, kind="anon", populate=True, policy="bind", nodes=[1])
+    thps = mm.translate(mm.vmas[1].start + np.arange(9) * HPAGE)
+    k.split_folios(thps[[2]])                 # a full block that no longer holds a THP
+    mm.munmap(mm.vmas[1].start + 5 * HPAGE, HPAGE)   # a freed THP: its block is free again
     e = PghotV3(k)
     p0, p1 = k.pm.node_range(1)
-    assert np.count_nonzero(k.pm.order[p0:p1]) >= 9
+    assert np.count_nonzero(k.pm.order[p0:p1:512]) == 7
+    blocks = k.pm.block_free[p0 // 512:p1 // 512]
+    assert (blocks == 0).sum() > 7 and (blocks == 512).any()   # full blocks without a THP
     rng = np.random.default_rng(0)
     for start in [p0, p0 + 1, p0 + 512, p0 + 1800, *rng.integers(p0, p1, 20).tolist()]:
         steps = _WalkSteps(k.pm, start, p1)

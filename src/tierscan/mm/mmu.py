@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit
 
 from ..arrays import upper_bound
+from ..prefetch import prefetch
 from .constants import (
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW, MMAP_BASE,
     PAGE_SHIFT, PTE_PFN_MASK,
@@ -39,12 +40,19 @@ def find_vmas(addrs, starts, ends):
 
 
 @njit(cache=True, nogil=True)
-def translate_addrs(addrs, starts, ends, pte, pmd):
+def translate_addrs(addrs, starts, ends, pte, pmd, ahead):
     """The pfn mapped at each address, -1 where no VMA holds it or nothing is mapped: one pass
-    of find_vmas + PageTable.translate_slots (their numpy form is MM.translate_reference)."""
+    of find_vmas + PageTable.translate_slots (their numpy form is MM.translate_reference).
+    With ``ahead`` > 0, address i + ahead's PMD and PTE entries are prefetched
+    (tierscan.prefetch: IBS's sampled pages are random reads of both tables)."""
     out = np.empty(addrs.size, np.int64)
     n = starts.size
     for i in range(addrs.size):
+        if ahead and i + ahead < addrs.size:
+            s = np.int64((addrs[i + ahead] - np.uint64(MMAP_BASE)) >> np.uint64(PAGE_SHIFT))
+            if s >= 0 and s < pte.size:
+                prefetch(pmd, s >> 9)
+                prefetch(pte, s)
         a = addrs[i]
         j = upper_bound(starts, a, 0, n) - 1
         out[i] = -1

@@ -11,6 +11,7 @@ import errno
 
 import numpy as np
 
+from .. import prefetch
 from ..arrays import unique
 from ..errors import ConfigError, OutOfMemory, SegmentationFault
 from .constants import (
@@ -459,7 +460,8 @@ class MM:
         reserved pfn (Kernel.zero_pfn), as in the kernel. One compiled pass
         (mmu.translate_addrs); translate_reference is its numpy form."""
         addrs = np.ascontiguousarray(np.atleast_1d(np.asarray(addrs, dtype=np.uint64)))
-        return translate_addrs(addrs, self._starts, self._ends, self.pt.pte, self.pt.pmd)
+        return translate_addrs(addrs, self._starts, self._ends, self.pt.pte, self.pt.pmd,
+                               prefetch.ahead)
 
     def translate_reference(self, addrs) -> np.ndarray:
         """MM.translate in numpy: find_vma_index, then PageTable.translate_slots."""
