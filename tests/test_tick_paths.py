@@ -40,3 +40,16 @@ def test_rss_counts_a_tail_page_by_its_own_flags(kernel, mm):
     kernel.pm.flags[head + 3] &= ~PG_anon
     assert mm.rss() == mm.rss_reference() == {"anon": 511, "file": 1}
     kernel.pm.flags[head + 3] |= PG_anon
+
+
+def test_first_occurrences_equals_reference():
+    from tierscan.arrays import first_occurrences, first_occurrences_reference
+
+    rng = np.random.default_rng(7)
+    cases = [np.empty(0, np.int64), np.array([5], np.int64), np.array([3, 3], np.int64),
+             rng.permutation(10_000).astype(np.int64)]                   # distinct
+    for n, span in ((50, 20), (2_000, 1_500), (20_000, 10**9)):
+        cases.append(rng.integers(0, span, n))                         # repeats (or not)
+    for a in cases:
+        got, ref = first_occurrences(a), first_occurrences_reference(a)
+        assert got.dtype == ref.dtype and np.array_equal(got, ref)

@@ -40,6 +40,25 @@ def unique(a) -> np.ndarray:
     return s[keep]
 
 
+def first_occurrences(a) -> np.ndarray:
+    """``a`` without the repeats of a value, each kept at its first place, in ``a``'s order:
+    ``a[np.sort(np.unique(a, return_index=True)[1])]`` (first_occurrences_reference). Batches
+    of folio heads rarely repeat one, so a plain sort (no stable argsort) first checks that
+    none does and returns ``a`` itself then."""
+    a = np.asarray(a)
+    if a.size < 2:
+        return a
+    s = np.sort(a)
+    if (s[1:] != s[:-1]).all():
+        return a
+    return first_occurrences_reference(a)
+
+
+def first_occurrences_reference(a) -> np.ndarray:
+    _, first = np.unique(a, return_index=True)
+    return a[np.sort(first)]
+
+
 # unique_inverse counts into a table instead of sorting when the keys span at most this many
 # values per key (or _DENSE_MIN in all): the table costs O(span), the sort O(n log n)
 _DENSE_PER_KEY = 4

@@ -40,7 +40,7 @@ from ..arrays import unique_inverse
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from ..mm.pagetable import PageTable
 from ..prefetch import take
-from .base import HEAT_BINS, AccessModel, compute_ns, page_bins
+from .base import HEAT_BINS, AccessModel, compute_ns, fault_cost_ns, fault_counts, page_bins
 from .exact_kernels import GuideTables
 from .rate_kernels import materialize_kernel, materialize_runs_kernel as materialize_runs
 
@@ -356,8 +356,6 @@ class RateModel(AccessModel):
     def _take_faults(self, engine, group, r) -> None:
         """Run the faults whose access came during the group's last advance through the
         kernel's fault path, in access order; charge them to the group's threads."""
-        from .base import fault_cost_ns, fault_counts
-
         due = r.miss_at <= r.C
         if not due.any():
             return
@@ -401,19 +399,23 @@ class RateModel(AccessModel):
 
     def ns_per_access(self, engine, group) -> float:
         r = self.rates[group.gid]
-        mass = self._mass_share(engine, group, r)
-        return compute_ns(engine, group) + float(mass @ group.latency_per_node())
+        return self._ns_per_access(engine, group, self._mass_share(engine, group, r))
+
+    @staticmethod
+    def _ns_per_access(engine, group, share) -> float:
+        return compute_ns(engine, group) + float(share @ group.latency_per_node())
 
     def advance(self, engine, group, budget_ns: float) -> tuple[float, float]:
         """Accesses per thread in ``budget_ns``; work does not depend on how many."""
         r = self.rates[group.gid]
-        cost = self.ns_per_access(engine, group)
+        share = self._mass_share(engine, group, r)   # for the cost and for what is served
+        cost = self._ns_per_access(engine, group, share)
         a = min(budget_ns / cost, group.remaining_in_phase())
         r.C += a * group.threads
         if r.node_mass.sum() > 0:
             # while nothing is mapped every access is a first-touch fault: no node served it
             # (the faults are charged as faults; the pages land where the allocator puts them)
-            self._served += a * group.threads * self._mass_share(engine, group, r)
+            self._served += a * group.threads * share
         if r.unsampled and r.unsampled[-1][0] is r.phase:
             r.unsampled[-1][1] += a * group.threads
         else:
@@ -573,7 +575,7 @@ class RateModel(AccessModel):
         order they happened (PTE and THP faults interleaved): restore the entry, tell NUMA
         balancing, set the young bit (an event drawn for one observer is an access every
         observer sees)."""
-        from ..mm.memory import do_numa_hint_faults
+        from ..mm.memory import do_numa_hint_faults   # looked up per call: tests replace it
 
         r = self.rates[group.gid]
         self._take_faults(engine, group, r)

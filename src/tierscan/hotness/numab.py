@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import unique
+from ..arrays import first_occurrences, unique
 from ..jiffies import UINT_MASK, jiffies_to_msecs, time_after, time_before
 from ..mm.constants import PAGE_SHIFT, PG_anon, PMD_SIZE
 from ..mm.memory import change_prot_numa
@@ -594,11 +594,9 @@ class NumaBalancing(Detector):
         misplaced = ~self.toptier[src] & (src != dst)
         if self.honor_mempolicy and misplaced.any():
             misplaced &= self._mpol_target(mm, pfns, src, dst) == dst
-        heads = heads[misplaced]
+        heads = first_occurrences(heads[misplaced])     # a folio faults once per batch
         if heads.size == 0:
             return
-        _, first = np.unique(heads, return_index=True)     # a folio faults once per batch
-        heads = heads[np.sort(first)]
         if self.pghot:
             self.promoter.record_access(heads, dst, HINT_FAULT, k.jiffies)
             self.stats["reported"] += int(heads.size)

@@ -8,6 +8,7 @@ Simulated time is in ns; the kernel's clock (jiffies, HZ=1000) follows it.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -321,11 +322,15 @@ class Engine:
 
     def _run_daemons(self) -> None:
         """Run each due daemon once, in order of due time, under the CPU rule of ``Daemon``."""
-        everyone = self.all_daemons()
-        due = sorted((d for d in everyone if d.next_ns <= self.now),
-                     key=lambda d: (d.next_ns, everyone.index(d)))
+        now = self.now
+        # by due time, then by place in all_daemons() (the place is unique: no daemon is
+        # ever compared)
+        due = [(d.next_ns, i, d) for i, d in enumerate(self.all_daemons()) if d.next_ns <= now]
+        if not due:
+            return
+        due.sort()
         a = self.accounting
-        for d in due:
+        for _, _, d in due:
             start = d.next_ns
             cycle = self._cycle_ns.setdefault(id(d), start)
             a.current, a.run_start_ns, a.run_ns = d, start, 0.0
@@ -336,12 +341,12 @@ class Engine:
             if d.kthread:
                 d.busy_until_ns = end
             if more:                  # yielded: resume when the CPU is free, same cycle
-                d.next_ns = max(int(np.ceil(end)) if d.kthread else 0, start + 1)
+                d.next_ns = max(math.ceil(end) if d.kthread else 0, start + 1)
                 continue
             del self._cycle_ns[id(d)]
             d.next_ns = cycle + d.period_ns
             if d.kthread:
-                d.next_ns = max(d.next_ns, int(np.ceil(end)))
+                d.next_ns = max(d.next_ns, math.ceil(end))
 
     # ---- metrics ------------------------------------------------------------------------------
     def _sample(self) -> None:
