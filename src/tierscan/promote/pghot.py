@@ -221,6 +221,20 @@ def lower_tier_lru_heads(kernel, lower: LowerTierPfns, pfns):
     return keep, heads[:n], nodes[:n]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _lower_lru_head(p, node_start, nr_pfns, is_lower, order, flags, lru):
+    """(folio head, node) of a report's pfn that passes filters 4-5, else (-1, -1)."""
+    if p < 0 or p >= nr_pfns:
+        return np.int64(-1), np.int64(-1)
+    nid = np.int64(upper_bound(node_start, p, 0, node_start.size) - 1)
+    if not is_lower[nid]:
+        return np.int64(-1), np.int64(-1)
+    head = p & ~((np.int64(1) << np.int64(order[p])) - 1)       # compound_head()
+    if (flags[head] & lru) == 0:
+        return np.int64(-1), np.int64(-1)
+    return head, nid
+
+
 @njit(cache=True, nogil=True)
 def _lower_lru_heads(pfns, node_start, nr_pfns, is_lower, order, flags, lru, keep, heads,
                      nodes, ahead):
@@ -231,14 +245,8 @@ def _lower_lru_heads(pfns, node_start, nr_pfns, is_lower, order, flags, lru, kee
     for i in range(pfns.size):
         if ahead:
             prefetch_folio(pfns, i + ahead, i + half, order, flags)
-        p = pfns[i]
-        if p < 0 or p >= nr_pfns:
-            continue
-        nid = upper_bound(node_start, p, 0, node_start.size) - 1
-        if not is_lower[nid]:
-            continue
-        head = p & ~((np.int64(1) << np.int64(order[p])) - 1)       # compound_head()
-        if (flags[head] & lru) == 0:
+        head, nid = _lower_lru_head(pfns[i], node_start, nr_pfns, is_lower, order, flags, lru)
+        if head < 0:
             continue
         keep[i] = True
         heads[n] = head
@@ -271,11 +279,16 @@ class FirstReports:
         self.size = int(size)
         self.ns1 = None
 
+    def table(self) -> np.ndarray:
+        """ns + 1 per record, made at the first call."""
+        if self.ns1 is None:
+            self.ns1 = np.zeros(self.size, dtype=np.int64)
+        return self.ns1
+
     def seen(self, idx, now_jiffies) -> None:
         """Reports of records ``idx`` at ``now_jiffies`` (one value, or one per report in
         report order): a record's first report sets its time."""
-        if self.ns1 is None:
-            self.ns1 = np.zeros(self.size, dtype=np.int64)
+        self.table()
         if np.ndim(now_jiffies) == 0:
             fresh = self.ns1[idx] == 0
             self.ns1[idx[fresh]] = jiffies_to_clock_ns(now_jiffies) + 1
@@ -344,6 +357,73 @@ def count_nodes(vm, name: str, counts) -> None:
 _READY = -(1 << PGHOT_MIGRATE_READY)   # bit 63 in the int64 view of the records
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _pghot_word(h, now, nid, window, threshold, literal, hint, default_node, nid_mask,
+                freq_mask, time_mask, freq_max):
+    """The CAS loop body: record word ``h`` after one report from ``nid`` at jiffies ``now``."""
+    t = now & time_mask
+    old_nid = (h >> 0) & nid_mask
+    old_freq = (h >> 10) & freq_mask
+    old_time = (h >> 13) & time_mask
+    d = t - old_time                       # unsigned long in the kernel: < 0 wraps huge
+    expired = d < 0 or d > window
+    new_window = (expired and not hint) or (nid != -1 and old_nid != nid)
+    if new_window:
+        freq = 1
+    elif old_freq < freq_max:
+        freq = old_freq + 1
+    else:
+        # as posted, freq is left unassigned here (it can only happen with the literal
+        # masks, where freq reads the time bits): keep the old value
+        freq = old_freq
+    tgt = default_node if nid == -1 else nid
+    if literal:
+        h &= ~(nid_mask << 0)              # the posted masks: nid_mask = 0 clears nothing
+        h &= ~(freq_mask << 10)
+        h &= ~(time_mask << 13)
+        h |= (tgt & nid_mask) << 0
+        h |= (freq & freq_mask) << 10
+        h |= (t & time_mask) << 13
+    else:
+        h &= ~np.int64(0xFFFFFFFF)
+        h |= tgt & nid_mask
+        h |= min(freq, freq_mask) << 10    # a 3-bit field holds 7 at most
+        h |= t << 13
+    if freq > threshold:
+        h |= np.int64(_READY)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _record_one_pass(pfns, node_start, nr_pfns, is_lower, order, flags, lru, base, ns1,
+                     ns_plus1, rec, nid, now, window, threshold, literal, hint, default_node,
+                     nid_mask, freq_mask, time_mask, freq_max, block_ready, activate, ahead):
+    """PghotV3._record_one's filters 4-5 and records' part for one nid and one time, report
+    by report in one pass: what lower_tier_lru_heads, LowerTierPfns.index,
+    FirstReports.seen (``ns1``, ``ns_plus1``: the time + 1), _pghot_update and the READY
+    block / activation marks do over arrays (they touch different words, so doing them per
+    report in order is the same). Returns how many records were updated."""
+    n = 0
+    half = ahead // 2
+    for i in range(pfns.size):
+        if ahead:
+            prefetch_folio(pfns, i + ahead, i + half, order, flags)
+        head, node = _lower_lru_head(pfns[i], node_start, nr_pfns, is_lower, order, flags, lru)
+        if head < 0:
+            continue
+        j = head - node_start[node] + base[node]
+        if ns1[j] == 0:
+            ns1[j] = ns_plus1
+        h = _pghot_word(rec[j], now, nid, window, threshold, literal, hint, default_node,
+                        nid_mask, freq_mask, time_mask, freq_max)
+        rec[j] = h
+        if h < 0:
+            block_ready[j // _BLOCK] = True
+            activate[node] = True
+        n += 1
+    return n
+
+
 @njit(cache=True, nogil=True)
 def _pghot_update(rec, idx, nids, nows, window, threshold, literal, hint, default_node,
                   nid_mask, freq_mask, time_mask, freq_max, out, ahead):
@@ -352,39 +432,9 @@ def _pghot_update(rec, idx, nids, nows, window, threshold, literal, hint, defaul
     for i in range(idx.size):
         if ahead and i + ahead < idx.size:
             prefetch(rec, idx[i + ahead])
-        t = nows[i] & time_mask
         j = idx[i]
-        h = rec[j]
-        old_nid = (h >> 0) & nid_mask
-        old_freq = (h >> 10) & freq_mask
-        old_time = (h >> 13) & time_mask
-        nid = nids[i]
-        d = t - old_time                       # unsigned long in the kernel: < 0 wraps huge
-        expired = d < 0 or d > window
-        new_window = (expired and not hint) or (nid != -1 and old_nid != nid)
-        if new_window:
-            freq = 1
-        elif old_freq < freq_max:
-            freq = old_freq + 1
-        else:
-            # as posted, freq is left unassigned here (it can only happen with the literal
-            # masks, where freq reads the time bits): keep the old value
-            freq = old_freq
-        tgt = default_node if nid == -1 else nid
-        if literal:
-            h &= ~(nid_mask << 0)              # the posted masks: nid_mask = 0 clears nothing
-            h &= ~(freq_mask << 10)
-            h &= ~(time_mask << 13)
-            h |= (tgt & nid_mask) << 0
-            h |= (freq & freq_mask) << 10
-            h |= (t & time_mask) << 13
-        else:
-            h &= ~np.int64(0xFFFFFFFF)
-            h |= tgt & nid_mask
-            h |= min(freq, freq_mask) << 10    # a 3-bit field holds 7 at most
-            h |= t << 13
-        if freq > threshold:
-            h |= np.int64(_READY)
+        h = _pghot_word(rec[j], nows[i], nids[i], window, threshold, literal, hint,
+                        default_node, nid_mask, freq_mask, time_mask, freq_max)
         rec[j] = h
         out[i] = h < 0
 
@@ -552,12 +602,18 @@ class PghotV3(PromotionEngine):
         if src not in self.sources:                  # filter 3
             return 0
         k.vmstat.count(_SOURCE_COUNTER[src], where, pfns.size)
-        _, heads, nodes = lower_tier_lru_heads(k, self.lower, pfns)
-        if heads.size == 0:
-            return 0
-        now = np.asarray(now_jiffies, dtype=np.int64)
-        return self._update(heads, nodes, np.full(heads.size, nid, np.int64),
-                            np.full(heads.size, now, np.int64), now_jiffies, src)
+        if self._first.ns1 is None:      # made at the first report that passes the filters
+            if lower_tier_lru_heads(k, self.lower, pfns)[1].size == 0:
+                return 0
+        pm, now = k.pm, int(now_jiffies)
+        nid_mask, freq_mask, time_mask = self.masks
+        return int(_record_one_pass(
+            np.ascontiguousarray(pfns), pm.node_start, pm.nr_pfns, self.lower.is_lower,
+            pm.order, pm.flags, PG_lru, self.lower.base, self._first.table(),
+            jiffies_to_clock_ns(now) + 1, self._rec64, nid, now,
+            self.freq_window_ms * HZ // MSEC_PER_SEC, self.freq_threshold, self.literal,
+            src == HINT_FAULT, self.default_node, nid_mask, freq_mask, time_mask,
+            PGHOT_FREQ_MAX, self._block_ready, self.activate, pf.ahead))
 
     def _update(self, heads, nodes, nids, nows, seen_at, src: str) -> int:
         """The records' part of record_access(): first reports (at ``seen_at``, one time or
