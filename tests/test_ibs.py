@@ -169,3 +169,37 @@ def test_stores_are_not_sampled_unless_asked(model):
     assert abs(n - mean) <= 5 * np.sqrt(mean)
     n, mean = samples(0.5, False)
     assert abs(n - mean / 2) <= 5 * np.sqrt(mean / 2), (n, mean)
+
+
+def test_drain_hands_over_the_finished_windows_in_time_order():
+    """The irq_work drain: the samples of every finished drain window, in time order (stable
+    for equal times, as two groups' samples interleave), the rest kept for a later drain;
+    per-report jiffies in one call, or one call per jiffy."""
+    from tierscan.jiffies import clock_to_jiffies
+
+    class PerReport(RecordingPromoter):
+        per_report_jiffies = True
+
+    k = Kernel(Machine.from_dict(machine_dict(["32MiB", "64MiB"])), seed=0)
+    rng = np.random.default_rng(4)
+    for promoter in (PerReport(k), RecordingPromoter(k)):
+        ibs = Ibs(promoter)
+        t_all, p_all = [], []
+        for tick in range(6):                          # two groups a tick, 10-ms ticks
+            for g in range(2):
+                t = tick * 10 * MS + np.sort(rng.integers(0, 10 * MS, 40))
+                t[5:8] = t[5]                          # equal times
+                p = rng.integers(0, 10_000, 40)
+                ibs._queue(p, np.full(40, g), t)
+                t_all.append(t)
+                p_all.append(p)
+            if tick % 3 != 1:                          # drains skip some ticks
+                ibs._drain((tick + 1) * 10 * MS)
+        t_all, p_all = np.concatenate(t_all), np.concatenate(p_all)
+        done = t_all < 6 * 10 * MS
+        order = np.argsort(t_all[done], kind="stable")
+        assert np.array_equal(promoter.all("pfns"), p_all[done][order])
+        jiffies = np.concatenate([np.broadcast_to(c["now"], c["pfns"].shape)
+                                  for c in promoter.calls])
+        assert np.array_equal(jiffies, clock_to_jiffies(t_all[done][order]))
+        assert ibs.pending[0].size == 0 and ibs.stats["reported"] == done.sum()

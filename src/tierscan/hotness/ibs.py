@@ -253,10 +253,16 @@ class Ibs(Detector):
         due = (window + 1) * self.drain_ns <= now_ns
         if not due.any():
             return
-        order = np.argsort(t[due], kind="stable")
-        dp, dn, dt = pfns[due][order], nids[due][order], t[due][order]
-        self.pending = [a[~due] for a in self.pending]
-        jiffies = clock_to_jiffies(dt.astype(np.int64))
+        if due.all():                  # the usual case: the window ended with this tick
+            dp, dn, dt = pfns, nids, t
+            self.pending = [a[:0] for a in self.pending]
+        else:
+            dp, dn, dt = pfns[due], nids[due], t[due]
+            self.pending = [a[~due] for a in self.pending]
+        if dt.size > 1 and (dt[1:] < dt[:-1]).any():   # several groups' samples: time order
+            order = np.argsort(dt, kind="stable")
+            dp, dn, dt = dp[order], dn[order], dt[order]
+        jiffies = clock_to_jiffies(dt)
         self.stats["reported"] += int(dp.size)
         if self.promoter is None:
             return
