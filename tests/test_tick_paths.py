@@ -53,3 +53,18 @@ def test_first_occurrences_equals_reference():
     for a in cases:
         got, ref = first_occurrences(a), first_occurrences_reference(a)
         assert got.dtype == ref.dtype and np.array_equal(got, ref)
+
+
+def test_stable_argsort_equals_numpys_stable_sort():
+    from tierscan.arrays import stable_argsort
+
+    rng = np.random.default_rng(3)
+    cases = [np.empty(0), np.array([1.0]), rng.random(5_000) * 1e9,        # no ties
+             np.repeat(rng.random(300), 3)[rng.permutation(900)],            # ties
+             np.array([0.0, -0.0, 1.0, -0.0, 0.0]),                          # equal zeros
+             np.array([2.0, np.nan, 1.0, np.nan, np.inf, 0.5]),              # NaNs last
+             np.where(rng.random(5_000) < 0.1, np.nan, rng.random(5_000)),   # many NaNs
+             rng.integers(0, 50, 1_000), rng.permutation(4_000)]
+    for a in cases:
+        got, ref = stable_argsort(a), np.argsort(a, kind="stable")
+        assert got.dtype == ref.dtype and np.array_equal(got, ref), a[:8]

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arrays import unique_inverse
+from ..arrays import stable_argsort, unique_inverse
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from ..mm.pagetable import PageTable
 from ..prefetch import take
@@ -359,7 +359,7 @@ class RateModel(AccessModel):
         due = r.miss_at <= r.C
         if not due.any():
             return
-        order = np.argsort(r.miss_at[due], kind="stable")
+        order = stable_argsort(r.miss_at[due])
         slots, store = r.miss_slots[due][order], r.miss_write[due][order]
         r.miss_slots, r.miss_at = r.miss_slots[~due], r.miss_at[~due]
         r.miss_write = r.miss_write[~due]
@@ -594,7 +594,7 @@ class RateModel(AccessModel):
         is_pmd = np.concatenate([np.zeros(slots.size, bool), np.ones(pmds.size, bool)])
         fault = np.concatenate([slots, pmds << 9])   # a THP faults at its first page
         keep = np.concatenate([live, plive])
-        order = np.argsort(at[keep], kind="stable")
+        order = stable_argsort(at[keep])
         fault, is_pmd = fault[keep][order], is_pmd[keep][order]
         if fault.size == 0:
             return
