@@ -68,3 +68,17 @@ def test_stable_argsort_equals_numpys_stable_sort():
     for a in cases:
         got, ref = stable_argsort(a), np.argsort(a, kind="stable")
         assert got.dtype == ref.dtype and np.array_equal(got, ref), a[:8]
+
+
+def test_solve_grid_is_numpys_linspace_bit_for_bit():
+    from tierscan.memsys.solve import _GRID, _grid, _unit
+
+    rng = np.random.default_rng(11)
+    lo = rng.random(2_000) * 10.0 ** rng.integers(-6, 6, 2_000)
+    hi = lo + rng.random(2_000) * 10.0 ** rng.integers(-12, 6, 2_000)
+    pairs = list(zip(lo, hi)) + [(0.0, 1e-9), (3.5, 3.5), (5e-324, 1e-323), (0.0, 7.25),
+                                 (np.float64(2.0), np.float64(4.0)), (-1.0, 1.0)]
+    for a, b in pairs:
+        assert _grid(a, b).tobytes() == np.linspace(a, b, _GRID).tobytes(), (a, b)
+    for n in (2, 33, 64):
+        assert _unit(n).tobytes() == np.linspace(0.0, 1.0, n).tobytes()

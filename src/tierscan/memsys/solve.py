@@ -119,11 +119,40 @@ def _ratios(devices, read, write) -> np.ndarray:
     return out
 
 
+_STEPS = np.arange(_GRID, dtype=float)
+_UNIT: dict[int, np.ndarray] = {}       # np.linspace(0, 1, n) per n (read only)
+
+
+def _grid(lo, hi) -> np.ndarray:
+    """``np.linspace(lo, hi, _GRID)`` bit for bit, without its generic set-up (it is most of
+    a grid round's cost on these tiny arrays): numpy's own steps, arange(num) · step + lo
+    with the last point set to hi (a zero step, numpy's denormal case: arange / div · delta).
+    tests/test_tick_paths.py compares the two."""
+    delta = float(hi) - float(lo)
+    step = delta / (_GRID - 1)
+    if step == 0:
+        y = _STEPS / (_GRID - 1)
+        y *= delta
+    else:
+        y = _STEPS * step
+    y += lo
+    y[-1] = hi
+    return y
+
+
+def _unit(n: int) -> np.ndarray:
+    u = _UNIT.get(n)
+    if u is None:
+        u = _UNIT[n] = np.linspace(0.0, 1.0, n)
+        u.flags.writeable = False
+    return u
+
+
 def _solve_one(dev, T, rest, a, rd, wr, bg_r, bg_w, r, x0=0.0) -> float:
     """The root of curve⁻¹(x) − B(x) = 0 in x ≥ 0, others' increments held (``rest``: each
     group's τ without this node's increment). Strictly increasing in x, so bisection."""
     peak, lat = dev.at_ratio(r)
-    u_grid = np.linspace(0.0, 1.0, lat.size)
+    u_grid = _unit(lat.size)
     x_last = float(lat[-1] - lat[0])
     full = dev.per_direction
     rd_T, wr_T = rd * T, wr * T
@@ -154,7 +183,7 @@ def _refine(excess, lo, hi, rounds) -> float:
     """Grid bisection of an increasing function with excess(lo) < 0 <= excess(hi): each round
     evaluates _GRID points at once and keeps the cell holding the root; then one linear step."""
     for _ in range(rounds):
-        xs = np.linspace(lo, hi, _GRID)
+        xs = _grid(lo, hi)
         e = excess(xs)
         i = int(np.argmax(e >= 0))              # the first candidate at or past the root
         if i == 0:
