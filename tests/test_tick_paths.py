@@ -82,3 +82,16 @@ def test_solve_grid_is_numpys_linspace_bit_for_bit():
         assert _grid(a, b).tobytes() == np.linspace(a, b, _GRID).tobytes(), (a, b)
     for n in (2, 33, 64):
         assert _unit(n).tobytes() == np.linspace(0.0, 1.0, n).tobytes()
+
+
+def test_heat_bin_sums_equal_bincount():
+    from types import SimpleNamespace
+
+    from tierscan.access.base import bin_sums, bin_sums_reference
+
+    rng = np.random.default_rng(5)
+    for n, bins in ((1, 64), (63, 64), (1_000, 64), (100_003, 64), (4_096, 7), (0, 64)):
+        w = rng.random(n) ** 8 * 10.0 ** rng.integers(-8, 8, n)     # wide range: rounding shows
+        g = SimpleNamespace(n_pages=n)
+        got, ref = bin_sums(n, bins, w), bin_sums_reference(g, bins, w)
+        assert got.tobytes() == ref.tobytes()

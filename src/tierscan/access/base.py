@@ -9,6 +9,7 @@ its mm back to positions in that list, which is how per-page state follows the p
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ..mm.mempolicy import DEFAULT_POLICY
 from ..mm.pagetable import PageTable
@@ -139,6 +140,23 @@ def fault_cost_ns(kernel, costs, before: list[int]) -> float:
 def page_bins(group, bins: int = HEAT_BINS) -> np.ndarray:
     """The heatmap bin of each of the group's pages."""
     return np.arange(group.n_pages) * bins // max(group.n_pages, 1)
+
+
+@njit(cache=True, nogil=True)
+def bin_sums(n_pages, bins, w):
+    """``np.bincount(page_bins(group, bins), weights=w, minlength=bins)`` for a group of
+    ``n_pages`` pages (bin_sums_reference), in one pass without the two per-page temporaries
+    (134 MB each for Mode 3's 16.8 M pages): bincount's own order, each bin's sum taken page
+    by page in ascending order, so the same floats."""
+    out = np.zeros(bins)
+    d = max(n_pages, 1)
+    for i in range(n_pages):
+        out[i * bins // d] += w[i]
+    return out
+
+
+def bin_sums_reference(group, bins: int, w) -> np.ndarray:
+    return np.bincount(page_bins(group, bins), weights=w, minlength=bins)
 
 
 class BinTiers:

@@ -40,7 +40,7 @@ from ..arrays import stable_argsort, unique_inverse
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from ..mm.pagetable import PageTable
 from ..prefetch import take
-from .base import HEAT_BINS, AccessModel, compute_ns, fault_cost_ns, fault_counts, page_bins
+from .base import HEAT_BINS, AccessModel, bin_sums, compute_ns, fault_cost_ns, fault_counts
 from .exact_kernels import GuideTables
 from .rate_kernels import materialize_kernel, materialize_runs_kernel as materialize_runs
 
@@ -429,7 +429,7 @@ class RateModel(AccessModel):
     def _heat_since(self, group, r, bins: int) -> np.ndarray:
         """Expected accesses per bin since the last heat() call, banked phases included."""
         if r.bin_w is None or r.bin_w.size != bins:
-            r.bin_w = np.bincount(page_bins(group, bins), weights=r.w, minlength=bins)
+            r.bin_w = bin_sums(group.n_pages, bins, r.w)
         out = (r.C - self._heat_c.get(group.gid, 0.0)) * r.bin_w
         self._heat_c[group.gid] = r.C
         if r.heat_banked is not None and r.heat_banked.size == bins:
