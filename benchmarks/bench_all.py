@@ -34,6 +34,7 @@ BENCHES = [
     ("bench_kmigrated.py", [], ["--scale", "0.05"]),
     ("bench_kmigrated.py", ["--reference", "wake"], ["--scale", "0.05", "--reference", "wake"]),
     ("bench_ibs.py", [], ["--scale", "0.05"]),
+    ("bench_tick.py", ["--scale", "1"], ["--scale", "0.05"]),
 ]
 
 
