@@ -88,3 +88,74 @@ def test_a_finished_run_is_freed(monkeypatch, old):
         assert refs and all(r() is None for r in refs)
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("starts", [[0, 32885760, 65882112, 131928064], [0, 10, 10, 20],
+                                    [0, 64], [0, 5, 9, 9, 9, 30]])
+def test_node_of_compiled_is_its_numpy_form(starts):
+    """PhysMem.node_of's compiled pass against node_of_reference (searchsorted): pfns in,
+    at and around every node start, negative and past the last pfn, empty nodes, any shape."""
+    from tierscan.mm.physmem import PhysMem
+
+    pm = PhysMem.__new__(PhysMem)
+    pm.node_start = np.array(starts, np.int64)
+    pm.nr_pfns = int(pm.node_start[-1])
+    rng = np.random.default_rng(len(starts))
+    edges = np.concatenate([pm.node_start + d for d in (-1, 0, 1)])
+    pfns = np.concatenate([edges, rng.integers(-3, pm.nr_pfns + 3, 5000), [-1, -(1 << 40)]])
+    for x in (pfns, pfns.reshape(2, -1)[:, ::3], pfns[:0], np.int64(5), [7, -1]):
+        got, ref = pm.node_of(x), pm.node_of_reference(x)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        assert np.array_equal(got, ref)
+
+
+def test_counts_without_sorting_counts_what_add_at_counts():
+    """physmem._counts: keys in runs (ascending or descending, the allocator's blocks) are
+    counted without a sort; anything else is sorted first. Either way ``a[keys] += n`` adds
+    what np.add.at(a, keys, 1) adds."""
+    from tierscan.mm.physmem import _counts
+
+    rng = np.random.default_rng(3)
+    runs = np.repeat(np.array([3, 7, 8, 20]), [5, 1, 512, 2])
+    cases = [runs, runs[::-1], np.repeat(np.array([9, 2, 40]), 3),      # not monotonic
+             np.array([5, 5, 6, 5]), rng.integers(0, 30, 400), np.array([4]), np.array([], int)]
+    for keys in cases:
+        a, b = np.zeros(64, np.int64), np.zeros(64, np.int64)
+        uniq, n = _counts(keys)
+        assert uniq.size == np.unique(keys).size
+        a[uniq] += n
+        np.add.at(b, keys, 1)
+        assert np.array_equal(a, b), keys
+
+
+def test_pmd_is_leaf_by_table_is_per_entry():
+    """PageTable.pmd_is_leaf over more slots than the PMD table has reads each entry once;
+    the same mask as testing every slot's entry."""
+    from tierscan.mm.constants import _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE
+    from tierscan.mm.pagetable import PageTable, _pmd_leaf
+
+    pt = PageTable()
+    pt.ensure(64 * 512)
+    rng = np.random.default_rng(4)
+    bits = np.array([0, _PAGE_PSE, _PAGE_PSE | _PAGE_PRESENT, _PAGE_PSE | _PAGE_PROTNONE,
+                     _PAGE_PRESENT], np.uint64)
+    pt.pmd[:] = bits[rng.integers(0, bits.size, pt.pmd.size)]
+    few = rng.integers(0, pt.pmd.size, 7)
+    many = rng.integers(0, pt.pmd.size, 3 * pt.pmd.size)
+    for slots in (few, many, np.repeat(np.arange(pt.pmd.size), 2)):
+        assert np.array_equal(pt.pmd_is_leaf(slots), _pmd_leaf(pt.pmd[slots]))
+    assert pt.pmd_is_leaf(many).any() and not pt.pmd_is_leaf(many).all()
+
+
+def test_set_up_holds_the_placement_only_while_it_runs():
+    """The groups' (pfn, node) pairs are computed once for the set-up's models and released
+    before the run: afterwards placement() reads the page tables again."""
+    from tierscan.sim.run import build_engine
+
+    e = build_engine(cfg(THP, machine=laptop_loaded(llc="1MiB")))
+    for g in e.groups:
+        assert g._placement is None
+        pfns, nodes = g.placement(e.kernel)
+        assert np.array_equal(pfns, g.mm.translate(g.addrs))
+        assert np.array_equal(nodes, e.kernel.node_of(pfns))
+        assert (pfns >= 0).all()

@@ -176,6 +176,10 @@ class Kernel:
         """Group folios by the lruvec (memcg, node) they belong to."""
         heads = np.asarray(heads, dtype=np.int64)
         key = self.pm.memcg[heads].astype(np.int64) * 1024 + self.pm.node_of(heads)
+        if key.size and key.min() == key.max():     # one lruvec (a fault, a migration)
+            k = int(key[0])
+            yield self._lruvecs[(k // 1024, k % 1024)], heads
+            return
         for k in unique(key):
             yield self._lruvecs[(int(k) // 1024, int(k) % 1024)], heads[key == k]
 
@@ -291,13 +295,12 @@ class Kernel:
         pm = self.pm
         anon, used, thp = (np.zeros(pm.nr_nodes, dtype=np.int64) for _ in range(3))
         for nid in range(pm.nr_nodes):
-            pfns = pm.used_block_pfns(nid)
-            flags = pm.flags[pfns]
+            flags, order = pm.used_block_rows(nid, pm.flags, pm.order)
             u = (flags & (PG_allocated | PG_reserved)) == PG_allocated
             an = u & ((flags & PG_anon) != 0)
             used[nid] = np.count_nonzero(u)
             anon[nid] = np.count_nonzero(an)
-            thp[nid] = np.count_nonzero(an & (pm.order[pfns] > 0))
+            thp[nid] = np.count_nonzero(an & (order > 0))
         return {"total": pm.node_present.copy(), "free": pm.node_free.copy(), "anon": anon,
                 "file": used - anon, "anon_thp": thp}
 

@@ -37,6 +37,28 @@ class ThreadGroup:
         self.store_ns = np.asarray(machine.store_ns[spec.cpu_node], float)
         self.loaded_ns: np.ndarray | None = None   # set each tick by memsys (loaded model)
         self.task_policy = DEFAULT_POLICY   # its threads' set_mempolicy (the engine sets it)
+        self._placement = None       # (pfns, nodes) while the engine's set-up holds them fixed
+        self._bins: dict[int, np.ndarray] = {}     # page_bins per bin count
+
+    def placement(self, kernel) -> tuple[np.ndarray, np.ndarray]:
+        """(pfn, node) of each of the group's pages now (-1 where none is mapped). During the
+        engine's set-up, which maps nothing between its first solve and the daemons' start,
+        the pair is computed once for every model that asks (read-only arrays then)."""
+        if self._placement is not None:
+            return self._placement
+        pfns = self.mm.translate(self.addrs)
+        return pfns, kernel.node_of(pfns)
+
+    def hold_placement(self, kernel) -> None:
+        """Compute ``placement`` once and answer it until ``release_placement`` (nothing may
+        map, unmap or migrate the group's pages in between)."""
+        pfns, nodes = self.placement(kernel)
+        pfns.setflags(write=False)
+        nodes.setflags(write=False)
+        self._placement = pfns, nodes
+
+    def release_placement(self) -> None:
+        self._placement = None
 
     @property
     def phase(self):
@@ -138,8 +160,13 @@ def fault_cost_ns(kernel, costs, before: list[int]) -> float:
 
 
 def page_bins(group, bins: int = HEAT_BINS) -> np.ndarray:
-    """The heatmap bin of each of the group's pages."""
-    return np.arange(group.n_pages) * bins // max(group.n_pages, 1)
+    """The heatmap bin of each of the group's pages (read-only; computed once per group and
+    bin count: the rate model and BinTiers both ask at set-up)."""
+    out = group._bins.get(bins)
+    if out is None:
+        out = group._bins[bins] = np.arange(group.n_pages) * bins // max(group.n_pages, 1)
+        out.setflags(write=False)
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -172,7 +199,7 @@ class BinTiers:
         self.is_top[self.top.astype(np.int64)] = True
         self.bins = page_bins(group, bins)
         self.size = np.maximum(np.bincount(self.bins, minlength=bins), 1)
-        fast = self.is_top[kernel.node_of(group.mm.translate(group.addrs))]
+        fast = self.is_top[group.placement(kernel)[1]]
         self.fast = np.bincount(self.bins, weights=fast, minlength=bins)
         kernel.remap_hooks.append(self._on_remap)
 

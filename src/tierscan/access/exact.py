@@ -47,7 +47,7 @@ class ExactModel(AccessModel):
         if ph is None:
             return
         w = ph.distribution.weights(group.n_pages)
-        nodes = engine.kernel.node_of(group.mm.translate(group.addrs))
+        nodes = group.placement(engine.kernel)[1]
         lat = group.latency_per_node()
         per_page = np.where(nodes >= 0, lat[np.maximum(nodes, 0)], lat.max())
         self.cost[group.gid] = compute_ns(engine, group) + float(w @ per_page)

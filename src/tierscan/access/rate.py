@@ -297,8 +297,7 @@ class RateModel(AccessModel):
             r.miss_slots, r.miss_at, r.miss_write = np.empty(0, np.int64), np.empty(0), \
                 np.empty(0, bool)
             return
-        pfns = group.mm.translate(group.addrs)
-        nodes = engine.kernel.node_of(pfns)
+        pfns, nodes = group.placement(engine.kernel)
         r.node_mass = np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0),
                                   minlength=engine.kernel.machine.nr_nodes)
         # the new weights redraw every pending first access (memoryless, as for hint faults)

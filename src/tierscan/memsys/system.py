@@ -115,7 +115,6 @@ class MemorySystem:
         self.parts: dict[int, tuple] = {}     # gid -> time_parts of this tick (exact model)
         self.caches: dict[int, LineCache] = {}  # gid -> its part of the LLC (exact model)
         self._line_rngs: dict[tuple, np.random.Generator] = {}
-        self._slots_key: dict[int, bytes] = {}  # gid -> content key of its page slots
         self.seed = getattr(engine, "seed", 0)
         k.remap_hooks.append(self._on_remap)
 
@@ -150,7 +149,7 @@ class MemorySystem:
         k = engine.kernel
         s.w = np.zeros(g.n_pages) if ph is None else \
             np.asarray(ph.distribution.weights(g.n_pages), float)
-        nodes = k.node_of(g.mm.translate(g.addrs))
+        nodes = g.placement(k)[1]
         s.node_mass = np.bincount(np.maximum(nodes, 0), weights=s.w * (nodes >= 0),
                                   minlength=self.machine.nr_nodes)
         s.h, s.walks, s.h_pt = 0.0, 0.0, 1.0
@@ -160,9 +159,8 @@ class MemorySystem:
         s.w_key = memo.digest(s.w)
         if self.page_walks:
             huge = g.mm.pt.pmd_is_leaf(g.slots >> 9)
-            slots_key = self._slots_key.get(g.gid)
-            if slots_key is None:
-                slots_key = self._slots_key[g.gid] = memo.digest(g.slots)
+            # g.slots is the concatenation of its ranges: the ranges are its key
+            slots_key = memo.digest("slots", g.range_start, g.range_end)
             tlb_4k, tlb_2m = self.cpu.tlb_4k, self.cpu.tlb_2m
             s.tr_key = ("tlb", memo.digest(s.w_key, slots_key, huge, tuple(tlb_4k),
                                            tuple(tlb_2m)))

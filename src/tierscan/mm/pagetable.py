@@ -41,6 +41,10 @@ def _grown(arr: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def _pmd_leaf(e: np.ndarray) -> np.ndarray:
+    return ((e & _PAGE_PSE) != 0) & ((e & (_PAGE_PRESENT | _PAGE_PROTNONE)) != 0)
+
+
 class PageTable:
     """The PTE and PMD entries of one mm."""
 
@@ -123,8 +127,10 @@ class PageTable:
 
     def pmd_is_leaf(self, pmd_slots) -> np.ndarray:
         """pmd_trans_huge(): a THP leaf, including one made PROT_NONE for a NUMA hint."""
-        e = self.pmd[pmd_slots]
-        return ((e & _PAGE_PSE) != 0) & ((e & (_PAGE_PRESENT | _PAGE_PROTNONE)) != 0)
+        pmd_slots = np.asarray(pmd_slots)
+        if pmd_slots.size > self.pmd.size:    # many pages' PMDs: test each entry once
+            return _pmd_leaf(self.pmd)[pmd_slots]
+        return _pmd_leaf(self.pmd[pmd_slots])
 
     def translate_slots(self, slots: np.ndarray) -> np.ndarray:
         """pfn mapped at each page slot, -1 where nothing is mapped (PTE or PMD leaf)."""

@@ -15,6 +15,7 @@ import math
 from contextlib import contextmanager
 
 import numpy as np
+from numba import njit
 
 from .constants import (
     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PG_allocated, PG_head, PG_reserved, PG_tail,
@@ -32,14 +33,43 @@ def min_free_kbytes_for(lowmem_kbytes: int) -> int:
     return int(min(max(math.isqrt(lowmem_kbytes * 16), 128), 262144))
 
 
+# node_of by the compiled pass (False: its numpy form, for tests and benchmarks)
+COMPILED = True
+
+
+@njit(cache=True, nogil=True)
+def _node_of_kernel(node_start, pfns, out):
+    """out[i] = the node whose pfn range holds pfns[i], -1 outside every node: the number of
+    node starts after the first at or below the pfn (= searchsorted(side="right") - 1 over
+    the non-decreasing starts; a machine has a few nodes, so counting them without branches
+    beats a binary search)."""
+    last = node_start.size - 1
+    end = node_start[last]
+    for i in range(pfns.size):
+        p = pfns[i]
+        j = 0
+        for k in range(1, last):
+            j += p >= node_start[k]
+        out[i] = j if (p >= 0) & (p < end) else -1
+
+
 def _counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct keys and how often each occurs (for ``a[keys] += 1`` with repeats, which
-    ``np.add.at`` does an element at a time)."""
-    keys = np.sort(keys)
+    ``np.add.at`` does an element at a time). Keys that come in runs, one run per key in
+    ascending or descending order (the pfns of whole blocks as the allocator hands them out)
+    are counted without sorting; the distinct keys then come in that order, not sorted."""
     if keys.size == 0:
         return keys, keys
     start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    return keys[start], np.diff(np.r_[start, keys.size])
+    runs = keys[start]
+    step = np.diff(runs)
+    if not ((step > 0).all() or (step < 0).all()):
+        # equal keys apart (not the allocator's block-by-block order): sort them together
+        keys = np.sort(keys)
+        start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        runs = keys[start]
+    # runs are distinct (strictly monotonic), so ``a[runs] += n`` counts every key once
+    return runs, np.diff(np.r_[start, keys.size])
 
 
 class PhysMem:
@@ -90,7 +120,17 @@ class PhysMem:
 
     # ---- geometry -------------------------------------------------------------------------
     def node_of(self, pfns) -> np.ndarray:
-        """Node id of each pfn (-1 for a negative pfn, i.e. "not present")."""
+        """Node id of each pfn (-1 for a negative pfn, i.e. "not present"), in one compiled
+        pass (node_of_reference is the numpy form: the same array)."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        if not COMPILED:
+            return self.node_of_reference(pfns)
+        flat = np.ascontiguousarray(pfns).reshape(-1)
+        out = np.empty(flat.size, dtype=np.int64)
+        _node_of_kernel(self.node_start, flat, out)
+        return out.reshape(pfns.shape)
+
+    def node_of_reference(self, pfns) -> np.ndarray:
         pfns = np.asarray(pfns, dtype=np.int64)
         nid = np.searchsorted(self.node_start, pfns, side="right") - 1
         return np.where((pfns < 0) | (pfns >= self.nr_pfns), -1, nid)
@@ -101,13 +141,14 @@ class PhysMem:
     def node_range(self, nid: int) -> tuple[int, int]:
         return int(self.node_start[nid]), int(self.node_start[nid + 1])
 
-    def used_block_pfns(self, nid: int) -> np.ndarray:
-        """Every pfn of node ``nid``'s 2 MiB blocks that have an allocated page, ascending.
-        Every other pfn of the node is free, so a count over the node's allocated pages can
-        read these alone (nodes are whole blocks: Machine rounds capacities to 2 MiB)."""
+    def used_block_rows(self, nid: int, *arrays) -> list[np.ndarray]:
+        """Each per-pfn array's entries over node ``nid``'s 2 MiB blocks that have an allocated
+        page, one row of BLOCK per block, ascending. Every other pfn of the node is free, so a
+        count over the node's allocated pages can read these alone (nodes are whole blocks:
+        Machine rounds capacities to 2 MiB)."""
         a, b = self.node_range(nid)
-        blocks = np.flatnonzero(self.block_free[a // BLOCK:b // BLOCK] < BLOCK) + a // BLOCK
-        return (blocks[:, None] * BLOCK + np.arange(BLOCK)).ravel()
+        blocks = np.flatnonzero(self.block_free[a // BLOCK:b // BLOCK] < BLOCK)
+        return [arr[a:b].reshape(-1, BLOCK)[blocks] for arr in arrays]
 
     # ---- watermarks -----------------------------------------------------------------------
     def setup_watermarks(self, scale_factor: int) -> np.ndarray:

@@ -193,13 +193,19 @@ class Engine:
         if last and self.duration_ns is None:
             raise ConfigError("a workload phase has no access count or duration, so the run "
                               "needs a duration", field="duration")
-        if self.latency_model == "loaded" and MemorySystem.applies(k.machine):
-            self.memsys = MemorySystem(self)
-            self.memsys.tick(self, self.tick_ns)   # the exact model sizes its first chunk now
-        if solve_only:
-            return
-        self.model.attach(self)
-        self._bin_tiers = BinTiers(k, self.groups[0]) if self.groups else None
+        for g in self.groups:   # nothing maps or moves pages until the daemons start
+            g.hold_placement(k)
+        try:
+            if self.latency_model == "loaded" and MemorySystem.applies(k.machine):
+                self.memsys = MemorySystem(self)
+                self.memsys.tick(self, self.tick_ns)   # the exact model sizes its first chunk
+            if solve_only:
+                return
+            self.model.attach(self)
+            self._bin_tiers = BinTiers(k, self.groups[0]) if self.groups else None
+        finally:
+            for g in self.groups:
+                g.release_placement()
         self.vmstat_setup = k.vmstat.as_dict()  # what populating and placing memory counted
         for d in self.all_daemons():
             d.next_ns, d.busy_until_ns, d.busy_ns = d.period_ns, 0, 0.0
