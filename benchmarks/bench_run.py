@@ -4,7 +4,8 @@ a real klruscand run, Mode 1's five sources (and the peak RSS across them) and -
 CPU seconds of this process (time.process_time), because on a shared machine wall time
 mostly measures the others; --mode all, which runs on a process pool, also its wall time.
 
-    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_run.py [--quick] [--json PATH]
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_run.py [--quick] [--fixed-only]
+        [--json PATH]
 
 See benchmarks/README.md.
 """
@@ -28,6 +29,7 @@ from tierscan.access.rate_kernels import (  # noqa: E402
 )
 from tierscan.experiments.pghot_v3 import SOURCES, config, reproduce  # noqa: E402
 from tierscan.hotness.klruscand import Klruscand  # noqa: E402
+from tierscan.memsys import memo  # noqa: E402
 from tierscan.sim.config import config_from_dict  # noqa: E402
 from tierscan.sim.run import build_engine, run_experiment  # noqa: E402
 from tierscan.sweep.pool import usable_cores  # noqa: E402
@@ -36,10 +38,11 @@ IMPORT_CPU = time.process_time() - _CPU0
 GiB = 1 << 30
 
 
-def fixed_cost_config(scale: float) -> dict:
+def fixed_cost_config(scale: float, mode: int = 1) -> dict:
     """Mode 1 NUMAB0 with 1,000 accesses per thread: building the machine, populating and
-    placing 8 GiB, and the summary, with (almost) no simulated time."""
-    d = config(1, "numab0", scale=scale)
+    placing 8 GiB, and the summary, with (almost) no simulated time (``mode``: another
+    mode's NUMAB0 run, for setup_steps.py)."""
+    d = config(mode, "numab0", scale=scale)
     d["workload"]["accesses_per_thread"] = 1000
     return d
 
@@ -69,6 +72,18 @@ def fixed_cost(scale: float) -> tuple[list[float], list[int]]:
     finally:
         gc.enable()
     return cpu, hwm
+
+
+def fixed_cost_without_memo(scale: float) -> float:
+    """CPU s of the fixed-cost run with memsys's memo of phase solutions off: what the first
+    run of a process without a fit pays (the memo answers every later run's first solve)."""
+    memo.ENABLED = False
+    try:
+        t = cpu_s()
+        run_experiment(config_from_dict(fixed_cost_config(scale)))
+        return cpu_s() - t
+    finally:
+        memo.ENABLED = True
 
 
 def walk_in_run(scale: float, seconds: int, kernel,
@@ -138,6 +153,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=usable_cores(),
                     help="worker processes of --mode all (default: the usable CPUs, "
                          f"{usable_cores()})")
+    ap.add_argument("--fixed-only", action="store_true",
+                    help="only the fixed cost of one run and memory across runs")
     ap.add_argument("--walk-seconds", type=int, default=5,
                     help="simulated seconds of the klruscand run (default 5: 10 passes)")
     add_json_arg(ap)
@@ -153,17 +170,22 @@ def main(argv=None) -> int:
 
     cpu, hwm = fixed_cost(1.0)
     fixed = IMPORT_CPU + cpu[1]
+    cold = fixed_cost_without_memo(1.0)
     print(f"fixed cost (Mode 1 NUMAB0, 1,000 accesses a thread, full scale): runs {cpu[0]:.2f} "
           f"and {cpu[1]:.2f} s CPU (+ imports {IMPORT_CPU:.2f} s); VmHWM after each "
-          f"{hwm[0] / GiB:.2f} and {hwm[1] / GiB:.2f} GiB")
+          f"{hwm[0] / GiB:.2f} and {hwm[1] / GiB:.2f} GiB; a run computing its phase "
+          f"solutions (memsys memo off) {cold:.2f} s CPU")
     rows.append(row("fixed cost of one run (imports, machine, populate 8 GiB, summary)",
                     "< 1 s", f"{fixed:.2f} s CPU (run {cpu[1]:.2f} + imports {IMPORT_CPU:.2f}"
-                    f", {pyc}; once per process: the fit with numba's start {first:.2f})",
-                    fixed < 1.0))
+                    f", {pyc}; once per process: the fit with numba's start {first:.2f}; "
+                    f"a run without memsys's memo {cold:.2f})", fixed < 1.0))
     grow = (hwm[1] - hwm[0]) / GiB
     rows.append(row("peak RSS growth from a 2nd identical run in one process (gc off)",
                     "none", f"{grow:+.2f} GiB (peak {hwm[0] / GiB:.2f} GiB after the 1st)",
                     grow < 0.05))
+    if args.fixed_only:
+        write_rows(args.json, rows)
+        return 0
 
     ptes, t_fast = walk_in_run(scale, args.walk_seconds, materialize_kernel)
     ptes_ref, t_ref = walk_in_run(scale, args.walk_seconds, materialize_reference,

@@ -5,11 +5,14 @@ figures nest (``build_engine`` holds the others but ``engine.run``; the indented
 are parts of the row above them).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/setup_steps.py [--runs 2] [--reference]
+        [--mode 3] [--no-memo]
 
 ``--reference`` times each run twice in the same process, with the fault path's compiled
 passes and with their numpy forms (mm/memory.COMPILED, mm/lru_gen.REFERENCE off/on), and
 prints the ratio of the populate rows (the results of the two are the same:
-tests/test_populate_paths.py).
+tests/test_populate_paths.py). ``--mode 3`` times Mode 3's run instead (64 GiB of THPs);
+``--no-memo`` turns off memsys's memo of phase solutions (memsys/memo.py), which otherwise
+answers every timed run's first solve from the first run (or the configuration's fit).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import sys
 import time
 
 from bench_run import fixed_cost_config
+
+import tierscan.memsys.memo as memo
 
 import tierscan.access.rate as rate
 import tierscan.kernel as kernel
@@ -34,7 +39,7 @@ import tierscan.sim.run as run
 from tierscan.sim.config import config_from_dict
 
 STEPS = [(run, "build_engine", "build_engine (all of the set-up)"),
-         (process.MM, "mmap", "mmap + populate 8 GiB"),
+         (process.MM, "mmap", "mmap + populate"),
          (memory, "do_first_touch_faults", "  populate: first-touch faults"),
          (memory, "add_new_folios", "    folio set-up (incl. LRU insertion)"),
          (kernel.Kernel, "lru_add", "      LRU insertion (lru_add)"),
@@ -67,11 +72,16 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=2, help="timed runs (default 2)")
     ap.add_argument("--reference", action="store_true",
                     help="also time each run with the fault path's numpy forms; print ratios")
+    ap.add_argument("--mode", type=int, default=1, choices=(1, 2, 3),
+                    help="the pghot-v3 mode whose NUMAB0 run is timed (default 1)")
+    ap.add_argument("--no-memo", action="store_true",
+                    help="compute every phase solution (memsys/memo.py off)")
     args = ap.parse_args(argv)
+    memo.ENABLED = not args.no_memo
     acc: dict[str, float] = {}
     for owner, name, label in STEPS:
         timed(owner, name, label, acc)
-    cfg = config_from_dict(fixed_cost_config(1.0))
+    cfg = config_from_dict(fixed_cost_config(1.0, args.mode))
     run.run_experiment(cfg)                       # the fit, numba's start
     forms = [False, True] if args.reference else [False]
     for i in range(args.runs):

@@ -159,3 +159,51 @@ def test_set_up_holds_the_placement_only_while_it_runs():
         assert np.array_equal(pfns, g.mm.translate(g.addrs))
         assert np.array_equal(nodes, e.kernel.node_of(pfns))
         assert (pfns >= 0).all()
+
+
+def test_first_per_key_is_unique_in_first_access_order():
+    """memory.first_per_key: ascending keys by one pass, others by np.unique; both give
+    np.unique(return_index) reordered by first occurrence."""
+    from tierscan.mm.memory import first_per_key
+
+    rng = np.random.default_rng(5)
+    for keys in (np.sort(rng.integers(0, 50, 300)), rng.integers(0, 50, 300),
+                 np.repeat([4, 9, 9, 30], 3), np.array([7]), np.array([], np.int64),
+                 np.array([3, 3, 2, 2, 5])):
+        uniq, idx = np.unique(keys, return_index=True)
+        order = np.argsort(idx, kind="stable")
+        got = first_per_key(keys)
+        assert got[0].tolist() == uniq[order].tolist() and got[1].tolist() == idx[order].tolist()
+
+
+def test_folio_pfns_of_one_size_is_folio_by_folio():
+    """PhysMem.folio_pfns for folios of one order (the THP path without repeat) against the
+    general form, mixed orders included."""
+    from tierscan.mm.physmem import PhysMem
+
+    pm = PhysMem.__new__(PhysMem)
+    pm.order = np.zeros(1 << 14, np.uint8)
+    heads = np.array([512 * 7, 512, 512 * 20], np.int64)
+    pm.order[heads] = 9
+    got = pm.folio_pfns(heads)
+    assert got.dtype == np.int64
+    assert got.tolist() == [h + i for h in heads.tolist() for i in range(512)]
+    pm.order[5] = 2
+    mixed = np.array([512, 5], np.int64)
+    assert pm.folio_pfns(mixed).tolist() == list(range(512, 1024)) + [5, 6, 7, 8]
+
+
+def test_unique_inverse_of_ascending_keys_is_numpy_s():
+    """arrays.unique_inverse's one-pass path for ascending keys (a group's page slots and
+    their PMDs, GroupRates) gives np.unique's values, dtypes and inverse exactly."""
+    from tierscan.arrays import unique_inverse
+
+    rng = np.random.default_rng(8)
+    slots = np.concatenate([np.arange(100, 1700), np.arange(5000, 5300)])
+    for a in (slots >> 9, slots, np.sort(rng.integers(-90, 90, 500)),
+              np.sort(rng.integers(0, 1 << 63, 300, dtype=np.uint64)),
+              np.array([False, False, True]), np.array([7, 7], np.int16), np.array([2, 1])):
+        u, inv = unique_inverse(a)
+        ref, ref_inv = np.unique(a, return_inverse=True)
+        assert u.dtype == ref.dtype and inv.dtype == ref_inv.dtype
+        assert np.array_equal(u, ref) and np.array_equal(inv, ref_inv)

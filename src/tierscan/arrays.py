@@ -82,10 +82,18 @@ _DENSE_MIN = 1 << 16
 
 def unique_inverse(a) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(a, return_inverse=True)`` for a 1-D array: the sorted distinct values and
-    each entry's index among them. Integer keys of a narrow range (page-table lines, binned
-    rates) are ranked through a presence table in linear time; the result is the same
-    arrays np.unique returns (values in a's dtype, indices as intp)."""
+    each entry's index among them. Keys in ascending order take one pass; integer keys of a
+    narrow range (page-table lines, binned rates) are ranked through a presence table in
+    linear time; the result is the same arrays np.unique returns (values in a's dtype,
+    indices as intp)."""
     a = np.asarray(a)
+    if a.ndim == 1 and a.size > 1 and a.dtype.kind in "biu" and (a[1:] >= a[:-1]).all():
+        # ascending already (a group's page slots, their PMDs): the values where a run
+        # starts, and each entry's run by a running count
+        new = np.empty(a.size, dtype=bool)
+        new[0] = True
+        np.not_equal(a[1:], a[:-1], out=new[1:])
+        return a[new], np.cumsum(new, dtype=np.intp) - 1
     if a.ndim == 1 and a.size and a.dtype.kind in "iu" and a.dtype.itemsize <= 8 and \
             not (a.dtype.kind == "u" and a.dtype.itemsize == 8):
         lo, hi = int(a.min()), int(a.max())

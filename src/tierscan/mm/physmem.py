@@ -262,6 +262,8 @@ class PhysMem:
         nr = self.folio_nr_pages(heads)
         if heads.size == 0 or nr.max() == 1:
             return heads.copy()
+        if nr.min() == nr.max():           # folios of one size (THPs): no repeat
+            return (heads[:, None] + np.arange(int(nr[0]), dtype=np.int64)).ravel()
         starts = np.repeat(heads, nr)
         offs = np.arange(int(nr.sum())) - np.repeat(np.cumsum(nr) - nr, nr)
         return starts + offs
