@@ -207,3 +207,21 @@ def test_unique_inverse_of_ascending_keys_is_numpy_s():
         ref, ref_inv = np.unique(a, return_inverse=True)
         assert u.dtype == ref.dtype and inv.dtype == ref_inv.dtype
         assert np.array_equal(u, ref) and np.array_equal(inv, ref_inv)
+
+
+def test_equal_distributions_share_their_table():
+    """A distribution built again with the same parameters (a later run's workload) takes
+    the table an equal one computed; other parameters or sizes compute their own."""
+    from tierscan.workload.distributions import HotSet, Weights, Zipf
+
+    a, b = Zipf(0.9, seed=3), Zipf(0.9, seed=3)
+    assert b.weights(5000) is a.weights(5000)
+    fresh = Zipf(0.9, seed=3)._compute_table(5000)[0]
+    assert np.array_equal(a.weights(5000), fresh)
+    for other in (Zipf(0.9, seed=4), Zipf(0.9 + 1e-12, seed=3), HotSet(0.1, 0.9)):
+        w = other.weights(5000)
+        assert w is not a.weights(5000) and np.array_equal(w, other._compute_table(5000)[0])
+    assert Zipf(0.9, seed=3).weights(5001).size == 5001
+    ones = Weights("flat", {"k": 1}, lambda n: np.ones(n))
+    twos = Weights("ramp", {"k": 1}, lambda n: np.arange(1.0, n + 1))
+    assert not np.array_equal(ones.weights(10), twos.weights(10))   # the name tells them apart

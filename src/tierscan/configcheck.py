@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 
 from tierscan.errors import ConfigError
 from tierscan.units import describe_value
@@ -28,6 +27,8 @@ def read_text(path: str | os.PathLike) -> tuple[str, str]:
 
 
 def parse_toml(text: str, where: str) -> dict:
+    import tomllib   # here, not at import: a run from a dict (a reproduction) parses no TOML
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

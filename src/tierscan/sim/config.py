@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -603,6 +602,8 @@ def parse_override(text: str, where: str | None = None) -> tuple[list, object]:
 
     if raw == "":
         bad("missing value after '='")
+    import tomllib   # here, not at import (configcheck.parse_toml)
+
     try:
         doc = tomllib.loads(f"v = {raw}")
         value = doc["v"] if list(doc) == ["v"] else raw

@@ -10,7 +10,8 @@ Rules every class here keeps:
   from the ``seed`` given at construction, so ``weights(n)`` is the same array on every call and
   in every process; the *draws* come only from the ``rng`` passed to ``sample``;
 - vectorised: no per-page Python loop; the weights and their cumulative sum are computed once per
-  ``n`` and cached (a few entries, so a sweep over many sizes does not keep them all);
+  ``n`` and cached (a few entries, so a sweep over many sizes does not keep them all), and
+  shared with equal distributions built later in the process (the last two tables);
 - ``sample`` is inverse-CDF sampling: one ``rng.random()`` per draw, located in the cumulative
   weights with ``np.searchsorted``. Pages of weight zero are never drawn. Because every class
   consumes the rng the same way, two distributions with the same weights give the same draws from
@@ -29,6 +30,11 @@ import numpy as np
 __all__ = ["Uniform", "Zipf", "HotSet", "Gauss", "Weights", "normal_interval", "DISTRIBUTIONS"]
 
 _CACHE_ENTRIES = 4  # distinct n kept per distribution object
+# tables shared by equal distributions across the runs of one process (a reproduction's fit
+# and sources, a sweep worker's runs build their workloads anew): the last few only, they
+# can be hundreds of MiB
+_SHARED_ENTRIES = 2
+_SHARED: OrderedDict = OrderedDict()
 _SORTED_SEARCH_MIN_COUNT = 1024      # below this, sorting costs more than it saves
 _SORTED_SEARCH_MIN_PAGES = 1 << 16    # a 512 KiB CDF: beyond L2
 
@@ -66,17 +72,29 @@ class _Tabulated:
         if t is not None:
             self._cache.move_to_end(n)
             return t
+        # an equal distribution (same class and parameters: the same weights, module doc) of
+        # an earlier run in this process has the table already
+        key = (type(self), getattr(self, "name", None), repr(self), n)
+        t = _SHARED.get(key)
+        if t is None:
+            t = _SHARED[key] = self._compute_table(n)
+            while len(_SHARED) > _SHARED_ENTRIES:
+                _SHARED.popitem(last=False)
+        else:
+            _SHARED.move_to_end(key)
+        self._cache[n] = t
+        while len(self._cache) > _CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return t
+
+    def _compute_table(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
         w = np.ascontiguousarray(self._compute(n), dtype=np.float64)
         w /= w.sum()
         cdf = np.cumsum(w)
         last = int(np.flatnonzero(w)[-1])  # the highest page that can be drawn
         w.setflags(write=False)
         cdf.setflags(write=False)
-        t = (w, cdf, last)
-        self._cache[n] = t
-        while len(self._cache) > _CACHE_ENTRIES:
-            self._cache.popitem(last=False)
-        return t
+        return w, cdf, last
 
     def weights(self, n: int) -> np.ndarray:
         """float64 array of length n, non-negative, summing to 1 (the cached array, read-only)."""
