@@ -162,10 +162,13 @@ def fault_cost_ns(kernel, costs, before: list[int]) -> float:
 def page_bins(group, bins: int = HEAT_BINS) -> np.ndarray:
     """The heatmap bin of each of the group's pages (read-only; computed once per group and
     bin count: the rate model and BinTiers both ask at set-up)."""
-    out = group._bins.get(bins)
+    kept = getattr(group, "_bins", None)       # None: not a ThreadGroup (tests)
+    out = None if kept is None else kept.get(bins)
     if out is None:
-        out = group._bins[bins] = np.arange(group.n_pages) * bins // max(group.n_pages, 1)
+        out = np.arange(group.n_pages) * bins // max(group.n_pages, 1)
         out.setflags(write=False)
+        if kept is not None:
+            kept[bins] = out
     return out
 
 
