@@ -1,13 +1,14 @@
-"""The compiled eviction passes (mm/evict_kernels.py) against their numpy forms in mm/evict.py:
-the same answers on random folio states, and whole pressure runs leaving the same kernel state
-and counters with ``evict.COMPILED`` on and off."""
+"""The compiled eviction passes (mm/evict_kernels.py; rmap._site_kinds, migrate._copy_state)
+against their numpy forms: the same answers on random folio states, and whole pressure runs
+leaving the same kernel state and counters with ``COMPILED`` on and off in evict, rmap and
+migrate."""
 
 import numpy as np
 import pytest
-from conftest import assert_same, snapshot
+from conftest import HPAGE, PAGE, assert_same, snapshot
 
 from tierscan import Kernel, Machine
-from tierscan.mm import evict
+from tierscan.mm import evict, migrate, rmap
 from tierscan.mm.constants import (
     PG_anon, PG_dirty, PG_lru, PG_reclaim, PG_referenced, PG_swapbacked, PG_swapcache,
     PG_unevictable, PG_workingset, PG_writeback,
@@ -76,10 +77,12 @@ def test_isolate_taken_agrees_with_isolate_folio(seed, monkeypatch):
     assert_same(out[1], out[0])
 
 
-def _pressure_run(compiled: bool, monkeypatch, swappiness=None):
+def _pressure_run(compiled: bool, monkeypatch, swappiness=None, keep=False):
     """benchmarks/bench_pressure.py's run (cold filler over DRAM and CXL, then a hot set,
     numab2, kswapd demoting) at 1/512 scale for 3 simulated seconds."""
     monkeypatch.setattr(evict, "COMPILED", compiled)
+    monkeypatch.setattr(rmap, "COMPILED", compiled)
+    monkeypatch.setattr(migrate, "COMPILED", compiled)
     scale = 1 / 512
     k = Kernel(Machine.preset("zen5-cxl").scaled(scale), seed=0)
     k.sysfs["numa/demotion_enabled"] = True
@@ -92,7 +95,11 @@ def _pressure_run(compiled: bool, monkeypatch, swappiness=None):
     e = Engine(k, wl, daemons=[NumaBalancing(None)], duration_ns=3000 * MS)
     e.run()
     k.check()
-    return snapshot(k), k.vmstat.as_dict()
+    if keep:
+        return k
+    snap = snapshot(k)
+    snap["content"], snap["demoted_ms"] = k.pm.content.copy(), k.pm.demoted_ms.copy()
+    return snap, k.vmstat.as_dict()
 
 
 @pytest.mark.parametrize("swappiness", [None, 200])
@@ -103,3 +110,30 @@ def test_a_pressure_run_is_the_same_with_the_numpy_passes(monkeypatch, swappines
     assert fast_vm["pgdemote_kswapd"] > 0 and fast_vm["pgscan_kswapd"] > 0
     assert fast_vm == ref_vm
     assert_same(ref, fast)
+
+
+def test_rmap_walk_finds_the_numpy_forms_sites(monkeypatch):
+    """rmap_walk with the compiled _add_sites and with the numpy form, over every allocated
+    pfn of a machine after a pressure run (PTE and PMD mappings, demoted and promoted folios)
+    and over pfns nothing maps: the same Sites in the same order."""
+    k = _pressure_run(True, monkeypatch, keep=True)
+    a, b = k.spawn("a"), k.spawn("b")               # THPs, and a file two mms map
+    a.mmap(4 * HPAGE, thp=True, populate=True, policy="bind", nodes=[1])
+    f = k.open_file("shared", 64 * PAGE)
+    for mm in (a, b):
+        mm.mmap(64 * PAGE, kind="file", file=f, shared=True, prot="rw", populate=True,
+                policy="bind", nodes=[1])
+    pm = k.pm
+    used = np.flatnonzero((pm.flags & PG_lru) != 0)
+    rng = np.random.default_rng(0)
+    pfns = np.concatenate([used, rng.choice(pm.nr_pfns, 2000, replace=False)])
+    rng.shuffle(pfns)
+    got = rmap.rmap_walk(k, pfns)
+    monkeypatch.setattr(rmap, "COMPILED", False)
+    want = rmap.rmap_walk(k, pfns)
+    assert sum(s.slots.size for s in want) > 1000 and any(s.pmd for s in want)
+    assert {s.mm for s in want} >= {a, b}
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.mm is b.mm and a.pmd == b.pmd
+        assert np.array_equal(a.slots, b.slots) and np.array_equal(a.pos, b.pos)

@@ -135,9 +135,7 @@ def move_folios(kernel, old, new, chunks=None):
     if ((pm.flags[old] & PG_lru) | (pm.lru_gen_refs[old] & LRU_GEN_MASK)).any():
         kernel.lru_del(old)
     old_p, new_p = pm.folio_pfns(old), pm.folio_pfns(new)
-    for name in _COPIED:
-        arr = getattr(pm, name)
-        arr[new_p] = arr[old_p]
+    copy_folio_state(pm, old_p, new_p)
     src_nid, dst_nid = kernel.node_of(old_p), int(kernel.node_of(new_p[:1])[0])
     sites = rmap_walk(kernel, old_p)
     if chunks is None:
@@ -165,6 +163,38 @@ def move_folios(kernel, old, new, chunks=None):
     mem_cgroup_migrate(kernel, new)
     kernel.lru_add(new)
     return per_group[0] if chunks is None else per_group
+
+
+COMPILED = True   # False: copy_folio_state copies field by field in numpy (its reference)
+
+
+def copy_folio_state(pm, old_p, new_p) -> None:
+    """folio_migrate_flags() and the rest of the per-page state a migration carries over
+    (_COPIED) from pages ``old_p`` to pages ``new_p`` (distinct, disjoint): one compiled
+    pass instead of a gather and a scatter per field."""
+    if not COMPILED:
+        for name in _COPIED:
+            arr = getattr(pm, name)
+            arr[new_p] = arr[old_p]
+        return
+    _copy_state(np.asarray(old_p, np.int64), np.asarray(new_p, np.int64), pm.flags,
+                pm.lru_gen_refs, pm.memcg, pm.mapcount, pm.mapping, pm.index, pm.content,
+                pm.demoted_ms)
+
+
+@njit(cache=True, nogil=True)
+def _copy_state(old_p, new_p, a0, a1, a2, a3, a4, a5, a6, a7):
+    """The _COPIED fields (in that order) of each old page to its new page."""
+    for i in range(old_p.size):
+        o, n = old_p[i], new_p[i]
+        a0[n] = a0[o]
+        a1[n] = a1[o]
+        a2[n] = a2[o]
+        a3[n] = a3[o]
+        a4[n] = a4[o]
+        a5[n] = a5[o]
+        a6[n] = a6[o]
+        a7[n] = a7[o]
 
 
 def split_sites(sites, page_at) -> list[list]:

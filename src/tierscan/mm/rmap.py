@@ -11,7 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arrays import unique
-from .constants import PG_anon, _PAGE_SPECIAL
+from numba import njit
+
+from .constants import (
+    PG_anon, PTE_PFN_MASK, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_SPECIAL,
+)
 from .pagetable import pte_pfn, pte_present
 
 
@@ -30,6 +34,12 @@ class Sites:
 
 
 def _groups(keys: np.ndarray):
+    if keys.size == 0:
+        return
+    k0 = keys[0]
+    if (keys == k0).all():           # one owner (a batch of one mm's anon folios): no sort
+        yield int(k0), np.arange(keys.size)
+        return
     for key in unique(keys):
         yield int(key), np.flatnonzero(keys == key)
 
@@ -60,6 +70,52 @@ def rmap_walk(kernel, pfns: np.ndarray) -> list[Sites]:
 
 
 def _add_sites(out, mm, slots, pfns, pos, kernel) -> None:
+    """The PMD leaves and PTEs of ``mm`` at ``slots`` that map ``pfns``, appended to ``out``
+    (PMD leaves first). One compiled pass (_site_kinds); ``COMPILED = False`` selects the
+    numpy form, _add_sites_reference."""
+    if not COMPILED:
+        _add_sites_reference(out, mm, slots, pfns, pos, kernel)
+        return
+    pt = mm.pt
+    kind = np.empty(slots.size, np.int8)
+    _site_kinds(slots, pfns, pt.pte, pt.pmd, kind)
+    leaf = kind == 1
+    if leaf.any():
+        out.append(Sites(mm, True, slots[leaf] >> 9, pos[leaf]))
+    hit = kind == 2
+    if hit.any():
+        out.append(Sites(mm, False, slots[hit], pos[hit]))
+
+
+COMPILED = True
+
+# plain ints, entries through np.uint64 at the use site (as walk_kernels.py)
+_PRESENT = int(_PAGE_PRESENT | _PAGE_PROTNONE)
+_PSE, _SPECIAL, _PFN = int(_PAGE_PSE), int(_PAGE_SPECIAL), int(PTE_PFN_MASK)
+
+
+@njit(cache=True, nogil=True)
+def _site_kinds(slots, pfns, pte, pmd, kind):
+    """Per page slot: 1 when a PMD leaf (pmd_is_leaf) maps its pfn there, else 2 when a
+    present, non-special PTE does, else 0 (also for slots beyond the table)."""
+    for i in range(slots.size):
+        s = slots[i]
+        kind[i] = 0
+        if s >= pte.size:
+            continue
+        e = pmd[s >> 9]
+        if (e & np.uint64(_PSE)) and (e & np.uint64(_PRESENT)) and \
+                np.int64((e & np.uint64(_PFN)) >> np.uint64(12)) + (s & 511) == pfns[i]:
+            kind[i] = 1
+            continue
+        e = pte[s]
+        if (e & np.uint64(_PRESENT)) and not (e & np.uint64(_SPECIAL)) and \
+                np.int64((e & np.uint64(_PFN)) >> np.uint64(12)) == pfns[i]:
+            kind[i] = 2
+
+
+def _add_sites_reference(out, mm, slots, pfns, pos, kernel) -> None:
+    """_add_sites() in numpy."""
     pt = mm.pt
     ok = slots < pt.pte.size
     slots, pfns, pos = slots[ok], pfns[ok], pos[ok]

@@ -877,8 +877,9 @@ def should_run_aging(lruvec, max_seq: int, swappiness: int) -> tuple[bool, int]:
         return True, 0
     nr = 0
     for t in evictable_types(swappiness):
-        for seq in range(g.min_seq[t], max_seq + 1):
-            nr += int(np.maximum(g.nr_pages[lru_gen_from_seq(seq), t], 0).sum())
+        # one gather and one sum over the gens of min_seq..max_seq (the same integer total)
+        gens = [lru_gen_from_seq(seq) for seq in range(g.min_seq[t], max_seq + 1)]
+        nr += int(np.maximum(g.nr_pages[gens, t], 0).sum())
     return ems + MIN_NR_GENS == max_seq, nr
 
 

@@ -63,8 +63,12 @@ class Vmstat:
 
     def count(self, name: str, nid, amount=1) -> None:
         """Add ``amount`` to counter ``name`` on node(s) ``nid`` (scalars or matching arrays)."""
-        arr = self._arr(name)
-        if np.ndim(nid) == 0 and np.ndim(amount) == 0:
+        arr = self._c.get(name)
+        if arr is None:
+            arr = self._arr(name)
+        if type(nid) is int and type(amount) is int:     # the common call, without np.ndim
+            arr[nid] += amount
+        elif np.ndim(nid) == 0 and np.ndim(amount) == 0:
             arr[int(nid)] += int(amount)
         else:
             np.add.at(arr, np.asarray(nid, dtype=np.int64), amount)
