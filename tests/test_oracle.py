@@ -230,3 +230,25 @@ def test_registered_oracle_and_none():
                           Component(name, bad, path="detectors[0]", where="exp.toml"),
                           k, CostModel(), None)
         assert str(ei.value).startswith(f"exp.toml: detectors[0].{field}:")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_heaviest_unordered_selects_the_sorted_first_k(seed):
+    """heaviest(..., ordered=False) (a selection, what the run summary uses) holds the same
+    rows as the first k of the full ranking, also where k cuts through equal weights (ties go
+    to the smallest identities, owner first) and for k of 0, n and beyond."""
+    from tierscan.hotness.oracle import heaviest
+
+    rng = np.random.default_rng(seed)
+    n = 5000
+    owner = rng.choice([-7, -2, 3, 5, 11], n)          # files (negative) and mms
+    ids = np.unique(np.column_stack([owner, rng.integers(0, 1 << 32, n)]), axis=0)
+    ids = ids[rng.permutation(ids.shape[0])]
+    weights = rng.choice([0.5, 1.0, 2.0, 3.5], ids.shape[0])   # many ties
+    order = np.lexsort((ids[:, 1], ids[:, 0], -weights))
+    for k in [0, 1, 7, 1200, 2500, ids.shape[0] - 1, ids.shape[0], ids.shape[0] + 9]:
+        got = heaviest(ids, weights, k, ordered=False)
+        want = ids[order[:k]]
+        assert (heaviest(ids, weights, k) == want).all()
+        assert got.shape == want.shape
+        assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, want.tolist())), k

@@ -109,7 +109,8 @@ def run(args) -> int:
              args.quiet)
 
     def done(m, s, r, info):
-        note(f"mode {m}: {s} run {r + 1} done ({info['wall_s']:.1f} s)", args.quiet)
+        note(f"mode {m}: {s} run {r + 1} done ({info['wall_s']:.1f} s wall, "
+             f"{info['cpu_s']:.1f} s CPU)", args.quiet)
 
     out = reproduce(modes, scale=args.scale, runs=args.runs, seed=args.seed,
                     access_model=args.model, fit=args.fit, save=save,

@@ -36,13 +36,15 @@ def page_identities(kernel, pfns) -> np.ndarray:
     pfns = np.asarray(pfns, np.int64)
     out = np.zeros((pfns.size, 2), np.int64)
     ok = (pfns >= 0) & (pfns < pm.nr_pfns)
-    p = pfns[ok]
+    every = bool(ok.all())      # (the oracle's 16.8 M pages: one gather of each array, once)
+    p = pfns if every else pfns[ok]
     flags = pm.flags[p]
-    live = ((flags & PG_allocated) != 0) & ((flags & PG_reserved) == 0) & (pm.mapping[p] != 0)
-    owner = np.where((flags & PG_anon) != 0, pm.mapping[p].astype(np.int64),
-                     -pm.mapping[p].astype(np.int64))
-    out[np.flatnonzero(ok), 0] = np.where(live, owner, 0)
-    out[np.flatnonzero(ok), 1] = np.where(live, pm.index[p].astype(np.int64), 0)
+    mapping = pm.mapping[p].astype(np.int64)
+    live = ((flags & (PG_allocated | PG_reserved)) == PG_allocated) & (mapping != 0)
+    owner = np.where((flags & PG_anon) != 0, mapping, -mapping)
+    rows = slice(None) if every else np.flatnonzero(ok)
+    out[rows, 0] = np.where(live, owner, 0)
+    out[rows, 1] = np.where(live, pm.index[p], 0)
     return out
 
 
@@ -72,6 +74,15 @@ def identity_keys(ids) -> np.ndarray:
     """One int64 per (owner, index) row, for set operations."""
     ids = np.asarray(ids, np.int64).reshape(-1, 2)
     return ids[:, 0] * (1 << KEY_SHIFT) + ids[:, 1]
+
+
+def distinct(keys: np.ndarray) -> np.ndarray:
+    """``unique(keys)``; keys already strictly ascending (one VMA's pages in slot order: the
+    oracle's hot set when it holds every candidate) are returned after an O(n) check instead
+    of a sort."""
+    if keys.size < 2 or bool((keys[1:] > keys[:-1]).all()):
+        return keys
+    return unique(keys)
 
 
 # ---- the summary --------------------------------------------------------------------------------
@@ -134,9 +145,13 @@ def lookup(table: dict, keys: np.ndarray, missing: int) -> np.ndarray:
     v = np.fromiter(table.values(), np.int64, len(table))
     order = np.argsort(k)
     k, v = k[order], v[order]
-    i = np.minimum(np.searchsorted(k, keys), k.size - 1)
-    hit = k[i] == keys
-    out[hit] = v[i[hit]]
+    # the keys are searched in sorted order: a binary search per random key misses the cache
+    # at every step (2 M promoted pfns: ~2.3 s CPU; sorted, the sort and search ~0.35 s)
+    at = np.argsort(keys)
+    sk = keys[at]
+    i = np.minimum(np.searchsorted(k, sk), k.size - 1)
+    hit = k[i] == sk
+    out[at[hit]] = v[i[hit]]
     return out
 
 
@@ -168,12 +183,12 @@ def promotion_summary(engine, promoter, *, hot_set=None, fits_fast_tier: bool = 
     unresolved = rows[:, 0] == 0
     nr = rows[:, 2]
     pages = expand_folios(rows[~unresolved])
-    keys = unique(identity_keys(pages))
+    keys = distinct(identity_keys(pages))
     if hot_set is None:
         from ..hotness.oracle import oracle_hot_set
 
         hot_set = oracle_hot_set(engine)
-    hot = unique(identity_keys(hot_set))
+    hot = distinct(identity_keys(hot_set))
     tp = int(np.isin(keys, hot, assume_unique=True).sum())
     start = run_start_ns(engine)
     rep = lookup(getattr(promoter, "first_report_ns", None) or {}, pfns, -1)

@@ -106,7 +106,7 @@ def run_experiment(cfg: ExperimentConfig, progress=None, command=None) -> RunRes
 
 
 def _run(cfg: ExperimentConfig, progress, command, alive: list) -> RunResult:
-    from ..hotness.oracle import oracle_hot_set, start_free_above_high
+    from ..hotness.oracle import heaviest, oracle_candidates, start_free_above_high
     from .promotion_metrics import promotion_summary
 
     cfg = limited(cfg)
@@ -121,12 +121,11 @@ def _run(cfg: ExperimentConfig, progress, command, alive: list) -> RunResult:
                                        if m.parent is not None}
     source = promotion_source(engine)
     if source is not None:
-        # every candidate, heaviest first; the hot set is its first K (oracle_hot_set's
-        # default K), so one ordering serves both
-        every = oracle_hot_set(engine, k=1 << 62)
-        hot = every[:max(start_free_above_high(engine), 0)]
+        # the hot set is oracle_hot_set's (its default K); the summary needs it as a set
+        ids, weights = oracle_candidates(engine)
+        hot = heaviest(ids, weights, start_free_above_high(engine), ordered=False)
         # Every lower-tier page fits in the fast tier's free room: "hot" means nothing there.
-        fits = hot.shape[0] >= every.shape[0]
+        fits = hot.shape[0] >= weights.size
         out["final"]["promotion"] = promotion_summary(engine, source, hot_set=hot,
                                                       fits_fast_tier=fits)
     return RunResult.from_run(cfg, series=out["series"], final=out["final"],
