@@ -18,14 +18,15 @@ from test_memsys_engine import TWO, laptop_loaded
 @pytest.mark.parametrize("dist", [Uniform(), Zipf(0.99), Zipf(1.3, scatter=False),
                                   HotSet(0.1, 0.9, offset=0.95)])
 @pytest.mark.parametrize("n", [1, 3, 2097, 70_000])
-def test_guide_table_draws_are_searchsorted_draws(dist, n):
+@pytest.mark.parametrize("ahead", [0, 1, 16, 1 << 20])     # prefetch distances
+def test_guide_table_draws_are_searchsorted_draws(dist, n, ahead):
     cdf = dist.cdf(n)
     guide, scale = guide_table(cdf)
     last = int(np.flatnonzero(dist.weights(n))[-1])
     ref = dist.sample(n, 50_000, np.random.default_rng(n))
     u = np.random.default_rng(n).random(50_000) * cdf[-1]
     got, counts = np.empty(u.size, np.int64), np.zeros(n, np.int64)
-    draw_pages(u, cdf, guide, scale, last, counts, got)
+    draw_pages(u, cdf, guide, scale, last, counts, got, ahead)
     assert np.array_equal(got, ref)
     assert np.array_equal(counts, np.bincount(ref, minlength=n))
 
@@ -39,7 +40,7 @@ def test_guide_table_search_survives_rounding_at_bucket_edges():
     u = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, 2)])
     u = np.clip(u, 0, np.nextafter(cdf[-1], 0))
     got = np.empty(u.size, np.int64)
-    draw_pages(u, cdf, guide, scale, 499, np.zeros(500, np.int64), got)
+    draw_pages(u, cdf, guide, scale, 499, np.zeros(500, np.int64), got, 16)
     assert np.array_equal(got, np.minimum(np.searchsorted(cdf, u, side="right"), 499))
 
 

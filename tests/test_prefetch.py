@@ -49,3 +49,11 @@ def test_pghot_record_update_is_the_same_with_prefetches(monkeypatch, ahead):
             (r0, o0), (r1, o1) = words
             assert np.array_equal(r0, r1) and np.array_equal(o0, o1), (literal, hint)
             assert o0.any() and (r0 != 0).any()
+
+
+def test_no_prefetch_for_tables_a_core_keeps_in_l2(monkeypatch):
+    monkeypatch.setattr(prefetch, "ahead", 16)
+    assert prefetch.distance(prefetch.SMALL_BYTES - 1) == 0
+    assert prefetch.distance(prefetch.SMALL_BYTES) == 16
+    monkeypatch.setattr(prefetch, "ahead", 0)
+    assert prefetch.distance(1 << 40) == 0

@@ -164,7 +164,8 @@ class ExactModel(AccessModel):
             self._count_heat(group, pages)
             return pages
         out = np.empty(n, np.int64)
-        draw_pages(GuideTables.uniforms(t, n, rng), *t, self._heat_counts(group), out)
+        draw_pages(GuideTables.uniforms(t, n, rng), *t, self._heat_counts(group), out,
+                   GuideTables.ahead(t))
         return out
 
     def _heat_counts(self, group) -> np.ndarray:

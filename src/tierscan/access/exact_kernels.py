@@ -67,33 +67,45 @@ def _locate(x, cdf, guide, scale, last):
     return lo
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _prefetch_draws(u, i, ahead, cdf, guide, scale, counts):
+    """Prefetch draw i + ahead's guide bucket, and draw i + ahead/2's CDF entry and count
+    (at the bucket's first page, the draw's own entry or next to it), once its bucket has
+    arrived: the draws' cache misses overlap (tierscan.prefetch)."""
+    k = guide.size - 1
+    if i + ahead < u.size:
+        prefetch(guide, _bucket(u[i + ahead], scale, k))
+    half = ahead // 2
+    if half and 0 <= i + half < u.size:
+        g = guide[_bucket(u[i + half], scale, k)]
+        prefetch(cdf, g)
+        if counts.size:
+            prefetch(counts, g)
+
+
 @njit(cache=True, nogil=True)
-def draw_pages(u, cdf, guide, scale, last, counts, out):
-    """out[i] = min(searchsorted(cdf, u[i], "right"), last); counts[out[i]] += 1."""
-    for i in range(u.size):
-        lo = _locate(u[i], cdf, guide, scale, last)
-        out[i] = lo
-        counts[lo] += 1
+def draw_pages(u, cdf, guide, scale, last, counts, out, ahead):
+    """out[i] = min(searchsorted(cdf, u[i], "right"), last); counts[out[i]] += 1. With
+    ``ahead`` > 0 the draws ahead are prefetched (_prefetch_draws)."""
+    for i in range(-ahead, u.size):
+        if ahead:
+            _prefetch_draws(u, i, ahead, cdf, guide, scale, counts)
+        if i >= 0:
+            lo = _locate(u[i], cdf, guide, scale, last)
+            out[i] = lo
+            counts[lo] += 1
 
 
 @njit(cache=True, nogil=True)
 def draw_index(u, cdf, guide, scale, last, out, ahead):
     """out[i] = min(searchsorted(cdf, u[i], "right"), last) (draw_pages without counting).
-    With ``ahead`` > 0, draw i + ahead's guide bucket and draw i + ahead/2's CDF entry are
-    prefetched (tierscan.prefetch), so the draws' cache misses overlap."""
-    n = u.size
-    k = guide.size - 1
-    half = ahead // 2
-    for i in range(min(ahead, n)):
-        prefetch(guide, _bucket(u[i], scale, k))
-    for i in range(min(half, n)):
-        prefetch(cdf, guide[_bucket(u[i], scale, k)])
-    for i in range(n):
-        if ahead and i + ahead < n:
-            prefetch(guide, _bucket(u[i + ahead], scale, k))
-        if half and i + half < n:
-            prefetch(cdf, guide[_bucket(u[i + half], scale, k)])
-        out[i] = _locate(u[i], cdf, guide, scale, last)
+    With ``ahead`` > 0 the draws ahead are prefetched (_prefetch_draws)."""
+    no_counts = out[:0]
+    for i in range(-ahead, u.size):
+        if ahead:
+            _prefetch_draws(u, i, ahead, cdf, guide, scale, no_counts)
+        if i >= 0:
+            out[i] = _locate(u[i], cdf, guide, scale, last)
 
 
 class GuideTables:
@@ -119,6 +131,11 @@ class GuideTables:
         return t[1:]
 
     @staticmethod
+    def ahead(table) -> int:
+        """The prefetch distance of draws from ``table`` (none while it fits a core's L2)."""
+        return pf.distance(table[0].nbytes + table[1].nbytes)
+
+    @staticmethod
     def uniforms(table, count: int, rng) -> np.ndarray:
         """The uniforms of ``count`` draws, scaled as the tabulated ``sample`` scales them."""
         u = rng.random(count)
@@ -131,5 +148,5 @@ class GuideTables:
         if t is None:
             return dist.sample(n, count, rng)
         out = np.empty(count, np.int64)
-        draw_index(self.uniforms(t, count, rng), *t, out, pf.ahead)
+        draw_index(self.uniforms(t, count, rng), *t, out, self.ahead(t))
         return out
