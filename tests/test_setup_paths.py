@@ -225,3 +225,30 @@ def test_equal_distributions_share_their_table():
     ones = Weights("flat", {"k": 1}, lambda n: np.ones(n))
     twos = Weights("ramp", {"k": 1}, lambda n: np.arange(1.0, n + 1))
     assert not np.array_equal(ones.weights(10), twos.weights(10))   # the name tells them apart
+
+
+def test_bin_sizes_and_heat_tiers_without_per_page_bins():
+    """base.bin_sizes is bincount(page_bins) for any page and bin count; BinTiers' top-tier
+    sums by bin_sums equal bincount's over page_bins, also after a remap hook."""
+    from types import SimpleNamespace
+
+    from tierscan.access.base import BinTiers, bin_sizes, page_bins
+    from tierscan.sim.run import build_engine
+
+    for n, bins in ((0, 64), (1, 64), (63, 64), (64, 64), (1000, 64), (100_003, 64), (10, 7)):
+        ref = np.bincount(page_bins(SimpleNamespace(n_pages=n), bins), minlength=bins)
+        got = bin_sizes(n, bins)
+        assert got.dtype == ref.dtype and got.tolist() == ref.tolist(), (n, bins)
+    e = build_engine(cfg(THP, machine=laptop_loaded(llc="1MiB")))
+    k, g = e.kernel, e.groups[1]
+    t = BinTiers(k, g, bins=7)
+    nodes = k.node_of(g.mm.translate(g.addrs))
+    top = np.isin(nodes, k.machine.toptier_nodes)
+    pb = page_bins(g, 7)
+    assert np.array_equal(t.fast, np.bincount(pb, weights=top, minlength=7))
+    assert np.array_equal(t.size, np.maximum(np.bincount(pb, minlength=7), 1))
+    moved = g.slots[::3]
+    src = nodes[::3]
+    t._on_remap(g.mm, moved, src, 1)
+    top[::3] = 1 in k.machine.toptier_nodes
+    assert np.array_equal(t.fast, np.bincount(pb, weights=top, minlength=7))

@@ -189,6 +189,14 @@ def bin_sums_reference(group, bins: int, w) -> np.ndarray:
     return np.bincount(page_bins(group, bins), weights=w, minlength=bins)
 
 
+def bin_sizes(n_pages: int, bins: int) -> np.ndarray:
+    """``np.bincount(page_bins(group, bins), minlength=bins)`` without the pages: bin b
+    starts at the first page i with i * bins // n >= b, i.e. i = ceil(b * n / bins)."""
+    d = max(n_pages, 1)
+    b = np.arange(bins + 1, dtype=np.int64)
+    return np.diff(np.minimum(-(-b * d // bins), n_pages))
+
+
 class BinTiers:
     """Which tier backs each heatmap bin of a group's pages, kept current by the kernel's
     remap hooks (migrations), so a sample costs O(bins), not O(pages). Pages that fault in
@@ -200,10 +208,13 @@ class BinTiers:
         # answers for -1 (not mapped): np.isin(nids, top) by one gather
         self.is_top = np.zeros(kernel.machine.nr_nodes + 1, bool)
         self.is_top[self.top.astype(np.int64)] = True
-        self.bins = page_bins(group, bins)
-        self.size = np.maximum(np.bincount(self.bins, minlength=bins), 1)
-        fast = self.is_top[group.placement(kernel)[1]]
-        self.fast = np.bincount(self.bins, weights=fast, minlength=bins)
+        # page i is in bin i * bins // n (page_bins), computed where needed rather than kept
+        # per page (16 Mi pages in Mode 3): the bins' sizes from where each starts, the top-tier
+        # pages per bin by bin_sums (sums of 0s and 1s: exact in any order)
+        self.nbins = bins
+        self.size = np.maximum(bin_sizes(group.n_pages, bins), 1)
+        is_top = self.is_top.astype(np.float64)
+        self.fast = bin_sums(group.n_pages, bins, is_top[group.placement(kernel)[1]])
         kernel.remap_hooks.append(self._on_remap)
 
     def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
@@ -212,7 +223,7 @@ class BinTiers:
         idx = self.group.index_of(page_slots)
         ok = idx >= 0
         delta = float(dst_nid in self.top) - self.is_top[np.asarray(src_nids)[ok]]
-        np.add.at(self.fast, self.bins[idx[ok]], delta)
+        np.add.at(self.fast, idx[ok] * self.nbins // max(self.group.n_pages, 1), delta)
 
     def tier_of_bin(self) -> np.ndarray:
         """0 where most of the bin's pages are on the top tier, else 1."""
