@@ -18,6 +18,10 @@ Fast paths (each with its reference):
 - pghot's first-report times: ``FirstReports.seen`` as one compiled pass in report order
   with each report's ns computed at once (reference: ``seen_reference``, np.unique of the
   fresh records and of their jiffies).
+- pghot's record update of a drained window (one nid, a time per report) in the one-nid
+  compiled pass (``PghotV3._record_one``; reference: the general form's numpy passes around
+  ``lower_tier_lru_heads``, ``FirstReports.seen`` and ``_pghot_update``,
+  ``one_nid_pass = False``).
 - the prefetches of the per-sample passes (``tierscan.prefetch``: the guide-table draw, the
   pages' addresses, the handler's filter, pghot's filter, record update and first reports);
   the references run with ``prefetch.ahead = 0``.
@@ -64,6 +68,7 @@ REFERENCES = [
     (Ibs, "_filter", Ibs._filter_reference),
     (FirstReports, "seen", FirstReports.seen_reference),
     (pghot, "lower_tier_lru_heads", pghot.lower_tier_lru_heads_reference),
+    (PghotV3, "one_nid_pass", False),
 ]
 
 

@@ -38,7 +38,7 @@ def _state(e):
 
 @pytest.mark.parametrize("literal", [False, True])
 @pytest.mark.parametrize("sources", [None, ["pgtscan", "hintfault"]])
-def test_one_nid_one_time_is_the_general_form(literal, sources):
+def test_one_nid_one_time_is_the_general_form(monkeypatch, literal, sources):
     params = {"literal": literal, "freq_threshold": 2}
     if sources is not None:
         params["sources"] = sources
@@ -46,6 +46,7 @@ def test_one_nid_one_time_is_the_general_form(literal, sources):
     for as_arrays in (False, True):
         k, pool = _kernel()
         e = PghotV3(k, **params)
+        monkeypatch.setattr(e, "one_nid_pass", not as_arrays)   # arrays: the general form
         rng = np.random.default_rng(3)
         got = []
         for step in range(60):
@@ -65,6 +66,43 @@ def test_one_nid_one_time_is_the_general_form(literal, sources):
     assert sum(got_one) > 1000                           # records were updated ...
     assert st_one[2].any() and st_one[3].any()           # ... some became READY
     for a, b in zip(st_one, st_arr):
+        if isinstance(a, dict):
+            assert a == b
+        else:
+            assert (a is None and b is None) or np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("literal", [False, True])
+@pytest.mark.parametrize("sources", [None, ["pgtscan", "hintfault"]])
+def test_one_nid_with_a_time_per_report_is_the_general_form(monkeypatch, literal, sources):
+    """IBS's drained windows: one nid array (every report the same nid) with a time per
+    report, through the one-nid pass and through the general form (one_nid_pass False);
+    calls with mixed nids take the general form in both."""
+    params = {"literal": literal, "freq_threshold": 2}
+    if sources is not None:
+        params["sources"] = sources
+    runs = []
+    for fast in (True, False):
+        k, pool = _kernel()
+        e = PghotV3(k, **params)
+        monkeypatch.setattr(e, "one_nid_pass", fast)
+        rng = np.random.default_rng(4)
+        got = []
+        for step in range(60):
+            k.clock_ns = (10 + 40 * step) * MS
+            n = int(rng.integers(0, 400))
+            pfns = rng.choice(pool, n)                                 # repeats included
+            nids = np.full(n, int(rng.choice([-1, -7, 0, 1, 2, 5, 1023, 1024, 4000])))
+            if step % 7 == 3 and n:
+                nids[rng.integers(0, n)] = 1                            # mixed nids
+            src = str(rng.choice(["pgtscan", "hintfault", "hwhints"]))
+            nows = k.jiffies - 9 + np.sort(rng.integers(0, 10, n))      # a 10-jiffy window
+            got.append(e.record_access(pfns, nids, src, nows))
+        runs.append((got, _state(e)))
+    (got_fast, st_fast), (got_ref, st_ref) = runs
+    assert got_fast == got_ref
+    assert sum(got_fast) > 1000 and st_fast[2].any() and st_fast[3].any()
+    for a, b in zip(st_fast, st_ref):
         if isinstance(a, dict):
             assert a == b
         else:

@@ -398,13 +398,15 @@ def _pghot_word(h, now, nid, window, threshold, literal, hint, default_node, nid
 def _record_one_pass(pfns, node_start, nr_pfns, is_lower, order, flags, lru, base, ns1,
                      ns_plus1, rec, nid, now, window, threshold, literal, hint, default_node,
                      nid_mask, freq_mask, time_mask, freq_max, block_ready, activate, ahead):
-    """PghotV3._record_one's filters 4-5 and records' part for one nid and one time, report
-    by report in one pass: what lower_tier_lru_heads, LowerTierPfns.index,
-    FirstReports.seen (``ns1``, ``ns_plus1``: the time + 1), _pghot_update and the READY
-    block / activation marks do over arrays (they touch different words, so doing them per
-    report in order is the same). Returns how many records were updated."""
+    """PghotV3._record_one's filters 4-5 and records' part for one nid, report by report in
+    one pass: what lower_tier_lru_heads, LowerTierPfns.index, FirstReports.seen (``ns1``,
+    ``ns_plus1``: the time + 1), _pghot_update and the READY block / activation marks do
+    over arrays (they touch different words, so doing them per report in order is the
+    same). ``now`` and ``ns_plus1`` hold one time for every report, or one per report.
+    Returns how many records were updated."""
     n = 0
     half = ahead // 2
+    per_report = now.size > 1
     for i in range(pfns.size):
         if ahead:
             prefetch_folio(pfns, i + ahead, i + half, order, flags)
@@ -412,9 +414,10 @@ def _record_one_pass(pfns, node_start, nr_pfns, is_lower, order, flags, lru, bas
         if head < 0:
             continue
         j = head - node_start[node] + base[node]
+        w = i if per_report else 0
         if ns1[j] == 0:
-            ns1[j] = ns_plus1
-        h = _pghot_word(rec[j], now, nid, window, threshold, literal, hint, default_node,
+            ns1[j] = ns_plus1[w]
+        h = _pghot_word(rec[j], now[w], nid, window, threshold, literal, hint, default_node,
                         nid_mask, freq_mask, time_mask, freq_max)
         rec[j] = h
         if h < 0:
@@ -510,6 +513,10 @@ class PghotV3(PromotionEngine):
     # (_WalkSteps); False: the reference forms (per window and destination, _walk_steps)
     fast_wake = True
     per_report_jiffies = True   # record_access takes one jiffies value per report
+    # reports that all carry one nid take the one-nid pass (_record_one), also with a time
+    # per report (IBS's drained windows); False: only a scalar nid and time do (the general
+    # form is then the reference, tests/test_pghot_record_one.py)
+    one_nid_pass = True
     period_ns = 100 * MS     # nothing to do on its own: the kmigrated daemons do the work
 
     PARAMS = {
@@ -563,6 +570,9 @@ class PghotV3(PromotionEngine):
         k = self.kernel
         if np.ndim(nid) == 0 and np.ndim(now_jiffies) == 0:
             return self._record_one(pfns, int(nid), src, now_jiffies)
+        one = self._one_nid(pfns, nid)
+        if one is not None:
+            return self._record_one(pfns, one, src, now_jiffies)
         vm, n_nodes = k.vmstat, k.machine.nr_nodes
         pfns, nids = normalize_report(k, pfns, nid)
         if pfns.size == 0:
@@ -586,12 +596,33 @@ class PghotV3(PromotionEngine):
         return self._update(heads, nodes, nids[keep], kept_nows,
                             kept_nows if np.ndim(now_jiffies) else now_jiffies, src)
 
+    def _one_nid(self, pfns, nid) -> int | None:
+        """The nid every report carries, when record_access can take the one-nid pass with
+        it (``one_nid_pass``); else None."""
+        if not self.one_nid_pass:
+            return None
+        if np.ndim(nid) == 0:
+            return int(nid)
+        nids = np.asarray(nid).ravel()
+        if nids.size == 0 or nids.size != np.size(pfns) or nids.dtype.kind not in "iu":
+            return None                              # (the general form checks them)
+        first = int(nids[0])
+        return first if (nids == first).all() else None
+
     def _record_one(self, pfns, nid: int, src: str, now_jiffies) -> int:
-        """record_access() with one nid and one time for every report (klruscand's batches,
-        NUMA hint faults): the same filters, counters and updates without the per-report
-        nid, time and node arrays the general form builds before the lower-tier filter."""
+        """record_access() with one nid for every report (klruscand's batches, NUMA hint
+        faults, IBS's drained windows) and one time, or one per report: the same filters,
+        counters and updates without the per-report nid and node arrays the general form
+        builds before the lower-tier filter."""
         k = self.kernel
         pfns = np.asarray(pfns, dtype=np.int64).ravel()
+        if np.ndim(now_jiffies):
+            if pfns.size == 0:
+                return 0
+            now = np.ascontiguousarray(np.broadcast_to(
+                np.asarray(now_jiffies, dtype=np.int64), pfns.shape))
+        else:
+            now = np.array([int(now_jiffies)], np.int64)
         nid = -1 if nid < 0 else nid                 # normalize_report's NUMA_NO_NODE
         if self.literal and src == HW_HINTS:
             nid = 0                                  # quirk (c)
@@ -605,12 +636,14 @@ class PghotV3(PromotionEngine):
         if self._first.ns1 is None:      # made at the first report that passes the filters
             if lower_tier_lru_heads(k, self.lower, pfns)[1].size == 0:
                 return 0
-        pm, now = k.pm, int(now_jiffies)
+        pm = k.pm
+        ns_plus1 = (jiffies_to_clock_ns(now) if now.size > 1 else
+                    np.array([jiffies_to_clock_ns(int(now[0]))], np.int64)) + 1
         nid_mask, freq_mask, time_mask = self.masks
         return int(_record_one_pass(
             np.ascontiguousarray(pfns), pm.node_start, pm.nr_pfns, self.lower.is_lower,
             pm.order, pm.flags, PG_lru, self.lower.base, self._first.table(),
-            jiffies_to_clock_ns(now) + 1, self._rec64, nid, now,
+            ns_plus1, self._rec64, nid, now,
             self.freq_window_ms * HZ // MSEC_PER_SEC, self.freq_threshold, self.literal,
             src == HINT_FAULT, self.default_node, nid_mask, freq_mask, time_mask,
             PGHOT_FREQ_MAX, self._block_ready, self.activate, pf.ahead))
