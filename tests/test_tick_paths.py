@@ -1,6 +1,8 @@
 """The engine tick loop's fast paths (issue 15, engine3) against their plain forms: each is
 compared with the reference kept beside it, on states built to reach every branch."""
 
+from types import SimpleNamespace
+
 import numpy as np
 from conftest import HPAGE, PAGE, addrs, page_addrs
 
@@ -95,3 +97,52 @@ def test_heat_bin_sums_equal_bincount():
         g = SimpleNamespace(n_pages=n)
         got, ref = bin_sums(n, bins, w), bin_sums_reference(g, bins, w)
         assert got.tobytes() == ref.tobytes()
+
+
+def _groups(rng):
+    """Stand-ins for thread groups: one range, and several disjoint ranges (index_of's two
+    forms)."""
+    from tierscan.access.base import ThreadGroup
+
+    out = []
+    for starts, sizes in (([1_000], [700]), ([50, 400, 2_000, 5_000], [100, 300, 512, 37])):
+        g = ThreadGroup.__new__(ThreadGroup)
+        g.range_start = np.array(starts, np.int64)
+        g.range_end = g.range_start + np.array(sizes, np.int64)
+        g.range_base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        g.n_pages = int(sum(sizes))
+        out.append(g)
+    return out
+
+
+def test_remap_hooks_compiled_equal_numpy():
+    """The rate model's and memsys's weight moves (arrays.move_weight_out) and BinTiers'
+    bin counts (bin_tier_moves) against their numpy forms: same floats, same order."""
+    from tierscan.access.base import BinTiers
+    from tierscan.arrays import move_weight_out, move_weight_out_reference
+
+    rng = np.random.default_rng(9)
+    for g in _groups(rng):
+        w = rng.random(g.n_pages) ** 6 * 10.0 ** rng.integers(-9, 9, g.n_pages)
+        for _ in range(20):
+            slots = rng.integers(0, 6_000, rng.integers(0, 3_000))
+            src = rng.integers(0, 4, slots.size)
+            a = rng.random(4) * 1e3
+            b = a.copy()
+            moved, idx = move_weight_out(a, src, slots, g.range_start, g.range_end,
+                                         g.range_base, w)
+            moved_ref, idx_ref = move_weight_out_reference(b, src, g, slots, w)
+            assert a.tobytes() == b.tobytes() and moved.tobytes() == moved_ref.tobytes()
+            assert np.array_equal(idx, idx_ref)
+            bt = BinTiers.__new__(BinTiers)
+            bt.group, bt.top = SimpleNamespace(mm=None, **vars(g)), np.array([0, 1])
+            bt.group.index_of = g.index_of
+            bt.is_top = np.array([True, True, False, False, False])
+            bt.nbins = 64
+            bt.fast = rng.random(64) * 100
+            ref = bt.fast.copy()
+            dst = int(rng.integers(0, 4))
+            bt._on_remap(None, slots, src, dst)
+            got, bt.fast = bt.fast, ref
+            bt._on_remap_reference(None, slots, src, dst)
+            assert got.tobytes() == bt.fast.tobytes()

@@ -25,6 +25,47 @@ def upper_bound(a, x, lo, hi):
     return lo
 
 
+@njit(cache=True, nogil=True, inline="always")
+def page_index(s, range_start, range_end, range_base):
+    """In compiled loops: ThreadGroup.index_of of one page slot (its place among the pages
+    of the disjoint ranges [range_start, range_end) numbered from range_base, -1 if none)."""
+    r = upper_bound(range_start, s, 0, range_start.size) - 1
+    if r < 0 or s >= range_end[r]:
+        return -1
+    return range_base[r] + s - range_start[r]
+
+
+@njit(cache=True, nogil=True)
+def move_weight_out(node_mass, src, slots, range_start, range_end, range_base, w):
+    """A remap or unmap hook's first step for one thread group (a group's pages are the page
+    slots of its ranges [range_start, range_end), numbered from range_base: ThreadGroup
+    .index_of): subtract each of ``slots`` that is the group's page's weight from the mass of
+    its node ``src`` in slot order, as ``np.subtract.at(node_mass, src[ok], w[idx[ok]])``
+    does, and return those weights in that order (what ``w[idx[ok]]`` gives) and each slot's
+    place among the group's pages, -1 if none (``idx``). move_weight_out_reference is the
+    numpy form."""
+    n = slots.size
+    out = np.empty(n)
+    idx = np.empty(n, np.int64)
+    k = 0
+    for j in range(n):
+        i = page_index(slots[j], range_start, range_end, range_base)
+        idx[j] = i
+        if i < 0:
+            continue
+        node_mass[src[j]] -= w[i]
+        out[k] = w[i]
+        k += 1
+    return out[:k], idx
+
+
+def move_weight_out_reference(node_mass, src, group, slots, w):
+    idx = group.index_of(slots)
+    ok = idx >= 0
+    np.subtract.at(node_mass, np.asarray(src)[ok], w[idx[ok]])
+    return w[idx[ok]], idx
+
+
 def unique(a) -> np.ndarray:
     """``np.unique(a)``, the sorted distinct values, found by sorting a copy for integer and
     bool arrays (the same values and dtype); other dtypes go to np.unique (its NaN rules)."""

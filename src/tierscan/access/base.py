@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..arrays import page_index
 from ..mm.mempolicy import DEFAULT_POLICY
 from ..mm.pagetable import PageTable
 
@@ -197,6 +198,20 @@ def bin_sizes(n_pages: int, bins: int) -> np.ndarray:
     return np.diff(np.minimum(-(-b * d // bins), n_pages))
 
 
+@njit(cache=True, nogil=True)
+def bin_tier_moves(fast, nbins, n_pages, is_top, src, slots, range_start, range_end,
+                   range_base, into_top):
+    """BinTiers' remap hook in one pass: for each moved slot that is one of the group's pages
+    (page i, in bin i * nbins // n_pages), in slot order, add (moved into the top tier) -
+    (came from it) to its bin's count, as ``np.add.at`` of those deltas does
+    (BinTiers._on_remap_reference)."""
+    d = max(n_pages, 1)
+    for j in range(slots.size):
+        i = page_index(slots[j], range_start, range_end, range_base)
+        if i >= 0:
+            fast[i * nbins // d] += into_top - is_top[src[j]]
+
+
 class BinTiers:
     """Which tier backs each heatmap bin of a group's pages, kept current by the kernel's
     remap hooks (migrations), so a sample costs O(bins), not O(pages). Pages that fault in
@@ -218,6 +233,15 @@ class BinTiers:
         kernel.remap_hooks.append(self._on_remap)
 
     def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
+        if mm is not self.group.mm:
+            return
+        g = self.group
+        bin_tier_moves(self.fast, self.nbins, g.n_pages, self.is_top,
+                       np.asarray(src_nids, np.int64), np.asarray(page_slots, np.int64),
+                       g.range_start, g.range_end, g.range_base, float(dst_nid in self.top))
+
+    def _on_remap_reference(self, mm, page_slots, src_nids, dst_nid) -> None:
+        """_on_remap in numpy (bin_tier_moves is its compiled form)."""
         if mm is not self.group.mm:
             return
         idx = self.group.index_of(page_slots)

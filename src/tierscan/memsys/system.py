@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import move_weight_out
 from . import memo
 from .devices import devices_of
 from .llc import LINE, LINES_PER_PAGE, LineCache, shared_llc_hits
@@ -126,14 +127,17 @@ class MemorySystem:
 
     # ---- inputs ---------------------------------------------------------------------------------
     def _on_remap(self, mm, page_slots, src_nids, dst_nid) -> None:
+        slots = src = None
         for g in self.by_mm.get(mm.id, ()):
             s = self.state[g.gid]
             if s.node_mass is None:
                 continue
-            idx = g.index_of(page_slots)
-            ok = idx >= 0
-            np.subtract.at(s.node_mass, np.asarray(src_nids)[ok], s.w[idx[ok]])
-            s.node_mass[dst_nid] += s.w[idx[ok]].sum()
+            if slots is None:
+                slots = np.asarray(page_slots, np.int64)
+                src = np.asarray(src_nids, np.int64)
+            moved, _ = move_weight_out(s.node_mass, src, slots, g.range_start, g.range_end,
+                                       g.range_base, s.w)
+            s.node_mass[dst_nid] += moved.sum()
             s.coef = None
 
     def kernel_traffic(self, src_nids, dst_nid: int, bytes_each: int) -> None:
