@@ -13,11 +13,12 @@ with the index and with the whole-range reference (``PhysMem.lru_index = False``
 reclaim call scans the node's pfn range), checks that both give the same counters, and prints
 the ratio of their run times. ``--reference-scale 0`` skips it.
 
-Eviction's per-folio passes are compiled (mm/evict_kernels.py). With ``--numpy-scale r``
-(default 1/64, 10 s) the same run at scale r is made with them and with their numpy forms
-(``evict.COMPILED = False``), twice each in the order compiled, numpy, numpy, compiled (a
-shared machine's load drifts), checks that all give the same counters and prints the CPU
-time of an ``evict_folios`` call in each. ``--numpy-scale 0`` skips it. Every run prints
+Eviction's per-folio passes are compiled (mm/evict_kernels.py, rmap's site test, migrate's
+state copy). With ``--numpy-scale r`` (default 1/64, 10 s) the same run at scale r is made
+with them and with their numpy forms (``COMPILED = False`` in evict, rmap, migrate), twice
+each in the order compiled, numpy, numpy, compiled (a shared machine's load drifts), checks
+that all give the same counters and prints the median CPU time of an ``evict_folios`` call
+in each. ``--numpy-scale 0`` skips it. Every run prints
 its ``evict_folios`` calls and the median call's CPU time.
 
     PYTHONPATH=src python3 benchmarks/bench_pressure.py [--scale 0.015625] [--duration 60]
@@ -34,7 +35,7 @@ import numpy as np
 
 from tierscan import Kernel, Machine
 from tierscan.hotness.numab import NumaBalancing
-from tierscan.mm import evict, reclaim
+from tierscan.mm import evict, migrate, reclaim, rmap
 from tierscan.sim.engine import MS, Engine
 from tierscan.workload.library import make_workload
 
@@ -79,8 +80,14 @@ class _EvictTimer:
         return float(np.median(self.times)) * 1e3 if self.times else 0.0
 
 
+def _set_compiled(on: bool) -> None:
+    """Eviction's compiled passes (evict_kernels, rmap's site test, migrate's state copy) or
+    their numpy forms."""
+    evict.COMPILED = rmap.COMPILED = migrate.COMPILED = on
+
+
 def run(scale: float, duration_s: float, reference: bool = False, compiled: bool = True) -> dict:
-    evict.COMPILED = compiled
+    _set_compiled(compiled)
     t0 = time.perf_counter()
     c0 = _cpu_s()
     k = Kernel(Machine.preset("zen5-cxl").scaled(scale), seed=0)
@@ -101,7 +108,7 @@ def run(scale: float, duration_s: float, reference: bool = False, compiled: bool
     with _EvictTimer() as ev:
         e.run()
     t2, p2 = time.perf_counter(), time.process_time()
-    evict.COMPILED = True
+    _set_compiled(True)
     cpu_s = _cpu_s() - c0
     out = e.results()
     return {"setup_s": t1 - t0, "run_s": t2 - t1, "cpu_s": cpu_s, "run_cpu_s": p2 - p1, "filler": filler, "hot": hot,
