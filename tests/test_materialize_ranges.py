@@ -100,23 +100,32 @@ def twin_models():
     return [_engine().run().kernel.access_source for _ in range(2)]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_ranges_draw_as_the_listed_slots_do(twin_models, seed, monkeypatch):
+@pytest.mark.parametrize("seed, gap", [(0, 1024), (1, 8), (2, 1)])
+def test_ranges_draw_as_the_listed_slots_do(twin_models, seed, gap, monkeypatch):
     """Random call sequences (C moving forth and back, references, phase changes, A bits
     cleared) on two models in the same state: one materializes PTEs as ranges (several per
     call, some beyond the group), the other as the listed slots. Same tables, hazards,
-    settled runs and generator state after each call; settled prefixes were skipped."""
+    settled runs and generator state after each call; settled prefixes were skipped, and
+    (``gap``: rate.UNREAD_GAP) uniforms that no draw reads were taken without drawing."""
     from tierscan.access import rate
 
-    skipped = [0]
-    real = rate.Hazards.settled_prefix_runs
+    skipped, spans = [0], [0, 0]
+    real, real_spans = rate.Hazards.settled_prefix_runs, rate.clear_spans
 
     def counting(self, i0, ln, C):
         p = real(self, i0, ln, C)
         skipped[0] += p
         return p
 
+    def counting_spans(table, s0, ln, *a):
+        k = real_spans(table, s0, ln, *a)
+        spans[0] += k
+        spans[1] += int(ln.sum()) - int((a[-1][:k] - a[-2][:k]).sum())   # not drawn
+        return k
+
     monkeypatch.setattr(rate.Hazards, "settled_prefix_runs", counting)
+    monkeypatch.setattr(rate, "clear_spans", counting_spans)
+    monkeypatch.setattr(rate, "UNREAD_GAP", gap)
     calls = []
     for model, by_ranges in zip(twin_models, (True, False)):
         real_ptes = model.materialize_ptes
@@ -131,6 +140,10 @@ def test_ranges_draw_as_the_listed_slots_do(twin_models, seed, monkeypatch):
                 lo, hi = np.array([a, *cuts]), np.array([*cuts, b])
             else:
                 lo, hi = np.array([a, *cuts[1::2]]), np.array([*cuts[0::2], b])
+            for x in pick.integers(a, b + 1, 3):  # stretches young already: no draw reads
+                y = int(x) + int(pick.integers(0, 2500))  # their uniforms
+                pte = mm.pt.pte[int(x):y]
+                pte[pte & np.uint64(_PAGE_PRESENT) != 0] |= np.uint64(_PAGE_ACCESSED)
             if by_ranges:
                 model.materialize_pte_ranges(mm, lo, hi)
             else:
@@ -149,6 +162,7 @@ def test_ranges_draw_as_the_listed_slots_do(twin_models, seed, monkeypatch):
     g0, g1 = (next(iter(mo.by_mm.values()))[0][0] for mo in twin_models)
     assert _same(_snapshot(twin_models[0], g0.mm), _snapshot(twin_models[1], g1.mm))
     assert skipped[0] > 1000
+    assert spans[0] > 20 and spans[1] > 10_000
 
 
 def test_settled_prefix_and_settle_of_runs_are_those_of_the_listed_entries():
@@ -179,3 +193,45 @@ def test_settled_prefix_and_settle_of_runs_are_those_of_the_listed_entries():
         b.settle_runs(i0, ln, C)
         assert a.settled == b.settled
     assert hits > 100
+
+
+@pytest.mark.parametrize("gap", [1, 8, 1024])
+def test_spans_draw_every_uniform_a_draw_reads(gap):
+    """clear_spans covers every entry whose draw reads a uniform (present, A clear), and
+    _uniforms with those spans gives them the same uniforms as the full (2, n) draw, and
+    leaves the generator where the full draw does (settled prefix or not)."""
+    from tierscan.access.rate import RateModel
+    from tierscan.access.rate_kernels import clear_spans
+
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        n_slots = 20_000
+        present = rng.random(n_slots) < 0.9
+        young = np.zeros(n_slots, bool)
+        for x in rng.integers(0, n_slots, 8):          # long stretches young already
+            young[x:x + int(rng.integers(0, 5000))] = True
+        young |= rng.random(n_slots) < 0.2
+        table = (present * np.uint64(_PAGE_PRESENT)) | (young * np.uint64(_PAGE_ACCESSED))
+        g = _group([0, 9000], [7000, 11_000])
+        s0, i0, ln = runs_in_ranges(g, *_ranges(rng, 5, n_slots, 8000))
+        n = int(ln.sum())
+        p = int(rng.integers(0, n + 1)) if rng.random() < 0.5 else 0
+        d = drop_leading(s0, i0, ln, p)
+        room = (n - p) // gap + 1
+        a, b = np.empty(room, np.int64), np.empty(room, np.int64)
+        k = clear_spans(table, d[0], d[2], np.uint64(_PAGE_PRESENT), gap, a, b)
+        s = _expand(*d)[0]
+        reads = np.flatnonzero(present[s] & ~young[s])          # positions a draw reads
+        inside = np.zeros(n - p, bool)
+        for x, y in zip(a[:k], b[:k]):
+            inside[x:y] = True
+        assert inside[reads].all()
+        full, part = RateModel(3), RateModel(3)
+        ahead = int(rng.integers(0, 3))
+        for m in (full, part):
+            m.rng.random(ahead)
+        u_full = full._uniforms(n, p).copy()
+        u_part = part._uniforms(n, p, zip(a[:k].tolist(), b[:k].tolist()))
+        assert _state(full.rng) == _state(part.rng)
+        assert np.array_equal(u_full[:, reads], u_part[:, reads])
+        assert gap > 1 or inside.sum() == reads.size        # gap 1: nothing else drawn

@@ -42,9 +42,14 @@ from ..mm.pagetable import PageTable
 from ..prefetch import take
 from .base import HEAT_BINS, AccessModel, bin_sums, compute_ns, fault_cost_ns, fault_counts
 from .exact_kernels import GuideTables
-from .rate_kernels import materialize_kernel, materialize_runs_kernel as materialize_runs
+from .rate_kernels import clear_spans, materialize_kernel
+from .rate_kernels import materialize_runs_kernel as materialize_runs
 
 _ANY_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+# materialize_pte_ranges takes the uniforms of a run of at least this many entries that read
+# none (their A bit set: young already, or not present) without drawing them: a skip costs
+# about as much as drawing a few hundred
+UNREAD_GAP = 1024
 _NO_WHAZ = np.empty(0)
 
 
@@ -515,33 +520,45 @@ class RateModel(AccessModel):
         for g, r in self.by_mm.get(mm.id, ()):
             s0, i0, ln = runs_in_ranges(g, lo, hi)
             hz, c_now = r.pages, float(self._c_now(g, r))
+            n, present = int(ln.sum()), np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE)
             p = hz.settled_prefix_runs(i0, ln, c_now)
-            u = self._uniforms(int(ln.sum()), p)
             if p:
                 s0, i0, ln = drop_leading(s0, i0, ln, p)
+            room = (n - p) // UNREAD_GAP + 1
+            a, b = np.empty(room, np.int64), np.empty(room, np.int64)
+            k = clear_spans(mm.pt.pte, s0, ln, present, UNREAD_GAP, a, b)
+            u = self._uniforms(n, p, zip(a[:k].tolist(), b[:k].tolist()))
             hz._unsettle(c_now)
-            materialize_runs(mm.pt.pte, s0, i0, ln, np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE),
-                             hz.haz, _NO_WHAZ if hz.whaz is None else hz.whaz, hz.c_ref, hz.w,
+            materialize_runs(mm.pt.pte, s0, i0, ln, present, hz.haz,
+                             _NO_WHAZ if hz.whaz is None else hz.whaz, hz.c_ref, hz.w,
                              c_now, float(r.write_fraction), u)
             hz.settle_runs(i0, ln, c_now)
 
-    def _uniforms(self, n: int, p: int) -> np.ndarray:
+    def _uniforms(self, n: int, p: int, spans=None) -> np.ndarray:
         """The (2, n - p) uniforms of a draw of n entries whose first p are settled: the
         draw's (2, n) layout from the generator (row 0 the young bits), the settled entries'
-        columns taken without drawing (skip p, draw n - p, skip p, draw n - p). Drawn into a
-        buffer kept across calls (valid until the next call): a walk's PUD range is 4 MiB of
-        them, and fresh pages cost about as much as drawing."""
+        columns taken without drawing (skip p, draw n - p, skip p, draw n - p). With
+        ``spans`` ([a, b) of columns 0 .. n - p, ascending) only those columns are drawn
+        and the rest taken without drawing: the caller's draw reads no other (the others
+        are left as they were). Drawn into a buffer kept across calls (valid until the next
+        call): a walk's PUD range is 4 MiB of them, and fresh pages cost about as much as
+        drawing."""
         m = n - p
         if self._ubuf.size < 2 * m:
             self._ubuf = np.empty(2 * m)
         u = self._ubuf[:2 * m].reshape(2, m)
-        if not p:
+        if spans is None and not p:
             self.rng.random(out=u)                   # = rng.random((2, n))
             return u
-        skip_uniforms(self.rng, p)
-        self.rng.random(out=u[0])
-        skip_uniforms(self.rng, p)
-        self.rng.random(out=u[1])
+        spans = [(0, m)] if spans is None else list(spans)
+        for row in u:
+            skip_uniforms(self.rng, p)
+            at = 0
+            for a, b in spans:
+                skip_uniforms(self.rng, a - at)
+                self.rng.random(out=row[a:b])
+                at = b
+            skip_uniforms(self.rng, m - at)
         return u
 
     def skip_draws(self, mm, pmd_slots, lo, hi) -> None:

@@ -125,3 +125,28 @@ def materialize_runs_kernel(table, s0, i0, ln, present_mask, haz, whaz, c_ref, w
                 whaz[j] = 0.0
             c_ref[j] = C
             k += 1
+
+
+@njit(cache=True, nogil=True)
+def clear_spans(table, s0, ln, present_mask, min_gap, out_a, out_b):
+    """The entries of the runs whose draw reads a uniform (present, A bit clear: the others
+    read none), as spans [out_a[k], out_b[k]) of positions in the runs' order; a gap of fewer
+    than ``min_gap`` unread entries stays inside a span. Returns how many spans (room for
+    sum(ln) // min_gap + 1)."""
+    k, ns, a, last = 0, 0, -1, -1
+    for r in range(s0.size):
+        for q in range(ln[r]):
+            e = table[s0[r] + q]
+            if (e & present_mask) != 0 and (e & np.uint64(_A)) == 0:
+                if a < 0:
+                    a = k
+                elif k - last > min_gap:
+                    out_a[ns], out_b[ns] = a, last + 1
+                    ns += 1
+                    a = k
+                last = k
+            k += 1
+    if a >= 0:
+        out_a[ns], out_b[ns] = a, last + 1
+        ns += 1
+    return ns
