@@ -36,6 +36,14 @@ def _state(e):
     return e.records.copy(), ns1, e._block_ready.copy(), e.activate.copy(), vm
 
 
+def _assert_same_state(a_state, b_state):
+    for a, b in zip(a_state, b_state):
+        if isinstance(a, dict):
+            assert a == b
+        else:
+            assert (a is None and b is None) or np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("literal", [False, True])
 @pytest.mark.parametrize("sources", [None, ["pgtscan", "hintfault"]])
 def test_one_nid_one_time_is_the_general_form(monkeypatch, literal, sources):
@@ -65,11 +73,7 @@ def test_one_nid_one_time_is_the_general_form(monkeypatch, literal, sources):
     assert got_one == got_arr
     assert sum(got_one) > 1000                           # records were updated ...
     assert st_one[2].any() and st_one[3].any()           # ... some became READY
-    for a, b in zip(st_one, st_arr):
-        if isinstance(a, dict):
-            assert a == b
-        else:
-            assert (a is None and b is None) or np.array_equal(a, b)
+    _assert_same_state(st_one, st_arr)
 
 
 @pytest.mark.parametrize("literal", [False, True])
@@ -102,8 +106,4 @@ def test_one_nid_with_a_time_per_report_is_the_general_form(monkeypatch, literal
     (got_fast, st_fast), (got_ref, st_ref) = runs
     assert got_fast == got_ref
     assert sum(got_fast) > 1000 and st_fast[2].any() and st_fast[3].any()
-    for a, b in zip(st_fast, st_ref):
-        if isinstance(a, dict):
-            assert a == b
-        else:
-            assert (a is None and b is None) or np.array_equal(a, b)
+    _assert_same_state(st_fast, st_ref)
