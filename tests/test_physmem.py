@@ -225,3 +225,33 @@ def test_kernel_free_pages_counts_pgfree(kernel):
     assert kernel.vmstat["pgfree"] == 1024
     assert kernel.vmstat.node("pgfree").tolist() == [0, 1024]
     kernel.check()  # the pages went back cleanly
+
+
+def _state(pm):
+    return [a.copy() for a in pm._state_arrays()] + [pm.block_free.copy(), pm.node_free.copy()]
+
+
+def test_compiled_take_and_free_match_numpy_forms(monkeypatch):
+    """THP allocation (_take) and free() of whole folios by the compiled slice passes leave
+    every per-pfn array, block count and node count as the per-page numpy forms do: THPs and
+    order-0 pages on both nodes, freed in a shuffled mix with state written in between."""
+    import tierscan.mm.physmem as physmem
+
+    states = []
+    for compiled in (True, False):
+        rng = np.random.default_rng(5)
+        monkeypatch.setattr(physmem, "COMPILED", compiled)
+        pm = PhysMem(Machine.preset("laptop"))
+        heads = np.concatenate([pm.alloc(0, 40, 9), pm.alloc(1, 30, 9), pm.alloc(0, 700),
+                                pm.alloc(1, 300)])
+        pfns = pm.folio_pfns(heads)
+        for arr in pm._state_arrays():
+            if arr is pm.flags or arr is pm.order:
+                continue
+            arr[pfns] = rng.integers(1, 100, pfns.size).astype(arr.dtype)
+        taken = _state(pm)
+        pm.free(rng.permutation(heads)[: heads.size * 2 // 3])
+        states.append((taken, _state(pm)))
+    for got, want in zip(states[0], states[1]):
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)

@@ -215,6 +215,17 @@ class PhysMem:
 
     def _take(self, heads: np.ndarray, order: int) -> None:
         nr = 1 << order
+        if nr > 1 and COMPILED:    # THPs: one compiled pass over whole folios (numpy form below)
+            _take_folios(np.ascontiguousarray(heads, np.int64), nr, order, int(PG_allocated),
+                         int(PG_head), int(PG_tail), self.flags, self.order, self.block_free)
+        else:
+            self._take_reference(heads, order)
+            return
+        self.node_free -= nr * np.bincount(self.node_of(heads), minlength=self.nr_nodes)
+
+    def _take_reference(self, heads: np.ndarray, order: int) -> None:
+        """_take() with per-page index arrays (numpy; the only form for order 0)."""
+        nr = 1 << order
         pfns = (heads[:, None] + np.arange(nr)).ravel() if nr > 1 else heads
         self.flags[pfns] = PG_allocated
         self.order[pfns] = order
@@ -226,19 +237,36 @@ class PhysMem:
         self.block_free[blocks] -= per_block.astype(self.block_free.dtype)
         self.node_free -= nr * np.bincount(self.node_of(heads), minlength=self.nr_nodes)
 
+    def _state_arrays(self) -> tuple:
+        """The per-pfn arrays free() clears."""
+        return (self.flags, self.lru_gen_refs, self.list_gen, self.lru_stamp, self.order,
+                self.memcg, self.mapcount, self.mapping, self.index, self.content,
+                self.demoted_ms)
+
     def free(self, heads: np.ndarray) -> None:
-        """Return folios (head pfns) to the allocator, clearing all per-pfn state."""
+        """Return folios (head pfns) to the allocator, clearing all per-pfn state: one
+        compiled pass over whole folios (slices, not per-page index arrays) unless COMPILED
+        is False (free_reference, the numpy form: the same arrays)."""
         heads = np.asarray(heads, dtype=np.int64)
         if heads.size == 0:
             return
+        if not COMPILED:
+            self.free_reference(heads)
+            return
+        nr = self.folio_nr_pages(heads)
+        self.node_free += np.bincount(self.node_of(heads), weights=nr,
+                                      minlength=self.nr_nodes).astype(np.int64)
+        _free_folios(np.ascontiguousarray(heads), nr, self.block_free, *self._state_arrays())
+
+    def free_reference(self, heads: np.ndarray) -> None:
+        """free() with a per-page index array."""
+        heads = np.asarray(heads, dtype=np.int64)
         pfns = self.folio_pfns(heads)
         self.node_free += np.bincount(self.node_of(heads), weights=self.folio_nr_pages(heads),
                                       minlength=self.nr_nodes).astype(np.int64)
         blocks, per_block = _counts(pfns // BLOCK)
         self.block_free[blocks] += per_block.astype(self.block_free.dtype)
-        for arr in (self.flags, self.lru_gen_refs, self.list_gen, self.lru_stamp, self.order,
-                    self.memcg, self.mapcount, self.mapping, self.index, self.content,
-                    self.demoted_ms):
+        for arr in self._state_arrays():
             arr[pfns] = 0
 
     def reserve(self, heads: np.ndarray, order: int) -> None:
@@ -277,3 +305,38 @@ class PhysMem:
             stamps = self._stamp_head + 1 + np.arange(count, dtype=np.int64)
             self._stamp_head += count
         return stamps.astype(np.int32)
+
+
+@njit(cache=True, nogil=True)
+def _take_folios(heads, nr, o, allocated, head, tail, flags, order, block_free):
+    """PhysMem._take of whole folios of ``nr`` = 2^``o`` (> 1) pages: the head's flags
+    allocated|head, the tails' allocated|tail, every page's order ``o``; the pages leave
+    their block's free count (a folio of at most BLOCK pages is aligned: it is in one block)."""
+    f_head, f_tail = np.uint16(allocated | head), np.uint16(allocated | tail)
+    for i in range(heads.size):
+        h = heads[i]
+        flags[h] = f_head
+        flags[h + 1:h + nr] = f_tail
+        order[h:h + nr] = o
+        block_free[h // BLOCK] -= nr
+
+
+@njit(cache=True, nogil=True)
+def _free_folios(heads, nr, block_free, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10):
+    """PhysMem.free's per-page part, folio by folio over slices: the pages back in their
+    block's free count (a folio lies in one block) and every state array cleared."""
+    for i in range(heads.size):
+        h, n = heads[i], nr[i]
+        block_free[h // BLOCK] += n
+        e = h + n
+        a0[h:e] = 0
+        a1[h:e] = 0
+        a2[h:e] = 0
+        a3[h:e] = 0
+        a4[h:e] = 0
+        a5[h:e] = 0
+        a6[h:e] = 0
+        a7[h:e] = 0
+        a8[h:e] = 0
+        a9[h:e] = 0
+        a10[h:e] = 0
