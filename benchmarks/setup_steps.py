@@ -29,6 +29,7 @@ import tierscan.memsys.memo as memo
 import tierscan.access.rate as rate
 import tierscan.kernel as kernel
 import tierscan.mm.memory as memory
+import tierscan.mm.migrate as migrate
 import tierscan.mm.physmem as physmem
 import tierscan.memsys.system as system
 import tierscan.mm.lru_gen as lru_gen
@@ -45,6 +46,10 @@ STEPS = [(run, "build_engine", "build_engine (all of the set-up)"),
          (kernel.Kernel, "lru_add", "      LRU insertion (lru_add)"),
          (physmem.PhysMem, "alloc", "    allocation (PhysMem.alloc)"),
          (memory, "install_ptes", "    page-table writes (install_ptes)"),
+         (process.MM, "move_pages", "move_pages (Mode 3: all THPs to CXL)"),
+         (migrate, "move_folios", "  move_folios"),
+         (migrate, "rmap_walk", "    rmap_walk"),
+         (physmem.PhysMem, "free", "    PhysMem.free"),
          (system.MemorySystem, "tick", "memsys tick (first solve: TLB, LLC)"),
          (rate.RateModel, "attach", "rate model attach (one on_phase)"),
          (rate.RateModel, "on_phase", "rate model on_phase (every call)"),

@@ -266,3 +266,42 @@ def test_migration_drops_numa_hint_prot_none(kernel, mm):
     assert e & int(_PAGE_PRESENT) and not e & int(_PAGE_PROTNONE) and e & (1 << 7)
     assert e & ACCESSED and e & DIRTY and e & RW
     kernel.check()
+
+
+def _thp_batch_moved(reference: bool, monkeypatch):
+    """A batch of PMD-mapped THPs (one with a NUMA hint), a PTE-mapped THP and 4 KiB pages of
+    two mms moved to node 1 by one migrate_folios per order; the page tables and pfn state."""
+    import tierscan.mm.migrate as migrate
+    from tierscan.mm.memory import change_huge_pmd_numa
+    from tierscan.mm.physmem import PhysMem
+
+    monkeypatch.setattr(migrate, "REFERENCE_PMD_WRITES", reference)
+    k = make_kernel(("64MiB", "64MiB"))
+    a, b = k.spawn("a"), k.spawn("b")
+    heads, thps = [], []
+    for mm in (a, b):
+        thp = mm.mmap(4 * HPAGE, thp=True)
+        mm.access(page_addrs(thp.start, 4 * HPAGE_NR), True)
+        thps.append(thp)
+        small = mm.mmap(8 * PAGE)
+        mm.access(page_addrs(small.start, 8), True)
+        heads.append(k.pm.folio_head(mm.translate(addrs(thp.start, thp.start + 3 * HPAGE,
+                                                        thp.start + HPAGE, small.start))))
+        change_huge_pmd_numa(mm, [PageTable.slot(thp.start + HPAGE) >> 9])
+    a.mbind(thps[0].start + 2 * HPAGE, HPAGE // 2, "bind", [0])   # splits one PMD
+    heads = np.concatenate(heads)
+    thp_heads = k.pm.order[heads] == 9
+    assert migrate_folios(k, heads[thp_heads], 1).all()
+    assert migrate_folios(k, heads[~thp_heads], 1).all()
+    k.check()
+    pm = k.pm
+    return [mm.pt.pmd.copy() for mm in (a, b)] + [mm.pt.pte.copy() for mm in (a, b)] + \
+        [arr.copy() for arr in PhysMem._state_arrays(pm)]
+
+
+def test_pmd_writes_once_per_leaf_match_per_page_writes(monkeypatch):
+    """move_folios rewrites a PMD leaf once (pmd_leaves) instead of once per page of its THP:
+    the page tables and pfn state after a mixed migration equal the per-page writes'."""
+    fast, ref = _thp_batch_moved(False, monkeypatch), _thp_batch_moved(True, monkeypatch)
+    for f, r in zip(fast, ref):
+        np.testing.assert_array_equal(f, r)

@@ -151,9 +151,13 @@ def move_folios(kernel, old, new, chunks=None):
             mms.add(s.mm)
         per_group.append(mms)
     for s in sites:
-        table = s.mm.pt.pmd if s.pmd else s.mm.pt.pte
-        target = new_p[s.pos] & ~np.int64(511) if s.pmd else new_p[s.pos]  # a PMD maps the head
-        table[s.slots] = mk_pte(target, 0) | remove_migration_bits(table[s.slots])
+        if s.pmd:
+            slots, pos = pmd_leaves(s)
+            s.mm.pt.pmd[slots] = mk_pte(new_p[pos] & ~np.int64(511), 0) | \
+                remove_migration_bits(s.mm.pt.pmd[slots])        # a PMD maps the new head
+        else:
+            table = s.mm.pt.pte
+            table[s.slots] = mk_pte(new_p[s.pos], 0) | remove_migration_bits(table[s.slots])
     cached = new[(pm.flags[new] & PG_anon) == 0]
     for fid in unique(pm.mapping[cached]):
         sel = cached[pm.mapping[cached] == fid]
@@ -165,6 +169,19 @@ def move_folios(kernel, old, new, chunks=None):
     return per_group[0] if chunks is None else per_group
 
 
+def pmd_leaves(sites):
+    """A PMD site's slots and positions, one for each run of equal slots: rmap_walk finds a
+    PMD leaf once for each queried page of its THP (512 in a row for a whole THP), and every
+    one of them rewrites that entry to the same value (the old entry, read before any write,
+    and the head of the same new folio), so once per run writes the same table. Keeps all
+    entries when ``REFERENCE_PMD_WRITES`` is set (the per-page form)."""
+    if REFERENCE_PMD_WRITES or sites.slots.size < 2:
+        return sites.slots, sites.pos
+    first = np.flatnonzero(np.r_[True, sites.slots[1:] != sites.slots[:-1]])
+    return sites.slots[first], sites.pos[first]
+
+
+REFERENCE_PMD_WRITES = False
 COMPILED = True   # False: copy_folio_state copies field by field in numpy (its reference)
 
 

@@ -54,7 +54,8 @@ def rmap_walk(kernel, pfns: np.ndarray) -> list[Sites]:
         if mm_id < 0 or mm_id not in kernel.mms:
             continue
         mm = kernel.mms[mm_id]
-        _add_sites(out, mm, pm.index[pfns[pos]].astype(np.int64), pfns[pos], pos, kernel)
+        mine = pfns if pos.size == pfns.size else pfns[pos]   # one owner: pos is every pfn
+        _add_sites(out, mm, pm.index[mine].astype(np.int64), mine, pos, kernel)
     filepos = np.flatnonzero(~anon)
     for fid, sel in _groups(pm.mapping[pfns[filepos]]):
         f = kernel.files.get(fid)
@@ -80,6 +81,9 @@ def _add_sites(out, mm, slots, pfns, pos, kernel) -> None:
     kind = np.empty(slots.size, np.int8)
     _site_kinds(slots, pfns, pt.pte, pt.pmd, kind)
     leaf = kind == 1
+    if slots.size and leaf.all():    # PMD-mapped THPs only: no selection to copy
+        out.append(Sites(mm, True, slots >> 9, pos))
+        return
     if leaf.any():
         out.append(Sites(mm, True, slots[leaf] >> 9, pos[leaf]))
     hit = kind == 2
