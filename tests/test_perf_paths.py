@@ -550,11 +550,12 @@ def test_kmigrated_reads_ready_records_only_as_far_as_its_walk_goes():
     for trial in range(60):
         e.records[:] = 0
         pick = rng.choice(used, int(rng.integers(1, 3000)), replace=False)
+        start = int(rng.choice([p0, int(rng.choice(used)), int(rng.integers(p0, p1))]))
+        pick = np.union1d(pick, [start] if trial % 2 else pick[:0])   # READY at start
         idx = e.lower.index(pick, k.node_of(pick))
         e.records[idx] = np.uint64(1 << 63)
         e._block_ready[:] = False
         e._block_ready[idx // 512] = True
-        start = int(rng.choice([p0, int(rng.integers(p0, p1))]))
         left = float(rng.choice([0.0, 1e3, 1e5, 1e6, 1e7, np.inf]) * rng.random())
         engine = SimpleNamespace(cpu_left_ns=lambda: left, costs=costs)
         i_ref, h_ref = e._walk_ready_reference(1, start)

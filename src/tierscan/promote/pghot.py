@@ -330,16 +330,22 @@ def _first_reports(ns1, idx, ns_plus1, ahead):
 
 
 @njit(cache=True, nogil=True)
-def _ready_words(rec, blocks, block, out):
-    """The indexes of the READY words (bit 63: negative in the int64 view) of ``blocks`` of
-    ``block`` words each, in order, into ``out``; returns how many."""
+def _ready_landed(rec, blocks, block, pfn_offset, start, flags, tail, lru, idx, pfns):
+    """The READY words (bit 63: negative in the int64 view) of ``blocks`` of ``block`` words
+    each, in order, that a walk from pfn ``start`` lands on (PghotV3._landed_on: at or past
+    ``start``, not a THP tail, on an LRU; record r is pfn r + pfn_offset): their indexes and
+    pfns into ``idx`` and ``pfns``; returns how many."""
     n = 0
     for b in blocks:
         base = b * block
         for j in range(block):
-            if rec[base + j] < 0:
-                out[n] = base + j
-                n += 1
+            r = base + j
+            if rec[r] < 0:
+                p = r + pfn_offset
+                if p >= start and (flags[p] & tail) == 0 and (flags[p] & lru) != 0:
+                    idx[n] = r
+                    pfns[n] = p
+                    n += 1
     return n
 
 
@@ -717,11 +723,14 @@ class PghotV3(PromotionEngine):
     def _ready_in(self, nid: int, start: int, blocks) -> tuple[np.ndarray, np.ndarray]:
         """(record indexes, head pfns) of the READY records in ``blocks`` (record block
         numbers, ascending) that the walk from pfn ``start`` lands on, in pfn order. The
-        blocks are read in place by one compiled pass (``_ready_words``)."""
-        out = np.empty(blocks.size * _BLOCK, np.int64)
-        idx = out[:_ready_words(self._rec64, np.ascontiguousarray(blocks, np.int64), _BLOCK,
-                                out)]
-        return self._landed_on(nid, start, idx)
+        blocks are read in place, and the walk's landing tests made, by one compiled pass
+        (``_ready_landed``; ``_ready_in_reference`` is the numpy form)."""
+        idx = np.empty(blocks.size * _BLOCK, np.int64)
+        pfns = np.empty(blocks.size * _BLOCK, np.int64)
+        n = _ready_landed(self._rec64, np.ascontiguousarray(blocks, np.int64), _BLOCK,
+                          int(self.lower.node_start[nid] - self.lower.base[nid]), start,
+                          self.kernel.pm.flags, PG_tail, PG_lru, idx, pfns)
+        return idx[:n], pfns[:n]
 
     def _ready_in_reference(self, nid: int, start: int, blocks):
         """_ready_in by numpy: a copy of the blocks, compared, np.nonzero."""
