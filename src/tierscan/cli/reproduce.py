@@ -110,7 +110,8 @@ def run(args) -> int:
 
     def done(m, s, r, info):
         note(f"mode {m}: {s} run {r + 1} done ({info['wall_s']:.1f} s wall, "
-             f"{info['cpu_s']:.1f} s CPU)", args.quiet)
+             f"{info['cpu_s']:.1f} s CPU; its process's peak RSS so far "
+             f"{info['peak_rss_bytes'] / 2**30:.1f} GiB)", args.quiet)
 
     out = reproduce(modes, scale=args.scale, runs=args.runs, seed=args.seed,
                     access_model=args.model, fit=args.fit, save=save,

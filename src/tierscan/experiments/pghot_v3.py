@@ -189,27 +189,35 @@ def migrated(result, mode: int) -> int:
 
 # Rough CPU s of each run at full scale, set-up included; only their order matters: the
 # parallel form starts the longest runs first, so the workers' last runs are short and they end
-# together. Mode 1: a cProfiled `--mode 1` at 379225e (numab0's includes the fit); Modes 2-3:
-# estimates from their engine totals in docs/performance.md (37.1 and 48.4 s) until measured.
+# together. Modes 1 and 3: cProfiled `--mode 1` / `--mode 3` at 379225e and 72d75c2 (load 5-10;
+# Mode 1's numab0 includes the fit); Mode 2: estimated from Mode 1 (same footprint).
 RUN_COST_S = {
-    1: {"numab0": 7, "numab2": 7, "numab2-pghot": 12, "klruscand": 15, "ibs": 34},
-    2: {"numab0": 4, "numab2": 8, "numab2-pghot": 11, "klruscand": 14, "ibs": 22},
-    3: {"numab0": 9, "numab2": 12, "numab2-pghot": 13, "klruscand": 15, "ibs": 24},
+    1: {"numab0": 6, "numab2": 7, "numab2-pghot": 12, "klruscand": 15, "ibs": 34},
+    2: {"numab0": 6, "numab2": 7, "numab2-pghot": 11, "klruscand": 14, "ibs": 30},
+    3: {"numab0": 35, "numab2": 35, "numab2-pghot": 41, "klruscand": 49, "ibs": 58},
 }
 
 
 def run_one(mode: int, d: dict, keep: bool = False, progress=None) -> dict:
     """One run of the reproduction from its configuration dict: what ``reproduce`` needs of
     it (runtime_us, migrated), what it cost ("wall_s" and "cpu_s" of the run, set-up
-    included; "pid" and "process_cpu_s", the CPU its process has used so far, which a
-    parallel run's total needs) and, with ``keep``, the full result. A parallel
+    included; "pid", "process_cpu_s" and "peak_rss_bytes", the CPU its process has used and
+    its peak resident set so far, which a parallel run's totals need) and, with ``keep``, the full result. A parallel
     reproduction's workers run this; the configuration and the fit were built in the parent."""
     t0, c0 = time.perf_counter(), time.process_time()
     res = run_experiment(config_from_dict(d), progress=progress)
     cpu = time.process_time()
     return {"runtime_us": res.final["runtime_ns"] / 1000, "migrated": migrated(res, mode),
             "wall_s": time.perf_counter() - t0, "cpu_s": cpu - c0, "pid": os.getpid(),
-            "process_cpu_s": cpu, "result": res if keep else None}
+            "process_cpu_s": cpu, "peak_rss_bytes": _peak_rss_bytes(),
+            "result": res if keep else None}
+
+
+def _peak_rss_bytes() -> int:
+    """The process's peak resident set so far (getrusage's ru_maxrss, KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _run_in_worker(item: tuple) -> dict:
