@@ -13,7 +13,7 @@ from tierscan.sweep.pool import usable_cores
 
 _EXAMPLES = """\
 examples:
-  tierscan reproduce pghot-v3 --mode 2                   # one mode, full scale (~2 min)
+  tierscan reproduce pghot-v3 --mode 2                   # one mode, full scale
   tierscan reproduce pghot-v3 --mode all --json out.json
   tierscan reproduce pghot-v3 --mode all --jobs 1        # one process, a progress bar per run
   tierscan reproduce pghot-v3 --mode 1 --scale 0.05      # a quick, smaller run
@@ -26,8 +26,10 @@ ibs, the last three into pghot v3. The per-thread access count is the one fitted
 (to the published NUMAB0 Mode 1 time); every other number is a prediction.
 
 The runs go to --jobs worker processes, longest first; the tables and result files are the
-same as with --jobs 1. Memory: each worker holds one run; a full-scale Mode 3 run peaks at
-~6.9 GiB resident (its 64 GiB of THPs), so --jobs N needs up to N x 6.9 GiB."""
+same as with --jobs 1. Memory: each worker holds one run; a full-scale Mode 3 run (64 GiB of
+THPs) peaked at 3.8 GiB resident (6.9 GiB before the set-up round), so allow --jobs N x 4-7
+GiB. Full scale, --mode all: ~240 s CPU in all processes, so about 2 min wall on 2 idle
+cores (estimated from that CPU; docs/performance.md)."""
 
 
 def register(subparsers) -> None:

@@ -187,14 +187,14 @@ def migrated(result, mode: int) -> int:
     return int(result.final["vmstat"][name] - result.final["vmstat_setup"][name])
 
 
-# Rough CPU s of each run at full scale, set-up included; only their order matters: the
-# parallel form starts the longest runs first, so the workers' last runs are short and they end
-# together. Modes 1 and 3: cProfiled `--mode 1` / `--mode 3` at 379225e and 72d75c2 (load 5-10;
-# Mode 1's numab0 includes the fit); Mode 2: estimated from Mode 1 (same footprint).
+# CPU s of each run at full scale, set-up included (the per-run lines of one `--mode all` at
+# 0fcbb83, load 7-11; docs/performance.md); only their order matters: the parallel form starts
+# the longest runs first, so the workers' last runs are short and they end together (that run:
+# 115.0 and 116.7 s of runs on its two workers).
 RUN_COST_S = {
-    1: {"numab0": 6, "numab2": 7, "numab2-pghot": 12, "klruscand": 15, "ibs": 34},
-    2: {"numab0": 6, "numab2": 7, "numab2-pghot": 11, "klruscand": 14, "ibs": 30},
-    3: {"numab0": 35, "numab2": 35, "numab2-pghot": 41, "klruscand": 49, "ibs": 58},
+    1: {"numab0": 1.9, "numab2": 4.4, "numab2-pghot": 9.0, "klruscand": 11.2, "ibs": 24.7},
+    2: {"numab0": 2.3, "numab2": 5.7, "numab2-pghot": 8.2, "klruscand": 10.5, "ibs": 27.6},
+    3: {"numab0": 9.9, "numab2": 15.5, "numab2-pghot": 14.1, "klruscand": 40.5, "ibs": 46.2},
 }
 
 
