@@ -187,10 +187,10 @@ def migrated(result, mode: int) -> int:
     return int(result.final["vmstat"][name] - result.final["vmstat_setup"][name])
 
 
-# CPU s of each run at full scale, set-up included (the per-run lines of one `--mode all` at
-# 0fcbb83, load 7-11; docs/performance.md); only their order matters: the parallel form starts
-# the longest runs first, so the workers' last runs are short and they end together (that run:
-# 115.0 and 116.7 s of runs on its two workers).
+# CPU s of each run at full scale, set-up included: the per-run lines of one `--mode all` (main
+# at 4289022 with e5f8400, load 7-11; docs/performance.md). Only their order matters: the
+# parallel form starts the longest runs first, so the workers' last runs are short and they
+# end together (that run: 115.0 and 116.7 s of runs on its two workers).
 RUN_COST_S = {
     1: {"numab0": 1.9, "numab2": 4.4, "numab2-pghot": 9.0, "klruscand": 11.2, "ibs": 24.7},
     2: {"numab0": 2.3, "numab2": 5.7, "numab2-pghot": 8.2, "klruscand": 10.5, "ibs": 27.6},
