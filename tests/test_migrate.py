@@ -268,14 +268,15 @@ def test_migration_drops_numa_hint_prot_none(kernel, mm):
     kernel.check()
 
 
-def _thp_batch_moved(reference: bool, monkeypatch):
+def _thp_batch_moved(monkeypatch, **forms):
     """A batch of PMD-mapped THPs (one with a NUMA hint), a PTE-mapped THP and 4 KiB pages of
     two mms moved to node 1 by one migrate_folios per order; the page tables and pfn state."""
     import tierscan.mm.migrate as migrate
     from tierscan.mm.memory import change_huge_pmd_numa
     from tierscan.mm.physmem import PhysMem
 
-    monkeypatch.setattr(migrate, "REFERENCE_PMD_WRITES", reference)
+    for name, value in forms.items():      # the migrate module's form switches
+        monkeypatch.setattr(migrate, name, value)
     k = make_kernel(("64MiB", "64MiB"))
     a, b = k.spawn("a"), k.spawn("b")
     heads, thps = [], []
@@ -302,6 +303,16 @@ def _thp_batch_moved(reference: bool, monkeypatch):
 def test_pmd_writes_once_per_leaf_match_per_page_writes(monkeypatch):
     """move_folios rewrites a PMD leaf once (pmd_leaves) instead of once per page of its THP:
     the page tables and pfn state after a mixed migration equal the per-page writes'."""
-    fast, ref = _thp_batch_moved(False, monkeypatch), _thp_batch_moved(True, monkeypatch)
+    fast = _thp_batch_moved(monkeypatch, REFERENCE_PMD_WRITES=False)
+    ref = _thp_batch_moved(monkeypatch, REFERENCE_PMD_WRITES=True)
+    for f, r in zip(fast, ref):
+        np.testing.assert_array_equal(f, r)
+
+
+def test_copy_by_folio_matches_numpy_copy(monkeypatch):
+    """copy_folio_state's per-folio slices (THPs) leave the same pfn state and page tables
+    as the numpy field-by-field copy (migrate.COMPILED = False)."""
+    fast = _thp_batch_moved(monkeypatch, COMPILED=True)
+    ref = _thp_batch_moved(monkeypatch, COMPILED=False)
     for f, r in zip(fast, ref):
         np.testing.assert_array_equal(f, r)

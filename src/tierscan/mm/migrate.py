@@ -135,7 +135,7 @@ def move_folios(kernel, old, new, chunks=None):
     if ((pm.flags[old] & PG_lru) | (pm.lru_gen_refs[old] & LRU_GEN_MASK)).any():
         kernel.lru_del(old)
     old_p, new_p = pm.folio_pfns(old), pm.folio_pfns(new)
-    copy_folio_state(pm, old_p, new_p)
+    copy_folio_state(pm, old_p, new_p, old, new)
     src_nid, dst_nid = kernel.node_of(old_p), int(kernel.node_of(new_p[:1])[0])
     sites = rmap_walk(kernel, old_p)
     if chunks is None:
@@ -185,18 +185,38 @@ REFERENCE_PMD_WRITES = False
 COMPILED = True   # False: copy_folio_state copies field by field in numpy (its reference)
 
 
-def copy_folio_state(pm, old_p, new_p) -> None:
+def copy_folio_state(pm, old_p, new_p, old=None, new=None) -> None:
     """folio_migrate_flags() and the rest of the per-page state a migration carries over
     (_COPIED) from pages ``old_p`` to pages ``new_p`` (distinct, disjoint): one compiled
-    pass instead of a gather and a scatter per field."""
+    pass instead of a gather and a scatter per field; given the folios (heads ``old`` and
+    ``new``, whose pages ``old_p`` and ``new_p`` are) and some are larger than a page, the
+    pass copies each folio's pages as one slice per field (THPs: 512 pages a slice)."""
     if not COMPILED:
         for name in _COPIED:
             arr = getattr(pm, name)
             arr[new_p] = arr[old_p]
         return
-    _copy_state(np.asarray(old_p, np.int64), np.asarray(new_p, np.int64), pm.flags,
-                pm.lru_gen_refs, pm.memcg, pm.mapcount, pm.mapping, pm.index, pm.content,
-                pm.demoted_ms)
+    arrays = [getattr(pm, name) for name in _COPIED]
+    if old is not None and old.size and old_p.size > old.size:
+        _copy_folios(np.asarray(old, np.int64), np.asarray(new, np.int64),
+                     pm.folio_nr_pages(old), *arrays)
+        return
+    _copy_state(np.asarray(old_p, np.int64), np.asarray(new_p, np.int64), *arrays)
+
+
+@njit(cache=True, nogil=True)
+def _copy_folios(old, new, nr, a0, a1, a2, a3, a4, a5, a6, a7):
+    """The _COPIED fields (in that order) of each old folio's pages to its new folio's."""
+    for i in range(old.size):
+        o, n, k = old[i], new[i], nr[i]
+        a0[n:n + k] = a0[o:o + k]
+        a1[n:n + k] = a1[o:o + k]
+        a2[n:n + k] = a2[o:o + k]
+        a3[n:n + k] = a3[o:o + k]
+        a4[n:n + k] = a4[o:o + k]
+        a5[n:n + k] = a5[o:o + k]
+        a6[n:n + k] = a6[o:o + k]
+        a7[n:n + k] = a7[o:o + k]
 
 
 @njit(cache=True, nogil=True)
