@@ -136,7 +136,9 @@ def move_folios(kernel, old, new, chunks=None):
         kernel.lru_del(old)
     old_p, new_p = pm.folio_pfns(old), pm.folio_pfns(new)
     copy_folio_state(pm, old_p, new_p, old, new)
-    src_nid, dst_nid = kernel.node_of(old_p), int(kernel.node_of(new_p[:1])[0])
+    dst_nid = int(kernel.node_of(new_p[:1])[0])
+    # only the remap hooks read the source nodes (none during the set-up's placement)
+    src_nid = kernel.node_of(old_p) if kernel.remap_hooks else None
     sites = rmap_walk(kernel, old_p)
     if chunks is None:
         groups = [sites]
