@@ -424,7 +424,9 @@ class RateModel(AccessModel):
         if r.node_mass.sum() > 0:
             # while nothing is mapped every access is a first-touch fault: no node served it
             # (the faults are charged as faults; the pages land where the allocator puts them)
-            self._served += a * group.threads * share
+            # a node all of whose pages left keeps the float residue of the remap hooks' mass
+            # sums (~1e-9, either sign): it served nothing, and a count is never negative
+            self._served += a * group.threads * np.maximum(share, 0.0)
         if r.unsampled and r.unsampled[-1][0] is r.phase:
             r.unsampled[-1][1] += a * group.threads
         else:
