@@ -255,3 +255,29 @@ def test_compiled_take_and_free_match_numpy_forms(monkeypatch):
     for got, want in zip(states[0], states[1]):
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
+
+
+def test_compiled_order0_alloc_matches_numpy_form(monkeypatch):
+    """Order-0 alloc() by the compiled pass takes the same pfns in the same order and leaves
+    every per-pfn array, block and node count as alloc_order0_reference: a node fragmented by
+    THPs and freed pages, then requests that fit in the partly used blocks, that need whole
+    blocks from the top, and that exceed what the node has left."""
+    import tierscan.mm.physmem as physmem
+
+    runs = []
+    for compiled in (True, False):
+        rng = np.random.default_rng(11)
+        monkeypatch.setattr(physmem, "COMPILED", compiled)
+        pm = PhysMem(Machine.preset("laptop"))
+        got = [pm.alloc(0, 6, 9), pm.alloc(0, 3000), pm.alloc(1, 777)]
+        small = np.concatenate(got[1:])
+        pm.free(np.concatenate([rng.permutation(got[0])[:3],
+                                rng.permutation(small)[: small.size // 2]]))
+        for nid, count in ((0, 1), (0, 64), (1, 64), (0, 1500), (1, 900), (0, 5),
+                           (1, int(pm.node_free[1]) + 7)):
+            got.append(pm.alloc(nid, count))
+        assert int(pm.node_free[1]) == 0          # the last request took all node 1 had
+        runs.append((got, _state(pm)))
+    (got_c, state_c), (got_n, state_n) = runs
+    for g, w in zip(got_c + state_c, got_n + state_n):
+        np.testing.assert_array_equal(g, w)

@@ -33,7 +33,8 @@ def min_free_kbytes_for(lowmem_kbytes: int) -> int:
     return int(min(max(math.isqrt(lowmem_kbytes * 16), 128), 262144))
 
 
-# node_of by the compiled pass (False: its numpy form, for tests and benchmarks)
+# node_of, order-0 alloc, THP take and free by the compiled passes (False: their numpy forms,
+# for tests and benchmarks)
 COMPILED = True
 
 
@@ -198,6 +199,19 @@ class PhysMem:
             return pfns
         if order != 0:
             raise ValueError(f"unsupported allocation order {order}")
+        if COMPILED:    # the block choice and the take in one compiled pass (numpy form below)
+            out = np.empty(count, dtype=np.int64)
+            n = _alloc_order0(self.block_free, b0, b1, count, int(PG_allocated), self.flags,
+                              self.order, out)
+            self.node_free[nid] -= n
+            return out[:n]
+        return self.alloc_order0_reference(nid, count)
+
+    def alloc_order0_reference(self, nid: int, count: int) -> np.ndarray:
+        """alloc() of ``count`` order-0 pages in numpy (the compiled pass's reference)."""
+        b0, b1 = self.node_range(nid)
+        b0, b1 = b0 // BLOCK, b1 // BLOCK
+        bf = self.block_free[b0:b1]
         partial = np.flatnonzero((bf > 0) & (bf < BLOCK))
         # every listed block has a free page, so the first ``count`` blocks are enough; the
         # whole free blocks are listed only when the partial ones fall short (a demotion
@@ -224,7 +238,7 @@ class PhysMem:
         self.node_free -= nr * np.bincount(self.node_of(heads), minlength=self.nr_nodes)
 
     def _take_reference(self, heads: np.ndarray, order: int) -> None:
-        """_take() with per-page index arrays (numpy; the only form for order 0)."""
+        """_take() with per-page index arrays (numpy; order 0 outside alloc: reserve)."""
         nr = 1 << order
         pfns = (heads[:, None] + np.arange(nr)).ravel() if nr > 1 else heads
         self.flags[pfns] = PG_allocated
@@ -340,3 +354,44 @@ def _free_folios(heads, nr, block_free, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, 
         a8[h:e] = 0
         a9[h:e] = 0
         a10[h:e] = 0
+
+
+@njit(cache=True, nogil=True)
+def _alloc_order0(block_free, b0, b1, count, allocated, flags, order, out):
+    """alloc() of up to ``count`` order-0 pages from blocks [b0, b1): the free pages of the
+    partly used blocks in ascending pfn order, then those of whole free blocks from the top
+    of the node down (each block's pages ascending), as alloc_order0_reference picks them;
+    each page taken (flags = allocated, order 0, one less free in its block). Stops at the
+    ``count``-th page instead of listing the node's blocks. Returns how many were taken."""
+    n = 0
+    f_alloc = np.uint16(allocated)
+    for b in range(b0, b1):
+        if n == count:
+            return n
+        free = block_free[b]
+        if free <= 0 or free >= BLOCK:
+            continue
+        p = b * BLOCK
+        e = p + BLOCK
+        while p < e and n < count:
+            if (flags[p] & allocated) == 0:
+                flags[p] = f_alloc
+                order[p] = 0
+                block_free[b] -= 1
+                out[n] = p
+                n += 1
+            p += 1
+    for b in range(b1 - 1, b0 - 1, -1):
+        if n == count:
+            return n
+        if block_free[b] != BLOCK:
+            continue
+        p = b * BLOCK
+        take = min(BLOCK, count - n)
+        for i in range(take):
+            flags[p + i] = f_alloc
+            order[p + i] = 0
+            out[n + i] = p + i
+        block_free[b] -= take
+        n += take
+    return n
