@@ -16,8 +16,8 @@ from numba import njit
 
 from ..arrays import unique
 from .constants import (
-    HPAGE_PMD_ORDER, LRU_GEN_MASK, PG_anon, PG_dirty, PG_lru, PG_swapbacked, _PAGE_PRESENT,
-    _PAGE_PROTNONE,
+    HPAGE_PMD_ORDER, LRU_GEN_MASK, PG_anon, PG_dirty, PG_lru, PG_swapbacked, PTE_PFN_SHIFT,
+    _PAGE_PRESENT, _PAGE_PROTNONE,
 )
 from .memcontrol import mem_cgroup_migrate
 from .pagetable import mk_pte
@@ -157,6 +157,9 @@ def move_folios(kernel, old, new, chunks=None):
             slots, pos = pmd_leaves(s)
             s.mm.pt.pmd[slots] = mk_pte(new_p[pos] & ~np.int64(511), 0) | \
                 remove_migration_bits(s.mm.pt.pmd[slots])        # a PMD maps the new head
+        elif COMPILED:
+            _remap_ptes(s.mm.pt.pte, np.asarray(s.slots, np.int64),
+                        np.asarray(new_p, np.int64), np.asarray(s.pos, np.int64))
         else:
             table = s.mm.pt.pte
             table[s.slots] = mk_pte(new_p[s.pos], 0) | remove_migration_bits(table[s.slots])
@@ -184,7 +187,33 @@ def pmd_leaves(sites):
 
 
 REFERENCE_PMD_WRITES = False
-COMPILED = True   # False: copy_folio_state copies field by field in numpy (its reference)
+# False: copy_folio_state copies field by field in numpy and move_folios rewrites the PTEs
+# with numpy (mk_pte | remove_migration_bits): the references of the compiled passes
+COMPILED = True
+
+# plain ints for the compiled PTE rewrite (entries go through np.uint64 at the use site)
+_FLAGS, _PROTNONE, _PRESENT = 0xFFF, int(_PAGE_PROTNONE), int(_PAGE_PRESENT)
+_PFN_SHIFT = int(PTE_PFN_SHIFT)
+
+
+@njit(cache=True, nogil=True)
+def _remap_ptes(pte, slots, new_p, pos):
+    """remove_migration_pte() for the PTE sites of a migration in one pass: entry slots[i]
+    becomes mk_pte(new_p[pos[i]]) with the flag bits remove_migration_bits gives it (a
+    NUMA-hint PROT_NONE entry comes back PRESENT). The numpy form reads every entry before
+    writing any; this pass reads and writes one at a time, which is the same because a slot
+    appears at most once in a site (one PTE maps one page) and the flag rewrite is idempotent."""
+    mask = np.uint64(_FLAGS)
+    hint = np.uint64(_PROTNONE)
+    both = np.uint64(_PRESENT | _PROTNONE)
+    present = np.uint64(_PRESENT)
+    shift = np.uint64(_PFN_SHIFT)
+    for i in range(slots.size):
+        s = slots[i]
+        bits = pte[s] & mask
+        if (bits & both) == hint:
+            bits = (bits & ~hint) | present
+        pte[s] = (np.uint64(new_p[pos[i]]) << shift) | bits
 
 
 def copy_folio_state(pm, old_p, new_p, old=None, new=None) -> None:
@@ -477,13 +506,15 @@ class MigrationQueue:
         self.room -= pages
         self.n0 += n0
         self.n9 += n9
-        self._show_moved(heads, src, +1)
+        self._show_moved(src, np.left_shift(1, orders.astype(np.int64)), +1)
         self.batches.append(heads)
         return True
 
-    def _show_moved(self, heads, src, sign: int) -> None:
+    def _show_moved(self, src, nr, sign: int) -> None:
+        """Folios of ``nr`` pages on nodes ``src`` shown as moved to the target (sign +1) or
+        back (-1) in pm.node_free. ``nr`` is 1 << order (folio_nr_pages), from the orders the
+        caller has read already."""
         pm = self.kernel.pm
-        nr = pm.folio_nr_pages(heads)
         delta = np.bincount(src, weights=nr, minlength=pm.nr_nodes).astype(np.int64)
         delta[self.target] -= int(nr.sum())
         pm.node_free += sign * delta
@@ -498,11 +529,11 @@ class MigrationQueue:
         pm = k.pm
         heads = np.concatenate(batches)
         src = pm.node_of(heads)
-        self._show_moved(heads, src, -1)
-        nr = pm.folio_nr_pages(heads)
+        orders = pm.order[heads]
+        nr = np.left_shift(1, orders.astype(np.int64))     # folio_nr_pages
+        self._show_moved(src, nr, -1)
         src_tier = _tiers(k)[src]
         pingpong = _recently_demoted(k, heads, target)
-        orders = pm.order[heads]
         new = np.empty(heads.size, np.int64)
         for order in unique(orders):
             idx = np.flatnonzero(orders == order)
