@@ -261,7 +261,8 @@ def test_compiled_order0_alloc_matches_numpy_form(monkeypatch):
     """Order-0 alloc() by the compiled pass takes the same pfns in the same order and leaves
     every per-pfn array, block and node count as alloc_order0_reference: a node fragmented by
     THPs and freed pages, then requests that fit in the partly used blocks, that need whole
-    blocks from the top, and that exceed what the node has left."""
+    blocks from the top, that exceed what the node has left, and partly used blocks at the
+    edges of the runs of 64 blocks the compiled pass skips."""
     import tierscan.mm.physmem as physmem
 
     runs = []
@@ -277,6 +278,12 @@ def test_compiled_order0_alloc_matches_numpy_form(monkeypatch):
                            (1, int(pm.node_free[1]) + 7)):
             got.append(pm.alloc(nid, count))
         assert int(pm.node_free[1]) == 0          # the last request took all node 1 had
+        # node 0 full but for one page in blocks 64, 127, 128 and 300: the compiled pass
+        # skips runs of 64 blocks without a partly used one, so these sit at run edges
+        pm.alloc(0, int(pm.node_free[0]))
+        pm.free(np.array([64, 127, 128, 300]) * 512 + 7)
+        got += [pm.alloc(0, 3), pm.alloc(0, 5)]
+        assert got[-1].size == 1 and int(pm.node_free[0]) == 0
         runs.append((got, _state(pm)))
     (got_c, state_c), (got_n, state_n) = runs
     for g, w in zip(got_c + state_c, got_n + state_n):

@@ -365,22 +365,29 @@ def _alloc_order0(block_free, b0, b1, count, allocated, flags, order, out):
     ``count``-th page instead of listing the node's blocks. Returns how many were taken."""
     n = 0
     f_alloc = np.uint16(allocated)
-    for b in range(b0, b1):
-        if n == count:
-            return n
+    b = b0
+    while b < b1 and n < count:
+        # most blocks are whole free or full: test a run of 64 for a partly used one
+        # without branches (0 < free < BLOCK as one unsigned compare), which vectorizes
+        if b + 64 <= b1:
+            hit = False
+            for j in range(b, b + 64):
+                hit |= np.uint16(block_free[j] - 1) < BLOCK - 1
+            if not hit:
+                b += 64
+                continue
         free = block_free[b]
-        if free <= 0 or free >= BLOCK:
-            continue
-        p = b * BLOCK
-        e = p + BLOCK
-        while p < e and n < count:
-            if (flags[p] & allocated) == 0:
-                flags[p] = f_alloc
-                order[p] = 0
-                block_free[b] -= 1
-                out[n] = p
-                n += 1
-            p += 1
+        if 0 < free < BLOCK:
+            p, e = b * BLOCK, (b + 1) * BLOCK
+            while p < e and n < count:
+                if (flags[p] & allocated) == 0:
+                    flags[p] = f_alloc
+                    order[p] = 0
+                    block_free[b] -= 1
+                    out[n] = p
+                    n += 1
+                p += 1
+        b += 1
     for b in range(b1 - 1, b0 - 1, -1):
         if n == count:
             return n
