@@ -477,6 +477,48 @@ def test_migration_queue_refuses_what_would_not_be_the_same():
     assert not q.add(small[150:151], 0) and len(q.batches) == 2
 
 
+def _queue_adds(monkeypatch, compiled: bool):
+    """MigrationQueue.add of batches that join and of one of each kind it refuses (a folio
+    already on the target, not present (-1), of another memcg, of an order other than 0 and
+    9); what each add returned and node_free and the queue's counts after it."""
+    from tierscan.mm import migrate
+
+    monkeypatch.setattr(migrate, "COMPILED", compiled)
+    k, _, batches = _queue_kernel()
+    pm = k.pm
+    from tierscan.mm.constants import PG_lru
+    dram = np.arange(pm.node_start[1])        # a folio already there, else like batch 1's
+    on_dram = dram[((pm.flags[dram] & PG_lru) != 0) & (pm.order[dram] == 0) &
+                   (pm.memcg[dram] == pm.memcg[batches[1][0]])][:3]
+    odd_memcg = batches[2].copy()
+    odd_order = batches[3].copy()
+    small = odd_order[pm.order[odd_order] == 0]
+    q = migrate.MigrationQueue(k)
+    seen = []
+    for b, change in ((batches[0], None), (np.r_[batches[1][:5], on_dram[:1]], None),
+                      (np.r_[batches[1][:5], -1], None),
+                      (odd_memcg, ("memcg", odd_memcg[-1], 3)),
+                      (odd_order, ("order", small[-1], 2)), (batches[4], None),
+                      (batches[5], None)):
+        if change is not None:
+            name, at, value = change
+            old = getattr(pm, name)[at]
+            getattr(pm, name)[at] = value
+        seen.append((q.add(b, 0), pm.node_free.tolist(), q.n0, q.n9, len(q.batches)))
+        if change is not None:
+            getattr(pm, name)[at] = old
+    return seen
+
+
+def test_queue_add_compiled_is_the_numpy_form(monkeypatch):
+    """MigrationQueue.add's compiled pass (_queue_batch) accepts and refuses the same batches
+    as its numpy form and leaves the same node_free and counts."""
+    fast = _queue_adds(monkeypatch, True)
+    ref = _queue_adds(monkeypatch, False)
+    assert [s[0] for s in ref] == [True, False, False, False, False, True, True]
+    assert fast == ref
+
+
 def test_kmigrated_queue_gives_the_per_batch_results(monkeypatch):
     """A kmigrated wake whose batches fill the DRAM node part way (admission refuses the
     rest as unbalanced, and the last batches do not fit the queue) ends as with every batch

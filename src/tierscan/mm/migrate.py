@@ -478,20 +478,29 @@ class MigrationQueue:
         target_nid = int(target_nid)
         if heads.size == 0 or (self.batches and target_nid != self.target):
             return False
-        src = pm.node_of(heads)
-        memcg = pm.memcg[heads]
-        orders = pm.order[heads]
-        if (src == target_nid).any() or (src < 0).any() or (memcg != memcg[0]).any() or \
-                ((orders != 0) & (orders != HPAGE_PMD_ORDER)).any():
-            return False
+        if COMPILED:    # the checks, the THP count and the node_free change in one pass
+            delta = np.zeros(pm.nr_nodes, np.int64)
+            ok, memcg0, n9 = _queue_batch(pm.node_start, pm.memcg, pm.order, heads,
+                                          target_nid, delta)
+            if not ok:
+                return False
+            memcg0, n9 = int(memcg0), int(n9)
+        else:           # the numpy form (reference)
+            src = pm.node_of(heads)
+            memcg = pm.memcg[heads]
+            orders = pm.order[heads]
+            if (src == target_nid).any() or (src < 0).any() or (memcg != memcg[0]).any() or \
+                    ((orders != 0) & (orders != HPAGE_PMD_ORDER)).any():
+                return False
+            memcg0 = int(memcg[0])
+            n9 = int(np.count_nonzero(orders))
         if not self.batches:
-            self.target, self.memcg = target_nid, int(memcg[0])
+            self.target, self.memcg = target_nid, memcg0
             self.room = pm.allowance(target_nid, WMARK_MIN)
             self.whole = None
             self.n0 = self.n9 = 0
-        elif int(memcg[0]) != self.memcg:
+        elif memcg0 != self.memcg:
             return False
-        n9 = int(np.count_nonzero(orders))
         n0 = heads.size - n9
         pages = n0 + (n9 << HPAGE_PMD_ORDER)
         if pages > self.room:
@@ -506,7 +515,10 @@ class MigrationQueue:
         self.room -= pages
         self.n0 += n0
         self.n9 += n9
-        self._show_moved(src, np.left_shift(1, orders.astype(np.int64)), +1)
+        if COMPILED:
+            pm.node_free += delta
+        else:
+            self._show_moved(src, np.left_shift(1, orders.astype(np.int64)), +1)
         self.batches.append(heads)
         return True
 
@@ -567,6 +579,36 @@ class MigrationQueue:
             if promoted:
                 vm.count("pgpromote_success", target, promoted)
         return [np.ones(b.size, bool) for b in batches]
+
+
+@njit(cache=True, nogil=True)
+def _queue_batch(node_start, memcg, order, heads, target, delta):
+    """MigrationQueue.add's per-folio part in one pass over ``heads`` (its numpy form is the
+    reference, under COMPILED = False): refuses (False) a folio outside every node or already
+    on ``target`` (node_of), of another memcg than the first, or neither order 0 nor
+    HPAGE_PMD_ORDER; else returns (True, the memcg, the THP count) with ``delta`` (zeros in)
+    holding each node's free-page change were the batch migrated (_show_moved's +1 form)."""
+    last = node_start.size - 1
+    end = node_start[last]
+    m0 = memcg[heads[0]]
+    n9 = 0
+    total = 0
+    for i in range(heads.size):
+        h = heads[i]
+        if h < 0 or h >= end:
+            return False, m0, n9
+        j = 0
+        for k in range(1, last):
+            j += h >= node_start[k]
+        o = np.int64(order[h])
+        if j == target or memcg[h] != m0 or (o != 0 and o != HPAGE_PMD_ORDER):
+            return False, m0, n9
+        n9 += o != 0
+        nr = np.int64(1) << o
+        delta[j] += nr
+        total += nr
+    delta[target] -= total
+    return True, m0, n9
 
 
 def migrate_misplaced_folio(kernel, head: int, target_nid: int) -> bool:
