@@ -7,8 +7,9 @@ Fast paths (each with its reference):
 - kmigrated's READY scan: ``PghotV3._walk_ready`` reads the READY records from where the walk
   resumes, only as far as the walk's CPU reaches (reference: every READY record of the node on
   every wake, ``_walk_ready_reference``; the walk's CPU per pfn is still computed once).
-- the rate model's sampled pages: ``RateModel._draw`` through a guide table (reference: the
-  distribution's own inverse-CDF ``sample``, a binary search over the CDF per draw).
+- the rate model's sampled pages: ``RateModel._draw`` through a settled-bucket table and a
+  guide table (exact_kernels.draw_index; reference: the distribution's own inverse-CDF
+  ``sample``, a binary search over the CDF per draw).
 - the IBS rings: ``Ibs._push`` as one compiled pass over the samples in time order
   (reference: ``_push_sorted``, a lexsort by ring, window and time).
 - the IBS handler's filter chain: ``Ibs._filter`` as one compiled pass (reference:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tierscan.access.exact import ExactModel
-from tierscan.access.exact_kernels import draw_pages, guide_table
+from tierscan.access.exact_kernels import (GuideTables, draw_index, draw_pages, guide_table,
+                                           settled_buckets)
 from tierscan.mm.mmu import replay, replay_segments
 from tierscan.sim.config import config_from_dict
 from tierscan.sim.run import run_experiment
@@ -42,6 +43,57 @@ def test_guide_table_search_survives_rounding_at_bucket_edges():
     got = np.empty(u.size, np.int64)
     draw_pages(u, cdf, guide, scale, 499, np.zeros(500, np.int64), got, 16)
     assert np.array_equal(got, np.minimum(np.searchsorted(cdf, u, side="right"), 499))
+
+
+def _settled_draws(dist, n, u):
+    cdf = dist.cdf(n)
+    guide, scale = guide_table(cdf)
+    last = int(np.flatnonzero(dist.weights(n))[-1])
+    settled = settled_buckets(cdf, scale, guide.size - 1, last)
+    got = np.empty(u.size, np.int64)
+    draw_index(u, cdf, guide, scale, last, settled, got)
+    return got, settled, np.minimum(np.searchsorted(cdf, u, side="right"), last)
+
+
+@pytest.mark.parametrize("dist", [Uniform(), Zipf(0.99), Zipf(1.3, scatter=False),
+                                  HotSet(0.1, 0.9, offset=0.95)])
+@pytest.mark.parametrize("n", [1, 3, 2097, 4096, 70_000])
+def test_settled_bucket_draws_are_searchsorted_draws(dist, n):
+    """draw_index (a settled bucket's answer, else the bucket's search) against numpy's
+    searchsorted: random draws, and draws on, and one ulp around, every CDF entry and bucket
+    edge (where a bucket is settled or not)."""
+    cdf = dist.cdf(n)
+    _, scale = guide_table(cdf)
+    edges = np.concatenate([cdf, np.arange(min(n, 1 << 22) + 1) / scale])
+    u = np.concatenate([np.random.default_rng(n).random(50_000) * cdf[-1], edges,
+                        np.nextafter(edges, 0), np.nextafter(edges, 2)])
+    u = np.clip(u, 0, np.nextafter(cdf[-1], 0))
+    got, settled, ref = _settled_draws(dist, n, u)
+    assert np.array_equal(got, ref)
+    assert n < 1000 or (settled >= 0).any()       # both paths taken
+
+
+def test_settled_buckets_of_a_power_of_two_uniform_are_all_settled():
+    """The IBS run's distribution (uniform over 2 Mi pages; here 64 Ki): its CDF entries
+    are exact multiples of 1/n on the bucket edges, so every bucket is settled and no draw
+    searches; and a non-power-of-two n has buckets that are not."""
+    u = np.random.default_rng(1).random(100_000)
+    got, settled, ref = _settled_draws(Uniform(), 1 << 16, u)
+    assert np.array_equal(got, ref) and (settled >= 0).all()
+    got, settled, ref = _settled_draws(Uniform(), 70_001, u * Uniform().cdf(70_001)[-1])
+    assert np.array_equal(got, ref) and (settled < 0).any()
+
+
+def test_guide_tables_draw_is_the_distributions_sample():
+    """GuideTables.draw (the rate model's sampled pages): dist.sample bit for bit, the same
+    uniforms taken from the generator."""
+    tables = GuideTables()
+    for dist in (Uniform(), Zipf(0.99)):
+        for n in (5000, 1 << 16):
+            a, b = np.random.default_rng(n), np.random.default_rng(n)
+            for count in (0, 1, 3000):
+                assert np.array_equal(tables.draw(dist, n, count, a), dist.sample(n, count, b))
+            assert a.random() == b.random()
 
 
 def test_replay_segments_counts_per_segment_and_stops_where_replay_does():
