@@ -180,6 +180,42 @@ def test_materialize_kernel_matches_numpy_reference():
     assert (t1 != table0).sum() > 100                   # the draw did set bits
 
 
+def test_walk_scan_ranges_matches_numpy_reference():
+    """The walk's compiled young-PTE scan finds the numpy form's slots, pfns and per-range
+    counts: entries not present, old, special, the zero page, off the node, on a THP tail
+    (its head's gen and memcg read), off the LRU or of another memcg; empty ranges too."""
+    from tierscan.mm.constants import (
+        _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_SPECIAL,
+    )
+    from tierscan.mm.walk_kernels import scan_ranges, scan_ranges_reference
+
+    rng = np.random.default_rng(9)
+    n, npfn, node_lo, node_hi, zero_pfn = 6000, 4096, 512, 3584, 700
+    bits = rng.choice(np.array([0, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PRESENT | _PAGE_ACCESSED,
+                                _PAGE_PROTNONE | _PAGE_ACCESSED,
+                                _PAGE_PRESENT | _PAGE_ACCESSED | _PAGE_SPECIAL], np.uint64),
+                      n, p=[0.1, 0.1, 0.05, 0.6, 0.1, 0.05])
+    pfns = rng.integers(0, npfn, n)
+    pfns[rng.random(n) < 0.02] = zero_pfn
+    pte = (pfns.astype(np.uint64) << np.uint64(12)) | bits
+    order = np.zeros(npfn, np.uint8)
+    order[1024:1024 + 512] = 9                         # a THP: its tails read the head's
+    lru_gen_refs = rng.choice(np.array([0, 1, 2, 3], np.uint8), npfn, p=[0.1, 0.3, 0.3, 0.3])
+    memcg = rng.choice(np.array([1, 2], np.uint16), npfn, p=[0.9, 0.1])
+    memcg[1024], lru_gen_refs[1024] = 1, 2
+    lo = np.array([0, 100, 100, 700, 5000, 5990], np.int64)
+    hi = np.array([90, 100, 612, 4000, 5500, 6000], np.int64)
+    out = np.empty(n, np.int64), np.empty(n, np.int64)
+    per_range = np.empty(lo.size, np.int64)
+    k = scan_ranges(lo, hi, pte, order, lru_gen_refs, memcg, node_lo, node_hi, 1, zero_pfn,
+                    out[0], out[1], per_range)
+    slots, found, counts = scan_ranges_reference(lo, hi, pte, order, lru_gen_refs, memcg,
+                                                 node_lo, node_hi, 1, zero_pfn)
+    assert out[0][:k].tolist() == slots.tolist() and out[1][:k].tolist() == found.tolist()
+    assert per_range.tolist() == counts.tolist()
+    assert k > 500 and ((found >= 1024) & (found < 1536)).sum() > 20 and counts[1] == 0
+
+
 def test_a_finished_run_frees_what_it_held():
     """Two identical runs in one process, the cyclic collector off (as between its automatic
     passes): after the first returns, its memory is back, and the second peaks no higher."""
