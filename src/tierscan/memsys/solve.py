@@ -45,7 +45,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
+COMPILED = True     # False: every 1-D solve runs the numpy form (_solve_one_reference)
 TOL = 1e-6
 MAX_SWEEPS = 60
 BG_CAP = 0.9
@@ -150,7 +152,19 @@ def _unit(n: int) -> np.ndarray:
 
 def _solve_one(dev, T, rest, a, rd, wr, bg_r, bg_w, r, x0=0.0) -> float:
     """The root of curve⁻¹(x) − B(x) = 0 in x ≥ 0, others' increments held (``rest``: each
-    group's τ without this node's increment). Strictly increasing in x, so bisection."""
+    group's τ without this node's increment). Strictly increasing in x, so bisection. One
+    group (every pghot run): one compiled pass, the numpy form's arithmetic bit for bit (its
+    sums over groups have a single term); several: the numpy form, whose sums over groups
+    are numpy's matmul."""
+    if COMPILED and T.size == 1:
+        peak, lat = dev.at_ratio(r)
+        return _solve_one_group(peak, lat, _unit(lat.size), dev.per_direction, T[0], rest[0],
+                                a[0], rd[0], wr[0], bg_r, bg_w, x0)
+    return _solve_one_reference(dev, T, rest, a, rd, wr, bg_r, bg_w, r, x0)
+
+
+def _solve_one_reference(dev, T, rest, a, rd, wr, bg_r, bg_w, r, x0=0.0) -> float:
+    """_solve_one in numpy, for any number of groups."""
     peak, lat = dev.at_ratio(r)
     u_grid = _unit(lat.size)
     x_last = float(lat[-1] - lat[0])
@@ -191,3 +205,81 @@ def _refine(excess, lo, hi, rounds) -> float:
         lo, hi = xs[i - 1], xs[i]
     e_lo, e_hi = excess(np.array([lo, hi]))
     return float(lo + (hi - lo) * (-e_lo) / (e_hi - e_lo)) if e_hi > e_lo else float(hi)
+
+
+# ---- the one-group solve, compiled (its numpy form: _solve_one_reference, _refine, _grid) ----
+# A few dozen tiny numpy calls per 1-D solve were most of a tick's solve (~15 us each, 400 us a
+# solve); the same arithmetic on scalars, in the same order, gives the same floats
+# (tests/test_memsys_solve.py compares the two on recorded and random solves).
+
+@njit(cache=True, nogil=True)
+def _interp(x, xp, fp):
+    """np.interp(x, xp, fp) of one x on strictly ascending, finite xp (numpy's formula; its
+    fall-backs for a non-finite slope never apply to these tables)."""
+    n = xp.size
+    if x < xp[0]:
+        return fp[0]
+    if x >= xp[n - 1]:
+        return fp[n - 1]
+    lo, hi = 0, n - 1                           # xp[lo] <= x < xp[hi]
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if xp[mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    slope = (fp[lo + 1] - fp[lo]) / (xp[lo + 1] - xp[lo])
+    return slope * (x - xp[lo]) + fp[lo]
+
+
+@njit(cache=True, nogil=True)
+def _excess_one(x, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r, bg_w):
+    inv = 1.0 / (rest + a * x)
+    R = 0.0 + rd_T * inv + bg_r                 # numpy's matmul: a sum of one term from 0
+    W = 0.0 + wr_T * inv + bg_w
+    b = max(R, W) if full else R + W
+    return _interp(x + lat[0], lat, u_grid) * peak - b
+
+
+@njit(cache=True, nogil=True)
+def _refine_one(lo, hi, rounds, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r, bg_w):
+    xs = np.empty(_GRID)
+    for _ in range(rounds):
+        delta = hi - lo                         # _grid(lo, hi)
+        step = delta / (_GRID - 1)
+        for i in range(_GRID):
+            xs[i] = (i / (_GRID - 1) * delta if step == 0 else i * step) + lo
+        xs[_GRID - 1] = hi
+        first = 0                               # np.argmax(e >= 0): 0 when none is
+        for i in range(_GRID):
+            if _excess_one(xs[i], peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r,
+                           bg_w) >= 0:
+                first = i
+                break
+        if first == 0:
+            return lo
+        lo, hi = xs[first - 1], xs[first]
+    e_lo = _excess_one(lo, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r, bg_w)
+    e_hi = _excess_one(hi, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r, bg_w)
+    return lo + (hi - lo) * (-e_lo) / (e_hi - e_lo) if e_hi > e_lo else hi
+
+
+@njit(cache=True, nogil=True)
+def _solve_one_group(peak, lat, u_grid, full, T, rest, a, rd, wr, bg_r, bg_w, x0):
+    rd_T, wr_T = rd * T, wr * T
+    if x0 > 0:
+        lo, hi = x0 * (1 - _WARM), x0 * (1 + _WARM)
+        e_lo = _excess_one(lo, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r, bg_w)
+        e_hi = _excess_one(hi, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r, bg_w)
+        if e_lo < 0 <= e_hi:
+            return _refine_one(lo, hi, _WARM_ROUNDS, peak, lat, u_grid, full, rd_T, wr_T,
+                               rest, a, bg_r, bg_w)
+    lo, hi = 0.0, max(lat[lat.size - 1] - lat[0], 1e-9)
+    if _excess_one(0.0, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r, bg_w) >= 0:
+        return 0.0
+    while _excess_one(hi, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r, bg_w) < 0:
+        lo, hi = hi, hi * 2
+        if hi > 1e12:
+            return hi
+    return _refine_one(lo, hi, _ROUNDS, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r,
+                       bg_w)
