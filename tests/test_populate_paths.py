@@ -143,3 +143,73 @@ def test_fault_kernels_classify_as_the_numpy_masks(seed):
             wp = w & ((leaf & (pte_pfn(pmd[slots >> 9]) == hz))
                       | (~leaf & ((e & P) != 0) & ((e & RW) == 0)))
             assert any_write_protect(slots, w, pte, pmd, hz) == wp.any()
+
+
+def thp_touches(seed: int) -> dict:
+    """THP-eligible mappings (one not PMD-aligned at either end) touched in random order, with
+    repeats, reads (the huge zero page) and writes, part already mapped, until the nodes run
+    short and THP allocations fall back to base pages."""
+    rng = np.random.default_rng(seed)
+    k = make_kernel(("12MiB", "8MiB"))
+    mm = k.spawn("p")
+    mm.mmap(3 * PAGE, "anon")           # the next mapping starts off a PMD boundary
+    vmas = [mm.mmap(int(rng.integers(6, 12)) * 512 * PAGE + int(rng.integers(1, 500)) * PAGE,
+                    "anon", thp=True) for _ in range(2)]
+    for vma in vmas:
+        pages = (vma.end - vma.start) // PAGE
+        for _ in range(4):
+            n = int(rng.integers(1, 3000))
+            first = rng.integers(0, pages, n)
+            if rng.random() < .3:
+                first = np.sort(first)
+            try:
+                mm.access(page_addrs(vma.start, 1, 0)[0] + np.uint64(PAGE) * first.astype(
+                    np.uint64), rng.random(n) < .6)
+            except OutOfMemory:
+                pass
+    snap = state(k)
+    snap["mm.content"] = snap.pop(f"mm{mm.id}.content")
+    return snap
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_thp_faults_in_random_order_match_the_numpy_forms(monkeypatch, seed):
+    fast = thp_touches(seed)
+    assert fast["mm.content"].any()
+    monkeypatch.setattr(memory, "COMPILED", False)
+    assert_same(thp_touches(seed), fast)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_thp_fault_kernels_match_the_numpy_masks(seed):
+    """thp_fault_pmds against do_huge_pmd_anonymous_faults' masks and first_per_key (random
+    order, repeats, a range whose ends cut PMDs, some PMDs mapped), map_thp_content against
+    the gather through folio_pfns."""
+    from tierscan.mm.fault_kernels import map_thp_content, thp_fault_pmds
+    from tierscan.mm.memory import first_per_key
+
+    rng = np.random.default_rng(seed)
+    npmd = 24
+    pmd = np.where(rng.random(npmd) < .3, np.uint64(0x67), np.uint64(0))
+    start, end = int(rng.integers(0, 700)), int(rng.integers(npmd * 512 - 700, npmd * 512))
+    for n in (0, 1, 7, 2000):
+        slots = rng.integers(start, end, n)
+        if rng.random() < .5:
+            slots = np.sort(slots)
+        w = rng.random(n) < .5
+        pmds = slots >> 9
+        eligible = (pmds << 9 >= start) & ((pmds + 1) << 9 <= end) & (pmd[pmds] == 0)
+        upmd, idx = first_per_key(pmds[eligible])
+        got_pmd, got_w, got_n = thp_fault_pmds(slots, w, start, end, pmd)
+        assert got_pmd.tolist() == upmd.tolist()
+        assert got_w.tolist() == w[eligible][idx].tolist()
+        assert got_n == int(eligible.sum())
+    heads = rng.permutation(16)[:5] * 512
+    done = rng.permutation(npmd)[:5]
+    page_content = rng.integers(1, 1 << 30, 16 * 512).astype(np.uint32)
+    want = np.zeros(npmd * 512, np.uint32)
+    want[(done[:, None] * 512 + np.arange(512)).ravel()] = \
+        page_content[(heads[:, None] + np.arange(512)).ravel()]
+    got = np.zeros(npmd * 512, np.uint32)
+    map_thp_content(done, heads, page_content, got)
+    assert np.array_equal(got, want)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .constants import _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW, PTE_PFN_MASK
+from .constants import (
+    HPAGE_PMD_NR, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW, PTE_PFN_MASK,
+)
 
 # plain ints (numba compiles numpy-scalar globals into slow code, as mmu.py)
 _P, _PN, _PSE, _RW, _PFN = (int(_PAGE_PRESENT), int(_PAGE_PROTNONE), int(_PAGE_PSE),
                             int(_PAGE_RW), int(PTE_PFN_MASK))
+_PMD_NR = int(HPAGE_PMD_NR)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -122,3 +125,46 @@ def set_ptes(slots, pfns, bits, pte, pmd, pmd_table):
     for i in range(slots.size):
         pte[slots[i]] = (np.uint64(pfns[i]) << np.uint64(12)) | bits[i]
     return new[:n]
+
+
+@njit(cache=True, nogil=True)
+def thp_fault_pmds(slots, first_w, start_slot, end_slot, pmd):
+    """do_huge_pmd_anonymous_faults' PMDs in one pass: each PMD the slots touch that a THP can
+    fill (wholly inside [start_slot, end_slot), entry none), once, in first-access order, with
+    whether that first access writes; and how many of the slots lie under such a PMD. The
+    numpy form (memory.py) masks, then first_per_key; 64 GiB of THP populate makes it ~15
+    passes over 16 M slots. The table of PMDs seen spans only those the eligible slots touch."""
+    lo, hi = np.int64(1) << 62, np.int64(-1)
+    for i in range(slots.size):
+        p = slots[i] >> 9
+        if p << 9 >= start_slot and (p + 1) << 9 <= end_slot and pmd[p] == 0:
+            lo = min(lo, p)
+            hi = max(hi, p)
+    out_pmd = np.empty(max(hi - lo + 1, 0), np.int64)
+    out_w = np.empty(out_pmd.size, np.bool_)
+    if hi < 0:
+        return out_pmd, out_w, 0
+    seen = np.zeros(hi - lo + 1, np.bool_)
+    m = n_eligible = 0
+    for i in range(slots.size):
+        p = slots[i] >> 9
+        if p << 9 >= start_slot and (p + 1) << 9 <= end_slot and pmd[p] == 0:
+            n_eligible += 1
+            if not seen[p - lo]:
+                seen[p - lo] = True
+                out_pmd[m] = p
+                out_w[m] = first_w[i]
+                m += 1
+    return out_pmd[:m], out_w[:m], n_eligible
+
+
+@njit(cache=True, nogil=True)
+def map_thp_content(pmds, heads, page_content, slot_content):
+    """The content tag of each page of the THPs ``heads`` into the page slots of the PMDs
+    mapping them (``pt.content[slots] = pm.content[folio_pfns(heads)]`` without the two
+    per-page index arrays)."""
+    for j in range(pmds.size):
+        base = pmds[j] * _PMD_NR
+        h = heads[j]
+        for x in range(_PMD_NR):
+            slot_content[base + x] = page_content[h + x]

@@ -21,7 +21,8 @@ from .constants import (
 )
 from .classic_lru import lru_gen_enabled
 from .fault_kernels import (
-    any_numa_hint, any_swap_entry, any_write_protect, missing_index, set_ptes, set_up_folios,
+    any_numa_hint, any_swap_entry, any_write_protect, map_thp_content, missing_index, set_ptes,
+    set_up_folios, thp_fault_pmds,
 )
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
@@ -199,8 +200,11 @@ def do_first_touch_faults(mm, slots, is_write, vidx, cpu_nid) -> np.ndarray:
         missing = np.flatnonzero(~pt.pmd_is_leaf(slots >> 9) & (pt.pte[slots] == 0))
     if missing.size == 0:
         return np.empty(0, np.int64)
-    uslots, first, first_w, _ = first_by_slot(slots[missing], is_write[missing])
-    uvidx = vidx[missing][first]
+    if missing.size < slots.size:
+        slots, is_write, vidx = slots[missing], is_write[missing], vidx[missing]
+    # (else every access misses, as in a populate: the arrays as they are, no copies)
+    uslots, first, first_w, _ = first_by_slot(slots, is_write)
+    uvidx = vidx[first]
     written = []
     for vi, sel in groups_in_order(uvidx):
         vma = mm.vmas[vi]
@@ -321,14 +325,21 @@ def do_huge_pmd_anonymous_faults(mm, vma, slots, first_w, cpu_nid):
     for the base-page path.
     """
     k, pt = mm.kernel, mm.pt
-    pmds = slots >> 9
-    eligible = (pmds << 9 >= vma.start_slot) & ((pmds + 1) << 9 <= vma.end_slot)
-    eligible &= pt.pmd[pmds] == 0
-    if not eligible.any():
-        return slots, first_w
-    # first access per PMD decides read or write
-    upmd, idx = first_per_key(pmds[eligible])
-    uw = first_w[eligible][idx]
+    if COMPILED:        # the numpy form below, in one pass
+        upmd, uw, n_eligible = thp_fault_pmds(slots, first_w, vma.start_slot, vma.end_slot,
+                                              pt.pmd)
+        if upmd.size == 0:
+            return slots, first_w
+    else:
+        pmds = slots >> 9
+        eligible = (pmds << 9 >= vma.start_slot) & ((pmds + 1) << 9 <= vma.end_slot)
+        eligible &= pt.pmd[pmds] == 0
+        if not eligible.any():
+            return slots, first_w
+        n_eligible = int(eligible.sum())
+        # first access per PMD decides read or write
+        upmd, idx = first_per_key(pmds[eligible])
+        uw = first_w[eligible][idx]
     pt.alloc_upper_tables(upmd)     # __handle_mm_fault: pud_alloc, pmd_alloc before the THP
     zero = ~uw if k.sysfs["transparent_hugepage/use_zero_page"] else np.zeros(uw.size, bool)
     if zero.any():
@@ -340,13 +351,19 @@ def do_huge_pmd_anonymous_faults(mm, vma, slots, first_w, cpu_nid):
     if heads.size:
         index = (done[:, None] * PTRS_PER_PTE + np.arange(HPAGE_PMD_NR)).ravel()
         add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, index)
-        pt.content[index] = k.pm.content[k.pm.folio_pfns(heads)]
+        if COMPILED:
+            map_thp_content(done, heads, k.pm.content, pt.content)
+        else:
+            pt.content[index] = k.pm.content[k.pm.folio_pfns(heads)]
         k.pm.mapcount[heads] = 1  # the PMD mapping counts on the head
         pt.pmd[done] = mk_pte(heads, PTE_BASE | _PAGE_PSE | _PAGE_RW | _PAGE_DIRTY)
         k.vmstat.count("thp_fault_alloc", cpu_nid, heads.size)
     k.vmstat.count("thp_fault_fallback", cpu_nid, want.size - heads.size)
     k.vmstat.count("pgfault", cpu_nid, int(zero.sum()) + heads.size)
+    if n_eligible == slots.size and int(zero.sum()) + done.size == upmd.size:
+        return slots[:0], first_w[:0]   # every slot under a PMD just mapped (populate's case)
     # np.isin(pmds, upmd[zero]) | np.isin(pmds, done), by a table over the pmds' range
+    pmds = slots >> 9
     lo = int(pmds.min())
     mark = np.zeros(int(pmds.max()) - lo + 1, bool)
     mark[upmd[zero] - lo] = True
