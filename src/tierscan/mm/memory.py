@@ -31,6 +31,9 @@ from .swap import free_swap_and_cache, is_swap_pte, pte_to_swp_offset
 # x86's vm_page_prot carries _PAGE_ACCESSED, so a freshly faulted entry is young (unverified).
 PTE_BASE = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
 PMD_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY  # _PAGE_TABLE
+# One mapping, in PhysMem.mapcount's type: ufunc.at with a scalar of the array's own type
+# takes numpy's fast loop (a Python int takes the generic one: 10 vs 0.27 ms for 2**18 pfns)
+MAPCOUNT_ONE = np.int16(1)
 
 
 def first_by_slot(slots: np.ndarray, is_write: np.ndarray):
@@ -417,7 +420,7 @@ def do_file_faults(mm, vma, slots, first_w, cpu_nid) -> None:
         if not f.shmem:
             k.vmstat.count("pgmajfault", cpu_nid, uncached.size)
     pfns = f.pages[offs]
-    np.add.at(k.pm.mapcount, pfns, 1)
+    np.add.at(k.pm.mapcount, pfns, MAPCOUNT_ONE)
     shared_w = first_w & vma.shared
     bits = np.where(shared_w, PTE_BASE | _PAGE_RW | _PAGE_DIRTY, PTE_BASE).astype(np.uint64)
     install_ptes(mm, slots, pfns, bits)
@@ -475,7 +478,7 @@ def do_write_faults(mm, slots, is_write, vidx, cpu_nid, first_written) -> None:
             add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, cow, content)
         pt.content[cow] = content
         k.pm.mapcount[heads] = 1
-        np.subtract.at(k.pm.mapcount, old[from_cache], 1)
+        np.subtract.at(k.pm.mapcount, old[from_cache], MAPCOUNT_ONE)
         pt.pte[cow] = mk_pte(heads, PTE_BASE | _PAGE_RW | _PAGE_DIRTY)
 
 
@@ -537,7 +540,7 @@ def zap_slots(mm, start_slot: int, end_slot: int) -> np.ndarray:
     ptes = pt.pte[start_slot:end_slot]
     present = pte_present(ptes) & ((ptes & _PAGE_SPECIAL) == 0)
     pfns = pte_pfn(ptes[present])
-    np.subtract.at(k.pm.mapcount, pfns, 1)
+    np.subtract.at(k.pm.mapcount, pfns, MAPCOUNT_ONE)
     lost.append(pfns)
     swapped = is_swap_pte(ptes)
     if swapped.any():                 # zap_nonpresent_ptes(): free_swap_and_cache()
