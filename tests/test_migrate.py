@@ -357,3 +357,89 @@ def test_compiled_pte_rewrite_matches_numpy(monkeypatch):
     assert hinted >= 10           # the case that rewrites flag bits is there
     for f, r in zip(fast, ref):
         np.testing.assert_array_equal(f, r)
+
+
+def _thps_of_one_mm(nr=6):
+    """A debug kernel whose mm has ``nr`` PMD-mapped THPs on node 0 (the second NUMA-hinted,
+    PROT_NONE) and a few 4 KiB pages; returns (kernel, mm, THP heads, small heads)."""
+    from tierscan.mm.memory import change_huge_pmd_numa
+
+    k = make_kernel(("64MiB", "64MiB"))
+    mm = k.spawn("a")
+    thp = mm.mmap(nr * HPAGE, thp=True)
+    mm.access(page_addrs(thp.start, nr * HPAGE_NR), True)
+    small = mm.mmap(4 * PAGE)
+    mm.access(page_addrs(small.start, 4), True)
+    change_huge_pmd_numa(mm, [PageTable.slot(thp.start + HPAGE) >> 9])
+    heads = mm.translate(addrs([thp.start + i * HPAGE for i in range(nr)]))
+    return k, mm, heads, mm.translate(page_addrs(small.start, 4))
+
+
+def test_pmd_mapped_thps_is_the_page_walk():
+    """rmap.pmd_mapped_thps (a folio's pages checked in one pass) answers for whole PMD-mapped
+    anon THPs of one mm what rmap_walk of their pages finds, one PMD site over every page; and
+    refuses (None) whatever the page walk would find otherwise: a 4 KiB folio, a THP of
+    another mm, a PTE-mapped THP, a page whose index or mapping is not its THP's."""
+    from tierscan.mm.rmap import pmd_mapped_thps, rmap_walk
+
+    k, mm, heads, small = _thps_of_one_mm()
+    pm = k.pm
+    got = pmd_mapped_thps(k, heads[::-1])
+    (site,) = rmap_walk(k, pm.folio_pfns(heads[::-1]))
+    assert got[0] is mm is site.mm and site.pmd
+    np.testing.assert_array_equal(np.repeat(got[1], HPAGE_NR), site.slots)
+    np.testing.assert_array_equal(np.arange(heads.size * HPAGE_NR), site.pos)
+    other = k.spawn("b")
+    v = other.mmap(HPAGE, thp=True)
+    other.access(page_addrs(v.start, HPAGE_NR), True)
+    assert pmd_mapped_thps(k, np.r_[heads, other.translate(addrs(v.start))]) is None
+    assert pmd_mapped_thps(k, np.r_[heads, small[:1]]) is None
+    h = int(heads[3])
+    for arr, page, value in ((pm.index, h + 7, pm.index[h + 6]),     # slot not its page's
+                             (pm.mapping, h + 500, 99),                  # not the mm's
+                             (pm.index, h + 511, pm.index[h] + 1024)):   # under another PMD
+        saved = arr[page]
+        arr[page] = value
+        assert pmd_mapped_thps(k, heads) is None
+        sites = rmap_walk(k, pm.folio_pfns(heads[3:4]))
+        assert [(s.pmd, s.pos.size) for s in sites] != [(True, HPAGE_NR)]
+        arr[page] = saved
+    assert pmd_mapped_thps(k, heads) is not None
+    mm.mbind(PageTable.addr(int(pm.index[h])), HPAGE // 2, "bind", [0])   # splits its PMD
+    assert pmd_mapped_thps(k, heads) is None
+
+
+def _moved_by(monkeypatch, by_folio: bool):
+    """Whole PMD-mapped THPs of one mm moved to node 1 by one move_folios in chunks (one of
+    them empty), with a remap hook recording its calls: the calls, the mms of each chunk,
+    the page tables and pfn state."""
+    import tierscan.mm.migrate as migrate
+    from tierscan.mm.physmem import PhysMem
+
+    monkeypatch.setattr(migrate, "BY_FOLIO", by_folio)
+    k, mm, heads, _ = _thps_of_one_mm()
+    heads = heads[[4, 1, 0, 5, 2, 3]]
+    calls = []
+    k.remap_hooks.append(lambda m, slots, src, dst: calls.append(
+        (m.id, slots.dtype, slots.copy(), src.dtype, src.copy(), dst)))
+    new, _ = migrate._alloc_on(k, heads.size, 9, 1, WMARK_MIN)
+    mms = migrate.move_folios(k, heads, new, np.array([0, 2, 2, 5, 6]))
+    k.check()
+    return calls, [sorted(m.id for m in g) for g in mms], \
+        [mm.pt.pmd.copy(), mm.pt.pte.copy()] + [a.copy() for a in PhysMem._state_arrays(k.pm)]
+
+
+def test_move_by_folio_is_the_page_walk(monkeypatch):
+    """move_folios of whole PMD-mapped THPs by folio (_move_pmd_thps) makes the remap hooks'
+    calls (chunk by chunk, the same arrays) and leaves the page tables and pfn state of the
+    page-by-page rmap walk (BY_FOLIO = False)."""
+    calls, mms, state = _moved_by(monkeypatch, True)
+    ref_calls, ref_mms, ref_state = _moved_by(monkeypatch, False)
+    assert mms == ref_mms and [len(g) for g in mms] == [1, 0, 1, 1]
+    assert len(calls) == len(ref_calls) == 3
+    for c, r in zip(calls, ref_calls):
+        assert c[0] == r[0] and c[1] == r[1] and c[3] == r[3] and c[5] == r[5]
+        np.testing.assert_array_equal(c[2], r[2])
+        np.testing.assert_array_equal(c[4], r[4])
+    for f, r in zip(state, ref_state):
+        np.testing.assert_array_equal(f, r)

@@ -16,13 +16,13 @@ from numba import njit
 
 from ..arrays import unique
 from .constants import (
-    HPAGE_PMD_ORDER, LRU_GEN_MASK, PG_anon, PG_dirty, PG_lru, PG_swapbacked, PTE_PFN_SHIFT,
+    HPAGE_PMD_NR, HPAGE_PMD_ORDER, LRU_GEN_MASK, PG_anon, PG_dirty, PG_lru, PG_swapbacked, PTE_PFN_SHIFT,
     _PAGE_PRESENT, _PAGE_PROTNONE,
 )
 from .memcontrol import mem_cgroup_migrate
 from .pagetable import mk_pte
 from .physmem import BLOCK, WMARK_HIGH, WMARK_MIN
-from .rmap import Sites, rmap_walk
+from .rmap import Sites, pmd_mapped_thps, rmap_walk
 from .swap import swap_cache_migrate
 from .vmstat import register_vmstat
 
@@ -134,6 +134,53 @@ def move_folios(kernel, old, new, chunks=None):
     # LRU's del only touches folios on its lists (an MGLRU gen, or PG_lru)
     if ((pm.flags[old] & PG_lru) | (pm.lru_gen_refs[old] & LRU_GEN_MASK)).any():
         kernel.lru_del(old)
+    thps = pmd_mapped_thps(kernel, old) if COMPILED and BY_FOLIO else None
+    if thps is None:
+        per_group = _move_pages(kernel, old, new, chunks)
+    else:
+        per_group = _move_pmd_thps(kernel, old, new, chunks, *thps)
+    cached = new[(pm.flags[new] & PG_anon) == 0]
+    for fid in unique(pm.mapping[cached]):
+        sel = cached[pm.mapping[cached] == fid]
+        kernel.files[int(fid)].pages[pm.index[sel].astype(np.int64)] = sel
+    swap_cache_migrate(kernel, old, new)
+    kernel.free_pages(old)
+    mem_cgroup_migrate(kernel, new)
+    kernel.lru_add(new)
+    return per_group[0] if chunks is None else per_group
+
+
+def _move_pmd_thps(kernel, old, new, chunks, mm, pmd_slots) -> list[set]:
+    """_move_pages for whole anon THPs of one mm, each mapped by one PMD leaf (at
+    ``pmd_slots``: rmap.pmd_mapped_thps), folio by folio: the state copied by slices, the
+    remap hooks told the pages' slots and source nodes of each chunk (each THP's 512 pages
+    in order, one node: nodes are whole 2 MiB blocks), the PMD leaves rewritten once each.
+    Their page-by-page rmap walk would find one PMD site (every page of every folio, in
+    order), so these are the same calls with the same arrays, and the same writes.
+    Returns the mms of each chunk (``chunks`` None: one chunk)."""
+    pm = kernel.pm
+    old, new = np.asarray(old, np.int64), np.asarray(new, np.int64)
+    _copy_folios(old, new, pm.folio_nr_pages(old), *(getattr(pm, name) for name in _COPIED))
+    bounds = np.asarray([0, old.size] if chunks is None else chunks).tolist()
+    if kernel.remap_hooks:
+        dst_nid = int(kernel.node_of(new[:1])[0])
+        src_nid = kernel.node_of(old)
+        page = np.arange(HPAGE_PMD_NR, dtype=np.int64)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if b > a:
+                slots = ((pmd_slots[a:b] << 9)[:, None] + page).ravel()
+                src = np.repeat(src_nid[a:b], HPAGE_PMD_NR)
+                for hook in kernel.remap_hooks:
+                    hook(mm, slots, src, dst_nid)
+    table = mm.pt.pmd       # a PMD maps the new head
+    table[pmd_slots] = mk_pte(new, 0) | remove_migration_bits(table[pmd_slots])
+    return [{mm} if b > a else set() for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _move_pages(kernel, old, new, chunks) -> list[set]:
+    """move_folios' copy, remap hooks and page-table rewrite by an rmap walk of every page
+    of the folios. Returns the mms of each chunk (``chunks`` None: one chunk)."""
+    pm = kernel.pm
     old_p, new_p = pm.folio_pfns(old), pm.folio_pfns(new)
     copy_folio_state(pm, old_p, new_p, old, new)
     dst_nid = int(kernel.node_of(new_p[:1])[0])
@@ -163,15 +210,7 @@ def move_folios(kernel, old, new, chunks=None):
         else:
             table = s.mm.pt.pte
             table[s.slots] = mk_pte(new_p[s.pos], 0) | remove_migration_bits(table[s.slots])
-    cached = new[(pm.flags[new] & PG_anon) == 0]
-    for fid in unique(pm.mapping[cached]):
-        sel = cached[pm.mapping[cached] == fid]
-        kernel.files[int(fid)].pages[pm.index[sel].astype(np.int64)] = sel
-    swap_cache_migrate(kernel, old, new)
-    kernel.free_pages(old)
-    mem_cgroup_migrate(kernel, new)
-    kernel.lru_add(new)
-    return per_group[0] if chunks is None else per_group
+    return per_group
 
 
 def pmd_leaves(sites):
@@ -187,6 +226,9 @@ def pmd_leaves(sites):
 
 
 REFERENCE_PMD_WRITES = False
+# False: move_folios walks the pages of whole PMD-mapped THPs too (_move_pages, the former
+# form of _move_pmd_thps)
+BY_FOLIO = True
 # False: copy_folio_state copies field by field in numpy and move_folios rewrites the PTEs
 # with numpy (mk_pte | remove_migration_bits): the references of the compiled passes
 COMPILED = True

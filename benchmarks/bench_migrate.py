@@ -1,0 +1,109 @@
+"""Folio migration by folio against the former page-by-page walk (mm/migrate.BY_FOLIO), in one
+process, CPU seconds (time.process_time):
+
+- per call: one pghot-v3 Mode 3 run (64 GiB of THPs; kmigrated moves ~83 THPs a call) whose
+  move_folios calls after the set-up's take the two forms in turn (folio, page, page,
+  folio, ...): the median CPU of a call in each form and their ratio. Both forms leave the
+  same state (tests/test_migrate.py), so the run is the run either way;
+- the set-up's move_pages (all 32,768 THPs to the CXL node in one migrate_folios call):
+  the engine built up to its first solve four times, page, folio, folio, page.
+
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_migrate.py [--source klruscand]
+        [--scale 1] [--skip-run] [--skip-setup]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import time
+
+from tierscan.experiments.pghot_v3 import SOURCES, config
+from tierscan.mm import migrate, process
+from tierscan.sim.config import config_from_dict
+from tierscan.sim.run import build_engine, run_experiment
+
+ORDER = (True, False, False, True)     # BY_FOLIO of consecutive calls (A B B A)
+
+
+def per_call(cfg) -> tuple[dict, float]:
+    """CPU s of each move_folios call after the first, by form; and the whole run's CPU s."""
+    real = migrate.move_folios
+    spent: dict[bool, list[float]] = {True: [], False: []}
+    calls = [0]
+
+    @functools.wraps(real)
+    def alternating(*a, **kw):
+        calls[0] += 1
+        form = True if calls[0] == 1 else ORDER[(calls[0] - 2) % len(ORDER)]
+        migrate.BY_FOLIO = form
+        t = time.process_time()
+        try:
+            return real(*a, **kw)
+        finally:
+            if calls[0] > 1:
+                spent[form].append(time.process_time() - t)
+            migrate.BY_FOLIO = True
+
+    migrate.move_folios = alternating
+    try:
+        t = time.process_time()
+        run_experiment(cfg)
+        return spent, time.process_time() - t
+    finally:
+        migrate.move_folios = real
+
+
+def setup_move(cfg, form: bool) -> float:
+    """CPU s of the set-up's move_pages with BY_FOLIO = ``form``."""
+    real = process.MM.move_pages
+    spent = [0.0]
+
+    def timed(self, *a, **kw):
+        t = time.process_time()
+        try:
+            return real(self, *a, **kw)
+        finally:
+            spent[0] += time.process_time() - t
+
+    process.MM.move_pages, migrate.BY_FOLIO = timed, form
+    try:
+        build_engine(cfg, solve_only=True)
+    finally:
+        process.MM.move_pages, migrate.BY_FOLIO = real, True
+    return spent[0]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", default="klruscand",
+                    choices=[s for s in SOURCES if s not in ("numab0", "numab2-pghot")])
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--skip-run", action="store_true", help="only the set-up's move_pages")
+    ap.add_argument("--skip-setup", action="store_true", help="only the per-call figures")
+    args = ap.parse_args(argv)
+    cfg = config_from_dict(config(3, args.source, scale=args.scale))   # the fit first
+    run_experiment(config_from_dict(config(3, args.source, scale=0.01)))   # numba's start
+    if not args.skip_setup:
+        runs = {False: [], True: []}
+        for form in (False, True, True, False):
+            runs[form].append(setup_move(cfg, form))
+        page, folio = statistics.mean(runs[False]), statistics.mean(runs[True])
+        print(f"set-up move_pages (Mode 3 {args.source}, scale {args.scale:g}): by folio "
+              f"{folio:.3f} s CPU, by page {page:.3f} s (x{page / folio:.2f}); "
+              f"runs {[round(x, 3) for x in runs[True]]} vs {[round(x, 3) for x in runs[False]]}")
+    if not args.skip_run:
+        spent, total = per_call(cfg)
+        folio, page = (statistics.median(spent[f]) for f in (True, False))
+        print(f"move_folios after the set-up (Mode 3 {args.source}, scale {args.scale:g}, run "
+              f"{total:.1f} s CPU): median by folio {folio * 1e3:.3f} ms a call "
+              f"({len(spent[True])} calls, {sum(spent[True]):.3f} s), by page "
+              f"{page * 1e3:.3f} ms ({len(spent[False])} calls, {sum(spent[False]):.3f} s): "
+              f"x{page / folio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
