@@ -42,6 +42,20 @@ def test_node_pages_matches_reading_every_pfn():
     assert fast["anon_thp"][1] > 0 and fast["file"][1] > 0 and fast["anon"][0] > 0
 
 
+def test_is_zero_pfn_matches_the_numpy_form():
+    """Both zero pages' pfns and their neighbours, -1 (not present), random pfns, a strided
+    view, other integer types (the numpy form) and an empty array."""
+    k = Kernel(Machine.preset("laptop"), seed=0)
+    z, hz = k.zero_pfn, k.huge_zero_pfn
+    edges = np.array([-1, z - 1, z, z + 1, hz - 1, hz, hz + 1, hz + 511, hz + 512, hz + 513])
+    rnd = np.random.default_rng(0).integers(-1, 4 * hz, 5000)
+    for pfns in (edges, rnd, rnd[::3], rnd.astype(np.int32), np.empty(0, np.int64)):
+        got, want = k.is_zero_pfn(pfns), k.is_zero_pfn_reference(pfns)
+        assert got.dtype == want.dtype and got.tolist() == want.tolist()
+    assert k.is_zero_pfn(edges).tolist() == [False, False, True, False, False, True, True, True,
+                                             False, False]
+
+
 def test_translate_kernel_matches_numpy_reference(ahead):
     """MM.translate's compiled pass gives translate_reference's pfns: THP leaves, PTEs, NUMA
     hint (PROT_NONE) entries of both sizes, unmapped holes, addresses outside any VMA."""
