@@ -4,8 +4,9 @@ the forms they replaced, in one process on one finished pghot-v3 run: the per-pf
 when every page is one) and promotion_summary (the promoted pages' keys in one pass, the
 common keys by a merge instead of np.isin, the quantiles from the folios' cumulative pages
 instead of a partition of every page's time, and none of the identity figures computed when
-the summary does not report them). Checks that both give the same identities, hot sets and
-summaries. CPU seconds, the best of three.
+the summary does not report them; the first-report lookup's sorts by arrays.sort_order).
+Checks that both give the same identities, hot sets and summaries. CPU seconds, the best
+of three.
 
     PYTHONPATH=src python3 benchmarks/bench_summary.py [MODE SOURCE SCALE]   # default 3 klruscand 0.5
 """
@@ -59,7 +60,11 @@ def summary_before(engine, promoter, *, hot_set, fits_fast_tier):
     hot = pm_.distinct(pm_.identity_keys(hot_set))
     tp = pm_.count_common_reference(keys, hot)
     start = pm_.run_start_ns(engine)
-    rep = pm_.lookup(getattr(promoter, "first_report_ns", None) or {}, pfns, -1)
+    sort_order, pm_.sort_order = pm_.sort_order, np.argsort     # lookup's former sorts
+    try:
+        rep = pm_.lookup(getattr(promoter, "first_report_ns", None) or {}, pfns, -1)
+    finally:
+        pm_.sort_order = sort_order
     has = rep >= 0
     note = None
     if unresolved.any():

@@ -85,12 +85,14 @@ def test_mean_of_repeated_integers_is_numpys_or_none():
            (np.zeros(9, np.int64), np.arange(9)), (np.array([7]), np.array([1]))]
     for v, w in big:
         want = np.repeat(v.astype(float), w).mean()
-        assert pmx.repeated_mean(v, w) == want
+        assert pmx.repeated_mean(v, w) == pmx.repeated_mean_reference(v, w) == want
     assert float(np.abs(big[0][0]) @ big[0][1]) > 2.0 ** 53      # beyond the plain bound
     odd = np.array([2**52 + 1, 3, 2**51 + 7])
     w = np.array([3, 1, 2])
     assert np.repeat(odd.astype(float), w).sum() != int(odd @ w)     # (the float sum rounds)
-    assert pmx.repeated_mean(odd, w) is None
+    assert pmx.repeated_mean(odd, w) is None is pmx.repeated_mean_reference(odd, w)
+    huge = np.array([1 << 62, 1 << 61])     # (int64 sums wrap: the float sum says so)
+    assert pmx.repeated_mean(huge, [4, 1]) is None is pmx.repeated_mean_reference(huge, [4, 1])
     assert pmx.distribution(odd, w) == pmx.distribution_reference(odd, w)
     assert pmx.repeated_mean(np.array([1.5, 2.0]), np.array([1, 1])) is None
 
@@ -117,3 +119,21 @@ def test_summary_of_a_run_matches_its_numpy_forms(mode, monkeypatch):
         monkeypatch.setattr(pmx, name, getattr(pmx, f"{name}_reference"))
     assert (oracle_hot_set(e, ordered=False) == hot).all()
     assert pmx.promotion_summary(e, src, hot_set=hot, fits_fast_tier=mode == 3) == fast
+
+
+def test_sort_order_is_the_stable_argsort():
+    """arrays.sort_order: the packed sort's permutation is np.argsort's stable one (repeats in
+    index order), for negative and unsigned keys, and keys of a narrow range far from 0 (whose
+    packed form would overflow without their offset from the minimum); keys too wide to pack
+    go to argsort."""
+    from tierscan.arrays import sort_order
+
+    rng = np.random.default_rng(8)
+    for a in (rng.integers(0, 50, 100_000), rng.integers(-(1 << 40), 1 << 40, 5000),
+              rng.integers(0, 1 << 16, 3000).astype(np.uint16), np.arange(7, 0, -1),
+              rng.integers(0, 1 << 62, 1000), rng.integers(0, 4, 999).astype(np.uint64) + np.uint64(1 << 63),
+              rng.integers(0, 100, 9000) + (1 << 49) - 50, np.array([3]), np.zeros(0, np.int64),
+              rng.integers(-3, 3, 257).astype(np.int8), rng.random(100)):
+        got, want = sort_order(a), np.argsort(a, kind="stable")
+        assert got.dtype == want.dtype and got.tolist() == want.tolist(), a.dtype
+

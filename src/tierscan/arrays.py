@@ -115,6 +115,37 @@ def stable_argsort(a) -> np.ndarray:
     return order
 
 
+@njit(cache=True, nogil=True)
+def _packed_keys(a, lo, bits):
+    """Each key's offset from ``lo`` above ``bits`` bits holding its index, in one pass (the
+    numpy form is four: astype, subtract, shift, or with an arange)."""
+    out = np.empty(a.size, np.int64)
+    for i in range(a.size):
+        out[i] = ((np.int64(a[i]) - lo) << bits) | i
+    return out
+
+
+def sort_order(a) -> np.ndarray:
+    """``np.argsort(a, kind="stable")`` of a 1-D integer array, found by sorting each value
+    packed with its index into one int64 (the values' offset from their minimum in the high
+    bits, the index in the low ones): np.sort's vectorised path, ~5 times faster than
+    argsort's at 2 M random keys. Keys that leave no room for the index bits, and other
+    dtypes, go to np.argsort (which is also the reference the tests compare with)."""
+    a = np.asarray(a)
+    n = a.size
+    if a.ndim == 1 and n > 1 and a.dtype.kind in "iu":
+        lo, hi = int(a.min()), int(a.max())
+        bits = (n - 1).bit_length()
+        if hi - lo < 1 << (63 - bits):
+            if a.dtype.kind == "u":     # (offset in their own type: they may not fit an int64)
+                a, lo = a - a.dtype.type(lo), 0
+            packed = _packed_keys(a, lo, bits)
+            packed.sort()
+            packed &= (1 << bits) - 1
+            return packed
+    return np.argsort(a, kind="stable")
+
+
 # unique_inverse counts into a table instead of sorting when the keys span at most this many
 # values per key (or _DENSE_MIN in all): the table costs O(span), the sort O(n log n)
 _DENSE_PER_KEY = 4

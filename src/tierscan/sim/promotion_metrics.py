@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..arrays import unique
+from ..arrays import sort_order, unique
 from ..mm.constants import PG_allocated, PG_anon, PG_reserved
 
 KEY_SHIFT = 33          # index is a uint32 page slot / file offset
@@ -175,10 +175,12 @@ def weighted_quantiles(values, weights) -> np.ndarray:
     _quantile and _lerp: index (n - 1) q, the upper neighbour's form from gamma 0.5 on).
     A run promotes few folios of many pages (Mode 3: 33 k THPs, 16.8 M pages), where the
     partition of the repeated array cost ~0.25 s CPU a call. ``weights`` sum to >= 1."""
-    v = np.asarray(values, float)
+    v = np.asarray(values)
     w = np.asarray(weights, np.int64)
-    order = np.argsort(v)
-    v, ends = v[order], np.cumsum(w[order])
+    if v.size > 1 and not (v[1:] >= v[:-1]).all():    # (promotion times come in order)
+        order = sort_order(v) if v.dtype.kind in "iu" else np.argsort(v)
+        v, w = v[order], w[order]
+    v, ends = v.astype(float), np.cumsum(w)     # (ints to floats keep their order)
     n = int(ends[-1])
     virtual = (n - 1) * np.asarray(QUANTILES)
     below = np.floor(virtual)
@@ -192,6 +194,27 @@ def weighted_quantiles(values, weights) -> np.ndarray:
     return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
 
+@njit(cache=True, nogil=True)
+def _integer_sums(v, w):
+    """(OR of |v|, sum |v| w as a float and as an int64, sum v w, sum w) in one pass:
+    repeated_mean's numpy passes (repeated_mean_reference). The int64 sums wrap past 2^63;
+    the float one tells when they may have."""
+    bits = 0
+    magnitude_f = 0.0
+    magnitude = 0
+    total = 0
+    count = 0
+    for i in range(v.size):
+        x = v[i]
+        a = -x if x < 0 else x
+        bits |= a
+        magnitude_f += float(a) * float(w[i])
+        magnitude += a * w[i]
+        total += x * w[i]
+        count += w[i]
+    return bits, magnitude_f, magnitude, total, count
+
+
 def repeated_mean(values, weights) -> float | None:
     """``np.repeat(values, weights).mean()`` bit for bit without the repeated array, for
     integer values, when every partial sum of any order is exact: each value is a multiple
@@ -202,17 +225,32 @@ def repeated_mean(values, weights) -> float | None:
     time is a tick's multiple of 2^7 ns (10 ms ticks: 10^7 = 2^7 x 78125), so a run's
     16.8 M pages' times stay under the bound."""
     v = np.asarray(values)
+    if v.dtype.kind not in "iu" or v.size == 0 or \
+            (v.dtype.kind == "u" and v.dtype.itemsize == 8):
+        return None
+    bits, magnitude_f, magnitude, total, count = _integer_sums(
+        v.astype(np.int64, copy=False), np.asarray(weights, np.int64))
+    low = bits & -bits
+    if low == 0:                    # every value 0
+        return 0.0
+    if magnitude_f >= 2.0 ** 61 or magnitude >= (1 << 53) * low:
+        return None     # (past 2^61 the exact int64 sums could have wrapped)
+    return float(np.float64(total) / count)
+
+
+def repeated_mean_reference(values, weights) -> float | None:
+    v = np.asarray(values)
     w = np.asarray(weights, np.int64)
-    if v.dtype.kind not in "iu" or v.size == 0 or v.dtype.itemsize > 8 or \
+    if v.dtype.kind not in "iu" or v.size == 0 or \
             (v.dtype.kind == "u" and v.dtype.itemsize == 8):
         return None
     v = v.astype(np.int64)
     bits = int(np.bitwise_or.reduce(np.abs(v)))
     low = bits & -bits
-    if low == 0:                    # every value 0
+    if low == 0:
         return 0.0
     if float(np.abs(v).astype(float) @ w.astype(float)) >= 2.0 ** 61:
-        return None     # (the exact int64 sums below could overflow)
+        return None
     if int(np.abs(v) @ w) >= (1 << 53) * low:
         return None
     return float(np.float64(int(v @ w)) / int(w.sum()))
@@ -228,10 +266,9 @@ def distribution(values, weights=None) -> dict | None:
     if count == 0:
         return None
     mean = repeated_mean(values, w)
-    v = np.asarray(values, float)
     if mean is None:
-        mean = float(np.repeat(v, w).mean())
-    q = weighted_quantiles(v, w)
+        mean = float(np.repeat(np.asarray(values, float), w).mean())
+    q = weighted_quantiles(values, w)
     return {"count": count, "mean": mean, "p10": float(q[0]), "p50": float(q[1]),
             "p90": float(q[2])}
 
@@ -292,11 +329,11 @@ def lookup(table: dict, keys: np.ndarray, missing: int) -> np.ndarray:
         return out
     k = np.fromiter(table.keys(), np.int64, len(table))
     v = np.fromiter(table.values(), np.int64, len(table))
-    order = np.argsort(k)
+    order = sort_order(k)
     k, v = k[order], v[order]
     # the keys are searched in sorted order: a binary search per random key misses the cache
     # at every step (2 M promoted pfns: ~2.3 s CPU; sorted, the sort and search ~0.35 s)
-    at = np.argsort(keys)
+    at = sort_order(keys)
     sk = keys[at]
     i = np.minimum(np.searchsorted(k, sk), k.size - 1)
     hit = k[i] == sk
