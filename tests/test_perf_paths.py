@@ -107,7 +107,8 @@ def _compress_reference(rates, counts=None):
 
 def test_compress_matches_the_former_form():
     """Che's rate bins: per-item counts, none, and a scalar count (a power of two, or not)
-    give the former arrays bit for bit, zero and NaN rates dropped."""
+    give the former arrays bit for bit, zero and NaN rates dropped; bins summed in a table
+    (the compiled pass) and, spanning too wide a range, by bincount."""
     from tierscan.memsys.lru import compress
 
     rng = np.random.default_rng(7)
@@ -118,7 +119,8 @@ def test_compress_matches_the_former_form():
     cnt = rng.integers(0, 5, w.size).astype(float)
     for counts, full in ((None, None), (cnt, cnt), (64.0, np.full(w.size, 64.0)),
                          (3.0, np.full(w.size, 3.0)), (0.0, np.zeros(w.size))):
-        for rates in (w, w[:0], np.full(10, 2.5e-9)):
+        wide = 10.0 ** -rng.uniform(0, 300, 5_000)      # bins too wide for the table
+        for rates in (w, w[:0], np.full(10, 2.5e-9), wide):
             got = compress(rates, counts if np.ndim(counts) == 0 else counts[:rates.size])
             ref = _compress_reference(rates, None if full is None else full[:rates.size])
             for a, b in zip(got, ref):

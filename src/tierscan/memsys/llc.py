@@ -37,17 +37,19 @@ def shared_llc_hits(streams, llc_bytes: int) -> list[tuple[float, float, float]]
     stream's part of all references (its threads' access rate over the total). One Che
     characteristic time for all; per stream (data hit ratio, walk hit ratio, lines of the
     cache it occupies)."""
-    rates, counts = [], []
+    rates, counts, per_line = [], [], []
     for share, w, lr in streams:
-        r, n = compress(share * np.asarray(w, float) / LINES_PER_PAGE, float(LINES_PER_PAGE))
+        x = share * np.asarray(w, float) / LINES_PER_PAGE     # each line's rate, per page
+        r, n = compress(x, float(LINES_PER_PAGE))
         lr_r, lr_n = compress(lr)
         rates += [r, share * lr_r]
         counts += [n, lr_n]
+        per_line.append(x)
     t = characteristic_time(np.concatenate(rates), np.concatenate(counts), llc_bytes / LINE)
     out = []
-    for share, w, lr in streams:
+    for (share, w, lr), x in zip(streams, per_line):
         w, lr = np.asarray(w, float), np.asarray(lr, float)
-        hit_w, hit_lr = hit_probability(share * w / LINES_PER_PAGE, t), hit_probability(share * lr, t)
+        hit_w, hit_lr = hit_probability(x, t), hit_probability(share * lr, t)
         h = float(w @ hit_w) / max(w.sum(), 1e-300)
         h_pt = float(lr @ hit_lr) / lr.sum() if lr.sum() > 0 else 1.0
         occ = LINES_PER_PAGE * float(hit_w.sum()) + float(hit_lr.sum())

@@ -12,10 +12,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from ..arrays import unique_inverse
 
 _BINS_PER_E = 256     # rates within a factor e^(1/256) share one representative (compress)
+_DENSE_PER_RATE = 4   # compress sums into a table of bins when they span at most this many
+_DENSE_MIN = 1 << 16  # per rate (or this many in all), as arrays.unique_inverse ranks keys
 
 
 def compress(rates, counts=None):
@@ -38,8 +41,16 @@ def compress(rates, counts=None):
         counts = counts[keep] if per_item else counts
     if rates.size == 0:
         return rates, np.zeros(0)
-    key = np.round(np.log(rates) * _BINS_PER_E).astype(np.int64)
-    uniq, inv = unique_inverse(key)
+    key = np.round(np.log(rates) * _BINS_PER_E)
+    lo, hi = key.min(), key.max()
+    if hi - lo < max(_DENSE_PER_RATE * key.size, _DENSE_MIN):
+        # one compiled pass into a table of every bin in the span (no key-rank array): the
+        # same sums in the same order as the bincounts below
+        c = float(counts) if counts is not None and not per_item else 1.0
+        mass, n = _bin_sums(key, int(lo), int(hi - lo) + 1, rates,
+                            counts if per_item else np.zeros(0), c)
+        return mass / n, n
+    uniq, inv = unique_inverse(key.astype(np.int64))
     if per_item:
         n = np.bincount(inv, weights=counts, minlength=uniq.size)
         mass = np.bincount(inv, weights=counts * rates, minlength=uniq.size)
@@ -50,6 +61,34 @@ def compress(rates, counts=None):
         n = np.bincount(inv, minlength=uniq.size) * c
         mass = np.bincount(inv, weights=rates if c == 1.0 else c * rates, minlength=uniq.size)
     return mass / n, n
+
+
+# a pass of sums in order: numba (DESIGN §4); its reference is compress's bincount form (which
+# bins too wide a span), compared in tests/test_perf_paths.py
+@njit(cache=True, nogil=True)
+def _bin_sums(key, lo, span, rates, counts, c):
+    """(mass, n) of the bins present, in ascending key: per-item ``counts`` (when given) or
+    ``c`` per rate, each bin's sums taken in the rates' order from 0 (np.bincount's order;
+    n as bincount's integer count times c when counts are not per item)."""
+    per_item = counts.size > 0
+    items = np.zeros(span, np.int64)
+    n = np.zeros(span)
+    mass = np.zeros(span)
+    for i in range(key.size):
+        b = np.int64(key[i]) - lo
+        items[b] += 1
+        if per_item:
+            n[b] += counts[i]
+            mass[b] += counts[i] * rates[i]
+        else:
+            mass[b] += rates[i] if c == 1.0 else c * rates[i]
+    k = 0
+    for b in range(span):
+        if items[b]:
+            n[k] = n[b] if per_item else items[b] * c
+            mass[k] = mass[b]
+            k += 1
+    return mass[:k].copy(), n[:k].copy()
 
 
 def _power_of_two(c: float) -> bool:
