@@ -4,7 +4,7 @@ the forms they replaced, in one process on one finished pghot-v3 run: the per-pf
 when every page is one) and promotion_summary (the promoted pages' keys in one pass, the
 common keys by a merge instead of np.isin, the quantiles from the folios' cumulative pages
 instead of a partition of every page's time, and none of the identity figures computed when
-the summary does not report them; the first-report lookup's sorts by arrays.sort_order).
+the summary does not report them; the first-report lookup by a merge of packed sorts).
 Checks that both give the same identities, hot sets and summaries. CPU seconds, the best
 of three.
 
@@ -60,11 +60,7 @@ def summary_before(engine, promoter, *, hot_set, fits_fast_tier):
     hot = pm_.distinct(pm_.identity_keys(hot_set))
     tp = pm_.count_common_reference(keys, hot)
     start = pm_.run_start_ns(engine)
-    sort_order, pm_.sort_order = pm_.sort_order, np.argsort     # lookup's former sorts
-    try:
-        rep = pm_.lookup(getattr(promoter, "first_report_ns", None) or {}, pfns, -1)
-    finally:
-        pm_.sort_order = sort_order
+    rep = pm_.lookup_reference(getattr(promoter, "first_report_ns", None) or {}, pfns, -1)
     has = rep >= 0
     note = None
     if unresolved.any():

@@ -137,3 +137,17 @@ def test_sort_order_is_the_stable_argsort():
         got, want = sort_order(a), np.argsort(a, kind="stable")
         assert got.dtype == want.dtype and got.tolist() == want.tolist(), a.dtype
 
+
+
+def test_merge_lookup_matches_the_numpy_form():
+    """lookup's merge of the packed sorts against lookup_reference and dict.get: repeated and
+    missing keys, negative keys, a one-entry table, keys too wide to pack (the numpy form)."""
+    rng = np.random.default_rng(10)
+    keys = rng.integers(-500, 5000, 20000)
+    for table in ({int(x): int(y) for x, y in zip(rng.integers(-300, 4000, 3000),
+                                                   rng.integers(0, 1 << 40, 3000))},
+                  {7: 1}, {1 << 62: 3, -(1 << 62): 4, 5: 6}):
+        for q in (keys, np.r_[keys, 1 << 62, -(1 << 62)], keys[:1]):
+            got = pmx.lookup(table, q, -1)
+            assert got.tolist() == pmx.lookup_reference(table, q, -1).tolist() == \
+                [table.get(int(x), -1) for x in q]

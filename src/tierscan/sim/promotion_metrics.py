@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..arrays import sort_order, unique
+from ..arrays import packed_sort, sort_order, unique, unique_inverse
 from ..mm.constants import PG_allocated, PG_anon, PG_reserved
 
 KEY_SHIFT = 33          # index is a uint32 page slot / file offset
@@ -291,7 +291,7 @@ def cdf(values, weights) -> dict | None:
     v = np.asarray(values, np.int64)
     if v.size == 0:
         return None
-    uniq, inv = np.unique(v, return_inverse=True)
+    uniq, inv = unique_inverse(v)      # (one pass: promotion times come in order)
     per = np.bincount(inv, weights=np.asarray(weights, np.int64)).astype(np.int64)
     return {"ns": uniq.tolist(), "pages": np.cumsum(per).tolist()}
 
@@ -321,19 +321,53 @@ def promoted_folios(engine, promoter) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return pfns, ns, folio_identities(kernel, heads), "pfn_now"
 
 
+@njit(cache=True, nogil=True)
+def _merge_lookup(table_packed, table_lo, table_bits, values, keys_packed, keys_lo, keys_bits,
+                  out):
+    """out[i] = values[j] where keys[i] == table[j]: one walk of the table's and the keys'
+    packed sorts (arrays.packed_sort) side by side, reading both in order."""
+    table_mask = (np.int64(1) << table_bits) - 1
+    keys_mask = (np.int64(1) << keys_bits) - 1
+    j = 0
+    m = table_packed.size
+    for t in range(keys_packed.size):
+        key = (keys_packed[t] >> keys_bits) + keys_lo
+        while j < m and (table_packed[j] >> table_bits) + table_lo < key:
+            j += 1
+        if j < m and (table_packed[j] >> table_bits) + table_lo == key:
+            out[keys_packed[t] & keys_mask] = values[table_packed[j] & table_mask]
+
+
 def lookup(table: dict, keys: np.ndarray, missing: int) -> np.ndarray:
     """``[table.get(k, missing) for k in keys]`` for an int -> int dict, as int64, without a
-    Python call per key (a run can promote millions of pfns)."""
+    Python call per key (a run can promote millions of pfns): the table's keys and the
+    queries sorted (packed_sort), then matched in one merge (_merge_lookup); lookup_reference
+    is the numpy form (binary searches of the sorted queries), which also takes keys that
+    do not pack."""
+    keys = np.asarray(keys, np.int64)
+    if not table or keys.size == 0:
+        return np.full(keys.size, missing, np.int64)
+    k = np.fromiter(table.keys(), np.int64, len(table))
+    table_sorted, queries = packed_sort(k), packed_sort(keys)
+    if table_sorted is None or queries is None:
+        return lookup_reference(table, keys, missing)
+    out = np.full(keys.size, missing, np.int64)
+    _merge_lookup(*table_sorted, np.fromiter(table.values(), np.int64, len(table)),
+                  *queries, out)
+    return out
+
+
+def lookup_reference(table: dict, keys: np.ndarray, missing: int) -> np.ndarray:
     out = np.full(keys.size, missing, np.int64)
     if not table or keys.size == 0:
         return out
     k = np.fromiter(table.keys(), np.int64, len(table))
     v = np.fromiter(table.values(), np.int64, len(table))
-    order = sort_order(k)
+    order = np.argsort(k)
     k, v = k[order], v[order]
     # the keys are searched in sorted order: a binary search per random key misses the cache
     # at every step (2 M promoted pfns: ~2.3 s CPU; sorted, the sort and search ~0.35 s)
-    at = sort_order(keys)
+    at = np.argsort(keys)
     sk = keys[at]
     i = np.minimum(np.searchsorted(k, sk), k.size - 1)
     hit = k[i] == sk
