@@ -6,10 +6,12 @@ process, CPU seconds (time.process_time):
   folio, ...): the median CPU of a call in each form and their ratio. Both forms leave the
   same state (tests/test_migrate.py), so the run is the run either way;
 - the set-up's move_pages (all 32,768 THPs to the CXL node in one migrate_folios call):
-  the engine built up to its first solve four times, page, folio, folio, page.
+  the engine built up to its first solve four times, page, folio, folio, page;
+- with ``--whole``: whole runs after an untimed one, page, folio, folio, page (result files
+  without their timing block checked byte-identical; exit 1 if not).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_migrate.py [--source klruscand]
-        [--scale 1] [--skip-run] [--skip-setup]
+        [--scale 1] [--skip-run] [--skip-setup] [--whole]
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import functools
 import statistics
 import sys
 import time
+
+from _report import timed_run
 
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.mm import migrate, process
@@ -83,6 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--skip-run", action="store_true", help="only the set-up's move_pages")
     ap.add_argument("--skip-setup", action="store_true", help="only the per-call figures")
+    ap.add_argument("--whole", action="store_true",
+                    help="also four whole runs, page, folio, folio, page")
     args = ap.parse_args(argv)
     cfg = config_from_dict(config(3, args.source, scale=args.scale))   # the fit first
     run_experiment(config_from_dict(config(3, args.source, scale=0.01)))   # numba's start
@@ -102,6 +108,25 @@ def main(argv=None) -> int:
               f"({len(spent[True])} calls, {sum(spent[True]):.3f} s), by page "
               f"{page * 1e3:.3f} ms ({len(spent[False])} calls, {sum(spent[False]):.3f} s): "
               f"x{page / folio:.2f}")
+    if args.whole:
+        # a first full-scale run fills the memo of phase solutions (memsys/memo.py), which
+        # makes later runs cheaper: untimed, so that neither form has it
+        timed_run(config(3, args.source, scale=args.scale))
+        runs = {False: [], True: []}
+        for form in (False, True, True, False):
+            migrate.BY_FOLIO = form
+            try:
+                runs[form].append(timed_run(config(3, args.source, scale=args.scale)))
+            finally:
+                migrate.BY_FOLIO = True
+        results = {text for pair in runs.values() for _, text in pair}
+        page, folio = (statistics.mean(t for t, _ in runs[f]) for f in (False, True))
+        print(f"whole run (Mode 3 {args.source}, scale {args.scale:g}): by folio {folio:.2f} s "
+              f"CPU, by page {page:.2f} s (x{page / folio:.2f}); runs "
+              f"{[round(t, 2) for t, _ in runs[True]]} vs {[round(t, 2) for t, _ in runs[False]]}"
+              f"; results {'identical' if len(results) == 1 else 'DIFFER'}")
+        if len(results) != 1:
+            return 1
     return 0
 
 
