@@ -3,7 +3,7 @@ reference's exact result."""
 
 import numpy as np
 import pytest
-from conftest import HPAGE, PAGE
+from conftest import HPAGE, PAGE, machine_dict
 
 from tierscan import Kernel, Machine
 
@@ -75,6 +75,72 @@ def test_translate_kernel_matches_numpy_reference(ahead):
     huge = mm.pt.pmd_is_leaf(mm.pt.slot(addrs[ref >= 0]) >> 9)
     assert huge.any() and (~huge).any()
     assert mm.pt.pmd[mm.pt.pmd != 0].size and (mm.pt.pte & np.uint64(1 << 8)).any()
+
+
+def prot_numa_scans(seed: int) -> list:
+    """change_prot_numa over random ranges of a three-node layout: order-0 anon on every node,
+    THPs (one split to PTEs), the zero page and the huge zero page, shared file pages (some
+    dirty), a private file mapping two processes map (mapcount 2 on some pages, 1 on others),
+    ranges scanned twice (entries PROT_NONE already); with and without skip_toptier. Returns
+    each call's result, then the page tables and counters."""
+    from tierscan.mm.memory import PMD_TABLE, PTE_BASE, change_prot_numa
+    from tierscan.mm.pagetable import mk_pte
+
+    rng = np.random.default_rng(seed)
+    k = Kernel(Machine.from_dict(machine_dict(["64MiB", "64MiB", "64MiB"], cpus=[[0], [], []],
+                                              tiers=[0, 1, 1])), seed=0)
+    p, q = k.spawn("p"), k.spawn("q")
+    for nid in range(3):
+        p.mmap(int(rng.integers(200, 900)) * PAGE, "anon", populate=True, policy="bind",
+               nodes=[nid])
+    t = p.mmap(6 * HPAGE, "anon", thp=True, populate=True, policy="bind", nodes=[1])
+    p.munmap(t.start + 2 * HPAGE + 5 * PAGE, 3 * PAGE)            # splits that THP's PMD
+    z = p.mmap(3 * HPAGE, "anon", thp=True)
+    p.access(np.arange(z.start, z.start + 2 * HPAGE, 97 * PAGE, dtype=np.uint64), False)
+    zp = p.mmap(300 * PAGE, "anon")
+    p.access(np.arange(zp.start, zp.end, 3 * PAGE, dtype=np.uint64), False)  # the zero page
+    f = k.open_file("f", 800 * PAGE)
+    fs = p.mmap(800 * PAGE, "file", file=f, shared=True, populate=True, policy="bind",
+                nodes=[2])
+    p.access(np.arange(fs.start, fs.start + 300 * PAGE, 2 * PAGE, dtype=np.uint64), True)
+    g = k.open_file("g", 600 * PAGE)
+    pg = p.mmap(600 * PAGE, "file", file=g, policy="bind", nodes=[1])
+    p.access(np.arange(pg.start, pg.end, PAGE, dtype=np.uint64), False)
+    qg = q.mmap(600 * PAGE, "file", file=g)
+    q.access(np.arange(qg.start, qg.start + 400 * PAGE, PAGE, dtype=np.uint64), False)
+    # zero-page entries without _PAGE_SPECIAL (which the fault path always sets), so that the
+    # zero-page test is reached
+    hole = p.mmap(40 * PAGE, "anon")
+    s = p.pt.slot(hole.start)
+    p.pt.alloc_upper_tables(np.array([s >> 9, (s + 39) >> 9]))
+    p.pt.pmd[[s >> 9, (s + 39) >> 9]] = PMD_TABLE
+    p.pt.pte[s:s + 20] = mk_pte(np.full(20, k.zero_pfn), PTE_BASE)
+    p.pt.pte[s + 20:s + 40] = mk_pte(k.huge_zero_pfn + np.arange(20) * 31, PTE_BASE)
+    out = []
+    for mm in (p, q):
+        for vma in list(mm.vmas):     # part of each VMA, then all of it (part already done)
+            a, b = sorted(rng.integers(vma.start // PAGE, vma.end // PAGE + 1, 2).tolist())
+            for lo, hi in ((a * PAGE, b * PAGE), (vma.start, vma.end)):
+                r = change_prot_numa(vma, lo, hi, skip_toptier=bool(rng.integers(0, 2)))
+                out.append((r.nr_updated, r.nr_huge, r.heads.tolist(), r.nr_scanned))
+    for mm in (p, q):
+        out += [mm.pt.pte.copy(), mm.pt.pmd.copy()]
+    return out + [k.vmstat.as_dict()]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_change_prot_numa_compiled_matches_the_numpy_form(monkeypatch, seed):
+    from tierscan.mm import memory
+
+    fast = prot_numa_scans(seed)
+    assert sum(r[0] for r in fast if isinstance(r, tuple)) > 0
+    monkeypatch.setattr(memory, "COMPILED", False)
+    ref = prot_numa_scans(seed)
+    for a, b in zip(fast, ref):
+        if isinstance(a, np.ndarray):
+            assert np.array_equal(a, b)
+        else:
+            assert a == b
 
 
 def test_the_fit_engine_stops_after_the_first_solve_with_the_same_solution():

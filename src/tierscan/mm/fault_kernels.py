@@ -5,7 +5,8 @@ Each phase of handle_accesses first classifies every access of the round (up to 
 half a dozen gathers and masks per phase, mostly to find that nothing needs that phase. These
 loops read the entries once, without temporaries. They classify exactly as the numpy masks
 beside them in memory.py (pmd_is_leaf, is_swap_pte, pte_present); tests/test_populate_paths.py
-checks them against those masks.
+checks them against those masks. prot_numa_ptes is NUMA balancing's marking filter
+(change_prot_numa), checked against its numpy form in tests/test_perf_paths.py.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import numpy as np
 from numba import njit
 
 from .constants import (
-    HPAGE_PMD_NR, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW, PTE_PFN_MASK,
+    HPAGE_PMD_NR, PG_dirty, PG_swapbacked, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW,
+    _PAGE_SPECIAL, PTE_PFN_MASK,
 )
 
 # plain ints (numba compiles numpy-scalar globals into slow code, as mmu.py)
 _P, _PN, _PSE, _RW, _PFN = (int(_PAGE_PRESENT), int(_PAGE_PROTNONE), int(_PAGE_PSE),
                             int(_PAGE_RW), int(PTE_PFN_MASK))
 _PMD_NR = int(HPAGE_PMD_NR)
+_SPECIAL, _SB, _DIRTY = int(_PAGE_SPECIAL), int(PG_swapbacked), int(PG_dirty)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -168,3 +171,53 @@ def map_thp_content(pmds, heads, page_content, slot_content):
         h = heads[j]
         for x in range(_PMD_NR):
             slot_content[base + x] = page_content[h + x]
+
+
+@njit(cache=True, nogil=True)
+def prot_numa_ptes(s0, s1, pte, pmd, order, flags, mapcount, node_start, toptier, zero_pfn,
+                   huge_zero_pfn, skip_mapped_shared):
+    """change_prot_numa()'s PTE filter over the page slots [s0, s1) in one pass (memory.py
+    keeps the numpy form: ~30 array operations a 256-MB scan step): of the present,
+    non-special PTEs outside THP leaves, those whose page is not a zero page and whose folio
+    is on a node not in ``toptier``, not a dirty page-cache folio and, with
+    ``skip_mapped_shared`` (a private mapping), mapped at most once on every page. Returns
+    those slots, their folios' heads, and how many present entries it looked at."""
+    out_slots = np.empty(max(s1 - s0, 0), np.int64)
+    out_heads = np.empty(out_slots.size, np.int64)
+    m = live = 0
+    last = node_start.size - 1
+    prev_head, prev_shared = np.int64(-1), False
+    for s in range(s0, s1):
+        if _leaf(pmd[s >> 9]):
+            continue
+        e = pte[s]
+        if (e & np.uint64(_P)) == 0 or (e & np.uint64(_SPECIAL)) != 0:
+            continue
+        live += 1
+        pfn = np.int64((e & np.uint64(_PFN)) >> np.uint64(12))
+        if pfn == zero_pfn or (pfn >= huge_zero_pfn and pfn < huge_zero_pfn + _PMD_NR):
+            continue
+        head = pfn & ~((np.int64(1) << np.int64(order[pfn])) - 1)
+        nid = 0                                     # node_of, -1 read as node 0 (np.maximum)
+        if head < node_start[last]:
+            for k in range(1, last):
+                nid += head >= node_start[k]
+        if toptier[nid]:
+            continue
+        f = flags[head]
+        if (f & _SB) == 0 and (f & _DIRTY) != 0:
+            continue
+        if skip_mapped_shared:
+            if head != prev_head:                   # a PTE-mapped THP's pages come in a row
+                prev_head = head
+                prev_shared = False
+                for p in range(head, head + (np.int64(1) << np.int64(order[head]))):
+                    if mapcount[p] > 1:
+                        prev_shared = True
+                        break
+            if prev_shared:
+                continue
+        out_slots[m] = s
+        out_heads[m] = head
+        m += 1
+    return out_slots[:m], out_heads[:m], live

@@ -21,8 +21,8 @@ from .constants import (
 )
 from .classic_lru import lru_gen_enabled
 from .fault_kernels import (
-    any_numa_hint, any_swap_entry, any_write_protect, map_thp_content, missing_index, set_ptes,
-    set_up_folios, thp_fault_pmds,
+    any_numa_hint, any_swap_entry, any_write_protect, map_thp_content, missing_index,
+    prot_numa_ptes, set_ptes, set_up_folios, thp_fault_pmds,
 )
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
@@ -615,24 +615,31 @@ def change_prot_numa(vma, start: int, end: int, *, skip_toptier: bool = True) ->
         want = ~toptier[np.maximum(pm.node_of(hh), 0)]
         done = change_huge_pmd_numa(mm, leaf[want])
         huge_heads = pte_pfn(pt.pmd[done])
-    slots = np.arange(s0, s1, dtype=np.int64)
-    slots = slots[~pt.pmd_is_leaf(slots >> 9)]
-    e = pt.pte[slots]
-    live = ((e & _PAGE_PRESENT) != 0) & ((e & _PAGE_SPECIAL) == 0)  # PROT_NONE: PRESENT clear
-    slots = slots[live]
-    pfns = pte_pfn(e[live])
-    heads = pm.folio_head(pfns)
-    flags = pm.flags[heads]
-    ok = ~k.is_zero_pfn(pfns) & ~toptier[np.maximum(pm.node_of(heads), 0)]
-    ok &= ~(((flags & PG_swapbacked) == 0) & ((flags & PG_dirty) != 0))  # dirty file folio
-    if not vma.shared and ok.any():  # is_cow_mapping(): skip folios mapped more than once
-        ok[ok] = ~k.folio_mapped_shared(heads[ok])
-    n = protect_slots_numa(mm, slots[ok]) if ok.any() else 0
+    if COMPILED:        # the numpy form below, in one pass
+        marked, heads, n_live = prot_numa_ptes(
+            s0, s1, pt.pte, pt.pmd, pm.order, pm.flags, pm.mapcount, pm.node_start, toptier,
+            k.zero_pfn, k.huge_zero_pfn, not vma.shared)
+    else:
+        slots = np.arange(s0, s1, dtype=np.int64)
+        slots = slots[~pt.pmd_is_leaf(slots >> 9)]
+        e = pt.pte[slots]
+        # (a PROT_NONE entry has PRESENT clear)
+        live = ((e & _PAGE_PRESENT) != 0) & ((e & _PAGE_SPECIAL) == 0)
+        slots = slots[live]
+        pfns = pte_pfn(e[live])
+        heads = pm.folio_head(pfns)
+        flags = pm.flags[heads]
+        ok = ~k.is_zero_pfn(pfns) & ~toptier[np.maximum(pm.node_of(heads), 0)]
+        ok &= ~(((flags & PG_swapbacked) == 0) & ((flags & PG_dirty) != 0))  # dirty file folio
+        if not vma.shared and ok.any():  # is_cow_mapping(): skip folios mapped more than once
+            ok[ok] = ~k.folio_mapped_shared(heads[ok])
+        marked, heads, n_live = slots[ok], heads[ok], slots.size
+    n = protect_slots_numa(mm, marked) if marked.size else 0
     nr_huge = int(huge_heads.size)
     total = n + nr_huge * HPAGE_PMD_NR
     if total:
         k.vmstat.count("numa_pte_updates", mm.cpu_node, total)
     if nr_huge:
         k.vmstat.count("numa_huge_pte_updates", mm.cpu_node, nr_huge)
-    return NumaProtResult(total, nr_huge, np.concatenate([heads[ok], huge_heads]),
-                          int(slots.size + leaf.size))
+    return NumaProtResult(total, nr_huge, np.concatenate([heads, huge_heads]),
+                          int(n_live + leaf.size))
