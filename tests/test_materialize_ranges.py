@@ -12,7 +12,8 @@ import pytest
 from test_skip_draws import _engine, _random_ops, _same, _snapshot, _state
 
 from tierscan.access.base import ThreadGroup
-from tierscan.access.rate import drop_leading, runs_in_ranges
+from tierscan.access import rate
+from tierscan.access.rate import RateModel, drop_leading, runs_in_ranges
 from tierscan.access.rate_kernels import materialize_runs_kernel, materialize_runs_reference
 from tierscan.mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 
@@ -55,9 +56,11 @@ def test_runs_are_what_index_of_finds():
 
 
 @pytest.mark.parametrize("repeats", [False, True])
-def test_runs_kernel_matches_numpy_reference(repeats):
+def test_runs_kernel_matches_numpy_reference(repeats, monkeypatch):
     """The one-pass compiled draw over runs gives the numpy form's table, hazards and
-    reference points bit for bit (present or not, A set or clear, write hazard kept or not);
+    reference points bit for bit (present or not, A set or clear, write hazard kept or not),
+    and so does the pass that draws its own uniforms (RateModel._draw_runs), leaving the
+    generator where the (2, n) draw does;
     with ``repeats``, hazards drawn from a few values, so that neighbours share Λ (whose
     P(young) the kernel reuses) and some share Λ but not the write hazard."""
     rng = np.random.default_rng(5)
@@ -80,15 +83,31 @@ def test_runs_kernel_matches_numpy_reference(repeats):
     haz0, c0, w = values(2, 7), values(50, 40), values(0.05, 8)
     if repeats:
         w[:m // 2] = 0.0         # Λ = haz: Λ changes where the write hazard does not
-    u = rng.random((2, k))
+    u = np.random.default_rng(77).random((2, k))
     mask = np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE)
+    monkeypatch.setattr(rate, "UNREAD_GAP", 2)
+
+    def drawing(table, s0, i0, ln, mask, haz, whaz, c_ref, w, C, wf, u):
+        """RateModel._draw_runs (materialize_runs_drawing) from the generator that drew u,
+        gaps of 2 unread columns or more left to it; its state must end where u's draw
+        left that generator."""
+        model = RateModel(0)
+        model.rng = np.random.default_rng(77)
+        hz = types.SimpleNamespace(haz=haz, c_ref=c_ref, w=w)
+        model._draw_runs(table, s0, i0, ln, int(ln.sum()), 0, hz, whaz, C, wf)
+        after = np.random.default_rng(77)
+        after.random((2, k))
+        assert model.rng.bit_generator.state == after.bit_generator.state
+
     for whaz0 in (np.empty(0), values(0.5, 3), values(0.5, 300)):
         out = []
-        for fn in (materialize_runs_reference, materialize_runs_kernel):
+        for fn in (materialize_runs_reference, materialize_runs_kernel, drawing):
             table, haz, whaz, c_ref = table0.copy(), haz0.copy(), whaz0.copy(), c0.copy()
             fn(table, s0, i0, ln, mask, haz, whaz, c_ref, w, 60.0, 0.3, u)
             out.append((table, haz, whaz, c_ref))
-        for a, b in zip(*out):
+        for a, b in zip(out[0], out[1]):
+            assert np.array_equal(a, b)
+        for a, b in zip(out[0], out[2]):
             assert np.array_equal(a, b)
         t1 = out[0][0]
         assert (t1 & _PAGE_DIRTY != table0 & _PAGE_DIRTY).sum() > 10    # some became dirty
@@ -106,25 +125,25 @@ def test_ranges_draw_as_the_listed_slots_do(twin_models, seed, gap, monkeypatch)
     cleared) on two models in the same state: one materializes PTEs as ranges (several per
     call, some beyond the group), the other as the listed slots. Same tables, hazards,
     settled runs and generator state after each call; settled prefixes were skipped, and
-    (``gap``: rate.UNREAD_GAP) uniforms that no draw reads were taken without drawing."""
-    from tierscan.access import rate
+    (``gap``: rate.UNREAD_GAP) uniforms that no draw reads were taken without drawing
+    (materialize_runs_drawing's gaps)."""
 
-    skipped, spans = [0], [0, 0]
-    real, real_spans = rate.Hazards.settled_prefix_runs, rate.clear_spans
+    skipped, gaps = [0], [0, 0]
+    real, real_draw = rate.Hazards.settled_prefix_runs, rate.materialize_runs_drawing
 
     def counting(self, i0, ln, C):
         p = real(self, i0, ln, C)
         skipped[0] += p
         return p
 
-    def counting_spans(table, s0, ln, *a):
-        k = real_spans(table, s0, ln, *a)
-        spans[0] += k
-        spans[1] += int(ln.sum()) - int((a[-1][:k] - a[-2][:k]).sum())   # not drawn
-        return k
+    def counting_draw(table, s0, *a):
+        r, q, k, c = real_draw(table, s0, *a)
+        gaps[0] += r < s0.size              # a gap left to the caller: taken without drawing
+        gaps[1] += k - c                    # its columns (at the end: those after the last)
+        return r, q, k, c
 
     monkeypatch.setattr(rate.Hazards, "settled_prefix_runs", counting)
-    monkeypatch.setattr(rate, "clear_spans", counting_spans)
+    monkeypatch.setattr(rate, "materialize_runs_drawing", counting_draw)
     monkeypatch.setattr(rate, "UNREAD_GAP", gap)
     calls = []
     for model, by_ranges in zip(twin_models, (True, False)):
@@ -162,7 +181,7 @@ def test_ranges_draw_as_the_listed_slots_do(twin_models, seed, gap, monkeypatch)
     g0, g1 = (next(iter(mo.by_mm.values()))[0][0] for mo in twin_models)
     assert _same(_snapshot(twin_models[0], g0.mm), _snapshot(twin_models[1], g1.mm))
     assert skipped[0] > 1000
-    assert spans[0] > 20 and spans[1] > 10_000
+    assert gaps[0] >= 2 and gaps[1] > 10_000
 
 
 def test_settled_prefix_and_settle_of_runs_are_those_of_the_listed_entries():

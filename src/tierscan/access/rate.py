@@ -42,7 +42,9 @@ from ..mm.pagetable import PageTable
 from ..prefetch import take
 from .base import HEAT_BINS, AccessModel, bin_sums, compute_ns, fault_cost_ns, fault_counts
 from .exact_kernels import GuideTables
-from .rate_kernels import clear_spans, materialize_kernel
+from .rate_kernels import (
+    clear_spans, materialize_kernel, materialize_runs_drawing, materialize_runs_kernel,
+)
 from .rate_kernels import materialize_runs_kernel as materialize_runs
 
 _ANY_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
@@ -257,6 +259,8 @@ class RateModel(AccessModel):
     def __init__(self, seed: int):
         self.rng = np.random.default_rng([seed, 0x5A7E])
         self._ubuf = np.empty(0)                # _uniforms' buffer
+        # _draw_runs' second position in the stream (its state is set from rng's)
+        self._row1 = np.random.Generator(type(self.rng.bit_generator)())
         self.rates: dict[int, GroupRates] = {}
         self.by_mm: dict[int, list[tuple]] = {}   # mm id -> [(group, rates)] of its groups
         self._heat_c: dict[int, float] = {}     # C at the last heat() call, per group
@@ -526,15 +530,50 @@ class RateModel(AccessModel):
             p = hz.settled_prefix_runs(i0, ln, c_now)
             if p:
                 s0, i0, ln = drop_leading(s0, i0, ln, p)
-            room = (n - p) // UNREAD_GAP + 1
-            a, b = np.empty(room, np.int64), np.empty(room, np.int64)
-            k = clear_spans(mm.pt.pte, s0, ln, present, UNREAD_GAP, a, b)
-            u = self._uniforms(n, p, zip(a[:k].tolist(), b[:k].tolist()))
-            hz._unsettle(c_now)
-            materialize_runs(mm.pt.pte, s0, i0, ln, present, hz.haz,
-                             _NO_WHAZ if hz.whaz is None else hz.whaz, hz.c_ref, hz.w,
-                             c_now, float(r.write_fraction), u)
+            whaz = _NO_WHAZ if hz.whaz is None else hz.whaz
+            if materialize_runs is materialize_runs_kernel:
+                hz._unsettle(c_now)
+                self._draw_runs(mm.pt.pte, s0, i0, ln, n, p, hz, whaz, c_now,
+                                float(r.write_fraction))
+            else:                  # a replaced draw (the numpy reference): uniforms first
+                room = (n - p) // UNREAD_GAP + 1
+                a, b = np.empty(room, np.int64), np.empty(room, np.int64)
+                k = clear_spans(mm.pt.pte, s0, ln, present, UNREAD_GAP, a, b)
+                u = self._uniforms(n, p, zip(a[:k].tolist(), b[:k].tolist()))
+                hz._unsettle(c_now)
+                materialize_runs(mm.pt.pte, s0, i0, ln, present, hz.haz, whaz, hz.c_ref,
+                                 hz.w, c_now, float(r.write_fraction), u)
             hz.settle_runs(i0, ln, c_now)
+
+    def _draw_runs(self, table, s0, i0, ln, n: int, p: int, hz: Hazards, whaz, C: float,
+                   write_fraction: float) -> None:
+        """The draw of n entries, the first p settled (dropped from the runs), in one compiled
+        pass that draws its own uniforms (rate_kernels.materialize_runs_drawing): the
+        generator ends where _uniforms(n, p, spans) and the draw leave it, with the same
+        doubles read, without the (2, n - p) buffer and the pass that finds the spans
+        (clear_spans). Row 0 is the stream's doubles [p, n), row 1 [n + p, 2n): the model's
+        generator reads row 0 and a copy of it, moved n doubles on, row 1; gaps of at least
+        UNREAD_GAP columns no entry reads are taken without drawing (skip_uniforms) and the
+        stream is left where row 1 ends."""
+        g0 = self.rng
+        skip_uniforms(g0, p)
+        g1 = self._row1
+        g1.bit_generator.state = g0.bit_generator.state
+        skip_uniforms(g1, n)
+        m = n - p
+        r = q = k = c = 0
+        present = np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE)
+        while True:
+            r, q, k, c = materialize_runs_drawing(table, s0, i0, ln, present, hz.haz, whaz,
+                                                  hz.c_ref, hz.w, C, write_fraction, g0, g1,
+                                                  r, q, k, c, UNREAD_GAP)
+            if r >= s0.size:
+                break
+            skip_uniforms(g0, k - c)
+            skip_uniforms(g1, k - c)
+            c = k
+        skip_uniforms(g1, m - c)
+        g0.bit_generator.state = g1.bit_generator.state
 
     def _uniforms(self, n: int, p: int, spans=None) -> np.ndarray:
         """The (2, n - p) uniforms of a draw of n entries whose first p are settled: the

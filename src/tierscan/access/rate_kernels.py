@@ -155,3 +155,60 @@ def clear_spans(table, s0, ln, present_mask, min_gap, out_a, out_b):
         out_a[ns], out_b[ns] = a, last + 1
         ns += 1
     return ns
+
+
+@njit(cache=True, nogil=True)
+def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, w, C,
+                             write_fraction, g0, g1, r, q, k, c, min_gap):
+    """materialize_runs_kernel() drawing its own uniforms: ``g0`` and ``g1`` are the model's
+    generator at the draw's row 0 and row 1 (row 1 starts n doubles later in the stream, so
+    two generators keep both rows' positions), at column ``c``. An entry that reads (present,
+    A bit clear) at column k takes row 0's and row 1's double k, after the columns between
+    (read by none) are drawn and dropped; a gap of at least ``min_gap`` such columns is left
+    to the caller, which takes it without drawing (skip_uniforms): the pass then returns at
+    that entry. Starts at run r, offset q, column k (a pass returned there, or 0, 0, 0).
+    Returns (r, q, k, c): the entry it stopped at (r == len(s0): the end) and the
+    generators' column. The same doubles as _uniforms' (2, n) array in the same places, and
+    the same arithmetic: materialize_runs_kernel's results and generator state (the stream
+    is numpy's: numba's Generator calls the bit generator's own next_double)."""
+    lam0, p_young = np.nan, 0.0
+    wlam0, py0, p_dirty = np.nan, np.nan, 0.0
+    while r < s0.size:
+        sr, jr = np.uint64(s0[r]), np.uint64(i0[r])
+        while q < ln[r]:
+            s, j = sr + np.uint64(q), jr + np.uint64(q)
+            e = table[s]
+            if (e & present_mask) != 0 and (e & np.uint64(_A)) == 0:
+                if k - c >= min_gap:
+                    return r, q, k, c
+                while c < k:                      # a short gap: drawn, not read
+                    g0.random()
+                    g1.random()
+                    c += 1
+                u0, u1 = g0.random(), g1.random()
+                c += 1
+                fresh = w[j] * (C - c_ref[j])
+                lam = haz[j] + fresh
+                if lam != lam0:
+                    lam0, p_young = lam, -math.expm1(-lam)
+                if u0 < p_young:
+                    if whaz.size == 0:
+                        wlam = lam * write_fraction
+                    else:
+                        wlam = whaz[j] + fresh * write_fraction
+                    if wlam != wlam0 or p_young != py0:
+                        wlam0, py0 = wlam, p_young
+                        p_dirty = -math.expm1(-wlam) / p_young if p_young > 0 else 0.0
+                    if u1 < p_dirty:
+                        table[s] = e | np.uint64(_A | _D)
+                    else:
+                        table[s] = e | np.uint64(_A)
+            haz[j] = 0.0
+            if whaz.size:
+                whaz[j] = 0.0
+            c_ref[j] = C
+            k += 1
+            q += 1
+        r += 1
+        q = 0
+    return r, q, k, c
