@@ -142,15 +142,6 @@ class PhysMem:
     def node_range(self, nid: int) -> tuple[int, int]:
         return int(self.node_start[nid]), int(self.node_start[nid + 1])
 
-    def used_block_rows(self, nid: int, *arrays) -> list[np.ndarray]:
-        """Each per-pfn array's entries over node ``nid``'s 2 MiB blocks that have an allocated
-        page, one row of BLOCK per block, ascending. Every other pfn of the node is free, so a
-        count over the node's allocated pages can read these alone (nodes are whole blocks:
-        Machine rounds capacities to 2 MiB)."""
-        a, b = self.node_range(nid)
-        blocks = np.flatnonzero(self.block_free[a // BLOCK:b // BLOCK] < BLOCK)
-        return [arr[a:b].reshape(-1, BLOCK)[blocks] for arr in arrays]
-
     # ---- watermarks -----------------------------------------------------------------------
     def setup_watermarks(self, scale_factor: int) -> np.ndarray:
         """__setup_per_zone_wmarks() with one zone per node (spec promotion §3.4; unverified).
