@@ -5,9 +5,10 @@ searchsorted draw) bit for bit, faults and detectors included (issue 15)."""
 import numpy as np
 import pytest
 
+from tierscan.access import exact_kernels
 from tierscan.access.exact import ExactModel
 from tierscan.access.exact_kernels import (GuideTables, draw_index, draw_pages, guide_table,
-                                           settled_buckets)
+                                           settled_buckets, settled_buckets_reference)
 from tierscan.mm.mmu import replay, replay_segments
 from tierscan.sim.config import config_from_dict
 from tierscan.sim.run import run_experiment
@@ -49,9 +50,9 @@ def _settled_draws(dist, n, u):
     cdf = dist.cdf(n)
     guide, scale = guide_table(cdf)
     last = int(np.flatnonzero(dist.weights(n))[-1])
-    settled = settled_buckets(cdf, scale, guide.size - 1, last)
+    settled, settled_scale = settled_buckets(cdf, last)
     got = np.empty(u.size, np.int64)
-    draw_index(u, cdf, guide, scale, last, settled, got)
+    draw_index(u, cdf, guide, scale, last, settled, settled_scale, got)
     return got, settled, np.minimum(np.searchsorted(cdf, u, side="right"), last)
 
 
@@ -71,6 +72,38 @@ def test_settled_bucket_draws_are_searchsorted_draws(dist, n):
     got, settled, ref = _settled_draws(dist, n, u)
     assert np.array_equal(got, ref)
     assert n < 1000 or (settled >= 0).any()       # both paths taken
+
+
+@pytest.mark.parametrize("dist", [Uniform(), Zipf(0.99), HotSet(0.1, 0.9, offset=0.95)])
+@pytest.mark.parametrize("n", [2048, 4096, 70_000])
+def test_settled_buckets_finer_than_the_guide_and_capped(dist, n, monkeypatch):
+    """More pages than guide buckets (the settled table has its own, finer buckets) and than
+    settled buckets (several pages a bucket): GUIDE_MAX and SETTLED_MAX made small."""
+    monkeypatch.setattr(exact_kernels, "GUIDE_MAX", 1000)
+    monkeypatch.setattr(exact_kernels, "SETTLED_MAX", 4096)
+    cdf = dist.cdf(n)
+    last = int(np.flatnonzero(dist.weights(n))[-1])
+    settled, scale = settled_buckets(cdf, last)
+    assert settled.size == min(n, 4096)
+    ref_settled, ref_scale = settled_buckets_reference(cdf, last)
+    assert np.array_equal(settled, ref_settled) and scale == ref_scale
+    edges = np.concatenate([cdf, np.arange(settled.size + 1) / scale])
+    u = np.concatenate([np.random.default_rng(n).random(50_000) * cdf[-1], edges,
+                        np.nextafter(edges, 0), np.nextafter(edges, 2)])
+    u = np.clip(u, 0, np.nextafter(cdf[-1], 0))
+    got, settled, ref = _settled_draws(dist, n, u)
+    assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("dist", [Uniform(), Zipf(0.99), Zipf(1.3, scatter=False),
+                                  HotSet(0.1, 0.9, offset=0.95)])
+@pytest.mark.parametrize("n", [1, 3, 2097, 4096, 70_000])
+def test_settled_buckets_compiled_pass_is_its_numpy_form(dist, n):
+    cdf = dist.cdf(n)
+    last = int(np.flatnonzero(dist.weights(n))[-1])
+    settled, scale = settled_buckets(cdf, last)
+    ref, ref_scale = settled_buckets_reference(cdf, last)
+    assert settled.dtype == ref.dtype and np.array_equal(settled, ref) and scale == ref_scale
 
 
 def test_settled_buckets_of_a_power_of_two_uniform_are_all_settled():

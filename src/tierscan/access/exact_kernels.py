@@ -11,11 +11,12 @@ neighbouring bucket, so the result is exactly searchsorted's (tests compare them
 ``GuideTables`` keeps the tables; the rate model draws IBS's sampled pages through it too
 (``draw_index``).
 
-``draw_index`` first reads a settled-bucket table (``settled_buckets``): one int32 a bucket,
-the answer every ``u`` of the bucket gets, or -1 where a CDF entry lies inside the bucket
-(those draws search as above). A settled draw is one read of a table a quarter the size of
-guide + CDF, with no dependent read and no branchy search: the IBS run's uniform 2 Mi-page
-distribution has every bucket settled (~6 ns a draw against ~20-45 ns, this host).
+``draw_index`` first reads a settled-bucket table (``settled_buckets``): one int32 a bucket
+(a page each, up to 16 Mi pages), the answer every ``u`` of the bucket gets, or -1 where a
+CDF entry lies inside the bucket (those draws search the guide as above). A settled draw is
+one read of a table a quarter the size of guide + CDF, with no dependent read and no branchy
+search: the pghot IBS runs' uniform distributions (2 Mi and 16 Mi pages) have every bucket
+settled (~6 ns a draw against ~20-45 ns on 2 Mi pages, this host).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from .. import prefetch as pf
 from ..prefetch import prefetch
 
 GUIDE_MAX = 1 << 22      # buckets at most (32 MiB of guide); more pages share buckets
+# settled buckets at most (64 MiB of int32): a page each up to 16 Mi pages (pghot Mode 3's
+# uniform 16 Mi pages, whose guide buckets hold 4 pages each, all settled)
+SETTLED_MAX = 1 << 24
 # The tabulated distributions' inverse-CDF ``sample`` (workload/distributions.py, a layer above:
 # named, not imported), which the guide-table draws reproduce; any other sampler is called as is.
 INVERSE_CDF_SAMPLE = "_Tabulated.sample"
@@ -43,9 +47,11 @@ def guide_table(cdf: np.ndarray) -> tuple[np.ndarray, float]:
     return guide, scale
 
 
-def settled_buckets(cdf: np.ndarray, scale: float, k: int, last: int) -> np.ndarray:
-    """settled[j] = min(searchsorted(cdf, x, "right"), last), the same for every x whose
-    bucket (``_bucket``) is j, or -1 where x's answer varies inside bucket j.
+def settled_buckets(cdf: np.ndarray, last: int) -> tuple[np.ndarray, float]:
+    """(settled, scale): settled[j] = min(searchsorted(cdf, x, "right"), last), the same for
+    every x of bucket j = ``_bucket(x, scale, K)``, or -1 where x's answer varies inside
+    bucket j. K = min(n, SETTLED_MAX) buckets, as many as the guide's up to GUIDE_MAX and
+    more past it: a bucket holding several pages' entries is never settled.
 
     The answer changes at each CDF entry c: for x < c it leaves c out, for x >= c it counts
     it. Bucket j's answer varies iff some entry c of bucket j has a smaller x in bucket j
@@ -53,9 +59,22 @@ def settled_buckets(cdf: np.ndarray, scale: float, k: int, last: int) -> np.ndar
     is counted by all of the bucket's x. ``_bucket`` never decreases as x grows, so the
     entries of earlier buckets are below every x of bucket j and those of later ones above:
     a settled bucket's answer is the number of entries in buckets <= j (at most ``last``:
-    crossing an entry from index ``last`` on changes no answer). The buckets are computed
-    by the same float multiply and truncation as ``_bucket``."""
-    def bucket(x):
+    crossing an entry from index ``last`` on changes no answer). One compiled pass
+    (``_settle``: ~0.12 s CPU for 16 Mi pages against ~1 s for the numpy form and its
+    temporaries, ``settled_buckets_reference``)."""
+    k = int(min(max(cdf.size, 1), SETTLED_MAX))
+    scale = k / float(cdf[-1])
+    settled = np.empty(k, np.int32 if cdf.size < 2 ** 31 else np.int64)
+    _settle(cdf, scale, last, settled)
+    return settled, scale
+
+
+def settled_buckets_reference(cdf: np.ndarray, last: int) -> tuple[np.ndarray, float]:
+    """settled_buckets by numpy: every entry's bucket and its float below's, compared."""
+    k = int(min(max(cdf.size, 1), SETTLED_MAX))
+    scale = k / float(cdf[-1])
+
+    def bucket(x):        # _bucket's float multiply and truncation, clipped
         return np.clip((x * scale).astype(np.int64), 0, k - 1)
 
     b = bucket(cdf)
@@ -63,7 +82,7 @@ def settled_buckets(cdf: np.ndarray, scale: float, k: int, last: int) -> np.ndar
     varies[last:] = False     # entries from index ``last`` on move no answer past ``last``
     settled = np.minimum(np.searchsorted(b, np.arange(k), side="right"), last)
     settled[b[varies]] = -1
-    return settled.astype(np.int32 if cdf.size < 2 ** 31 else np.int64)
+    return settled.astype(np.int32 if cdf.size < 2 ** 31 else np.int64), scale
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -75,6 +94,22 @@ def _bucket(x, scale, k):
     elif j < 0:
         j = 0
     return j
+
+
+@njit(cache=True, nogil=True)
+def _settle(cdf, scale, last, settled):
+    """settled_buckets' table in one pass over the buckets and the CDF entries: the entries
+    of bucket j are those taken while their bucket is <= j (the buckets ascend)."""
+    k = settled.size
+    n = cdf.size
+    i = 0
+    for j in range(k):
+        varies = False
+        while i < n and _bucket(cdf[i], scale, k) <= j:
+            if i < last and _bucket(np.nextafter(cdf[i], -np.inf), scale, k) == j:
+                varies = True
+            i += 1
+        settled[j] = -1 if varies else min(i, last)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -126,17 +161,17 @@ def draw_pages(u, cdf, guide, scale, last, counts, out, ahead):
 
 
 @njit(cache=True, nogil=True)
-def draw_index(u, cdf, guide, scale, last, settled, out):
+def draw_index(u, cdf, guide, scale, last, settled, settled_scale, out):
     """out[i] = min(searchsorted(cdf, u[i], "right"), last) (draw_pages without counting):
-    ``settled``'s entry for u[i]'s bucket (settled_buckets), or where it is -1 the search of
-    the bucket. No prefetches: the settled reads are independent of each other, so the core
+    ``settled``'s entry for u[i]'s settled bucket (settled_buckets), or where it is -1 the
+    search of u[i]'s guide bucket. No prefetches: the settled reads are independent of each other, so the core
     overlaps their misses by itself (prefetching them measured no faster; the former form,
     a search per draw with the guide and CDF prefetched as draw_pages does, was ~2x slower
     with its prefetches than without on this host's 2 Mi-page uniform draw). The reference
     is searchsorted (the distribution's own ``sample``; tests/test_exact_fast.py)."""
-    k = guide.size - 1
+    k = settled.size
     for i in range(u.size):
-        s = settled[_bucket(u[i], scale, k)]
+        s = settled[_bucket(u[i], settled_scale, k)]
         out[i] = s if s >= 0 else _locate(u[i], cdf, guide, scale, last)
 
 
@@ -164,14 +199,14 @@ class GuideTables:
             t = self._tables[key] = (dist, cdf, *guide_table(cdf), last)
         return t[1:]
 
-    def settled(self, dist, n: int, table) -> np.ndarray:
-        """The settled-bucket table (settled_buckets) of ``table`` = get(dist, n), made at
-        its first use (only draw_index reads it)."""
+    def settled(self, dist, n: int, table) -> tuple[np.ndarray, float]:
+        """The settled-bucket table and its scale (settled_buckets) of ``table`` =
+        get(dist, n), made at its first use (only draw_index reads it)."""
         key = (id(dist), n)
         s = self._settled.get(key)
         if s is None:
-            cdf, guide, scale, last = table
-            s = self._settled[key] = settled_buckets(cdf, scale, guide.size - 1, last)
+            cdf, _, _, last = table
+            s = self._settled[key] = settled_buckets(cdf, last)
         return s
 
     @staticmethod
@@ -192,5 +227,5 @@ class GuideTables:
         if t is None:
             return dist.sample(n, count, rng)
         out = np.empty(count, np.int64)
-        draw_index(self.uniforms(t, count, rng), *t, self.settled(dist, n, t), out)
+        draw_index(self.uniforms(t, count, rng), *t, *self.settled(dist, n, t), out)
         return out
