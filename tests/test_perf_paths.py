@@ -779,6 +779,54 @@ def test_first_reports_compiled_pass_is_the_sorting_reference(ahead):
     assert (fast.ns1 > 0).sum() > 2000
 
 
+def test_first_report_times_read_as_the_dict_updates_gave():
+    """PghotV3.first_report_ns (FirstReportTimes: the promotions' arrays, merged at the
+    first read) reads as the dict that one dict.update per promotion built (its former
+    form): pfns promoted again take their latest time, reads between promotions, and
+    promotion_metrics.lookup's keys() / values()."""
+    from tierscan.promote.pghot import FirstReportTimes
+    from tierscan.sim.promotion_metrics import lookup
+
+    rng = np.random.default_rng(8)
+    fast, ref = FirstReportTimes(), {}
+    assert not fast and len(fast) == 0
+    for call in range(40):
+        pfns = rng.choice(3000, int(rng.integers(0, 200)), replace=False)
+        ns = rng.integers(0, 10**12, pfns.size)
+        fast.add(pfns, ns)
+        ref.update(zip(pfns.tolist(), ns.tolist()))
+        if call % 7 == 6:
+            assert dict(fast) == ref and fast == ref
+    keys = rng.integers(-5, 3100, 5000)
+    assert np.array_equal(lookup(fast, keys, -1), lookup(ref, keys, -1))
+    assert dict(zip(fast.keys(), fast.values())) == ref
+    assert sorted(fast) == sorted(ref) and len(fast) == len(ref) > 2000
+    some = list(ref)[:50]
+    assert [fast[p] for p in some] == [ref[p] for p in some]
+    assert 3001 not in fast and fast.get(-1) is None
+
+
+def test_kmigrated_take_records_is_its_numpy_form():
+    """kmigrated's test-and-clear of the records it consumed (_take_records) gives the words,
+    records and block READY flags of its numpy form: blocks left with READY records before,
+    after and between the consumed ones, blocks emptied, one record a block and many."""
+    from tierscan.promote.pghot import _take_records, take_records_reference
+
+    rng = np.random.default_rng(12)
+    for trial in range(30):
+        rec = rng.integers(0, 1 << 40, 64 * 512)
+        ready = rng.random(rec.size) < rng.choice([0.001, 0.02, 0.3])
+        rec[ready] |= np.int64(-1) << 63
+        idx = np.flatnonzero(ready & (rng.random(rec.size) < rng.random()))
+        fast_rec, ref_rec = rec.copy(), rec.copy()
+        fast_ready = rng.random(64) < 0.5
+        ref_ready = fast_ready.copy()
+        words = np.empty(idx.size, np.int64)
+        _take_records(fast_rec, idx, 512, words, fast_ready)
+        assert np.array_equal(words, take_records_reference(ref_rec, idx, 512, ref_ready))
+        assert np.array_equal(fast_rec, ref_rec) and np.array_equal(fast_ready, ref_ready)
+
+
 def test_ibs_handler_filter_is_its_numpy_form(ahead):
     """The IBS handler's filter chain as one compiled pass keeps and counts the samples its
     numpy form does: unmapped pfns, the zero pages, THP tails (their head's LRU flag), free
@@ -860,6 +908,7 @@ def _kmigrated_wake(monkeypatch, fast: bool, machine, targets_of, literal=False,
     e.kmigrated[0].run(fe)
     st = kernel_state(k)
     st["records"] = e.records.copy()
+    st["block_ready"] = e._block_ready.copy()
     st["promoted"] = np.concatenate(e.promoted_pfns or [np.zeros(0, np.int64)])
     st["cpu"] = fe.cpu_ns
     st["success_by_node"] = k.vmstat.node("pgpromote_success")
