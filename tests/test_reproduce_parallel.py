@@ -50,6 +50,35 @@ def test_the_pool_passes_values_and_errors_back():
     assert got == {0: 2.0, 1: "ValueError"}
 
 
+def _memo_value(key):
+    """What the worker's memo holds for ``key``, and whether an array of it is writeable."""
+    from tierscan.memsys import memo
+
+    value = memo.cached(key, lambda: "solved in the worker")
+    rates = getattr(value, "line_rates", None)
+    return value, rates is not None and rates.flags.writeable
+
+
+def test_workers_start_with_the_callers_memsys_solutions():
+    """memsys's memo in the caller (reproduce's fit) is each worker's at its start."""
+    import numpy as np
+
+    from tierscan.memsys import memo
+    from tierscan.memsys.tlb import Translation
+
+    key, tr_key = ("test-pool", os.getpid()), ("test-pool-tr", os.getpid())
+    memo.cached(key, lambda: "solved in the caller")
+    memo.cached(tr_key, lambda: Translation(0.5, np.ones(3), None))
+    try:
+        got = {}
+        run_pool(_memo_value, [key, key, tr_key], 2, got.__setitem__)
+    finally:
+        memo._memo.pop(key)
+        memo._memo.pop(tr_key)
+    assert got[0] == got[1] == ("solved in the caller", False)
+    assert got[2][0].line_rates.tolist() == [1.0, 1.0, 1.0] and got[2][1] is False
+
+
 def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TIERSCAN_DEBUG="0")
     err_path = tmp_path / "stderr"

@@ -8,7 +8,10 @@ every run after the first finds its answer here instead of recomputing Che's sol
 every page (0.2-0.4 s CPU for 2 Mi pages). Entries are keyed by the content of the inputs
 (a SHA-1 digest of the arrays' bytes, dtypes and shapes, ~5 ms per 8 MiB), never by identity,
 so a hit returns what computing would, bit for bit. A few entries are kept, most recently used
-last; ``ENABLED = False`` recomputes every time (tests compare the two).
+last; ``ENABLED = False`` recomputes every time (tests compare the two). A process pool's
+workers start with their parent's entries (``entries``/``load``, sweep/pool.py): `reproduce
+--jobs N` builds pghot's fit, Mode 1's solution, in the parent, and each worker would otherwise
+solve it again.
 """
 
 from __future__ import annotations
@@ -55,6 +58,24 @@ def cached(key, compute):
         stats["hits"] += 1
         _memo.move_to_end(key)
     return value
+
+
+def entries() -> list:
+    """The kept (key, value) pairs, least recently used first (what ``load`` takes)."""
+    return list(_memo.items())
+
+
+def load(pairs) -> None:
+    """Keep these (key, value) pairs (``entries`` of another process) as if computed here;
+    their arrays read-only again, as the values this process computes are kept."""
+    for key, value in pairs:
+        for a in (getattr(value, "__dict__", None) or {}).values():
+            if isinstance(a, np.ndarray):
+                a.setflags(write=False)
+        _memo[key] = value
+        _memo.move_to_end(key)
+        while len(_memo) > ENTRIES:
+            _memo.popitem(last=False)
 
 
 def clear() -> None:

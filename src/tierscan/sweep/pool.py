@@ -1,8 +1,10 @@
 """The local process pool that sweeps (PoolBackend) and `tierscan reproduce` run on.
 
 Workers are forked from a forkserver (no threads of the caller's, such as a progress bar's,
-with tierscan already imported once), ignore Ctrl-C (the caller handles it and stops them) and
-take $TIERSCAN_SIM_LIMIT as the caller has it when the pool starts.
+with tierscan already imported once), ignore Ctrl-C (the caller handles it and stops them),
+take $TIERSCAN_SIM_LIMIT as the caller has it when the pool starts, and start with the
+caller's memsys phase solutions (memsys/memo.py: reproduce's fit solved Mode 1's first phase in
+the caller; a few MiB to pickle against ~0.2 s of CPU to solve it again in each worker).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from tierscan.memsys import memo
 from tierscan.sim.run import SIM_LIMIT_ENV
 
 
@@ -32,11 +35,12 @@ def _mp_context():
     return multiprocessing.get_context("spawn")
 
 
-def _worker_init(sim_limit: str | None) -> None:
+def _worker_init(sim_limit: str | None, memo_entries: list) -> None:
     """Workers ignore Ctrl-C: the caller handles it and stops them (an idle worker
     interrupted in its queue would otherwise print a traceback). They also take the caller's
     $TIERSCAN_SIM_LIMIT as it is now: a forkserver keeps the environment it started with, so
-    a later pool in the same process would otherwise run with an earlier one's cap."""
+    a later pool in the same process would otherwise run with an earlier one's cap. They start
+    with the caller's memsys memo (``memo_entries``)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -44,6 +48,7 @@ def _worker_init(sim_limit: str | None) -> None:
         os.environ.pop(SIM_LIMIT_ENV, None)
     else:
         os.environ[SIM_LIMIT_ENV] = sim_limit
+    memo.load(memo_entries)
 
 
 def run_pool(fn, items: list, jobs: int, on_done, on_error=None) -> None:
@@ -57,7 +62,7 @@ def run_pool(fn, items: list, jobs: int, on_done, on_error=None) -> None:
         return
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=_mp_context(),
                                initializer=_worker_init,
-                               initargs=(os.environ.get(SIM_LIMIT_ENV),))
+                               initargs=(os.environ.get(SIM_LIMIT_ENV), memo.entries()))
     try:
         futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
         for fut in as_completed(futures):
