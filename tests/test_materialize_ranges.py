@@ -254,3 +254,24 @@ def test_spans_draw_every_uniform_a_draw_reads(gap):
         assert _state(full.rng) == _state(part.rng)
         assert np.array_equal(u_full[:, reads], u_part[:, reads])
         assert gap > 1 or inside.sum() == reads.size        # gap 1: nothing else drawn
+
+
+def test_pcg64_double_is_numpys_random():
+    """The walk's draw steps numpy's PCG64 itself (rate_kernels.pcg64_double): the same
+    doubles as Generator.random() and the same state after, from states of several seeds
+    (rotations of every amount occur over 200,000 steps)."""
+    from tierscan.access.rate import _pcg_get
+    from tierscan.access.rate_kernels import pcg64_fill
+
+    for seed in (0, 1, [7, 0x5A7E], 2**63 + 5):
+        g = np.random.default_rng(seed)
+        g.random(int(np.random.default_rng(seed).integers(0, 9)))
+        st = np.empty(4, np.uint64)
+        _pcg_get(g, st, 0)
+        inc = g.bit_generator.state["state"]["inc"]
+        st[2], st[3] = inc >> 64, inc & ((1 << 64) - 1)
+        out = np.empty(200_000)
+        pcg64_fill(st, out)
+        assert np.array_equal(out, g.random(out.size))
+        x = g.bit_generator.state["state"]["state"]
+        assert (int(st[0]), int(st[1])) == (x >> 64, x & ((1 << 64) - 1))

@@ -69,6 +69,23 @@ def skip_uniforms(rng, n: int) -> None:
         rng.random(n)
 
 
+_LOW64 = (1 << 64) - 1
+
+
+def _pcg_get(g, st, at: int) -> None:
+    """st[at], st[at + 1] = the high and low words of PCG64 generator g's 128-bit state."""
+    x = g.bit_generator.state["state"]["state"]
+    st[at], st[at + 1] = x >> 64, x & _LOW64
+
+
+def _pcg_set(g, st, at: int) -> None:
+    """PCG64 generator g's 128-bit state = st[at], st[at + 1] (its inc and 32-bit buffer
+    kept)."""
+    d = g.bit_generator.state
+    d["state"]["state"] = (int(st[at]) << 64) | int(st[at + 1])
+    g.bit_generator.state = d
+
+
 def runs_in_ranges(group, lo, hi):
     """``group``'s pages among the PTE slots of the ranges [lo[r], hi[r]), in that order, as
     runs: run k is the slots s0[k] .. s0[k] + ln[k] - 1, entries i0[k] .. i0[k] + ln[k] - 1 of
@@ -260,7 +277,7 @@ class RateModel(AccessModel):
         self.rng = np.random.default_rng([seed, 0x5A7E])
         self._ubuf = np.empty(0)                # _uniforms' buffer
         # _draw_runs' second position in the stream (its state is set from rng's)
-        self._row1 = np.random.Generator(type(self.rng.bit_generator)())
+        self._row1 = np.random.Generator(np.random.PCG64())
         self.rates: dict[int, GroupRates] = {}
         self.by_mm: dict[int, list[tuple]] = {}   # mm id -> [(group, rates)] of its groups
         self._heat_c: dict[int, float] = {}     # C at the last heat() call, per group
@@ -548,30 +565,38 @@ class RateModel(AccessModel):
     def _draw_runs(self, table, s0, i0, ln, n: int, p: int, hz: Hazards, whaz, C: float,
                    write_fraction: float) -> None:
         """The draw of n entries, the first p settled (dropped from the runs), in one compiled
-        pass that draws its own uniforms (rate_kernels.materialize_runs_drawing): the
-        generator ends where _uniforms(n, p, spans) and the draw leave it, with the same
-        doubles read, without the (2, n - p) buffer and the pass that finds the spans
-        (clear_spans). Row 0 is the stream's doubles [p, n), row 1 [n + p, 2n): the model's
-        generator reads row 0 and a copy of it, moved n doubles on, row 1; gaps of at least
-        UNREAD_GAP columns no entry reads are taken without drawing (skip_uniforms) and the
-        stream is left where row 1 ends."""
-        g0 = self.rng
+        pass that draws its own uniforms from the model's PCG64 (rate_kernels.
+        materialize_runs_drawing, numpy's stream): the generator ends where _uniforms(n, p,
+        spans) and the draw leave it, with the same doubles read, without the (2, n - p)
+        buffer and the pass that finds the spans (clear_spans). Row 0 is the stream's doubles
+        [p, n), row 1 [n + p, 2n): the pass steps a state at each; gaps of at least
+        UNREAD_GAP columns no entry reads are taken without drawing (skip_uniforms, on the
+        model's generator and a second one holding row 1's state), and the stream is left
+        where row 1 ends."""
+        g0, g1 = self.rng, self._row1
         skip_uniforms(g0, p)
-        g1 = self._row1
         g1.bit_generator.state = g0.bit_generator.state
         skip_uniforms(g1, n)
+        st = np.empty(6, np.uint64)
+        _pcg_get(g0, st, 0)
+        _pcg_get(g1, st, 2)
+        inc = g0.bit_generator.state["state"]["inc"]
+        st[4], st[5] = inc >> 64, inc & _LOW64
         m = n - p
         r = q = k = c = 0
         present = np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE)
         while True:
             r, q, k, c = materialize_runs_drawing(table, s0, i0, ln, present, hz.haz, whaz,
-                                                  hz.c_ref, hz.w, C, write_fraction, g0, g1,
+                                                  hz.c_ref, hz.w, C, write_fraction, st,
                                                   r, q, k, c, UNREAD_GAP)
             if r >= s0.size:
                 break
-            skip_uniforms(g0, k - c)
-            skip_uniforms(g1, k - c)
+            for g, at in ((g0, 0), (g1, 2)):
+                _pcg_set(g, st, at)
+                skip_uniforms(g, k - c)
+                _pcg_get(g, st, at)
             c = k
+        _pcg_set(g1, st, 2)
         skip_uniforms(g1, m - c)
         g0.bit_generator.state = g1.bit_generator.state
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY
 
@@ -157,20 +159,63 @@ def clear_spans(table, s0, ln, present_mask, min_gap, out_a, out_b):
     return ns
 
 
+@intrinsic
+def _mul_64x64(typingctx, a, b):
+    """The (high, low) 64-bit halves of the 128-bit product of two uint64 (one multiply)."""
+    if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)):
+        return None
+    ret = types.UniTuple(types.uint64, 2)
+
+    def codegen(context, builder, sig, args):
+        i128, i64 = ir.IntType(128), ir.IntType(64)
+        prod = builder.mul(builder.zext(args[0], i128), builder.zext(args[1], i128))
+        hi = builder.trunc(builder.lshr(prod, ir.Constant(i128, 64)), i64)
+        return context.make_tuple(builder, ret, [hi, builder.trunc(prod, i64)])
+
+    return ret(types.uint64, types.uint64), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def pcg64_double(hi, lo, inc_hi, inc_lo):
+    """numpy's PCG64 ``random()``: one step of the 128-bit LCG (state = state * M + inc,
+    pcg64.h's default multiplier), the XSL-RR output of the new state, its top 53 bits as a
+    double. Returns the new state (hi, lo) and the double."""
+    ph, pl = _mul_64x64(lo, np.uint64(4865540595714422341))
+    nh = ph + lo * np.uint64(2549297995355413924) + hi * np.uint64(4865540595714422341)
+    nl = pl + inc_lo
+    nh = nh + inc_hi + np.uint64(nl < pl)
+    x = nh ^ nl
+    rot = nh >> np.uint64(58)
+    out = (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))
+    return nh, nl, np.float64(out >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, nogil=True)
+def pcg64_fill(st, out):
+    """``out`` filled by pcg64_double from the state st = (hi, lo, inc_hi, inc_lo), which
+    is left after the last (for tests: numpy's random(out=out) from the same state)."""
+    hi, lo = st[0], st[1]
+    for i in range(out.size):
+        hi, lo, out[i] = pcg64_double(hi, lo, st[2], st[3])
+    st[0], st[1] = hi, lo
+
+
 @njit(cache=True, nogil=True)
 def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, w, C,
-                             write_fraction, g0, g1, r, q, k, c, min_gap):
-    """materialize_runs_kernel() drawing its own uniforms: ``g0`` and ``g1`` are the model's
-    generator at the draw's row 0 and row 1 (row 1 starts n doubles later in the stream, so
-    two generators keep both rows' positions), at column ``c``. An entry that reads (present,
-    A bit clear) at column k takes row 0's and row 1's double k, after the columns between
-    (read by none) are drawn and dropped; a gap of at least ``min_gap`` such columns is left
-    to the caller, which takes it without drawing (skip_uniforms): the pass then returns at
-    that entry. Starts at run r, offset q, column k (a pass returned there, or 0, 0, 0).
-    Returns (r, q, k, c): the entry it stopped at (r == len(s0): the end) and the
-    generators' column. The same doubles as _uniforms' (2, n) array in the same places, and
-    the same arithmetic: materialize_runs_kernel's results and generator state (the stream
-    is numpy's: numba's Generator calls the bit generator's own next_double)."""
+                             write_fraction, st, r, q, k, c, min_gap):
+    """materialize_runs_kernel() drawing its own uniforms from the model's PCG64 (numpy's
+    stream, pcg64_double): st = (row 0's state hi, lo, row 1's hi, lo, inc hi, lo), row 1
+    being the same generator n doubles on (the draw's (2, n) layout), both at column ``c``.
+    An entry that reads (present, A bit clear) at column k takes row 0's and row 1's double
+    k, after the columns between (read by none) are drawn and dropped; a gap of at least
+    ``min_gap`` such columns is left to the caller, which takes it without drawing
+    (skip_uniforms): the pass then returns at that entry. Starts at run r, offset q, column
+    k (where a pass returned, or 0, 0, 0); leaves the states in ``st``. Returns (r, q, k, c):
+    the entry it stopped at (r == len(s0): the end) and the states' column. The same
+    doubles as _uniforms' (2, n) array in the same places, and the same arithmetic:
+    materialize_runs_kernel's results; the two rows' steps are independent, so the core
+    overlaps them."""
+    h0, l0, h1, l1, ih, il = st[0], st[1], st[2], st[3], st[4], st[5]
     lam0, p_young = np.nan, 0.0
     wlam0, py0, p_dirty = np.nan, np.nan, 0.0
     while r < s0.size:
@@ -180,12 +225,14 @@ def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, 
             e = table[s]
             if (e & present_mask) != 0 and (e & np.uint64(_A)) == 0:
                 if k - c >= min_gap:
+                    st[0], st[1], st[2], st[3] = h0, l0, h1, l1
                     return r, q, k, c
                 while c < k:                      # a short gap: drawn, not read
-                    g0.random()
-                    g1.random()
+                    h0, l0, _ = pcg64_double(h0, l0, ih, il)
+                    h1, l1, _ = pcg64_double(h1, l1, ih, il)
                     c += 1
-                u0, u1 = g0.random(), g1.random()
+                h0, l0, u0 = pcg64_double(h0, l0, ih, il)
+                h1, l1, u1 = pcg64_double(h1, l1, ih, il)
                 c += 1
                 fresh = w[j] * (C - c_ref[j])
                 lam = haz[j] + fresh
@@ -211,4 +258,5 @@ def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, 
             q += 1
         r += 1
         q = 0
+    st[0], st[1], st[2], st[3] = h0, l0, h1, l1
     return r, q, k, c
