@@ -3,8 +3,9 @@ process, CPU seconds (time.process_time):
 
 - per call: one pghot-v3 Mode 3 run (64 GiB of THPs; kmigrated moves ~83 THPs a call) whose
   move_folios calls after the set-up's take the two forms in turn (folio, page, page,
-  folio, ...): the median CPU of a call in each form and their ratio. Both forms leave the
-  same state (tests/test_migrate.py), so the run is the run either way;
+  folio, ...): the median CPU of a call in each form and their ratio, also without the
+  time spent in the remap hooks (other models' code, the same calls in both forms). Both
+  forms leave the same state (tests/test_migrate.py), so the run is the run either way;
 - the set-up's move_pages (all 32,768 THPs to the CXL node in one migrate_folios call):
   the engine built up to its first solve after an untimed build, eight times (A B B A
   B A A B);
@@ -33,30 +34,47 @@ from tierscan.sim.run import build_engine, run_experiment
 ORDER = (True, False, False, True)     # BY_FOLIO of consecutive calls (A B B A)
 
 
-def per_call(cfg) -> tuple[dict, float]:
-    """CPU s of each move_folios call after the first, by form; and the whole run's CPU s."""
+def per_call(cfg) -> tuple[dict, dict, float]:
+    """CPU s of each move_folios call after the first, by form; the part of each spent in
+    the remap hooks (the memory model's, the rate model's, the heat-map bins': not
+    migration code, and the same calls in both forms); and the whole run's CPU s."""
     real = migrate.move_folios
     spent: dict[bool, list[float]] = {True: [], False: []}
-    calls = [0]
+    in_hooks: dict[bool, list[float]] = {True: [], False: []}
+    calls, hooks = [0], [0.0]
+
+    def timed_hook(hook):
+        def timed(*a):
+            t = time.process_time()
+            try:
+                return hook(*a)
+            finally:
+                hooks[0] += time.process_time() - t
+        timed.timed = True
+        return timed
 
     @functools.wraps(real)
-    def alternating(*a, **kw):
+    def alternating(kernel, *a, **kw):
         calls[0] += 1
+        kernel.remap_hooks[:] = [h if getattr(h, "timed", False) else timed_hook(h)
+                                 for h in kernel.remap_hooks]
         form = True if calls[0] == 1 else ORDER[(calls[0] - 2) % len(ORDER)]
         migrate.BY_FOLIO = form
+        hooks[0] = 0.0
         t = time.process_time()
         try:
-            return real(*a, **kw)
+            return real(kernel, *a, **kw)
         finally:
             if calls[0] > 1:
                 spent[form].append(time.process_time() - t)
+                in_hooks[form].append(hooks[0])
             migrate.BY_FOLIO = True
 
     migrate.move_folios = alternating
     try:
         t = time.process_time()
         run_experiment(cfg)
-        return spent, time.process_time() - t
+        return spent, in_hooks, time.process_time() - t
     finally:
         migrate.move_folios = real
 
@@ -105,13 +123,18 @@ def main(argv=None) -> int:
               f"folio {folio:.3f} s CPU, by page {page:.3f} s (x{page / folio:.2f}); "
               f"runs {[round(x, 3) for x in runs[True]]} vs {[round(x, 3) for x in runs[False]]}")
     if not args.skip_run:
-        spent, total = per_call(cfg)
+        spent, in_hooks, total = per_call(cfg)
         folio, page = (statistics.median(spent[f]) for f in (True, False))
+        own = {f: statistics.median(x - h for x, h in zip(spent[f], in_hooks[f]))
+               for f in (True, False)}
+        hooks = statistics.median(in_hooks[True] + in_hooks[False])
         print(f"move_folios after the set-up (Mode 3 {args.source}, scale {args.scale:g}, run "
               f"{total:.1f} s CPU): median by folio {folio * 1e3:.3f} ms a call "
               f"({len(spent[True])} calls, {sum(spent[True]):.3f} s), by page "
               f"{page * 1e3:.3f} ms ({len(spent[False])} calls, {sum(spent[False]):.3f} s): "
-              f"x{page / folio:.2f}")
+              f"x{page / folio:.2f}; without the remap hooks (median {hooks * 1e3:.3f} ms a "
+              f"call) {own[True] * 1e3:.3f} vs {own[False] * 1e3:.3f} ms: "
+              f"x{own[False] / own[True]:.2f}")
     if args.whole:
         # a first full-scale run fills the memo of phase solutions (memsys/memo.py), which
         # makes later runs cheaper: untimed, so that neither form has it
