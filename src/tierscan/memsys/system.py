@@ -105,6 +105,23 @@ def weight_out(node_mass, src, slots, range_start, range_end, range_base, w):
     return out[:k]
 
 
+@njit(cache=True, nogil=True)
+def node_mass(nodes, w, nr_nodes):
+    """The weight of the pages on each node (``nodes``: each page's, -1 where none is mapped):
+    node_mass_reference's sums in one pass, in page order. The reference adds an unmapped
+    page's 0.0 to node 0, which leaves a sum of weights (>= 0) unchanged, so it is skipped.
+    (16 Mi pages: the reference's temporaries cost ~0.14 s.)"""
+    out = np.zeros(nr_nodes)
+    for i in range(nodes.size):
+        if nodes[i] >= 0:
+            out[nodes[i]] += w[i]
+    return out
+
+
+def node_mass_reference(nodes, w, nr_nodes):
+    return np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0), minlength=nr_nodes)
+
+
 class _GroupState:
     def __init__(self, g):
         self.phase_idx = -1
@@ -185,9 +202,7 @@ class MemorySystem:
         k = engine.kernel
         s.w = np.zeros(g.n_pages) if ph is None else \
             np.asarray(ph.distribution.weights(g.n_pages), float)
-        nodes = g.placement(k)[1]
-        s.node_mass = np.bincount(np.maximum(nodes, 0), weights=s.w * (nodes >= 0),
-                                  minlength=self.machine.nr_nodes)
+        s.node_mass = node_mass(g.placement(k)[1], s.w, self.machine.nr_nodes)
         s.h, s.walks, s.h_pt = 0.0, 0.0, 1.0
         s.tr = None
         if self.cpu is None or ph is None:
