@@ -183,9 +183,8 @@ def test_thp_faults_in_random_order_match_the_numpy_forms(monkeypatch, seed):
 @pytest.mark.parametrize("seed", range(8))
 def test_thp_fault_kernels_match_the_numpy_masks(seed):
     """thp_fault_pmds against do_huge_pmd_anonymous_faults' masks and first_per_key (random
-    order, repeats, a range whose ends cut PMDs, some PMDs mapped), map_thp_content against
-    the gather through folio_pfns."""
-    from tierscan.mm.fault_kernels import map_thp_content, thp_fault_pmds
+    order, repeats, a range whose ends cut PMDs, some PMDs mapped)."""
+    from tierscan.mm.fault_kernels import thp_fault_pmds
     from tierscan.mm.memory import first_per_key
 
     rng = np.random.default_rng(seed)
@@ -204,12 +203,3 @@ def test_thp_fault_kernels_match_the_numpy_masks(seed):
         assert got_pmd.tolist() == upmd.tolist()
         assert got_w.tolist() == w[eligible][idx].tolist()
         assert got_n == int(eligible.sum())
-    heads = rng.permutation(16)[:5] * 512
-    done = rng.permutation(npmd)[:5]
-    page_content = rng.integers(1, 1 << 30, 16 * 512).astype(np.uint32)
-    want = np.zeros(npmd * 512, np.uint32)
-    want[(done[:, None] * 512 + np.arange(512)).ravel()] = \
-        page_content[(heads[:, None] + np.arange(512)).ravel()]
-    got = np.zeros(npmd * 512, np.uint32)
-    map_thp_content(done, heads, page_content, got)
-    assert np.array_equal(got, want)

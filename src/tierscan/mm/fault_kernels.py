@@ -162,18 +162,6 @@ def thp_fault_pmds(slots, first_w, start_slot, end_slot, pmd):
 
 
 @njit(cache=True, nogil=True)
-def map_thp_content(pmds, heads, page_content, slot_content):
-    """The content tag of each page of the THPs ``heads`` into the page slots of the PMDs
-    mapping them (``pt.content[slots] = pm.content[folio_pfns(heads)]`` without the two
-    per-page index arrays)."""
-    for j in range(pmds.size):
-        base = pmds[j] * _PMD_NR
-        h = heads[j]
-        for x in range(_PMD_NR):
-            slot_content[base + x] = page_content[h + x]
-
-
-@njit(cache=True, nogil=True)
 def prot_numa_ptes(s0, s1, pte, pmd, order, flags, mapcount, node_start, toptier, zero_pfn,
                    huge_zero_pfn, skip_mapped_shared):
     """change_prot_numa()'s PTE filter over the page slots [s0, s1) in one pass (memory.py
@@ -221,3 +209,26 @@ def prot_numa_ptes(s0, s1, pte, pmd, order, flags, mapcount, node_start, toptier
         out_heads[m] = head
         m += 1
     return out_slots[:m], out_heads[:m], live
+
+
+@njit(cache=True, nogil=True)
+def set_up_thps(heads, pmds, flags, memcg, mapping, index, content, page_flags, memcg_id,
+                mapping_id, tags, head_flags, slot_content):
+    """set_up_folios for new PMD-mapped THPs, and the copy of their content tags to the page
+    slots, in one pass without per-page pfn and index arrays: the THP ``heads[j]`` maps the
+    page slots of PMD ``pmds[j]``, its pages' index is their slot, and each page's content
+    tag (``tags``, folio by folio) goes to its pfn and to its slot."""
+    i = 0
+    for j in range(heads.size):
+        h = heads[j]
+        base = pmds[j] * _PMD_NR
+        for x in range(_PMD_NR):
+            p = h + x
+            flags[p] |= page_flags
+            memcg[p] = memcg_id
+            mapping[p] = mapping_id
+            index[p] = base + x
+            content[p] = tags[i]
+            slot_content[base + x] = tags[i]
+            i += 1
+        flags[h] |= head_flags

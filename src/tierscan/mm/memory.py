@@ -21,8 +21,8 @@ from .constants import (
 )
 from .classic_lru import lru_gen_enabled
 from .fault_kernels import (
-    any_numa_hint, any_swap_entry, any_write_protect, map_thp_content, missing_index,
-    prot_numa_ptes, set_ptes, set_up_folios, thp_fault_pmds,
+    any_numa_hint, any_swap_entry, any_write_protect, missing_index, prot_numa_ptes,
+    set_ptes, set_up_folios, set_up_thps, thp_fault_pmds,
 )
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
@@ -288,6 +288,23 @@ def add_new_folios(k, heads, memcg_id: int, flags, mapping: int, index, content=
     k.lru_add(heads)
 
 
+def add_new_thps(k, heads, memcg_id: int, flags, mapping: int, pmds, slot_content) -> None:
+    """add_new_folios for new anon THPs, each page's index its page slot (the THP ``heads[j]``
+    maps the PMD ``pmds[j]``), with the slots' content tags (``slot_content``) set too: one
+    pass (fault_kernels.set_up_thps) instead of the per-page pfn, index and tag arrays of
+    add_new_folios and the copy to the slots (do_huge_pmd_anonymous_faults' numpy form)."""
+    from .memcontrol import mem_cgroup_charge
+
+    pm = k.pm
+    mem_cgroup_charge(k, k.memcgs.by_id[int(memcg_id)], heads)
+    tags = k.new_content_tags(heads.size * HPAGE_PMD_NR)
+    active = PG_active if lru_gen_enabled(k) else np.uint16(0)
+    set_up_thps(heads, np.asarray(pmds, np.int64), pm.flags, pm.memcg, pm.mapping, pm.index,
+                pm.content, np.uint16(flags), np.uint16(memcg_id), np.int32(mapping), tags,
+                np.uint16(active), slot_content)
+    k.lru_add(heads)
+
+
 # False: the fault path's numpy forms instead of its compiled passes (fault_kernels): the
 # equivalence tests and benchmarks/setup_steps.py --reference
 COMPILED = True
@@ -352,11 +369,12 @@ def do_huge_pmd_anonymous_faults(mm, vma, slots, first_w, cpu_nid):
     heads, ok = new_folios(mm, vma, want << 9, HPAGE_PMD_ORDER, cpu_nid, strict=False)
     done = want[ok]
     if heads.size:
-        index = (done[:, None] * PTRS_PER_PTE + np.arange(HPAGE_PMD_NR)).ravel()
-        add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, index)
-        if COMPILED:
-            map_thp_content(done, heads, k.pm.content, pt.content)
+        if COMPILED:    # the numpy form below, without its per-page arrays
+            add_new_thps(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, done,
+                         pt.content)
         else:
+            index = (done[:, None] * PTRS_PER_PTE + np.arange(HPAGE_PMD_NR)).ravel()
+            add_new_folios(k, heads, mm.memcg.id, PG_anon | PG_swapbacked, mm.id, index)
             pt.content[index] = k.pm.content[k.pm.folio_pfns(heads)]
         k.pm.mapcount[heads] = 1  # the PMD mapping counts on the head
         pt.pmd[done] = mk_pte(heads, PTE_BASE | _PAGE_PSE | _PAGE_RW | _PAGE_DIRTY)
