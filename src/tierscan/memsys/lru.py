@@ -41,7 +41,9 @@ def compress(rates, counts=None):
         counts = counts[keep] if per_item else counts
     if rates.size == 0:
         return rates, np.zeros(0)
-    key = np.round(np.log(rates) * _BINS_PER_E)
+    key = np.log(rates)
+    key *= _BINS_PER_E
+    np.round(key, out=key)
     lo, hi = key.min(), key.max()
     if hi - lo < max(_DENSE_PER_RATE * key.size, _DENSE_MIN):
         # one compiled pass into a table of every bin in the span (no key-rank array): the
@@ -120,4 +122,6 @@ def hit_probability(rates, t: float):
     rates = np.asarray(rates, float)
     if np.isinf(t):
         return np.ones_like(rates)
-    return -np.expm1(-rates * t)
+    p = rates * -t                  # = -rates * t exactly; in place below: one array, not three
+    np.expm1(p, out=p)
+    return np.negative(p, out=p)
