@@ -8,14 +8,120 @@ calls ``unique`` instead, and ``unique_inverse`` where it also needs each value'
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.arrayobj import load_item, make_array
+
+
+# upper_bound and page_index are numba intrinsics (their loop written in LLVM IR here) rather
+# than @njit(inline="always") functions: a called or inlined numba function binds its array
+# arguments to new variables, each an atomic NRT_incref at the call and NRT_decref at its
+# returns, and numba's reference-count pruning cannot remove those around the search's loop or
+# across the callee's several returns. Every caller's loop then paid them per element: 36 vs
+# 22 ns an element in a page_index loop on 64 ranges, move_weight_out x12 (memsys3, thpmig).
+# An intrinsic takes the arrays' LLVM values as they are, so no reference counting is emitted
+# (tests/test_arrays.py checks a compiled loop has none). The former @njit forms are kept as
+# upper_bound_reference / page_index_reference and compared element for element in the tests.
+
+def _search_right(context, builder, aty, ary_value, xty, x_value, lo, hi):
+    """LLVM IR of upper_bound's loop: the first index in [lo, hi) (intp values) of the sorted
+    1-d array ``ary_value`` (numba type ``aty``) whose entry is above ``x_value``; the
+    comparison is numba's ``<=`` of the entry and x (the typed signature it resolves to)."""
+    le_sig = context.typing_context.resolve_function_type(operator.le, (aty.dtype, xty), {})
+    le = context.get_function(operator.le, le_sig)
+    ary = make_array(aty)(context, builder, value=ary_value)
+    x = context.cast(builder, x_value, xty, le_sig.args[1])
+    lo_ptr = cgutils.alloca_once_value(builder, lo)
+    hi_ptr = cgutils.alloca_once_value(builder, hi)
+    test = builder.append_basic_block("upper_bound.test")
+    step = builder.append_basic_block("upper_bound.step")
+    done = builder.append_basic_block("upper_bound.done")
+    builder.branch(test)
+    builder.position_at_end(test)
+    lo_v, hi_v = builder.load(lo_ptr), builder.load(hi_ptr)
+    builder.cbranch(builder.icmp_signed("<", lo_v, hi_v), step, done)
+    builder.position_at_end(step)
+    mid = builder.ashr(builder.add(lo_v, hi_v), lo_v.type(1))
+    entry = load_item(context, builder, aty,
+                      cgutils.get_item_pointer(context, builder, aty, ary, [mid],
+                                               wraparound=False))
+    entry = context.cast(builder, entry, aty.dtype, le_sig.args[0])
+    with builder.if_else(le(builder, (entry, x))) as (at_or_below, above):
+        with at_or_below:
+            builder.store(builder.add(mid, mid.type(1)), lo_ptr)
+        with above:
+            builder.store(mid, hi_ptr)
+    builder.branch(test)
+    builder.position_at_end(done)
+    return builder.load(lo_ptr)
+
+
+def _is_int_index(t) -> bool:
+    """An integer type whose values numba's arithmetic with int64 keeps in int64 (uint64
+    would go to float64, which no caller has)."""
+    return isinstance(t, types.Integer) and (t.signed or t.bitwidth < 64)
+
+
+@intrinsic
+def upper_bound(typingctx, a, x, lo, hi):
+    """In compiled loops: the first index in [lo, hi) of sorted ``a`` whose entry is above
+    ``x`` (hi if none), as ``np.searchsorted(a[lo:hi], x, "right") + lo``
+    (upper_bound_reference)."""
+    if not (isinstance(a, types.Array) and a.ndim == 1 and _is_int_index(lo)
+            and _is_int_index(hi)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a_v, x_v, lo_v, hi_v = args
+        return _search_right(context, builder, a, a_v, x, x_v,
+                             context.cast(builder, lo_v, lo, types.intp),
+                             context.cast(builder, hi_v, hi, types.intp))
+
+    return types.intp(a, x, lo, hi), codegen
+
+
+@intrinsic
+def page_index(typingctx, s, range_start, range_end, range_base):
+    """In compiled loops: ThreadGroup.index_of of one page slot (its place among the pages
+    of the disjoint ranges [range_start, range_end) numbered from range_base, -1 if none;
+    page_index_reference)."""
+    arrays_ = (range_start, range_end, range_base)
+    if not (_is_int_index(s) and all(isinstance(t, types.Array) and t.ndim == 1
+                                     and _is_int_index(t.dtype) for t in arrays_)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        s_v, start_v, end_v, base_v = args
+        intp = context.get_value_type(types.intp)
+
+        def entry(aty, value, r):
+            ary = make_array(aty)(context, builder, value=value)
+            ptr = cgutils.get_item_pointer(context, builder, aty, ary, [r], wraparound=False)
+            return context.cast(builder, load_item(context, builder, aty, ptr), aty.dtype,
+                                types.intp)
+
+        slot = context.cast(builder, s_v, s, types.intp)
+        n = make_array(range_start)(context, builder, value=start_v).shape
+        n = builder.extract_value(n, 0)
+        r = builder.sub(_search_right(context, builder, range_start, start_v, types.intp, slot,
+                                      intp(0), n), intp(1))
+        out = cgutils.alloca_once_value(builder, intp(-1))
+        with builder.if_then(builder.icmp_signed(">=", r, intp(0))):
+            with builder.if_then(builder.icmp_signed("<", slot, entry(range_end, end_v, r))):
+                place = builder.sub(builder.add(entry(range_base, base_v, r), slot),
+                                    entry(range_start, start_v, r))
+                builder.store(place, out)
+        return builder.load(out)
+
+    return types.intp(s, range_start, range_end, range_base), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
-def upper_bound(a, x, lo, hi):
-    """In compiled loops: the first index in [lo, hi) of sorted ``a`` whose entry is above
-    ``x`` (hi if none), as ``np.searchsorted(a[lo:hi], x, "right") + lo``."""
+def upper_bound_reference(a, x, lo, hi):
     while lo < hi:
         mid = (lo + hi) >> 1
         if a[mid] <= x:
@@ -26,10 +132,8 @@ def upper_bound(a, x, lo, hi):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def page_index(s, range_start, range_end, range_base):
-    """In compiled loops: ThreadGroup.index_of of one page slot (its place among the pages
-    of the disjoint ranges [range_start, range_end) numbered from range_base, -1 if none)."""
-    r = upper_bound(range_start, s, 0, range_start.size) - 1
+def page_index_reference(s, range_start, range_end, range_base):
+    r = upper_bound_reference(range_start, s, 0, range_start.size) - 1
     if r < 0 or s >= range_end[r]:
         return -1
     return range_base[r] + s - range_start[r]
