@@ -47,6 +47,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from .devices import GRID
+
 COMPILED = True     # False: every 1-D solve runs the numpy form (_solve_one_reference)
 TOL = 1e-6
 MAX_SWEEPS = 60
@@ -96,6 +98,11 @@ def solve(devices, T, tau0, A, rd, wr, bg_r=None, bg_w=None, ell0=None) -> Solut
     tau = tau0 + A @ ell
     read, write = _traffic(T, tau, rd, wr, bg_r, bg_w)
     ratio = _ratios(devices, read, write)
+    if COMPILED and T.size == 1 and active:     # the sweeps below in one compiled call
+        tau_1, sweeps = _sweeps_one_group(*_packed(devices), _unit(GRID),
+                                          np.array(active, np.int64), T[0], tau[0], A[0],
+                                          rd[0], wr[0], bg_r, bg_w, ell, read, write, ratio)
+        return Solution(ell, np.array([tau_1]), read, write, ratio, sweeps)
     sweeps = 0
     while active and sweeps < MAX_SWEEPS:
         sweeps += 1
@@ -283,3 +290,82 @@ def _solve_one_group(peak, lat, u_grid, full, T, rest, a, rd, wr, bg_r, bg_w, x0
             return hi
     return _refine_one(lo, hi, _ROUNDS, peak, lat, u_grid, full, rd_T, wr_T, rest, a, bg_r,
                        bg_w)
+
+
+_PACKED: dict = {}      # the device arrays of a devices list (kept with the list's models)
+
+
+def _packed(devices) -> tuple:
+    """(curves, ratios, peaks, tables, per_direction) per node, padded to the most curves:
+    DeviceModel's arrays in the form the compiled sweeps read (a node without curves: 0)."""
+    key = tuple(id(d) for d in devices)
+    hit = _PACKED.get(key)
+    if hit is not None:
+        return hit[1]
+    n, c = len(devices), max((d.ratios.size for d in devices if d is not None), default=1)
+    curves = np.zeros(n, np.int64)
+    ratios, peaks = np.zeros((n, c)), np.zeros((n, c))
+    tables = np.zeros((n, c, GRID))
+    per_direction = np.zeros(n, np.bool_)
+    for m, d in enumerate(devices):
+        if d is not None:
+            k = curves[m] = d.ratios.size
+            ratios[m, :k], peaks[m, :k], tables[m, :k] = d.ratios, d.peaks, d._lat_inv
+            per_direction[m] = d.per_direction
+    packed = (curves, ratios, peaks, tables, per_direction)
+    if len(_PACKED) >= 8:
+        _PACKED.clear()
+    _PACKED[key] = (tuple(devices), packed)      # the models stay alive: their ids stay theirs
+    return packed
+
+
+@njit(cache=True, nogil=True)
+def _at_ratio(curves, ratios, peaks, tables, r):
+    """DeviceModel.at_ratio(r) (strict tables) of one node's padded arrays."""
+    if curves == 1 or r <= ratios[0]:
+        return peaks[0], tables[0]
+    if r >= ratios[curves - 1]:
+        return peaks[curves - 1], tables[curves - 1]
+    j = 1
+    while ratios[j] < r:                # np.searchsorted(ratios, r): the first >= r
+        j += 1
+    t = (r - ratios[j - 1]) / (ratios[j] - ratios[j - 1])
+    return (1 - t) * peaks[j - 1] + t * peaks[j], (1 - t) * tables[j - 1] + t * tables[j]
+
+
+@njit(cache=True, nogil=True)
+def _sweeps_one_group(curves, ratios, peaks, tables, per_direction, u_grid, active, T, tau,
+                      a, rd, wr, bg_r, bg_w, ell, read, write, ratio):
+    """solve()'s Gauss-Seidel sweeps for one group, its arithmetic in its order (a sum over
+    the group's one row is 0 plus its term, as numpy's matmul gives); ell, read, write and
+    ratio updated in place; returns (tau, sweeps)."""
+    n = ell.size
+    sweeps = 0
+    old_ratio = np.empty(n)
+    while sweeps < MAX_SWEEPS:
+        sweeps += 1
+        old_tau = tau
+        old_ratio[:] = ratio
+        for m in active:
+            rest = tau - a[m] * ell[m]
+            peak, lat = _at_ratio(curves[m], ratios[m], peaks[m], tables[m], ratio[m])
+            ell[m] = _solve_one_group(peak, lat, u_grid, per_direction[m], T, rest, a[m],
+                                      rd[m], wr[m], bg_r[m], bg_w[m], ell[m])
+            tau = rest + a[m] * ell[m]
+        x = T / tau
+        for m in range(n):
+            read[m] = 0.0 + x * rd[m] + bg_r[m]
+            write[m] = 0.0 + x * wr[m] + bg_w[m]
+        converged = abs(tau - old_tau) <= TOL * tau
+        for m in range(n):
+            if curves[m] == 0:
+                ratio[m] = 1.0
+            elif per_direction[m]:
+                ratio[m] = ratios[m, curves[m] - 1]
+            else:
+                total = read[m] + write[m]
+                ratio[m] = read[m] / total if total > 0 else 1.0
+            converged &= abs(ratio[m] - old_ratio[m]) <= TOL
+        if converged:
+            break
+    return tau, sweeps
