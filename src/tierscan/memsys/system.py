@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..arrays import move_weight_out
 from . import memo
 from .devices import devices_of
 from .llc import LINE, LINES_PER_PAGE, LineCache, shared_llc_hits
@@ -71,38 +72,6 @@ def per_node_ns(f, write_fraction, mlp, load, store, *, h=0.0, **kw):
     f @ it + compute = τ."""
     miss, hit, walk = time_parts(write_fraction, mlp, load, store, **kw)
     return (1.0 - h) * miss + h * hit + walk
-
-
-# a sequential pass (the subtractions in slot order): numba (DESIGN §4); the reference is
-# arrays.move_weight_out_reference (tests/test_tick_paths.py compares the two)
-@njit(cache=True, nogil=True)
-def weight_out(node_mass, src, slots, range_start, range_end, range_base, w):
-    """The remap hook's move out, ``arrays.move_weight_out`` without the slots' places: take
-    each slot's weight (a page of the group's ranges, ThreadGroup.index_of) off the mass of its
-    node ``src`` in slot order and return those weights in that order. The range search is
-    written out here rather than called (arrays.page_index): called per slot, numba keeps a
-    reference-count increment and decrement of each array argument in the loop, which made
-    the pass 4x slower (2 Mi slots of a full-scale Mode 1 run: 73 vs 17 ms)."""
-    out = np.empty(slots.size)
-    ranges = range_start.size
-    k = 0
-    for j in range(slots.size):
-        slot = slots[j]
-        lo, hi = 0, ranges                  # the last range starting at or before the slot
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if range_start[mid] <= slot:
-                lo = mid + 1
-            else:
-                hi = mid
-        r = lo - 1
-        if r < 0 or slot >= range_end[r]:
-            continue                        # not the group's page
-        x = w[range_base[r] + slot - range_start[r]]
-        node_mass[src[j]] -= x
-        out[k] = x
-        k += 1
-    return out[:k]
 
 
 @njit(cache=True, nogil=True)
@@ -184,8 +153,8 @@ class MemorySystem:
             if slots is None:
                 slots = np.asarray(page_slots, np.int64)
                 src = np.asarray(src_nids, np.int64)
-            moved = weight_out(s.node_mass, src, slots, g.range_start, g.range_end,
-                               g.range_base, s.w)
+            moved, _ = move_weight_out(s.node_mass, src, slots, g.range_start, g.range_end,
+                                       g.range_base, s.w)
             s.node_mass[dst_nid] += moved.sum()
             s.coef = None
 
