@@ -127,6 +127,9 @@ class MemorySystem:
         n = self.machine.nr_nodes
         self.kernel_read = np.zeros(n)        # bytes the kernel moved since the last solve
         self.kernel_write = np.zeros(n)
+        self._traffic = False                 # whether kernel_traffic came since the last tick
+        self._no_traffic = np.zeros(n)        # a tick's background traffic without any (most
+        self._no_traffic.setflags(write=False)  # ticks; dividing zeros was half their cost)
         self.solution = None
         self._key = None
         self.solves = 0
@@ -162,6 +165,7 @@ class MemorySystem:
         """Migration copies: each folio's bytes read from its node and written to dst_nid."""
         np.add.at(self.kernel_read, np.asarray(src_nids, np.int64), float(bytes_each))
         self.kernel_write[dst_nid] += float(bytes_each) * np.size(src_nids)
+        self._traffic = True
 
     def _phase(self, engine, g, s) -> None:
         """A new phase: its weights, where they land, and its LLC and TLB behaviour."""
@@ -241,10 +245,14 @@ class MemorySystem:
         """Solve this tick's loop and give every running group its loaded time per access."""
         running = [g for g in engine.groups if g.finished_ns is None and g.phase is not None
                    and not g.phase.idle]        # a sleeping group loads no device
-        bg_r = self.kernel_read / dt_ns        # bytes per ns = GB/s
-        bg_w = self.kernel_write / dt_ns
-        self.kernel_read[:] = 0.0
-        self.kernel_write[:] = 0.0
+        if self._traffic:
+            bg_r = self.kernel_read / dt_ns        # bytes per ns = GB/s
+            bg_w = self.kernel_write / dt_ns
+            self.kernel_read[:] = 0.0
+            self.kernel_write[:] = 0.0
+            self._traffic = False
+        else:           # no copy since the last tick: the zeros the division would give
+            bg_r = bg_w = self._no_traffic
         rows = []
         changed = set()
         for g in running:
