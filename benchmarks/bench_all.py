@@ -35,6 +35,7 @@ BENCHES = [
     ("bench_kmigrated.py", ["--reference", "wake"], ["--scale", "0.05", "--reference", "wake"]),
     ("bench_ibs.py", [], ["--scale", "0.05"]),
     ("bench_tick.py", ["--scale", "1"], ["--scale", "0.05"]),
+    ("bench_migrate.py", [], ["--scale", "0.05"]),
 ]
 
 

@@ -13,7 +13,7 @@ process, CPU seconds (time.process_time):
   without their timing block checked byte-identical; exit 1 if not).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_migrate.py [--source klruscand]
-        [--scale 1] [--skip-run] [--skip-setup] [--whole]
+        [--scale 1] [--skip-run] [--skip-setup] [--whole] [--json PATH]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from _report import timed_run
+from _report import add_json_arg, row, timed_run, write_rows
 
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.mm import migrate, process
@@ -108,7 +108,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-setup", action="store_true", help="only the per-call figures")
     ap.add_argument("--whole", action="store_true",
                     help="also four whole runs, page, folio, folio, page")
+    add_json_arg(ap)
     args = ap.parse_args(argv)
+    rows = []
     cfg = config_from_dict(config(3, args.source, scale=args.scale))   # the fit first
     run_experiment(config_from_dict(config(3, args.source, scale=0.01)))   # numba's start
     if not args.skip_setup:
@@ -122,6 +124,9 @@ def main(argv=None) -> int:
         print(f"set-up move_pages (Mode 3 {args.source}, scale {args.scale:g}): median by "
               f"folio {folio:.3f} s CPU, by page {page:.3f} s (x{page / folio:.2f}); "
               f"runs {[round(x, 3) for x in runs[True]]} vs {[round(x, 3) for x in runs[False]]}")
+        rows.append(row(f"set-up move_pages of Mode 3's THPs by folio ({args.source}, scale "
+                        f"{args.scale:g})", "-", f"{folio:.3f} s CPU (median of 4)", None,
+                        f"x{page / folio:.2f} vs the page-by-page walk"))
     if not args.skip_run:
         spent, in_hooks, total = per_call(cfg)
         folio, page = (statistics.median(spent[f]) for f in (True, False))
@@ -135,6 +140,10 @@ def main(argv=None) -> int:
               f"x{page / folio:.2f}; without the remap hooks (median {hooks * 1e3:.3f} ms a "
               f"call) {own[True] * 1e3:.3f} vs {own[False] * 1e3:.3f} ms: "
               f"x{own[False] / own[True]:.2f}")
+        rows.append(row(f"kmigrated's move_folios call, Mode 3 {args.source} (scale "
+                        f"{args.scale:g})", "-", f"{folio * 1e3:.3f} ms CPU (median; remap "
+                        f"hooks {hooks * 1e3:.3f} ms of it)", None,
+                        f"x{page / folio:.2f} vs the page-by-page walk"))
     if args.whole:
         # a first full-scale run fills the memo of phase solutions (memsys/memo.py), which
         # makes later runs cheaper: untimed, so that neither form has it
@@ -154,6 +163,7 @@ def main(argv=None) -> int:
               f"; results {'identical' if len(results) == 1 else 'DIFFER'}")
         if len(results) != 1:
             return 1
+    write_rows(args.json, rows)
     return 0
 
 
