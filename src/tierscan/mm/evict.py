@@ -48,7 +48,7 @@ from .evict_kernels import isolate_taken, scan_window
 from .migrate import migrate_folios
 from .page_idle import folio_test_clear_young
 from .pagetable import PageTable
-from .physmem import WMARK_MIN
+from .physmem import MAPCOUNT_ONE, WMARK_MIN
 from .rmap import rmap_walk
 from .lru_index import lru_index, lru_index_note, mglru_key
 from .vmscan import evictable_min_seq, evictable_types, lruvec_folios, reset_ctrl_pos
@@ -655,10 +655,10 @@ def try_to_unmap(kernel, heads) -> None:
             # a PMD leaf may be reported once per queried page; its mapping counts on the head
             slots, first = np.unique(s.slots, return_index=True)
             s.mm.pt.pmd[slots] = 0
-            np.subtract.at(pm.mapcount, pm.folio_head(pfns[s.pos[first]]), 1)
+            np.subtract.at(pm.mapcount, pm.folio_head(pfns[s.pos[first]]), MAPCOUNT_ONE)
         else:
             s.mm.pt.pte[s.slots] = 0
-            np.subtract.at(pm.mapcount, pfns[s.pos], 1)
+            np.subtract.at(pm.mapcount, pfns[s.pos], MAPCOUNT_ONE)
             kernel.notify_unmap(s.mm, s.slots, pm.node_of(pfns[s.pos]))
 
 

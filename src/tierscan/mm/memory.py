@@ -26,14 +26,12 @@ from .fault_kernels import (
 )
 from .page_writeback import folio_mark_dirty
 from .pagetable import PageTable, mk_pte, pte_pfn, pte_present
+from .physmem import MAPCOUNT_ONE
 from .swap import free_swap_and_cache, is_swap_pte, pte_to_swp_offset
 
 # x86's vm_page_prot carries _PAGE_ACCESSED, so a freshly faulted entry is young (unverified).
 PTE_BASE = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
 PMD_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY  # _PAGE_TABLE
-# One mapping, in PhysMem.mapcount's type: ufunc.at with a scalar of the array's own type
-# takes numpy's fast loop (a Python int takes the generic one: 10 vs 0.27 ms for 2**18 pfns)
-MAPCOUNT_ONE = np.int16(1)
 
 
 def first_by_slot(slots: np.ndarray, is_write: np.ndarray):

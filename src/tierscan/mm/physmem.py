@@ -26,6 +26,9 @@ BLOCK = HPAGE_PMD_NR
 WMARK_MIN, WMARK_LOW, WMARK_HIGH, WMARK_PROMO = range(4)
 WMARK_NAMES = ("min", "low", "high", "promo")
 WATERMARK_SCALE_FACTOR = 10  # vm.watermark_scale_factor default (unverified)
+# One mapping, in PhysMem.mapcount's type: ufunc.at with a scalar of the array's own type
+# takes numpy's fast loop (a Python int takes the generic one: 10 vs 0.27 ms for 2**18 pfns)
+MAPCOUNT_ONE = np.int16(1)
 
 
 def min_free_kbytes_for(lowmem_kbytes: int) -> int:

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .constants import PAGE_SIZE, PG_swapcache, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
+from .physmem import MAPCOUNT_ONE
 from .swap_state import plan_windows
 from .vmstat import register_vmstat
 
@@ -251,7 +252,7 @@ def swap_out_folios(kernel, lruvec, heads, target_memcg=None) -> np.ndarray:
     for s in rmap_walk(kernel, pages):                           # try_to_unmap()
         write[s.pos[(s.mm.pt.pte[s.slots] & _PAGE_DIRTY) != 0]] = True
         s.mm.pt.pte[s.slots] = swp_entry_to_pte(offs[s.pos])
-        np.subtract.at(pm.mapcount, pages[s.pos], 1)
+        np.subtract.at(pm.mapcount, pages[s.pos], MAPCOUNT_ONE)
         kernel.notify_unmap(s.mm, s.slots, nids[s.pos])
     from .constants import PG_dirty
 
