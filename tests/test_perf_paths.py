@@ -490,7 +490,7 @@ def test_pghot_reports_with_per_report_jiffies_equal_one_call_per_jiffy():
             for a, b in zip(np.r_[0, cuts], np.r_[cuts, rep.size]):
                 e.record_access(rep[a:b], -1, "hwhints", int(jiffies[a]))
         out.append((e.records.copy(), e._first.ns1.copy(), e.activate.copy(),
-                    e._block_ready.copy(), k.vmstat.as_dict()))
+                    e._block_ready.copy(), e._ready_bits.copy(), k.vmstat.as_dict()))
     for a, b in zip(*out):
         assert a == b if isinstance(a, dict) else np.array_equal(a, b)
     assert (out[0][0].view(np.int64) < 0).any()        # some records became READY
@@ -687,11 +687,14 @@ def test_kmigrated_queue_gives_the_per_batch_results(monkeypatch):
     assert max(runs) >= 10                                        # batches did wait together
 
 
-def test_kmigrated_reads_ready_records_only_as_far_as_its_walk_goes():
+@pytest.mark.parametrize("ready_bits", [True, False])
+def test_kmigrated_reads_ready_records_only_as_far_as_its_walk_goes(monkeypatch, ready_bits):
     """kmigrated reads the READY records from where its walk resumes, in growing chunks, up
     to the first folio its CPU cannot afford (_walk_ready): the walk's stop and the records
-    it consumes are those of reading every READY record of the node (the reference), for
-    THPs, base pages and pages off the LRU, budgets from none to unbounded."""
+    it consumes are those of reading every READY record of the node (the reference, which
+    reads the records), for THPs, base pages and pages off the LRU, budgets from none to
+    unbounded; the READY scan by the records' READY bits (_ready_landed_bits) and by the
+    records (_ready_landed, ``ready_bits = False``)."""
     from types import SimpleNamespace
 
     from tierscan.mm.constants import PG_allocated, PG_lru
@@ -707,6 +710,7 @@ def test_kmigrated_reads_ready_records_only_as_far_as_its_walk_goes():
     k.pm.flags[off_lru] &= ~np.uint16(PG_lru)
     costs = CostModel()
     seen_stops = set()
+    monkeypatch.setattr(PghotV3, "ready_bits", ready_bits)
     for trial in range(60):
         e.records[:] = 0
         pick = rng.choice(used, int(rng.integers(1, 3000)), replace=False)
@@ -716,6 +720,8 @@ def test_kmigrated_reads_ready_records_only_as_far_as_its_walk_goes():
         e.records[idx] = np.uint64(1 << 63)
         e._block_ready[:] = False
         e._block_ready[idx // 512] = True
+        e._ready_bits[:] = 0
+        np.bitwise_or.at(e._ready_bits, idx // 64, np.uint64(1) << (idx % 64).astype(np.uint64))
         left = float(rng.choice([0.0, 1e3, 1e5, 1e6, 1e7, np.inf]) * rng.random())
         engine = SimpleNamespace(cpu_left_ns=lambda: left, costs=costs)
         i_ref, h_ref = e._walk_ready_reference(1, start)
@@ -808,8 +814,9 @@ def test_first_report_times_read_as_the_dict_updates_gave():
 
 def test_kmigrated_take_records_is_its_numpy_form():
     """kmigrated's test-and-clear of the records it consumed (_take_records) gives the words,
-    records and block READY flags of its numpy form: blocks left with READY records before,
-    after and between the consumed ones, blocks emptied, one record a block and many."""
+    records, READY bits and block READY flags of its numpy form: blocks left with READY
+    records before, after and between the consumed ones, blocks emptied, one record a block
+    and many."""
     from tierscan.promote.pghot import _take_records, take_records_reference
 
     rng = np.random.default_rng(12)
@@ -821,10 +828,16 @@ def test_kmigrated_take_records_is_its_numpy_form():
         fast_rec, ref_rec = rec.copy(), rec.copy()
         fast_ready = rng.random(64) < 0.5
         ref_ready = fast_ready.copy()
+        fast_bits = np.packbits(ready, bitorder="little").view(np.uint64)  # bit r: record r
+        ref_bits = fast_bits.copy()
         words = np.empty(idx.size, np.int64)
-        _take_records(fast_rec, idx, 512, words, fast_ready)
-        assert np.array_equal(words, take_records_reference(ref_rec, idx, 512, ref_ready))
+        _take_records(fast_rec, idx, 512, words, fast_ready, fast_bits)
+        assert np.array_equal(words,
+                              take_records_reference(ref_rec, idx, 512, ref_ready, ref_bits))
         assert np.array_equal(fast_rec, ref_rec) and np.array_equal(fast_ready, ref_ready)
+        assert np.array_equal(fast_bits, ref_bits)
+        assert np.array_equal(fast_bits, np.packbits(fast_rec < 0, bitorder="little").view(
+            np.uint64))                              # still one bit per READY record
 
 
 def test_ibs_handler_filter_is_its_numpy_form(ahead):
@@ -909,6 +922,7 @@ def _kmigrated_wake(monkeypatch, fast: bool, machine, targets_of, literal=False,
     st = kernel_state(k)
     st["records"] = e.records.copy()
     st["block_ready"] = e._block_ready.copy()
+    st["ready_bits"] = e._ready_bits.copy()
     st["promoted"] = np.concatenate(e.promoted_pfns or [np.zeros(0, np.int64)])
     st["cpu"] = fe.cpu_ns
     st["success_by_node"] = k.vmstat.node("pgpromote_success")

@@ -77,7 +77,8 @@ def _state(e):
                                                  "pghot_recorded_hintfaults",
                                                  "pghot_recorded_hwhints")}
     ns1 = None if e._first.ns1 is None else e._first.ns1.copy()
-    return e.records.copy(), ns1, e._block_ready.copy(), e.activate.copy(), vm
+    return (e.records.copy(), ns1, e._block_ready.copy(), e._ready_bits.copy(),
+            e.activate.copy(), vm)
 
 
 def _assert_same_state(a_state, b_state):

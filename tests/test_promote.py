@@ -267,6 +267,7 @@ def test_kmigrated_steps_over_a_thp_once():
     # a stale READY word on a tail pfn: the walk steps over tails, so it is never consumed
     tail_idx = e.lower.index(pfns[[9]], np.array([1]))
     e.records[tail_idx] = READY | 1000 << 13
+    e._ready_bits[tail_idx // 64] |= np.uint64(1) << np.uint64(tail_idx[0] % 64)
     kmigrated(e, 1100)
     new = mm.translate(addrs)
     assert (k.node_of(new) == 0).all() and k.pm.order[new[0]] == 9

@@ -393,32 +393,37 @@ def _first_reports(ns1, idx, ns_plus1, ahead):
 
 
 @njit(cache=True, nogil=True)
-def _take_records(rec, idx, block, words, block_ready):
+def _take_records(rec, idx, block, words, block_ready, ready_bits):
     """kmigrated's test-and-clear of the records ``idx`` (ascending) it consumed: their
-    words into ``words``, zeroed in ``rec``, and each touched block's READY flag set again
-    to whether a READY word is left in it (read up to the first one). Its numpy form,
+    words into ``words``, zeroed in ``rec`` and their READY bits cleared, and each touched
+    block's READY flag set again to whether a READY bit is left in it (the block's
+    block // 64 words of ``ready_bits``: PghotV3._ready_bits). Its numpy form,
     ``take_records_reference`` (a gather, a scatter, np.unique and a whole-block compare
-    per touched block), is kmigrated_do_work's under ``fast_wake = False``."""
+    of the records per touched block), is kmigrated_do_work's under ``fast_wake = False``."""
     for i in range(idx.size):
-        words[i] = rec[idx[i]]
-        rec[idx[i]] = 0
+        r = idx[i]
+        words[i] = rec[r]
+        rec[r] = 0
+        ready_bits[r >> 6] &= ~(np.uint64(1) << np.uint64(r & 63))
     last = -1
+    per_block = block // 64
     for i in range(idx.size):
         b = idx[i] // block
         if b != last:
             last = b
             ready = False
-            for r in range(b * block, (b + 1) * block):
-                if rec[r] < 0:
+            for w in range(b * per_block, (b + 1) * per_block):
+                if ready_bits[w]:
                     ready = True
                     break
             block_ready[b] = ready
 
 
-def take_records_reference(rec, idx, block, block_ready) -> np.ndarray:
+def take_records_reference(rec, idx, block, block_ready, ready_bits) -> np.ndarray:
     """_take_records by numpy; returns the words."""
     words = rec[idx]
     rec[idx] = 0
+    np.bitwise_and.at(ready_bits, idx >> 6, ~(np.uint64(1) << (idx & 63).astype(np.uint64)))
     touched = unique(idx // block)
     block_ready[touched] = (rec.reshape(-1, block)[touched] < 0).any(axis=1)
     return words
@@ -442,6 +447,38 @@ def _ready_landed(rec, blocks, block, pfn_offset, start, flags, tail, lru, idx, 
                     pfns[n] = p
                     n += 1
     return n
+
+
+@njit(cache=True, nogil=True)
+def _ready_landed_bits(ready_bits, blocks, block, pfn_offset, start, flags, tail, lru, idx,
+                       pfns):
+    """_ready_landed from the records' READY bits (PghotV3._ready_bits: bit r % 64 of word
+    r // 64 is set exactly when record r is READY) instead of the records: block // 64
+    words a block (64 bytes) instead of ``block`` words (4 KiB), the same records in the
+    same order (bits low to high in ascending words are ascending records)."""
+    n = 0
+    per_block = block // 64
+    for b in blocks:
+        for w in range(b * per_block, (b + 1) * per_block):
+            x = ready_bits[w]
+            r = w * 64
+            while x:
+                if x & np.uint64(1):
+                    p = r + pfn_offset
+                    if p >= start and (flags[p] & tail) == 0 and (flags[p] & lru) != 0:
+                        idx[n] = r
+                        pfns[n] = p
+                        n += 1
+                x >>= np.uint64(1)
+                r += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _set_ready_bits(ready_bits, idx):
+    """The READY bits of records ``idx``."""
+    for r in idx:
+        ready_bits[r >> 6] |= np.uint64(1) << np.uint64(r & 63)
 
 
 def count_per_node(vm, name: str, nodes, nr_nodes: int) -> None:
@@ -498,7 +535,8 @@ def _pghot_word(h, now, nid, window, threshold, literal, hint, default_node, nid
 @njit(cache=True, nogil=True)
 def _record_one_pass(pfns, node_start, nr_pfns, is_lower, order, flags, lru, base, ns1,
                      ns_plus1, rec, nid, now, window, threshold, literal, hint, default_node,
-                     nid_mask, freq_mask, time_mask, freq_max, block_ready, activate, ahead):
+                     nid_mask, freq_mask, time_mask, freq_max, block_ready, ready_bits,
+                     activate, ahead):
     """PghotV3._record_one's filters 4-5 and records' part for one nid, report by report in
     one pass: what lower_tier_lru_heads, LowerTierPfns.index, FirstReports.seen (``ns1``,
     ``ns_plus1``: the time + 1), _pghot_update and the READY block / activation marks do
@@ -540,6 +578,7 @@ def _record_one_pass(pfns, node_start, nr_pfns, is_lower, order, flags, lru, bas
         rec[j] = h
         if h < 0:
             block_ready[j // np.uint64(_BLOCK)] = True
+            ready_bits[j >> np.uint64(6)] |= np.uint64(1) << (j & np.uint64(63))
             activate[c_node] = True
         n += 1
     return n
@@ -635,6 +674,9 @@ class PghotV3(PromotionEngine):
     # per report (IBS's drained windows); False: only a scalar nid and time do (the general
     # form is then the reference, tests/test_pghot_record_one.py)
     one_nid_pass = True
+    # kmigrated's READY scan reads the records' READY bits (_ready_landed_bits); False: the
+    # records themselves (_ready_landed, the former form)
+    ready_bits = True
     period_ns = 100 * MS     # nothing to do on its own: the kmigrated daemons do the work
 
     PARAMS = {
@@ -666,6 +708,10 @@ class PghotV3(PromotionEngine):
         self.records = np.zeros(self.lower.size, dtype=np.uint64)   # the hot_map words
         self._rec64 = self.records.view(np.int64)
         self._block_ready = np.zeros(self.lower.size // _BLOCK, dtype=bool)
+        # one bit per record, set exactly while it is READY (the record passes set it with
+        # the block's flag, _take_records clears it): kmigrated's READY scan reads 64 bytes
+        # a flagged block instead of its 4 KiB of records
+        self._ready_bits = np.zeros(self.lower.size // 64, dtype=np.uint64)
         self._first = FirstReports(self.lower.size)
         self.activate = np.zeros(nr_nodes, dtype=bool)               # PGDAT_KMIGRATED_ACTIVATE
         self.walk_pos: dict[int, int] = {}     # where an unfinished walk of a node resumes
@@ -765,7 +811,7 @@ class PghotV3(PromotionEngine):
             ns_plus1, self._rec64, nid, now,
             self.freq_window_ms * HZ // MSEC_PER_SEC, self.freq_threshold, self.literal,
             src == HINT_FAULT, self.default_node, nid_mask, freq_mask, time_mask,
-            PGHOT_FREQ_MAX, self._block_ready, self.activate, pf.ahead))
+            PGHOT_FREQ_MAX, self._block_ready, self._ready_bits, self.activate, pf.ahead))
 
     def _update(self, heads, nodes, nids, nows, seen_at, src: str) -> int:
         """The records' part of record_access(): first reports (at ``seen_at``, one time or
@@ -781,6 +827,7 @@ class PghotV3(PromotionEngine):
                       nid_mask, freq_mask, time_mask, PGHOT_FREQ_MAX, ready, pf.ahead)
         if ready.any():
             self._block_ready[idx[ready] // _BLOCK] = True
+            _set_ready_bits(self._ready_bits, np.ascontiguousarray(idx[ready], np.int64))
             self.activate[unique(nodes[ready])] = True
         return int(idx.size)
 
@@ -828,22 +875,29 @@ class PghotV3(PromotionEngine):
             # test-and-clear READY, zero the rest; the touched blocks' READY flags again
             if self.fast_wake:
                 words = np.empty(idx.size, np.int64)
-                _take_records(self._rec64, idx, _BLOCK, words, self._block_ready)
+                _take_records(self._rec64, idx, _BLOCK, words, self._block_ready,
+                              self._ready_bits)
             else:
-                words = take_records_reference(self._rec64, idx, _BLOCK, self._block_ready)
+                words = take_records_reference(self._rec64, idx, _BLOCK, self._block_ready,
+                                               self._ready_bits)
             self._kmigrated_records(nid, idx, heads, words.view(np.uint64), engine)
         return stop < p1
 
     def _ready_in(self, nid: int, start: int, blocks) -> tuple[np.ndarray, np.ndarray]:
         """(record indexes, head pfns) of the READY records in ``blocks`` (record block
         numbers, ascending) that the walk from pfn ``start`` lands on, in pfn order. The
-        blocks are read in place, and the walk's landing tests made, by one compiled pass
-        (``_ready_landed``; ``_ready_in_reference`` is the numpy form)."""
+        blocks' READY bits are read, and the walk's landing tests made, by one compiled pass
+        (``_ready_landed_bits``; ``ready_bits = False``: ``_ready_landed``, its former form
+        reading the records; ``_ready_in_reference`` is the numpy form)."""
         idx = np.empty(blocks.size * _BLOCK, np.int64)
         pfns = np.empty(blocks.size * _BLOCK, np.int64)
-        n = _ready_landed(self._rec64, np.ascontiguousarray(blocks, np.int64), _BLOCK,
-                          int(self.lower.node_start[nid] - self.lower.base[nid]), start,
-                          self.kernel.pm.flags, PG_tail, PG_lru, idx, pfns)
+        args = (np.ascontiguousarray(blocks, np.int64), _BLOCK,
+                int(self.lower.node_start[nid] - self.lower.base[nid]), start,
+                self.kernel.pm.flags, PG_tail, PG_lru, idx, pfns)
+        if self.ready_bits:
+            n = _ready_landed_bits(self._ready_bits, *args)
+        else:
+            n = _ready_landed(self._rec64, *args)
         return idx[:n], pfns[:n]
 
     def _ready_in_reference(self, nid: int, start: int, blocks):
