@@ -36,14 +36,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arrays import move_weight_out, stable_argsort, unique_inverse
+from ..arrays import move_weight_out, stable_argsort
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from ..mm.pagetable import PageTable
 from ..prefetch import take
 from .base import HEAT_BINS, AccessModel, bin_sums, compute_ns, fault_cost_ns, fault_counts
 from .exact_kernels import GuideTables
 from .rate_kernels import (
-    clear_spans, materialize_kernel, materialize_runs_drawing, materialize_runs_kernel,
+    bank_hazards, clear_spans, group_weight_sums, materialize_kernel, materialize_runs_drawing,
+    materialize_runs_kernel, range_pmds,
 )
 from .rate_kernels import materialize_runs_kernel as materialize_runs
 
@@ -206,13 +207,11 @@ class Hazards:
         hazard of pending hint faults at the new rates (not with ``rng=None``: the group has
         finished, no access will come), then take ``w_new``."""
         self._unsettle(C)
-        fresh = self.w * (C - self.c_ref)
-        if self.whaz is not None:
-            self.whaz += fresh * wf_old
-        elif wf_new != wf_old:
-            self.whaz = (self.haz + fresh) * wf_old
-        self.haz += fresh
-        self.c_ref[:] = C
+        start_whaz = self.whaz is None and wf_new != wf_old
+        if start_whaz:
+            self.whaz = np.empty(self.w.size)
+        bank_hazards(self.w, self.c_ref, self.haz, _NO_WHAZ if self.whaz is None else self.whaz,
+                     start_whaz, C, wf_old)
         ahead = self.hint_at > C
         if rng is not None and ahead.any():
             i, at = self.hint_idx[ahead], self.hint_at[ahead]
@@ -245,8 +244,7 @@ class GroupRates:
     """Per-page and per-PMD state of one thread group."""
 
     def __init__(self, group):
-        # the PMDs the group's pages lie in, and each page's among them (searchsorted's index)
-        self.pmds, self.page_pmd = unique_inverse(group.slots >> 9)
+        self.pmds = range_pmds(group.range_start, group.range_end)   # its pages' PMDs
         self.pages = Hazards(group.n_pages)
         self.pmd = Hazards(self.pmds.size)
         self.C = 0.0                    # accesses issued by the group so far (all threads)
@@ -302,8 +300,8 @@ class RateModel(AccessModel):
         """Take the new phase's weights; every lazily drawn event carries over (module doc)."""
         r = self.rates[group.gid]
         ph = group.phase
-        if ph is None:
-            w = np.zeros_like(r.w)
+        if ph is None:       # np.zeros leaves the pages unwritten until someone writes them
+            w = np.zeros(r.w.size)
         else:
             w = np.asarray(ph.distribution.weights(group.n_pages), float)
         wf_old = r.write_fraction
@@ -314,18 +312,20 @@ class RateModel(AccessModel):
             r.heat_banked = self._heat_since(
                 group, r, HEAT_BINS if r.bin_w is None else r.bin_w.size)
         rng = None if ph is None else self.rng
-        r.pages.change_rates(w, r.C, wf_old, wf, rng)
-        r.pmd.change_rates(np.bincount(r.page_pmd, weights=w, minlength=r.pmds.size), r.C,
-                           wf_old, wf, rng)
-        r.write_fraction, r.phase, r.bin_w = wf, ph, None
+        nr_nodes = engine.kernel.machine.nr_nodes
         if ph is None:      # the group is done: no page has weight, no first access will come
-            r.node_mass = np.zeros(engine.kernel.machine.nr_nodes)
+            w_pmd, r.node_mass = np.zeros(r.pmds.size), np.zeros(nr_nodes)
+        else:               # a PMD's weight (its pages'), and the pages' weight on each node
+            pfns, nodes = group.placement(engine.kernel)
+            w_pmd, r.node_mass = group_weight_sums(group.range_start, group.range_end, r.pmds,
+                                                   nodes, w, nr_nodes)
+        r.pages.change_rates(w, r.C, wf_old, wf, rng)
+        r.pmd.change_rates(w_pmd, r.C, wf_old, wf, rng)
+        r.write_fraction, r.phase, r.bin_w = wf, ph, None
+        if ph is None:
             r.miss_slots, r.miss_at, r.miss_write = np.empty(0, np.int64), np.empty(0), \
                 np.empty(0, bool)
             return
-        pfns, nodes = group.placement(engine.kernel)
-        r.node_mass = np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0),
-                                  minlength=engine.kernel.machine.nr_nodes)
         # the new weights redraw every pending first access (memoryless, as for hint faults)
         r.miss_slots, r.miss_at, r.miss_write = np.empty(0, np.int64), np.empty(0), \
             np.empty(0, bool)

@@ -260,3 +260,100 @@ def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, 
         q = 0
     st[0], st[1], st[2], st[3] = h0, l0, h1, l1
     return r, q, k, c
+
+
+# ---- the per-run set-up (rate.py GroupRates, Hazards.change_rates) ---------------------------
+# At 16 Mi pages (a 64 GiB mapping) the numpy forms below cost ~0.1-0.2 s each in temporaries;
+# the compiled passes give the same arrays in one pass each.
+
+@njit(cache=True, nogil=True, inline="always")
+def _bits_differ(a, b):
+    """a and b are not the same float bit for bit (apart from NaN payloads): -0.0 != 0.0."""
+    return a != b or math.copysign(1.0, a) != math.copysign(1.0, b)
+
+
+def bank_hazards_reference(w, c_ref, haz, whaz, start_whaz, C, wf_old):
+    """A phase change at C banks the hazard of the old rates ``w``: haz += w · (C − c_ref),
+    c_ref = C, and the write hazard ``whaz`` += that times the old write fraction, or with
+    ``start_whaz`` whaz = (haz + that) · wf_old (its first keeping); an empty ``whaz`` is not
+    kept. In place."""
+    fresh = w * (C - c_ref)
+    if start_whaz:
+        whaz[:] = (haz + fresh) * wf_old
+    elif whaz.size:
+        whaz += fresh * wf_old
+    haz += fresh
+    c_ref[:] = C
+
+
+@njit(cache=True, nogil=True)
+def bank_hazards(w, c_ref, haz, whaz, start_whaz, C, wf_old):
+    """bank_hazards_reference in one pass. An entry the bank leaves the same bit for bit (w 0,
+    or c_ref == C already: a new group's zeros) is not written, so the pages of a freshly
+    allocated (zero, not yet touched) array are not faulted in."""
+    keep_whaz = whaz.size > 0
+    for i in range(w.size):
+        h = haz[i]
+        fresh = w[i] * (C - c_ref[i])
+        if start_whaz:
+            whaz[i] = (h + fresh) * wf_old
+        elif keep_whaz:
+            x = whaz[i] + fresh * wf_old
+            if _bits_differ(x, whaz[i]):
+                whaz[i] = x
+        x = h + fresh
+        if _bits_differ(x, h):
+            haz[i] = x
+        if _bits_differ(C, c_ref[i]):
+            c_ref[i] = C
+
+
+def range_pmds(range_start, range_end) -> np.ndarray:
+    """The PMDs (slot >> 9) of the page slots of the ranges [range_start[r], range_end[r]),
+    sorted and distinct: ``np.unique`` of the slots' PMDs without listing the slots."""
+    first, last = np.asarray(range_start) >> 9, (np.asarray(range_end) - 1) >> 9
+    return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64)
+                                     for a, b in zip(first, last)] + [np.empty(0, np.int64)]))
+
+
+def group_weight_sums_reference(slots, pmds, nodes, w, nr_nodes):
+    """(Σ w over the pages in each of ``pmds``, Σ w over the pages on each node) of a group's
+    pages (``slots``, each page's node in ``nodes``, -1 where none is mapped)."""
+    page_pmd = np.searchsorted(pmds, slots >> 9)
+    return (np.bincount(page_pmd, weights=w, minlength=pmds.size),
+            np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0), minlength=nr_nodes))
+
+
+@njit(cache=True, nogil=True)
+def group_weight_sums(range_start, range_end, pmds, nodes, w, nr_nodes):
+    """group_weight_sums_reference in one pass over the pages of the ranges (the group's
+    slots, in order). Each sum is taken page by page in page order, as np.bincount takes it,
+    so the same floats; the running sum of the current PMD and node is kept in a register
+    while the next page adds to the same one (their store and reload are the loop's latency
+    otherwise). An unmapped page's 0.0, which the reference adds to node 0, leaves a sum of
+    weights (>= 0) the same, so it is skipped."""
+    pmd_w, node_w = np.zeros(pmds.size), np.zeros(nr_nodes)
+    k, acc_k = -1, 0.0              # the current PMD's index in pmds and its running sum
+    nd, acc_nd = -1, 0.0            # the current node and its running sum
+    j = 0
+    for r in range(range_start.size):
+        for s in range(range_start[r], range_end[r]):
+            if k < 0 or pmds[k] != s >> 9:
+                if k >= 0:
+                    pmd_w[k] = acc_k
+                k = np.searchsorted(pmds, s >> 9)
+                acc_k = pmd_w[k]
+            acc_k += w[j]
+            x = nodes[j]
+            if x >= 0:
+                if x != nd:
+                    if nd >= 0:
+                        node_w[nd] = acc_nd
+                    nd, acc_nd = x, node_w[x]
+                acc_nd += w[j]
+            j += 1
+    if k >= 0:
+        pmd_w[k] = acc_k
+    if nd >= 0:
+        node_w[nd] = acc_nd
+    return pmd_w, node_w

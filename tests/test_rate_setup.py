@@ -1,0 +1,75 @@
+"""The rate model's per-run set-up (access/rate.py GroupRates, on_phase, change_rates): the
+compiled passes against the numpy forms kept beside them, bit for bit (issue 15)."""
+
+import numpy as np
+import pytest
+
+from tierscan.access.rate_kernels import (
+    bank_hazards, bank_hazards_reference, group_weight_sums, group_weight_sums_reference,
+    range_pmds,
+)
+
+# (range_start, range_end) of a group's mappings, in the group's page order: one mapping;
+# ascending ones, two sharing a PMD and one not PMD-aligned; the same in descending order
+RANGES = [([1 << 20], [(1 << 20) + 3000]),
+          ([1000, 1300, 5000, 9 << 9], [1300, 1400, 6100, (9 << 9) + 40]),
+          ([9 << 9, 5000, 1300, 1000], [(9 << 9) + 40, 6100, 1400, 1300])]
+
+
+def group_slots(start, end):
+    return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in zip(start, end)])
+
+
+def bits(a):
+    return np.ascontiguousarray(a).view(np.int64)
+
+
+@pytest.mark.parametrize("mode", ["not kept", "kept", "first kept"])
+def test_bank_hazards_is_its_numpy_form(mode):
+    """Banked hazards, write hazards and reference points equal the numpy form's bit for bit,
+    with entries the bank leaves unchanged (w 0, c_ref == C already) and -0.0 among them (its
+    sum with +0.0 is +0.0, which the compiled pass must write)."""
+    rng = np.random.default_rng(3)
+    n, C = 5000, 40.0
+    w0 = np.where(rng.random(n) < 0.3, 0.0, rng.random(n) * 0.01)
+    c0 = np.where(rng.random(n) < 0.3, C, rng.random(n) * C)
+    h0 = np.where(rng.random(n) < 0.2, -0.0, rng.random(n))
+    h0[rng.random(n) < 0.2] = 0.0
+    wh0 = np.where(rng.random(n) < 0.2, -0.0, rng.random(n) * 0.3)
+    out = []
+    for fn in (bank_hazards_reference, bank_hazards):
+        c_ref, haz = c0.copy(), h0.copy()
+        whaz = np.empty(0) if mode == "not kept" else \
+            np.full(n, np.nan) if mode == "first kept" else wh0.copy()
+        fn(w0, c_ref, haz, whaz, mode == "first kept", C, 0.25)
+        out.append((c_ref, haz, whaz))
+    for a, b in zip(*out):
+        assert np.array_equal(bits(a), bits(b))
+    assert not np.array_equal(bits(out[0][1]), bits(h0))        # the bank did change some
+    assert (np.signbit(h0) & ~np.signbit(out[0][1])).any()     # -0.0 became +0.0
+
+
+@pytest.mark.parametrize("start,end", RANGES)
+def test_range_pmds_are_the_slots_distinct_pmds(start, end):
+    got = range_pmds(np.array(start, np.int64), np.array(end, np.int64))
+    assert got.dtype == np.int64
+    assert np.array_equal(got, np.unique(group_slots(start, end) >> 9))
+
+
+@pytest.mark.parametrize("start,end", RANGES)
+def test_group_weight_sums_is_its_numpy_form(start, end):
+    """Per-PMD and per-node sums equal the bincounts bit for bit: nodes in runs, alternating,
+    and unmapped (-1) pages among them."""
+    rng = np.random.default_rng(11)
+    start, end = np.array(start, np.int64), np.array(end, np.int64)
+    slots = group_slots(start, end)
+    n = slots.size
+    pmds = range_pmds(start, end)
+    w = rng.random(n) ** 4
+    w[rng.random(n) < 0.1] = 0.0
+    runs = np.repeat(rng.integers(-1, 3, n // 50 + 1), 50)[:n]
+    for nodes in (runs, rng.integers(-1, 3, n), np.full(n, -1), np.full(n, 2)):
+        ref = group_weight_sums_reference(slots, pmds, nodes, w, 4)
+        got = group_weight_sums(start, end, pmds, nodes, w, 4)
+        for a, b in zip(ref, got):
+            assert np.array_equal(bits(a), bits(b))
