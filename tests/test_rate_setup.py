@@ -73,3 +73,22 @@ def test_group_weight_sums_is_its_numpy_form(start, end):
         got = group_weight_sums(start, end, pmds, nodes, w, 4)
         for a, b in zip(ref, got):
             assert np.array_equal(bits(a), bits(b))
+
+
+@pytest.mark.parametrize("n,tail", [(1, 0), (7000, 0), (7000, 1), (7000, 1023), (7000, 1024),
+                                    (7000, 1025), (7000, 3071), (7000, 6999), (7000, 7000)])
+def test_last_nonzero_is_flatnonzeros_last(n, tail):
+    """The distributions' highest drawable page: flatnonzero's last index, read from the end
+    (trailing zero runs across the doubling blocks' edges; none nonzero: IndexError)."""
+    from tierscan.workload.distributions import _last_nonzero
+
+    w = np.random.default_rng(n + tail).random(n) + 0.5
+    w[1::3] = 0.0
+    w[n - tail:] = 0.0
+    if tail == n:
+        with pytest.raises(IndexError):
+            np.flatnonzero(w)[-1]
+        with pytest.raises(IndexError):
+            _last_nonzero(w)
+    else:
+        assert _last_nonzero(w) == int(np.flatnonzero(w)[-1])

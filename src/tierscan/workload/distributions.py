@@ -51,6 +51,20 @@ def _count_at(x: float) -> float:
     return round(x, 9)
 
 
+def _last_nonzero(w: np.ndarray) -> int:
+    """``int(np.flatnonzero(w)[-1])`` (IndexError if there is none) from the end, a block at
+    a time, doubling: the last page is usually nonzero, and flatnonzero lists every index
+    (128 MiB and ~0.15 s at 16 Mi pages)."""
+    end, step = w.size, 1024
+    while end > 0:
+        lo = max(end - step, 0)
+        nz = np.flatnonzero(w[lo:end])
+        if nz.size:
+            return lo + int(nz[-1])
+        end, step = lo, step * 2
+    raise IndexError("no nonzero weight")
+
+
 class _Tabulated:
     """Shared machinery: weights and cumulative weights per n, cached; inverse-CDF sampling."""
 
@@ -91,7 +105,7 @@ class _Tabulated:
         w = np.ascontiguousarray(self._compute(n), dtype=np.float64)
         w /= w.sum()
         cdf = np.cumsum(w)
-        last = int(np.flatnonzero(w)[-1])  # the highest page that can be drawn
+        last = _last_nonzero(w)  # the highest page that can be drawn
         w.setflags(write=False)
         cdf.setflags(write=False)
         return w, cdf, last
