@@ -1,7 +1,8 @@
 """Folio migration by folio against the former page-by-page walk (mm/migrate.BY_FOLIO), in one
 process, CPU seconds (time.process_time):
 
-- per call: one pghot-v3 Mode 3 run (64 GiB of THPs; kmigrated moves ~83 THPs a call) whose
+- per call: one pghot-v3 Mode 3 run (64 GiB of THPs; kmigrated moves ~83 THPs a call; or
+  with ``--mode 1`` or ``2``, 4 KiB pages, by rmap.pte_mapped_pages: ``--skip-setup``) whose
   move_folios calls after the set-up's take the two forms in turn (folio, page, page,
   folio, ...): the median CPU of a call in each form and their ratio, also without the
   time spent in the remap hooks (other models' code, the same calls in both forms). Both
@@ -13,7 +14,7 @@ process, CPU seconds (time.process_time):
   without their timing block checked byte-identical; exit 1 if not).
 
     cd /work/main && PYTHONPATH=src python3 benchmarks/bench_migrate.py [--source klruscand]
-        [--scale 1] [--skip-run] [--skip-setup] [--whole] [--json PATH]
+        [--mode 3] [--scale 1] [--skip-run] [--skip-setup] [--whole] [--json PATH]
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", default="klruscand",
                     choices=[s for s in SOURCES if s not in ("numab0", "numab2-pghot")])
+    ap.add_argument("--mode", type=int, choices=(1, 2, 3), default=3)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--skip-run", action="store_true", help="only the set-up's move_pages")
     ap.add_argument("--skip-setup", action="store_true", help="only the per-call figures")
@@ -111,8 +113,8 @@ def main(argv=None) -> int:
     add_json_arg(ap)
     args = ap.parse_args(argv)
     rows = []
-    cfg = config_from_dict(config(3, args.source, scale=args.scale))   # the fit first
-    run_experiment(config_from_dict(config(3, args.source, scale=0.01)))   # numba's start
+    cfg = config_from_dict(config(args.mode, args.source, scale=args.scale))   # the fit first
+    run_experiment(config_from_dict(config(args.mode, args.source, scale=0.01)))   # numba's start
     if not args.skip_setup:
         # an untimed build first: the first one in a process also pays for touching the
         # per-pfn arrays' memory, which later builds reuse
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
         for form in (False, True, True, False, True, False, False, True):
             runs[form].append(setup_move(cfg, form))
         page, folio = statistics.median(runs[False]), statistics.median(runs[True])
-        print(f"set-up move_pages (Mode 3 {args.source}, scale {args.scale:g}): median by "
+        print(f"set-up move_pages (Mode {args.mode} {args.source}, scale {args.scale:g}): median by "
               f"folio {folio:.3f} s CPU, by page {page:.3f} s (x{page / folio:.2f}); "
               f"runs {[round(x, 3) for x in runs[True]]} vs {[round(x, 3) for x in runs[False]]}")
         rows.append(row(f"set-up move_pages of Mode 3's THPs by folio ({args.source}, scale "
@@ -133,31 +135,31 @@ def main(argv=None) -> int:
         own = {f: statistics.median(x - h for x, h in zip(spent[f], in_hooks[f]))
                for f in (True, False)}
         hooks = statistics.median(in_hooks[True] + in_hooks[False])
-        print(f"move_folios after the set-up (Mode 3 {args.source}, scale {args.scale:g}, run "
+        print(f"move_folios after the set-up (Mode {args.mode} {args.source}, scale {args.scale:g}, run "
               f"{total:.1f} s CPU): median by folio {folio * 1e3:.3f} ms a call "
               f"({len(spent[True])} calls, {sum(spent[True]):.3f} s), by page "
               f"{page * 1e3:.3f} ms ({len(spent[False])} calls, {sum(spent[False]):.3f} s): "
               f"x{page / folio:.2f}; without the remap hooks (median {hooks * 1e3:.3f} ms a "
               f"call) {own[True] * 1e3:.3f} vs {own[False] * 1e3:.3f} ms: "
               f"x{own[False] / own[True]:.2f}")
-        rows.append(row(f"kmigrated's move_folios call, Mode 3 {args.source} (scale "
+        rows.append(row(f"kmigrated's move_folios call, Mode {args.mode} {args.source} (scale "
                         f"{args.scale:g})", "-", f"{folio * 1e3:.3f} ms CPU (median; remap "
                         f"hooks {hooks * 1e3:.3f} ms of it)", None,
                         f"x{page / folio:.2f} vs the page-by-page walk"))
     if args.whole:
         # a first full-scale run fills the memo of phase solutions (memsys/memo.py), which
         # makes later runs cheaper: untimed, so that neither form has it
-        timed_run(config(3, args.source, scale=args.scale))
+        timed_run(config(args.mode, args.source, scale=args.scale))
         runs = {False: [], True: []}
         for form in (False, True, True, False):
             migrate.BY_FOLIO = form
             try:
-                runs[form].append(timed_run(config(3, args.source, scale=args.scale)))
+                runs[form].append(timed_run(config(args.mode, args.source, scale=args.scale)))
             finally:
                 migrate.BY_FOLIO = True
         results = {text for pair in runs.values() for _, text in pair}
         page, folio = (statistics.mean(t for t, _ in runs[f]) for f in (False, True))
-        print(f"whole run (Mode 3 {args.source}, scale {args.scale:g}): by folio {folio:.2f} s "
+        print(f"whole run (Mode {args.mode} {args.source}, scale {args.scale:g}): by folio {folio:.2f} s "
               f"CPU, by page {page:.2f} s (x{page / folio:.2f}); runs "
               f"{[round(t, 2) for t, _ in runs[True]]} vs {[round(t, 2) for t, _ in runs[False]]}"
               f"; results {'identical' if len(results) == 1 else 'DIFFER'}")

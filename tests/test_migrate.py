@@ -443,3 +443,93 @@ def test_move_by_folio_is_the_page_walk(monkeypatch):
         np.testing.assert_array_equal(c[4], r[4])
     for f, r in zip(state, ref_state):
         np.testing.assert_array_equal(f, r)
+
+
+def _pages_of_one_mm(nr=40):
+    """A debug kernel whose mm has ``nr`` 4 KiB anon pages, every third on node 1 and the
+    rest on node 0 (a few NUMA-hinted, PROT_NONE), and a THP; returns (kernel, mm, page
+    heads, THP head)."""
+    from tierscan.mm.memory import change_prot_numa
+
+    k = make_kernel(("64MiB", "64MiB", "64MiB"))
+    mm = k.spawn("a")
+    v = mm.mmap(nr * PAGE)
+    mm.access(page_addrs(v.start, nr), True)
+    third = page_addrs(v.start, nr)[::3]
+    assert (mm.move_pages(third, np.ones(third.size, np.int64)) == 1).all()
+    change_prot_numa(v, v.start + 3 * PAGE, v.start + 9 * PAGE, skip_toptier=False)
+    thp = mm.mmap(HPAGE, thp=True)
+    mm.access(page_addrs(thp.start, HPAGE_NR), True)
+    return k, mm, mm.translate(page_addrs(v.start, nr)), mm.translate(addrs(thp.start))
+
+
+def test_pte_mapped_pages_is_the_page_walk():
+    """rmap.pte_mapped_pages answers for 4 KiB anon pages of one mm, each mapped by one PTE,
+    what rmap_walk of them finds (one PTE site over every page, in order); and refuses
+    (None) whatever the walk would find otherwise: a THP, a page of another mm, a file page,
+    a page whose index is not where its PTE is, an unmapped page."""
+    from tierscan.mm.rmap import pte_mapped_pages, rmap_walk
+
+    k, mm, heads, thp = _pages_of_one_mm()
+    pm = k.pm
+    heads = heads[[5, 0, 30, 3, 4, 17, 39]]
+    got = pte_mapped_pages(k, heads)
+    (site,) = rmap_walk(k, heads)
+    assert got[0] is mm is site.mm and not site.pmd
+    np.testing.assert_array_equal(got[1], site.slots)
+    np.testing.assert_array_equal(np.arange(heads.size), site.pos)
+    other = k.spawn("b")
+    v = other.mmap(PAGE)
+    other.access(addrs(v.start), True)
+    f = k.open_file("f", PAGE)
+    fv = mm.mmap(PAGE, kind="file", file=f)
+    mm.access(addrs(fv.start), False)
+    for extra in (thp, other.translate(addrs(v.start)), mm.translate(addrs(fv.start))):
+        assert pte_mapped_pages(k, np.r_[heads, extra]) is None
+    h = int(heads[2])
+    for arr, value in ((pm.index, pm.index[heads[3]]),     # another page's PTE
+                       (pm.index, pm.index[h] + 4096)):    # no PTE there
+        saved = arr[h]
+        arr[h] = value
+        assert pte_mapped_pages(k, heads) is None
+        assert [(s.pmd, s.pos.size) for s in rmap_walk(k, heads)] != [(False, heads.size)]
+        arr[h] = saved
+    assert pte_mapped_pages(k, heads) is not None
+
+
+def _pages_moved_by(monkeypatch, by_folio: bool):
+    """4 KiB anon pages of one mm (on nodes 0 and 1) moved to node 2 by one move_folios in chunks (one of them
+    empty), with a remap hook recording its calls: the calls, the mms of each chunk, the
+    page table and pfn state."""
+    import tierscan.mm.migrate as migrate
+    from tierscan.mm.physmem import PhysMem
+
+    monkeypatch.setattr(migrate, "BY_FOLIO", by_folio)
+    k, mm, heads, _ = _pages_of_one_mm()
+    heads = heads[np.random.default_rng(4).permutation(heads.size)[:30]]
+    calls = []
+    k.remap_hooks.append(lambda m, slots, src, dst: calls.append(
+        (m.id, slots.dtype, slots.copy(), src.dtype, src.copy(), dst)))
+    new, _ = migrate._alloc_on(k, heads.size, 0, 2, WMARK_MIN)
+    mms = migrate.move_folios(k, heads, new, np.array([0, 7, 7, 20, 30]))
+    k.check()
+    return calls, [sorted(m.id for m in g) for g in mms], \
+        [mm.pt.pmd.copy(), mm.pt.pte.copy()] + [a.copy() for a in PhysMem._state_arrays(k.pm)]
+
+
+def test_move_pte_pages_is_the_page_walk(monkeypatch):
+    """move_folios of PTE-mapped 4 KiB anon pages of one mm without the rmap walk
+    (_move_pte_pages) makes the remap hooks' calls (chunk by chunk, the same arrays) and
+    leaves the page tables and pfn state of the page-by-page walk (BY_FOLIO = False),
+    NUMA-hinted entries included."""
+    calls, mms, state = _pages_moved_by(monkeypatch, True)
+    ref_calls, ref_mms, ref_state = _pages_moved_by(monkeypatch, False)
+    assert mms == ref_mms and [len(g) for g in mms] == [1, 0, 1, 1]
+    assert len(calls) == len(ref_calls) == 3
+    for c, r in zip(calls, ref_calls):
+        assert c[0] == r[0] and c[1] == r[1] and c[3] == r[3] and c[5] == r[5]
+        np.testing.assert_array_equal(c[2], r[2])
+        np.testing.assert_array_equal(c[4], r[4])
+    assert {0, 1} <= set(np.concatenate([c[4] for c in calls]).tolist())
+    for f, r in zip(state, ref_state):
+        np.testing.assert_array_equal(f, r)

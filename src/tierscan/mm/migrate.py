@@ -22,7 +22,7 @@ from .constants import (
 from .memcontrol import mem_cgroup_migrate
 from .pagetable import mk_pte
 from .physmem import BLOCK, WMARK_HIGH, WMARK_MIN
-from .rmap import Sites, pmd_mapped_thps, rmap_walk
+from .rmap import Sites, pmd_mapped_thps, pte_mapped_pages, rmap_walk
 from .swap import swap_cache_migrate
 from .vmstat import register_vmstat
 
@@ -134,11 +134,15 @@ def move_folios(kernel, old, new, chunks=None):
     # LRU's del only touches folios on its lists (an MGLRU gen, or PG_lru)
     if ((pm.flags[old] & PG_lru) | (pm.lru_gen_refs[old] & LRU_GEN_MASK)).any():
         kernel.lru_del(old)
-    thps = pmd_mapped_thps(kernel, old) if COMPILED and BY_FOLIO else None
-    if thps is None:
-        per_group = _move_pages(kernel, old, new, chunks)
-    else:
+    by_folio = COMPILED and BY_FOLIO
+    thps = pmd_mapped_thps(kernel, old) if by_folio else None
+    pages = pte_mapped_pages(kernel, old) if by_folio and thps is None else None
+    if thps is not None:
         per_group = _move_pmd_thps(kernel, old, new, chunks, *thps)
+    elif pages is not None:
+        per_group = _move_pte_pages(kernel, old, new, chunks, *pages)
+    else:
+        per_group = _move_pages(kernel, old, new, chunks)
     cached = new[(pm.flags[new] & PG_anon) == 0]
     for fid in unique(pm.mapping[cached]):
         sel = cached[pm.mapping[cached] == fid]
@@ -174,6 +178,26 @@ def _move_pmd_thps(kernel, old, new, chunks, mm, pmd_slots) -> list[set]:
                     hook(mm, slots, src, dst_nid)
     table = mm.pt.pmd       # a PMD maps the new head
     table[pmd_slots] = mk_pte(new, 0) | remove_migration_bits(table[pmd_slots])
+    return [{mm} if b > a else set() for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _move_pte_pages(kernel, old, new, chunks, mm, slots) -> list[set]:
+    """_move_pages for order-0 anon pages of one mm, each mapped by the PTE at ``slots``
+    (rmap.pte_mapped_pages): the rmap walk would find one PTE site over every page in order
+    (pos = 0, 1, ...), so each chunk's site is the chunk's slice of the pages, and these
+    are the same hook calls with the same values, and the same writes, without the walk."""
+    pm = kernel.pm
+    old, new = np.asarray(old, np.int64), np.asarray(new, np.int64)
+    copy_folio_state(pm, old, new, old, new)
+    bounds = np.asarray([0, old.size] if chunks is None else chunks).tolist()
+    if kernel.remap_hooks:
+        dst_nid = int(kernel.node_of(new[:1])[0])
+        src_nid = kernel.node_of(old)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if b > a:
+                for hook in kernel.remap_hooks:
+                    hook(mm, slots[a:b], src_nid[a:b], dst_nid)
+    _remap_ptes(mm.pt.pte, slots, new, np.arange(old.size, dtype=np.int64))
     return [{mm} if b > a else set() for a, b in zip(bounds[:-1], bounds[1:])]
 
 
@@ -226,8 +250,8 @@ def pmd_leaves(sites):
 
 
 REFERENCE_PMD_WRITES = False
-# False: move_folios walks the pages of whole PMD-mapped THPs too (_move_pages, the former
-# form of _move_pmd_thps)
+# False: move_folios walks the pages of whole PMD-mapped THPs and of PTE-mapped 4 KiB anon
+# pages too (_move_pages, the former form of _move_pmd_thps and _move_pte_pages)
 BY_FOLIO = True
 # False: copy_folio_state copies field by field in numpy and move_folios rewrites the PTEs
 # with numpy (mk_pte | remove_migration_bits): the references of the compiled passes
