@@ -92,3 +92,21 @@ def test_last_nonzero_is_flatnonzeros_last(n, tail):
             _last_nonzero(w)
     else:
         assert _last_nonzero(w) == int(np.flatnonzero(w)[-1])
+
+
+def test_first_phase_change_rates_is_the_banking_one():
+    """A new group's first change_rates skips the bank (nothing ran): the same state as the
+    banking call leaves (weights, reference points, hazards, no write hazard, no hints)."""
+    from tierscan.access.rate import Hazards
+
+    w = np.random.default_rng(2).random(3000)
+    out = []
+    for first in (False, True):
+        h = Hazards(w.size)
+        h.change_rates(w, 0.0, 0.3, 0.3, np.random.default_rng(1), first)
+        out.append(h)
+    a, b = out
+    for x, y in ((a.w, b.w), (a.c_ref, b.c_ref), (a.haz, b.haz), (a.hint_idx, b.hint_idx),
+                 (a.hint_at, b.hint_at)):
+        assert np.array_equal(bits(x), bits(y))
+    assert a.whaz is None and b.whaz is None and a.settled == b.settled
