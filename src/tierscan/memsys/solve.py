@@ -49,7 +49,7 @@ from numba import njit
 
 from .devices import GRID
 
-COMPILED = True     # False: every 1-D solve runs the numpy form (_solve_one_reference)
+COMPILED = True     # False: one group's sweeps run in numpy too (_solve_one)
 TOL = 1e-6
 MAX_SWEEPS = 60
 BG_CAP = 0.9
@@ -159,19 +159,8 @@ def _unit(n: int) -> np.ndarray:
 
 def _solve_one(dev, T, rest, a, rd, wr, bg_r, bg_w, r, x0=0.0) -> float:
     """The root of curve⁻¹(x) − B(x) = 0 in x ≥ 0, others' increments held (``rest``: each
-    group's τ without this node's increment). Strictly increasing in x, so bisection. One
-    group (every pghot run): one compiled pass, the numpy form's arithmetic bit for bit (its
-    sums over groups have a single term); several: the numpy form, whose sums over groups
-    are numpy's matmul."""
-    if COMPILED and T.size == 1:
-        peak, lat = dev.at_ratio(r)
-        return _solve_one_group(peak, lat, _unit(lat.size), dev.per_direction, T[0], rest[0],
-                                a[0], rd[0], wr[0], bg_r, bg_w, x0)
-    return _solve_one_reference(dev, T, rest, a, rd, wr, bg_r, bg_w, r, x0)
-
-
-def _solve_one_reference(dev, T, rest, a, rd, wr, bg_r, bg_w, r, x0=0.0) -> float:
-    """_solve_one in numpy, for any number of groups."""
+    group's τ without this node's increment). Strictly increasing in x, so bisection. (One
+    group with COMPILED: _sweeps_one_group calls _solve_one_group, this arithmetic compiled.)"""
     peak, lat = dev.at_ratio(r)
     u_grid = _unit(lat.size)
     x_last = float(lat[-1] - lat[0])
@@ -214,10 +203,10 @@ def _refine(excess, lo, hi, rounds) -> float:
     return float(lo + (hi - lo) * (-e_lo) / (e_hi - e_lo)) if e_hi > e_lo else float(hi)
 
 
-# ---- the one-group solve, compiled (its numpy form: _solve_one_reference, _refine, _grid) ----
+# ---- the one-group solve, compiled (its numpy form: _solve_one, _refine, _grid) ----
 # A few dozen tiny numpy calls per 1-D solve were most of a tick's solve (~15 us each, 400 us a
 # solve); the same arithmetic on scalars, in the same order, gives the same floats
-# (tests/test_memsys_solve.py compares the two on recorded and random solves).
+# (tests/test_memsys_solve.py compares the two on 180 random one-group solves).
 
 @njit(cache=True, nogil=True)
 def _interp(x, xp, fp):
