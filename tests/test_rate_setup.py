@@ -110,3 +110,21 @@ def test_first_phase_change_rates_is_the_banking_one():
                  (a.hint_at, b.hint_at)):
         assert np.array_equal(bits(x), bits(y))
     assert a.whaz is None and b.whaz is None and a.settled == b.settled
+
+
+def test_the_cdf_is_built_when_first_asked_for():
+    """weights() alone leaves the table without its CDF; cdf() and sample() build the one
+    np.cumsum of the weights gives, once, shared by every holder of the table."""
+    from tierscan.workload import distributions as D
+
+    D._SHARED.clear()
+    d = D.Zipf(0.9, seed=4)
+    w = d.weights(5000)
+    t = d._table(5000)
+    assert t[1] is None
+    a = D.Zipf(0.9, seed=4).sample(5000, 3000, np.random.default_rng(0))
+    assert t[1] is not None and np.array_equal(bits(t[1]), bits(np.cumsum(w)))
+    assert d.cdf(5000) is t[1] and not t[1].flags.writeable
+    assert np.array_equal(a, np.minimum(np.searchsorted(
+        np.cumsum(w), np.random.default_rng(0).random(3000) * np.cumsum(w)[-1], side="right"),
+        int(np.flatnonzero(w)[-1])))
