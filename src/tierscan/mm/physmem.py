@@ -332,10 +332,25 @@ def _take_folios(heads, nr, o, allocated, head, tail, flags, order, block_free):
 @njit(cache=True, nogil=True)
 def _free_folios(heads, nr, block_free, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10):
     """PhysMem.free's per-page part, folio by folio over slices: the pages back in their
-    block's free count (a folio lies in one block) and every state array cleared."""
+    block's free count (a folio lies in one block) and every state array cleared. A 4 KiB
+    page's state is cleared by stores, not slices of one: its 11 one-element slices cost
+    twice the stores (2,000 random pages: 368 vs 159 us, micro, in cache)."""
     for i in range(heads.size):
         h, n = heads[i], nr[i]
         block_free[h // BLOCK] += n
+        if n == 1:
+            a0[h] = 0
+            a1[h] = 0
+            a2[h] = 0
+            a3[h] = 0
+            a4[h] = 0
+            a5[h] = 0
+            a6[h] = 0
+            a7[h] = 0
+            a8[h] = 0
+            a9[h] = 0
+            a10[h] = 0
+            continue
         e = h + n
         a0[h:e] = 0
         a1[h:e] = 0
