@@ -4,9 +4,13 @@ the fast paths, in one process, CPU seconds (time.process_time). The two result 
 (without their timing block) must be byte-identical; exit 1 if not.
 
 Fast paths (each with its reference):
-- kmigrated's READY scan: ``PghotV3._walk_ready`` reads the READY records from where the walk
-  resumes, only as far as the walk's CPU reaches (reference: every READY record of the node on
-  every wake, ``_walk_ready_reference``; the walk's CPU per pfn is still computed once).
+- kmigrated's READY scan: ``PghotV3._walk_ready`` reads the READY bits of the flagged blocks
+  from where the walk resumes, only as far as the walk's CPU reaches (reference: every READY
+  record of the node on every wake, the records read, ``_walk_ready_reference``; the walk's
+  CPU per pfn is still computed once).
+- kmigrated's migration of 4 KiB pages without the page-by-page rmap walk
+  (``rmap.pte_mapped_pages``, ``migrate._move_pte_pages``; reference: ``migrate.BY_FOLIO =
+  False``).
 - the rate model's sampled pages: ``RateModel._draw`` through a settled-bucket table and a
   guide table (exact_kernels.draw_index; reference: the distribution's own inverse-CDF
   ``sample``, a binary search over the CDF per draw).
@@ -53,6 +57,7 @@ from tierscan.access.rate import RateModel
 from tierscan.experiments.pghot_v3 import SOURCES, config
 from tierscan.memsys.system import MemorySystem
 from tierscan.hotness.ibs import Ibs
+from tierscan.mm import migrate
 from tierscan.promote import pghot
 from tierscan.promote.pghot import FirstReports, PghotV3
 
@@ -70,6 +75,7 @@ REFERENCES = [
     (FirstReports, "seen", FirstReports.seen_reference),
     (pghot, "lower_tier_lru_heads", pghot.lower_tier_lru_heads_reference),
     (PghotV3, "one_nid_pass", False),
+    (migrate, "BY_FOLIO", False),
 ]
 
 
