@@ -25,18 +25,18 @@ from .mm.memcontrol import mem_cgroup_uncharge
 from .mm.physmem import BLOCK, PhysMem
 from .mm.process import MM
 from .mm.debugfs import Debugfs
+from .mm.fault_kernels import is_zero_pfn
 from .mm.sysfs import Sysfs
 from .mm.vmscan import LruGenMmList, lru_gen_add_mm, lru_gen_del_mm
 from .mm.vmstat import Vmstat
 
 
 @njit(cache=True, nogil=True)
-def _zero_pfn_mask(pfns, zero_pfn, huge_zero_pfn, huge_nr):
+def _zero_pfn_mask(pfns, zero_pfn, huge_zero_pfn):
     """Kernel.is_zero_pfn_reference's three compares and two ORs in one pass."""
     out = np.empty(pfns.size, np.bool_)
     for i in range(pfns.size):
-        p = pfns[i]
-        out[i] = p == zero_pfn or (p >= huge_zero_pfn and p < huge_zero_pfn + huge_nr)
+        out[i] = is_zero_pfn(pfns[i], zero_pfn, huge_zero_pfn)
     return out
 
 
@@ -294,11 +294,11 @@ class Kernel:
     # ---- queries ------------------------------------------------------------------------------
     def is_zero_pfn(self, pfns) -> np.ndarray:
         """is_zero_pfn() or a page of the huge zero page. One compiled pass for int64 pfns
-        (the rate model and the summaries ask it of every page of a run: 16 Mi in Mode 3,
+        (the rate model asks it of every page of a group at a phase change: 16 Mi in Mode 3,
         16 vs 60 ms); is_zero_pfn_reference is its numpy form, used for other types."""
         pfns = np.asarray(pfns)
         if pfns.dtype == np.int64 and pfns.ndim == 1:
-            return _zero_pfn_mask(pfns, self.zero_pfn, self.huge_zero_pfn, HPAGE_PMD_NR)
+            return _zero_pfn_mask(pfns, self.zero_pfn, self.huge_zero_pfn)
         return self.is_zero_pfn_reference(pfns)
 
     def is_zero_pfn_reference(self, pfns) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..arrays import upper_bound
 from .constants import (
     HPAGE_PMD_NR, PG_dirty, PG_swapbacked, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW,
     _PAGE_SPECIAL, PTE_PFN_MASK,
@@ -24,6 +25,12 @@ _P, _PN, _PSE, _RW, _PFN = (int(_PAGE_PRESENT), int(_PAGE_PROTNONE), int(_PAGE_P
                             int(_PAGE_RW), int(PTE_PFN_MASK))
 _PMD_NR = int(HPAGE_PMD_NR)
 _SPECIAL, _SB, _DIRTY = int(_PAGE_SPECIAL), int(PG_swapbacked), int(PG_dirty)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def is_zero_pfn(p, zero_pfn, huge_zero_pfn):
+    """Kernel.is_zero_pfn for one pfn: the zero page or a page of the huge zero page."""
+    return p == zero_pfn or (p >= huge_zero_pfn and p < huge_zero_pfn + _PMD_NR)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -183,13 +190,12 @@ def prot_numa_ptes(s0, s1, pte, pmd, order, flags, mapcount, node_start, toptier
             continue
         live += 1
         pfn = np.int64((e & np.uint64(_PFN)) >> np.uint64(12))
-        if pfn == zero_pfn or (pfn >= huge_zero_pfn and pfn < huge_zero_pfn + _PMD_NR):
+        if is_zero_pfn(pfn, zero_pfn, huge_zero_pfn):
             continue
         head = pfn & ~((np.int64(1) << np.int64(order[pfn])) - 1)
-        nid = 0                                     # node_of, -1 read as node 0 (np.maximum)
-        if head < node_start[last]:
-            for k in range(1, last):
-                nid += head >= node_start[k]
+        nid = upper_bound(node_start, head, 0, last) - 1        # node_of
+        if nid < 0 or head >= node_start[last]:     # -1 (past the last node) read as node 0,
+            nid = 0                                 # as the numpy form's np.maximum
         if toptier[nid]:
             continue
         f = flags[head]
