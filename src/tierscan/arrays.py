@@ -274,6 +274,12 @@ _DENSE_PER_KEY = 4
 _DENSE_MIN = 1 << 16
 
 
+def dense_span(span, n: int) -> bool:
+    """Is a table of ``span`` entries cheaper than sorting ``n`` keys that span them (the
+    choice unique_inverse makes, and memsys.lru.compress's bin sums)?"""
+    return span <= max(_DENSE_PER_KEY * n, _DENSE_MIN)
+
+
 def unique_inverse(a) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(a, return_inverse=True)`` for a 1-D array: the sorted distinct values and
     each entry's index among them. Keys in ascending order take one pass; integer keys of a
@@ -292,7 +298,7 @@ def unique_inverse(a) -> tuple[np.ndarray, np.ndarray]:
             not (a.dtype.kind == "u" and a.dtype.itemsize == 8):
         lo, hi = int(a.min()), int(a.max())
         span = hi - lo + 1
-        if span <= max(_DENSE_PER_KEY * a.size, _DENSE_MIN):
+        if dense_span(span, a.size):
             off = a.astype(np.intp) - lo
             present = np.zeros(span, dtype=bool)
             present[off] = True

@@ -14,11 +14,9 @@ import math
 import numpy as np
 from numba import njit
 
-from ..arrays import unique_inverse
+from ..arrays import dense_span, unique_inverse
 
 _BINS_PER_E = 256     # rates within a factor e^(1/256) share one representative (compress)
-_DENSE_PER_RATE = 4   # compress sums into a table of bins when they span at most this many
-_DENSE_MIN = 1 << 16  # per rate (or this many in all), as arrays.unique_inverse ranks keys
 
 
 def compress(rates, counts=None):
@@ -45,9 +43,9 @@ def compress(rates, counts=None):
     key *= _BINS_PER_E
     np.round(key, out=key)
     lo, hi = key.min(), key.max()
-    if hi - lo < max(_DENSE_PER_RATE * key.size, _DENSE_MIN):
-        # one compiled pass into a table of every bin in the span (no key-rank array): the
-        # same sums in the same order as the bincounts below
+    if dense_span(hi - lo + 1, key.size):
+        # (as arrays.unique_inverse ranks keys) one compiled pass into a table of every bin in
+        # the span (no key-rank array): the same sums in the same order as the bincounts below
         c = float(counts) if counts is not None and not per_item else 1.0
         mass, n = _bin_sums(key, int(lo), int(hi - lo) + 1, rates,
                             counts if per_item else np.zeros(0), c)
