@@ -7,39 +7,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import PAGE, page_addrs
+from conftest import PAGE, machine_dict, page_addrs
 
 from tierscan import Kernel, Machine
-
-try:
-    import tomllib
-except ModuleNotFoundError:                    # Python < 3.11
-    import tomli as tomllib
-from importlib import resources
 from tierscan.promote.pghot import PghotV3
 from tierscan.sim.engine import MS
 
-
-def _two_cxl():
-    """The laptop with a second CXL node: two lower-tier nodes, so that reports move
-    between them (the one-nid pass keeps the last one's pfn range)."""
-    d = tomllib.loads((resources.files("tierscan") / "presets" / "laptop.toml")
-                      .read_text("utf-8"))
-    d["name"] = "two-cxl"
-    d["nodes"].append(dict(d["nodes"][1], id=2))
-    for key in ("load_ns", "store_ns", "distance"):
-        d["latency"][key] = [row + [row[1]] for row in d["latency"][key]]
-        d["latency"][key].append(list(d["latency"][key][1]))
-        d["latency"][key][2][1], d["latency"][key][2][2] = d["latency"][key][1][2], \
-            d["latency"][key][1][1]
-    return Machine.from_dict(d)
+# the laptop (1 GiB DRAM with the CPUs, 2 GiB CXL) with a second CXL node: two lower-tier
+# nodes, so that reports move between them (the one-nid pass keeps the last one's pfn range)
+MACHINES = {"laptop": lambda: Machine.preset("laptop"),
+            "two-cxl": lambda: Machine.from_dict(machine_dict(["1GiB", "2GiB", "2GiB"],
+                                                              cpus=[[0, 1], [], []]))}
 
 
 def _kernel(machine="laptop"):
     """A kernel and a pool of report pfns: order-0 and THP pages on each lower node (runs
     of consecutive pfns), DRAM pages, lower-tier pfns off the LRU, pfns outside memory."""
-    k = Kernel(Machine.preset(machine) if machine == "laptop" else _two_cxl(), seed=0,
-               debug=True)
+    k = Kernel(MACHINES[machine](), seed=0, debug=True)
     pfns, free = [], []
     for nid in k.machine.lower_tier_nodes:
         cxl = k.spawn("c").mmap(300 * PAGE, populate=True, policy="bind", nodes=[nid])
