@@ -27,8 +27,8 @@ Fast paths (each with its reference):
   compiled pass (``PghotV3._record_one``; reference: the general form's numpy passes around
   ``lower_tier_lru_heads``, ``FirstReports.seen`` and ``_pghot_update``,
   ``one_nid_pass = False``).
-- the prefetches of the per-sample passes (``tierscan.prefetch``: the guide-table draw, the
-  pages' addresses, the handler's filter, pghot's filter, record update and first reports);
+- the prefetches of the per-sample passes (``tierscan.prefetch``: the pages' addresses, the
+  handler's filter, pghot's filter, record update and first reports; the draw has none);
   the references run with ``prefetch.ahead = 0``.
 
 ``--compare prefetch`` times the prefetches alone: the fast paths with ``prefetch.ahead = 0``
