@@ -153,9 +153,10 @@ def test_compiled_one_group_solve_equals_numpy_form():
         for _ in range(60):
             f = rng.random(n) * (rng.random(n) < 0.8)
             f = f / f.sum() if f.sum() > 0 else np.eye(n)[0]
-            c = group_coefficients(f, rng.random() * (rng.random() < 0.7), 10 ** rng.uniform(0, 1.5),
-                                   rng.uniform(0, 30), LOAD[np.arange(n) % 2],
-                                   LOAD[np.arange(n) % 2] * 1.1, h=rng.random() * 0.5,
+            c = group_coefficients(f, rng.random() * (rng.random() < 0.7),
+                                   10 ** rng.uniform(0, 1.5), rng.uniform(0, 30),
+                                   LOAD[np.arange(n) % 2], LOAD[np.arange(n) % 2] * 1.1,
+                                   h=rng.random() * 0.5,
                                    walks=rng.random() * 0.1, h_pt=rng.random(),
                                    non_temporal=bool(rng.random() < 0.3))
             T = np.array([float(2 ** rng.integers(0, 9))])

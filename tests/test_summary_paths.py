@@ -136,12 +136,12 @@ def test_sort_order_is_the_stable_argsort():
     rng = np.random.default_rng(8)
     for a in (rng.integers(0, 50, 100_000), rng.integers(-(1 << 40), 1 << 40, 5000),
               rng.integers(0, 1 << 16, 3000).astype(np.uint16), np.arange(7, 0, -1),
-              rng.integers(0, 1 << 62, 1000), rng.integers(0, 4, 999).astype(np.uint64) + np.uint64(1 << 63),
+              rng.integers(0, 1 << 62, 1000),
+              rng.integers(0, 4, 999).astype(np.uint64) + np.uint64(1 << 63),
               rng.integers(0, 100, 9000) + (1 << 49) - 50, np.array([3]), np.zeros(0, np.int64),
               rng.integers(-3, 3, 257).astype(np.int8), rng.random(100)):
         got, want = sort_order(a), np.argsort(a, kind="stable")
         assert got.dtype == want.dtype and got.tolist() == want.tolist(), a.dtype
-
 
 
 def test_merge_lookup_matches_the_numpy_form():

@@ -164,16 +164,16 @@ def draw_pages(u, cdf, guide, scale, last, counts, out, ahead):
 def draw_index(u, cdf, guide, scale, last, settled, settled_scale, out):
     """out[i] = min(searchsorted(cdf, u[i], "right"), last) (draw_pages without counting):
     ``settled``'s entry for u[i]'s settled bucket (settled_buckets), or where it is -1 the
-    search of u[i]'s guide bucket. No prefetches: the settled reads are independent of each other, so the core
-    overlaps their misses by itself (prefetching them measured no faster; the former form,
-    a search per draw with the guide and CDF prefetched as draw_pages does, was ~2x slower
-    with its prefetches than without on this host's 2 Mi-page uniform draw). The reference
-    is searchsorted (the distribution's own ``sample``; tests/test_exact_fast.py)."""
+    search of u[i]'s guide bucket. No prefetches: the settled reads are independent of each
+    other, so the core overlaps their misses by itself (prefetching them measured no faster;
+    the former form, a search per draw with the guide and CDF prefetched as draw_pages does,
+    was ~2x slower with its prefetches than without on this host's 2 Mi-page uniform draw).
+    The reference is searchsorted (the distribution's own ``sample``;
+    tests/test_exact_fast.py)."""
     k = settled.size
     for i in range(u.size):
         s = settled[_bucket(u[i], settled_scale, k)]
         out[i] = s if s >= 0 else _locate(u[i], cdf, guide, scale, last)
-
 
 
 class GuideTables:

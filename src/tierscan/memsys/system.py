@@ -88,6 +88,7 @@ def node_mass(nodes, w, nr_nodes):
 
 
 def node_mass_reference(nodes, w, nr_nodes):
+    """node_mass by numpy: a bincount, unmapped pages (node -1) adding 0.0 to node 0."""
     return np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0), minlength=nr_nodes)
 
 

@@ -66,6 +66,7 @@ def page_identities(kernel, pfns) -> np.ndarray:
 
 
 def page_identities_reference(kernel, pfns) -> np.ndarray:
+    """page_identities by numpy: a gather of each per-pfn array and masks."""
     pm = kernel.pm
     pfns = np.asarray(pfns, np.int64)
     out = np.zeros((pfns.size, 2), np.int64)
@@ -131,6 +132,7 @@ def folio_page_keys(rows) -> np.ndarray:
 
 
 def folio_page_keys_reference(rows) -> np.ndarray:
+    """folio_page_keys by numpy: the per-page rows (expand_folios), then their keys."""
     return identity_keys(expand_folios(rows))
 
 
@@ -161,6 +163,7 @@ def count_common(a, b) -> int:
 
 
 def count_common_reference(a, b) -> int:
+    """count_common by numpy: np.isin's count."""
     return int(np.isin(a, b, assume_unique=True).sum())
 
 
@@ -358,6 +361,8 @@ def lookup(table: dict, keys: np.ndarray, missing: int) -> np.ndarray:
 
 
 def lookup_reference(table: dict, keys: np.ndarray, missing: int) -> np.ndarray:
+    """lookup by numpy: binary searches of the sorted table for the sorted keys (any int64
+    keys, packed or not)."""
     out = np.full(keys.size, missing, np.int64)
     if not table or keys.size == 0:
         return out
