@@ -812,6 +812,50 @@ def test_first_report_times_read_as_the_dict_updates_gave():
     assert 3001 not in fast and fast.get(-1) is None
 
 
+def test_kmigrated_ready_scan_ends_past_the_walks_reach():
+    """_walk_ready reads the block flags only up to a little past the walk's reach: a
+    budget that ends the reach just before, at or just past a READY folio (which is then
+    affordable or, with its migration, not: the walk stops at it) gives the stop and the
+    records of reading every READY record of the node (the reference)."""
+    from types import SimpleNamespace
+
+    from tierscan.mm.constants import PG_allocated, PG_lru
+    from tierscan.promote.pghot import PghotV3
+    from tierscan.sim.costs import CostModel
+
+    k = mixed_kernel()
+    e = PghotV3(k)
+    p0, p1 = k.pm.node_range(1)
+    rng = np.random.default_rng(8)
+    used = np.arange(p0, p1)[((k.pm.flags[p0:p1] & PG_allocated) != 0) &
+                             ((k.pm.flags[p0:p1] & PG_lru) != 0)]
+    heads = np.unique(k.pm.folio_head(used))
+    costs = CostModel()
+    stopped_at_ready = 0
+    for trial in range(200):
+        e.records[:] = 0
+        pick = np.sort(rng.choice(heads, int(rng.integers(1, 5)), replace=False))
+        start = int(rng.integers(p0, pick[0] + 1))
+        idx = e.lower.index(pick, k.node_of(pick))
+        e.records[idx] = np.uint64(1 << 63)
+        e._block_ready[:] = False
+        e._block_ready[idx // 512] = True
+        e._ready_bits[:] = 0
+        np.bitwise_or.at(e._ready_bits, idx // 64, np.uint64(1) << (idx % 64).astype(np.uint64))
+        step_ns = e._step_ns(start, p1)
+        h = int(rng.choice(pick))
+        left = step_ns * (h - start + int(rng.integers(-1100, 1100)))
+        engine = SimpleNamespace(cpu_left_ns=lambda: left, costs=costs)
+        i_ref, h_ref = e._walk_ready_reference(1, start)
+        stop_ref = e._walk_stop(start, p1, h_ref, engine)
+        i, got = e._walk_ready(1, start, p1, engine)
+        stop = e._walk_stop(start, p1, got, engine)
+        assert stop == stop_ref, trial
+        assert got[got < stop].tolist() == h_ref[h_ref < stop_ref].tolist(), trial
+        stopped_at_ready += stop in pick.tolist()
+    assert stopped_at_ready > 10         # walks that stopped at a READY folio they reached
+
+
 def test_kmigrated_take_records_is_its_numpy_form():
     """kmigrated's test-and-clear of the records it consumed (_take_records) gives the words,
     records, READY bits and block READY flags of its numpy form: blocks left with READY

@@ -930,15 +930,21 @@ class PghotV3(PromotionEngine):
         above decides where they end."""
         lo, hi = self.lower.span(nid)
         p0 = int(self.lower.node_start[nid])
-        first = (lo + start - p0) // _BLOCK
-        blocks = first + np.flatnonzero(self._block_ready[first:hi // _BLOCK])
+        first, end = (lo + start - p0) // _BLOCK, hi // _BLOCK
         left = engine.cpu_left_ns()
         c = engine.costs
         if step_ns is None:
             step_ns = self._step_ns(start, p1)
+        reach = start + left / step_ns if np.isfinite(left) and step_ns > 0 else None
+        if reach is not None:
+            # the walk keeps no folio past max(reach, start + 1) and a THP's tail
+            # (_walk_stop), and needs one folio past it at most: the flags of two blocks
+            # past that one's are enough (a full-scale Mode 1 ibs wake reaches ~3,900 of
+            # the node's ~60,000 blocks: flatnonzero over the rest took 0.08 s a run)
+            end = min(end, (lo + int(max(reach, start + 1)) - p0) // _BLOCK + 3)
+        blocks = first + np.flatnonzero(self._block_ready[first:end])
         chunk = 16
-        if np.isfinite(left) and step_ns > 0:
-            reach = start + left / step_ns
+        if reach is not None:
             chunk = min(chunk, 1 + int(np.searchsorted(blocks * _BLOCK - lo + p0, reach)))
         idx, heads = [], []
         pos = 0
