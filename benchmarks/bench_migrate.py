@@ -123,8 +123,8 @@ def main(argv=None) -> int:
         for form in (False, True, True, False, True, False, False, True):
             runs[form].append(setup_move(cfg, form))
         page, folio = statistics.median(runs[False]), statistics.median(runs[True])
-        print(f"set-up move_pages (Mode {args.mode} {args.source}, scale {args.scale:g}): median by "
-              f"folio {folio:.3f} s CPU, by page {page:.3f} s (x{page / folio:.2f}); "
+        print(f"set-up move_pages (Mode {args.mode} {args.source}, scale {args.scale:g}): "
+              f"median by folio {folio:.3f} s CPU, by page {page:.3f} s (x{page / folio:.2f}); "
               f"runs {[round(x, 3) for x in runs[True]]} vs {[round(x, 3) for x in runs[False]]}")
         rows.append(row(f"set-up move_pages of Mode 3's THPs by folio ({args.source}, scale "
                         f"{args.scale:g})", "-", f"{folio:.3f} s CPU (median of 4)", None,
@@ -135,8 +135,9 @@ def main(argv=None) -> int:
         own = {f: statistics.median(x - h for x, h in zip(spent[f], in_hooks[f]))
                for f in (True, False)}
         hooks = statistics.median(in_hooks[True] + in_hooks[False])
-        print(f"move_folios after the set-up (Mode {args.mode} {args.source}, scale {args.scale:g}, run "
-              f"{total:.1f} s CPU): median by folio {folio * 1e3:.3f} ms a call "
+        print(f"move_folios after the set-up (Mode {args.mode} {args.source}, scale "
+              f"{args.scale:g}, run {total:.1f} s CPU): median by folio {folio * 1e3:.3f} ms "
+              f"a call "
               f"({len(spent[True])} calls, {sum(spent[True]):.3f} s), by page "
               f"{page * 1e3:.3f} ms ({len(spent[False])} calls, {sum(spent[False]):.3f} s): "
               f"x{page / folio:.2f}; without the remap hooks (median {hooks * 1e3:.3f} ms a "
@@ -159,8 +160,8 @@ def main(argv=None) -> int:
                 migrate.BY_FOLIO = True
         results = {text for pair in runs.values() for _, text in pair}
         page, folio = (statistics.mean(t for t, _ in runs[f]) for f in (False, True))
-        print(f"whole run (Mode {args.mode} {args.source}, scale {args.scale:g}): by folio {folio:.2f} s "
-              f"CPU, by page {page:.2f} s (x{page / folio:.2f}); runs "
+        print(f"whole run (Mode {args.mode} {args.source}, scale {args.scale:g}): by folio "
+              f"{folio:.2f} s CPU, by page {page:.2f} s (x{page / folio:.2f}); runs "
               f"{[round(t, 2) for t, _ in runs[True]]} vs {[round(t, 2) for t, _ in runs[False]]}"
               f"; results {'identical' if len(results) == 1 else 'DIFFER'}")
         if len(results) != 1:

@@ -498,9 +498,9 @@ def test_pte_mapped_pages_is_the_page_walk():
 
 
 def _pages_moved_by(monkeypatch, by_folio: bool):
-    """4 KiB anon pages of one mm (on nodes 0 and 1) moved to node 2 by one move_folios in chunks (one of them
-    empty), with a remap hook recording its calls: the calls, the mms of each chunk, the
-    page table and pfn state."""
+    """4 KiB anon pages of one mm (on nodes 0 and 1) moved to node 2 by one move_folios in
+    chunks (one of them empty), with a remap hook recording its calls: the calls, the mms
+    of each chunk, the page table and pfn state."""
     import tierscan.mm.migrate as migrate
     from tierscan.mm.physmem import PhysMem
 
