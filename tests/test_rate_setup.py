@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tierscan.access.rate_kernels import (
-    bank_hazards, bank_hazards_reference, group_weight_sums, group_weight_sums_reference,
+    bank_hazards, bank_hazards_reference, pmd_weights, pmd_weights_reference,
     range_pmds,
 )
 
@@ -57,9 +57,10 @@ def test_range_pmds_are_the_slots_distinct_pmds(start, end):
 
 
 @pytest.mark.parametrize("start,end", RANGES)
-def test_group_weight_sums_is_its_numpy_form(start, end):
-    """Per-PMD and per-node sums equal the bincounts bit for bit: nodes in runs, alternating,
-    and unmapped (-1) pages among them."""
+def test_pmd_weights_is_its_numpy_form(start, end):
+    """Per-PMD sums equal the bincount bit for bit (the ranges: one mapping, ascending ranges
+    sharing a PMD, descending ranges). The per-node sums: arrays.node_mass,
+    tests/test_tick_paths.py."""
     rng = np.random.default_rng(11)
     start, end = np.array(start, np.int64), np.array(end, np.int64)
     slots = group_slots(start, end)
@@ -67,12 +68,8 @@ def test_group_weight_sums_is_its_numpy_form(start, end):
     pmds = range_pmds(start, end)
     w = rng.random(n) ** 4
     w[rng.random(n) < 0.1] = 0.0
-    runs = np.repeat(rng.integers(-1, 3, n // 50 + 1), 50)[:n]
-    for nodes in (runs, rng.integers(-1, 3, n), np.full(n, -1), np.full(n, 2)):
-        ref = group_weight_sums_reference(slots, pmds, nodes, w, 4)
-        got = group_weight_sums(start, end, pmds, nodes, w, 4)
-        for a, b in zip(ref, got):
-            assert np.array_equal(bits(a), bits(b))
+    assert np.array_equal(bits(pmd_weights(start, end, pmds, w)),
+                          bits(pmd_weights_reference(slots, pmds, w)))
 
 
 @pytest.mark.parametrize("n,tail", [(1, 0), (7000, 0), (7000, 1), (7000, 1023), (7000, 1024),

@@ -148,15 +148,17 @@ def test_remap_hooks_compiled_equal_numpy():
             assert got.tobytes() == bt.fast.tobytes()
 
 
-def test_memsys_node_mass_equals_bincount():
-    """memsys's per-node weight of a group's pages (one compiled pass) against the bincount
-    form, bit for bit: unmapped pages, empty nodes, wide-ranging weights."""
-    from tierscan.memsys.system import node_mass, node_mass_reference
+def test_node_mass_equals_bincount():
+    """The per-node weight of a group's pages (arrays.node_mass, memsys's and the rate
+    model's) against the bincount form, bit for bit: nodes in runs (the running sum kept
+    across pages) and at random, unmapped pages, empty nodes, wide-ranging weights."""
+    from tierscan.arrays import node_mass, node_mass_reference
 
     rng = np.random.default_rng(13)
     for n in (0, 1, 7, 1_000, 100_003):
         w = rng.random(n) ** 8 * 10.0 ** rng.integers(-12, 3, n)
-        nodes = rng.integers(-1, 3, n)
-        for nr in (3, 5):
-            got, ref = node_mass(nodes, w, nr), node_mass_reference(nodes, w, nr)
-            assert got.tobytes() == ref.tobytes()
+        runs = np.repeat(rng.integers(-1, 3, n // 50 + 1), 50)[:n]
+        for nodes in (rng.integers(-1, 3, n), runs, np.full(n, -1), np.full(n, 2)):
+            for nr in (3, 5):
+                got, ref = node_mass(nodes, w, nr), node_mass_reference(nodes, w, nr)
+                assert got.tobytes() == ref.tobytes()

@@ -36,15 +36,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arrays import move_weight_out, stable_argsort
+from ..arrays import move_weight_out, node_mass, stable_argsort
 from ..mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 from ..mm.pagetable import PageTable
 from ..prefetch import take
 from .base import HEAT_BINS, AccessModel, bin_sums, compute_ns, fault_cost_ns, fault_counts
 from .exact_kernels import GuideTables
 from .rate_kernels import (
-    bank_hazards, clear_spans, group_weight_sums, materialize_kernel, materialize_runs_drawing,
-    materialize_runs_kernel, range_pmds,
+    bank_hazards, clear_spans, materialize_kernel, materialize_runs_drawing,
+    materialize_runs_kernel, pmd_weights, range_pmds,
 )
 from .rate_kernels import materialize_runs_kernel as materialize_runs
 
@@ -323,8 +323,8 @@ class RateModel(AccessModel):
             w_pmd, r.node_mass = np.zeros(r.pmds.size), np.zeros(nr_nodes)
         else:               # a PMD's weight (its pages'), and the pages' weight on each node
             pfns, nodes = group.placement(engine.kernel)
-            w_pmd, r.node_mass = group_weight_sums(group.range_start, group.range_end, r.pmds,
-                                                   nodes, w, nr_nodes)
+            w_pmd = pmd_weights(group.range_start, group.range_end, r.pmds, w)
+            r.node_mass = node_mass(nodes, w, nr_nodes)
         r.pages.change_rates(w, r.C, wf_old, wf, rng, first)
         r.pmd.change_rates(w_pmd, r.C, wf_old, wf, rng, first)
         r.write_fraction, r.phase, r.bin_w = wf, ph, None

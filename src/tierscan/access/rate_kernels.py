@@ -316,44 +316,30 @@ def range_pmds(range_start, range_end) -> np.ndarray:
                                      for a, b in zip(first, last)] + [np.empty(0, np.int64)]))
 
 
-def group_weight_sums_reference(slots, pmds, nodes, w, nr_nodes):
-    """(Σ w over the pages in each of ``pmds``, Σ w over the pages on each node) of a group's
-    pages (``slots``, each page's node in ``nodes``, -1 where none is mapped)."""
-    page_pmd = np.searchsorted(pmds, slots >> 9)
-    return (np.bincount(page_pmd, weights=w, minlength=pmds.size),
-            np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0), minlength=nr_nodes))
+def pmd_weights_reference(slots, pmds, w):
+    """Σ w over a group's pages (``slots``) in each of its PMDs ``pmds`` (sorted), by numpy:
+    each page's PMD by a search, then a bincount."""
+    return np.bincount(np.searchsorted(pmds, slots >> 9), weights=w, minlength=pmds.size)
 
 
 @njit(cache=True, nogil=True)
-def group_weight_sums(range_start, range_end, pmds, nodes, w, nr_nodes):
-    """group_weight_sums_reference in one pass over the pages of the ranges (the group's
-    slots, in order). Each sum is taken page by page in page order, as np.bincount takes it,
-    so the same floats; the running sum of the current PMD and node is kept in a register
-    while the next page adds to the same one (their store and reload are the loop's latency
-    otherwise). An unmapped page's 0.0, which the reference adds to node 0, leaves a sum of
-    weights (>= 0) the same, so it is skipped."""
-    pmd_w, node_w = np.zeros(pmds.size), np.zeros(nr_nodes)
-    k, acc_k = -1, 0.0              # the current PMD's index in pmds and its running sum
-    nd, acc_nd = -1, 0.0            # the current node and its running sum
+def pmd_weights(range_start, range_end, pmds, w):
+    """pmd_weights_reference in one pass over the pages of the ranges (the group's slots, in
+    order), a PMD's stretch of each range at a time: each PMD's sum is taken page by page
+    in page order, as np.bincount takes it, so the same floats, with no test per page, and
+    one stretch's running sum does not wait for the previous one's."""
+    out = np.zeros(pmds.size)
     j = 0
     for r in range(range_start.size):
-        for s in range(range_start[r], range_end[r]):
-            if k < 0 or pmds[k] != s >> 9:
-                if k >= 0:
-                    pmd_w[k] = acc_k
-                k = np.searchsorted(pmds, s >> 9)
-                acc_k = pmd_w[k]
-            acc_k += w[j]
-            x = nodes[j]
-            if x >= 0:
-                if x != nd:
-                    if nd >= 0:
-                        node_w[nd] = acc_nd
-                    nd, acc_nd = x, node_w[x]
-                acc_nd += w[j]
-            j += 1
-    if k >= 0:
-        pmd_w[k] = acc_k
-    if nd >= 0:
-        node_w[nd] = acc_nd
-    return pmd_w, node_w
+        s, end = range_start[r], range_end[r]
+        while s < end:
+            p = s >> 9
+            stop = min(end, (p + 1) << 9)
+            k = np.searchsorted(pmds, p)
+            acc = out[k]                # (a PMD two ranges share: the sum goes on)
+            for i in range(j, j + stop - s):
+                acc += w[i]
+            out[k] = acc
+            j += stop - s
+            s = stop
+    return out

@@ -27,9 +27,8 @@ latency does not stall the thread.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from ..arrays import move_weight_out
+from ..arrays import move_weight_out, node_mass
 from . import memo
 from .devices import devices_of
 from .llc import LINE, LINES_PER_PAGE, LineCache, shared_llc_hits
@@ -72,24 +71,6 @@ def per_node_ns(f, write_fraction, mlp, load, store, *, h=0.0, **kw):
     f @ it + compute = τ."""
     miss, hit, walk = time_parts(write_fraction, mlp, load, store, **kw)
     return (1.0 - h) * miss + h * hit + walk
-
-
-@njit(cache=True, nogil=True)
-def node_mass(nodes, w, nr_nodes):
-    """The weight of the pages on each node (``nodes``: each page's, -1 where none is mapped):
-    node_mass_reference's sums in one pass, in page order. The reference adds an unmapped
-    page's 0.0 to node 0, which leaves a sum of weights (>= 0) unchanged, so it is skipped.
-    (16 Mi pages: the reference's temporaries cost ~0.14 s.)"""
-    out = np.zeros(nr_nodes)
-    for i in range(nodes.size):
-        if nodes[i] >= 0:
-            out[nodes[i]] += w[i]
-    return out
-
-
-def node_mass_reference(nodes, w, nr_nodes):
-    """node_mass by numpy: a bincount, unmapped pages (node -1) adding 0.0 to node 0."""
-    return np.bincount(np.maximum(nodes, 0), weights=w * (nodes >= 0), minlength=nr_nodes)
 
 
 class _GroupState:
