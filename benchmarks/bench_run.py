@@ -24,9 +24,7 @@ import sys  # noqa: E402
 from _report import add_json_arg, cpu_s, row, vm_status, write_rows  # noqa: E402
 
 import tierscan.access.rate as rate  # noqa: E402
-from tierscan.access.rate_kernels import (  # noqa: E402
-    materialize_kernel, materialize_reference, materialize_runs_kernel, materialize_runs_reference,
-)
+from tierscan.access.rate_kernels import materialize_kernel, materialize_reference  # noqa: E402
 from tierscan.experiments.pghot_v3 import SOURCES, config, reproduce  # noqa: E402
 from tierscan.hotness.klruscand import Klruscand  # noqa: E402
 from tierscan.memsys import memo  # noqa: E402
@@ -86,12 +84,13 @@ def fixed_cost_without_memo(scale: float) -> float:
         memo.ENABLED = True
 
 
-def walk_in_run(scale: float, seconds: int, kernel,
-                runs_kernel=materialize_runs_kernel) -> tuple[int, float]:
+def walk_in_run(scale: float, seconds: int, kernel, draw_in_pass: bool = True
+                ) -> tuple[int, float]:
     """PTEs the klruscand scan passes walked in the first ``seconds`` of Mode 1, and their CPU
     s (the passes include the walk, the young-bit draws and pghot's record updates), with
-    ``kernel``/``runs_kernel`` drawing the young bits of listed slots / of the walk's ranges."""
-    rate.materialize_kernel, rate.materialize_runs = kernel, runs_kernel
+    ``kernel`` drawing the young bits of listed slots, and the walk's ranges drawn in the
+    compiled pass (``draw_in_pass``, rate.DRAW_IN_PASS) or by the numpy form."""
+    rate.materialize_kernel, rate.DRAW_IN_PASS = kernel, draw_in_pass
     try:
         d = config(1, "klruscand", scale=scale)
         d["duration"] = f"{seconds}s"
@@ -111,7 +110,7 @@ def walk_in_run(scale: float, seconds: int, kernel,
         e.run()
         return stats[0], stats[1]
     finally:
-        rate.materialize_kernel, rate.materialize_runs = materialize_kernel, materialize_runs_kernel
+        rate.materialize_kernel, rate.DRAW_IN_PASS = materialize_kernel, True
 
 
 def mode1(scale: float) -> tuple[dict[str, float], list[int]]:
@@ -189,7 +188,7 @@ def main(argv=None) -> int:
 
     ptes, t_fast = walk_in_run(scale, args.walk_seconds, materialize_kernel)
     ptes_ref, t_ref = walk_in_run(scale, args.walk_seconds, materialize_reference,
-                                  materialize_runs_reference)
+                                  draw_in_pass=False)
     same = ptes == ptes_ref
     print(f"walk in a klruscand run (Mode 1, scale {scale:g}, {args.walk_seconds} s): "
           f"{ptes:,} PTEs in {t_fast:.2f} s CPU; with the numpy young-bit draw {t_ref:.2f} s "

@@ -1,7 +1,7 @@
 """The rate model's young-bit draw of PTE slot ranges (``materialize_pte_ranges``, the walk's
 fast path) against the draw of the listed slots (``materialize_ptes``): the same tables,
-hazards, settled runs and generator state, bit for bit; and its compiled one-pass kernel
-against the numpy reference."""
+hazards, settled runs and generator state, bit for bit; and its compiled pass that draws its
+own uniforms against the numpy reference."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from test_skip_draws import _engine, _random_ops, _same, _snapshot, _state
 from tierscan.access.base import ThreadGroup
 from tierscan.access import rate
 from tierscan.access.rate import RateModel, drop_leading, runs_in_ranges
-from tierscan.access.rate_kernels import materialize_runs_kernel, materialize_runs_reference
+from tierscan.access.rate_kernels import materialize_runs_reference
 from tierscan.mm.constants import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE
 
 
@@ -57,9 +57,9 @@ def test_runs_are_what_index_of_finds():
 
 @pytest.mark.parametrize("repeats", [False, True])
 def test_runs_kernel_matches_numpy_reference(repeats, monkeypatch):
-    """The one-pass compiled draw over runs gives the numpy form's table, hazards and
-    reference points bit for bit (present or not, A set or clear, write hazard kept or not),
-    and so does the pass that draws its own uniforms (RateModel._draw_runs), leaving the
+    """The compiled pass over runs that draws its own uniforms (RateModel._draw_runs,
+    materialize_runs_drawing) gives the numpy form's table, hazards and reference points bit
+    for bit (present or not, A set or clear, write hazard kept or not), leaving the
     generator where the (2, n) draw does;
     with ``repeats``, hazards drawn from a few values, so that neighbours share Λ (whose
     P(young) the kernel reuses) and some share Λ but not the write hazard."""
@@ -101,13 +101,11 @@ def test_runs_kernel_matches_numpy_reference(repeats, monkeypatch):
 
     for whaz0 in (np.empty(0), values(0.5, 3), values(0.5, 300)):
         out = []
-        for fn in (materialize_runs_reference, materialize_runs_kernel, drawing):
+        for fn in (materialize_runs_reference, drawing):
             table, haz, whaz, c_ref = table0.copy(), haz0.copy(), whaz0.copy(), c0.copy()
             fn(table, s0, i0, ln, mask, haz, whaz, c_ref, w, 60.0, 0.3, u)
             out.append((table, haz, whaz, c_ref))
         for a, b in zip(out[0], out[1]):
-            assert np.array_equal(a, b)
-        for a, b in zip(out[0], out[2]):
             assert np.array_equal(a, b)
         t1 = out[0][0]
         assert (t1 & _PAGE_DIRTY != table0 & _PAGE_DIRTY).sum() > 10    # some became dirty

@@ -44,9 +44,8 @@ from .base import HEAT_BINS, AccessModel, bin_sums, compute_ns, fault_cost_ns, f
 from .exact_kernels import GuideTables
 from .rate_kernels import (
     bank_hazards, clear_spans, materialize_kernel, materialize_runs_drawing,
-    materialize_runs_kernel, pmd_weights, range_pmds,
+    materialize_runs_reference, pmd_weights, range_pmds,
 )
-from .rate_kernels import materialize_runs_kernel as materialize_runs
 
 _ANY_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 # materialize_pte_ranges takes the uniforms of a run of at least this many entries that read
@@ -54,6 +53,9 @@ _ANY_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 # about as much as drawing a few hundred
 UNREAD_GAP = 1024
 _NO_WHAZ = np.empty(0)
+# False: materialize_pte_ranges draws the uniforms up front (clear_spans, _uniforms), then the
+# numpy form materialize_runs_reference (benchmarks/bench_run.py's reference row)
+DRAW_IN_PASS = True
 
 
 def skip_uniforms(rng, n: int) -> None:
@@ -554,18 +556,18 @@ class RateModel(AccessModel):
             if p:
                 s0, i0, ln = drop_leading(s0, i0, ln, p)
             whaz = _NO_WHAZ if hz.whaz is None else hz.whaz
-            if materialize_runs is materialize_runs_kernel:
+            if DRAW_IN_PASS:
                 hz._unsettle(c_now)
                 self._draw_runs(mm.pt.pte, s0, i0, ln, n, p, hz, whaz, c_now,
                                 float(r.write_fraction))
-            else:                  # a replaced draw (the numpy reference): uniforms first
+            else:                  # the numpy form: uniforms first
                 room = (n - p) // UNREAD_GAP + 1
                 a, b = np.empty(room, np.int64), np.empty(room, np.int64)
                 k = clear_spans(mm.pt.pte, s0, ln, present, UNREAD_GAP, a, b)
                 u = self._uniforms(n, p, zip(a[:k].tolist(), b[:k].tolist()))
                 hz._unsettle(c_now)
-                materialize_runs(mm.pt.pte, s0, i0, ln, present, hz.haz, whaz, hz.c_ref,
-                                 hz.w, c_now, float(r.write_fraction), u)
+                materialize_runs_reference(mm.pt.pte, s0, i0, ln, present, hz.haz, whaz,
+                                           hz.c_ref, hz.w, c_now, float(r.write_fraction), u)
             hz.settle_runs(i0, ln, c_now)
 
     def _draw_runs(self, table, s0, i0, ln, n: int, p: int, hz: Hazards, whaz, C: float,

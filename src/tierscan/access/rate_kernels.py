@@ -90,50 +90,6 @@ def materialize_runs_reference(table, s0, i0, ln, present_mask, haz, whaz, c_ref
 
 
 @njit(cache=True, nogil=True)
-def materialize_runs_kernel(table, s0, i0, ln, present_mask, haz, whaz, c_ref, w, C,
-                            write_fraction, u):
-    """materialize_runs_reference() in one pass: the same arithmetic in the same order. One
-    pass is numpy's read-then-write because runs give each slot and entry once (disjoint
-    ranges of slots, and a slot is one entry). P(young) and P(dirty) are computed again only
-    when their inputs change: neighbouring pages of one weight, last drawn together, have the
-    same Λ (a uniform workload's whole range), and expm1 of the same double is the same
-    double, so the draws are the reference's bit for bit at a fraction of the cost. Indexes
-    are unsigned (slots, entries and k are never negative): numba then leaves out the
-    wrap-around of negative indexes on every read and write (2.9 vs 3.4 ns an entry, 4 Mi
-    entries all drawn young)."""
-    k = np.uint64(0)
-    lam0, p_young = np.nan, 0.0              # the last Λ and its P(young)
-    wlam0, py0, p_dirty = np.nan, np.nan, 0.0
-    for r in range(s0.size):
-        sr, jr = np.uint64(s0[r]), np.uint64(i0[r])
-        for q in range(np.uint64(ln[r])):
-            s, j = sr + q, jr + q
-            e = table[s]
-            if (e & present_mask) != 0 and (e & np.uint64(_A)) == 0:
-                fresh = w[j] * (C - c_ref[j])
-                lam = haz[j] + fresh
-                if lam != lam0:
-                    lam0, p_young = lam, -math.expm1(-lam)
-                if u[0, k] < p_young:
-                    if whaz.size == 0:
-                        wlam = lam * write_fraction
-                    else:
-                        wlam = whaz[j] + fresh * write_fraction
-                    if wlam != wlam0 or p_young != py0:
-                        wlam0, py0 = wlam, p_young
-                        p_dirty = -math.expm1(-wlam) / p_young if p_young > 0 else 0.0
-                    if u[1, k] < p_dirty:
-                        table[s] = e | np.uint64(_A | _D)
-                    else:
-                        table[s] = e | np.uint64(_A)
-            haz[j] = 0.0
-            if whaz.size:
-                whaz[j] = 0.0
-            c_ref[j] = C
-            k += np.uint64(1)
-
-
-@njit(cache=True, nogil=True)
 def clear_spans(table, s0, ln, present_mask, min_gap, out_a, out_b):
     """The entries of the runs whose draw reads a uniform (present, A bit clear: the others
     read none), as spans [out_a[k], out_b[k]) of positions in the runs' order; a gap of fewer
@@ -203,8 +159,9 @@ def pcg64_fill(st, out):
 @njit(cache=True, nogil=True)
 def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, w, C,
                              write_fraction, st, r, q, k, c, min_gap):
-    """materialize_runs_kernel() drawing its own uniforms from the model's PCG64 (numpy's
-    stream, pcg64_double): st = (row 0's state hi, lo, row 1's hi, lo, inc hi, lo), row 1
+    """materialize_runs_reference() in one pass, drawing its own uniforms from the model's
+    PCG64 (numpy's stream, pcg64_double): st = (row 0's state hi, lo, row 1's hi, lo, inc hi,
+    lo), row 1
     being the same generator n doubles on (the draw's (2, n) layout), both at column ``c``.
     An entry that reads (present, A bit clear) at column k takes row 0's and row 1's double
     k, after the columns between (read by none) are drawn and dropped; a gap of at least
@@ -212,9 +169,12 @@ def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, 
     (skip_uniforms): the pass then returns at that entry. Starts at run r, offset q, column
     k (where a pass returned, or 0, 0, 0); leaves the states in ``st``. Returns (r, q, k, c):
     the entry it stopped at (r == len(s0): the end) and the states' column. The same
-    doubles as _uniforms' (2, n) array in the same places, and the same arithmetic:
-    materialize_runs_kernel's results; the two rows' steps are independent, so the core
-    overlaps them."""
+    doubles as _uniforms' (2, n) array in the same places, and the reference's arithmetic in
+    the same order: its results bit for bit. One pass is numpy's read-then-write because runs
+    give each slot and entry once. P(young) and P(dirty) are computed again only when their
+    inputs change: neighbouring pages of one weight, last drawn together, have the same Λ (a
+    uniform workload's whole range), and expm1 of the same double is the same double. The
+    two rows' steps are independent, so the core overlaps them."""
     h0, l0, h1, l1, ih, il = st[0], st[1], st[2], st[3], st[4], st[5]
     lam0, p_young = np.nan, 0.0
     wlam0, py0, p_dirty = np.nan, np.nan, 0.0
