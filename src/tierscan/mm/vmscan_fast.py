@@ -51,7 +51,7 @@ class Plan:
     pmd: np.ndarray          # PMD slot of each visit
     kind: np.ndarray         # NONE, THP, WALKED or SKIPPED
     addr: np.ndarray         # the walk's ``addr`` at the visit (the piece start for its first)
-    nxt: np.ndarray          # the end of the visit's range in walk_pmd_range (``next``)
+    nxt: np.ndarray          # the end of the visit's range in walk_pmd_range (``next``); uint64
     lo: np.ndarray           # PTE slot ranges, walk order
     hi: np.ndarray
     range_visit: np.ndarray  # visit of each range
@@ -175,8 +175,8 @@ def _plan(args, start: int, end: int) -> Plan:
         # addr / next of walk_pmd_range's loop: PMD boundaries, clipped to [s, e)
         bounds = PageTable.addr(np.arange(p0, p1 + 1, dtype=np.int64) << 9)
         bounds[0], bounds[-1] = s, min(int(bounds[-1]), e)
-        visit_addr.append(bounds[:-1].astype(object))
-        visit_nxt.append(bounds[1:].astype(object))
+        visit_addr.append(bounds[:-1])        # uint64 (addresses), read by int() where used
+        visit_nxt.append(bounds[1:])
         # PTE ranges of the walked tables: whole tables, clipped to [s, e) at the ends
         w = np.flatnonzero(walked)
         if w.size:
@@ -225,9 +225,11 @@ def _young(args, plan: Plan, out) -> Young:
     m_visit, m_key, m_rank, m_group, m_off, g_first, g_bitmap, g_key, g_trigger = pmd_batches(
         plan.batched, plan.batched_last, plan.pmd)
     thp = np.flatnonzero(plan.kind[m_visit] == THP)
-    thp_pfn = pte_pfn(pt.pmd[plan.pmd[m_visit[thp]]]) if thp.size else np.empty(0, np.int64)
-    ok, _ = get_pfn_folio_mask(kernel, lruvec, thp_pfn)
-    thp, thp_pfn = thp[ok], thp_pfn[ok]
+    thp_pfn = np.empty(0, np.int64)
+    if thp.size:
+        thp_pfn = pte_pfn(pt.pmd[plan.pmd[m_visit[thp]]])
+        ok, _ = get_pfn_folio_mask(kernel, lruvec, thp_pfn)
+        thp, thp_pfn = thp[ok], thp_pfn[ok]
     order = None
     if thp.size:
         # PTE items of visit v sort at (2v+1, position); THP items at (their batch's key, rank)
@@ -286,10 +288,12 @@ def _commit(args, plan: Plan, y: Young, n_pte: int, n_thp: int, nl: np.ndarray, 
     stats[MM_LEAF_YOUNG] += n_pte + n_thp
     walk.round_ptes += nr_ptes
     clear_young(kernel, walk, pt.pte, y.slots[:n_pte], y.pfns_pte[:n_pte], y.ends, gen)
-    thp = y.thp[:n_thp]
-    clear_young(kernel, walk, pt.pmd, plan.pmd[y.m_visit[thp]], y.thp_pfns[:n_thp],
-                np.arange(1, thp.size + 1), gen)
-    pt.pmd[plan.pmd[y.m_visit[nl]]] &= ~_PAGE_ACCESSED
+    if n_thp:                                   # (most walks find no THP: skip the calls)
+        thp = y.thp[:n_thp]
+        clear_young(kernel, walk, pt.pmd, plan.pmd[y.m_visit[thp]], y.thp_pfns[:n_thp],
+                    np.arange(1, thp.size + 1), gen)
+    if nl.any():
+        pt.pmd[plan.pmd[y.m_visit[nl]]] &= ~_PAGE_ACCESSED
 
     walked = np.flatnonzero(plan.kind[:nv] == WALKED)
     if walked.size:
