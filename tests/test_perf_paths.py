@@ -789,7 +789,7 @@ def test_first_report_times_read_as_the_dict_updates_gave():
     """PghotV3.first_report_ns (FirstReportTimes: the promotions' arrays, merged at the
     first read) reads as the dict that one dict.update per promotion built (its former
     form): pfns promoted again take their latest time, reads between promotions, and
-    promotion_metrics.lookup's keys() / values()."""
+    the arrays promotion_metrics.lookup reads (arrays())."""
     from tierscan.promote.pghot import FirstReportTimes
     from tierscan.sim.promotion_metrics import lookup
 
@@ -806,6 +806,9 @@ def test_first_report_times_read_as_the_dict_updates_gave():
     keys = rng.integers(-5, 3100, 5000)
     assert np.array_equal(lookup(fast, keys, -1), lookup(ref, keys, -1))
     assert dict(zip(fast.keys(), fast.values())) == ref
+    k, v = fast.arrays()
+    assert k.dtype == v.dtype == np.int64 and np.all(np.diff(k) > 0)
+    assert dict(zip(k.tolist(), v.tolist())) == ref
     assert sorted(fast) == sorted(ref) and len(fast) == len(ref) > 2000
     some = list(ref)[:50]
     assert [fast[p] for p in some] == [ref[p] for p in some]

@@ -340,8 +340,9 @@ class FirstReportTimes(Mapping):
     (head pfn before the migration), read as a dict by promotion_metrics. Kept as the arrays
     each promotion hands over (``add``) and merged at the first read: a dict update per
     promoted pfn cost ~0.5 s CPU in a full-scale IBS run (2 M promotions). A pfn promoted
-    again takes its latest time, as dict.update gives. ``keys()`` and ``values()`` are lists
-    in the same (ascending pfn) order, as promotion_metrics.lookup takes them."""
+    again takes its latest time, as dict.update gives. ``arrays()`` gives the pfns (ascending)
+    and their times as arrays, which promotion_metrics.lookup reads instead of the dict
+    views."""
 
     def __init__(self):
         self._keys = self._values = np.empty(0, np.int64)
@@ -374,11 +375,8 @@ class FirstReportTimes(Mapping):
     def __len__(self) -> int:
         return int(self._merged()[0].size)
 
-    def keys(self) -> list[int]:
-        return self._merged()[0].tolist()
-
-    def values(self) -> list[int]:
-        return self._merged()[1].tolist()
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._merged()
 
 
 @njit(cache=True, nogil=True)
