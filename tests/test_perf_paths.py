@@ -290,12 +290,19 @@ def test_walk_scan_ranges_matches_numpy_reference():
     out = np.empty(n, np.int64), np.empty(n, np.int64)
     per_range = np.empty(lo.size, np.int64)
     k = scan_ranges(lo, hi, pte, order, lru_gen_refs, memcg, node_lo, node_hi, 1, zero_pfn,
-                    out[0], out[1], per_range)
+                    out[0], out[1], per_range, n)
     slots, found, counts = scan_ranges_reference(lo, hi, pte, order, lru_gen_refs, memcg,
                                                  node_lo, node_hi, 1, zero_pfn)
     assert out[0][:k].tolist() == slots.tolist() and out[1][:k].tolist() == found.tolist()
     assert per_range.tolist() == counts.tolist()
     assert k > 500 and ((found >= 1024) & (found < 1536)).sum() > 20 and counts[1] == 0
+    for limit in (0, 1, int(counts[0]), int(counts[0]) + 1, k - 1, k, k + 1):
+        # only the first ``limit`` found: the reference's prefix, its ranges' counts cut there
+        j = scan_ranges(lo, hi, pte, order, lru_gen_refs, memcg, node_lo, node_hi, 1,
+                        zero_pfn, out[0], out[1], per_range, limit)
+        assert j == min(limit, k) and out[0][:j].tolist() == slots[:j].tolist()
+        cut = np.minimum(np.cumsum(counts), j)
+        assert per_range.tolist() == np.diff(cut, prepend=0).tolist()
 
 
 def test_a_finished_run_frees_what_it_held():

@@ -79,6 +79,10 @@ class Recorder:
         self.batch.append(int(x))
         return len(self.batch) == self.cap
 
+    def room(self) -> int:
+        """How many pfns the batched form still takes (Deliver's ``room``)."""
+        return self.cap - len(self.batch)
+
     def flush(self):
         self.log.extend(self.batch)
         self.log.append(FLUSH)
@@ -361,8 +365,9 @@ def run_step(k, op, walks):
     if walk is None:
         walk = LruGenMmWalk(pte_budget=budget)
     walk.pte_budget = budget
+    # with room (odd caps), the fast path looks for no more young PTEs than decide the answer
     ret = lru_gen_scan_lruvec(lv, lv.lrugen.max_seq, rec.cb, rec.flush, contract=contract,
-                              batched=batched, walk=walk)
+                              batched=batched, walk=walk, room=rec.room if cap % 2 else None)
     walks[nid] = ret
     out = rec.result()
     out["returned_walk"] = ret is walk
@@ -458,7 +463,7 @@ def scan_both(fast, seq, cap, contract="v2", batched=False, nid=1):
         lv = k.lruvec(k.root_memcg, nid)
         rec = Recorder(cap, contract, batched)
         walk = lru_gen_scan_lruvec(lv, lv.lrugen.max_seq, rec.cb, rec.flush,
-                                   contract=contract, batched=batched)
+                                   contract=contract, batched=batched, room=rec.room)
         out.append((rec, walk))
     (rf, wf), (rs, ws) = out
     assert_same(fast, seq, f"scan cap={cap} {contract}",

@@ -131,6 +131,10 @@ class Klruscand(Detector):
             self.stats["warn_full"] += 1
         return take, self.nr == self.batch_size
 
+    def _room(self) -> int:
+        """How many pfns _accessed_batch still takes (the walk scans for no more)."""
+        return self.batch_size - self.nr
+
     def flush_cb(self) -> None:
         """flush_cb(): record every batched pfn with the flush time, then empty the batch."""
         n = self.nr
@@ -161,7 +165,7 @@ class Klruscand(Detector):
                 before = lruvec.mm_state.stats[hist].copy()
                 lru_gen_scan_lruvec(lruvec, seq, self.accessed_cb, self.flush_cb,
                                     contract=self.contract, batched=self.batched,
-                                    walk=self.walk)
+                                    walk=self.walk, room=self._room)
                 # the walk's mm_stats are folded into mm_state.stats[hist] after every mm
                 delta = lruvec.mm_state.stats[hist] - before
                 total += int(delta[MM_LEAF_TOTAL])

@@ -332,20 +332,22 @@ def get_pfn_folio_mask(kernel, lruvec, pfns):
     return ok, heads
 
 
-def young_ptes(kernel, lruvec, pt, lo, hi, out=None):
+def young_ptes(kernel, lruvec, pt, lo, hi, out=None, limit=None):
     """get_pte_pfn() and get_pfn_folio() over PTE slot ranges [lo[r], hi[r]): the entries whose
     A bit the walk would clear (present, young, not special or the zero page, on the lruvec's
     node, a folio of its memcg on an LRU). Returns (slots, pfns, per-range count); ``out``:
-    two int64 buffers with room for every slot to write them into (else fresh ones)."""
+    two int64 buffers with room for every slot to write them into (else fresh ones);
+    ``limit``: only the first that many (the later ranges count 0)."""
     pm = kernel.pm
     node_lo, node_hi = pm.node_range(lruvec.nid)
     lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    total = int((hi - lo).sum())
     if out is None:
-        total = int((hi - lo).sum())
         out = (np.empty(total, np.int64), np.empty(total, np.int64))
     per_range = np.empty(lo.size, np.int64)
     k = scan_ranges(lo, hi, pt.pte, pm.order, pm.lru_gen_refs, pm.memcg, node_lo, node_hi,
-                    lruvec.memcg.id, kernel.zero_pfn, out[0], out[1], per_range)
+                    lruvec.memcg.id, kernel.zero_pfn, out[0], out[1], per_range,
+                    total if limit is None else limit)
     return out[0][:k], out[1][:k], per_range
 
 
@@ -384,11 +386,20 @@ class Deliver:
       the batch filled exactly on the last pfn offered.
     """
 
-    def __init__(self, cb, contract: str, batched: bool, faithful: bool):
+    def __init__(self, cb, contract: str, batched: bool, faithful: bool, room=None):
         if contract not in ("v1", "v2"):
             raise ValueError(f"unknown callback contract {contract!r} (expected 'v1' or 'v2')")
         self.cb, self.contract, self.batched, self.faithful = cb, contract, batched, faithful
+        self.room = room if batched else None
         self.anchor = -1
+
+    def decisive(self):
+        """How many leading pfns of a call decide its answer, or None (all of them): a
+        batched callback that says how many pfns it still takes (``room()``: klruscand's
+        free batch slots) takes at most that many of any longer sequence and so stops by
+        the pfn after them, whatever follows (under v1 and v2, taking fewer than offered
+        stops). The walk need not find young PTEs beyond them (vmscan_fast._young)."""
+        return None if self.room is None else self.room() + 1
 
     def __call__(self, pfns: np.ndarray) -> tuple[int, bool]:
         if pfns.size == 0:
@@ -828,21 +839,23 @@ def try_to_inc_max_seq(lruvec, seq: int, swappiness: int, force_scan: bool) -> b
 
 # ---- the patch: lru_gen_scan_lruvec (§6.2) ----------------------------------------------------
 def lru_gen_scan_lruvec(lruvec, seq: int, accessed_cb, flush_cb, *, contract: str = "v2",
-                        batched: bool = False, walk: LruGenMmWalk | None = None) -> LruGenMmWalk:
+                        batched: bool = False, walk: LruGenMmWalk | None = None,
+                        room=None) -> LruGenMmWalk:
     """lru_gen_scan_lruvec(): rescan the youngest generation without creating a new one.
 
     Every young PTE/PMD of the lruvec's node and memcg found in the memcg's mms is cleared,
     its folio promoted to gen(max_seq) by folio_update_gen, and its pfn (the head pfn for a
     PMD-mapped THP) passed to ``accessed_cb``; ``flush_cb()`` runs after every round.
     ``walk`` is the caller's walk struct (klruscand keeps one per pass; Q5); by default a
-    fresh one. Returns the walk struct.
+    fresh one. ``room``: for a batched callback, how many pfns it still takes (Deliver).
+    Returns the walk struct.
     """
     kernel = lruvec.kernel
     walk = walk or LruGenMmWalk()
     if not kernel.faithful_quirks:
         walk.force_scan = False  # Q5 off: force_scan does not leak from an earlier lruvec
     walk.lruvec, walk.seq = lruvec, seq
-    walk.accessed_cb = Deliver(accessed_cb, contract, batched, kernel.faithful_quirks)
+    walk.accessed_cb = Deliver(accessed_cb, contract, batched, kernel.faithful_quirks, room)
     walk.swappiness = MAX_SWAPPINESS
     mm = None
     while True:

@@ -217,11 +217,6 @@ def _young(args, plan: Plan, out) -> Young:
 
     walk, mm = args.walk, args.mm
     kernel, lruvec, pt = mm.kernel, walk.lruvec, mm.pt
-    if kernel.access_source is not None and plan.lo.size:
-        _materialize_ranges(kernel, mm, plan.lo, plan.hi)
-    slots, pfns, per_range = young_ptes(kernel, lruvec, pt, plan.lo, plan.hi, out)
-    ends = np.cumsum(per_range)
-
     m_visit, m_key, m_rank, m_group, m_off, g_first, g_bitmap, g_key, g_trigger = pmd_batches(
         plan.batched, plan.batched_last, plan.pmd)
     thp = np.flatnonzero(plan.kind[m_visit] == THP)
@@ -230,6 +225,15 @@ def _young(args, plan: Plan, out) -> Young:
         thp_pfn = pte_pfn(pt.pmd[plan.pmd[m_visit[thp]]])
         ok, _ = get_pfn_folio_mask(kernel, lruvec, thp_pfn)
         thp, thp_pfn = thp[ok], thp_pfn[ok]
+    if kernel.access_source is not None and plan.lo.size:
+        _materialize_ranges(kernel, mm, plan.lo, plan.hi)
+    # PTE items beyond those that decide the callback's answer are never delivered (it stops
+    # by then) nor committed: not looked for (where no THP item is merged in among them)
+    limit = (walk.accessed_cb.decisive() if walk.accessed_cb is not None and not thp.size
+             else None)
+    slots, pfns, per_range = young_ptes(kernel, lruvec, pt, plan.lo, plan.hi, out, limit)
+    ends = np.cumsum(per_range)
+
     order = None
     if thp.size:
         # PTE items of visit v sort at (2v+1, position); THP items at (their batch's key, rank)

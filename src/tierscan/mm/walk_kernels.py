@@ -34,20 +34,22 @@ _SWAPCACHE, _SWAPBACKED = int(PG_swapcache), int(PG_swapbacked)
 
 @njit(cache=True, nogil=True)
 def scan_ranges(lo, hi, pte, order, lru_gen_refs, memcg, node_lo, node_hi, memcg_id, zero_pfn,
-                out_slot, out_pfn, per_range):
+                out_slot, out_pfn, per_range, limit):
     """Young, eligible PTEs of the slot ranges [lo[r], hi[r]) in order: their slots and pfns
     written to ``out_slot``/``out_pfn`` (room for every slot of the ranges), their count per
     range to ``per_range``. Returns how many. (The caller's buffers: a dense walk writes one
     entry per slot, and fresh pages would cost more than the scan.) ``scan_ranges_reference``
-    is the numpy form.
+    is the numpy form. The scan ends at the ``limit``-th one found (>= 0; the ranges after
+    count 0): for a caller that only looks at that many.
 
     The arrays are indexed with unsigned integers (slots, pfns and k are never negative):
     numba then leaves out the wrap-around of negative indexes, a compare and an add on
     every read and write (2.4-2.6 vs 3.0 ns a PTE over 4 Mi young PTEs)."""
     k = np.uint64(0)
+    cap = np.uint64(limit)
     for r in range(lo.size):
         k0 = k
-        for s in range(np.uint64(lo[r]), np.uint64(hi[r])):
+        for s in range(np.uint64(lo[r]), np.uint64(hi[r]) if k < cap else np.uint64(lo[r])):
             e = pte[s]
             if (not (e & np.uint64(_PRESENT)) or not (e & np.uint64(_A))
                     or (e & np.uint64(_SPECIAL))):
@@ -62,6 +64,8 @@ def scan_ranges(lo, hi, pte, order, lru_gen_refs, memcg, node_lo, node_hi, memcg
             out_slot[k] = s
             out_pfn[k] = pfn
             k += np.uint64(1)
+            if k == cap:
+                break
         per_range[r] = k - k0
     return np.int64(k)
 
