@@ -174,7 +174,8 @@ def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, 
     give each slot and entry once. P(young) and P(dirty) are computed again only when their
     inputs change: neighbouring pages of one weight, last drawn together, have the same Λ (a
     uniform workload's whole range), and expm1 of the same double is the same double. The
-    two rows' steps are independent, so the core overlaps them."""
+    two rows' steps are independent, so the core overlaps them. An empty ``haz`` stands for
+    all +0.0 (nothing banked): not read (0.0 + fresh, the same double) nor written."""
     h0, l0, h1, l1, ih, il = st[0], st[1], st[2], st[3], st[4], st[5]
     lam0, p_young = np.nan, 0.0
     wlam0, py0, p_dirty = np.nan, np.nan, 0.0
@@ -195,7 +196,7 @@ def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, 
                 h1, l1, u1 = pcg64_double(h1, l1, ih, il)
                 c += 1
                 fresh = w[j] * (C - c_ref[j])
-                lam = haz[j] + fresh
+                lam = (haz[j] if haz.size else 0.0) + fresh
                 if lam != lam0:
                     lam0, p_young = lam, -math.expm1(-lam)
                 if u0 < p_young:
@@ -210,7 +211,8 @@ def materialize_runs_drawing(table, s0, i0, ln, present_mask, haz, whaz, c_ref, 
                         table[s] = e | np.uint64(_A | _D)
                     else:
                         table[s] = e | np.uint64(_A)
-            haz[j] = 0.0
+            if haz.size:
+                haz[j] = 0.0
             if whaz.size:
                 whaz[j] = 0.0
             c_ref[j] = C
