@@ -317,8 +317,9 @@ def main(argv=None) -> int:
             rate = n / t_fast
             met = rate >= TARGET
             ok &= met
-            print(f"  target >= {TARGET / 1e6:.0f} M PTEs/s dense: "
-                  f"{'met' if met else 'NOT MET'} ({rate / 1e6:.1f} M PTEs/s)")
+            print(f"  target >= {TARGET / 1e6:.0f} M PTEs/s dense (the exit status): "
+                  f"{'met' if met else 'NOT MET'}; issue 15's goal >= {GOAL / 1e6:.0f} M: "
+                  f"{'met' if rate >= GOAL else 'not met'} ({rate / 1e6:.1f} M PTEs/s)")
     # klruscand's batch (2^17 pfns) fills every 131,072 young PTEs: the walk stops inside a
     # walk_pmd_range range, commits the prefix, and resumes after a flush (a quarter of the
     # VMA when that is smaller, so that a small run stops too)
