@@ -127,18 +127,26 @@ def pmd_mapped_thps(kernel, heads):
     slot under the folio's PMD leaf, which maps that page (_whole_pmd_thps checks each page
     as _site_kinds does). A folio costs one pass over its pages instead of a dozen numpy
     passes over per-page index arrays."""
+    found = _first_heads_mm(kernel, heads)
+    if found is None:
+        return None
+    heads, mm = found
     pm = kernel.pm
-    heads = np.asarray(heads, np.int64)
-    if heads.size == 0:
-        return None
-    mm = kernel.mms.get(int(pm.mapping[heads[0]]))
-    if mm is None:
-        return None
     slots = np.empty(heads.size, np.int64)
     if not _whole_pmd_thps(heads, pm.flags, pm.mapping, pm.index, pm.order, mm.pt.pte.size,
                            mm.pt.pmd, slots):
         return None
     return mm, slots
+
+
+def _first_heads_mm(kernel, heads):
+    """(``heads`` as int64, the mm whose id the first head's mapping holds): the only mm the
+    by-folio paths can find every folio in; None when there are no heads or no such mm."""
+    heads = np.asarray(heads, np.int64)
+    if heads.size == 0:
+        return None
+    mm = kernel.mms.get(int(kernel.pm.mapping[heads[0]]))
+    return None if mm is None else (heads, mm)
 
 
 _ANON = int(PG_anon)
@@ -176,13 +184,11 @@ def pte_mapped_pages(kernel, heads):
     slots, np.arange(heads.size)): every page is anon with the mm's id as its mapping, and
     _site_kinds finds kind 2 at its index (_pte_mapped_pages checks each page as it does).
     One pass over the pages instead of a dozen numpy passes over per-page arrays."""
+    found = _first_heads_mm(kernel, heads)
+    if found is None:
+        return None
+    heads, mm = found
     pm = kernel.pm
-    heads = np.asarray(heads, np.int64)
-    if heads.size == 0:
-        return None
-    mm = kernel.mms.get(int(pm.mapping[heads[0]]))
-    if mm is None:
-        return None
     slots = np.empty(heads.size, np.int64)
     if not _pte_mapped_pages(heads, pm.flags, pm.mapping, pm.index, pm.order, mm.pt.pte,
                              mm.pt.pmd, slots):
