@@ -126,8 +126,8 @@ def main(argv=None) -> int:
         print(f"set-up move_pages (Mode {args.mode} {args.source}, scale {args.scale:g}): "
               f"median by folio {folio:.3f} s CPU, by page {page:.3f} s (x{page / folio:.2f}); "
               f"runs {[round(x, 3) for x in runs[True]]} vs {[round(x, 3) for x in runs[False]]}")
-        rows.append(row(f"set-up move_pages of Mode {args.mode}'s folios by folio ({args.source}, scale "
-                        f"{args.scale:g})", "-", f"{folio:.3f} s CPU (median of 4)", None,
+        rows.append(row(f"set-up move_pages of Mode {args.mode}'s folios by folio "
+                        f"({args.source}, scale {args.scale:g})", "-", f"{folio:.3f} s CPU (median of 4)", None,
                         f"x{page / folio:.2f} vs the page-by-page walk"))
     if not args.skip_run:
         spent, in_hooks, total = per_call(cfg)
