@@ -127,7 +127,8 @@ def main(argv=None) -> int:
               f"median by folio {folio:.3f} s CPU, by page {page:.3f} s (x{page / folio:.2f}); "
               f"runs {[round(x, 3) for x in runs[True]]} vs {[round(x, 3) for x in runs[False]]}")
         rows.append(row(f"set-up move_pages of Mode {args.mode}'s folios by folio "
-                        f"({args.source}, scale {args.scale:g})", "-", f"{folio:.3f} s CPU (median of 4)", None,
+                        f"({args.source}, scale {args.scale:g})", "-",
+                        f"{folio:.3f} s CPU (median of 4)", None,
                         f"x{page / folio:.2f} vs the page-by-page walk"))
     if not args.skip_run:
         spent, in_hooks, total = per_call(cfg)
