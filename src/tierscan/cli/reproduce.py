@@ -27,9 +27,8 @@ ibs, the last three into pghot v3. The per-thread access count is the one fitted
 
 The runs go to --jobs worker processes, longest first; the tables and result files are the
 same as with --jobs 1. Memory: each worker holds one run; a full-scale Mode 3 run (64 GiB of
-THPs) peaked at 3.8 GiB resident (6.9 GiB before the set-up round), so allow --jobs N x 4-7
-GiB. Full scale, --mode all: ~240 s CPU in all processes, so about 2 min wall on 2 idle
-cores (estimated from that CPU; docs/performance.md)."""
+THPs) peaked at 2.8 GiB resident, so allow --jobs N x 3-4 GiB. Full scale, --mode all: ~65 s
+CPU in all processes, 34 s wall on 2 idle cores (measured; docs/performance.md)."""
 
 
 def register(subparsers) -> None:
