@@ -127,36 +127,36 @@ def pmd_mapped_thps(kernel, heads):
     slot under the folio's PMD leaf, which maps that page (_whole_pmd_thps checks each page
     as _site_kinds does). A folio costs one pass over its pages instead of a dozen numpy
     passes over per-page index arrays."""
-    found = _first_heads_mm(kernel, heads)
-    if found is None:
-        return None
-    heads, mm = found
-    pm = kernel.pm
-    slots = np.empty(heads.size, np.int64)
-    if not _whole_pmd_thps(heads, pm.flags, pm.mapping, pm.index, pm.order, mm.pt.pte.size,
-                           mm.pt.pmd, slots):
-        return None
-    return mm, slots
+    return _slots_in_one_mm(kernel, heads, _whole_pmd_thps)
 
 
-def _first_heads_mm(kernel, heads):
-    """(``heads`` as int64, the mm whose id the first head's mapping holds): the only mm the
-    by-folio paths can find every folio in; None when there are no heads or no such mm."""
+def _slots_in_one_mm(kernel, heads, check):
+    """(mm, a slot per folio) when the compiled ``check`` finds every folio of ``heads`` where
+    its by-folio path expects it in the mm whose id the first head's mapping holds (the only
+    mm it can be); None otherwise, or when there are no heads or no such mm."""
     heads = np.asarray(heads, np.int64)
     if heads.size == 0:
         return None
-    mm = kernel.mms.get(int(kernel.pm.mapping[heads[0]]))
-    return None if mm is None else (heads, mm)
+    pm = kernel.pm
+    mm = kernel.mms.get(int(pm.mapping[heads[0]]))
+    if mm is None:
+        return None
+    slots = np.empty(heads.size, np.int64)
+    if not check(heads, pm.flags, pm.mapping, pm.index, pm.order, mm.pt.pte, mm.pt.pmd, slots):
+        return None
+    return mm, slots
 
 
 _ANON = int(PG_anon)
 
 
 @njit(cache=True, nogil=True)
-def _whole_pmd_thps(heads, flags, mapping, index, order, nr_slots, pmd, slots):
+def _whole_pmd_thps(heads, flags, mapping, index, order, pte, pmd, slots):
     """Whether each folio is an aligned THP whose every page is anon, of the first head's
     mapping, and found by _site_kinds as kind 1 (a PMD leaf at its index's PMD maps it),
-    with every page's index under the same PMD; fills ``slots`` with that PMD per folio."""
+    with every page's index under the same PMD; fills ``slots`` with that PMD per folio.
+    ``pte`` (the mm's PTE table) only bounds the indexes."""
+    nr_slots = pte.size
     m0 = mapping[heads[0]]
     for i in range(heads.size):
         h = heads[i]
@@ -184,16 +184,7 @@ def pte_mapped_pages(kernel, heads):
     slots, np.arange(heads.size)): every page is anon with the mm's id as its mapping, and
     _site_kinds finds kind 2 at its index (_pte_mapped_pages checks each page as it does).
     One pass over the pages instead of a dozen numpy passes over per-page arrays."""
-    found = _first_heads_mm(kernel, heads)
-    if found is None:
-        return None
-    heads, mm = found
-    pm = kernel.pm
-    slots = np.empty(heads.size, np.int64)
-    if not _pte_mapped_pages(heads, pm.flags, pm.mapping, pm.index, pm.order, mm.pt.pte,
-                             mm.pt.pmd, slots):
-        return None
-    return mm, slots
+    return _slots_in_one_mm(kernel, heads, _pte_mapped_pages)
 
 
 @njit(cache=True, nogil=True)
