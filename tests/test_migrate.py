@@ -409,32 +409,29 @@ def test_pmd_mapped_thps_is_the_page_walk():
     assert pmd_mapped_thps(k, heads) is None
 
 
-def _moved_by(monkeypatch, by_folio: bool):
-    """Whole PMD-mapped THPs of one mm moved to node 1 by one move_folios in chunks (one of
-    them empty), with a remap hook recording its calls: the calls, the mms of each chunk,
-    the page tables and pfn state."""
+def _move_recorded(k, mm, heads, order: int, nid: int, chunks):
+    """move_folios of ``heads`` to new folios of ``order`` on ``nid`` in ``chunks``, with a
+    remap hook recording its calls: the calls, the mms of each chunk, the page tables and
+    pfn state after it."""
     import tierscan.mm.migrate as migrate
     from tierscan.mm.physmem import PhysMem
 
-    monkeypatch.setattr(migrate, "BY_FOLIO", by_folio)
-    k, mm, heads, _ = _thps_of_one_mm()
-    heads = heads[[4, 1, 0, 5, 2, 3]]
     calls = []
     k.remap_hooks.append(lambda m, slots, src, dst: calls.append(
         (m.id, slots.dtype, slots.copy(), src.dtype, src.copy(), dst)))
-    new, _ = migrate._alloc_on(k, heads.size, 9, 1, WMARK_MIN)
-    mms = migrate.move_folios(k, heads, new, np.array([0, 2, 2, 5, 6]))
+    new, _ = migrate._alloc_on(k, heads.size, order, nid, WMARK_MIN)
+    mms = migrate.move_folios(k, heads, new, np.array(chunks))
     k.check()
     return calls, [sorted(m.id for m in g) for g in mms], \
         [mm.pt.pmd.copy(), mm.pt.pte.copy()] + [a.copy() for a in PhysMem._state_arrays(k.pm)]
 
 
-def test_move_by_folio_is_the_page_walk(monkeypatch):
-    """move_folios of whole PMD-mapped THPs by folio (_move_pmd_thps) makes the remap hooks'
-    calls (chunk by chunk, the same arrays) and leaves the page tables and pfn state of the
-    page-by-page rmap walk (BY_FOLIO = False)."""
-    calls, mms, state = _moved_by(monkeypatch, True)
-    ref_calls, ref_mms, ref_state = _moved_by(monkeypatch, False)
+def _assert_same_move(moved, ref):
+    """Two _move_recorded results are the same: the mms of each of the four chunks (one
+    empty), the three remap-hook calls (mm, slots, sources, destination, with their dtypes),
+    the page tables and pfn state."""
+    calls, mms, state = moved
+    ref_calls, ref_mms, ref_state = ref
     assert mms == ref_mms and [len(g) for g in mms] == [1, 0, 1, 1]
     assert len(calls) == len(ref_calls) == 3
     for c, r in zip(calls, ref_calls):
@@ -443,6 +440,25 @@ def test_move_by_folio_is_the_page_walk(monkeypatch):
         np.testing.assert_array_equal(c[4], r[4])
     for f, r in zip(state, ref_state):
         np.testing.assert_array_equal(f, r)
+
+
+def _moved_by(monkeypatch, by_folio: bool):
+    """Whole PMD-mapped THPs of one mm moved to node 1 by one move_folios in chunks (one of
+    them empty), with a remap hook recording its calls: the calls, the mms of each chunk,
+    the page tables and pfn state."""
+    import tierscan.mm.migrate as migrate
+
+    monkeypatch.setattr(migrate, "BY_FOLIO", by_folio)
+    k, mm, heads, _ = _thps_of_one_mm()
+    heads = heads[[4, 1, 0, 5, 2, 3]]
+    return _move_recorded(k, mm, heads, 9, 1, [0, 2, 2, 5, 6])
+
+
+def test_move_by_folio_is_the_page_walk(monkeypatch):
+    """move_folios of whole PMD-mapped THPs by folio (_move_pmd_thps) makes the remap hooks'
+    calls (chunk by chunk, the same arrays) and leaves the page tables and pfn state of the
+    page-by-page rmap walk (BY_FOLIO = False)."""
+    _assert_same_move(_moved_by(monkeypatch, True), _moved_by(monkeypatch, False))
 
 
 def _pages_of_one_mm(nr=40):
@@ -502,19 +518,11 @@ def _pages_moved_by(monkeypatch, by_folio: bool):
     chunks (one of them empty), with a remap hook recording its calls: the calls, the mms
     of each chunk, the page table and pfn state."""
     import tierscan.mm.migrate as migrate
-    from tierscan.mm.physmem import PhysMem
 
     monkeypatch.setattr(migrate, "BY_FOLIO", by_folio)
     k, mm, heads, _ = _pages_of_one_mm()
     heads = heads[np.random.default_rng(4).permutation(heads.size)[:30]]
-    calls = []
-    k.remap_hooks.append(lambda m, slots, src, dst: calls.append(
-        (m.id, slots.dtype, slots.copy(), src.dtype, src.copy(), dst)))
-    new, _ = migrate._alloc_on(k, heads.size, 0, 2, WMARK_MIN)
-    mms = migrate.move_folios(k, heads, new, np.array([0, 7, 7, 20, 30]))
-    k.check()
-    return calls, [sorted(m.id for m in g) for g in mms], \
-        [mm.pt.pmd.copy(), mm.pt.pte.copy()] + [a.copy() for a in PhysMem._state_arrays(k.pm)]
+    return _move_recorded(k, mm, heads, 0, 2, [0, 7, 7, 20, 30])
 
 
 def test_move_pte_pages_is_the_page_walk(monkeypatch):
@@ -522,14 +530,6 @@ def test_move_pte_pages_is_the_page_walk(monkeypatch):
     (_move_pte_pages) makes the remap hooks' calls (chunk by chunk, the same arrays) and
     leaves the page tables and pfn state of the page-by-page walk (BY_FOLIO = False),
     NUMA-hinted entries included."""
-    calls, mms, state = _pages_moved_by(monkeypatch, True)
-    ref_calls, ref_mms, ref_state = _pages_moved_by(monkeypatch, False)
-    assert mms == ref_mms and [len(g) for g in mms] == [1, 0, 1, 1]
-    assert len(calls) == len(ref_calls) == 3
-    for c, r in zip(calls, ref_calls):
-        assert c[0] == r[0] and c[1] == r[1] and c[3] == r[3] and c[5] == r[5]
-        np.testing.assert_array_equal(c[2], r[2])
-        np.testing.assert_array_equal(c[4], r[4])
-    assert {0, 1} <= set(np.concatenate([c[4] for c in calls]).tolist())
-    for f, r in zip(state, ref_state):
-        np.testing.assert_array_equal(f, r)
+    moved = _pages_moved_by(monkeypatch, True)
+    _assert_same_move(moved, _pages_moved_by(monkeypatch, False))
+    assert {0, 1} <= set(np.concatenate([c[4] for c in moved[0]]).tolist())

@@ -193,6 +193,16 @@ def test_compress_matches_the_former_form():
                 assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
+def _only_ready(e, idx):
+    """pghot's records ``idx`` READY and no other: the records, their blocks' flags and their
+    READY bits, as the record passes leave them."""
+    e.records[idx] = np.uint64(1 << 63)
+    e._block_ready[:] = False
+    e._block_ready[idx // 512] = True
+    e._ready_bits[:] = 0
+    np.bitwise_or.at(e._ready_bits, idx // 64, np.uint64(1) << (idx % 64).astype(np.uint64))
+
+
 def test_lookup_matches_dict_get():
     from tierscan.sim.promotion_metrics import lookup
 
@@ -724,11 +734,7 @@ def test_kmigrated_reads_ready_records_only_as_far_as_its_walk_goes(monkeypatch,
         start = int(rng.choice([p0, int(rng.choice(used)), int(rng.integers(p0, p1))]))
         pick = np.union1d(pick, [start] if trial % 2 else pick[:0])   # READY at start
         idx = e.lower.index(pick, k.node_of(pick))
-        e.records[idx] = np.uint64(1 << 63)
-        e._block_ready[:] = False
-        e._block_ready[idx // 512] = True
-        e._ready_bits[:] = 0
-        np.bitwise_or.at(e._ready_bits, idx // 64, np.uint64(1) << (idx % 64).astype(np.uint64))
+        _only_ready(e, idx)
         left = float(rng.choice([0.0, 1e3, 1e5, 1e6, 1e7, np.inf]) * rng.random())
         engine = SimpleNamespace(cpu_left_ns=lambda: left, costs=costs)
         i_ref, h_ref = e._walk_ready_reference(1, start)
@@ -847,11 +853,7 @@ def test_kmigrated_ready_scan_ends_past_the_walks_reach():
         pick = np.sort(rng.choice(heads, int(rng.integers(1, 5)), replace=False))
         start = int(rng.integers(p0, pick[0] + 1))
         idx = e.lower.index(pick, k.node_of(pick))
-        e.records[idx] = np.uint64(1 << 63)
-        e._block_ready[:] = False
-        e._block_ready[idx // 512] = True
-        e._ready_bits[:] = 0
-        np.bitwise_or.at(e._ready_bits, idx // 64, np.uint64(1) << (idx % 64).astype(np.uint64))
+        _only_ready(e, idx)
         step_ns = e._step_ns(start, p1)
         h = int(rng.choice(pick))
         left = step_ns * (h - start + int(rng.integers(-1100, 1100)))
